@@ -1,0 +1,283 @@
+//! The HTTP API: routes each request to the role, and turns JSON in and out. No decisions live here.
+//!
+//! | endpoint            | role  | body                          | answer                                   |
+//! |---------------------|-------|-------------------------------|------------------------------------------|
+//! | `GET /healthz`      | both  |                               | status, version, mode (+ drones: queen)  |
+//! | `POST /do_task`     | drone | `{"text": "hello"}`           | `{"result": "OK"}`                       |
+//! | `POST /submit_task` | queen | `{"text": "hello"}`           | `{"result": "OK", "drone": "drone-0"}`   |
+//! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval"}` |
+//! | `GET /drones`       | queen |                               | every drone with its times and failures  |
+//!
+//! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
+//! for its Python larve read Hive's answers unchanged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::drone::Drone;
+use crate::error::{Error, Result};
+use crate::queen::Queen;
+use crate::server::{Handler, Request, Response};
+
+/// The role a larve plays, as the API sees it.
+#[derive(Clone)]
+pub enum Role {
+    Queen(Arc<Queen>),
+    Drone(Arc<Drone>),
+}
+
+/// The request handler for a larve playing `role`.
+pub fn handler(role: Role) -> Arc<Handler> {
+    Arc::new(move |request: &Request| {
+        route(&role, request).unwrap_or_else(|error| Response::error(&error))
+    })
+}
+
+/// `{"result": "OK", ...}` in the tutorial's key order, with what the endpoint adds.
+#[derive(Serialize)]
+struct Ok<T: Serialize> {
+    result: &'static str,
+    #[serde(flatten)]
+    extra: T,
+}
+
+fn ok<T: Serialize>(extra: T) -> Response {
+    Response::json(
+        200,
+        &Ok {
+            result: "OK",
+            extra,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drones: Option<BTreeMap<String, String>>,
+}
+
+fn route(role: &Role, request: &Request) -> Result<Response> {
+    match request.path.as_str() {
+        "/healthz" => {
+            allow(request, "GET")?;
+            Ok(Response::json(200, &health(role)))
+        }
+        "/do_task" => {
+            allow(request, "POST")?;
+            let Role::Drone(drone) = role else {
+                return Err(Error::BadRequest("In queen mode, not taking tasks".into()));
+            };
+            let text = string_field(&request.body, "text")?;
+            drone.do_task(&text)?;
+            Ok(ok(json!({})))
+        }
+        "/submit_task" => {
+            allow(request, "POST")?;
+            let queen = queen(role, "In drone mode, not scheduling tasks")?;
+            let text = string_field(&request.body, "text")?;
+            let drone = queen.submit(&text)?;
+            Ok(Response::json(
+                200,
+                &json!({ "result": "OK", "drone": drone }),
+            ))
+        }
+        "/register" => {
+            allow(request, "POST")?;
+            let queen = queen(role, "In drone mode, not taking registration")?;
+            let address = string_field(&request.body, "address")?;
+            let name = queen.register(&address)?;
+            let interval = queen.heartbeat_interval_secs();
+            Ok(ok(json!({ "name": name, "heartbeat_interval": interval })))
+        }
+        "/drones" => {
+            allow(request, "GET")?;
+            let queen = queen(role, "In drone mode, no drone registry")?;
+            Ok(Response::json(200, &queen.drones()))
+        }
+        other => Err(Error::NotFound(other.to_string())),
+    }
+}
+
+fn health(role: &Role) -> Health {
+    let (ready, mode, drones) = match role {
+        Role::Queen(queen) => (queen.is_ready(), "Mode.QUEEN", Some(queen.drone_names())),
+        Role::Drone(drone) => {
+            drone.checked();
+            (drone.is_ready(), "Mode.DRONE", None)
+        }
+    };
+    Health {
+        status: if ready {
+            "Status.READY"
+        } else {
+            "Status.NOT_READY"
+        },
+        version: crate::VERSION,
+        mode,
+        drones,
+    }
+}
+
+fn allow(request: &Request, method: &'static str) -> Result<()> {
+    if request.method == method {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed(method))
+    }
+}
+
+fn queen<'a>(role: &'a Role, wrong_mode: &str) -> Result<&'a Queen> {
+    match role {
+        Role::Queen(queen) => Ok(queen),
+        Role::Drone(_) => Err(Error::BadRequest(wrong_mode.into())),
+    }
+}
+
+/// The non-empty string `field` of a JSON object body.
+fn string_field(body: &[u8], field: &str) -> Result<String> {
+    let example = format!("a JSON object like {{\"{field}\": \"...\"}}");
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::BadRequest(format!("body is not valid JSON ({e}); send {example}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(Error::BadRequest(format!("body must be {example}")));
+    };
+    match object.remove(field) {
+        None => Err(Error::BadRequest(format!(
+            "missing field {field:?}; send {example}"
+        ))),
+        Some(Value::String(s)) if s.is_empty() => Err(Error::BadRequest(format!(
+            "field {field:?} must not be empty"
+        ))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Error::BadRequest(format!(
+            "field {field:?} must be a string"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueenConfig;
+
+    fn request(method: &str, path: &str, body: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn answer(role: &Role, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let response = handler(role.clone())(&request(method, path, body));
+        (
+            response.status,
+            serde_json::from_slice(&response.body).expect("JSON body"),
+        )
+    }
+
+    fn queen() -> Role {
+        Role::Queen(Arc::new(Queen::new(QueenConfig {
+            heartbeat: Default::default(),
+            task_timeout: std::time::Duration::from_secs(1),
+        })))
+    }
+
+    #[test]
+    fn string_field_explains_every_mistake() {
+        for (body, needle) in [
+            ("", "not valid JSON"),
+            ("{\"text\": ", "not valid JSON"),
+            ("[\"text\"]", "must be a JSON object"),
+            ("\"text\"", "must be a JSON object"),
+            ("{}", "missing field"),
+            ("{\"text\": \"\"}", "must not be empty"),
+            ("{\"text\": 5}", "must be a string"),
+            ("{\"text\": null}", "must be a string"),
+            (
+                &format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+                "not valid JSON",
+            ),
+        ] {
+            let err = string_field(body.as_bytes(), "text").unwrap_err();
+            assert!(err.to_string().contains(needle), "{body:?}: {err}");
+            assert_eq!(err.status(), 400);
+        }
+        assert_eq!(
+            string_field(b"{\"text\": \"hi\", \"x\": 1}", "text").unwrap(),
+            "hi"
+        );
+    }
+
+    #[test]
+    fn routes_answer_with_the_right_status() {
+        let queen = queen();
+        let drone = Role::Drone(Arc::new(Drone::new()));
+        assert_eq!(answer(&queen, "GET", "/nope", "").0, 404);
+        assert_eq!(answer(&queen, "POST", "/healthz", "").0, 405);
+        assert_eq!(answer(&queen, "GET", "/submit_task", "").0, 405);
+        let (status, body) = answer(&queen, "POST", "/do_task", "{\"text\": \"hi\"}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("In queen mode, not taking tasks"))
+        );
+        let (status, body) = answer(&drone, "POST", "/submit_task", "{\"text\": \"hi\"}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("In drone mode, not scheduling tasks"))
+        );
+        assert_eq!(
+            answer(&drone, "POST", "/register", "{\"address\": \"a:1\"}").0,
+            400
+        );
+        assert_eq!(answer(&drone, "GET", "/drones", "").0, 400);
+        assert_eq!(
+            answer(&queen, "POST", "/submit_task", "{\"text\": \"hi\"}").0,
+            503
+        );
+    }
+
+    #[test]
+    fn a_405_names_the_allowed_method() {
+        let response = handler(queen())(&request("DELETE", "/register", ""));
+        assert_eq!((response.status, response.allow), (405, Some("POST")));
+    }
+
+    #[test]
+    fn register_refuses_addresses_that_would_steer_urls_and_changes_nothing() {
+        let queen = queen();
+        for address in [
+            "evil.example/x#",
+            "http://127.0.0.1:80",
+            "127.0.0.1:80/admin?",
+        ] {
+            let body = json!({ "address": address }).to_string();
+            assert_eq!(
+                answer(&queen, "POST", "/register", &body).0,
+                400,
+                "{address}"
+            );
+        }
+        let (_, drones) = answer(&queen, "GET", "/drones", "");
+        assert_eq!(drones, json!([]));
+    }
+
+    #[test]
+    fn healthz_speaks_the_tutorials_strings() {
+        let (status, body) = answer(&queen(), "GET", "/healthz", "");
+        assert_eq!(status, 200);
+        assert_eq!(body["mode"], "Mode.QUEEN");
+        assert_eq!(body["status"], "Status.NOT_READY");
+        assert_eq!(body["drones"], json!({}));
+        let (_, body) = answer(&Role::Drone(Arc::new(Drone::new())), "GET", "/healthz", "");
+        assert_eq!(body["mode"], "Mode.DRONE");
+        assert!(body.get("drones").is_none());
+    }
+}

@@ -1,0 +1,25 @@
+//! `larve`: one Hive daemon, a queen or a drone. See `larve --help`.
+
+use std::process::ExitCode;
+
+use hive::cli::{self, Command};
+use hive::logging;
+
+fn main() -> ExitCode {
+    let args = std::env::args_os().skip(1).collect();
+    match cli::parse(args) {
+        Ok(Command::Help) => println!("{}", cli::USAGE),
+        Ok(Command::Version) => println!("larve {}", hive::VERSION),
+        Ok(Command::Run(config)) => {
+            logging::init(config.log_level);
+            let fatal = config.run();
+            log::error!("{fatal}");
+            return ExitCode::from(fatal.exit_code() as u8);
+        }
+        Err(why) => {
+            eprintln!("larve: {why}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}

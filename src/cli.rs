@@ -1,0 +1,295 @@
+//! The command line: flags in, a [`Config`] out. Every mistake is caught here, before anything starts.
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::address;
+use crate::config::{Config, DroneConfig, HeartbeatConfig, QueenConfig, RoleConfig};
+
+/// The help text, printed by `--help` and after every command-line error.
+pub const USAGE: &str = "\
+usage: larve --queen [--port 8080] [options]
+       larve --queen-host HOST:PORT [--port 8080] [options]
+
+A larve is a drone (worker) by default; --queen makes it the queen (control plane).
+
+options:
+  --queen                        run as the queen
+  --queen-host HOST:PORT         drone: the queen to register with (required for a drone)
+  --port PORT                    port to listen on (default 8080; 0 picks a free port)
+  --bind IP                      address to listen on (default 127.0.0.1)
+  --advertise HOST:PORT          drone: address the queen is told (default bind:port;
+                                 required with --bind 0.0.0.0 or ::)
+  --heartbeat-interval SECONDS   queen: pause between heartbeat rounds (default 10)
+  --heartbeat-attempts N         queen: tries per drone per round before removal (default 4)
+  --heartbeat-timeout SECONDS    queen: limit for one try, connect + answer (default 1)
+  --heartbeat-retry-delay SECS   queen: pause between tries (default 0.5)
+  --task-timeout SECONDS         queen: limit for handing a task to one drone (default 2)
+  --log-level LEVEL              error, warn, info, debug or trace (default info)
+  -h, --help                     print this help
+  -V, --version                  print the version";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run(Config),
+    Help,
+    Version,
+}
+
+/// Longest duration a flag takes: a day. Longer is surely a typo, and it keeps `Duration` math safe.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// Parses the arguments after the program name. The error is one line saying what is wrong.
+pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Command::Help);
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Command::Version);
+    }
+
+    let is_queen = args.contains("--queen");
+    let port: u16 = args
+        .opt_value_from_fn("--port", |s| {
+            s.parse::<u16>()
+                .map_err(|_| format!("{s:?} is not a port from 0 to 65535"))
+        })
+        .map_err(flag_error)?
+        .unwrap_or(8080);
+    let bind: IpAddr = args
+        .opt_value_from_fn("--bind", |s| {
+            s.parse::<IpAddr>()
+                .map_err(|_| format!("{s:?} is not an IP address"))
+        })
+        .map_err(flag_error)?
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let log_level = args
+        .opt_value_from_fn("--log-level", parse_level)
+        .map_err(flag_error)?
+        .unwrap_or(LevelFilter::Info);
+    let queen_host = args
+        .opt_value_from_fn("--queen-host", parse_address)
+        .map_err(flag_error)?;
+    let advertise = args
+        .opt_value_from_fn("--advertise", parse_address)
+        .map_err(flag_error)?;
+
+    let defaults = HeartbeatConfig::default();
+    let interval = seconds_flag(&mut args, "--heartbeat-interval", false)?;
+    let attempts: Option<u32> = args
+        .opt_value_from_fn("--heartbeat-attempts", |s| match s.parse::<u32>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(format!("{s:?} is not a whole number from 1 to 100")),
+        })
+        .map_err(flag_error)?;
+    let timeout = seconds_flag(&mut args, "--heartbeat-timeout", false)?;
+    let retry_delay = seconds_flag(&mut args, "--heartbeat-retry-delay", true)?;
+    let task_timeout = seconds_flag(&mut args, "--task-timeout", false)?;
+
+    let rest = args.finish();
+    if let Some(extra) = rest.first() {
+        return Err(format!("unexpected argument {extra:?}"));
+    }
+
+    let role = if is_queen {
+        if queen_host.is_some() {
+            return Err("--queen-host is for drones; a queen does not register anywhere".into());
+        }
+        if advertise.is_some() {
+            return Err("--advertise is for drones; drones find the queen by --queen-host".into());
+        }
+        RoleConfig::Queen(QueenConfig {
+            heartbeat: HeartbeatConfig {
+                interval: interval.unwrap_or(defaults.interval),
+                attempts: attempts.unwrap_or(defaults.attempts),
+                timeout: timeout.unwrap_or(defaults.timeout),
+                retry_delay: retry_delay.unwrap_or(defaults.retry_delay),
+            },
+            task_timeout: task_timeout.unwrap_or(Duration::from_secs(2)),
+        })
+    } else {
+        let queen_only = [
+            ("--heartbeat-interval", interval.is_some()),
+            ("--heartbeat-attempts", attempts.is_some()),
+            ("--heartbeat-timeout", timeout.is_some()),
+            ("--heartbeat-retry-delay", retry_delay.is_some()),
+            ("--task-timeout", task_timeout.is_some()),
+        ];
+        if let Some((flag, _)) = queen_only.iter().find(|(_, given)| *given) {
+            return Err(format!("{flag} is a queen setting; add --queen or drop it"));
+        }
+        let queen = queen_host
+            .ok_or("a drone needs --queen-host HOST:PORT (or pass --queen to start a queen)")?;
+        if bind.is_unspecified() && advertise.is_none() {
+            return Err(format!(
+                "--bind {bind} listens everywhere, so the queen cannot be told one address: add --advertise HOST:PORT"
+            ));
+        }
+        RoleConfig::Drone(DroneConfig { queen, advertise })
+    };
+
+    Ok(Command::Run(Config {
+        bind,
+        port,
+        log_level,
+        role,
+    }))
+}
+
+fn flag_error(e: pico_args::Error) -> String {
+    match e {
+        pico_args::Error::Utf8ArgumentParsingFailed { value, cause } => {
+            format!("{value:?}: {cause}")
+        }
+        pico_args::Error::OptionWithoutAValue(flag) => format!("{flag} needs a value"),
+        other => other.to_string(),
+    }
+}
+
+fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    match s {
+        "error" | "warn" | "info" | "debug" | "trace" => Ok(s.parse().expect("a known level")),
+        _ => Err(format!(
+            "{s:?} is not one of error, warn, info, debug, trace"
+        )),
+    }
+}
+
+fn parse_address(s: &str) -> Result<String, String> {
+    address::validate(s).map(|()| s.to_string())
+}
+
+fn seconds_flag(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    zero_ok: bool,
+) -> Result<Option<Duration>, String> {
+    let parse = if zero_ok { parse_pause } else { parse_limit };
+    args.opt_value_from_fn(flag, parse)
+        .map_err(flag_error)
+        .map_err(|why| format!("{flag}: {why}"))
+}
+
+/// A pause in fractional seconds; zero skips it.
+fn parse_pause(s: &str) -> Result<Duration, String> {
+    parse_seconds(s, true)
+}
+
+/// An interval or a time limit in fractional seconds; zero would mean never waiting at all.
+fn parse_limit(s: &str) -> Result<Duration, String> {
+    parse_seconds(s, false)
+}
+
+/// Fractional seconds, like `0.25`. Zero only where a pause may be skipped.
+fn parse_seconds(s: &str, zero_ok: bool) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let low_ok = if zero_ok { secs >= 0.0 } else { secs > 0.0 };
+    if !secs.is_finite() || !low_ok || secs > MAX_SECONDS {
+        let low = if zero_ok { "from 0" } else { "above 0" };
+        return Err(format!(
+            "{s:?} is not a number of seconds {low} and at most {MAX_SECONDS}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(OsString::from).collect())? {
+            Command::Run(config) => Ok(config),
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tutorial_command_lines_parse() {
+        let queen = run(&["--queen"]).unwrap();
+        assert_eq!(queen.port, 8080);
+        let RoleConfig::Queen(q) = queen.role else {
+            panic!("not a queen")
+        };
+        assert_eq!(q.heartbeat, HeartbeatConfig::default());
+        assert_eq!(q.task_timeout, Duration::from_secs(2));
+
+        let drone = run(&["--queen-host", "127.0.0.1:8080", "--port", "5001"]).unwrap();
+        assert_eq!(drone.port, 5001);
+        assert_eq!(
+            drone.role,
+            RoleConfig::Drone(DroneConfig {
+                queen: "127.0.0.1:8080".into(),
+                advertise: None
+            })
+        );
+    }
+
+    #[test]
+    fn fractional_heartbeat_settings() {
+        let config = run(&[
+            "--queen",
+            "--heartbeat-interval",
+            "0.2",
+            "--heartbeat-attempts",
+            "2",
+            "--heartbeat-timeout",
+            "0.1",
+            "--heartbeat-retry-delay",
+            "0",
+        ])
+        .unwrap();
+        let RoleConfig::Queen(q) = config.role else {
+            panic!("not a queen")
+        };
+        assert_eq!(q.heartbeat.interval, Duration::from_millis(200));
+        assert_eq!(q.heartbeat.attempts, 2);
+        assert_eq!(q.heartbeat.retry_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_a_reason() {
+        for (args, needle) in [
+            (&["--port", "5001"][..], "--queen-host"),
+            (
+                &["--queen", "--queen-host", "127.0.0.1:8080"][..],
+                "for drones",
+            ),
+            (&["--queen", "--port", "99999"][..], "not a port"),
+            (&["--queen", "--port"][..], "needs a value"),
+            (&["--queen", "--heartbeat-interval", "0"][..], "above 0"),
+            (&["--queen", "--heartbeat-interval", "NaN"][..], "seconds"),
+            (&["--queen", "--heartbeat-timeout", "-1"][..], "seconds"),
+            (&["--queen", "--heartbeat-attempts", "0"][..], "1 to 100"),
+            (&["--queen", "--log-level", "loud"][..], "not one of"),
+            (&["--queen", "--bogus"][..], "unexpected argument"),
+            (&["--queen-host", "evil.example/x#"][..], "not host:port"),
+            (
+                &["--queen-host", "127.0.0.1:8080", "--task-timeout", "1"][..],
+                "queen setting",
+            ),
+            (
+                &["--queen-host", "127.0.0.1:8080", "--bind", "0.0.0.0"][..],
+                "--advertise",
+            ),
+            (&["--queen", "--advertise", "127.0.0.1:1"][..], "for drones"),
+            (&["--queen", "--bind", "localhost"][..], "not an IP address"),
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse(vec!["--help".into()]), Ok(Command::Help));
+        assert_eq!(parse(vec!["-V".into()]), Ok(Command::Version));
+    }
+}

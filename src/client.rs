@@ -1,0 +1,121 @@
+//! The one way Hive calls another larve: plain HTTP/1.1 with JSON, a timeout on every call, kept-alive
+//! connections, and failures sorted into the few kinds the callers decide on.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use ureq::Agent;
+
+/// Largest answer body read from a peer; a larve's answers are a few hundred bytes.
+const MAX_REPLY_BYTES: u64 = 64 * 1024;
+
+/// Why a call to another larve did not bring back a 2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Nothing listens there: the larve is down (or the address is wrong).
+    Refused,
+    /// No complete answer within the timeout: the larve is frozen, overloaded or unreachable.
+    TimedOut,
+    /// It answered, but not with 2xx.
+    Status(u16),
+    /// Anything else: a name that does not resolve, a reset, an answer that is not HTTP.
+    Failed(String),
+}
+
+impl CallError {
+    /// A 4xx: the peer understood and refused, so retrying the same request cannot help.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, CallError::Status(code) if (400..500).contains(code))
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Refused => write!(f, "connection refused"),
+            CallError::TimedOut => write!(f, "timed out"),
+            CallError::Status(code) => write!(f, "answered HTTP {code}"),
+            CallError::Failed(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl From<ureq::Error> for CallError {
+    fn from(e: ureq::Error) -> Self {
+        match e {
+            ureq::Error::Timeout(_) => CallError::TimedOut,
+            ureq::Error::StatusCode(code) => CallError::Status(code),
+            ureq::Error::ConnectionFailed => CallError::Refused,
+            ureq::Error::Io(io) => match io.kind() {
+                io::ErrorKind::ConnectionRefused => CallError::Refused,
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => CallError::TimedOut,
+                _ => CallError::Failed(io.to_string()),
+            },
+            other => CallError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// A pool of kept-alive connections to other larves. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Client {
+    agent: Agent,
+}
+
+impl Client {
+    /// A client that keeps at most `idle_per_host` idle connections to each larve, so a busy queen
+    /// does not open a new TCP connection (and leave a TIME_WAIT socket behind) for every task.
+    pub fn new(idle_per_host: usize) -> Client {
+        let config = Agent::config_builder()
+            .http_status_as_error(true)
+            .max_redirects(0)
+            .max_idle_connections(idle_per_host.saturating_mul(64).max(16))
+            .max_idle_connections_per_host(idle_per_host)
+            .user_agent(concat!("hive-larve/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Client {
+            agent: config.into(),
+        }
+    }
+
+    /// `GET http://{address}{path}`; the 2xx body, or why not, within `timeout`.
+    pub fn get(&self, address: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        let mut reply = self
+            .agent
+            .get(format!("http://{address}{path}"))
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()?;
+        Ok(reply
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .read_to_vec()?)
+    }
+
+    /// `POST http://{address}{path}` with a JSON body; the 2xx body, or why not, within `timeout`.
+    /// The tutorial's Flask larve only reads JSON sent as `application/json`, so that is always set.
+    pub fn post_json(
+        &self,
+        address: &str,
+        path: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut reply = self
+            .agent
+            .post(format!("http://{address}{path}"))
+            .header("Content-Type", "application/json")
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .send(body.to_string().as_bytes())?;
+        Ok(reply
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .read_to_vec()?)
+    }
+}

@@ -1,0 +1,121 @@
+//! What a larve was asked to be, and the one call that starts it.
+//!
+//! The CLI builds a [`Config`]; [`Config::run`] hands it to the role it names, which owns its threads
+//! from then on. Nothing here touches the network.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::{drone, queen};
+
+/// Everything a larve needs to start, whichever role it plays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address to listen on. Loopback by default, so a laptop hive is not reachable from the network.
+    pub bind: IpAddr,
+    /// Port to listen on; 0 picks a free one (it is logged, and a drone advertises the real one).
+    pub port: u16,
+    /// Least severe log level written to stderr.
+    pub log_level: LevelFilter,
+    /// Queen or drone, with the settings only that role has.
+    pub role: RoleConfig,
+}
+
+/// The two things a larve can be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoleConfig {
+    Queen(QueenConfig),
+    Drone(DroneConfig),
+}
+
+/// Settings only a queen has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueenConfig {
+    /// How the queen checks that drones are alive.
+    pub heartbeat: HeartbeatConfig,
+    /// Limit for handing one task to one drone, connect and answer together.
+    pub task_timeout: Duration,
+}
+
+/// How often and how patiently the queen probes each drone's `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeartbeatConfig {
+    /// Pause between the end of one round and the start of the next.
+    pub interval: Duration,
+    /// Tries per drone per round; a drone that fails them all is removed.
+    pub attempts: u32,
+    /// Limit for one try, connect and answer together.
+    pub timeout: Duration,
+    /// Pause between two tries of the same drone.
+    pub retry_delay: Duration,
+}
+
+impl HeartbeatConfig {
+    /// The longest a dead drone can stay registered: a full pause, then every try timing out.
+    pub fn detection_bound(&self) -> Duration {
+        self.interval + (self.timeout + self.retry_delay) * self.attempts
+    }
+}
+
+impl Default for HeartbeatConfig {
+    /// The tutorial's loop: every 10 s, 4 tries (its `count < max_retry` with 5), 0.5 s apart; plus the
+    /// 1 s timeout the tutorial lacks.
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_secs(10),
+            attempts: 4,
+            timeout: Duration::from_secs(1),
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Settings only a drone has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroneConfig {
+    /// `host:port` of the queen to register with.
+    pub queen: String,
+    /// `host:port` the queen is told to reach this drone at; `None` means the bind address and port.
+    pub advertise: Option<String>,
+}
+
+/// Why a larve could not start or had to stop. Each maps to the process exit status in `exit_code`.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is wrong (exit 2), e.g. the queen refused this drone's registration.
+    Config(String),
+    /// The machine refused something (exit 1), e.g. the port is taken.
+    Io(String),
+}
+
+impl StartError {
+    /// The exit status: 2 for a configuration mistake, like a bad flag; 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Io(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(why) | StartError::Io(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl Config {
+    /// Starts the role this config names and serves until the process is killed. Returns only when
+    /// the larve cannot go on.
+    pub fn run(self) -> StartError {
+        match self.role {
+            RoleConfig::Queen(queen) => queen::run(self.bind, self.port, queen),
+            RoleConfig::Drone(drone) => drone::run(self.bind, self.port, drone),
+        }
+    }
+}

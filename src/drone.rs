@@ -1,0 +1,185 @@
+//! The drone: does the tasks it is handed, and keeps itself registered with its queen.
+
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use parking_lot::Mutex;
+
+use crate::api::{self, Role};
+use crate::client::{CallError, Client};
+use crate::config::{DroneConfig, StartError};
+use crate::error::{Error, Result};
+use crate::logging::{one_line, quoted};
+use crate::server;
+
+/// Handler threads of a drone; a task is a print, so a few are plenty.
+const HANDLER_THREADS: usize = 8;
+
+/// The interval assumed when the queen does not say (the tutorial's queen answers only `OK`).
+const DEFAULT_QUEEN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A drone registers again when its queen has not probed it for this many heartbeat intervals.
+const MISSED_INTERVALS: u32 = 3;
+
+/// Limit for one registration call.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// First and longest pause between failed registrations.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Longest interval a queen may announce; anything longer is treated as unknown.
+const MAX_QUEEN_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// The drone's state and what it does on each request.
+pub struct Drone {
+    /// Registered with its queen, and serving.
+    ready: AtomicBool,
+    /// Last time anyone probed `/healthz`: the sign that the queen still knows this drone.
+    last_checked: Mutex<Instant>,
+}
+
+impl Default for Drone {
+    fn default() -> Self {
+        Drone {
+            ready: AtomicBool::new(false),
+            last_checked: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Drone {
+    pub fn new() -> Drone {
+        Drone::default()
+    }
+
+    /// True once serving and registered with the queen.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Notes a `/healthz` probe: the queen (or someone) is checking on this drone.
+    pub fn checked(&self) {
+        *self.last_checked.lock() = Instant::now();
+    }
+
+    /// Does the task: prints its text to stdout as one line.
+    pub fn do_task(&self, text: &str) -> Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", one_line(text))
+            .map_err(|e| Error::Internal(format!("could not print the task: {e}")))
+    }
+}
+
+/// Serves as a drone on `bind:port`, then registers with the queen and keeps registered, on this
+/// thread, for the life of the process. Returns only on a fatal error.
+pub fn run(bind: IpAddr, port: u16, config: DroneConfig) -> StartError {
+    let drone = Arc::new(Drone::new());
+    let handler = api::handler(Role::Drone(Arc::clone(&drone)));
+    let wanted = SocketAddr::new(bind, port);
+    let local = match server::start(wanted, HANDLER_THREADS, handler) {
+        Ok(local) => local,
+        Err(e) => return StartError::Io(format!("cannot listen on {wanted}: {e}")),
+    };
+    let advertise = config.advertise.unwrap_or_else(|| local.to_string());
+    info!(
+        "drone listening on {local}, known to the queen as {}",
+        quoted(&advertise)
+    );
+    Registration {
+        drone,
+        client: Client::new(1),
+        queen: config.queen,
+        advertise,
+    }
+    .run()
+}
+
+/// The drone's side of staying known to its queen.
+struct Registration {
+    drone: Arc<Drone>,
+    client: Client,
+    queen: String,
+    advertise: String,
+}
+
+impl Registration {
+    /// Registers, with capped backoff until the queen answers; then watches for the queen's probes
+    /// and registers again when they stop (the queen restarted and forgot this drone).
+    fn run(self) -> StartError {
+        loop {
+            let interval = match self.register_until_answered() {
+                Ok(interval) => interval,
+                Err(fatal) => return fatal,
+            };
+            *self.drone.last_checked.lock() = Instant::now();
+            self.drone.ready.store(true, Ordering::Relaxed);
+            let deadline = interval * MISSED_INTERVALS;
+            let pause = (interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            loop {
+                thread::sleep(pause);
+                let silent = self.drone.last_checked.lock().elapsed();
+                if silent > deadline {
+                    warn!(
+                        "queen {} has not checked on this drone for {silent:.1?} ({MISSED_INTERVALS} heartbeat intervals); registering again",
+                        quoted(&self.queen)
+                    );
+                    self.drone.ready.store(false, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Returns the queen's heartbeat interval once she accepts; a 4xx is a configuration error.
+    fn register_until_answered(&self) -> std::result::Result<Duration, StartError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.register_once() {
+                Ok(interval) => return Ok(interval),
+                Err(e) if e.is_client_error() => {
+                    return Err(StartError::Config(format!(
+                        "queen {} refused this drone's registration ({e}); is --queen-host really a queen, and is {} an address she accepts?",
+                        quoted(&self.queen),
+                        quoted(&self.advertise)
+                    )));
+                }
+                Err(e) => {
+                    warn!(
+                        "could not register with queen {}: {e}; retrying in {backoff:?}",
+                        quoted(&self.queen)
+                    );
+                    thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn register_once(&self) -> std::result::Result<Duration, CallError> {
+        let body = serde_json::json!({ "address": self.advertise });
+        let reply = self
+            .client
+            .post_json(&self.queen, "/register", &body, REGISTER_TIMEOUT)?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        let interval = reply["heartbeat_interval"]
+            .as_f64()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .filter(|d| !d.is_zero() && *d <= MAX_QUEEN_INTERVAL)
+            .unwrap_or(DEFAULT_QUEEN_INTERVAL);
+        match reply["name"].as_str() {
+            Some(name) => info!(
+                "registered with queen {} as {}",
+                quoted(&self.queen),
+                quoted(name)
+            ),
+            None => info!("registered with queen {}", quoted(&self.queen)),
+        }
+        Ok(interval)
+    }
+}

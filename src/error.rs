@@ -1,0 +1,81 @@
+//! The one error type of the HTTP API, and the one place its variants become status codes.
+
+use std::fmt;
+
+/// Everything a request can fail with. Each variant is something the caller can act on, so each maps to
+/// exactly one HTTP status in [`Error::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Malformed JSON, a missing or wrong field, or an endpoint of the other mode.
+    BadRequest(String),
+    /// No route has this path.
+    NotFound(String),
+    /// The path exists but not for this method; carries the allowed method for the `Allow` header.
+    MethodNotAllowed(&'static str),
+    /// The body is larger than the server accepts.
+    PayloadTooLarge(usize),
+    /// The queen knows no drone that can take a task right now.
+    NoDrones,
+    /// Every drone the queen tried failed; the text says which and how.
+    AllDronesFailed(String),
+    /// A bug: a handler panicked. The process keeps serving.
+    Internal(String),
+}
+
+/// Shorthand used by every fallible API function.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::PayloadTooLarge(_) => 413,
+            Error::Internal(_) => 500,
+            Error::AllDronesFailed(_) => 502,
+            Error::NoDrones => 503,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadRequest(why) => write!(f, "{why}"),
+            Error::NotFound(path) => write!(f, "no such endpoint: {path:?}"),
+            Error::MethodNotAllowed(allowed) => write!(f, "method not allowed here; use {allowed}"),
+            Error::PayloadTooLarge(limit) => write!(f, "request body is larger than {limit} bytes"),
+            Error::NoDrones => write!(
+                f,
+                "no live drone to take the task; is any drone registered?"
+            ),
+            Error::AllDronesFailed(detail) => write!(f, "every drone tried failed: {detail}"),
+            Error::Internal(why) => write!(f, "internal error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_own_status() {
+        let cases = [
+            (Error::BadRequest("x".into()), 400),
+            (Error::NotFound("/x".into()), 404),
+            (Error::MethodNotAllowed("GET"), 405),
+            (Error::PayloadTooLarge(1), 413),
+            (Error::Internal("x".into()), 500),
+            (Error::AllDronesFailed("x".into()), 502),
+            (Error::NoDrones, 503),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status(), status, "{error:?}");
+        }
+    }
+}

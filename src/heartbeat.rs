@@ -1,0 +1,253 @@
+//! The queen's heartbeat: every interval, probe every drone's `/healthz` and remove the dead.
+//!
+//! Unlike the tutorial's loop, probes run in parallel on a bounded set of threads, every try has a
+//! timeout, and the registry lock is taken only to read the list and to record each result, never
+//! while a probe is in flight. So one frozen drone delays nothing but its own verdict, and a round
+//! takes about as long as its slowest drone, not the sum of them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use crate::client::{CallError, Client};
+use crate::config::HeartbeatConfig;
+use crate::logging::quoted;
+use crate::registry::{Registry, Target};
+
+/// Most probes in flight at once. Each waits on a blocking socket, so this many dead drones can be
+/// waited on side by side; a round over more bad drones than this takes a few rounds' worth of time.
+pub const MAX_PROBE_THREADS: usize = 256;
+
+/// Probe threads only parse a small HTTP answer; a small stack keeps hundreds of them cheap.
+const PROBE_STACK_BYTES: usize = 256 * 1024;
+
+/// How one drone's probes in one round ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A try got a 2xx answer.
+    Alive,
+    /// Every try failed; `last` is how the final one failed.
+    Dead { tries: u32, last: CallError },
+    /// The registration went away while it was being probed; nothing to decide.
+    Gone,
+}
+
+/// Tries `try_once` up to `attempts` times, pausing `retry_delay` between tries, and stops at the
+/// first success. `on_failure` is told about each failed try and says whether to go on (false when
+/// the drone is no longer registered).
+pub fn probe(
+    attempts: u32,
+    retry_delay: Duration,
+    mut try_once: impl FnMut() -> Result<(), CallError>,
+    mut on_failure: impl FnMut(&CallError) -> bool,
+) -> Verdict {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let error = match try_once() {
+            Ok(()) => return Verdict::Alive,
+            Err(error) => error,
+        };
+        if !on_failure(&error) {
+            return Verdict::Gone;
+        }
+        if tries >= attempts {
+            return Verdict::Dead { tries, last: error };
+        }
+        thread::sleep(retry_delay);
+    }
+}
+
+/// The heartbeat loop and what it needs.
+pub struct Heartbeat {
+    config: HeartbeatConfig,
+    registry: Arc<Registry>,
+    client: Client,
+}
+
+impl Heartbeat {
+    pub fn new(config: HeartbeatConfig, registry: Arc<Registry>) -> Heartbeat {
+        Heartbeat {
+            config,
+            registry,
+            // One idle connection per drone: a probe every interval reuses it instead of leaving a
+            // TIME_WAIT socket behind per probe.
+            client: Client::new(1),
+        }
+    }
+
+    /// Runs rounds forever, pausing `interval` between the end of one and the start of the next.
+    pub fn run(self) -> ! {
+        loop {
+            self.round();
+            thread::sleep(self.config.interval);
+        }
+    }
+
+    /// One round: probe every registered drone, in parallel, and apply each verdict.
+    pub fn round(&self) {
+        let started = Instant::now();
+        let targets = self.registry.targets();
+        if targets.is_empty() {
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        let workers = targets.len().min(MAX_PROBE_THREADS);
+        thread::scope(|scope| {
+            for _ in 0..workers {
+                let spawned = thread::Builder::new()
+                    .name("probe".into())
+                    .stack_size(PROBE_STACK_BYTES)
+                    .spawn_scoped(scope, || {
+                        while let Some(target) = targets.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            self.check(target, started);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    // Fewer workers only make the round slower; the others take the work.
+                    warn!("could not start a probe thread: {e}");
+                    break;
+                }
+            }
+        });
+        debug!(
+            "heartbeat round over {} drones took {} ms",
+            targets.len(),
+            started.elapsed().as_millis()
+        );
+    }
+
+    fn check(&self, target: &Target, round_started: Instant) {
+        let HeartbeatConfig {
+            attempts,
+            timeout,
+            retry_delay,
+            ..
+        } = self.config;
+        let verdict = probe(
+            attempts,
+            retry_delay,
+            || {
+                self.client
+                    .get(&target.address, "/healthz", timeout)
+                    .map(|_| ())
+            },
+            |error| {
+                let failures = self.registry.record_probe_failure(target);
+                debug!(
+                    "probe of {} ({}) failed: {error}",
+                    target.name,
+                    quoted(&target.address)
+                );
+                failures.is_some()
+            },
+        );
+        match verdict {
+            Verdict::Alive => {
+                self.registry.record_alive(target);
+                debug!(
+                    "probe of {} ({}) passed",
+                    target.name,
+                    quoted(&target.address)
+                );
+            }
+            Verdict::Dead { tries, last } => {
+                if self
+                    .registry
+                    .remove_unless_seen_since(target, round_started)
+                {
+                    warn!(
+                        "removed {} ({}): {last} on all {tries} tries",
+                        target.name,
+                        quoted(&target.address)
+                    );
+                }
+            }
+            Verdict::Gone => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scripted(answers: &[Result<(), CallError>]) -> impl FnMut() -> Result<(), CallError> {
+        let mut answers: std::collections::VecDeque<_> = answers.iter().cloned().collect();
+        move || {
+            answers
+                .pop_front()
+                .expect("probe tried more often than scripted")
+        }
+    }
+
+    #[test]
+    fn first_success_ends_the_probe() {
+        let mut failures = 0;
+        let verdict = probe(
+            4,
+            Duration::ZERO,
+            scripted(&[Err(CallError::TimedOut), Ok(())]),
+            |_| {
+                failures += 1;
+                true
+            },
+        );
+        assert_eq!((verdict, failures), (Verdict::Alive, 1));
+    }
+
+    #[test]
+    fn a_drone_failing_every_try_is_dead_with_the_last_reason() {
+        let verdict = probe(
+            3,
+            Duration::ZERO,
+            scripted(&[
+                Err(CallError::TimedOut),
+                Err(CallError::Refused),
+                Err(CallError::Status(500)),
+            ]),
+            |_| true,
+        );
+        assert_eq!(
+            verdict,
+            Verdict::Dead {
+                tries: 3,
+                last: CallError::Status(500)
+            }
+        );
+    }
+
+    #[test]
+    fn a_drone_removed_meanwhile_is_not_probed_further() {
+        let verdict = probe(
+            4,
+            Duration::ZERO,
+            scripted(&[Err(CallError::Refused)]),
+            |_| false,
+        );
+        assert_eq!(verdict, Verdict::Gone);
+    }
+
+    #[test]
+    fn retry_delay_separates_tries() {
+        let started = Instant::now();
+        let verdict = probe(
+            3,
+            Duration::from_millis(20),
+            scripted(&[
+                Err(CallError::Refused),
+                Err(CallError::Refused),
+                Err(CallError::Refused),
+            ]),
+            |_| true,
+        );
+        assert!(matches!(verdict, Verdict::Dead { tries: 3, .. }));
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "two pauses between three tries"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! Hive: a small Kubernetes-like orchestrator.
+//!
+//! One binary, `larve`, runs as a **drone** (the worker, like a kubelet) or a **queen** (the control
+//! plane). The house is drawn in one direction:
+//!
+//! ```text
+//! cli ──► config ──► queen / drone (a role owns its threads) ──► server (HTTP, translates only)
+//!                        │                                          │
+//!                        ├── registry   (who the drones are)        └── api (routes to the role)
+//!                        ├── heartbeat  (who is still alive)
+//!                        └── client     (every outbound call, always with a timeout)
+//! ```
+
+pub mod address;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod drone;
+pub mod error;
+pub mod heartbeat;
+pub mod logging;
+pub mod queen;
+pub mod registry;
+pub mod server;
+
+/// The version every larve reports on `/healthz` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,84 @@
+//! Logging to stderr, and making user-supplied text safe to print.
+//!
+//! Every state change is one log line. Text that came from a user (task texts, addresses) goes
+//! through [`quoted`] in log lines and [`one_line`] on a drone's stdout, so a newline or an escape
+//! sequence in it can never forge a second line.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use log::LevelFilter;
+use simplelog::{ConfigBuilder, WriteLogger};
+
+/// Longest user string a log line carries; the rest is cut with a note of how much.
+const MAX_LOGGED_CHARS: usize = 120;
+
+/// Sends `log` records at `level` and above to stderr, one line each, with a UTC timestamp, and
+/// logs panics the same way.
+pub fn init(level: LevelFilter) {
+    let config = ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_time_format_rfc3339()
+        .build();
+    // A second init (only possible in tests) keeps the first logger, which is fine.
+    let _ = WriteLogger::init(level, config, std::io::stderr());
+    // A panic is one error line like any other, not a multi-line dump between log lines.
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("panic: {}", quoted(&info.to_string()));
+    }));
+}
+
+/// `text` with every control character written as an escape (`\n`, `\u{1b}`), everything else as it
+/// is: what a drone prints for a task, so each task is exactly one line of its stdout.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(out, "{}", c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `text` quoted and escaped for a log line, and cut to a readable length.
+pub fn quoted(text: &str) -> String {
+    let total = text.chars().count();
+    if total <= MAX_LOGGED_CHARS {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(MAX_LOGGED_CHARS).collect();
+    format!("{head:?}… ({} more chars)", total - MAX_LOGGED_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_keeps_ordinary_text_exactly() {
+        assert_eq!(one_line("hello"), "hello");
+        assert_eq!(one_line("héllo \"wörld\" \\ ✓"), "héllo \"wörld\" \\ ✓");
+    }
+
+    #[test]
+    fn one_line_escapes_control_characters() {
+        assert_eq!(
+            one_line("a\nb\r\tc\u{1b}[31m\0"),
+            "a\\nb\\r\\tc\\u{1b}[31m\\0"
+        );
+    }
+
+    #[test]
+    fn quoted_escapes_and_truncates() {
+        assert_eq!(quoted("a\nINFO forged"), "\"a\\nINFO forged\"");
+        let long = quoted(&"x".repeat(500));
+        assert!(long.ends_with("(380 more chars)"), "{long}");
+        assert!(!long.contains('\n'));
+    }
+}

@@ -1,0 +1,332 @@
+//! The queen's registry: which drones exist, under what name, and what she last heard from them.
+//!
+//! This is the hive's only shared state, kept behind one small interface (register, list, record a
+//! probe or task result, remove) so it can later move to a store that several queens share. Every
+//! method takes the lock for a few map operations and never while doing I/O: callers copy what they
+//! need out ([`Registry::targets`]), talk to drones unlocked, and report back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// One registration of one drone: its address and the name it was given. A drone that is removed
+/// and registers again is a new registration with a new name, so late news about the old one (a
+/// probe that started before the removal) cannot touch the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub address: String,
+    pub name: String,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// `drone-N`, unique for the life of this queen.
+    pub name: String,
+    /// False when this address was already registered: the registration refreshed it and kept its name.
+    pub new: bool,
+}
+
+/// What `/drones` shows of one drone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DroneInfo {
+    pub name: String,
+    pub address: String,
+    /// Unix time in seconds of the first registration under this name.
+    pub registered_at: f64,
+    /// Unix time in seconds of the last sign of life: a registration or a passed probe.
+    pub last_seen: f64,
+    /// Failed probes and tasks since the last sign of life.
+    pub failures: u32,
+    /// False after a task failed on it, until a probe sees it alive: the queen skips it for tasks.
+    pub available: bool,
+}
+
+struct Drone {
+    id: u64,
+    registered_at: SystemTime,
+    last_seen: Instant,
+    last_seen_wall: SystemTime,
+    failures: u32,
+    available: bool,
+}
+
+impl Drone {
+    fn name(&self) -> String {
+        format!("drone-{}", self.id)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    drones: HashMap<String, Drone>,
+    /// Next number for `drone-N`; never goes back, so a name is never given twice.
+    next_id: u64,
+}
+
+impl Inner {
+    fn get_mut(&mut self, target: &Target) -> Option<&mut Drone> {
+        self.drones
+            .get_mut(&target.address)
+            .filter(|drone| drone.name() == target.name)
+    }
+}
+
+/// The drone registry. Share it with `Arc`; every method locks only for its own few map operations.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds the drone at `address`, or refreshes it if it is known: registration is idempotent, and a
+    /// drone that registers again keeps its name and counts as alive now.
+    pub fn register(&self, address: &str) -> Registered {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        if let Some(drone) = inner.drones.get_mut(address) {
+            drone.last_seen = now;
+            drone.last_seen_wall = wall;
+            drone.failures = 0;
+            drone.available = true;
+            return Registered {
+                name: drone.name(),
+                new: false,
+            };
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let drone = Drone {
+            id,
+            registered_at: wall,
+            last_seen: now,
+            last_seen_wall: wall,
+            failures: 0,
+            available: true,
+        };
+        let name = drone.name();
+        inner.drones.insert(address.to_string(), drone);
+        Registered { name, new: true }
+    }
+
+    /// Every drone, oldest registration first.
+    pub fn list(&self) -> Vec<DroneInfo> {
+        let inner = self.inner.lock();
+        let mut drones: Vec<(u64, DroneInfo)> = inner
+            .drones
+            .iter()
+            .map(|(address, drone)| {
+                let info = DroneInfo {
+                    name: drone.name(),
+                    address: address.clone(),
+                    registered_at: unix_seconds(drone.registered_at),
+                    last_seen: unix_seconds(drone.last_seen_wall),
+                    failures: drone.failures,
+                    available: drone.available,
+                };
+                (drone.id, info)
+            })
+            .collect();
+        drop(inner);
+        drones.sort_by_key(|(id, _)| *id);
+        drones.into_iter().map(|(_, info)| info).collect()
+    }
+
+    /// Address → name, the tutorial's view of the registry (its `/healthz` shows this).
+    pub fn names(&self) -> BTreeMap<String, String> {
+        let inner = self.inner.lock();
+        inner
+            .drones
+            .iter()
+            .map(|(address, drone)| (address.clone(), drone.name()))
+            .collect()
+    }
+
+    /// Every registered drone, to probe.
+    pub fn targets(&self) -> Vec<Target> {
+        self.select(|_| true)
+    }
+
+    /// The drones that may take a task: all but those whose last task failed and that no probe has
+    /// seen alive since.
+    pub fn available(&self) -> Vec<Target> {
+        self.select(|drone| drone.available)
+    }
+
+    fn select(&self, keep: impl Fn(&Drone) -> bool) -> Vec<Target> {
+        let inner = self.inner.lock();
+        inner
+            .drones
+            .iter()
+            .filter(|(_, drone)| keep(drone))
+            .map(|(address, drone)| Target {
+                address: address.clone(),
+                name: drone.name(),
+            })
+            .collect()
+    }
+
+    /// A probe reached the drone: it is alive now, has no failures, and may take tasks again.
+    pub fn record_alive(&self, target: &Target) {
+        let mut inner = self.inner.lock();
+        if let Some(drone) = inner.get_mut(target) {
+            drone.last_seen = Instant::now();
+            drone.last_seen_wall = SystemTime::now();
+            drone.failures = 0;
+            drone.available = true;
+        }
+    }
+
+    /// A probe try failed. Returns the failures in a row, or `None` if the registration is gone.
+    pub fn record_probe_failure(&self, target: &Target) -> Option<u32> {
+        let mut inner = self.inner.lock();
+        let drone = inner.get_mut(target)?;
+        drone.failures += 1;
+        Some(drone.failures)
+    }
+
+    /// Handing it a task failed: skip it for tasks until a probe sees it alive.
+    pub fn record_task_failure(&self, target: &Target) {
+        let mut inner = self.inner.lock();
+        if let Some(drone) = inner.get_mut(target) {
+            drone.failures += 1;
+            drone.available = false;
+        }
+    }
+
+    /// Removes the registration, unless the drone showed life after `since` (it registered again
+    /// while its probes were failing). Returns whether it was removed.
+    pub fn remove_unless_seen_since(&self, target: &Target, since: Instant) -> bool {
+        let mut inner = self.inner.lock();
+        match inner.get_mut(target) {
+            Some(drone) if drone.last_seen <= since => {
+                inner.drones.remove(&target.address);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> f64 {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    (secs * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(registry: &Registry, address: &str) -> Target {
+        Target {
+            address: address.into(),
+            name: registry.names()[address].clone(),
+        }
+    }
+
+    #[test]
+    fn names_count_up_and_are_never_reused() {
+        let registry = Registry::new();
+        assert_eq!(registry.register("a:1").name, "drone-0");
+        assert_eq!(registry.register("b:1").name, "drone-1");
+        let a = target(&registry, "a:1");
+        assert!(registry.remove_unless_seen_since(&a, Instant::now()));
+        // The tutorial named this one drone-1 too (len of the dict): a collision.
+        assert_eq!(registry.register("c:1").name, "drone-2");
+        assert_eq!(registry.register("a:1").name, "drone-3");
+    }
+
+    #[test]
+    fn registering_again_keeps_the_name_and_refreshes() {
+        let registry = Registry::new();
+        let first = registry.register("a:1");
+        let a = target(&registry, "a:1");
+        registry.record_task_failure(&a);
+        registry.record_probe_failure(&a);
+        let again = registry.register("a:1");
+        assert_eq!((first.new, again.new), (true, false));
+        assert_eq!(again.name, first.name);
+        let info = &registry.list()[0];
+        assert_eq!((info.failures, info.available), (0, true));
+        assert_eq!(registry.list().len(), 1);
+    }
+
+    #[test]
+    fn a_failed_task_takes_a_drone_out_of_rotation_until_a_probe_passes() {
+        let registry = Registry::new();
+        registry.register("a:1");
+        registry.register("b:1");
+        let a = target(&registry, "a:1");
+        registry.record_task_failure(&a);
+        let available: Vec<String> = registry
+            .available()
+            .into_iter()
+            .map(|t| t.address)
+            .collect();
+        assert_eq!(available, vec!["b:1".to_string()]);
+        assert_eq!(registry.targets().len(), 2, "it is still probed");
+        registry.record_alive(&a);
+        assert_eq!(registry.available().len(), 2);
+    }
+
+    #[test]
+    fn failures_count_in_a_row_and_reset_when_alive() {
+        let registry = Registry::new();
+        registry.register("a:1");
+        let a = target(&registry, "a:1");
+        assert_eq!(registry.record_probe_failure(&a), Some(1));
+        assert_eq!(registry.record_probe_failure(&a), Some(2));
+        registry.record_alive(&a);
+        assert_eq!(registry.list()[0].failures, 0);
+    }
+
+    #[test]
+    fn news_about_an_old_registration_does_not_touch_a_new_one() {
+        let registry = Registry::new();
+        registry.register("a:1");
+        let old = target(&registry, "a:1");
+        assert!(registry.remove_unless_seen_since(&old, Instant::now()));
+        registry.register("a:1");
+        assert_eq!(registry.record_probe_failure(&old), None);
+        registry.record_task_failure(&old);
+        assert!(!registry.remove_unless_seen_since(&old, Instant::now()));
+        let info = &registry.list()[0];
+        assert_eq!(
+            (info.name.as_str(), info.failures, info.available),
+            ("drone-1", 0, true)
+        );
+    }
+
+    #[test]
+    fn a_drone_that_registers_during_a_failing_round_is_kept() {
+        let registry = Registry::new();
+        registry.register("a:1");
+        let a = target(&registry, "a:1");
+        let round_started = Instant::now();
+        registry.register("a:1");
+        assert!(!registry.remove_unless_seen_since(&a, round_started));
+        assert_eq!(registry.list().len(), 1);
+    }
+
+    #[test]
+    fn list_is_in_registration_order_with_times() {
+        let registry = Registry::new();
+        for address in ["c:1", "a:1", "b:1"] {
+            registry.register(address);
+        }
+        let list = registry.list();
+        let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["drone-0", "drone-1", "drone-2"]);
+        assert!(list[0].registered_at > 1.6e9 && list[0].last_seen >= list[0].registered_at);
+    }
+}

@@ -1,0 +1,436 @@
+//! What every integration test needs: real `larve` processes on free loopback ports, cleaned up by a
+//! `Drop` guard even when an assertion fails; plain HTTP calls; and polling with a deadline.
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+pub const LARVE: &str = env!("CARGO_BIN_EXE_larve");
+
+/// Heartbeat settings that keep tests fast: a dead drone is gone within
+/// 0.2 + 2 × (0.2 + 0.05) = 0.7 s.
+pub const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "0.2",
+    "--heartbeat-attempts",
+    "2",
+    "--heartbeat-timeout",
+    "0.2",
+    "--heartbeat-retry-delay",
+    "0.05",
+];
+
+/// The longest a dead drone may stay registered under [`FAST`], plus room for a loaded machine.
+pub const FAST_REMOVAL: Duration = Duration::from_millis(700 + 1500);
+
+/// How long a test waits for something that should happen at once.
+pub const SOON: Duration = Duration::from_secs(10);
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A running `larve`. Dropping it kills the process; if the test is failing, its logs are printed.
+pub struct Larve {
+    child: Child,
+    /// `127.0.0.1:PORT` it listens on.
+    pub addr: String,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Larve {
+    /// Starts a queen with `extra` flags, on a free port unless they name one.
+    pub fn queen(extra: &[&str]) -> Larve {
+        let mut args = vec!["--queen"];
+        if !extra.contains(&"--port") {
+            args.extend(["--port", "0"]);
+        }
+        args.extend_from_slice(extra);
+        Larve::start(&args)
+    }
+
+    /// Starts a queen with [`FAST`] heartbeat settings.
+    pub fn fast_queen() -> Larve {
+        Larve::queen(FAST)
+    }
+
+    /// Starts a drone on a free port that registers with `queen` (a `host:port`).
+    pub fn drone(queen: &str) -> Larve {
+        Larve::start(&["--queen-host", queen, "--port", "0"])
+    }
+
+    /// Starts `larve` with `args` and waits until it logs the address it listens on.
+    pub fn start(args: &[&str]) -> Larve {
+        let mut larve = Larve::spawn(args);
+        let addr = eventually(SOON, "the larve to log its address", || {
+            let log = larve.stderr();
+            log.lines().find_map(|line| {
+                let (_, rest) = line.split_once(" listening on ")?;
+                Some(rest.split([';', ',']).next()?.trim().to_string())
+            })
+        });
+        larve.addr = addr;
+        larve
+    }
+
+    /// Starts `larve` with `args` without waiting for anything (for processes expected to exit).
+    pub fn spawn(args: &[&str]) -> Larve {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hive-test-{}-{n}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let child = Command::new(LARVE)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.join("stdout")).expect("stdout file"))
+            .stderr(fs::File::create(dir.join("stderr")).expect("stderr file"))
+            .spawn()
+            .expect("start larve");
+        Larve {
+            child,
+            addr: String::new(),
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.parse::<SocketAddr>().expect("an address").port()
+    }
+
+    /// What the process printed to stdout so far (a drone's task texts).
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+
+    /// What the process logged so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process keeps its socket (connections are accepted by the kernel) but never answers.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`Larve::freeze`].
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit by itself; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Larve {
+    fn drop(&mut self) {
+        self.thaw_quietly();
+        self.kill();
+        if thread::panicking() {
+            eprintln!("--- larve {:?} stderr ---\n{}", self.args, self.stderr());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Larve {
+    fn thaw_quietly(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT".to_string(), self.pid().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, or panics after `within` naming `what`.
+pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A loopback port that was free a moment ago (for a process that must start on a known port).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    let mut response = result.expect("an HTTP answer");
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().expect("a body");
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+/// `GET url` → status and JSON body.
+pub fn get(url: &str) -> (u16, Value) {
+    reply(agent().get(url).call())
+}
+
+/// `POST url` with a body sent as `application/json` → status and JSON body.
+pub fn post(url: &str, body: &str) -> (u16, Value) {
+    reply(
+        agent()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body),
+    )
+}
+
+/// `POST url` with `{"text": text}`.
+pub fn submit(queen: &Larve, text: &str) -> (u16, Value) {
+    post(
+        &queen.url("/submit_task"),
+        &serde_json::json!({ "text": text }).to_string(),
+    )
+}
+
+/// Registers `address` with the queen by hand, as a drone would.
+pub fn register(queen: &Larve, address: &str) -> (u16, Value) {
+    post(
+        &queen.url("/register"),
+        &serde_json::json!({ "address": address }).to_string(),
+    )
+}
+
+/// The queen's registry as `/healthz` shows it: address → name.
+pub fn drone_names(queen: &Larve) -> serde_json::Map<String, Value> {
+    let (status, health) = get(&queen.url("/healthz"));
+    assert_eq!(status, 200);
+    health["drones"]
+        .as_object()
+        .cloned()
+        .expect("a drones object")
+}
+
+/// Waits until the queen lists exactly `addresses`.
+pub fn wait_for_drones(queen: &Larve, addresses: &[&str], within: Duration) {
+    let mut want: Vec<&str> = addresses.to_vec();
+    want.sort();
+    eventually(
+        within,
+        &format!("the queen to list exactly {want:?}"),
+        || {
+            let names = drone_names(queen);
+            let have: Vec<&str> = names.keys().map(String::as_str).collect();
+            (have == want).then_some(())
+        },
+    );
+}
+
+/// Sends raw bytes on a new connection and returns everything the server answers before closing
+/// (or before `within` passes).
+pub fn raw(addr: &str, bytes: &[u8], within: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    stream.write_all(bytes).expect("send");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if complete_response(&answer) {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// True once `bytes` hold a final (non-1xx) response whose body has arrived in full.
+fn complete_response(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let mut rest: &str = &text;
+    loop {
+        let Some((head, body)) = rest.split_once("\r\n\r\n") else {
+            return false;
+        };
+        if head.starts_with("HTTP/1.1 1") {
+            rest = body;
+            continue;
+        }
+        let length = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        });
+        return length.is_some_and(|n| body.len() >= n);
+    }
+}
+
+/// How a [`FakePeer`] answers a request line like `GET /healthz` and the request's content type
+/// (empty if none): status, content type, body.
+pub type Answer = (u16, &'static str, String);
+
+/// What a [`FakePeer`] calls for each request.
+type Responder = dyn Fn(&str, &str) -> Answer + Send + Sync;
+
+/// A stand-in peer on a free loopback port (a drone or queen that is not ours) that answers each
+/// request by its request line, and records the request lines. Stops accepting when dropped.
+pub struct FakePeer {
+    pub addr: String,
+    hits: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakePeer {
+    /// Answers every request the same way.
+    pub fn answering(status: u16, content_type: &'static str, body: &'static str) -> FakePeer {
+        FakePeer::new(move |_, _| (status, content_type, body.to_string()))
+    }
+
+    pub fn new(answer: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) -> FakePeer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answer: Arc<Responder> = Arc::new(answer);
+        let (thread_hits, thread_stop) = (hits.clone(), stop.clone());
+        thread::spawn(move || {
+            while !thread_stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (hits, answer) = (thread_hits.clone(), answer.clone());
+                        thread::spawn(move || serve_peer(stream, answer.as_ref(), &hits));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FakePeer { addr, hits, stop }
+    }
+
+    /// The request lines seen so far, like `GET /healthz`.
+    pub fn hits(&self) -> Vec<String> {
+        self.hits.lock().clone()
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_peer(stream: TcpStream, answer: &Responder, hits: &Mutex<Vec<String>>) {
+    stream.set_nonblocking(false).ok();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let request_line = line
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut length = 0;
+        let mut content_type = String::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if name.eq_ignore_ascii_case("content-type") {
+                    content_type = value.trim().to_string();
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        hits.lock().push(request_line.clone());
+        let (status, reply_type, text) = answer(&request_line, &content_type);
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: {reply_type}\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A listener that never accepts: connections complete in its backlog and are never answered, which
+/// is what a frozen drone looks like from the queen.
+pub fn black_hole() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    (listener, addr)
+}

@@ -1,0 +1,237 @@
+//! Bad input gets a clear JSON error with the right status, and changes nothing.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn error_of(answer: &(u16, serde_json::Value)) -> &str {
+    answer.1["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {answer:?}"))
+}
+
+#[test]
+fn malformed_bodies_are_400_and_change_nothing() {
+    let queen = Larve::fast_queen();
+    let drone = Larve::drone(&queen.addr);
+    wait_for_drones(&queen, &[&drone.addr], SOON);
+    let (_, drones_before) = get(&queen.url("/drones"));
+
+    for (body, needle) in [
+        ("", "not valid JSON"),
+        ("{\"text\": \"unterminated", "not valid JSON"),
+        ("\u{fffd}\u{0}", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ("\"hello\"", "JSON object"),
+        ("{}", "missing field \"text\""),
+        ("{\"txt\": \"hello\"}", "missing field \"text\""),
+        ("{\"text\": \"\"}", "must not be empty"),
+        ("{\"text\": 42}", "must be a string"),
+        ("{\"text\": [\"a\"]}", "must be a string"),
+    ] {
+        for url in [queen.url("/submit_task"), drone.url("/do_task")] {
+            let answer = post(&url, body);
+            assert_eq!(answer.0, 400, "{url} {body:?}: {answer:?}");
+            assert!(
+                error_of(&answer).contains(needle),
+                "{url} {body:?}: {answer:?}"
+            );
+        }
+    }
+    for body in ["{}", "{\"address\": 5}", "{\"address\": \"\"}", "[]"] {
+        let answer = post(&queen.url("/register"), body);
+        assert_eq!(answer.0, 400, "{body}: {answer:?}");
+    }
+    assert_eq!(drone.stdout(), "", "the drone printed nothing");
+    assert_eq!(
+        get(&queen.url("/drones")).1,
+        drones_before,
+        "the registry is unchanged"
+    );
+}
+
+#[test]
+fn register_takes_only_a_real_host_and_port() {
+    let queen = Larve::fast_queen();
+    for address in [
+        "evil.example/x#",
+        "http://127.0.0.1:80",
+        "127.0.0.1:80/admin?",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "127.0.0.1:70000",
+        "user@127.0.0.1:80",
+        "[::1:80",
+        &format!("{}:80", "a".repeat(300)),
+    ] {
+        let answer = register(&queen, address);
+        assert_eq!(answer.0, 400, "{address}: {answer:?}");
+        assert!(error_of(&answer).contains("address"), "{answer:?}");
+    }
+    assert_eq!(get(&queen.url("/drones")).1, json!([]));
+
+    for address in ["[::1]:5001", "localhost:5002", "127.0.0.1:5003"] {
+        assert_eq!(register(&queen, address).0, 200, "{address}");
+    }
+    assert_eq!(drone_names(&queen).len(), 3);
+}
+
+#[test]
+fn unknown_paths_are_404_and_wrong_methods_405() {
+    let queen = Larve::fast_queen();
+    let (status, body) = get(&queen.url("/nope"));
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("/nope"));
+    assert_eq!(get(&queen.url("/healthz/")).0, 404);
+
+    let answer = raw(
+        &queen.addr,
+        b"DELETE /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        SOON,
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.contains("Allow: POST"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert_eq!(get(&queen.url("/submit_task")).0, 405);
+    assert_eq!(post(&queen.url("/healthz"), "{}").0, 405);
+    assert_eq!(
+        get(&queen.url("/healthz?verbose=1")).0,
+        200,
+        "a query string is ignored"
+    );
+}
+
+#[test]
+fn bodies_over_64_kib_are_413() {
+    let queen = Larve::fast_queen();
+    let drone = Larve::drone(&queen.addr);
+    let text = "x".repeat(64 * 1024);
+    for url in [queen.url("/submit_task"), drone.url("/do_task")] {
+        let answer = post(&url, &json!({ "text": text }).to_string());
+        assert_eq!(answer.0, 413, "{answer:?}");
+        assert!(error_of(&answer).contains("65536"), "{answer:?}");
+    }
+    // Just under the limit is fine.
+    let fits = "y".repeat(60 * 1024);
+    assert_eq!(
+        post(&drone.url("/do_task"), &json!({ "text": fits }).to_string()).0,
+        200
+    );
+
+    // Declaring an absurd body must not bring the process down (tiny_http would try to allocate it).
+    let answer = raw(
+        &queen.addr,
+        b"POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n{\"text\"",
+        SOON,
+    );
+    assert!(answer.contains("413 Payload Too Large"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    // A chunked body over the limit too.
+    let mut chunked =
+        b"POST /submit_task HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..80 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b'a'; 0x400]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(&queen.addr, &chunked, SOON);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(get(&queen.url("/healthz")).0, 200, "the queen still serves");
+}
+
+#[test]
+fn submit_without_drones_is_503_json() {
+    let queen = Larve::fast_queen();
+    let answer = submit(&queen, "hello");
+    assert_eq!(answer.0, 503, "{answer:?}");
+    assert!(error_of(&answer).contains("no live drone"), "{answer:?}");
+}
+
+#[test]
+fn submit_when_every_drone_fails_is_502_naming_each() {
+    let queen = Larve::fast_queen();
+    // Two drones that answer every request with a Flask-style HTML 500.
+    let sick = [
+        FakePeer::answering(500, "text/html", "<h1>Internal Server Error</h1>"),
+        FakePeer::answering(500, "text/html", "<h1>Internal Server Error</h1>"),
+    ];
+    for peer in &sick {
+        assert_eq!(register(&queen, &peer.addr).0, 200);
+    }
+    let answer = submit(&queen, "hello");
+    assert_eq!(answer.0, 502, "{answer:?}");
+    let error = error_of(&answer);
+    assert!(error.contains("drone-0: answered HTTP 500"), "{error}");
+    assert!(error.contains("drone-1: answered HTTP 500"), "{error}");
+    // Both are now out of rotation until a heartbeat passes (it cannot: their /healthz is 500 too).
+    assert_eq!(submit(&queen, "again").0, 503);
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_reason_and_usage() {
+    for args in [
+        &["--port", "5001"][..],
+        &["--queen", "--queen-host", "127.0.0.1:8080"][..],
+        &["--queen", "--port", "nope"][..],
+        &["--queen", "--heartbeat-interval", "-1"][..],
+        &["--queen", "--log-level", "chatty"][..],
+        &["--queen", "--frobnicate"][..],
+        &["--queen-host", "127.0.0.1:8080/x"][..],
+    ] {
+        let mut larve = Larve::spawn(args);
+        let status = larve.wait_exit(SOON).expect("it exits");
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        let stderr = larve.stderr();
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("larve: "), "{args:?}: {stderr}");
+        assert!(stderr.contains("usage: larve"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_taken_port_exits_1_saying_so() {
+    let queen = Larve::fast_queen();
+    let mut second = Larve::spawn(&["--queen", "--port", &queen.port().to_string()]);
+    let status = second.wait_exit(SOON).expect("it exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        second.stderr().contains("cannot listen on"),
+        "{}",
+        second.stderr()
+    );
+    assert_eq!(get(&queen.url("/healthz")).0, 200);
+}
+
+#[test]
+fn a_drone_pointed_at_a_drone_exits_2() {
+    let queen = Larve::fast_queen();
+    let drone = Larve::drone(&queen.addr);
+    let mut confused = Larve::spawn(&["--queen-host", &drone.addr, "--port", "0"]);
+    let status = confused.wait_exit(SOON).expect("it exits");
+    assert_eq!(status.code(), Some(2));
+    let log = confused.stderr();
+    assert!(
+        log.contains("refused this drone's registration") && log.contains("400"),
+        "{log}"
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let output = std::process::Command::new(LARVE)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--heartbeat-interval"));
+    let output = std::process::Command::new(LARVE)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("larve {}", hive::VERSION)
+    );
+}

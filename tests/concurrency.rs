@@ -15,7 +15,7 @@ fn hundreds_of_concurrent_submits_while_a_drone_is_killed() {
     const THREADS: usize = 8;
     const PER_THREAD: usize = 60;
     let queen = Larve::queen(&[FAST, &["--task-timeout", "1"]].concat());
-    let mut drones = vec![
+    let mut drones = [
         Larve::drone(&queen.addr),
         Larve::drone(&queen.addr),
         Larve::drone(&queen.addr),

@@ -64,13 +64,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client that keeps at most `idle_per_host` idle connections to each larve, so a busy queen
-    /// does not open a new TCP connection (and leave a TIME_WAIT socket behind) for every task.
-    pub fn new(idle_per_host: usize) -> Client {
+    /// A client that keeps up to `idle_per_host` idle connections to each larve and `idle_total` in
+    /// all, so steady traffic reuses connections instead of opening one per call (and leaving a
+    /// TIME_WAIT socket behind each time, which at thousands of calls a second runs out of ports).
+    pub fn new(idle_per_host: usize, idle_total: usize) -> Client {
         let config = Agent::config_builder()
             .http_status_as_error(true)
             .max_redirects(0)
-            .max_idle_connections(idle_per_host.saturating_mul(64).max(16))
+            .max_idle_connections(idle_total)
             .max_idle_connections_per_host(idle_per_host)
             .user_agent(concat!("hive-larve/", env!("CARGO_PKG_VERSION")))
             .build();

@@ -93,7 +93,7 @@ pub fn run(bind: IpAddr, port: u16, config: DroneConfig) -> StartError {
     );
     Registration {
         drone,
-        client: Client::new(1),
+        client: Client::new(1, 1),
         queen: config.queen,
         advertise,
     }

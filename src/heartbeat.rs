@@ -24,6 +24,10 @@ pub const MAX_PROBE_THREADS: usize = 256;
 /// Probe threads only parse a small HTTP answer; a small stack keeps hundreds of them cheap.
 const PROBE_STACK_BYTES: usize = 256 * 1024;
 
+/// One kept-alive connection per drone, for fleets up to this size: a probe every interval reuses
+/// it instead of opening (and leaving in TIME_WAIT) a new one.
+const IDLE_PROBE_CONNECTIONS: usize = 4096;
+
 /// How one drone's probes in one round ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -73,9 +77,7 @@ impl Heartbeat {
         Heartbeat {
             config,
             registry,
-            // One idle connection per drone: a probe every interval reuses it instead of leaving a
-            // TIME_WAIT socket behind per probe.
-            client: Client::new(1),
+            client: Client::new(1, IDLE_PROBE_CONNECTIONS),
         }
     }
 

@@ -21,8 +21,9 @@ use crate::server;
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
 const HANDLER_THREADS: usize = 32;
 
-/// Idle kept-alive connections per drone, so steady task traffic reuses connections.
-const IDLE_CONNECTIONS_PER_DRONE: usize = 32;
+/// Idle kept-alive connections per drone, and in all, so steady task traffic reuses connections.
+const IDLE_CONNECTIONS_PER_DRONE: usize = HANDLER_THREADS;
+const IDLE_CONNECTIONS: usize = 1024;
 
 /// The queen's state and what she does on each request.
 pub struct Queen {
@@ -36,7 +37,7 @@ impl Queen {
     pub fn new(config: QueenConfig) -> Queen {
         Queen {
             registry: Arc::new(Registry::new()),
-            client: Client::new(IDLE_CONNECTIONS_PER_DRONE),
+            client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS),
             config,
             ready: AtomicBool::new(false),
         }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Submits a task to the local hive's queen and prints her answer.
+#
+#   scripts/submit.sh TEXT...      (several words are joined with spaces)
+#
+# Environment: HIVE_PORT (queen port, default 8080). Exits non-zero unless the queen answers 2xx.
+set -euo pipefail
+
+PORT="${HIVE_PORT:-8080}"
+URL="http://127.0.0.1:$PORT/submit_task"
+
+if (($# == 0)); then
+    echo "usage: scripts/submit.sh TEXT...   (posts {\"text\": TEXT} to $URL; set HIVE_PORT for another port)" >&2
+    exit 2
+fi
+command -v curl >/dev/null || { echo "submit: error: curl is needed but not installed" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "submit: error: python3 is needed (to JSON-escape the text) but not installed" >&2; exit 1; }
+
+text="$*"
+body="$(python3 -c 'import json, sys; print(json.dumps({"text": sys.argv[1]}))' "$text")"
+
+# The status code goes on a last line of its own after the body.
+if ! reply="$(curl -sS --max-time 60 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary @- "$URL" <<<"$body")"; then
+    echo "submit: error: cannot reach the queen at 127.0.0.1:$PORT (is the hive up? scripts/hive-up.sh)" >&2
+    exit 1
+fi
+code="${reply##*$'\n'}"
+reply="${reply%$'\n'*}"
+reply="${reply%$'\n'}" # the queen ends her JSON with a newline
+
+echo "$reply"
+if [[ "$code" != 2?? ]]; then
+    echo "submit: error: the queen answered HTTP $code" >&2
+    exit 1
+fi

@@ -83,10 +83,7 @@ fn route(role: &Role, request: &Request) -> Result<Response> {
             let queen = queen(role, "In drone mode, not scheduling tasks")?;
             let text = string_field(&request.body, "text")?;
             let drone = queen.submit(&text)?;
-            Ok(Response::json(
-                200,
-                &json!({ "result": "OK", "drone": drone }),
-            ))
+            Ok(ok(json!({ "drone": drone })))
         }
         "/register" => {
             allow(request, "POST")?;

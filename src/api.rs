@@ -9,16 +9,20 @@
 //! | `GET /drones`       | queen |                               | every drone with its times and failures  |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
-//! for its Python larve read Hive's answers unchanged.
+//! for its Python larve read Hive's answers unchanged. With a cluster token, every endpoint but
+//! `/healthz` needs it, and `/healthz` shows the drone list only to holders of it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use log::warn;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::auth::Token;
 use crate::drone::Drone;
 use crate::error::{Error, Result};
+use crate::logging::quoted;
 use crate::queen::Queen;
 use crate::server::{Handler, Request, Response};
 
@@ -29,10 +33,12 @@ pub enum Role {
     Drone(Arc<Drone>),
 }
 
-/// The request handler for a larve playing `role`.
-pub fn handler(role: Role) -> Arc<Handler> {
+/// The request handler for a larve playing `role`, guarded by `token` when there is one.
+pub fn handler(role: Role, token: Option<Token>) -> Arc<Handler> {
+    let api = Api { role, token };
     Arc::new(move |request: &Request| {
-        route(&role, request).unwrap_or_else(|error| Response::error(&error))
+        api.route(request)
+            .unwrap_or_else(|error| Response::error(&error))
     })
 }
 
@@ -63,62 +69,112 @@ struct Health {
     drones: Option<BTreeMap<String, String>>,
 }
 
-fn route(role: &Role, request: &Request) -> Result<Response> {
-    match request.path.as_str() {
-        "/healthz" => {
-            allow(request, "GET")?;
-            Ok(Response::json(200, &health(role)))
-        }
-        "/do_task" => {
-            allow(request, "POST")?;
-            let Role::Drone(drone) = role else {
-                return Err(Error::BadRequest("In queen mode, not taking tasks".into()));
-            };
-            let text = string_field(&request.body, "text")?;
-            drone.do_task(&text)?;
-            Ok(ok(json!({})))
-        }
-        "/submit_task" => {
-            allow(request, "POST")?;
-            let queen = queen(role, "In drone mode, not scheduling tasks")?;
-            let text = string_field(&request.body, "text")?;
-            let drone = queen.submit(&text)?;
-            Ok(ok(json!({ "drone": drone })))
-        }
-        "/register" => {
-            allow(request, "POST")?;
-            let queen = queen(role, "In drone mode, not taking registration")?;
-            let address = string_field(&request.body, "address")?;
-            let name = queen.register(&address)?;
-            let interval = queen.heartbeat_interval_secs();
-            Ok(ok(json!({ "name": name, "heartbeat_interval": interval })))
-        }
-        "/drones" => {
-            allow(request, "GET")?;
-            let queen = queen(role, "In drone mode, no drone registry")?;
-            Ok(Response::json(200, &queen.drones()))
-        }
-        other => Err(Error::NotFound(other.to_string())),
-    }
+struct Api {
+    role: Role,
+    token: Option<Token>,
 }
 
-fn health(role: &Role) -> Health {
-    let (ready, mode, drones) = match role {
-        Role::Queen(queen) => (queen.is_ready(), "Mode.QUEEN", Some(queen.drone_names())),
-        Role::Drone(drone) => {
-            drone.checked();
-            (drone.is_ready(), "Mode.DRONE", None)
+impl Api {
+    fn route(&self, request: &Request) -> Result<Response> {
+        match request.path.as_str() {
+            "/healthz" => {
+                allow(request, "GET")?;
+                Ok(Response::json(200, &self.health(request)))
+            }
+            "/do_task" => {
+                allow(request, "POST")?;
+                let Role::Drone(drone) = &self.role else {
+                    return Err(Error::BadRequest("In queen mode, not taking tasks".into()));
+                };
+                self.authorize(request)?;
+                let text = string_field(&request.body, "text")?;
+                drone.do_task(&text)?;
+                Ok(ok(json!({})))
+            }
+            "/submit_task" => {
+                allow(request, "POST")?;
+                let queen = self.queen("In drone mode, not scheduling tasks")?;
+                self.authorize(request)?;
+                let text = string_field(&request.body, "text")?;
+                let drone = queen.submit(&text)?;
+                Ok(ok(json!({ "drone": drone })))
+            }
+            "/register" => {
+                allow(request, "POST")?;
+                let queen = self.queen("In drone mode, not taking registration")?;
+                self.authorize(request)?;
+                let address = string_field(&request.body, "address")?;
+                let name = queen.register(&address)?;
+                let interval = queen.heartbeat_interval_secs();
+                Ok(ok(json!({ "name": name, "heartbeat_interval": interval })))
+            }
+            "/drones" => {
+                allow(request, "GET")?;
+                let queen = self.queen("In drone mode, no drone registry")?;
+                self.authorize(request)?;
+                Ok(Response::json(200, &queen.drones()))
+            }
+            other => Err(Error::NotFound(other.to_string())),
         }
-    };
-    Health {
-        status: if ready {
+    }
+
+    fn queen(&self, wrong_mode: &str) -> Result<&Queen> {
+        match &self.role {
+            Role::Queen(queen) => Ok(queen),
+            Role::Drone(_) => Err(Error::BadRequest(wrong_mode.into())),
+        }
+    }
+
+    fn trusted(&self, request: &Request) -> bool {
+        self.token
+            .as_ref()
+            .is_none_or(|token| token.admits(request.authorization.as_deref()))
+    }
+
+    /// Refuses a request without the cluster token, when there is one. The log line names the
+    /// caller and the endpoint, never what it sent.
+    fn authorize(&self, request: &Request) -> Result<()> {
+        if self.trusted(request) {
+            return Ok(());
+        }
+        let what = match request.authorization {
+            Some(_) => "a wrong",
+            None => "no",
+        };
+        let from = request
+            .peer
+            .map_or_else(|| "an unknown peer".to_string(), |peer| peer.to_string());
+        warn!(
+            "refused {} {} from {from}: {what} cluster token",
+            quoted(&request.method),
+            quoted(&request.path)
+        );
+        Err(Error::Unauthorized)
+    }
+
+    /// Liveness for anyone; the queen's drone list only for holders of the token.
+    fn health(&self, request: &Request) -> Health {
+        let (ready, mode, drones) = match &self.role {
+            Role::Queen(queen) => {
+                let drones = self.trusted(request).then(|| queen.drone_names());
+                (queen.is_ready(), "Mode.QUEEN", drones)
+            }
+            Role::Drone(drone) => {
+                drone.checked();
+                (drone.is_ready(), "Mode.DRONE", None)
+            }
+        };
+        let status = if ready {
             "Status.READY"
         } else {
             "Status.NOT_READY"
-        },
-        version: crate::VERSION,
-        mode,
-        drones,
+        };
+        Health {
+            status,
+            version: crate::VERSION,
+            mode,
+            drones,
+        }
     }
 }
 
@@ -127,13 +183,6 @@ fn allow(request: &Request, method: &'static str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::MethodNotAllowed(method))
-    }
-}
-
-fn queen<'a>(role: &'a Role, wrong_mode: &str) -> Result<&'a Queen> {
-    match role {
-        Role::Queen(queen) => Ok(queen),
-        Role::Drone(_) => Err(Error::BadRequest(wrong_mode.into())),
     }
 }
 
@@ -168,12 +217,14 @@ mod tests {
         Request {
             method: method.into(),
             path: path.into(),
+            authorization: None,
+            peer: None,
             body: body.as_bytes().to_vec(),
         }
     }
 
     fn answer(role: &Role, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let response = handler(role.clone())(&request(method, path, body));
+        let response = handler(role.clone(), None)(&request(method, path, body));
         (
             response.status,
             serde_json::from_slice(&response.body).expect("JSON body"),
@@ -181,10 +232,13 @@ mod tests {
     }
 
     fn queen() -> Role {
-        Role::Queen(Arc::new(Queen::new(QueenConfig {
-            heartbeat: Default::default(),
-            task_timeout: std::time::Duration::from_secs(1),
-        })))
+        Role::Queen(Arc::new(Queen::new(
+            QueenConfig {
+                heartbeat: Default::default(),
+                task_timeout: std::time::Duration::from_secs(1),
+            },
+            None,
+        )))
     }
 
     #[test]
@@ -243,7 +297,7 @@ mod tests {
 
     #[test]
     fn a_405_names_the_allowed_method() {
-        let response = handler(queen())(&request("DELETE", "/register", ""));
+        let response = handler(queen(), None)(&request("DELETE", "/register", ""));
         assert_eq!((response.status, response.allow), (405, Some("POST")));
     }
 

@@ -2,11 +2,13 @@
 
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
 
 use crate::address;
+use crate::auth::Token;
 use crate::config::{Config, DroneConfig, HeartbeatConfig, QueenConfig, RoleConfig};
 
 /// The help text, printed by `--help` and after every command-line error.
@@ -28,6 +30,9 @@ options:
   --heartbeat-timeout SECONDS    queen: limit for one try, connect + answer (default 1)
   --heartbeat-retry-delay SECS   queen: pause between tries (default 0.5)
   --task-timeout SECONDS         queen: limit for handing a task to one drone (default 2)
+  --token-file PATH              file holding the cluster token (or set HIVE_TOKEN); with a
+                                 token, tasks, registration and the drone list need it
+  --insecure                     allow a non-loopback --bind without a token
   --log-level LEVEL              error, warn, info, debug or trace (default info)
   -h, --help                     print this help
   -V, --version                  print the version";
@@ -43,8 +48,9 @@ pub enum Command {
 /// Longest duration a flag takes: a day. Longer is surely a typo, and it keeps `Duration` math safe.
 const MAX_SECONDS: f64 = 86_400.0;
 
-/// Parses the arguments after the program name. The error is one line saying what is wrong.
-pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
+/// Parses the arguments after the program name, and the `HIVE_TOKEN` environment variable's value
+/// (`env_token`). The error is one line saying what is wrong.
+pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, String> {
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
         return Ok(Command::Help);
@@ -78,6 +84,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let advertise = args
         .opt_value_from_fn("--advertise", parse_address)
         .map_err(flag_error)?;
+    let token_file: Option<PathBuf> = args
+        .opt_value_from_str("--token-file")
+        .map_err(flag_error)?;
+    let insecure = args.contains("--insecure");
 
     let defaults = HeartbeatConfig::default();
     let interval = seconds_flag(&mut args, "--heartbeat-interval", false)?;
@@ -94,6 +104,23 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
     let rest = args.finish();
     if let Some(extra) = rest.first() {
         return Err(format!("unexpected argument {extra:?}"));
+    }
+
+    let env_token = env_token.filter(|t| !t.is_empty());
+    let token = match (token_file, env_token) {
+        (Some(_), Some(_)) => {
+            return Err("both --token-file and HIVE_TOKEN are set; give the token one way".into());
+        }
+        (Some(path), None) => Some(Token::from_file(&path)?),
+        (None, Some(secret)) => {
+            Some(Token::new(&secret).map_err(|why| format!("HIVE_TOKEN: {why}"))?)
+        }
+        (None, None) => None,
+    };
+    if !bind.is_loopback() && token.is_none() && !insecure {
+        return Err(format!(
+            "--bind {bind} serves the network without a token, so anyone there can run tasks: set --token-file or HIVE_TOKEN, or add --insecure"
+        ));
     }
 
     let role = if is_queen {
@@ -137,6 +164,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
         bind,
         port,
         log_level,
+        token,
         role,
     }))
 }
@@ -205,7 +233,14 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Config, String> {
-        match parse(args.iter().map(OsString::from).collect())? {
+        run_with_token(args, None)
+    }
+
+    fn run_with_token(args: &[&str], token: Option<&str>) -> Result<Config, String> {
+        match parse(
+            args.iter().map(OsString::from).collect(),
+            token.map(String::from),
+        )? {
             Command::Run(config) => Ok(config),
             other => panic!("expected a config, got {other:?}"),
         }
@@ -281,6 +316,11 @@ mod tests {
             ),
             (&["--queen", "--advertise", "127.0.0.1:1"][..], "for drones"),
             (&["--queen", "--bind", "localhost"][..], "not an IP address"),
+            (&["--queen", "--bind", "0.0.0.0"][..], "without a token"),
+            (
+                &["--queen", "--token-file", "/nonexistent/token"][..],
+                "cannot read the token file",
+            ),
         ] {
             let err = run(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
@@ -289,7 +329,36 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse(vec!["--help".into()]), Ok(Command::Help));
-        assert_eq!(parse(vec!["-V".into()]), Ok(Command::Version));
+        assert_eq!(parse(vec!["--help".into()], None), Ok(Command::Help));
+        assert_eq!(parse(vec!["-V".into()], None), Ok(Command::Version));
+    }
+
+    #[test]
+    fn a_token_comes_from_the_environment_or_a_file_never_both() {
+        let secret = "0123456789abcdef0123";
+        let config = run_with_token(&["--queen"], Some(secret)).unwrap();
+        assert_eq!(config.token, Some(Token::new(secret).unwrap()));
+        assert_eq!(run_with_token(&["--queen"], Some("")).unwrap().token, None);
+        let err = run_with_token(&["--queen"], Some("short")).unwrap_err();
+        assert!(err.starts_with("HIVE_TOKEN"), "{err}");
+        let err = run_with_token(&["--queen", "--token-file", "/x"], Some(secret)).unwrap_err();
+        assert!(err.contains("one way"), "{err}");
+
+        let path = std::env::temp_dir().join(format!("hive-cli-token-{}", std::process::id()));
+        std::fs::write(&path, format!("{secret}\n")).unwrap();
+        let from_file = run(&["--queen", "--token-file", path.to_str().unwrap()]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(from_file.unwrap().token, Some(Token::new(secret).unwrap()));
+    }
+
+    #[test]
+    fn the_network_needs_a_token_or_insecure() {
+        let secret = Some("0123456789abcdef0123");
+        assert!(run_with_token(&["--queen", "--bind", "0.0.0.0"], secret).is_ok());
+        assert!(run(&["--queen", "--bind", "0.0.0.0", "--insecure"]).is_ok());
+        assert!(
+            run(&["--queen", "--bind", "::1"]).is_ok(),
+            "loopback needs no token"
+        );
     }
 }

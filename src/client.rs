@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use ureq::Agent;
 
+use crate::auth::Token;
+
 /// Largest answer body read from a peer; a larve's answers are a few hundred bytes.
 const MAX_REPLY_BYTES: u64 = 64 * 1024;
 
@@ -61,39 +63,43 @@ impl From<ureq::Error> for CallError {
 #[derive(Clone)]
 pub struct Client {
     agent: Agent,
+    /// Sent on every call when the hive has a cluster token.
+    token: Option<Token>,
 }
+
+/// Idle connections are closed after this long, well before a larve's server closes them
+/// ([`crate::server::SOCKET_TIMEOUT`]), so a call never picks a connection the peer is closing.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(5);
 
 impl Client {
     /// A client that keeps up to `idle_per_host` idle connections to each larve and `idle_total` in
     /// all, so steady traffic reuses connections instead of opening one per call (and leaving a
     /// TIME_WAIT socket behind each time, which at thousands of calls a second runs out of ports).
-    pub fn new(idle_per_host: usize, idle_total: usize) -> Client {
+    pub fn new(idle_per_host: usize, idle_total: usize, token: Option<Token>) -> Client {
         let config = Agent::config_builder()
             .http_status_as_error(true)
             .max_redirects(0)
             .max_idle_connections(idle_total)
             .max_idle_connections_per_host(idle_per_host)
+            .max_idle_age(MAX_IDLE_AGE)
             .user_agent(concat!("hive-larve/", env!("CARGO_PKG_VERSION")))
             .build();
         Client {
             agent: config.into(),
+            token,
         }
     }
 
     /// `GET http://{address}{path}`; the 2xx body, or why not, within `timeout`.
     pub fn get(&self, address: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, CallError> {
-        let mut reply = self
-            .agent
-            .get(format!("http://{address}{path}"))
+        let request = self.agent.get(format!("http://{address}{path}"));
+        let request = self.authorize(request);
+        let mut reply = request
             .config()
             .timeout_global(Some(timeout))
             .build()
             .call()?;
-        Ok(reply
-            .body_mut()
-            .with_config()
-            .limit(MAX_REPLY_BYTES)
-            .read_to_vec()?)
+        read_reply(&mut reply)
     }
 
     /// `POST http://{address}{path}` with a JSON body; the 2xx body, or why not, within `timeout`.
@@ -105,18 +111,30 @@ impl Client {
         body: &serde_json::Value,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        let mut reply = self
-            .agent
-            .post(format!("http://{address}{path}"))
-            .header("Content-Type", "application/json")
+        let request = self.agent.post(format!("http://{address}{path}"));
+        let request = self
+            .authorize(request)
+            .header("Content-Type", "application/json");
+        let mut reply = request
             .config()
             .timeout_global(Some(timeout))
             .build()
             .send(body.to_string().as_bytes())?;
-        Ok(reply
-            .body_mut()
-            .with_config()
-            .limit(MAX_REPLY_BYTES)
-            .read_to_vec()?)
+        read_reply(&mut reply)
     }
+
+    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", token.header()),
+            None => request,
+        }
+    }
+}
+
+fn read_reply(reply: &mut ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, CallError> {
+    Ok(reply
+        .body_mut()
+        .with_config()
+        .limit(MAX_REPLY_BYTES)
+        .read_to_vec()?)
 }

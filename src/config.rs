@@ -4,11 +4,12 @@
 //! from then on. Nothing here touches the network.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::auth::Token;
 use crate::{drone, queen};
 
 /// Everything a larve needs to start, whichever role it plays.
@@ -20,6 +21,8 @@ pub struct Config {
     pub port: u16,
     /// Least severe log level written to stderr.
     pub log_level: LevelFilter,
+    /// The cluster token; `None` leaves every endpoint open, as in the tutorial.
+    pub token: Option<Token>,
     /// Queen or drone, with the settings only that role has.
     pub role: RoleConfig,
 }
@@ -113,9 +116,10 @@ impl Config {
     /// Starts the role this config names and serves until the process is killed. Returns only when
     /// the larve cannot go on.
     pub fn run(self) -> StartError {
+        let listen = SocketAddr::new(self.bind, self.port);
         match self.role {
-            RoleConfig::Queen(queen) => queen::run(self.bind, self.port, queen),
-            RoleConfig::Drone(drone) => drone::run(self.bind, self.port, drone),
+            RoleConfig::Queen(queen) => queen::run(listen, self.token, queen),
+            RoleConfig::Drone(drone) => drone::run(listen, self.token, drone),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The drone: does the tasks it is handed, and keeps itself registered with its queen.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -11,6 +11,7 @@ use log::{info, warn};
 use parking_lot::Mutex;
 
 use crate::api::{self, Role};
+use crate::auth::Token;
 use crate::client::{CallError, Client};
 use crate::config::{DroneConfig, StartError};
 use crate::error::{Error, Result};
@@ -78,13 +79,12 @@ impl Drone {
 
 /// Serves as a drone on `bind:port`, then registers with the queen and keeps registered, on this
 /// thread, for the life of the process. Returns only on a fatal error.
-pub fn run(bind: IpAddr, port: u16, config: DroneConfig) -> StartError {
+pub fn run(listen: SocketAddr, token: Option<Token>, config: DroneConfig) -> StartError {
     let drone = Arc::new(Drone::new());
-    let handler = api::handler(Role::Drone(Arc::clone(&drone)));
-    let wanted = SocketAddr::new(bind, port);
-    let local = match server::start(wanted, HANDLER_THREADS, handler) {
+    let handler = api::handler(Role::Drone(Arc::clone(&drone)), token.clone());
+    let local = match server::start(listen, HANDLER_THREADS, handler) {
         Ok(local) => local,
-        Err(e) => return StartError::Io(format!("cannot listen on {wanted}: {e}")),
+        Err(e) => return StartError::Io(format!("cannot listen on {listen}: {e}")),
     };
     let advertise = config.advertise.unwrap_or_else(|| local.to_string());
     info!(
@@ -93,7 +93,7 @@ pub fn run(bind: IpAddr, port: u16, config: DroneConfig) -> StartError {
     );
     Registration {
         drone,
-        client: Client::new(1, 1),
+        client: Client::new(1, 1, token),
         queen: config.queen,
         advertise,
     }

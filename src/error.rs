@@ -10,8 +10,12 @@ pub enum Error {
     BadRequest(String),
     /// No route has this path.
     NotFound(String),
+    /// The request needs the cluster token and did not carry it.
+    Unauthorized,
     /// The path exists but not for this method; carries the allowed method for the `Allow` header.
     MethodNotAllowed(&'static str),
+    /// The body did not arrive in time.
+    RequestTimeout,
     /// The body is larger than the server accepts.
     PayloadTooLarge(usize),
     /// The queen knows no drone that can take a task right now.
@@ -30,8 +34,10 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
+            Error::Unauthorized => 401,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
+            Error::RequestTimeout => 408,
             Error::PayloadTooLarge(_) => 413,
             Error::Internal(_) => 500,
             Error::AllDronesFailed(_) => 502,
@@ -44,7 +50,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::BadRequest(why) => write!(f, "{why}"),
+            Error::Unauthorized => write!(
+                f,
+                "this endpoint needs the cluster token: send Authorization: Bearer <token>"
+            ),
             Error::NotFound(path) => write!(f, "no such endpoint: {path:?}"),
+            Error::RequestTimeout => write!(f, "the request body did not arrive in time"),
             Error::MethodNotAllowed(allowed) => write!(f, "method not allowed here; use {allowed}"),
             Error::PayloadTooLarge(limit) => write!(f, "request body is larger than {limit} bytes"),
             Error::NoDrones => write!(
@@ -67,8 +78,10 @@ mod tests {
     fn every_variant_has_its_own_status() {
         let cases = [
             (Error::BadRequest("x".into()), 400),
+            (Error::Unauthorized, 401),
             (Error::NotFound("/x".into()), 404),
             (Error::MethodNotAllowed("GET"), 405),
+            (Error::RequestTimeout, 408),
             (Error::PayloadTooLarge(1), 413),
             (Error::Internal("x".into()), 500),
             (Error::AllDronesFailed("x".into()), 502),

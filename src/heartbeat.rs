@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use crate::auth::Token;
 use crate::client::{CallError, Client};
 use crate::config::HeartbeatConfig;
 use crate::logging::quoted;
@@ -73,11 +74,16 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn new(config: HeartbeatConfig, registry: Arc<Registry>) -> Heartbeat {
+    /// A heartbeat over `registry`'s drones; `token` is sent with every probe.
+    pub fn new(
+        config: HeartbeatConfig,
+        registry: Arc<Registry>,
+        token: Option<Token>,
+    ) -> Heartbeat {
         Heartbeat {
             config,
             registry,
-            client: Client::new(1, IDLE_PROBE_CONNECTIONS),
+            client: Client::new(1, IDLE_PROBE_CONNECTIONS, token),
         }
     }
 

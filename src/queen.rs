@@ -1,7 +1,7 @@
 //! The queen: keeps the registry, hands tasks to live drones, and runs the heartbeat.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,6 +9,7 @@ use log::{info, warn};
 
 use crate::address;
 use crate::api::{self, Role};
+use crate::auth::Token;
 use crate::client::Client;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
@@ -34,10 +35,11 @@ pub struct Queen {
 }
 
 impl Queen {
-    pub fn new(config: QueenConfig) -> Queen {
+    /// A queen with an empty registry; `token` is sent to drones with every task.
+    pub fn new(config: QueenConfig, token: Option<Token>) -> Queen {
         Queen {
             registry: Arc::new(Registry::new()),
-            client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS),
+            client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token),
             config,
             ready: AtomicBool::new(false),
         }
@@ -125,19 +127,18 @@ impl Queen {
 
 /// Serves as a queen on `bind:port` and runs the heartbeat on this thread, for the life of the
 /// process. Returns only if the queen cannot start.
-pub fn run(bind: IpAddr, port: u16, config: QueenConfig) -> StartError {
+pub fn run(listen: SocketAddr, token: Option<Token>, config: QueenConfig) -> StartError {
     let heartbeat = config.heartbeat;
-    let queen = Arc::new(Queen::new(config));
-    let handler = api::handler(Role::Queen(Arc::clone(&queen)));
-    let wanted = SocketAddr::new(bind, port);
-    let local = match server::start(wanted, HANDLER_THREADS, handler) {
+    let queen = Arc::new(Queen::new(config, token.clone()));
+    let handler = api::handler(Role::Queen(Arc::clone(&queen)), token.clone());
+    let local = match server::start(listen, HANDLER_THREADS, handler) {
         Ok(local) => local,
-        Err(e) => return StartError::Io(format!("cannot listen on {wanted}: {e}")),
+        Err(e) => return StartError::Io(format!("cannot listen on {listen}: {e}")),
     };
     queen.ready.store(true, Ordering::Relaxed);
     info!(
         "queen listening on {local}; heartbeat every {:?}, {} tries of {:?}, {:?} apart",
         heartbeat.interval, heartbeat.attempts, heartbeat.timeout, heartbeat.retry_delay
     );
-    Heartbeat::new(heartbeat, Arc::clone(&queen.registry)).run()
+    Heartbeat::new(heartbeat, Arc::clone(&queen.registry), token).run()
 }

@@ -6,11 +6,16 @@
 //! in one answers 500 instead of shrinking the pool.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 use log::{error, warn};
 use serde::Serialize;
@@ -32,6 +37,10 @@ pub struct Request {
     pub method: String,
     /// The path without the query string.
     pub path: String,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// Who sent it, for log lines.
+    pub peer: Option<SocketAddr>,
     pub body: Vec<u8>,
 }
 
@@ -73,28 +82,165 @@ impl Response {
 /// What the server calls for every request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
+/// A connection that sends no byte for this long is closed, and a response the client does not read
+/// for this long is abandoned. tiny_http has no timeouts of its own, so without this an idle or
+/// stalled client holds a thread (and, mid-body, a handler) forever.
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest time one request body may take to arrive, however it trickles in.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Threads that read bodies tiny_http has not already buffered (over 1 KiB, chunked, or sent after
+/// `Expect: 100-continue`). They wait on the client, so they are kept apart from the handler pool:
+/// slow clients queue up here while `/healthz` and small requests are answered as usual.
+pub const BODY_THREADS: usize = 16;
+
+/// How often an idle handler thread looks for a replaced tiny_http server.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// How often a handler thread looks at replaced servers that may still hold requests.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// Pause before replacing a server whose accept loop failed, so a flood that exhausts file
+/// descriptors is not met by a busy loop of replacements.
+const REPLACE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Replaced servers kept to drain the connections they accepted; older ones are let go.
+const MAX_REPLACED_SERVERS: usize = 8;
+
 /// Binds `addr`, starts `workers` handler threads and returns the address actually bound (the real
 /// port when `addr` asked for port 0). The threads serve for the life of the process.
 pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
-    let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
-    let server = Arc::new(server);
+    set_socket_timeouts(&listener, SOCKET_TIMEOUT)?;
+    let servers = Arc::new(Servers::new(listener)?);
+    let (body_queue, body_jobs) = mpsc::channel::<tiny_http::Request>();
+    let body_jobs = Arc::new(parking_lot::Mutex::new(body_jobs));
     let parked = Arc::new(AtomicUsize::new(0));
-    for _ in 0..workers {
-        let server = Arc::clone(&server);
-        let handler = Arc::clone(&handler);
-        let parked = Arc::clone(&parked);
-        thread::Builder::new().name("http".into()).spawn(move || {
-            loop {
-                match server.recv() {
-                    Ok(request) => serve(request, handler.as_ref(), &parked),
-                    Err(e) => error!("the HTTP listener failed: {e}"),
+    for _ in 0..BODY_THREADS {
+        let (jobs, handler, parked) = (body_jobs.clone(), handler.clone(), parked.clone());
+        thread::Builder::new()
+            .name("http-body".into())
+            .spawn(move || {
+                loop {
+                    let next = jobs.lock().recv();
+                    let Ok(request) = next else { return };
+                    serve(request, handler.as_ref(), &parked);
                 }
-            }
+            })?;
+    }
+    for _ in 0..workers {
+        let (servers, handler, parked) = (servers.clone(), handler.clone(), parked.clone());
+        let body_queue = body_queue.clone();
+        thread::Builder::new().name("http".into()).spawn(move || {
+            servers.each_request(|request| {
+                if body_is_buffered(&request) {
+                    serve(request, handler.as_ref(), &parked);
+                } else if let Err(mpsc::SendError(request)) = body_queue.send(request) {
+                    serve(request, handler.as_ref(), &parked);
+                }
+            })
         })?;
     }
     Ok(local)
+}
+
+/// Sets receive and send timeouts on the listening socket. Linux copies them to every accepted
+/// socket, which is the only way to give tiny_http's connections timeouts: it accepts them itself.
+fn set_socket_timeouts(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+    // std offers the setsockopt calls only on TcpStream. The stream below borrows the listener's
+    // descriptor for them and is never dropped, so the descriptor is not closed.
+    // SAFETY: the descriptor is open (the listener owns it) and outlives this borrow.
+    let borrowed = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
+    borrowed.set_read_timeout(Some(timeout))?;
+    borrowed.set_write_timeout(Some(timeout))
+}
+
+/// The tiny_http servers on the one listening socket. tiny_http's accept loop stops for good at its
+/// first `accept()` error (EMFILE, when the process runs out of file descriptors), so a failed
+/// server is replaced by a new one on a clone of the same socket. The failed one still carries the
+/// requests of connections it accepted before, so handlers keep draining it.
+struct Servers {
+    listener: TcpListener,
+    /// Replaced servers first, the accepting one last.
+    all: RwLock<Vec<Arc<tiny_http::Server>>>,
+}
+
+impl Servers {
+    fn new(listener: TcpListener) -> io::Result<Servers> {
+        let first = Servers::server_on(&listener)?;
+        Ok(Servers {
+            listener,
+            all: RwLock::new(vec![first]),
+        })
+    }
+
+    fn server_on(listener: &TcpListener) -> io::Result<Arc<tiny_http::Server>> {
+        let server = tiny_http::Server::from_listener(listener.try_clone()?, None)
+            .map_err(io::Error::other)?;
+        Ok(Arc::new(server))
+    }
+
+    /// Calls `serve` with every request that reaches this thread, forever.
+    fn each_request(&self, mut serve: impl FnMut(tiny_http::Request)) -> ! {
+        loop {
+            let (current, replaced) = {
+                let all = self.all.read();
+                let (current, replaced) = all.split_last().expect("at least one server");
+                (current.clone(), replaced.to_vec())
+            };
+            for old in &replaced {
+                while let Ok(Some(request)) = old.try_recv() {
+                    serve(request);
+                }
+            }
+            let wait = if replaced.is_empty() {
+                IDLE_POLL
+            } else {
+                DRAIN_POLL
+            };
+            match current.recv_timeout(wait) {
+                Ok(Some(request)) => serve(request),
+                Ok(None) => {}
+                Err(e) => self.replace(&current, e),
+            }
+        }
+    }
+
+    fn replace(&self, failed: &Arc<tiny_http::Server>, error: io::Error) {
+        error!("the HTTP accept loop stopped ({error}); starting a new one");
+        thread::sleep(REPLACE_PAUSE);
+        let mut all = self.all.write();
+        if !all
+            .last()
+            .is_some_and(|current| Arc::ptr_eq(current, failed))
+        {
+            return;
+        }
+        match Servers::server_on(&self.listener) {
+            Ok(server) => {
+                all.push(server);
+                if all.len() > MAX_REPLACED_SERVERS + 1 {
+                    all.remove(0);
+                }
+            }
+            Err(e) => error!("could not start a new HTTP accept loop: {e}; retrying"),
+        }
+    }
+}
+
+/// True when tiny_http has already read the whole body into memory (it does so up to 1 KiB), so
+/// serving the request cannot wait on the client.
+fn body_is_buffered(request: &tiny_http::Request) -> bool {
+    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
+    if has("Transfer-Encoding") {
+        return false;
+    }
+    match request.body_length() {
+        None | Some(0) => true,
+        Some(length) => length <= 1024 && !has("Expect"),
+    }
 }
 
 fn serve(mut raw: tiny_http::Request, handler: &Handler, parked: &AtomicUsize) {
@@ -119,25 +265,57 @@ fn serve(mut raw: tiny_http::Request, handler: &Handler, parked: &AtomicUsize) {
 }
 
 fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
-    let too_large = Error::PayloadTooLarge(MAX_BODY_BYTES);
     if raw.body_length().unwrap_or(0) > MAX_BODY_BYTES {
-        return Err(too_large);
+        return Err(Error::PayloadTooLarge(MAX_BODY_BYTES));
     }
-    let mut body = Vec::new();
-    raw.as_reader()
-        .take(MAX_BODY_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
-    if body.len() > MAX_BODY_BYTES {
-        return Err(too_large);
-    }
+    let body = read_body(raw.as_reader(), Instant::now() + BODY_DEADLINE)?;
     let url = raw.url();
     let path = url.split_once('?').map_or(url, |(path, _)| path);
+    let authorization = raw
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.to_string());
     Ok(Request {
         method: raw.method().as_str().to_ascii_uppercase(),
         path: path.to_string(),
+        authorization,
+        peer: raw.remote_addr().copied(),
         body,
     })
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`] that must arrive by `deadline`. Each read also ends
+/// after [`SOCKET_TIMEOUT`] without data, so a client that stops sending cannot hold the thread.
+fn read_body(reader: &mut dyn Read, deadline: Instant) -> Result<Vec<u8>, Error> {
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if Instant::now() > deadline {
+            return Err(Error::RequestTimeout);
+        }
+        match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(n) if body.len() + n > MAX_BODY_BYTES => {
+                return Err(Error::PayloadTooLarge(MAX_BODY_BYTES));
+            }
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Error::RequestTimeout);
+            }
+            Err(e) => {
+                return Err(Error::BadRequest(format!(
+                    "could not read the request body: {e}"
+                )));
+            }
+        }
+    }
 }
 
 fn call(handler: &Handler, request: &Request) -> Response {

@@ -7,7 +7,8 @@ use hive::logging;
 
 fn main() -> ExitCode {
     let args = std::env::args_os().skip(1).collect();
-    match cli::parse(args) {
+    let env_token = std::env::var("HIVE_TOKEN").ok();
+    match cli::parse(args, env_token) {
         Ok(Command::Help) => println!("{}", cli::USAGE),
         Ok(Command::Version) => println!("larve {}", hive::VERSION),
         Ok(Command::Run(config)) => {

@@ -311,7 +311,13 @@ mod tests {
                 "queen setting",
             ),
             (
-                &["--queen-host", "127.0.0.1:8080", "--bind", "0.0.0.0"][..],
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--bind",
+                    "0.0.0.0",
+                    "--insecure",
+                ][..],
                 "--advertise",
             ),
             (&["--queen", "--advertise", "127.0.0.1:1"][..], "for drones"),

@@ -105,6 +105,10 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// descriptors is not met by a busy loop of replacements.
 const REPLACE_PAUSE: Duration = Duration::from_millis(100);
 
+/// How often the accepting server is checked, and how long it has to answer.
+const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Replaced servers kept to drain the connections they accepted; older ones are let go.
 const MAX_REPLACED_SERVERS: usize = 8;
 
@@ -115,6 +119,10 @@ pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Res
     let local = listener.local_addr()?;
     set_socket_timeouts(&listener, SOCKET_TIMEOUT)?;
     let servers = Arc::new(Servers::new(listener)?);
+    let watched = servers.clone();
+    thread::Builder::new()
+        .name("http-watch".into())
+        .spawn(move || watched.watch(local))?;
     let (body_queue, body_jobs) = mpsc::channel::<tiny_http::Request>();
     let body_jobs = Arc::new(parking_lot::Mutex::new(body_jobs));
     let parked = Arc::new(AtomicUsize::new(0));
@@ -203,13 +211,41 @@ impl Servers {
             match current.recv_timeout(wait) {
                 Ok(Some(request)) => serve(request),
                 Ok(None) => {}
-                Err(e) => self.replace(&current, e),
+                Err(e) => self.replace(&current, &e.to_string()),
             }
         }
     }
 
-    fn replace(&self, failed: &Arc<tiny_http::Server>, error: io::Error) {
-        error!("the HTTP accept loop stopped ({error}); starting a new one");
+    /// Every [`SELF_CHECK_INTERVAL`], checks that the accepting server still accepts, and replaces
+    /// it if not. tiny_http's accept thread can also die without a word: when it cannot duplicate an
+    /// accepted socket (EMFILE again) it panics. The check sends a request line tiny_http answers by
+    /// itself (400, without reaching a handler), so busy handlers cannot make it fail.
+    fn watch(&self, local: SocketAddr) -> ! {
+        let target = match local.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => {
+                SocketAddr::from(([127, 0, 0, 1], local.port()))
+            }
+            ip if ip.is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+            }
+            _ => local,
+        };
+        loop {
+            thread::sleep(SELF_CHECK_INTERVAL);
+            let current = self
+                .all
+                .read()
+                .last()
+                .cloned()
+                .expect("at least one server");
+            if answers_self_check(target) == Some(false) {
+                self.replace(&current, "it did not answer a self-check");
+            }
+        }
+    }
+
+    fn replace(&self, failed: &Arc<tiny_http::Server>, why: &str) {
+        error!("the HTTP accept loop stopped ({why}); starting a new one");
         thread::sleep(REPLACE_PAUSE);
         let mut all = self.all.write();
         if !all
@@ -228,6 +264,21 @@ impl Servers {
             Err(e) => error!("could not start a new HTTP accept loop: {e}; retrying"),
         }
     }
+}
+
+/// Whether the server at `addr` accepts connections: `None` when this process cannot even open a
+/// socket to find out (it is out of descriptors itself). A connection that times out counts as no:
+/// the listen backlog is full because nobody accepts.
+fn answers_self_check(addr: SocketAddr) -> Option<bool> {
+    let mut stream = match TcpStream::connect_timeout(&addr, SELF_CHECK_TIMEOUT) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(false),
+        Err(_) => return None,
+    };
+    stream.set_read_timeout(Some(SELF_CHECK_TIMEOUT)).ok()?;
+    stream.write_all(b"HIVE-SELF-CHECK\r\n").ok()?;
+    let mut first = [0u8; 1];
+    Some(matches!(stream.read(&mut first), Ok(1)))
 }
 
 /// True when tiny_http has already read the whole body into memory (it does so up to 1 KiB), so
@@ -360,4 +411,77 @@ fn park_oversized(raw: tiny_http::Request, parked: &AtomicUsize) {
     warn!(
         "refused a request declaring a body over {MAX_DISCARDED_BODY_BYTES} bytes; {total} such connections parked"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call_status(addr: SocketAddr, path: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut reply = agent
+            .get(format!("http://{addr}{path}"))
+            .call()
+            .expect("an answer");
+        let body = reply.body_mut().read_to_string().expect("a body");
+        (reply.status().as_u16(), body)
+    }
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_the_pool_keeps_its_size() {
+        let handler: Arc<Handler> = Arc::new(|request: &Request| {
+            assert!(request.path != "/boom", "a handler bug");
+            Response::json(200, &serde_json::json!({ "result": "OK" }))
+        });
+        let addr = start("127.0.0.1:0".parse().unwrap(), 2, handler).expect("start");
+        for _ in 0..10 {
+            let (status, body) = call_status(addr, "/boom");
+            assert_eq!(status, 500);
+            assert!(body.contains("\"error\""), "{body}");
+        }
+        assert_eq!(
+            call_status(addr, "/fine").0,
+            200,
+            "both handler threads still serve"
+        );
+    }
+
+    /// A body that arrives one byte at a time, slowly.
+    struct Trickle;
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            thread::sleep(Duration::from_millis(5));
+            buf[0] = b' ';
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_trickling_body_ends_at_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        assert_eq!(
+            read_body(&mut Trickle, deadline),
+            Err(Error::RequestTimeout)
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_413_whatever_it_declared() {
+        let mut big = io::repeat(b'x').take(MAX_BODY_BYTES as u64 + 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            read_body(&mut big, deadline),
+            Err(Error::PayloadTooLarge(MAX_BODY_BYTES))
+        );
+        let mut fits = io::repeat(b'x').take(MAX_BODY_BYTES as u64);
+        assert_eq!(
+            read_body(&mut fits, deadline).map(|b| b.len()),
+            Ok(MAX_BODY_BYTES)
+        );
+    }
 }

@@ -39,6 +39,25 @@ pub const SOON: Duration = Duration::from_secs(10);
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
+/// How to launch a larve beyond its arguments.
+#[derive(Default)]
+pub struct Launch {
+    /// Environment variables to set (`HIVE_TOKEN` is otherwise removed).
+    pub env: Vec<(&'static str, String)>,
+    /// A lower limit on open file descriptors (`ulimit -n`).
+    pub max_open_files: Option<u32>,
+}
+
+impl Launch {
+    /// Launch with `HIVE_TOKEN` set.
+    pub fn token(token: &str) -> Launch {
+        Launch {
+            env: vec![("HIVE_TOKEN", token.to_string())],
+            ..Launch::default()
+        }
+    }
+}
+
 /// A running `larve`. Dropping it kills the process; if the test is failing, its logs are printed.
 pub struct Larve {
     child: Child,
@@ -71,7 +90,12 @@ impl Larve {
 
     /// Starts `larve` with `args` and waits until it logs the address it listens on.
     pub fn start(args: &[&str]) -> Larve {
-        let mut larve = Larve::spawn(args);
+        Larve::start_with(args, &Launch::default())
+    }
+
+    /// [`Larve::start`] with environment variables and limits.
+    pub fn start_with(args: &[&str], launch: &Launch) -> Larve {
+        let mut larve = Larve::spawn_with(args, launch);
         let addr = eventually(SOON, "the larve to log its address", || {
             let log = larve.stderr();
             log.lines().find_map(|line| {
@@ -85,10 +109,31 @@ impl Larve {
 
     /// Starts `larve` with `args` without waiting for anything (for processes expected to exit).
     pub fn spawn(args: &[&str]) -> Larve {
+        Larve::spawn_with(args, &Launch::default())
+    }
+
+    /// [`Larve::spawn`] with environment variables and limits.
+    pub fn spawn_with(args: &[&str], launch: &Launch) -> Larve {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("hive-test-{}-{n}", std::process::id()));
         fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new(LARVE)
+        let mut command = match launch.max_open_files {
+            // The shell lowers its own limit, then becomes the larve (same pid).
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(LARVE);
+                shell
+            }
+            None => Command::new(LARVE),
+        };
+        command.env_remove("HIVE_TOKEN");
+        for (name, value) in &launch.env {
+            command.env(name, value);
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("stdout")).expect("stdout file"))
@@ -225,17 +270,30 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16,
 
 /// `GET url` → status and JSON body.
 pub fn get(url: &str) -> (u16, Value) {
-    reply(agent().get(url).call())
+    get_as(url, None)
+}
+
+/// `GET url` sending `Authorization: Bearer <token>` when a token is given.
+pub fn get_as(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = agent().get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    reply(request.call())
 }
 
 /// `POST url` with a body sent as `application/json` → status and JSON body.
 pub fn post(url: &str, body: &str) -> (u16, Value) {
-    reply(
-        agent()
-            .post(url)
-            .header("Content-Type", "application/json")
-            .send(body),
-    )
+    post_as(url, body, None)
+}
+
+/// [`post`] sending `Authorization: Bearer <token>` when a token is given.
+pub fn post_as(url: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = agent().post(url).header("Content-Type", "application/json");
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    reply(request.send(body))
 }
 
 /// `POST url` with `{"text": text}`.

@@ -1,0 +1,225 @@
+//! The cluster token, and a larve that survives hostile clients (tiny_http's known hazards).
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const TOKEN: &str = "s3cret-token-0123456789";
+
+fn guarded_hive() -> (Larve, Larve) {
+    let launch = Launch::token(TOKEN);
+    let queen = Larve::start_with(&[&["--queen", "--port", "0"][..], FAST].concat(), &launch);
+    let drone = Larve::start_with(&["--queen-host", &queen.addr, "--port", "0"], &launch);
+    eventually(SOON, "the drone to register", || {
+        let (_, health) = get_as(&queen.url("/healthz"), Some(TOKEN));
+        health["drones"]
+            .as_object()
+            .is_some_and(|d| d.contains_key(&drone.addr))
+            .then_some(())
+    });
+    (queen, drone)
+}
+
+#[test]
+fn with_a_token_only_holders_can_submit_register_or_list() {
+    let (queen, drone) = guarded_hive();
+    let task = json!({"text": "hello"}).to_string();
+    let registration = json!({"address": "127.0.0.1:9"}).to_string();
+    for token in [None, Some("wrong-token-0123456789"), Some("")] {
+        for (status, body) in [
+            post_as(&queen.url("/submit_task"), &task, token),
+            post_as(&queen.url("/register"), &registration, token),
+            get_as(&queen.url("/drones"), token),
+            post_as(&drone.url("/do_task"), &task, token),
+        ] {
+            assert_eq!(status, 401, "{token:?}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+        }
+    }
+    assert_eq!(drone.stdout(), "", "no task ran");
+    let (_, drones) = get_as(&queen.url("/drones"), Some(TOKEN));
+    assert_eq!(
+        drones.as_array().unwrap().len(),
+        1,
+        "nobody was registered: {drones}"
+    );
+
+    // healthz stays open, without the drone list.
+    let (status, health) = get(&queen.url("/healthz"));
+    assert_eq!((status, health.get("drones")), (200, None));
+    assert_eq!(get(&drone.url("/healthz")).0, 200);
+
+    // The queen hands tasks on with the token.
+    let (status, reply) = post_as(&queen.url("/submit_task"), &task, Some(TOKEN));
+    assert_eq!(status, 200, "{reply}");
+    eventually(SOON, "the task printed", || {
+        (drone.stdout() == "hello\n").then_some(())
+    });
+
+    let log = format!("{}{}", queen.stderr(), drone.stderr());
+    assert!(
+        log.contains("refused \"POST\" \"/submit_task\" from 127.0.0.1:"),
+        "{log}"
+    );
+    assert!(log.contains("no cluster token") && log.contains("a wrong cluster token"));
+    assert!(
+        !log.contains("s3cret") && !log.contains("wrong-token"),
+        "a token reached the log"
+    );
+}
+
+#[test]
+fn a_drone_with_the_wrong_token_is_refused_and_exits_2() {
+    let queen = Larve::start_with(&["--queen", "--port", "0"], &Launch::token(TOKEN));
+    let mut intruder = Larve::spawn_with(
+        &["--queen-host", &queen.addr, "--port", "0"],
+        &Launch::token("not-the-cluster-token"),
+    );
+    let status = intruder.wait_exit(SOON).expect("it exits");
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        intruder.stderr().contains("answered HTTP 401"),
+        "{}",
+        intruder.stderr()
+    );
+    let (_, drones) = get_as(&queen.url("/drones"), Some(TOKEN));
+    assert_eq!(drones, json!([]));
+}
+
+#[test]
+fn the_network_needs_a_token_or_insecure() {
+    let mut open = Larve::spawn(&["--queen", "--bind", "0.0.0.0", "--port", "0"]);
+    assert_eq!(open.wait_exit(SOON).expect("it exits").code(), Some(2));
+    assert!(
+        open.stderr().contains("without a token"),
+        "{}",
+        open.stderr()
+    );
+}
+
+#[test]
+fn a_token_file_is_read_and_never_shown() {
+    let path = std::env::temp_dir().join(format!("hive-token-{}", std::process::id()));
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    let file = path.to_str().unwrap();
+    let queen = Larve::start(&["--queen", "--port", "0", "--token-file", file]);
+    std::fs::remove_file(&path).unwrap();
+    let task = json!({"text": "hi"}).to_string();
+    assert_eq!(post(&queen.url("/submit_task"), &task).0, 401);
+    assert_eq!(
+        post_as(&queen.url("/submit_task"), &task, Some(TOKEN)).0,
+        503
+    );
+    assert!(!queen.stderr().contains(TOKEN));
+}
+
+/// Sends a request's headers and half its body, then stalls: tiny_http reads bodies over 1 KiB on
+/// the thread that serves the request.
+fn stall_mid_body(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let head = "POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&[b' '; 2000]).unwrap();
+    stream
+}
+
+#[test]
+fn fifty_stalled_bodies_do_not_slow_anyone_else() {
+    let queen = Larve::fast_queen();
+    let drone = Larve::drone(&queen.addr);
+    wait_for_drones(&queen, &[&drone.addr], SOON);
+    let stalled: Vec<TcpStream> = (0..50).map(|_| stall_mid_body(&queen.addr)).collect();
+    // Each stalled request is already on the server: its first 2,000 body bytes were written.
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let asked = Instant::now();
+        assert_eq!(get(&queen.url("/healthz")).0, 200);
+        assert_eq!(submit(&queen, &format!("task {i}")).0, 200);
+        slowest = slowest.max(asked.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "a healthz + submit took {slowest:?}"
+    );
+    drop(stalled);
+}
+
+#[test]
+fn a_stalled_body_times_out_with_408() {
+    let queen = Larve::fast_queen();
+    let started = Instant::now();
+    let head = "POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n";
+    let request = format!("{head}{}", " ".repeat(2000));
+    let answer = raw(&queen.addr, request.as_bytes(), SOON * 3);
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(get(&queen.url("/healthz")).0, 200);
+}
+
+#[test]
+fn two_thousand_idle_connections_leave_the_queen_serving() {
+    // A low descriptor limit makes accept() fail with EMFILE during the flood, which ends tiny_http's
+    // accept loop for good unless the larve replaces it.
+    let launch = Launch {
+        max_open_files: Some(256),
+        ..Launch::default()
+    };
+    let queen = Larve::start_with(&[&["--queen", "--port", "0"][..], FAST].concat(), &launch);
+    let addr: std::net::SocketAddr = queen.addr.parse().unwrap();
+    // 2,000 connections at once, from 40 threads; those the full backlog refuses give up at once.
+    let opened: usize = thread::scope(|scope| {
+        let flooders: Vec<_> = (0..40)
+            .map(|_| {
+                scope.spawn(|| {
+                    let idle: Vec<TcpStream> = (0..50)
+                        .filter_map(|_| {
+                            TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok()
+                        })
+                        .collect();
+                    idle.len()
+                })
+            })
+            .collect();
+        flooders.into_iter().map(|f| f.join().unwrap()).sum()
+    });
+    assert!(opened > 0);
+    let drone = Larve::drone(&queen.addr);
+    wait_for_drones(&queen, &[&drone.addr], Duration::from_secs(30));
+    assert_eq!(submit(&queen, "still here").0, 200);
+    let log = queen.stderr();
+    assert!(
+        log.contains("accept loop stopped"),
+        "the flood did exhaust descriptors: {log}"
+    );
+}
+
+#[test]
+fn huge_header_lines_do_not_stop_the_queen() {
+    let queen = Larve::fast_queen();
+    let line = vec![b'a'; 10 * 1024 * 1024];
+    let senders: Vec<_> = (0..10)
+        .map(|_| {
+            let (addr, line) = (queen.addr.clone(), line.clone());
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nX-Big: ")
+                    .unwrap();
+                let _ = stream.write_all(&line);
+                stream
+            })
+        })
+        .collect();
+    let held: Vec<TcpStream> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    assert_eq!(get(&queen.url("/healthz")).0, 200);
+    drop(held);
+    assert_eq!(get(&queen.url("/healthz")).0, 200);
+}

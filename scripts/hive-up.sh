@@ -6,7 +6,9 @@
 # Environment: HIVE_PORT (queen port, default 8080), HIVE_DRONE_PORT (first drone port, default 5001;
 # drones use HIVE_DRONE_PORT .. HIVE_DRONE_PORT+N-1). Pid files and logs go to .hive/ in the repo root:
 # queen.pid, queen.log (stderr), drone-PORT.pid, drone-PORT.log (stderr), drone-PORT.out (stdout: the
-# task texts the drone prints). Stop the hive with scripts/hive-down.sh.
+# task texts the drone prints), and token: a new random cluster token for every hive, readable only by
+# you, which every larve loads with --token-file and submit.sh/status.sh send. Stop the hive with
+# scripts/hive-down.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -107,6 +109,16 @@ say "building larve (cargo build --release --bin larve)"
 (cd "$ROOT" && cargo build --release --bin larve) || fail "cargo build failed"
 [[ -x "$LARVE" ]] || fail "build finished but $LARVE is missing"
 
+# --- cluster token -------------------------------------------------------------------------------
+
+TOKEN_FILE="$HIVE_DIR/token"
+(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE") || fail "could not write $TOKEN_FILE"
+TOKEN="$(<"$TOKEN_FILE")"
+((${#TOKEN} == 64)) || fail "could not read 32 random bytes from /dev/urandom"
+
+# curl with the cluster token, passed through a file descriptor so it never shows in ps.
+hive_curl() { curl -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "$@"; }
+
 # --- start ---------------------------------------------------------------------------------------
 
 # Pid files this run wrote; on any failure they are stopped and removed.
@@ -184,7 +196,7 @@ port_of() {
 QUEEN_URL="http://127.0.0.1:$QUEEN_PORT"
 
 say "starting queen on port $QUEEN_PORT"
-start queen --queen --port "$QUEEN_PORT"
+start queen --queen --port "$QUEEN_PORT" --token-file "$TOKEN_FILE"
 
 deadline=$((SECONDS + DEADLINE_SECS))
 until health="$(curl -s --max-time 1 "$QUEEN_URL/healthz")" && [[ "$health" == *'"Mode.QUEEN"'* ]]; do
@@ -200,13 +212,13 @@ check_alive queen
 say "starting $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST"
 expected=()
 for ((port = DRONE_BASE; port <= DRONE_LAST; port++)); do
-    start "drone-$port" --queen-host "127.0.0.1:$QUEEN_PORT" --port "$port"
+    start "drone-$port" --queen-host "127.0.0.1:$QUEEN_PORT" --port "$port" --token-file "$TOKEN_FILE"
     expected+=("127.0.0.1:$port")
 done
 
 # How many of the expected drone addresses the queen's /healthz lists (its drones: address -> name).
 registered() {
-    { curl -s --max-time 1 "$QUEEN_URL/healthz" || true; } | python3 -c '
+    { hive_curl -s --max-time 1 "$QUEEN_URL/healthz" || true; } | python3 -c '
 import json, sys
 try:
     drones = json.load(sys.stdin).get("drones") or {}
@@ -234,7 +246,7 @@ done
 
 say "submitting a demo task: $DEMO_TEXT"
 body="$(python3 -c 'import json, sys; print(json.dumps({"text": sys.argv[1]}))' "$DEMO_TEXT")"
-reply="$(curl -sS --max-time 30 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+reply="$(hive_curl -sS --max-time 30 -w '\n%{http_code}' -H 'Content-Type: application/json' \
     --data-binary @- "$QUEEN_URL/submit_task" <<<"$body")" || fail "could not reach the queen to submit the demo task"
 code="${reply##*$'\n'}"
 reply="${reply%$'\n'*}"
@@ -267,7 +279,7 @@ for ((port = DRONE_BASE; port <= DRONE_LAST; port++)); do check_alive "drone-$po
 SUCCESS=1
 
 say "queen health ($QUEEN_URL/healthz):"
-health="$(curl -s --max-time 2 "$QUEEN_URL/healthz" || true)"
+health="$(hive_curl -s --max-time 2 "$QUEEN_URL/healthz" || true)"
 python3 -m json.tool <<<"$health" 2>/dev/null || echo "$health"
 cat <<MSG
 hive-up: the hive is up: queen on port $QUEEN_PORT, $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST; logs in .hive/

@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
 # Shows the local hive's queen: GET /healthz and GET /drones.
 #
-# Environment: HIVE_PORT (queen port, default 8080). Exits non-zero if the queen is unreachable.
+# Environment: HIVE_PORT (queen port, default 8080), HIVE_TOKEN (cluster token; default: the one in
+# .hive/token). Exits non-zero if the queen is unreachable.
 set -euo pipefail
+
+# The cluster token: HIVE_TOKEN, else the one scripts/hive-up.sh wrote to .hive/token, else none.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOKEN="${HIVE_TOKEN:-}"
+if [[ -z "$TOKEN" && -r "$ROOT/.hive/token" ]]; then TOKEN="$(<"$ROOT/.hive/token")"; fi
+
+# curl with the token when there is one, passed through a file descriptor so it never shows in ps.
+hive_curl() {
+    if [[ -n "$TOKEN" ]]; then
+        curl -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "$@"
+    else
+        curl "$@"
+    fi
+}
 
 PORT="${HIVE_PORT:-8080}"
 BASE="http://127.0.0.1:$PORT"
@@ -20,7 +35,7 @@ pretty() {
 # show PATH: prints the queen's answer to GET PATH; fails unless it is 2xx.
 show() {
     local reply code
-    if ! reply="$(curl -sS --max-time 5 -w '\n%{http_code}' "$BASE$1" 2>&1)"; then
+    if ! reply="$(hive_curl -sS --max-time 5 -w '\n%{http_code}' "$BASE$1" 2>&1)"; then
         echo "status: error: the queen at 127.0.0.1:$PORT is unreachable (${reply%%$'\n'*}); is the hive up? start it with scripts/hive-up.sh" >&2
         return 1
     fi

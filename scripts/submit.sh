@@ -3,8 +3,23 @@
 #
 #   scripts/submit.sh TEXT...      (several words are joined with spaces)
 #
-# Environment: HIVE_PORT (queen port, default 8080). Exits non-zero unless the queen answers 2xx.
+# Environment: HIVE_PORT (queen port, default 8080), HIVE_TOKEN (cluster token; default: the one in
+# .hive/token). Exits non-zero unless the queen answers 2xx.
 set -euo pipefail
+
+# The cluster token: HIVE_TOKEN, else the one scripts/hive-up.sh wrote to .hive/token, else none.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOKEN="${HIVE_TOKEN:-}"
+if [[ -z "$TOKEN" && -r "$ROOT/.hive/token" ]]; then TOKEN="$(<"$ROOT/.hive/token")"; fi
+
+# curl with the token when there is one, passed through a file descriptor so it never shows in ps.
+hive_curl() {
+    if [[ -n "$TOKEN" ]]; then
+        curl -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "$@"
+    else
+        curl "$@"
+    fi
+}
 
 PORT="${HIVE_PORT:-8080}"
 URL="http://127.0.0.1:$PORT/submit_task"
@@ -20,7 +35,7 @@ text="$*"
 body="$(python3 -c 'import json, sys; print(json.dumps({"text": sys.argv[1]}))' "$text")"
 
 # The status code goes on a last line of its own after the body.
-if ! reply="$(curl -sS --max-time 60 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+if ! reply="$(hive_curl -sS --max-time 60 -w '\n%{http_code}' -H 'Content-Type: application/json' \
     --data-binary @- "$URL" <<<"$body")"; then
     echo "submit: error: cannot reach the queen at 127.0.0.1:$PORT (is the hive up? scripts/hive-up.sh)" >&2
     exit 1

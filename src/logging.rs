@@ -20,6 +20,8 @@ pub fn init(level: LevelFilter) {
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .set_time_format_rfc3339()
+        // tiny_http logs its own accept errors; the server module logs what it does about them.
+        .add_filter_ignore_str("tiny_http")
         .build();
     // A second init (only possible in tests) keeps the first logger, which is fine.
     let _ = WriteLogger::init(level, config, std::io::stderr());

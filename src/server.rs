@@ -15,7 +15,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use log::{error, warn};
 use serde::Serialize;
@@ -109,22 +109,23 @@ const REPLACE_PAUSE: Duration = Duration::from_millis(100);
 const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Replaced servers kept to drain the connections they accepted; older ones are let go.
-const MAX_REPLACED_SERVERS: usize = 8;
+/// A replaced server is let go once it has handed out no request for this long: its connections
+/// have all closed or timed out by then.
+const REPLACED_IDLE: Duration = Duration::from_secs(3 * SOCKET_TIMEOUT.as_secs());
 
 /// Binds `addr`, starts `workers` handler threads and returns the address actually bound (the real
 /// port when `addr` asked for port 0). The threads serve for the life of the process.
 pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
-    set_socket_timeouts(&listener, SOCKET_TIMEOUT)?;
+    set_socket_options(&listener, SOCKET_TIMEOUT)?;
     let servers = Arc::new(Servers::new(listener)?);
     let watched = servers.clone();
     thread::Builder::new()
         .name("http-watch".into())
         .spawn(move || watched.watch(local))?;
     let (body_queue, body_jobs) = mpsc::channel::<tiny_http::Request>();
-    let body_jobs = Arc::new(parking_lot::Mutex::new(body_jobs));
+    let body_jobs = Arc::new(Mutex::new(body_jobs));
     let parked = Arc::new(AtomicUsize::new(0));
     for _ in 0..BODY_THREADS {
         let (jobs, handler, parked) = (body_jobs.clone(), handler.clone(), parked.clone());
@@ -154,25 +155,36 @@ pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Res
     Ok(local)
 }
 
-/// Sets receive and send timeouts on the listening socket. Linux copies them to every accepted
-/// socket, which is the only way to give tiny_http's connections timeouts: it accepts them itself.
-fn set_socket_timeouts(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+/// Sets timeouts and `TCP_NODELAY` on the listening socket. Linux copies them to every accepted
+/// socket, which is the only way to reach tiny_http's connections: it accepts them itself. Without
+/// `TCP_NODELAY`, an answer over 1 KiB (tiny_http writes head and body apart) waits ~40 ms for the
+/// client's delayed ACK. The receive timeout also makes an idle `accept()` fail after `timeout`,
+/// which the self-check's connections every second prevent (and [`Servers`] survives).
+fn set_socket_options(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
     // std offers the setsockopt calls only on TcpStream. The stream below borrows the listener's
     // descriptor for them and is never dropped, so the descriptor is not closed.
     // SAFETY: the descriptor is open (the listener owns it) and outlives this borrow.
     let borrowed = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
     borrowed.set_read_timeout(Some(timeout))?;
-    borrowed.set_write_timeout(Some(timeout))
+    borrowed.set_write_timeout(Some(timeout))?;
+    borrowed.set_nodelay(true)
+}
+
+/// One tiny_http server on the listening socket, and when it last handed out a request.
+struct Generation {
+    server: Arc<tiny_http::Server>,
+    last_request: Mutex<Instant>,
 }
 
 /// The tiny_http servers on the one listening socket. tiny_http's accept loop stops for good at its
 /// first `accept()` error (EMFILE, when the process runs out of file descriptors), so a failed
 /// server is replaced by a new one on a clone of the same socket. The failed one still carries the
-/// requests of connections it accepted before, so handlers keep draining it.
+/// requests of connections it accepted before, so handlers keep draining it until it has been quiet
+/// for [`REPLACED_IDLE`]: by then each of its connections has closed or timed out.
 struct Servers {
     listener: TcpListener,
     /// Replaced servers first, the accepting one last.
-    all: RwLock<Vec<Arc<tiny_http::Server>>>,
+    all: RwLock<Vec<Arc<Generation>>>,
 }
 
 impl Servers {
@@ -184,10 +196,21 @@ impl Servers {
         })
     }
 
-    fn server_on(listener: &TcpListener) -> io::Result<Arc<tiny_http::Server>> {
+    fn server_on(listener: &TcpListener) -> io::Result<Arc<Generation>> {
         let server = tiny_http::Server::from_listener(listener.try_clone()?, None)
             .map_err(io::Error::other)?;
-        Ok(Arc::new(server))
+        Ok(Arc::new(Generation {
+            server: Arc::new(server),
+            last_request: Mutex::new(Instant::now()),
+        }))
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        self.all
+            .read()
+            .last()
+            .cloned()
+            .expect("at least one server")
     }
 
     /// Calls `serve` with every request that reaches this thread, forever.
@@ -199,7 +222,8 @@ impl Servers {
                 (current.clone(), replaced.to_vec())
             };
             for old in &replaced {
-                while let Ok(Some(request)) = old.try_recv() {
+                while let Ok(Some(request)) = old.server.try_recv() {
+                    *old.last_request.lock() = Instant::now();
                     serve(request);
                 }
             }
@@ -208,7 +232,7 @@ impl Servers {
             } else {
                 DRAIN_POLL
             };
-            match current.recv_timeout(wait) {
+            match current.server.recv_timeout(wait) {
                 Ok(Some(request)) => serve(request),
                 Ok(None) => {}
                 Err(e) => self.replace(&current, &e.to_string()),
@@ -217,9 +241,10 @@ impl Servers {
     }
 
     /// Every [`SELF_CHECK_INTERVAL`], checks that the accepting server still accepts, and replaces
-    /// it if not. tiny_http's accept thread can also die without a word: when it cannot duplicate an
-    /// accepted socket (EMFILE again) it panics. The check sends a request line tiny_http answers by
-    /// itself (400, without reaching a handler), so busy handlers cannot make it fail.
+    /// it if not; and lets go of replaced servers that have gone quiet. tiny_http's accept thread
+    /// can also die without a word: when it cannot duplicate an accepted socket (EMFILE again) it
+    /// panics. The check sends a request line tiny_http answers by itself (400, without reaching a
+    /// handler), so busy handlers cannot make it fail.
     fn watch(&self, local: SocketAddr) -> ! {
         let target = match local.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => {
@@ -232,19 +257,18 @@ impl Servers {
         };
         loop {
             thread::sleep(SELF_CHECK_INTERVAL);
-            let current = self
-                .all
-                .read()
-                .last()
-                .cloned()
-                .expect("at least one server");
+            let current = self.current();
             if answers_self_check(target) == Some(false) {
                 self.replace(&current, "it did not answer a self-check");
             }
+            let mut all = self.all.write();
+            let accepting = all.pop().expect("at least one server");
+            all.retain(|replaced| replaced.last_request.lock().elapsed() < REPLACED_IDLE);
+            all.push(accepting);
         }
     }
 
-    fn replace(&self, failed: &Arc<tiny_http::Server>, why: &str) {
+    fn replace(&self, failed: &Arc<Generation>, why: &str) {
         error!("the HTTP accept loop stopped ({why}); starting a new one");
         thread::sleep(REPLACE_PAUSE);
         let mut all = self.all.write();
@@ -255,12 +279,7 @@ impl Servers {
             return;
         }
         match Servers::server_on(&self.listener) {
-            Ok(server) => {
-                all.push(server);
-                if all.len() > MAX_REPLACED_SERVERS + 1 {
-                    all.remove(0);
-                }
-            }
+            Ok(server) => all.push(server),
             Err(e) => error!("could not start a new HTTP accept loop: {e}; retrying"),
         }
     }

@@ -202,6 +202,17 @@ fn two_thousand_idle_connections_leave_the_queen_serving() {
 }
 
 #[test]
+fn an_idle_larve_keeps_its_accept_loop() {
+    let queen = Larve::fast_queen();
+    // Longer than the socket timeout, which also bounds an idle accept() (see server.rs).
+    thread::sleep(Duration::from_secs(12));
+    assert_eq!(get(&queen.url("/healthz")).0, 200);
+    let log = queen.stderr();
+    assert!(!log.contains("accept loop stopped"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
 fn huge_header_lines_do_not_stop_the_queen() {
     let queen = Larve::fast_queen();
     let line = vec![b'a'; 10 * 1024 * 1024];

@@ -12,6 +12,10 @@ use serde_json::json;
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
+/// Held by the tests that load the machine (floods) and the one that measures latency, so a flood
+/// in one test cannot show up as slowness in another.
+static MACHINE: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 fn guarded_hive() -> (Larve, Larve) {
     let launch = Launch::token(TOKEN);
     let queen = Larve::start_with(&[&["--queen", "--port", "0"][..], FAST].concat(), &launch);
@@ -131,6 +135,7 @@ fn stall_mid_body(addr: &str) -> TcpStream {
 
 #[test]
 fn fifty_stalled_bodies_do_not_slow_anyone_else() {
+    let _alone = MACHINE.lock();
     let queen = Larve::fast_queen();
     let drone = Larve::drone(&queen.addr);
     wait_for_drones(&queen, &[&drone.addr], SOON);
@@ -152,6 +157,7 @@ fn fifty_stalled_bodies_do_not_slow_anyone_else() {
 
 #[test]
 fn a_stalled_body_times_out_with_408() {
+    let _alone = MACHINE.lock();
     let queen = Larve::fast_queen();
     let started = Instant::now();
     let head = "POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n";
@@ -166,6 +172,7 @@ fn a_stalled_body_times_out_with_408() {
 
 #[test]
 fn two_thousand_idle_connections_leave_the_queen_serving() {
+    let _alone = MACHINE.lock();
     // A low descriptor limit makes accept() fail with EMFILE during the flood, which ends tiny_http's
     // accept loop for good unless the larve replaces it.
     let launch = Launch {
@@ -214,6 +221,7 @@ fn an_idle_larve_keeps_its_accept_loop() {
 
 #[test]
 fn huge_header_lines_do_not_stop_the_queen() {
+    let _alone = MACHINE.lock();
     let queen = Larve::fast_queen();
     let line = vec![b'a'; 10 * 1024 * 1024];
     let senders: Vec<_> = (0..10)

@@ -3,32 +3,11 @@
 # SIGTERM first, SIGKILL after ~5 s. Safe to run when nothing is running.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HIVE_DIR="$ROOT/.hive"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 GRACE_TENTHS=50 # ~5 s
 
 say() { echo "hive-down: $*"; }
-
-is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
-
-# True if pid $1 is a live (not zombie) larve process.
-is_larve() {
-    local pid="$1" comm state
-    is_number "$pid" || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    if [[ -r "/proc/$pid/comm" ]]; then
-        comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-        state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" || return 1
-    else
-        comm="$(ps -p "$pid" -o comm= 2>/dev/null)" || return 1
-        comm="${comm##*/}"
-        state="$(ps -p "$pid" -o stat= 2>/dev/null)" || return 1
-    fi
-    [[ "$comm" == larve && "$state" != Z* ]]
-}
-
-# The pid in pid file $1, or nothing.
-pid_in() { tr -dc '0-9' <"$1" 2>/dev/null || true; }
 
 shopt -s nullglob
 pidfiles=("$HIVE_DIR"/*.pid)

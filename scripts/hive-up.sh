@@ -11,8 +11,8 @@
 # scripts/hive-down.sh.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HIVE_DIR="$ROOT/.hive"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LARVE="$ROOT/target/release/larve"
 QUEEN_PORT="${HIVE_PORT:-8080}"
 DRONE_BASE="${HIVE_DRONE_PORT:-5001}"
@@ -25,27 +25,6 @@ fail() {
     echo "hive-up: error: $*" >&2
     exit 1
 }
-
-is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
-
-# True if pid $1 is a live (not zombie) larve process.
-is_larve() {
-    local pid="$1" comm state
-    is_number "$pid" || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    if [[ -r "/proc/$pid/comm" ]]; then
-        comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-        state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" || return 1
-    else
-        comm="$(ps -p "$pid" -o comm= 2>/dev/null)" || return 1
-        comm="${comm##*/}"
-        state="$(ps -p "$pid" -o stat= 2>/dev/null)" || return 1
-    fi
-    [[ "$comm" == larve && "$state" != Z* ]]
-}
-
-# The pid in pid file $1, or nothing.
-pid_in() { tr -dc '0-9' <"$1" 2>/dev/null || true; }
 
 # Prints the last lines of log $1, indented, to stderr.
 log_tail() {
@@ -115,9 +94,6 @@ TOKEN_FILE="$HIVE_DIR/token"
 (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE") || fail "could not write $TOKEN_FILE"
 TOKEN="$(<"$TOKEN_FILE")"
 ((${#TOKEN} == 64)) || fail "could not read 32 random bytes from /dev/urandom"
-
-# curl with the cluster token, passed through a file descriptor so it never shows in ps.
-hive_curl() { curl -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "$@"; }
 
 # --- start ---------------------------------------------------------------------------------------
 

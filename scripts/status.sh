@@ -5,19 +5,9 @@
 # .hive/token). Exits non-zero if the queen is unreachable.
 set -euo pipefail
 
-# The cluster token: HIVE_TOKEN, else the one scripts/hive-up.sh wrote to .hive/token, else none.
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TOKEN="${HIVE_TOKEN:-}"
-if [[ -z "$TOKEN" && -r "$ROOT/.hive/token" ]]; then TOKEN="$(<"$ROOT/.hive/token")"; fi
-
-# curl with the token when there is one, passed through a file descriptor so it never shows in ps.
-hive_curl() {
-    if [[ -n "$TOKEN" ]]; then
-        curl -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "$@"
-    else
-        curl "$@"
-    fi
-}
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+load_token
 
 PORT="${HIVE_PORT:-8080}"
 BASE="http://127.0.0.1:$PORT"

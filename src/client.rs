@@ -68,7 +68,7 @@ pub struct Client {
 }
 
 /// Idle connections are closed after this long, well before a larve's server closes them
-/// ([`crate::server::SOCKET_TIMEOUT`]), so a call never picks a connection the peer is closing.
+/// ([`crate::listener::SOCKET_TIMEOUT`]), so a call never picks a connection the peer is closing.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(5);
 
 impl Client {

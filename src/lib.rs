@@ -20,6 +20,7 @@ pub mod config;
 pub mod drone;
 pub mod error;
 pub mod heartbeat;
+pub mod listener;
 pub mod logging;
 pub mod queen;
 pub mod registry;

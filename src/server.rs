@@ -6,22 +6,20 @@
 //! in one answers 500 instead of shrinking the pool.
 
 use std::io::{self, Read, Write};
-use std::mem::ManuallyDrop;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
-
 use log::{error, warn};
+use parking_lot::Mutex;
 use serde::Serialize;
 use tiny_http::{Header, StatusCode};
 
 use crate::error::Error;
+use crate::listener::Listener;
 
 /// Largest request body accepted; a task text or an address is far smaller.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -82,11 +80,6 @@ impl Response {
 /// What the server calls for every request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
-/// A connection that sends no byte for this long is closed, and a response the client does not read
-/// for this long is abandoned. tiny_http has no timeouts of its own, so without this an idle or
-/// stalled client holds a thread (and, mid-body, a handler) forever.
-pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Longest time one request body may take to arrive, however it trickles in.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -95,32 +88,12 @@ pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 /// slow clients queue up here while `/healthz` and small requests are answered as usual.
 pub const BODY_THREADS: usize = 16;
 
-/// How often an idle handler thread looks for a replaced tiny_http server.
-const IDLE_POLL: Duration = Duration::from_millis(200);
-
-/// How often a handler thread looks at replaced servers that may still hold requests.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
-
-/// Pause before replacing a server whose accept loop failed, so a flood that exhausts file
-/// descriptors is not met by a busy loop of replacements.
-const REPLACE_PAUSE: Duration = Duration::from_millis(100);
-
-/// How often the accepting server is checked, and how long it has to answer.
-const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A replaced server is let go once it has handed out no request for this long: its connections
-/// have all closed or timed out by then.
-const REPLACED_IDLE: Duration = Duration::from_secs(3 * SOCKET_TIMEOUT.as_secs());
-
 /// Binds `addr`, starts `workers` handler threads and returns the address actually bound (the real
 /// port when `addr` asked for port 0). The threads serve for the life of the process.
 pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = Arc::new(Listener::bind(addr)?);
     let local = listener.local_addr()?;
-    set_socket_options(&listener, SOCKET_TIMEOUT)?;
-    let servers = Arc::new(Servers::new(listener)?);
-    let watched = servers.clone();
+    let watched = listener.clone();
     thread::Builder::new()
         .name("http-watch".into())
         .spawn(move || watched.watch(local))?;
@@ -140,10 +113,10 @@ pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Res
             })?;
     }
     for _ in 0..workers {
-        let (servers, handler, parked) = (servers.clone(), handler.clone(), parked.clone());
+        let (listener, handler, parked) = (listener.clone(), handler.clone(), parked.clone());
         let body_queue = body_queue.clone();
         thread::Builder::new().name("http".into()).spawn(move || {
-            servers.each_request(|request| {
+            listener.each_request(|request| {
                 if body_is_buffered(&request) {
                     serve(request, handler.as_ref(), &parked);
                 } else if let Err(mpsc::SendError(request)) = body_queue.send(request) {
@@ -153,151 +126,6 @@ pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Res
         })?;
     }
     Ok(local)
-}
-
-/// Sets timeouts and `TCP_NODELAY` on the listening socket. Linux copies them to every accepted
-/// socket, which is the only way to reach tiny_http's connections: it accepts them itself. Without
-/// `TCP_NODELAY`, an answer over 1 KiB (tiny_http writes head and body apart) waits ~40 ms for the
-/// client's delayed ACK. The receive timeout also makes an idle `accept()` fail after `timeout`,
-/// which the self-check's connections every second prevent (and [`Servers`] survives).
-fn set_socket_options(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
-    // std offers the setsockopt calls only on TcpStream. The stream below borrows the listener's
-    // descriptor for them and is never dropped, so the descriptor is not closed.
-    // SAFETY: the descriptor is open (the listener owns it) and outlives this borrow.
-    let borrowed = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
-    borrowed.set_read_timeout(Some(timeout))?;
-    borrowed.set_write_timeout(Some(timeout))?;
-    borrowed.set_nodelay(true)
-}
-
-/// One tiny_http server on the listening socket, and when it last handed out a request.
-struct Generation {
-    server: Arc<tiny_http::Server>,
-    last_request: Mutex<Instant>,
-}
-
-/// The tiny_http servers on the one listening socket. tiny_http's accept loop stops for good at its
-/// first `accept()` error (EMFILE, when the process runs out of file descriptors), so a failed
-/// server is replaced by a new one on a clone of the same socket. The failed one still carries the
-/// requests of connections it accepted before, so handlers keep draining it until it has been quiet
-/// for [`REPLACED_IDLE`]: by then each of its connections has closed or timed out.
-struct Servers {
-    listener: TcpListener,
-    /// Replaced servers first, the accepting one last.
-    all: RwLock<Vec<Arc<Generation>>>,
-}
-
-impl Servers {
-    fn new(listener: TcpListener) -> io::Result<Servers> {
-        let first = Servers::server_on(&listener)?;
-        Ok(Servers {
-            listener,
-            all: RwLock::new(vec![first]),
-        })
-    }
-
-    fn server_on(listener: &TcpListener) -> io::Result<Arc<Generation>> {
-        let server = tiny_http::Server::from_listener(listener.try_clone()?, None)
-            .map_err(io::Error::other)?;
-        Ok(Arc::new(Generation {
-            server: Arc::new(server),
-            last_request: Mutex::new(Instant::now()),
-        }))
-    }
-
-    fn current(&self) -> Arc<Generation> {
-        self.all
-            .read()
-            .last()
-            .cloned()
-            .expect("at least one server")
-    }
-
-    /// Calls `serve` with every request that reaches this thread, forever.
-    fn each_request(&self, mut serve: impl FnMut(tiny_http::Request)) -> ! {
-        loop {
-            let (current, replaced) = {
-                let all = self.all.read();
-                let (current, replaced) = all.split_last().expect("at least one server");
-                (current.clone(), replaced.to_vec())
-            };
-            for old in &replaced {
-                while let Ok(Some(request)) = old.server.try_recv() {
-                    *old.last_request.lock() = Instant::now();
-                    serve(request);
-                }
-            }
-            let wait = if replaced.is_empty() {
-                IDLE_POLL
-            } else {
-                DRAIN_POLL
-            };
-            match current.server.recv_timeout(wait) {
-                Ok(Some(request)) => serve(request),
-                Ok(None) => {}
-                Err(e) => self.replace(&current, &e.to_string()),
-            }
-        }
-    }
-
-    /// Every [`SELF_CHECK_INTERVAL`], checks that the accepting server still accepts, and replaces
-    /// it if not; and lets go of replaced servers that have gone quiet. tiny_http's accept thread
-    /// can also die without a word: when it cannot duplicate an accepted socket (EMFILE again) it
-    /// panics. The check sends a request line tiny_http answers by itself (400, without reaching a
-    /// handler), so busy handlers cannot make it fail.
-    fn watch(&self, local: SocketAddr) -> ! {
-        let target = match local.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => {
-                SocketAddr::from(([127, 0, 0, 1], local.port()))
-            }
-            ip if ip.is_unspecified() => {
-                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
-            }
-            _ => local,
-        };
-        loop {
-            thread::sleep(SELF_CHECK_INTERVAL);
-            let current = self.current();
-            if answers_self_check(target) == Some(false) {
-                self.replace(&current, "it did not answer a self-check");
-            }
-            let mut all = self.all.write();
-            let accepting = all.pop().expect("at least one server");
-            all.retain(|replaced| replaced.last_request.lock().elapsed() < REPLACED_IDLE);
-            all.push(accepting);
-        }
-    }
-
-    fn replace(&self, failed: &Arc<Generation>, why: &str) {
-        error!("the HTTP accept loop stopped ({why}); starting a new one");
-        thread::sleep(REPLACE_PAUSE);
-        let mut all = self.all.write();
-        if !all
-            .last()
-            .is_some_and(|current| Arc::ptr_eq(current, failed))
-        {
-            return;
-        }
-        match Servers::server_on(&self.listener) {
-            Ok(server) => all.push(server),
-            Err(e) => error!("could not start a new HTTP accept loop: {e}; retrying"),
-        }
-    }
-}
-
-/// Whether the server at `addr` accepts connections: `None` when this process cannot even open a
-/// socket to find out (it is out of descriptors itself). A connection that times out counts as no:
-/// the listen backlog is full because nobody accepts.
-fn answers_self_check(addr: SocketAddr) -> Option<bool> {
-    let mut stream = match TcpStream::connect_timeout(&addr, SELF_CHECK_TIMEOUT) {
-        Ok(stream) => stream,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(false),
-        Err(_) => return None,
-    };
-    stream.set_read_timeout(Some(SELF_CHECK_TIMEOUT)).ok()?;
-    stream.write_all(b"HIVE-SELF-CHECK\r\n").ok()?;
-    let mut first = [0u8; 1];
-    Some(matches!(stream.read(&mut first), Ok(1)))
 }
 
 /// True when tiny_http has already read the whole body into memory (it does so up to 1 KiB), so
@@ -356,7 +184,7 @@ fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
 }
 
 /// Reads a body of at most [`MAX_BODY_BYTES`] that must arrive by `deadline`. Each read also ends
-/// after [`SOCKET_TIMEOUT`] without data, so a client that stops sending cannot hold the thread.
+/// after [`crate::listener::SOCKET_TIMEOUT`] without data, so a client that stops sending cannot hold the thread.
 fn read_body(reader: &mut dyn Read, deadline: Instant) -> Result<Vec<u8>, Error> {
     let mut body = Vec::new();
     let mut chunk = [0u8; 8192];

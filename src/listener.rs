@@ -67,7 +67,7 @@ struct Generation {
 /// requests of connections it accepted before, so handlers keep draining it until it has been quiet
 /// for `REPLACED_IDLE`: by then each of its connections has closed or timed out.
 pub struct Listener {
-    listener: TcpListener,
+    socket: TcpListener,
     /// Replaced servers first, the accepting one last.
     all: RwLock<Vec<Arc<Generation>>>,
 }
@@ -75,11 +75,11 @@ pub struct Listener {
 impl Listener {
     /// Binds `addr` with the socket options every connection needs, and starts serving on it.
     pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
-        let listener = TcpListener::bind(addr)?;
-        set_socket_options(&listener, SOCKET_TIMEOUT)?;
-        let first = Listener::server_on(&listener)?;
+        let socket = TcpListener::bind(addr)?;
+        set_socket_options(&socket, SOCKET_TIMEOUT)?;
+        let first = Listener::server_on(&socket)?;
         Ok(Listener {
-            listener,
+            socket,
             all: RwLock::new(vec![first]),
         })
     }
@@ -130,7 +130,7 @@ impl Listener {
 
     /// The address actually bound (the real port when `bind` asked for port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.socket.local_addr()
     }
 
     /// Every `SELF_CHECK_INTERVAL`, checks that the accepting server still accepts, and replaces
@@ -171,7 +171,7 @@ impl Listener {
         {
             return;
         }
-        match Listener::server_on(&self.listener) {
+        match Listener::server_on(&self.socket) {
             Ok(server) => all.push(server),
             Err(e) => error!("could not start a new HTTP accept loop: {e}; retrying"),
         }

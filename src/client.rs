@@ -5,7 +5,11 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use ureq::Agent;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::auth::Token;
 
@@ -65,7 +69,14 @@ pub struct Client {
     agent: Agent,
     /// Sent on every call when the hive has a cluster token.
     token: Option<Token>,
+    /// Ask the peer to close each connection after answering.
+    close: bool,
 }
+
+/// Buffers per connection. ureq's defaults (128 KiB each way) cost a queen that keeps connections
+/// to a thousand drones hundreds of megabytes; a larve's messages are a few hundred bytes.
+const BUFFER_BYTES: usize = 16 * 1024;
+const MAX_REPLY_HEADER_BYTES: usize = 8 * 1024;
 
 /// Idle connections are closed after this long, well before a larve's server closes them
 /// ([`crate::listener::SOCKET_TIMEOUT`]), so a call never picks a connection the peer is closing.
@@ -75,6 +86,9 @@ impl Client {
     /// A client that keeps up to `idle_per_host` idle connections to each larve and `idle_total` in
     /// all, so steady traffic reuses connections instead of opening one per call (and leaving a
     /// TIME_WAIT socket behind each time, which at thousands of calls a second runs out of ports).
+    /// Keep `idle_total` small: ureq's pool work on each returned connection grows with the square
+    /// of its size. A client with `idle_total` 0 asks each peer to close the connection after
+    /// answering, so the TIME_WAIT socket is the peer's, not ours.
     pub fn new(idle_per_host: usize, idle_total: usize, token: Option<Token>) -> Client {
         let config = Agent::config_builder()
             .http_status_as_error(true)
@@ -82,11 +96,15 @@ impl Client {
             .max_idle_connections(idle_total)
             .max_idle_connections_per_host(idle_per_host)
             .max_idle_age(MAX_IDLE_AGE)
+            .input_buffer_size(BUFFER_BYTES)
+            .output_buffer_size(BUFFER_BYTES)
+            .max_response_header_size(MAX_REPLY_HEADER_BYTES)
             .user_agent(concat!("hive-larve/", env!("CARGO_PKG_VERSION")))
             .build();
         Client {
-            agent: config.into(),
+            agent: Agent::with_parts(config, DefaultConnector::default(), IpFirst::default()),
             token,
+            close: idle_total == 0,
         }
     }
 
@@ -123,10 +141,41 @@ impl Client {
         read_reply(&mut reply)
     }
 
-    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        match &self.token {
-            Some(token) => request.header("Authorization", token.header()),
-            None => request,
+    /// Adds the headers every call carries: the token, and `Connection: close` without a pool.
+    fn authorize<B>(&self, mut request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", token.header());
+        }
+        if self.close {
+            request = request.header("Connection", "close");
+        }
+        request
+    }
+}
+
+/// Resolves `ip:port` addresses on the calling thread. ureq's default resolver starts a thread for
+/// every call that has a timeout, to bound a DNS lookup, even when the host is an IP address and the
+/// connection is pooled: a thread per task and per probe. Names still go to it.
+#[derive(Debug, Default)]
+struct IpFirst(DefaultResolver);
+
+impl Resolver for IpFirst {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri
+            .authority()
+            .and_then(|authority| authority.as_str().parse::<SocketAddr>().ok());
+        match literal {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
         }
     }
 }

@@ -25,10 +25,6 @@ pub const MAX_PROBE_THREADS: usize = 256;
 /// Probe threads only parse a small HTTP answer; a small stack keeps hundreds of them cheap.
 const PROBE_STACK_BYTES: usize = 256 * 1024;
 
-/// One kept-alive connection per drone, for fleets up to this size: a probe every interval reuses
-/// it instead of opening (and leaving in TIME_WAIT) a new one.
-const IDLE_PROBE_CONNECTIONS: usize = 4096;
-
 /// How one drone's probes in one round ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -83,7 +79,9 @@ impl Heartbeat {
         Heartbeat {
             config,
             registry,
-            client: Client::new(1, IDLE_PROBE_CONNECTIONS, token),
+            // No pool: a probe every interval per drone is rare, a pool over a large fleet is
+            // costly, and the drone closes each connection (keeping the TIME_WAIT socket).
+            client: Client::new(0, 0, token),
         }
     }
 

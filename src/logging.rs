@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::io::LineWriter;
 
 use log::LevelFilter;
 use simplelog::{ConfigBuilder, WriteLogger};
@@ -20,11 +21,15 @@ pub fn init(level: LevelFilter) {
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .set_time_format_rfc3339()
-        // tiny_http logs its own accept errors; the server module logs what it does about them.
+        // Hive's own lines only: tiny_http logs its accept errors (the listener logs what it does
+        // about them) and ureq logs every call at debug.
         .add_filter_ignore_str("tiny_http")
+        .add_filter_ignore_str("ureq")
         .build();
     // A second init (only possible in tests) keeps the first logger, which is fine.
-    let _ = WriteLogger::init(level, config, std::io::stderr());
+    // simplelog writes a line in many small pieces; stderr is unbuffered, so each piece would be a
+    // write() of its own. A LineWriter makes it one per line.
+    let _ = WriteLogger::init(level, config, LineWriter::new(std::io::stderr()));
     // A panic is one error line like any other, not a multi-line dump between log lines.
     std::panic::set_hook(Box::new(|info| {
         log::error!("panic: {}", quoted(&info.to_string()));

@@ -23,8 +23,9 @@ use crate::server;
 const HANDLER_THREADS: usize = 32;
 
 /// Idle kept-alive connections per drone, and in all, so steady task traffic reuses connections.
+/// As many per drone as handlers that may call it at once; few in all, as ureq's pool grows costly.
 const IDLE_CONNECTIONS_PER_DRONE: usize = HANDLER_THREADS;
-const IDLE_CONNECTIONS: usize = 1024;
+const IDLE_CONNECTIONS: usize = 2 * HANDLER_THREADS;
 
 /// The queen's state and what she does on each request.
 pub struct Queen {

@@ -40,7 +40,8 @@ pub struct DroneInfo {
     pub last_seen: f64,
     /// Failed probes and tasks since the last sign of life.
     pub failures: u32,
-    /// False after a task failed on it, until a probe sees it alive: the queen skips it for tasks.
+    /// False after a task or a probe failed on it, until a probe sees it alive: the queen skips it
+    /// for tasks.
     pub available: bool,
 }
 
@@ -154,8 +155,8 @@ impl Registry {
         self.select(|_| true)
     }
 
-    /// The drones that may take a task: all but those whose last task failed and that no probe has
-    /// seen alive since.
+    /// The drones that may take a task: all but those that failed a task or a probe since a probe
+    /// last saw them alive.
     pub fn available(&self) -> Vec<Target> {
         self.select(|drone| drone.available)
     }
@@ -184,11 +185,13 @@ impl Registry {
         }
     }
 
-    /// A probe try failed. Returns the failures in a row, or `None` if the registration is gone.
+    /// A probe try failed: the drone takes no tasks until a probe passes. Returns the failures in a
+    /// row, or `None` if the registration is gone.
     pub fn record_probe_failure(&self, target: &Target) -> Option<u32> {
         let mut inner = self.inner.lock();
         let drone = inner.get_mut(target)?;
         drone.failures += 1;
+        drone.available = false;
         Some(drone.failures)
     }
 
@@ -286,6 +289,10 @@ mod tests {
         let a = target(&registry, "a:1");
         assert_eq!(registry.record_probe_failure(&a), Some(1));
         assert_eq!(registry.record_probe_failure(&a), Some(2));
+        assert!(
+            registry.available().is_empty(),
+            "a failing drone takes no tasks"
+        );
         registry.record_alive(&a);
         assert_eq!(registry.list()[0].failures, 0);
     }

@@ -34,7 +34,7 @@ options:
   --quick         shorter runs, fewer repeats, a 200-drone fleet
   --only LIST     run only these scenarios, e.g. --only 1,4 (default: all five)
   --clients N     concurrent submit clients in scenarios 1 and 3 (default 32)
-  --seconds S     length of each load in scenario 1 (default 10; 3 with --quick)
+  --seconds S     length of each load in scenario 1 (default 10; 2 with --quick)
   --keep-logs     keep the larves' logs and stdout (they are kept anyway when a scenario fails)
   -h, --help      print this help";
 
@@ -43,7 +43,7 @@ const DEFAULT_CLIENTS: usize = 32;
 
 /// Length of each of scenario 1's two loads (submit, then healthz).
 const FULL_SUBMIT_SECS: f64 = 10.0;
-const QUICK_SUBMIT_SECS: f64 = 3.0;
+const QUICK_SUBMIT_SECS: f64 = 2.0;
 
 /// Kills and freezes measured in scenario 2, each.
 const FULL_DETECTION_REPEATS: usize = 5;
@@ -54,7 +54,7 @@ const DETECTION_BYSTANDERS: usize = 3;
 
 /// Length of scenario 3's load, and its drones.
 const FULL_SOAK_SECS: u64 = 60;
-const QUICK_SOAK_SECS: u64 = 8;
+const QUICK_SOAK_SECS: u64 = 4;
 const SOAK_DRONES: usize = 4;
 
 /// Scenario 4's simulated fleet: (answering, refusing connections, never answering).

@@ -42,3 +42,12 @@ hive_curl() {
         curl "$@"
     fi
 }
+
+# Splits what `curl -w '\n%{http_code}'` printed into REPLY_BODY (without the queen's final
+# newline) and REPLY_CODE.
+# shellcheck disable=SC2034 # REPLY_CODE and REPLY_BODY are for the sourcing script
+split_reply() {
+    REPLY_CODE="${1##*$'\n'}"
+    REPLY_BODY="${1%$'\n'*}"
+    REPLY_BODY="${REPLY_BODY%$'\n'}"
+}

@@ -224,9 +224,9 @@ say "submitting a demo task: $DEMO_TEXT"
 body="$(python3 -c 'import json, sys; print(json.dumps({"text": sys.argv[1]}))' "$DEMO_TEXT")"
 reply="$(hive_curl -sS --max-time 30 -w '\n%{http_code}' -H 'Content-Type: application/json' \
     --data-binary @- "$QUEEN_URL/submit_task" <<<"$body")" || fail "could not reach the queen to submit the demo task"
-code="${reply##*$'\n'}"
-reply="${reply%$'\n'*}"
-reply="${reply%$'\n'}" # the queen ends her JSON with a newline
+split_reply "$reply"
+code="$REPLY_CODE"
+reply="$REPLY_BODY"
 [[ "$code" == 2?? ]] || fail "the queen answered the demo task with HTTP $code: $reply"
 say "queen answered: $(python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))' <<<"$reply" 2>/dev/null || echo "$reply")"
 
@@ -234,7 +234,8 @@ say "queen answered: $(python3 -c 'import json, sys; print(json.dumps(json.load(
 printed_by=""
 deadline=$((SECONDS + 5))
 while [[ -z "$printed_by" ]] && ((SECONDS < deadline)); do
-    for out in "$HIVE_DIR"/drone-*.out; do
+    for ((port = DRONE_BASE; port <= DRONE_LAST; port++)); do
+        out="$HIVE_DIR/drone-$port.out"
         if grep -qxF "$DEMO_TEXT" "$out"; then
             printed_by="$(basename "$out" .out)"
             break

@@ -29,9 +29,9 @@ show() {
         echo "status: error: the queen at 127.0.0.1:$PORT is unreachable (${reply%%$'\n'*}); is the hive up? start it with scripts/hive-up.sh" >&2
         return 1
     fi
-    code="${reply##*$'\n'}"
-    reply="${reply%$'\n'*}"
-    reply="${reply%$'\n'}" # the queen ends her JSON with a newline
+    split_reply "$reply"
+    code="$REPLY_CODE"
+    reply="$REPLY_BODY"
     echo "GET $1 -> HTTP $code"
     pretty "$reply"
     if [[ "$code" != 2?? ]]; then

@@ -30,9 +30,9 @@ if ! reply="$(hive_curl -sS --max-time 60 -w '\n%{http_code}' -H 'Content-Type: 
     echo "submit: error: cannot reach the queen at 127.0.0.1:$PORT (is the hive up? scripts/hive-up.sh)" >&2
     exit 1
 fi
-code="${reply##*$'\n'}"
-reply="${reply%$'\n'*}"
-reply="${reply%$'\n'}" # the queen ends her JSON with a newline
+split_reply "$reply"
+code="$REPLY_CODE"
+reply="$REPLY_BODY"
 
 echo "$reply"
 if [[ "$code" != 2?? ]]; then

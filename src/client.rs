@@ -30,9 +30,10 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// A 4xx: the peer understood and refused, so retrying the same request cannot help.
+    /// A 4xx other than 408 and 429 (which say "later"): the peer understood and refused, so
+    /// retrying the same request cannot help.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, CallError::Status(code) if (400..500).contains(code))
+        matches!(self, CallError::Status(code) if (400..500).contains(code) && *code != 408 && *code != 429)
     }
 }
 
@@ -180,7 +181,12 @@ impl Resolver for IpFirst {
     }
 }
 
+/// The body of a 2xx answer. ureq hands 3xx answers back as they are (redirects are off), and
+/// those are not success either.
 fn read_reply(reply: &mut ureq::http::Response<ureq::Body>) -> Result<Vec<u8>, CallError> {
+    if !reply.status().is_success() {
+        return Err(CallError::Status(reply.status().as_u16()));
+    }
     Ok(reply
         .body_mut()
         .with_config()

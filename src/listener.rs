@@ -35,6 +35,7 @@ const REPLACE_PAUSE: Duration = Duration::from_millis(100);
 /// How often the accepting server is checked, and how long it has to answer.
 const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+const FAILED_SELF_CHECKS: u32 = 3;
 
 /// A replaced server is let go once it has handed out no request for this long: its connections
 /// have all closed or timed out by then.
@@ -148,11 +149,19 @@ impl Listener {
             }
             _ => local,
         };
+        let mut failed_checks = 0;
         loop {
             thread::sleep(SELF_CHECK_INTERVAL);
             let current = self.current();
-            if answers_self_check(target) == Some(false) {
-                self.replace(&current, "it did not answer a self-check");
+            match answers_self_check(target) {
+                Some(false) => failed_checks += 1,
+                Some(true) => failed_checks = 0,
+                None => {}
+            }
+            // Several in a row, so a loop that is only slow (a saturated machine) is left alone.
+            if failed_checks >= FAILED_SELF_CHECKS {
+                failed_checks = 0;
+                self.replace(&current, "it did not answer self-checks");
             }
             let mut all = self.all.write();
             let accepting = all.pop().expect("at least one server");
@@ -162,7 +171,6 @@ impl Listener {
     }
 
     fn replace(&self, failed: &Arc<Generation>, why: &str) {
-        error!("the HTTP accept loop stopped ({why}); starting a new one");
         thread::sleep(REPLACE_PAUSE);
         let mut all = self.all.write();
         if !all
@@ -171,9 +179,16 @@ impl Listener {
         {
             return;
         }
+        error!("the HTTP accept loop stopped ({why}); starting a new one");
         match Listener::server_on(&self.socket) {
-            Ok(server) => all.push(server),
-            Err(e) => error!("could not start a new HTTP accept loop: {e}; retrying"),
+            Ok(server) => {
+                // Its quiet time starts now: it served until a moment ago.
+                *failed.last_request.lock() = Instant::now();
+                all.push(server);
+            }
+            Err(e) => {
+                error!("could not start a new HTTP accept loop ({e}); the next check tries again")
+            }
         }
     }
 }

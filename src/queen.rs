@@ -85,6 +85,10 @@ impl Queen {
         let task = serde_json::json!({ "text": text });
         let mut failures = Vec::new();
         for target in candidates {
+            // Another submit may have found it dead meanwhile.
+            if !self.registry.is_available(&target) {
+                continue;
+            }
             match self.client.post_json(
                 &target.address,
                 "/do_task",
@@ -111,6 +115,10 @@ impl Queen {
                     failures.push(format!("{}: {e}", target.name));
                 }
             }
+        }
+        if failures.is_empty() {
+            // Every candidate was found dead by other submits meanwhile.
+            return Err(Error::NoDrones);
         }
         Err(Error::AllDronesFailed(failures.join("; ")))
     }

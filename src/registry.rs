@@ -174,6 +174,14 @@ impl Registry {
             .collect()
     }
 
+    /// Whether this registration still exists and may take a task.
+    pub fn is_available(&self, target: &Target) -> bool {
+        self.inner
+            .lock()
+            .get_mut(target)
+            .is_some_and(|drone| drone.available)
+    }
+
     /// A probe reached the drone: it is alive now, has no failures, and may take tasks again.
     pub fn record_alive(&self, target: &Target) {
         let mut inner = self.inner.lock();
@@ -277,6 +285,7 @@ mod tests {
             .map(|t| t.address)
             .collect();
         assert_eq!(available, vec!["b:1".to_string()]);
+        assert!(!registry.is_available(&a));
         assert_eq!(registry.targets().len(), 2, "it is still probed");
         registry.record_alive(&a);
         assert_eq!(registry.available().len(), 2);

@@ -116,28 +116,61 @@ pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Res
         let (listener, handler, parked) = (listener.clone(), handler.clone(), parked.clone());
         let body_queue = body_queue.clone();
         thread::Builder::new().name("http".into()).spawn(move || {
-            listener.each_request(|request| {
-                if body_is_buffered(&request) {
-                    serve(request, handler.as_ref(), &parked);
-                } else if let Err(mpsc::SendError(request)) = body_queue.send(request) {
-                    serve(request, handler.as_ref(), &parked);
-                }
+            listener.each_request(|request| match intake(&request) {
+                Intake::Buffered => serve(request, handler.as_ref(), &parked),
+                // Cannot fail: the body threads live as long as this sender.
+                Intake::OnSocket => drop(body_queue.send(request)),
+                Intake::Upgrade => refuse(
+                    request,
+                    &Error::BadRequest("Connection: upgrade is not supported".into()),
+                ),
             })
         })?;
     }
     Ok(local)
 }
 
-/// True when tiny_http has already read the whole body into memory (it does so up to 1 KiB), so
-/// serving the request cannot wait on the client.
-fn body_is_buffered(request: &tiny_http::Request) -> bool {
-    let has = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
-    if has("Transfer-Encoding") {
-        return false;
+/// Where a request's body is, which decides which thread may serve it.
+enum Intake {
+    /// tiny_http has already read the whole body into memory (it does so up to 1 KiB): serving
+    /// cannot wait on the client.
+    Buffered,
+    /// The body is still on the socket: a body thread reads it.
+    OnSocket,
+    /// `Connection: upgrade`: tiny_http hands over the raw socket as the body, whatever the
+    /// declared length, so reading it would wait until the client closes. Refused unread.
+    Upgrade,
+}
+
+fn intake(request: &tiny_http::Request) -> Intake {
+    let header = |name: &'static str| {
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_ascii_lowercase())
+    };
+    if header("Connection").is_some_and(|value| value.contains("upgrade")) {
+        return Intake::Upgrade;
+    }
+    if header("Transfer-Encoding").is_some() {
+        return Intake::OnSocket;
     }
     match request.body_length() {
-        None | Some(0) => true,
-        Some(length) => length <= 1024 && !has("Expect"),
+        None | Some(0) => Intake::Buffered,
+        Some(length) if length <= 1024 && header("Expect").is_none() => Intake::Buffered,
+        Some(_) => Intake::OnSocket,
+    }
+}
+
+/// Answers a request without reading its body.
+fn refuse(raw: tiny_http::Request, error: &Error) {
+    let response = Response::error(error);
+    let answer = tiny_http::Response::from_data(response.body)
+        .with_status_code(StatusCode(response.status))
+        .with_header(json_header());
+    if let Err(e) = raw.respond(answer) {
+        warn!("could not send a response: {e}");
     }
 }
 

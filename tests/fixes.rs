@@ -218,11 +218,14 @@ fn fix_6_a_restarted_queen_gets_every_live_drone_back_within_three_intervals() {
 fn fix_7_only_a_2xx_counts_as_alive() {
     let queen = Larve::fast_queen();
     let sick = FakePeer::answering(500, "text/html", "<h1>Internal Server Error</h1>");
+    let moved = FakePeer::answering(302, "text/html", "<a href=\"/elsewhere\">moved</a>");
     let live = Larve::drone(&queen.addr);
     register(&queen, &sick.addr);
-    wait_for_drones(&queen, &[&live.addr, &sick.addr], SOON);
+    register(&queen, &moved.addr);
+    wait_for_drones(&queen, &[&live.addr, &sick.addr, &moved.addr], SOON);
     wait_for_drones(&queen, &[&live.addr], FAST_REMOVAL);
     let log = queen.stderr();
     assert!(log.contains("answered HTTP 500 on all 2 tries"), "{log}");
+    assert!(log.contains("answered HTTP 302 on all 2 tries"), "{log}");
     assert!(sick.hits().iter().all(|h| h == "GET /healthz"));
 }

@@ -209,6 +209,25 @@ fn two_thousand_idle_connections_leave_the_queen_serving() {
 }
 
 #[test]
+fn an_upgrade_request_is_refused_without_waiting_for_its_body() {
+    let queen = Larve::fast_queen();
+    let started = Instant::now();
+    // tiny_http would hand over the raw socket as this body and ignore its length.
+    let answer = raw(
+        &queen.addr,
+        b"POST /submit_task HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nContent-Length: 15\r\n\r\n{\"text\": \"hi\"}",
+        SOON,
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("upgrade is not supported"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn an_idle_larve_keeps_its_accept_loop() {
     let queen = Larve::fast_queen();
     // Longer than the socket timeout, which also bounds an idle accept() (see server.rs).

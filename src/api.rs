@@ -7,6 +7,7 @@
 //! | `POST /submit_task` | queen | `{"text": "hello"}`           | `{"result": "OK", "drone": "drone-0"}`   |
 //! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval"}` |
 //! | `GET /drones`       | queen |                               | every drone with its times and failures  |
+//! | `GET /metrics`      | both  |                               | Prometheus text (see `metrics.rs`)       |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
 //! for its Python larve read Hive's answers unchanged. With a cluster token, every endpoint but
@@ -23,6 +24,7 @@ use crate::auth::Token;
 use crate::drone::Drone;
 use crate::error::{Error, Result};
 use crate::logging::quoted;
+use crate::metrics::{Exposition, Metrics};
 use crate::queen::Queen;
 use crate::server::{Handler, Request, Response};
 
@@ -33,9 +35,14 @@ pub enum Role {
     Drone(Arc<Drone>),
 }
 
-/// The request handler for a larve playing `role`, guarded by `token` when there is one.
-pub fn handler(role: Role, token: Option<Token>) -> Arc<Handler> {
-    let api = Api { role, token };
+/// The request handler for a larve playing `role`, guarded by `token` when there is one;
+/// `/metrics` shows `metrics`.
+pub fn handler(role: Role, token: Option<Token>, metrics: Arc<Metrics>) -> Arc<Handler> {
+    let api = Api {
+        role,
+        token,
+        metrics,
+    };
     Arc::new(move |request: &Request| {
         api.route(request)
             .unwrap_or_else(|error| Response::error(&error))
@@ -72,6 +79,7 @@ struct Health {
 struct Api {
     role: Role,
     token: Option<Token>,
+    metrics: Arc<Metrics>,
 }
 
 impl Api {
@@ -113,6 +121,16 @@ impl Api {
                 let queen = self.queen("In drone mode, no drone registry")?;
                 self.authorize(request)?;
                 Ok(Response::json(200, &queen.drones()))
+            }
+            "/metrics" => {
+                allow(request, "GET")?;
+                self.authorize(request)?;
+                let mut out = Exposition::default();
+                self.metrics.render(&mut out);
+                if let Role::Queen(queen) = &self.role {
+                    queen.render_metrics(&mut out);
+                }
+                Ok(Response::metrics(out.finish()))
             }
             other => Err(Error::NotFound(other.to_string())),
         }
@@ -227,7 +245,7 @@ mod tests {
     }
 
     fn answer(role: &Role, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let response = handler(role.clone(), None)(&request(method, path, body));
+        let response = handler(role.clone(), None, Arc::default())(&request(method, path, body));
         (
             response.status,
             serde_json::from_slice(&response.body).expect("JSON body"),
@@ -241,6 +259,7 @@ mod tests {
                 task_timeout: std::time::Duration::from_secs(1),
             },
             None,
+            Arc::default(),
         )))
     }
 
@@ -300,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_405_names_the_allowed_method() {
-        let response = handler(queen(), None)(&request("DELETE", "/register", ""));
+        let response = handler(queen(), None, Arc::default())(&request("DELETE", "/register", ""));
         assert_eq!((response.status, response.allow), (405, Some("POST")));
     }
 

@@ -1,16 +1,15 @@
 //! What a larve was asked to be, and the one call that starts it.
 //!
-//! The CLI builds a [`Config`]; [`Config::run`] hands it to the role it names, which owns its threads
-//! from then on. Nothing here touches the network.
+//! The CLI builds a [`Config`]; `larve::run` starts the role it names, which owns its threads from
+//! then on. Nothing here touches the network.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use log::LevelFilter;
 
 use crate::auth::Token;
-use crate::{drone, queen};
 
 /// Everything a larve needs to start, whichever role it plays.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,18 +107,6 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config(why) | StartError::Io(why) => write!(f, "{why}"),
-        }
-    }
-}
-
-impl Config {
-    /// Starts the role this config names and serves until the process is killed. Returns only when
-    /// the larve cannot go on.
-    pub fn run(self) -> StartError {
-        let listen = SocketAddr::new(self.bind, self.port);
-        match self.role {
-            RoleConfig::Queen(queen) => queen::run(listen, self.token, queen),
-            RoleConfig::Drone(drone) => drone::run(listen, self.token, drone),
         }
     }
 }

@@ -10,16 +10,14 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use parking_lot::Mutex;
 
-use crate::api::{self, Role};
 use crate::auth::Token;
 use crate::client::{CallError, Client};
 use crate::config::{DroneConfig, StartError};
 use crate::error::{Error, Result};
 use crate::logging::{one_line, quoted};
-use crate::server;
 
 /// Handler threads of a drone; a task is a print, so a few are plenty.
-const HANDLER_THREADS: usize = 8;
+pub const HANDLER_THREADS: usize = 8;
 
 /// The interval assumed when the queen does not say (the tutorial's queen answers only `OK`).
 const DEFAULT_QUEEN_INTERVAL: Duration = Duration::from_secs(10);
@@ -77,22 +75,21 @@ impl Drone {
     }
 }
 
-/// Serves as a drone on `bind:port`, then registers with the queen and keeps registered, on this
+/// Once the drone serves at `local`: registers with the queen and keeps registered, on this
 /// thread, for the life of the process. Returns only on a fatal error.
-pub fn run(listen: SocketAddr, token: Option<Token>, config: DroneConfig) -> StartError {
-    let drone = Arc::new(Drone::new());
-    let handler = api::handler(Role::Drone(Arc::clone(&drone)), token.clone());
-    let local = match server::start(listen, HANDLER_THREADS, handler) {
-        Ok(local) => local,
-        Err(e) => return StartError::Io(format!("cannot listen on {listen}: {e}")),
-    };
+pub fn run(
+    drone: &Arc<Drone>,
+    local: SocketAddr,
+    token: Option<Token>,
+    config: DroneConfig,
+) -> StartError {
     let advertise = config.advertise.unwrap_or_else(|| local.to_string());
     info!(
         "drone listening on {local}, known to the queen as {}",
         quoted(&advertise)
     );
     Registration {
-        drone,
+        drone: drone.clone(),
         client: Client::new(1, 1, token),
         queen: config.queen,
         advertise,

@@ -16,6 +16,7 @@ use crate::auth::Token;
 use crate::client::{CallError, Client};
 use crate::config::HeartbeatConfig;
 use crate::logging::quoted;
+use crate::metrics::Metrics;
 use crate::registry::{Registry, Target};
 
 /// Most probes in flight at once. Each waits on a blocking socket, so this many dead drones can be
@@ -62,11 +63,36 @@ pub fn probe(
     }
 }
 
+/// Runs `check` on every target, on up to [`MAX_PROBE_THREADS`] threads at once, and returns when
+/// all are done: a batch of probes takes about as long as its slowest target, not the sum.
+pub fn in_parallel(targets: &[Target], check: impl Fn(&Target) + Sync) {
+    let next = AtomicUsize::new(0);
+    let workers = targets.len().min(MAX_PROBE_THREADS);
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            let spawned = thread::Builder::new()
+                .name("probe".into())
+                .stack_size(PROBE_STACK_BYTES)
+                .spawn_scoped(scope, || {
+                    while let Some(target) = targets.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        check(target);
+                    }
+                });
+            if let Err(e) = spawned {
+                // Fewer workers only make the batch slower; the others take the work.
+                warn!("could not start a probe thread: {e}");
+                break;
+            }
+        }
+    });
+}
+
 /// The heartbeat loop and what it needs.
 pub struct Heartbeat {
     config: HeartbeatConfig,
     registry: Arc<Registry>,
     client: Client,
+    metrics: Arc<Metrics>,
 }
 
 impl Heartbeat {
@@ -75,6 +101,7 @@ impl Heartbeat {
         config: HeartbeatConfig,
         registry: Arc<Registry>,
         token: Option<Token>,
+        metrics: Arc<Metrics>,
     ) -> Heartbeat {
         Heartbeat {
             config,
@@ -82,6 +109,7 @@ impl Heartbeat {
             // No pool: a probe every interval per drone is rare, a pool over a large fleet is
             // costly, and the drone closes each connection (keeping the TIME_WAIT socket).
             client: Client::new(0, 0, token),
+            metrics,
         }
     }
 
@@ -100,29 +128,13 @@ impl Heartbeat {
         if targets.is_empty() {
             return;
         }
-        let next = AtomicUsize::new(0);
-        let workers = targets.len().min(MAX_PROBE_THREADS);
-        thread::scope(|scope| {
-            for _ in 0..workers {
-                let spawned = thread::Builder::new()
-                    .name("probe".into())
-                    .stack_size(PROBE_STACK_BYTES)
-                    .spawn_scoped(scope, || {
-                        while let Some(target) = targets.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            self.check(target, started);
-                        }
-                    });
-                if let Err(e) = spawned {
-                    // Fewer workers only make the round slower; the others take the work.
-                    warn!("could not start a probe thread: {e}");
-                    break;
-                }
-            }
-        });
+        in_parallel(&targets, |target| self.check(target, started));
+        let took = started.elapsed();
+        self.metrics.heartbeat_round.observe(took);
         debug!(
             "heartbeat round over {} drones took {} ms",
             targets.len(),
-            started.elapsed().as_millis()
+            took.as_millis()
         );
     }
 
@@ -142,6 +154,7 @@ impl Heartbeat {
                     .map(|_| ())
             },
             |error| {
+                self.metrics.probes_failed.inc();
                 let failures = self.registry.record_probe_failure(target);
                 debug!(
                     "probe of {} ({}) failed: {error}",
@@ -165,6 +178,7 @@ impl Heartbeat {
                     .registry
                     .remove_unless_seen_since(target, round_started)
                 {
+                    self.metrics.drones_removed.inc();
                     warn!(
                         "removed {} ({}): {last} on all {tries} tries",
                         target.name,

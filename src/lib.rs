@@ -20,11 +20,15 @@ pub mod config;
 pub mod drone;
 pub mod error;
 pub mod heartbeat;
+pub mod larve;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod queen;
+pub mod recheck;
 pub mod registry;
 pub mod server;
+pub mod sockets;
 
 /// The version every larve reports on `/healthz` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

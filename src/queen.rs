@@ -1,26 +1,29 @@
-//! The queen: keeps the registry, hands tasks to live drones, and runs the heartbeat.
+//! The queen: keeps the registry, hands tasks to live drones, and runs the heartbeat and the
+//! re-checks.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Instant;
 
 use log::{info, warn};
 
 use crate::address;
-use crate::api::{self, Role};
 use crate::auth::Token;
-use crate::client::Client;
+use crate::client::{CallError, Client};
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
 use crate::heartbeat::Heartbeat;
 use crate::logging::quoted;
-use crate::registry::{DroneInfo, Registry};
-use crate::server;
+use crate::metrics::{Exposition, Metrics};
+use crate::recheck::Recheck;
+use crate::registry::{DroneInfo, Registry, Target};
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
-const HANDLER_THREADS: usize = 32;
+pub const HANDLER_THREADS: usize = 32;
 
 /// Idle kept-alive connections per drone, and in all, so steady task traffic reuses connections.
 /// As many per drone as handlers that may call it at once; few in all, as ureq's pool grows costly.
@@ -31,17 +34,30 @@ const IDLE_CONNECTIONS: usize = 2 * HANDLER_THREADS;
 pub struct Queen {
     registry: Arc<Registry>,
     client: Client,
+    recheck: Arc<Recheck>,
     config: QueenConfig,
+    token: Option<Token>,
+    metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
 
 impl Queen {
-    /// A queen with an empty registry; `token` is sent to drones with every task.
-    pub fn new(config: QueenConfig, token: Option<Token>) -> Queen {
+    /// A queen with an empty registry; `token` is sent to drones with every task and probe.
+    pub fn new(config: QueenConfig, token: Option<Token>, metrics: Arc<Metrics>) -> Queen {
+        let registry = Arc::new(Registry::new());
+        let recheck = Recheck::new(
+            registry.clone(),
+            token.clone(),
+            config.heartbeat.timeout,
+            metrics.clone(),
+        );
         Queen {
-            registry: Arc::new(Registry::new()),
-            client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token),
+            registry,
+            client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token.clone()),
+            recheck: Arc::new(recheck),
             config,
+            token,
+            metrics,
             ready: AtomicBool::new(false),
         }
     }
@@ -56,6 +72,7 @@ impl Queen {
         address::validate(address).map_err(Error::BadRequest)?;
         let registered = self.registry.register(address);
         if registered.new {
+            self.metrics.drones_registered.inc();
             info!("registered {} at {}", registered.name, quoted(address));
         } else {
             info!(
@@ -72,55 +89,101 @@ impl Queen {
         self.config.heartbeat.interval.as_secs_f64()
     }
 
-    /// Hands `text` to a random available drone, trying the others in random order until one
-    /// confirms. Returns the name of the drone that took it.
+    /// Hands `text` to a drone and returns the name of the drone that took it; see [`Queen::place`].
+    pub fn submit(&self, text: &str) -> Result<String> {
+        let started = Instant::now();
+        let placed = self.place(text);
+        self.metrics.submit_latency.observe(started.elapsed());
+        placed
+    }
+
+    /// Tries the available drones in random order until one confirms, then, if none did (or none
+    /// is available), the drones out of rotation: a balancer that finds every host unhealthy routes
+    /// to all of them rather than fail requests (Envoy's panic threshold). So only an empty registry
+    /// answers 503. A drone that fails is re-checked at once (see `recheck.rs`).
     ///
     /// At least once: a drone that timed out may have run the task before another one runs it too.
-    pub fn submit(&self, text: &str) -> Result<String> {
-        let mut candidates = self.registry.available();
-        if candidates.is_empty() {
+    fn place(&self, text: &str) -> Result<String> {
+        let mut available = self.registry.available();
+        let mut out_of_rotation = self.registry.out_of_rotation();
+        if available.is_empty() && out_of_rotation.is_empty() {
             return Err(Error::NoDrones);
         }
-        fastrand::shuffle(&mut candidates);
-        let task = serde_json::json!({ "text": text });
+        fastrand::shuffle(&mut available);
+        fastrand::shuffle(&mut out_of_rotation);
         let mut failures = Vec::new();
-        for target in candidates {
-            // Another submit may have found it dead meanwhile.
+        let mut deferred = Vec::new();
+        for target in available {
+            // Another submit may have found it failing meanwhile: try it last.
             if !self.registry.is_available(&target) {
+                deferred.push(target);
                 continue;
             }
-            match self.client.post_json(
-                &target.address,
-                "/do_task",
-                &task,
-                self.config.task_timeout,
-            ) {
-                Ok(_) => {
-                    info!(
-                        "task {} sent to {} ({})",
-                        quoted(text),
-                        target.name,
-                        quoted(&target.address)
-                    );
-                    return Ok(target.name);
-                }
-                Err(e) => {
-                    self.registry.record_task_failure(&target);
-                    warn!(
-                        "task {} not taken by {} ({}): {e}; skipping it until a heartbeat passes",
-                        quoted(text),
-                        target.name,
-                        quoted(&target.address)
-                    );
-                    failures.push(format!("{}: {e}", target.name));
-                }
+            match self.hand_over(text, &target, failures.len()) {
+                Ok(()) => return Ok(target.name),
+                Err(why) => failures.push(why),
             }
         }
-        if failures.is_empty() {
-            // Every candidate was found dead by other submits meanwhile.
-            return Err(Error::NoDrones);
+        for target in out_of_rotation.into_iter().chain(deferred) {
+            match self.hand_over(text, &target, failures.len()) {
+                Ok(()) => return Ok(target.name),
+                Err(why) => failures.push(why),
+            }
         }
+        self.metrics.tasks_failed.inc();
         Err(Error::AllDronesFailed(failures.join("; ")))
+    }
+
+    /// One try at handing `text` to `target`, after `failed` failed tries on other drones.
+    fn hand_over(
+        &self,
+        text: &str,
+        target: &Target,
+        failed: usize,
+    ) -> std::result::Result<(), String> {
+        let task = serde_json::json!({ "text": text });
+        let sent =
+            self.client
+                .post_json(&target.address, "/do_task", &task, self.config.task_timeout);
+        match sent {
+            Ok(_) => {
+                self.metrics.tasks_placed.inc();
+                if failed > 0 {
+                    self.metrics.tasks_retried_elsewhere.inc();
+                }
+                info!(
+                    "task {} sent to {} ({})",
+                    quoted(text),
+                    target.name,
+                    quoted(&target.address)
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.task_tries_failed.inc();
+                let consequence = if e == CallError::TimedOut {
+                    self.registry.record_task_timeout(target);
+                    "re-checking it"
+                } else {
+                    self.registry.record_task_failure(target);
+                    "it takes no tasks until a probe passes"
+                };
+                self.recheck.suspect(target);
+                warn!(
+                    "task {} not taken by {} ({}): {e}; {consequence}",
+                    quoted(text),
+                    target.name,
+                    quoted(&target.address)
+                );
+                Err(format!("{}: {e}", target.name))
+            }
+        }
+    }
+
+    /// The queen's metrics, after the ones every larve has.
+    pub fn render_metrics(&self, out: &mut Exposition) {
+        let (registered, available) = self.registry.counts();
+        self.metrics.render_queen(out, registered, available);
     }
 
     /// Address → name of every drone.
@@ -132,22 +195,29 @@ impl Queen {
     pub fn drones(&self) -> Vec<DroneInfo> {
         self.registry.list()
     }
-}
 
-/// Serves as a queen on `bind:port` and runs the heartbeat on this thread, for the life of the
-/// process. Returns only if the queen cannot start.
-pub fn run(listen: SocketAddr, token: Option<Token>, config: QueenConfig) -> StartError {
-    let heartbeat = config.heartbeat;
-    let queen = Arc::new(Queen::new(config, token.clone()));
-    let handler = api::handler(Role::Queen(Arc::clone(&queen)), token.clone());
-    let local = match server::start(listen, HANDLER_THREADS, handler) {
-        Ok(local) => local,
-        Err(e) => return StartError::Io(format!("cannot listen on {listen}: {e}")),
-    };
-    queen.ready.store(true, Ordering::Relaxed);
-    info!(
-        "queen listening on {local}; heartbeat every {:?}, {} tries of {:?}, {:?} apart",
-        heartbeat.interval, heartbeat.attempts, heartbeat.timeout, heartbeat.retry_delay
-    );
-    Heartbeat::new(heartbeat, Arc::clone(&queen.registry), token).run()
+    /// Runs the queen's threads once her server is up at `local`: re-checks on a thread of their
+    /// own, the heartbeat on this one, for the life of the process.
+    pub fn run(&self, local: SocketAddr) -> StartError {
+        let recheck = self.recheck.clone();
+        if let Err(e) = thread::Builder::new()
+            .name("recheck".into())
+            .spawn(move || recheck.run())
+        {
+            return StartError::Io(format!("cannot start the re-check thread: {e}"));
+        }
+        self.ready.store(true, Ordering::Relaxed);
+        let heartbeat = self.config.heartbeat;
+        info!(
+            "queen listening on {local}; heartbeat every {:?}, {} tries of {:?}, {:?} apart",
+            heartbeat.interval, heartbeat.attempts, heartbeat.timeout, heartbeat.retry_delay
+        );
+        Heartbeat::new(
+            heartbeat,
+            self.registry.clone(),
+            self.token.clone(),
+            self.metrics.clone(),
+        )
+        .run()
+    }
 }

@@ -161,6 +161,19 @@ impl Registry {
         self.select(|drone| drone.available)
     }
 
+    /// The drones out of rotation: those that failed a task or a probe since a probe last saw them
+    /// alive. The queen still tries them when every available drone failed, or none is available.
+    pub fn out_of_rotation(&self) -> Vec<Target> {
+        self.select(|drone| !drone.available)
+    }
+
+    /// How many drones are registered, and how many of them are available.
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        let available = inner.drones.values().filter(|d| d.available).count();
+        (inner.drones.len(), available)
+    }
+
     fn select(&self, keep: impl Fn(&Drone) -> bool) -> Vec<Target> {
         let inner = self.inner.lock();
         inner
@@ -183,32 +196,43 @@ impl Registry {
     }
 
     /// A probe reached the drone: it is alive now, has no failures, and may take tasks again.
-    pub fn record_alive(&self, target: &Target) {
+    /// Returns whether this brought it back into rotation.
+    pub fn record_alive(&self, target: &Target) -> bool {
         let mut inner = self.inner.lock();
-        if let Some(drone) = inner.get_mut(target) {
-            drone.last_seen = Instant::now();
-            drone.last_seen_wall = SystemTime::now();
-            drone.failures = 0;
-            drone.available = true;
-        }
+        let Some(drone) = inner.get_mut(target) else {
+            return false;
+        };
+        drone.last_seen = Instant::now();
+        drone.last_seen_wall = SystemTime::now();
+        drone.failures = 0;
+        !std::mem::replace(&mut drone.available, true)
     }
 
-    /// A probe try failed: the drone takes no tasks until a probe passes. Returns the failures in a
-    /// row, or `None` if the registration is gone.
-    pub fn record_probe_failure(&self, target: &Target) -> Option<u32> {
+    /// A probe try failed: the drone takes no tasks until a probe passes. Returns whether this
+    /// took it out of rotation, or `None` if the registration is gone.
+    pub fn record_probe_failure(&self, target: &Target) -> Option<bool> {
         let mut inner = self.inner.lock();
         let drone = inner.get_mut(target)?;
         drone.failures += 1;
-        drone.available = false;
-        Some(drone.failures)
+        Some(std::mem::replace(&mut drone.available, false))
     }
 
-    /// Handing it a task failed: skip it for tasks until a probe sees it alive.
+    /// Handing it a task failed in a way that shows the drone unwell (refused, reset, an error
+    /// status): skip it for tasks until a probe sees it alive.
     pub fn record_task_failure(&self, target: &Target) {
         let mut inner = self.inner.lock();
         if let Some(drone) = inner.get_mut(target) {
             drone.failures += 1;
             drone.available = false;
+        }
+    }
+
+    /// Handing it a task timed out. Under load that is no evidence that the drone is unwell, so it
+    /// stays in rotation: a probe decides (see `recheck.rs`).
+    pub fn record_task_timeout(&self, target: &Target) {
+        let mut inner = self.inner.lock();
+        if let Some(drone) = inner.get_mut(target) {
+            drone.failures += 1;
         }
     }
 
@@ -292,17 +316,42 @@ mod tests {
     }
 
     #[test]
+    fn a_timed_out_task_counts_but_keeps_the_drone_in_rotation() {
+        let registry = Registry::new();
+        registry.register("a:1");
+        registry.register("b:1");
+        let a = target(&registry, "a:1");
+        registry.record_task_timeout(&a);
+        assert_eq!(registry.available().len(), 2);
+        assert!(registry.out_of_rotation().is_empty());
+        assert_eq!(registry.list()[0].failures, 1);
+        registry.record_task_failure(&a);
+        assert_eq!(registry.out_of_rotation(), vec![a]);
+        assert_eq!(registry.counts(), (2, 1));
+    }
+
+    #[test]
     fn failures_count_in_a_row_and_reset_when_alive() {
         let registry = Registry::new();
         registry.register("a:1");
         let a = target(&registry, "a:1");
-        assert_eq!(registry.record_probe_failure(&a), Some(1));
-        assert_eq!(registry.record_probe_failure(&a), Some(2));
+        assert_eq!(
+            registry.record_probe_failure(&a),
+            Some(true),
+            "it leaves rotation"
+        );
+        assert_eq!(
+            registry.record_probe_failure(&a),
+            Some(false),
+            "it was out already"
+        );
+        assert_eq!(registry.list()[0].failures, 2);
         assert!(
             registry.available().is_empty(),
             "a failing drone takes no tasks"
         );
-        registry.record_alive(&a);
+        assert!(registry.record_alive(&a), "it comes back into rotation");
+        assert!(!registry.record_alive(&a), "it was back already");
         assert_eq!(registry.list()[0].failures, 0);
     }
 

@@ -3,12 +3,12 @@
 //! A fixed pool of handler threads calls `recv()`; each turns the tiny_http request into a
 //! [`Request`] (body read and size-checked), calls the role's handler inside `catch_unwind`, and
 //! writes the [`Response`]. So handlers are plain functions, testable without sockets, and a panic
-//! in one answers 500 instead of shrinking the pool.
+//! in one answers 500 instead of shrinking the pool. Every answer is counted in [`Metrics`].
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,14 +19,16 @@ use serde::Serialize;
 use tiny_http::{Header, StatusCode};
 
 use crate::error::Error;
-use crate::listener::Listener;
+use crate::listener::{Listener, SOCKET_TIMEOUT};
+use crate::metrics::Metrics;
+use crate::sockets;
 
 /// Largest request body accepted; a task text or an address is far smaller.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Bodies declared up to this size are refused the ordinary way: tiny_http reads and discards the
-/// rest, which costs at most this much. Larger ones are refused by [`park_oversized`].
-const MAX_DISCARDED_BODY_BYTES: usize = 1024 * 1024;
+/// Oversized bodies declared up to this size are read and thrown away (see [`refuse_oversized`]);
+/// larger ones are refused without reading them, by [`park`]. An honest 8 MiB body gets its 413.
+const MAX_DISCARDED_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// A request as handlers see it: everything already read, nothing left on the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,15 +44,20 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
-/// What a handler answers: a status and a JSON body.
+/// What a handler answers: a status and a body, JSON but for `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     /// Pretty-printed JSON and a newline, as the tutorial's Flask larve prints it for curl.
     pub body: Vec<u8>,
+    pub content_type: &'static str,
     /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
 }
+
+/// Content types of Hive's answers: JSON, and Prometheus' text format for `/metrics`.
+const JSON: &str = "application/json";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Response {
     /// A JSON answer with `status`.
@@ -60,6 +67,17 @@ impl Response {
         Response {
             status,
             body,
+            content_type: JSON,
+            allow: None,
+        }
+    }
+
+    /// A 200 answer in Prometheus' text format.
+    pub fn metrics(text: String) -> Response {
+        Response {
+            status: 200,
+            body: text.into_bytes(),
+            content_type: PROMETHEUS_TEXT,
             allow: None,
         }
     }
@@ -88,42 +106,64 @@ pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 /// slow clients queue up here while `/healthz` and small requests are answered as usual.
 pub const BODY_THREADS: usize = 16;
 
+/// How long an oversized body is read and thrown away, so a client that sends it whole before
+/// reading any answer (as most do) gets its 413; and the chunks it is read in.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(1);
+const DRAIN_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What every serving thread shares.
+struct Shared {
+    handler: Arc<Handler>,
+    metrics: Arc<Metrics>,
+    /// The port served, to find a connection's socket by its two ends (see `sockets.rs`).
+    port: u16,
+}
+
 /// Binds `addr`, starts `workers` handler threads and returns the address actually bound (the real
 /// port when `addr` asked for port 0). The threads serve for the life of the process.
-pub fn start(addr: SocketAddr, workers: usize, handler: Arc<Handler>) -> io::Result<SocketAddr> {
-    let listener = Arc::new(Listener::bind(addr)?);
+pub fn start(
+    addr: SocketAddr,
+    workers: usize,
+    handler: Arc<Handler>,
+    metrics: Arc<Metrics>,
+) -> io::Result<SocketAddr> {
+    let listener = Arc::new(Listener::bind(addr, metrics.clone())?);
     let local = listener.local_addr()?;
     let watched = listener.clone();
     thread::Builder::new()
         .name("http-watch".into())
         .spawn(move || watched.watch(local))?;
+    let shared = Arc::new(Shared {
+        handler,
+        metrics,
+        port: local.port(),
+    });
     let (body_queue, body_jobs) = mpsc::channel::<tiny_http::Request>();
     let body_jobs = Arc::new(Mutex::new(body_jobs));
-    let parked = Arc::new(AtomicUsize::new(0));
     for _ in 0..BODY_THREADS {
-        let (jobs, handler, parked) = (body_jobs.clone(), handler.clone(), parked.clone());
+        let (jobs, shared) = (body_jobs.clone(), shared.clone());
         thread::Builder::new()
             .name("http-body".into())
             .spawn(move || {
                 loop {
                     let next = jobs.lock().recv();
                     let Ok(request) = next else { return };
-                    serve(request, handler.as_ref(), &parked);
+                    serve(request, &shared);
                 }
             })?;
     }
     for _ in 0..workers {
-        let (listener, handler, parked) = (listener.clone(), handler.clone(), parked.clone());
+        let (listener, shared) = (listener.clone(), shared.clone());
         let body_queue = body_queue.clone();
         thread::Builder::new().name("http".into()).spawn(move || {
             listener.each_request(|request| match intake(&request) {
-                Intake::Buffered => serve(request, handler.as_ref(), &parked),
+                Intake::Buffered => serve(request, &shared),
                 // Cannot fail: the body threads live as long as this sender.
                 Intake::OnSocket => drop(body_queue.send(request)),
-                Intake::Upgrade => refuse(
-                    request,
-                    &Error::BadRequest("Connection: upgrade is not supported".into()),
-                ),
+                Intake::Upgrade => {
+                    let error = Error::BadRequest("Connection: upgrade is not supported".into());
+                    respond(request, &Response::error(&error), &shared);
+                }
             })
         })?;
     }
@@ -142,51 +182,48 @@ enum Intake {
     Upgrade,
 }
 
+fn header(request: &tiny_http::Request, name: &'static str) -> Option<String> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str().to_ascii_lowercase())
+}
+
 fn intake(request: &tiny_http::Request) -> Intake {
-    let header = |name: &'static str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str().to_ascii_lowercase())
-    };
-    if header("Connection").is_some_and(|value| value.contains("upgrade")) {
+    if header(request, "Connection").is_some_and(|value| value.contains("upgrade")) {
         return Intake::Upgrade;
     }
-    if header("Transfer-Encoding").is_some() {
+    if header(request, "Transfer-Encoding").is_some() {
         return Intake::OnSocket;
     }
     match request.body_length() {
         None | Some(0) => Intake::Buffered,
-        Some(length) if length <= 1024 && header("Expect").is_none() => Intake::Buffered,
+        Some(length) if length <= 1024 && header(request, "Expect").is_none() => Intake::Buffered,
         Some(_) => Intake::OnSocket,
     }
 }
 
-/// Answers a request without reading its body.
-fn refuse(raw: tiny_http::Request, error: &Error) {
-    let response = Response::error(error);
-    let answer = tiny_http::Response::from_data(response.body)
-        .with_status_code(StatusCode(response.status))
-        .with_header(json_header());
-    if let Err(e) = raw.respond(answer) {
-        warn!("could not send a response: {e}");
-    }
-}
-
-fn serve(mut raw: tiny_http::Request, handler: &Handler, parked: &AtomicUsize) {
-    let declared = raw.body_length().unwrap_or(0);
-    if declared > MAX_DISCARDED_BODY_BYTES {
-        park_oversized(raw, parked);
+fn serve(mut raw: tiny_http::Request, shared: &Shared) {
+    if raw.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
+        refuse_oversized(raw, shared);
         return;
     }
     let response = match read_request(&mut raw) {
-        Ok(request) => call(handler, &request),
+        Ok(request) => call(shared.handler.as_ref(), &request),
         Err(error) => Response::error(&error),
     };
-    let mut answer = tiny_http::Response::from_data(response.body)
+    respond(raw, &response, shared);
+}
+
+/// Sends `response` and counts it.
+fn respond(raw: tiny_http::Request, response: &Response, shared: &Shared) {
+    shared.metrics.request(path(&raw), response.status);
+    let content_type =
+        Header::from_bytes("Content-Type", response.content_type).expect("a valid header");
+    let mut answer = tiny_http::Response::from_data(response.body.as_slice())
         .with_status_code(StatusCode(response.status))
-        .with_header(json_header());
+        .with_header(content_type);
     if let Some(allowed) = response.allow {
         answer.add_header(Header::from_bytes("Allow", allowed).expect("a valid header"));
     }
@@ -195,13 +232,14 @@ fn serve(mut raw: tiny_http::Request, handler: &Handler, parked: &AtomicUsize) {
     }
 }
 
-fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
-    if raw.body_length().unwrap_or(0) > MAX_BODY_BYTES {
-        return Err(Error::PayloadTooLarge(MAX_BODY_BYTES));
-    }
-    let body = read_body(raw.as_reader(), Instant::now() + BODY_DEADLINE)?;
+/// The request's path without the query string.
+fn path(raw: &tiny_http::Request) -> &str {
     let url = raw.url();
-    let path = url.split_once('?').map_or(url, |(path, _)| path);
+    url.split_once('?').map_or(url, |(path, _)| path)
+}
+
+fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
+    let body = read_body(raw.as_reader(), Instant::now() + BODY_DEADLINE)?;
     let authorization = raw
         .headers()
         .iter()
@@ -209,7 +247,7 @@ fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
         .map(|h| h.value.to_string());
     Ok(Request {
         method: raw.method().as_str().to_ascii_uppercase(),
-        path: path.to_string(),
+        path: path(raw).to_string(),
         authorization,
         peer: raw.remote_addr().copied(),
         body,
@@ -260,23 +298,69 @@ fn call(handler: &Handler, request: &Request) -> Response {
     }
 }
 
-fn json_header() -> Header {
-    Header::from_bytes("Content-Type", "application/json").expect("a valid header")
+/// Answers 413 to a request whose declared body is over [`MAX_BODY_BYTES`].
+///
+/// tiny_http, when a request is dropped, reads and throws away what is left of its declared body,
+/// and first allocates a buffer that large; it does the same when a read of the body meets the end
+/// of the stream early. A `Content-Length` of 100 GB would abort the process. So a body reader is
+/// dropped only when what is left of it fits [`MAX_DISCARDED_BODY_BYTES`]:
+/// - Up to that size, the body is read and thrown away for up to [`DRAIN_DEADLINE`], so a client
+///   that sends its whole body before reading any answer gets its 413, and keeps its connection. If
+///   the body is not all there by then (or the client waits for `100 Continue`, which it never
+///   gets), the socket stops reading, so tiny_http's discard ends at once, and the 413 goes out as
+///   the connection closes.
+/// - Above it, the request is parked (see [`park`]).
+fn refuse_oversized(mut raw: tiny_http::Request, shared: &Shared) {
+    let connection = raw
+        .remote_addr()
+        .map(|peer| sockets::descriptors(*peer, shared.port))
+        .unwrap_or_default();
+    if raw.body_length().unwrap_or(0) > MAX_DISCARDED_BODY_BYTES {
+        park(raw, &connection, shared);
+        return;
+    }
+    let drained = header(&raw, "Expect").is_none() && drain(&mut raw, &connection);
+    if !drained {
+        let _ = sockets::stop_reading(&connection);
+    }
+    let response = Response::error(&Error::PayloadTooLarge(MAX_BODY_BYTES));
+    respond(raw, &response, shared);
 }
 
-/// Refuses a request whose declared body is too large to discard.
+/// Reads and throws away `raw`'s body until it ends, for up to [`DRAIN_DEADLINE`] in all (each read
+/// waits only for the time left). True if it ended; the connection then keeps its usual timeout.
+fn drain(raw: &mut tiny_http::Request, connection: &[RawFd]) -> bool {
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let reader = raw.as_reader();
+    let mut chunk = vec![0u8; DRAIN_CHUNK_BYTES];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sockets::set_read_timeout(connection, left).is_err() {
+            return false;
+        }
+        match reader.read(&mut chunk) {
+            Ok(0) => return sockets::set_read_timeout(connection, SOCKET_TIMEOUT).is_ok(),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Refuses a request whose declared body is too large to ever drop (see [`refuse_oversized`]), and
+/// lets go of its connection.
 ///
-/// tiny_http reads and throws away an unread body when the request is dropped, and first allocates
-/// a buffer as large as what is left: a `Content-Length` of 100 GB aborts the process. The only way
-/// to take the body reader out of its request is `upgrade`, so this writes an interim `100` (which
-/// clients skip) through it, then the real 413 with `Connection: close`, and never drops the reader.
-/// The cost is that connection's socket and tiny_http thread, parked for the life of the process;
-/// the count is logged.
-fn park_oversized(raw: tiny_http::Request, parked: &AtomicUsize) {
+/// The only way to take the body reader out of a tiny_http request without dropping it is
+/// `upgrade`, so this writes an interim `100` through it (clients skip it), then the 413, and
+/// closes the connection's sockets. The reader and writer are leaked, never dropped, and the thread
+/// tiny_http gave the connection waits for that reader forever: each parked request costs one
+/// thread (and no descriptor) for the life of the process. They are counted in `/metrics`.
+fn park(raw: tiny_http::Request, connection: &[RawFd], shared: &Shared) {
+    shared.metrics.request(path(&raw), 413);
     let body = Response::error(&Error::PayloadTooLarge(MAX_BODY_BYTES)).body;
     let mut stream = raw.upgrade("hive", tiny_http::Response::empty(100));
     let head = format!(
-        "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 413 Payload Too Large\r\nContent-Type: {JSON}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let written = stream
@@ -287,9 +371,13 @@ fn park_oversized(raw: tiny_http::Request, parked: &AtomicUsize) {
         warn!("could not send a 413: {e}");
     }
     std::mem::forget(stream);
-    let total = parked.fetch_add(1, Ordering::Relaxed) + 1;
+    // SAFETY: the only owners of these descriptors are the leaked stream and the tiny_http thread
+    // that waits for its reader forever; neither ever touches them again.
+    unsafe { sockets::close_for_good(connection) };
+    shared.metrics.parked_connections.inc();
     warn!(
-        "refused a request declaring a body over {MAX_DISCARDED_BODY_BYTES} bytes; {total} such connections parked"
+        "refused a request declaring a body over {MAX_DISCARDED_BODY_BYTES} bytes; {} such requests parked",
+        shared.metrics.parked_connections.get()
     );
 }
 
@@ -317,7 +405,8 @@ mod tests {
             assert!(request.path != "/boom", "a handler bug");
             Response::json(200, &serde_json::json!({ "result": "OK" }))
         });
-        let addr = start("127.0.0.1:0".parse().unwrap(), 2, handler).expect("start");
+        let addr =
+            start("127.0.0.1:0".parse().unwrap(), 2, handler, Arc::default()).expect("start");
         for _ in 0..10 {
             let (status, body) = call_status(addr, "/boom");
             assert_eq!(status, 500);

@@ -147,37 +147,6 @@ fn fix_5_a_task_for_a_dead_drone_goes_to_a_live_one() {
 }
 
 #[test]
-fn fix_5_a_drone_that_failed_a_task_is_skipped_until_a_heartbeat_passes() {
-    let queen = Larve::fast_queen();
-    // Alive to probes, but every task fails.
-    let flaky = FakePeer::new(|line, _| match line {
-        "GET /healthz" => (200, "application/json", "{}".into()),
-        _ => (500, "text/html", "<h1>Internal Server Error</h1>".into()),
-    });
-    register(&queen, &flaky.addr);
-    assert_eq!(submit(&queen, "one").0, 502, "the only drone failed");
-    assert_eq!(submit(&queen, "two").0, 503, "and is skipped now");
-    let tasks_sent = || {
-        flaky
-            .hits()
-            .iter()
-            .filter(|h| *h == "POST /do_task")
-            .count()
-    };
-    assert_eq!(tasks_sent(), 1);
-
-    eventually(SOON, "a heartbeat to put it back in rotation", || {
-        drone_info(&queen, "drone-0").filter(|d| d["available"] == true)
-    });
-    assert_eq!(
-        submit(&queen, "three").0,
-        502,
-        "it is tried again after the heartbeat"
-    );
-    assert_eq!(tasks_sent(), 2);
-}
-
-#[test]
 fn fix_6_a_drone_started_before_its_queen_waits_for_her() {
     let port = free_port();
     let queen_addr = format!("127.0.0.1:{port}");

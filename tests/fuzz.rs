@@ -58,13 +58,17 @@ const FORGERIES: &[&str] = &[
 ];
 
 /// Every endpoint with the one method it answers.
-const ENDPOINTS: [(&str, &str); 5] = [
+const ENDPOINTS: [(&str, &str); 6] = [
     ("/healthz", "GET"),
     ("/do_task", "POST"),
     ("/submit_task", "POST"),
     ("/register", "POST"),
     ("/drones", "GET"),
+    ("/metrics", "GET"),
 ];
+
+/// The content type of `/metrics`, Prometheus' text format; every other answer is JSON.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Headers whose meaning tiny_http acts on (framing, keep-alive, response encoding): random headers
 /// never use these names, so the framing stays what the test says it is.
@@ -324,7 +328,7 @@ fn predict(request: &Request) -> (u16, Effect) {
         value.map_or((400, Effect::Nothing), |v| (200, effect(v)))
     };
     match (path, request.target) {
-        ("/healthz", _) | ("/drones", Target::Queen) => (200, Effect::Nothing),
+        ("/healthz" | "/metrics", _) | ("/drones", Target::Queen) => (200, Effect::Nothing),
         ("/do_task", Target::Drone) => valid(Effect::Print, string_field(body, "text")),
         ("/submit_task", Target::Queen) => valid(Effect::Submit, string_field(body, "text")),
         ("/register", Target::Queen) => valid(
@@ -765,7 +769,8 @@ fn random_request(rng: &mut Rng, pool: &[String]) -> Request {
         15..=39 => ENDPOINTS[1],
         40..=64 => ENDPOINTS[2],
         65..=84 => ENDPOINTS[3],
-        _ => ENDPOINTS[4],
+        85..=94 => ENDPOINTS[4],
+        _ => ENDPOINTS[5],
     };
     // Mostly the larve that serves the endpoint, so valid requests really happen.
     let target = match (endpoint, rng.u8(0..4)) {
@@ -842,6 +847,13 @@ fn check_answer(context: &str, request: &Request, expected: u16, answer: &Answer
             context,
             format!("expected {expected}, got {}: {body}", answer.status),
         );
+    }
+    let metrics = answer.status == 200 && request.url.starts_with("/metrics");
+    if metrics {
+        if answer.header("Content-Type") != Some(PROMETHEUS_TEXT) {
+            fail(context, format!("metrics not as Prometheus text: {answer:?}"));
+        }
+        return;
     }
     if answer.header("Content-Type") != Some("application/json") {
         fail(context, format!("not a JSON answer: {answer:?}"));

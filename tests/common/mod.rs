@@ -492,3 +492,128 @@ pub fn black_hole() -> (TcpListener, String) {
     let addr = listener.local_addr().expect("addr").to_string();
     (listener, addr)
 }
+
+/// How many descriptors process `pid` has open.
+pub fn open_descriptors(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the process's descriptors")
+        .count()
+}
+
+/// How many threads process `pid` runs.
+pub fn threads(pid: u32) -> usize {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+/// `GET /metrics`, checked line by line against Prometheus' text format: every sample belongs to a
+/// family announced by `# HELP` and `# TYPE`, its name and labels are well formed, and its value is a
+/// number. Returns each sample (`name{labels}`, exactly as written) with its value.
+pub fn metrics(larve: &Larve) -> std::collections::BTreeMap<String, f64> {
+    metrics_as(larve, None)
+}
+
+/// [`metrics`] sending the cluster token when one is given.
+pub fn metrics_as(larve: &Larve, token: Option<&str>) -> std::collections::BTreeMap<String, f64> {
+    let mut request = agent().get(larve.url("/metrics"));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut response = request.call().expect("an HTTP answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = response.body_mut().read_to_string().expect("a body");
+    parse_prometheus(&text)
+}
+
+fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut families: std::collections::HashMap<String, String> = Default::default();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("# HELP name text");
+            assert!(is_name(name) && !help.is_empty(), "bad HELP line {line:?}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(is_name(name), "bad TYPE line {line:?}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad type in {line:?}"
+            );
+            assert!(
+                families
+                    .insert(name.to_string(), kind.to_string())
+                    .is_none(),
+                "family {name} announced twice"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').expect("a sample and its value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                for pair in labels.split(',') {
+                    let (key, quoted) = pair.split_once('=').expect("label=\"value\"");
+                    assert!(is_name(key), "bad label name in {line:?}");
+                    assert!(
+                        quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'),
+                        "bad label value in {line:?}"
+                    );
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(is_name(name), "bad metric name in {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (families.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        assert!(
+            families.contains_key(family),
+            "sample {name} before its # TYPE line"
+        );
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "sample {series} given twice"
+        );
+    }
+    samples
+}

@@ -1,0 +1,373 @@
+//! What a larve counts, and `GET /metrics`: the counts in Prometheus' text format.
+//!
+//! The format is a few lines of text per metric (`# HELP`, `# TYPE`, then `name{labels} value`), so
+//! it is written by hand rather than with a client library. Every part of a larve that has something
+//! to count holds the process's one [`Metrics`] and bumps atomics in it: nothing here takes a lock on
+//! the request path. Gauges that describe the registry (drones registered, available) are read from
+//! it when `/metrics` is asked for, by the queen, so they can never drift from what `/drones` shows.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The endpoints requests are counted by. Anything else is counted as `other`, so a client probing
+/// random paths cannot grow the metrics without bound.
+const ENDPOINTS: [&str; 6] = [
+    "/healthz",
+    "/do_task",
+    "/submit_task",
+    "/register",
+    "/drones",
+    "/metrics",
+];
+
+/// The statuses a larve answers with (see `error.rs`), each counted apart; anything else is `other`.
+const STATUSES: [u16; 10] = [200, 400, 401, 404, 405, 408, 413, 500, 502, 503];
+
+/// Bucket bounds of the submit latency histogram, in seconds: from a fast loopback hand-off (under
+/// a millisecond) to the task timeout and past it (a submit that tried several drones).
+const SUBMIT_BUCKETS_SECS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Bucket bounds of the heartbeat round histogram, in seconds: a round over live drones takes
+/// milliseconds; one with a frozen drone takes attempts × (timeout + retry delay), seconds.
+const ROUND_BUCKETS_SECS: &[f64] = &[0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// A count that only goes up.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// How long something took, in fixed buckets: Prometheus computes quantiles from them.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds in seconds, ascending; the `+Inf` bucket is implied.
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative; the text output sums them), one more than bounds.
+    buckets: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(self.bounds.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// How many observations there were.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Everything a larve counts. One per process, shared with `Arc` by the server, the listener and
+/// the role's threads.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Answers by endpoint (index in `ENDPOINTS`, or the last for `other`) and status (index in
+    /// `STATUSES`, or the last for `other`).
+    requests: Vec<Vec<AtomicU64>>,
+    /// Time from a submit's arrival at the queen to her answer, whatever the answer.
+    pub submit_latency: Histogram,
+    /// Tasks a drone confirmed.
+    pub tasks_placed: Counter,
+    /// Tries to hand a task to a drone that failed (the task then went to another drone, or failed).
+    pub task_tries_failed: Counter,
+    /// Tasks placed on a drone after a first try on another one failed.
+    pub tasks_retried_elsewhere: Counter,
+    /// Tasks no drone confirmed (answered 502).
+    pub tasks_failed: Counter,
+    /// Registrations that added a drone (not re-registrations of a known one).
+    pub drones_registered: Counter,
+    /// Drones the heartbeat removed.
+    pub drones_removed: Counter,
+    /// Probe tries that failed, in heartbeat rounds and re-checks alike.
+    pub probes_failed: Counter,
+    /// Out-of-band probes of drones that failed a task.
+    pub rechecks: Counter,
+    /// How long each heartbeat round took.
+    pub heartbeat_round: Histogram,
+    /// Connections kept for good because their declared body never arrived (see `server.rs`).
+    pub parked_connections: Counter,
+    /// Times tiny_http's accept loop was found dead and replaced (see `listener.rs`).
+    pub accept_loop_replacements: Counter,
+    /// Extra connections the listener's watchdog opened to free connections tiny_http had accepted
+    /// but left waiting for a thread (see `listener.rs`).
+    pub listener_nudges: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let row = || (0..=STATUSES.len()).map(|_| AtomicU64::new(0)).collect();
+        Metrics {
+            requests: (0..=ENDPOINTS.len()).map(|_| row()).collect(),
+            submit_latency: Histogram::new(SUBMIT_BUCKETS_SECS),
+            tasks_placed: Counter::default(),
+            task_tries_failed: Counter::default(),
+            tasks_retried_elsewhere: Counter::default(),
+            tasks_failed: Counter::default(),
+            drones_registered: Counter::default(),
+            drones_removed: Counter::default(),
+            probes_failed: Counter::default(),
+            rechecks: Counter::default(),
+            heartbeat_round: Histogram::new(ROUND_BUCKETS_SECS),
+            parked_connections: Counter::default(),
+            accept_loop_replacements: Counter::default(),
+            listener_nudges: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answer to a request for `path`.
+    pub fn request(&self, path: &str, status: u16) {
+        let endpoint = ENDPOINTS
+            .iter()
+            .position(|&known| known == path)
+            .unwrap_or(ENDPOINTS.len());
+        let status = STATUSES
+            .iter()
+            .position(|&known| known == status)
+            .unwrap_or(STATUSES.len());
+        self.requests[endpoint][status].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The metrics every larve has, as Prometheus text.
+    pub fn render(&self, out: &mut Exposition) {
+        out.family(
+            "hive_http_requests_total",
+            "counter",
+            "HTTP requests answered, by endpoint and status.",
+        );
+        for (e, row) in self.requests.iter().enumerate() {
+            let endpoint = ENDPOINTS.get(e).copied().unwrap_or("other");
+            for (s, count) in row.iter().enumerate() {
+                let count = count.load(Ordering::Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let status = STATUSES
+                    .get(s)
+                    .map_or_else(|| "other".to_string(), u16::to_string);
+                out.sample(
+                    "hive_http_requests_total",
+                    &[("endpoint", endpoint), ("status", &status)],
+                    count as f64,
+                );
+            }
+        }
+        out.counter(
+            "hive_parked_connections_total",
+            "Connections kept for good because their declared body was too large to discard.",
+            self.parked_connections.get(),
+        );
+        out.counter(
+            "hive_accept_loop_replacements_total",
+            "Times the HTTP accept loop stopped and was replaced.",
+            self.accept_loop_replacements.get(),
+        );
+        out.counter(
+            "hive_listener_nudges_total",
+            "Connections the watchdog opened to free accepted connections left waiting for a thread.",
+            self.listener_nudges.get(),
+        );
+    }
+
+    /// The metrics only a queen has. `registered` and `available` are read from her registry.
+    pub fn render_queen(&self, out: &mut Exposition, registered: usize, available: usize) {
+        out.gauge("hive_drones", "Drones registered now.", registered as f64);
+        out.gauge(
+            "hive_drones_available",
+            "Drones registered now that take tasks (not out of rotation).",
+            available as f64,
+        );
+        out.counter(
+            "hive_drones_registered_total",
+            "Registrations that added a drone.",
+            self.drones_registered.get(),
+        );
+        out.counter(
+            "hive_drones_removed_total",
+            "Drones the heartbeat removed.",
+            self.drones_removed.get(),
+        );
+        out.counter(
+            "hive_tasks_placed_total",
+            "Tasks a drone confirmed.",
+            self.tasks_placed.get(),
+        );
+        out.counter(
+            "hive_tasks_retried_elsewhere_total",
+            "Tasks placed on a drone after a try on another drone failed.",
+            self.tasks_retried_elsewhere.get(),
+        );
+        out.counter(
+            "hive_tasks_failed_total",
+            "Tasks no drone confirmed (answered 502).",
+            self.tasks_failed.get(),
+        );
+        out.counter(
+            "hive_task_tries_failed_total",
+            "Tries to hand a task to a drone that failed.",
+            self.task_tries_failed.get(),
+        );
+        out.counter(
+            "hive_probes_failed_total",
+            "Probe tries that failed, in heartbeat rounds and re-checks.",
+            self.probes_failed.get(),
+        );
+        out.counter(
+            "hive_rechecks_total",
+            "Out-of-band probes of drones that failed a task or a probe.",
+            self.rechecks.get(),
+        );
+        out.histogram(
+            "hive_submit_duration_seconds",
+            "Time from a submit's arrival to the queen's answer.",
+            &self.submit_latency,
+        );
+        out.histogram(
+            "hive_heartbeat_round_duration_seconds",
+            "How long each heartbeat round took.",
+            &self.heartbeat_round,
+        );
+    }
+}
+
+/// Prometheus text being written: the body of a `/metrics` answer.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// The text, ready to send.
+    pub fn finish(self) -> String {
+        self.text
+    }
+
+    /// The `# HELP` and `# TYPE` lines that open a metric family.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    /// One sample line. Label values here are Hive's own constants, never user input, so they need
+    /// no escaping.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(key, value)| format!("{key}=\"{value}\""))
+                .collect();
+            let _ = write!(self.text, "{{{}}}", inner.join(","));
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], value as f64);
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+
+    pub fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) {
+        self.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, count) in histogram.buckets.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = histogram
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), f64::to_string);
+            self.sample(&bucket, &[("le", &le)], cumulative as f64);
+        }
+        let sum = histogram.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        self.sample(&format!("{name}_sum"), &[], sum);
+        self.sample(&format!("{name}_count"), &[], cumulative as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_known_endpoint_and_status_only() {
+        let metrics = Metrics::default();
+        metrics.request("/submit_task", 200);
+        metrics.request("/submit_task", 200);
+        metrics.request("/nope/../x", 404);
+        metrics.request("/healthz", 299);
+        let mut out = Exposition::default();
+        metrics.render(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains("hive_http_requests_total{endpoint=\"/submit_task\",status=\"200\"} 2\n")
+        );
+        assert!(text.contains("hive_http_requests_total{endpoint=\"other\",status=\"404\"} 1\n"));
+        assert!(
+            text.contains("hive_http_requests_total{endpoint=\"/healthz\",status=\"other\"} 1\n")
+        );
+        assert!(!text.contains("/nope"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_inf() {
+        let metrics = Metrics::default();
+        metrics.submit_latency.observe(Duration::from_micros(300));
+        metrics.submit_latency.observe(Duration::from_millis(3));
+        metrics.submit_latency.observe(Duration::from_secs(60));
+        let mut out = Exposition::default();
+        metrics.render_queen(&mut out, 2, 1);
+        let text = out.finish();
+        for line in [
+            "hive_submit_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "hive_submit_duration_seconds_bucket{le=\"0.005\"} 2",
+            "hive_submit_duration_seconds_bucket{le=\"10\"} 2",
+            "hive_submit_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "hive_submit_duration_seconds_count 3",
+            "hive_drones 2",
+            "hive_drones_available 1",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        }
+        assert_eq!(metrics.submit_latency.count(), 3);
+    }
+}

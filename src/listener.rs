@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error};
 use parking_lot::{Mutex, RwLock};
 
+use crate::logging;
 use crate::metrics::Metrics;
 
 /// A connection that sends no byte for this long is closed, and a response the client does not read
@@ -57,7 +58,7 @@ const CHECK_IDLE: Duration = Duration::from_secs(1);
 const CHECK_PATIENCE: Duration = Duration::from_millis(20);
 
 /// Longest a check waits, nudging, for its connection to be answered; past it the check failed.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long one nudge waits for its own answer, and how long the check's connection is then given
 /// to be answered before the next nudge.
@@ -65,7 +66,8 @@ const NUDGE_TIMEOUT: Duration = Duration::from_millis(100);
 const NUDGE_PACE: Duration = Duration::from_millis(2);
 
 /// Failed checks in a row before the accepting server is replaced, so a loop that is only slow (a
-/// saturated machine) is left alone.
+/// saturated machine) is left alone. One is enough after a panic: tiny_http's accept thread dies
+/// by panicking when it cannot duplicate an accepted socket.
 const FAILED_CHECKS: u32 = 3;
 
 /// What a check sends: a request line tiny_http refuses by itself (400, then it closes), so the
@@ -209,11 +211,14 @@ impl Listener {
         };
         let mut failed_checks = 0;
         let mut seen = self.served.load(Ordering::Relaxed);
+        let mut panics = logging::panics();
         let mut last_check = Instant::now();
         loop {
             thread::sleep(CHECK_BUSY);
             let served = self.served.load(Ordering::Relaxed);
-            if served == seen && last_check.elapsed() < CHECK_IDLE {
+            let panicked = logging::panics() != panics;
+            let due = served != seen || last_check.elapsed() >= CHECK_IDLE;
+            if !due && !panicked && failed_checks == 0 {
                 continue;
             }
             seen = served;
@@ -222,16 +227,19 @@ impl Listener {
             match check(target) {
                 Check::Answered { nudges } => {
                     failed_checks = 0;
+                    panics = logging::panics();
                     if nudges > 0 {
                         self.metrics.listener_nudges.add(nudges);
                         debug!("the watchdog nudged {nudges} time(s) to free stalled connections");
                     }
                 }
+                Check::Unanswered if panicked => failed_checks = FAILED_CHECKS,
                 Check::Unanswered => failed_checks += 1,
                 Check::Unknown => {}
             }
             if failed_checks >= FAILED_CHECKS {
                 failed_checks = 0;
+                panics = logging::panics();
                 self.replace(&current, "it did not answer self-checks");
             }
             let mut all = self.all.write();

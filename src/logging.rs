@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::LineWriter;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use log::LevelFilter;
 use simplelog::{ConfigBuilder, WriteLogger};
@@ -32,8 +33,18 @@ pub fn init(level: LevelFilter) {
     let _ = WriteLogger::init(level, config, LineWriter::new(std::io::stderr()));
     // A panic is one error line like any other, not a multi-line dump between log lines.
     std::panic::set_hook(Box::new(|info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
         log::error!("panic: {}", quoted(&info.to_string()));
     }));
+}
+
+/// Panics so far, in any thread. tiny_http's accept thread dies by panicking (when it cannot
+/// duplicate an accepted socket), so the listener's watchdog looks here (see `listener.rs`).
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// How many panics the process has had.
+pub fn panics() -> u64 {
+    PANICS.load(Ordering::Relaxed)
 }
 
 /// `text` with every control character written as an escape (`\n`, `\u{1b}`), everything else as it

@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh [ARGS...]     (ARGS go to cargo test, e.g. scripts/test.sh tutorial -- --nocapture)
 #
-# First makes sure what the tests need is installed: curl (the tests call it), rustfmt and clippy.
+# First makes sure what the tests need is installed: curl, etcd (Debian's etcd-server), rustfmt and
+# clippy.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,16 +17,21 @@ fail() {
 }
 
 step "checking prerequisites"
-if ! command -v curl >/dev/null; then
+# Debian packages the tests need: curl (the tests call it) and etcd (the store of several queens).
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v etcd >/dev/null || missing+=(etcd-server)
+if ((${#missing[@]} > 0)); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        echo "curl is missing; installing it with apt-get"
-        if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y curl; }; then
-            fail "could not install curl with apt-get"
+        echo "missing: ${missing[*]}; installing with apt-get"
+        if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; }; then
+            fail "could not install ${missing[*]} with apt-get"
         fi
     else
-        fail "the tests need curl, which is not installed; install it (e.g. sudo apt-get install -y curl) and run again"
+        fail "the tests need ${missing[*]}, which is not installed; install it (e.g. sudo apt-get install -y ${missing[*]}) and run again"
     fi
 fi
+command -v etcd >/dev/null || fail "etcd is still missing after installing etcd-server"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 for tool in fmt:rustfmt clippy:clippy; do
     sub="${tool%%:*}"
@@ -36,7 +42,7 @@ for tool in fmt:rustfmt clippy:clippy; do
         rustup component add "$component" || fail "could not install the $component component"
     fi
 done
-echo "curl, cargo, rustfmt and clippy are present"
+echo "curl, etcd, cargo, rustfmt and clippy are present"
 
 step "cargo fmt --check"
 cargo fmt --check

@@ -72,8 +72,18 @@ struct Health {
     status: &'static str,
     version: &'static str,
     mode: &'static str,
+    /// Queens sharing etcd: `leader` or `follower`, who leads, and whether etcd answers.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    shared: Option<SharedHealth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     drones: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize)]
+struct SharedHealth {
+    role: &'static str,
+    leader: Option<String>,
+    store: String,
 }
 
 struct Api {
@@ -172,9 +182,15 @@ impl Api {
 
     /// Liveness for anyone; the queen's drone list only for holders of the token.
     fn health(&self, request: &Request) -> Health {
+        let mut shared = None;
         let (ready, mode, drones) = match &self.role {
             Role::Queen(queen) => {
                 let drones = self.trusted(request).then(|| queen.drone_names());
+                shared = queen.store_health().map(|health| SharedHealth {
+                    role: health.role,
+                    leader: health.leader,
+                    store: health.store,
+                });
                 (queen.is_ready(), "Mode.QUEEN", drones)
             }
             Role::Drone(drone) => {
@@ -194,6 +210,7 @@ impl Api {
             status,
             version: crate::VERSION,
             mode,
+            shared,
             drones,
         }
     }
@@ -232,7 +249,7 @@ fn string_field(body: &[u8], field: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::QueenConfig;
+    use crate::config::{QueenConfig, StoreConfig};
 
     fn request(method: &str, path: &str, body: &str) -> Request {
         Request {
@@ -257,6 +274,8 @@ mod tests {
             QueenConfig {
                 heartbeat: Default::default(),
                 task_timeout: std::time::Duration::from_secs(1),
+                advertise: None,
+                store: StoreConfig::Memory,
             },
             None,
             Arc::default(),

@@ -9,22 +9,31 @@ use log::LevelFilter;
 
 use crate::address;
 use crate::auth::Token;
-use crate::config::{Config, DroneConfig, HeartbeatConfig, QueenConfig, RoleConfig};
+use crate::config::{
+    Config, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig, StoreConfig,
+};
 
 /// The help text, printed by `--help` and after every command-line error.
 pub const USAGE: &str = "\
-usage: larve --queen [--port 8080] [options]
-       larve --queen-host HOST:PORT [--port 8080] [options]
+usage: larve --queen [--port 8080] [--etcd URL[,URL...]] [options]
+       larve --queen-host HOST:PORT[,HOST:PORT...] [--port 8080] [options]
 
 A larve is a drone (worker) by default; --queen makes it the queen (control plane).
 
 options:
   --queen                        run as the queen
-  --queen-host HOST:PORT         drone: the queen to register with (required for a drone)
+  --queen-host HOST:PORT[,...]   drone: the queen(s) to register with, tried in turn
+                                 (required for a drone)
   --port PORT                    port to listen on (default 8080; 0 picks a free port)
   --bind IP                      address to listen on (default 127.0.0.1)
-  --advertise HOST:PORT          drone: address the queen is told (default bind:port;
-                                 required with --bind 0.0.0.0 or ::)
+  --advertise HOST:PORT          address others are told: a drone's to its queen, a queen's
+                                 to other queens (default bind:port; required with --bind
+                                 0.0.0.0 or ::)
+  --etcd URL[,URL...]            queen: keep the registry in etcd (http://HOST:PORT of each
+                                 member), shared by every queen given the same; default: in
+                                 the queen's memory
+  --etcd-prefix PREFIX           queen: prefix of Hive's keys in etcd (default /hive/)
+  --leader-ttl SECONDS           queen: the leader's lease, whole seconds (default 5)
   --heartbeat-interval SECONDS   queen: pause between heartbeat rounds (default 10)
   --heartbeat-attempts N         queen: tries per drone per round before removal (default 4)
   --heartbeat-timeout SECONDS    queen: limit for one try, connect + answer (default 1)
@@ -40,10 +49,19 @@ options:
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
+
+/// Where Hive's keys go in etcd unless `--etcd-prefix` says otherwise.
+const DEFAULT_ETCD_PREFIX: &str = "/hive/";
+
+/// The leader's lease unless `--leader-ttl` says otherwise: a dead leader is replaced within it.
+const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(5);
+
+/// Longest lease `--leader-ttl` takes: an hour without a leader after a crash is surely a typo.
+const MAX_LEADER_TTL_SECS: u64 = 3600;
 
 /// Longest duration a flag takes: a day. Longer is surely a typo, and it keeps `Duration` math safe.
 const MAX_SECONDS: f64 = 86_400.0;
@@ -78,8 +96,8 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         .opt_value_from_fn("--log-level", parse_level)
         .map_err(flag_error)?
         .unwrap_or(LevelFilter::Info);
-    let queen_host = args
-        .opt_value_from_fn("--queen-host", parse_address)
+    let queen_hosts = args
+        .opt_value_from_fn("--queen-host", parse_address_list)
         .map_err(flag_error)?;
     let advertise = args
         .opt_value_from_fn("--advertise", parse_address)
@@ -88,6 +106,15 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         .opt_value_from_str("--token-file")
         .map_err(flag_error)?;
     let insecure = args.contains("--insecure");
+    let etcd = args
+        .opt_value_from_fn("--etcd", parse_etcd_endpoints)
+        .map_err(|e| format!("--etcd: {}", flag_error(e)))?;
+    let etcd_prefix = args
+        .opt_value_from_fn("--etcd-prefix", parse_prefix)
+        .map_err(|e| format!("--etcd-prefix: {}", flag_error(e)))?;
+    let leader_ttl = args
+        .opt_value_from_fn("--leader-ttl", parse_ttl)
+        .map_err(|e| format!("--leader-ttl: {}", flag_error(e)))?;
 
     let defaults = HeartbeatConfig::default();
     let interval = seconds_flag(&mut args, "--heartbeat-interval", false)?;
@@ -123,13 +150,33 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         ));
     }
 
+    // A drone tells its queen where it is, and a queen sharing etcd tells the other queens.
+    let told_to_others = !is_queen || etcd.is_some();
+    if told_to_others && bind.is_unspecified() && advertise.is_none() {
+        return Err(format!(
+            "--bind {bind} listens everywhere, so others cannot be told one address: add --advertise HOST:PORT"
+        ));
+    }
     let role = if is_queen {
-        if queen_host.is_some() {
+        if queen_hosts.is_some() {
             return Err("--queen-host is for drones; a queen does not register anywhere".into());
         }
-        if advertise.is_some() {
-            return Err("--advertise is for drones; drones find the queen by --queen-host".into());
-        }
+        let store = match etcd {
+            Some(endpoints) => StoreConfig::Etcd(EtcdConfig {
+                endpoints,
+                prefix: etcd_prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_string()),
+                leader_ttl: leader_ttl.unwrap_or(DEFAULT_LEADER_TTL),
+            }),
+            None => {
+                if etcd_prefix.is_some() || leader_ttl.is_some() {
+                    return Err(
+                        "--etcd-prefix and --leader-ttl need --etcd (the registry is in memory without it)"
+                            .into(),
+                    );
+                }
+                StoreConfig::Memory
+            }
+        };
         RoleConfig::Queen(QueenConfig {
             heartbeat: HeartbeatConfig {
                 interval: interval.unwrap_or(defaults.interval),
@@ -138,6 +185,8 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
                 retry_delay: retry_delay.unwrap_or(defaults.retry_delay),
             },
             task_timeout: task_timeout.unwrap_or(Duration::from_secs(2)),
+            advertise,
+            store,
         })
     } else {
         let queen_only = [
@@ -146,27 +195,25 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
             ("--heartbeat-timeout", timeout.is_some()),
             ("--heartbeat-retry-delay", retry_delay.is_some()),
             ("--task-timeout", task_timeout.is_some()),
+            ("--etcd", etcd.is_some()),
+            ("--etcd-prefix", etcd_prefix.is_some()),
+            ("--leader-ttl", leader_ttl.is_some()),
         ];
         if let Some((flag, _)) = queen_only.iter().find(|(_, given)| *given) {
             return Err(format!("{flag} is a queen setting; add --queen or drop it"));
         }
-        let queen = queen_host
+        let queens = queen_hosts
             .ok_or("a drone needs --queen-host HOST:PORT (or pass --queen to start a queen)")?;
-        if bind.is_unspecified() && advertise.is_none() {
-            return Err(format!(
-                "--bind {bind} listens everywhere, so the queen cannot be told one address: add --advertise HOST:PORT"
-            ));
-        }
-        RoleConfig::Drone(DroneConfig { queen, advertise })
+        RoleConfig::Drone(DroneConfig { queens, advertise })
     };
 
-    Ok(Command::Run(Config {
+    Ok(Command::Run(Box::new(Config {
         bind,
         port,
         log_level,
         token,
         role,
-    }))
+    })))
 }
 
 fn flag_error(e: pico_args::Error) -> String {
@@ -190,6 +237,62 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 
 fn parse_address(s: &str) -> Result<String, String> {
     address::validate(s).map(|()| s.to_string())
+}
+
+/// `host:port[,host:port...]`, no duplicates.
+fn parse_address_list(s: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = s.split(',').map(parse_address).collect::<Result<_, _>>()?;
+    unique(list)
+}
+
+fn unique(list: Vec<String>) -> Result<Vec<String>, String> {
+    for (i, item) in list.iter().enumerate() {
+        if list[..i].contains(item) {
+            return Err(format!("{item:?} is listed twice"));
+        }
+    }
+    Ok(list)
+}
+
+/// `http://host:port[,http://host:port...]`: the client URL of each etcd member. Hive speaks plain
+/// HTTP to etcd's JSON gateway, so TLS endpoints and paths are refused.
+fn parse_etcd_endpoints(s: &str) -> Result<Vec<String>, String> {
+    let list = s
+        .split(',')
+        .map(|url| {
+            let authority = url.strip_prefix("http://").ok_or_else(|| {
+                format!("{url:?} is not an http://HOST:PORT URL (https is not supported)")
+            })?;
+            let authority = authority.strip_suffix('/').unwrap_or(authority);
+            address::validate(authority).map(|()| authority.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    unique(list)
+}
+
+/// A key prefix: starts with `/`, printable ASCII without spaces; a missing final `/` is added so
+/// `/hive` and `/hive2` cannot share keys.
+fn parse_prefix(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || !s.bytes().all(|b| b.is_ascii_graphic()) || s.len() > 128 {
+        return Err(format!(
+            "{s:?} is not a key prefix: it starts with / and holds at most 128 printable characters without spaces"
+        ));
+    }
+    Ok(if s.ends_with('/') {
+        s.to_string()
+    } else {
+        format!("{s}/")
+    })
+}
+
+/// Whole seconds: etcd's leases have no finer grain.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) if (1..=MAX_LEADER_TTL_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{s:?} is not a whole number of seconds from 1 to {MAX_LEADER_TTL_SECS}"
+        )),
+    }
 }
 
 fn seconds_flag(
@@ -241,7 +344,7 @@ mod tests {
             args.iter().map(OsString::from).collect(),
             token.map(String::from),
         )? {
-            Command::Run(config) => Ok(config),
+            Command::Run(config) => Ok(*config),
             other => panic!("expected a config, got {other:?}"),
         }
     }
@@ -261,7 +364,7 @@ mod tests {
         assert_eq!(
             drone.role,
             RoleConfig::Drone(DroneConfig {
-                queen: "127.0.0.1:8080".into(),
+                queens: vec!["127.0.0.1:8080".into()],
                 advertise: None
             })
         );
@@ -320,7 +423,59 @@ mod tests {
                 ][..],
                 "--advertise",
             ),
-            (&["--queen", "--advertise", "127.0.0.1:1"][..], "for drones"),
+            (
+                &["--queen-host", "127.0.0.1:1,127.0.0.1:1"][..],
+                "listed twice",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:1",
+                    "--etcd",
+                    "http://127.0.0.1:2379",
+                ][..],
+                "queen setting",
+            ),
+            (&["--queen", "--etcd", "127.0.0.1:2379"][..], "http://"),
+            (
+                &["--queen", "--etcd", "https://127.0.0.1:2379"][..],
+                "https",
+            ),
+            (
+                &["--queen", "--etcd", "http://127.0.0.1:2379/v3"][..],
+                "is not a number",
+            ),
+            (
+                &["--queen", "--etcd", "http://127.0.0.1"][..],
+                "not host:port",
+            ),
+            (&["--queen", "--etcd", ""][..], "http://"),
+            (&["--queen", "--leader-ttl", "5"][..], "need --etcd"),
+            (
+                &[
+                    "--queen",
+                    "--etcd",
+                    "http://127.0.0.1:2379",
+                    "--leader-ttl",
+                    "0.5",
+                ][..],
+                "whole number",
+            ),
+            (
+                &["--queen", "--etcd", "http://a:1", "--etcd-prefix", "hive"][..],
+                "starts with /",
+            ),
+            (
+                &[
+                    "--queen",
+                    "--etcd",
+                    "http://a:1",
+                    "--bind",
+                    "0.0.0.0",
+                    "--insecure",
+                ][..],
+                "--advertise",
+            ),
             (&["--queen", "--bind", "localhost"][..], "not an IP address"),
             (&["--queen", "--bind", "0.0.0.0"][..], "without a token"),
             (
@@ -331,6 +486,44 @@ mod tests {
             let err = run(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn several_queens_share_etcd_and_drones_list_them() {
+        let queen = run(&[
+            "--queen",
+            "--etcd",
+            "http://127.0.0.1:2379,http://127.0.0.1:22379/",
+            "--etcd-prefix",
+            "/hive-test",
+            "--leader-ttl",
+            "2",
+            "--advertise",
+            "queen-a.example:8080",
+        ])
+        .unwrap();
+        let RoleConfig::Queen(q) = queen.role else {
+            panic!("not a queen")
+        };
+        assert_eq!(q.advertise.as_deref(), Some("queen-a.example:8080"));
+        assert_eq!(
+            q.store,
+            StoreConfig::Etcd(EtcdConfig {
+                endpoints: vec!["127.0.0.1:2379".into(), "127.0.0.1:22379".into()],
+                prefix: "/hive-test/".into(),
+                leader_ttl: Duration::from_secs(2),
+            })
+        );
+        let RoleConfig::Queen(alone) = run(&["--queen"]).unwrap().role else {
+            panic!("not a queen")
+        };
+        assert_eq!(alone.store, StoreConfig::Memory);
+
+        let drone = run(&["--queen-host", "127.0.0.1:8080,127.0.0.1:8081"]).unwrap();
+        let RoleConfig::Drone(d) = drone.role else {
+            panic!("not a drone")
+        };
+        assert_eq!(d.queens, ["127.0.0.1:8080", "127.0.0.1:8081"]);
     }
 
     #[test]

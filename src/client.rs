@@ -1,8 +1,8 @@
-//! The one way Hive calls another larve: plain HTTP/1.1 with JSON, a timeout on every call, kept-alive
-//! connections, and failures sorted into the few kinds the callers decide on.
+//! The one way Hive calls another larve (or etcd): plain HTTP/1.1 with JSON, a timeout on every
+//! call, kept-alive connections, and failures sorted into the few kinds the callers decide on.
 
 use std::fmt;
-use std::io;
+use std::io::{self, BufRead, BufReader};
 use std::time::Duration;
 
 use std::net::SocketAddr;
@@ -15,6 +15,13 @@ use crate::auth::Token;
 
 /// Largest answer body read from a peer; a larve's answers are a few hundred bytes.
 const MAX_REPLY_BYTES: u64 = 64 * 1024;
+
+/// An answer of any status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
 
 /// Why a call to another larve did not bring back a 2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +147,63 @@ impl Client {
             .build()
             .send(body.to_string().as_bytes())?;
         read_reply(&mut reply)
+    }
+
+    /// `POST http://{address}{path}` with a JSON body; the answer whatever its status (for peers
+    /// whose error answers say why, like etcd's gateway), its body up to `max_bytes`, within
+    /// `timeout`.
+    pub fn post_for_reply(
+        &self,
+        address: &str,
+        path: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+        max_bytes: u64,
+    ) -> Result<Reply, CallError> {
+        let mut reply = self.send(address, path, body, timeout)?;
+        let status = reply.status().as_u16();
+        let body = reply
+            .body_mut()
+            .with_config()
+            .limit(max_bytes)
+            .read_to_vec()?;
+        Ok(Reply { status, body })
+    }
+
+    /// `POST http://{address}{path}` with a JSON body, for an answer that streams: its status, and
+    /// a reader of its body as it arrives. The whole call, stream included, ends after `lifetime`
+    /// (etcd's watch sends nothing while nothing changes, so only a limit tells a quiet stream from
+    /// a dead peer).
+    pub fn post_for_stream(
+        &self,
+        address: &str,
+        path: &str,
+        body: &serde_json::Value,
+        lifetime: Duration,
+    ) -> Result<(u16, impl BufRead + Send + use<>), CallError> {
+        let reply = self.send(address, path, body, lifetime)?;
+        let status = reply.status().as_u16();
+        let reader = reply.into_body().into_with_config().reader();
+        Ok((status, BufReader::new(reader)))
+    }
+
+    fn send(
+        &self,
+        address: &str,
+        path: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, CallError> {
+        let request = self.agent.post(format!("http://{address}{path}"));
+        let request = self
+            .authorize(request)
+            .header("Content-Type", "application/json");
+        Ok(request
+            .config()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .send(body.to_string().as_bytes())?)
     }
 
     /// Adds the headers every call carries: the token, and `Connection: close` without a pool.

@@ -40,6 +40,32 @@ pub struct QueenConfig {
     pub heartbeat: HeartbeatConfig,
     /// Limit for handing one task to one drone, connect and answer together.
     pub task_timeout: Duration,
+    /// `host:port` other queens and users know this queen by (the leader key names it); `None`
+    /// means the bind address and port.
+    pub advertise: Option<String>,
+    /// Where the registry lives.
+    pub store: StoreConfig,
+}
+
+/// Where a queen keeps her registry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// In her own memory, as in the tutorial: one queen, and a restart forgets every drone until
+    /// it registers again.
+    Memory,
+    /// In etcd, shared with every queen that names the same endpoints and prefix.
+    Etcd(EtcdConfig),
+}
+
+/// How a queen reaches etcd and shares it with the other queens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdConfig {
+    /// `host:port` of each etcd member's client URL, tried in order.
+    pub endpoints: Vec<String>,
+    /// Every key Hive writes starts with this; it ends with `/`.
+    pub prefix: String,
+    /// Lifetime of the leader's lease: a leader that stops renewing it is replaced this long after.
+    pub leader_ttl: Duration,
 }
 
 /// How often and how patiently the queen probes each drone's `/healthz`.
@@ -78,8 +104,8 @@ impl Default for HeartbeatConfig {
 /// Settings only a drone has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DroneConfig {
-    /// `host:port` of the queen to register with.
-    pub queen: String,
+    /// `host:port` of each queen it may register with, tried in turn.
+    pub queens: Vec<String>,
     /// `host:port` the queen is told to reach this drone at; `None` means the bind address and port.
     pub advertise: Option<String>,
 }

@@ -75,8 +75,8 @@ impl Drone {
     }
 }
 
-/// Once the drone serves at `local`: registers with the queen and keeps registered, on this
-/// thread, for the life of the process. Returns only on a fatal error.
+/// Once the drone serves at `local`: registers with a queen and keeps registered, on this thread,
+/// for the life of the process. Returns only on a fatal error.
 pub fn run(
     drone: &Arc<Drone>,
     local: SocketAddr,
@@ -85,30 +85,34 @@ pub fn run(
 ) -> StartError {
     let advertise = config.advertise.unwrap_or_else(|| local.to_string());
     info!(
-        "drone listening on {local}, known to the queen as {}",
+        "drone listening on {local}, known to queens as {}",
         quoted(&advertise)
     );
     Registration {
         drone: drone.clone(),
         client: Client::new(1, 1, token),
-        queen: config.queen,
+        queens: config.queens,
+        current: 0,
         advertise,
     }
     .run()
 }
 
-/// The drone's side of staying known to its queen.
+/// The drone's side of staying known to its queens.
 struct Registration {
     drone: Arc<Drone>,
     client: Client,
-    queen: String,
+    /// Every queen it may register with (several share one registry through etcd).
+    queens: Vec<String>,
+    /// The queen it registered with last, and tries first.
+    current: usize,
     advertise: String,
 }
 
 impl Registration {
-    /// Registers, with capped backoff until the queen answers; then watches for the queen's probes
-    /// and registers again when they stop (the queen restarted and forgot this drone).
-    fn run(self) -> StartError {
+    /// Registers, with capped backoff until a queen answers; then watches for the queens' probes
+    /// and registers again when they stop (its queen restarted and forgot this drone).
+    fn run(mut self) -> StartError {
         loop {
             let interval = match self.register_until_answered() {
                 Ok(interval) => interval,
@@ -123,8 +127,7 @@ impl Registration {
                 let silent = self.drone.last_checked.lock().elapsed();
                 if silent > deadline {
                     warn!(
-                        "queen {} has not checked on this drone for {silent:.1?} ({MISSED_INTERVALS} heartbeat intervals); registering again",
-                        quoted(&self.queen)
+                        "no queen has checked on this drone for {silent:.1?} ({MISSED_INTERVALS} heartbeat intervals); registering again"
                     );
                     self.drone.ready.store(false, Ordering::Relaxed);
                     break;
@@ -133,36 +136,40 @@ impl Registration {
         }
     }
 
-    /// Returns the queen's heartbeat interval once she accepts; a 4xx is a configuration error.
-    fn register_until_answered(&self) -> std::result::Result<Duration, StartError> {
+    /// Tries each queen in turn, from the current one, with capped backoff after every round of
+    /// failures; returns the heartbeat interval of the queen that accepted. A 4xx is a
+    /// configuration error.
+    fn register_until_answered(&mut self) -> std::result::Result<Duration, StartError> {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.register_once() {
-                Ok(interval) => return Ok(interval),
-                Err(e) if e.is_client_error() => {
-                    return Err(StartError::Config(format!(
-                        "queen {} refused this drone's registration ({e}); is --queen-host really a queen, and is {} an address she accepts?",
-                        quoted(&self.queen),
-                        quoted(&self.advertise)
-                    )));
-                }
-                Err(e) => {
-                    warn!(
-                        "could not register with queen {}: {e}; retrying in {backoff:?}",
-                        quoted(&self.queen)
-                    );
-                    thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+            for _ in 0..self.queens.len() {
+                let queen = self.queens[self.current].clone();
+                match self.register_once(&queen) {
+                    Ok(interval) => return Ok(interval),
+                    Err(e) if e.is_client_error() => {
+                        return Err(StartError::Config(format!(
+                            "queen {} refused this drone's registration ({e}); is --queen-host really a queen, and is {} an address she accepts?",
+                            quoted(&queen),
+                            quoted(&self.advertise)
+                        )));
+                    }
+                    Err(e) => {
+                        warn!("could not register with queen {}: {e}", quoted(&queen));
+                        self.current = (self.current + 1) % self.queens.len();
+                    }
                 }
             }
+            warn!("no queen took this drone's registration; retrying in {backoff:?}");
+            thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    fn register_once(&self) -> std::result::Result<Duration, CallError> {
+    fn register_once(&self, queen: &str) -> std::result::Result<Duration, CallError> {
         let body = serde_json::json!({ "address": self.advertise });
         let reply = self
             .client
-            .post_json(&self.queen, "/register", &body, REGISTER_TIMEOUT)?;
+            .post_json(queen, "/register", &body, REGISTER_TIMEOUT)?;
         let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
         let interval = reply["heartbeat_interval"]
             .as_f64()
@@ -172,10 +179,10 @@ impl Registration {
         match reply["name"].as_str() {
             Some(name) => info!(
                 "registered with queen {} as {}",
-                quoted(&self.queen),
+                quoted(queen),
                 quoted(name)
             ),
-            None => info!("registered with queen {}", quoted(&self.queen)),
+            None => info!("registered with queen {}", quoted(queen)),
         }
         Ok(interval)
     }

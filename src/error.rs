@@ -22,6 +22,8 @@ pub enum Error {
     NoDrones,
     /// Every drone the queen tried failed; the text says which and how.
     AllDronesFailed(String),
+    /// The registry's shared store (etcd) cannot be reached, so a registration cannot be recorded.
+    StoreUnavailable(String),
     /// A bug: a handler panicked. The process keeps serving.
     Internal(String),
 }
@@ -41,7 +43,7 @@ impl Error {
             Error::PayloadTooLarge(_) => 413,
             Error::Internal(_) => 500,
             Error::AllDronesFailed(_) => 502,
-            Error::NoDrones => 503,
+            Error::NoDrones | Error::StoreUnavailable(_) => 503,
         }
     }
 }
@@ -63,6 +65,10 @@ impl fmt::Display for Error {
                 "no live drone to take the task; is any drone registered?"
             ),
             Error::AllDronesFailed(detail) => write!(f, "every drone tried failed: {detail}"),
+            Error::StoreUnavailable(why) => write!(
+                f,
+                "the registry's store cannot be reached ({why}); try again later"
+            ),
             Error::Internal(why) => write!(f, "internal error: {why}"),
         }
     }
@@ -86,6 +92,7 @@ mod tests {
             (Error::Internal("x".into()), 500),
             (Error::AllDronesFailed("x".into()), 502),
             (Error::NoDrones, 503),
+            (Error::StoreUnavailable("x".into()), 503),
         ];
         for (error, status) in cases {
             assert_eq!(error.status(), status, "{error:?}");

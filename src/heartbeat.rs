@@ -18,6 +18,7 @@ use crate::config::HeartbeatConfig;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Target};
+use crate::store::Store;
 
 /// Most probes in flight at once. Each waits on a blocking socket, so this many dead drones can be
 /// waited on side by side; a round over more bad drones than this takes a few rounds' worth of time.
@@ -91,21 +92,26 @@ pub fn in_parallel(targets: &[Target], check: impl Fn(&Target) + Sync) {
 pub struct Heartbeat {
     config: HeartbeatConfig,
     registry: Arc<Registry>,
+    /// Where removals go; and whether this queen leads, so runs the rounds at all.
+    store: Arc<dyn Store>,
     client: Client,
     metrics: Arc<Metrics>,
 }
 
 impl Heartbeat {
-    /// A heartbeat over `registry`'s drones; `token` is sent with every probe.
+    /// A heartbeat over `registry`'s drones, removing the dead through `store`; `token` is sent
+    /// with every probe.
     pub fn new(
         config: HeartbeatConfig,
         registry: Arc<Registry>,
+        store: Arc<dyn Store>,
         token: Option<Token>,
         metrics: Arc<Metrics>,
     ) -> Heartbeat {
         Heartbeat {
             config,
             registry,
+            store,
             // No pool: a probe every interval per drone is rare, a pool over a large fleet is
             // costly, and the drone closes each connection (keeping the TIME_WAIT socket).
             client: Client::new(0, 0, token),
@@ -113,10 +119,13 @@ impl Heartbeat {
         }
     }
 
-    /// Runs rounds forever, pausing `interval` between the end of one and the start of the next.
+    /// Runs rounds forever, pausing `interval` between the end of one and the start of the next,
+    /// while this queen leads (a queen alone always does).
     pub fn run(self) -> ! {
         loop {
-            self.round();
+            if self.store.leads() {
+                self.round();
+            }
             thread::sleep(self.config.interval);
         }
     }
@@ -174,10 +183,7 @@ impl Heartbeat {
                 );
             }
             Verdict::Dead { tries, last } => {
-                if self
-                    .registry
-                    .remove_unless_seen_since(target, round_started)
-                {
+                if self.store.remove(target, round_started) {
                     self.metrics.drones_removed.inc();
                     warn!(
                         "removed {} ({}): {last} on all {tries} tries",

@@ -29,6 +29,7 @@ pub mod recheck;
 pub mod registry;
 pub mod server;
 pub mod sockets;
+pub mod store;
 
 /// The version every larve reports on `/healthz` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

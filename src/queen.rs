@@ -13,6 +13,7 @@ use log::{info, warn};
 use crate::address;
 use crate::auth::Token;
 use crate::client::{CallError, Client};
+use crate::config::StoreConfig;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
 use crate::heartbeat::Heartbeat;
@@ -20,6 +21,9 @@ use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::recheck::Recheck;
 use crate::registry::{DroneInfo, Registry, Target};
+use crate::store::etcd::Etcd;
+use crate::store::memory::Memory;
+use crate::store::{Store, StoreHealth};
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
@@ -33,6 +37,8 @@ const IDLE_CONNECTIONS: usize = 2 * HANDLER_THREADS;
 /// The queen's state and what she does on each request.
 pub struct Queen {
     registry: Arc<Registry>,
+    /// Where registrations and removals go: the registry itself, or etcd.
+    store: Arc<dyn Store>,
     client: Client,
     recheck: Arc<Recheck>,
     config: QueenConfig,
@@ -45,6 +51,10 @@ impl Queen {
     /// A queen with an empty registry; `token` is sent to drones with every task and probe.
     pub fn new(config: QueenConfig, token: Option<Token>, metrics: Arc<Metrics>) -> Queen {
         let registry = Arc::new(Registry::new());
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Memory => Arc::new(Memory::new(registry.clone())),
+            StoreConfig::Etcd(etcd) => Arc::new(Etcd::new(etcd.clone(), registry.clone())),
+        };
         let recheck = Recheck::new(
             registry.clone(),
             token.clone(),
@@ -53,6 +63,7 @@ impl Queen {
         );
         Queen {
             registry,
+            store,
             client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token.clone()),
             recheck: Arc::new(recheck),
             config,
@@ -62,15 +73,20 @@ impl Queen {
         }
     }
 
-    /// True once the queen is serving.
+    /// True once the queen is serving and has the registry to serve from.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.store.ready()
+    }
+
+    /// The store's and the election's part of `/healthz`, when the registry is shared.
+    pub fn store_health(&self) -> Option<StoreHealth> {
+        self.store.health()
     }
 
     /// Registers the drone at `address` (idempotently) and returns its name.
     pub fn register(&self, address: &str) -> Result<String> {
         address::validate(address).map_err(Error::BadRequest)?;
-        let registered = self.registry.register(address);
+        let registered = self.store.register(address)?;
         if registered.new {
             self.metrics.drones_registered.inc();
             info!("registered {} at {}", registered.name, quoted(address));
@@ -196,9 +212,17 @@ impl Queen {
         self.registry.list()
     }
 
-    /// Runs the queen's threads once her server is up at `local`: re-checks on a thread of their
-    /// own, the heartbeat on this one, for the life of the process.
+    /// Runs the queen's threads once her server is up at `local`: the store's, re-checks on a
+    /// thread of their own, the heartbeat on this one, for the life of the process.
     pub fn run(&self, local: SocketAddr) -> StartError {
+        let me = self
+            .config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local.to_string());
+        if let Err(e) = self.store.clone().start(me) {
+            return StartError::Io(format!("cannot start the store's threads: {e}"));
+        }
         let recheck = self.recheck.clone();
         if let Err(e) = thread::Builder::new()
             .name("recheck".into())
@@ -215,6 +239,7 @@ impl Queen {
         Heartbeat::new(
             heartbeat,
             self.registry.clone(),
+            self.store.clone(),
             self.token.clone(),
             self.metrics.clone(),
         )

@@ -1,12 +1,14 @@
 //! The queen's registry: which drones exist, under what name, and what she last heard from them.
 //!
-//! This is the hive's only shared state, kept behind one small interface (register, list, record a
-//! probe or task result, remove) so it can later move to a store that several queens share. Every
-//! method takes the lock for a few map operations and never while doing I/O: callers copy what they
-//! need out ([`Registry::targets`]), talk to drones unlocked, and report back.
+//! This is the hive's only shared state, behind one small interface (register, list, record a probe
+//! or task result, remove). A queen alone keeps it here and nowhere else; queens that share etcd
+//! keep here a copy of etcd's drones, kept current by a watch ([`Registry::apply`]), plus what each
+//! queen has seen of their health herself (see `store/`). Every method takes the lock for a few map
+//! operations and never while doing I/O: callers copy what they need out ([`Registry::targets`]),
+//! talk to drones unlocked, and report back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -45,8 +47,38 @@ pub struct DroneInfo {
     pub available: bool,
 }
 
+/// A registration as a shared store holds it: everything but one queen's view of the drone's
+/// health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub address: String,
+    pub name: String,
+    /// Unix time in seconds of the registration that gave the name.
+    pub registered_at: f64,
+    /// Orders drones oldest first (etcd's create revision of the drone's key).
+    pub order: u64,
+    /// Changes at every registration of the drone (etcd's mod revision of its key), so a removal
+    /// decided on an older one does not apply.
+    pub revision: i64,
+}
+
+/// What [`Registry::apply`] made of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A drone this queen did not know, or a new registration (a new name) at a known address.
+    Added,
+    /// A known drone registered again (through any queen): it counts as alive now.
+    RegisteredAgain,
+    /// Nothing new.
+    Unchanged,
+}
+
 struct Drone {
-    id: u64,
+    name: String,
+    /// Sorts `/drones` oldest first.
+    order: u64,
+    /// See [`Record::revision`]; 0 for a queen alone.
+    revision: i64,
     registered_at: SystemTime,
     last_seen: Instant,
     last_seen_wall: SystemTime,
@@ -55,15 +87,32 @@ struct Drone {
 }
 
 impl Drone {
-    fn name(&self) -> String {
-        format!("drone-{}", self.id)
+    fn new(name: String, order: u64, revision: i64, registered_at: SystemTime) -> Drone {
+        Drone {
+            name,
+            order,
+            revision,
+            registered_at,
+            last_seen: Instant::now(),
+            last_seen_wall: SystemTime::now(),
+            failures: 0,
+            available: true,
+        }
+    }
+
+    /// A registration or a passed probe: alive now, no failures, in rotation.
+    fn refresh(&mut self) {
+        self.last_seen = Instant::now();
+        self.last_seen_wall = SystemTime::now();
+        self.failures = 0;
+        self.available = true;
     }
 }
 
 #[derive(Default)]
 struct Inner {
     drones: HashMap<String, Drone>,
-    /// Next number for `drone-N`; never goes back, so a name is never given twice.
+    /// Next number for `drone-N` of a queen alone; never goes back, so a name is never given twice.
     next_id: u64,
 }
 
@@ -71,7 +120,7 @@ impl Inner {
     fn get_mut(&mut self, target: &Target) -> Option<&mut Drone> {
         self.drones
             .get_mut(&target.address)
-            .filter(|drone| drone.name() == target.name)
+            .filter(|drone| drone.name == target.name)
     }
 }
 
@@ -87,34 +136,111 @@ impl Registry {
     }
 
     /// Adds the drone at `address`, or refreshes it if it is known: registration is idempotent, and a
-    /// drone that registers again keeps its name and counts as alive now.
+    /// drone that registers again keeps its name and counts as alive now. For a queen alone, who
+    /// names drones herself.
     pub fn register(&self, address: &str) -> Registered {
         let mut inner = self.inner.lock();
-        let now = Instant::now();
-        let wall = SystemTime::now();
         if let Some(drone) = inner.drones.get_mut(address) {
-            drone.last_seen = now;
-            drone.last_seen_wall = wall;
-            drone.failures = 0;
-            drone.available = true;
+            drone.refresh();
             return Registered {
-                name: drone.name(),
+                name: drone.name.clone(),
                 new: false,
             };
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        let drone = Drone {
-            id,
-            registered_at: wall,
-            last_seen: now,
-            last_seen_wall: wall,
-            failures: 0,
-            available: true,
-        };
-        let name = drone.name();
+        let name = format!("drone-{id}");
+        let drone = Drone::new(name.clone(), id, 0, SystemTime::now());
         inner.drones.insert(address.to_string(), drone);
         Registered { name, new: true }
+    }
+
+    /// Takes in a registration from the shared store: new, registered again, or already known.
+    pub fn apply(&self, record: &Record) -> Applied {
+        let mut inner = self.inner.lock();
+        match inner.drones.get_mut(&record.address) {
+            Some(drone) if drone.name == record.name => {
+                if drone.revision == record.revision {
+                    return Applied::Unchanged;
+                }
+                drone.revision = record.revision;
+                drone.refresh();
+                Applied::RegisteredAgain
+            }
+            _ => {
+                let registered_at = UNIX_EPOCH
+                    + Duration::try_from_secs_f64(record.registered_at).unwrap_or_default();
+                let drone = Drone::new(
+                    record.name.clone(),
+                    record.order,
+                    record.revision,
+                    registered_at,
+                );
+                inner.drones.insert(record.address.clone(), drone);
+                Applied::Added
+            }
+        }
+    }
+
+    /// Makes the registry hold exactly `records` (the shared store's full list, read after its
+    /// watch broke), keeping what this queen saw of drones that remain. Returns the drones that
+    /// were dropped.
+    pub fn replace_all(&self, records: &[Record]) -> Vec<Target> {
+        for record in records {
+            self.apply(record);
+        }
+        let mut inner = self.inner.lock();
+        let mut dropped = Vec::new();
+        inner.drones.retain(|address, drone| {
+            let keep = records
+                .iter()
+                .any(|r| r.address == *address && r.name == drone.name);
+            if !keep {
+                dropped.push(Target {
+                    address: address.clone(),
+                    name: drone.name.clone(),
+                });
+            }
+            keep
+        });
+        dropped
+    }
+
+    /// Forgets the registration, whatever its health: the shared store removed it. Returns whether
+    /// it was here.
+    pub fn forget(&self, target: &Target) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.get_mut(target).is_none() {
+            return false;
+        }
+        inner.drones.remove(&target.address);
+        true
+    }
+
+    /// Forgets whatever registration `address` has: the shared store deleted it. Returns it, if
+    /// there was one.
+    pub fn forget_address(&self, address: &str) -> Option<Target> {
+        let drone = self.inner.lock().drones.remove(address)?;
+        Some(Target {
+            address: address.to_string(),
+            name: drone.name,
+        })
+    }
+
+    /// The registration's revision (see [`Record::revision`]), if it is still here.
+    pub fn revision(&self, target: &Target) -> Option<i64> {
+        self.inner
+            .lock()
+            .get_mut(target)
+            .map(|drone| drone.revision)
+    }
+
+    /// Whether the drone showed life (registered again, or passed a probe) after `since`.
+    pub fn seen_since(&self, target: &Target, since: Instant) -> bool {
+        self.inner
+            .lock()
+            .get_mut(target)
+            .is_some_and(|drone| drone.last_seen > since)
     }
 
     /// Every drone, oldest registration first.
@@ -125,14 +251,14 @@ impl Registry {
             .iter()
             .map(|(address, drone)| {
                 let info = DroneInfo {
-                    name: drone.name(),
+                    name: drone.name.clone(),
                     address: address.clone(),
                     registered_at: unix_seconds(drone.registered_at),
                     last_seen: unix_seconds(drone.last_seen_wall),
                     failures: drone.failures,
                     available: drone.available,
                 };
-                (drone.id, info)
+                (drone.order, info)
             })
             .collect();
         drop(inner);
@@ -146,7 +272,7 @@ impl Registry {
         inner
             .drones
             .iter()
-            .map(|(address, drone)| (address.clone(), drone.name()))
+            .map(|(address, drone)| (address.clone(), drone.name.clone()))
             .collect()
     }
 
@@ -182,7 +308,7 @@ impl Registry {
             .filter(|(_, drone)| keep(drone))
             .map(|(address, drone)| Target {
                 address: address.clone(),
-                name: drone.name(),
+                name: drone.name.clone(),
             })
             .collect()
     }
@@ -202,10 +328,9 @@ impl Registry {
         let Some(drone) = inner.get_mut(target) else {
             return false;
         };
-        drone.last_seen = Instant::now();
-        drone.last_seen_wall = SystemTime::now();
-        drone.failures = 0;
-        !std::mem::replace(&mut drone.available, true)
+        let was_available = drone.available;
+        drone.refresh();
+        !was_available
     }
 
     /// A probe try failed: the drone takes no tasks until a probe passes. Returns whether this
@@ -381,6 +506,88 @@ mod tests {
         registry.register("a:1");
         assert!(!registry.remove_unless_seen_since(&a, round_started));
         assert_eq!(registry.list().len(), 1);
+    }
+
+    fn record(address: &str, name: &str, order: u64, revision: i64) -> Record {
+        Record {
+            address: address.into(),
+            name: name.into(),
+            registered_at: 1.8e9,
+            order,
+            revision,
+        }
+    }
+
+    #[test]
+    fn records_from_the_store_add_refresh_and_keep_local_health() {
+        let registry = Registry::new();
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-7", 20, 20)),
+            Applied::Added
+        );
+        assert_eq!(
+            registry.apply(&record("b:1", "drone-3", 10, 10)),
+            Applied::Added
+        );
+        let names: Vec<String> = registry.list().into_iter().map(|d| d.name).collect();
+        assert_eq!(
+            names,
+            ["drone-3", "drone-7"],
+            "oldest first, by store order"
+        );
+        assert_eq!(registry.list()[1].registered_at, 1.8e9);
+
+        let a = target(&registry, "a:1");
+        registry.record_task_failure(&a);
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-7", 20, 20)),
+            Applied::Unchanged
+        );
+        assert!(
+            !registry.is_available(&a),
+            "a repeated record changes nothing"
+        );
+        let before = Instant::now();
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-7", 20, 31)),
+            Applied::RegisteredAgain
+        );
+        assert!(registry.is_available(&a) && registry.seen_since(&a, before));
+        assert_eq!(registry.revision(&a), Some(31));
+
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-9", 40, 40)),
+            Applied::Added,
+            "removed and registered again elsewhere: a new name"
+        );
+        assert_eq!(registry.revision(&a), None, "the old registration is gone");
+    }
+
+    #[test]
+    fn replace_all_keeps_the_survivors_and_drops_the_rest() {
+        let registry = Registry::new();
+        registry.apply(&record("a:1", "drone-0", 1, 1));
+        registry.apply(&record("b:1", "drone-1", 2, 2));
+        let b = target(&registry, "b:1");
+        registry.record_task_failure(&b);
+        let dropped = registry.replace_all(&[
+            record("b:1", "drone-1", 2, 2),
+            record("c:1", "drone-2", 3, 3),
+        ]);
+        assert_eq!(
+            dropped,
+            vec![Target {
+                address: "a:1".into(),
+                name: "drone-0".into()
+            }]
+        );
+        assert_eq!(registry.names().len(), 2);
+        assert!(
+            !registry.is_available(&b),
+            "local health survives a re-list"
+        );
+        assert!(registry.forget(&b));
+        assert!(!registry.forget(&b));
     }
 
     #[test]

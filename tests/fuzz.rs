@@ -851,7 +851,10 @@ fn check_answer(context: &str, request: &Request, expected: u16, answer: &Answer
     let metrics = answer.status == 200 && request.url.starts_with("/metrics");
     if metrics {
         if answer.header("Content-Type") != Some(PROMETHEUS_TEXT) {
-            fail(context, format!("metrics not as Prometheus text: {answer:?}"));
+            fail(
+                context,
+                format!("metrics not as Prometheus text: {answer:?}"),
+            );
         }
         return;
     }

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(Command::Version) => println!("larve {}", hive::VERSION),
         Ok(Command::Run(config)) => {
             logging::init(config.log_level);
-            let fatal = hive::larve::run(config);
+            let fatal = hive::larve::run(*config);
             log::error!("{fatal}");
             return ExitCode::from(fatal.exit_code() as u8);
         }

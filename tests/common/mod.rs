@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
+pub mod etcd;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,444 @@
+//! Several queens sharing one registry in etcd: one leader, failover, nothing lost, and every queen
+//! riding out etcd's troubles without a restart.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::etcd::Etcd;
+use common::*;
+use serde_json::Value;
+
+/// The leader's lease in these tests: a dead leader is replaced within it (and a second).
+const TTL_SECS: u64 = 2;
+const TTL: Duration = Duration::from_secs(TTL_SECS);
+
+/// A queen of the hive that keeps its registry in `etcd`, on `port` (0: any).
+fn queen_on(etcd: &Etcd, port: u16) -> Larve {
+    queen_with_interval(etcd, port, "0.3")
+}
+
+/// [`queen_on`] with a heartbeat every `interval` seconds.
+fn queen_with_interval(etcd: &Etcd, port: u16, interval: &str) -> Larve {
+    let (port, ttl) = (port.to_string(), TTL_SECS.to_string());
+    let urls = etcd.urls();
+    Larve::queen(&[
+        "--port",
+        &port,
+        "--etcd",
+        &urls,
+        "--leader-ttl",
+        &ttl,
+        "--heartbeat-interval",
+        interval,
+        "--heartbeat-attempts",
+        "2",
+        "--heartbeat-timeout",
+        "0.3",
+        "--heartbeat-retry-delay",
+        "0.05",
+        "--task-timeout",
+        "1",
+    ])
+}
+
+fn queens(etcd: &Etcd, count: usize) -> Vec<Larve> {
+    (0..count).map(|_| queen_on(etcd, 0)).collect()
+}
+
+fn health(queen: &Larve) -> Value {
+    let (status, health) = get(&queen.url("/healthz"));
+    assert_eq!(status, 200);
+    health
+}
+
+/// Waits until every queen names the same leader, one of them, which alone says it leads.
+fn agreed_leader(queens: &[&Larve], within: Duration) -> String {
+    eventually(within, "every queen to name one leader", || {
+        let answers: Vec<Value> = queens.iter().map(|q| health(q)).collect();
+        let leader = answers[0]["leader"].as_str()?.to_string();
+        let leaders = answers.iter().filter(|h| h["role"] == "leader").count();
+        let same = answers.iter().all(|h| h["leader"] == leader.as_str());
+        let is_one = queens.iter().any(|q| q.addr == leader);
+        (same && is_one && leaders == 1).then_some(leader)
+    })
+}
+
+fn leader_index(queens: &[Larve]) -> usize {
+    let refs: Vec<&Larve> = queens.iter().collect();
+    let leader = agreed_leader(&refs, SOON);
+    queens.iter().position(|q| q.addr == leader).unwrap()
+}
+
+#[test]
+fn three_queens_agree_on_one_leader_and_share_the_registry() {
+    let etcd = Etcd::single();
+    let queens = queens(&etcd, 3);
+    let refs: Vec<&Larve> = queens.iter().collect();
+    agreed_leader(&refs, SOON);
+    for queen in &queens {
+        let h = health(queen);
+        assert_eq!(h["status"], "Status.READY");
+        assert_eq!(h["store"], "etcd");
+    }
+
+    // A drone registered through one queen takes tasks from every queen within a second.
+    let drone = Larve::drone(&queens[2].addr);
+    let registered = Instant::now();
+    for queen in &queens {
+        wait_for_drones(queen, &[&drone.addr], SOON);
+    }
+    assert!(registered.elapsed() < Duration::from_secs(2));
+    for (i, queen) in queens.iter().enumerate() {
+        assert_eq!(submit(queen, &format!("through queen {i}")).0, 200);
+    }
+    let printed: Vec<String> = drone.stdout().lines().map(String::from).collect();
+    assert_eq!(
+        printed,
+        ["through queen 0", "through queen 1", "through queen 2"]
+    );
+}
+
+#[test]
+fn killing_the_leader_hands_over_within_the_lease_and_submits_keep_succeeding() {
+    let etcd = Etcd::single();
+    let mut queens = queens(&etcd, 3);
+    let addrs: Vec<String> = queens.iter().map(|q| q.addr.clone()).collect();
+    let drone = Larve::start(&["--queen-host", &addrs.join(","), "--port", "0"]);
+    for queen in &queens {
+        wait_for_drones(queen, &[&drone.addr], SOON);
+    }
+    let mut leader = queens.remove(leader_index(&queens));
+    let survivors = queens;
+
+    let stop = AtomicBool::new(false);
+    let (sent, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let took = thread::scope(|scope| {
+        for queen in &survivors {
+            let (stop, sent, failed) = (&stop, &sent, &failed);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, reply) = submit(queen, "during the failover");
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("submit through {} failed: {status} {reply}", queen.addr);
+                    }
+                }
+            });
+        }
+        let killed = Instant::now();
+        leader.kill();
+        let others: Vec<&Larve> = survivors.iter().collect();
+        let new_leader = agreed_leader(&others, TTL + SOON);
+        let took = killed.elapsed();
+        assert_ne!(new_leader, leader.addr);
+        // A little more load under the new leader.
+        thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        took
+    });
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "a new leader after {took:?}; the lease is {TTL:?}"
+    );
+    assert!(sent.load(Ordering::Relaxed) > 10);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no submit failed");
+}
+
+#[test]
+fn the_registry_survives_a_restart_of_every_queen() {
+    let etcd = Etcd::single();
+    let ports = [free_port(), free_port()];
+    let mut queens: Vec<Larve> = ports.iter().map(|&p| queen_on(&etcd, p)).collect();
+    // The tutorial's drone registers once, at start, and never again: a stand-in that answers
+    // probes, registered by hand.
+    let once = FakePeer::answering(200, "application/json", "{\"result\": \"OK\"}");
+    assert_eq!(register(&queens[0], &once.addr).0, 200);
+    wait_for_drones(&queens[1], &[&once.addr], SOON);
+    let name = drone_names(&queens[1])[&once.addr].clone();
+    for queen in &mut queens {
+        queen.kill();
+    }
+    let queens: Vec<Larve> = ports.iter().map(|&p| queen_on(&etcd, p)).collect();
+    for queen in &queens {
+        eventually(SOON, "the queen to read the registry", || {
+            (health(queen)["status"] == "Status.READY").then_some(())
+        });
+        assert_eq!(drone_names(queen)[&once.addr], name);
+    }
+    let (status, reply) = submit(&queens[1], "after the restart");
+    assert_eq!((status, &reply["drone"]), (200, &name));
+    // And the new leader's heartbeat keeps it: it answers its probes.
+    let refs: Vec<&Larve> = queens.iter().collect();
+    agreed_leader(&refs, SOON);
+    thread::sleep(Duration::from_secs(1));
+    assert!(drone_names(&queens[0]).contains_key(&once.addr));
+}
+
+#[test]
+fn a_drone_killed_after_a_failover_is_still_removed() {
+    let etcd = Etcd::single();
+    let mut queens = queens(&etcd, 2);
+    let mut drone = Larve::drone(&queens[0].addr);
+    let keeps = Larve::drone(&queens[1].addr);
+    wait_for_drones(&queens[1], &[&drone.addr, &keeps.addr], SOON);
+    let leader = leader_index(&queens);
+    queens[leader].kill();
+    let survivor = &queens[1 - leader];
+    agreed_leader(&[survivor], TTL + SOON);
+    drone.kill();
+    wait_for_drones(survivor, &[&keeps.addr], SOON);
+    assert!(survivor.stderr().contains("removed drone-"));
+}
+
+#[test]
+fn two_queens_registering_100_drones_at_once_hand_out_100_distinct_names() {
+    let etcd = Etcd::single();
+    // Nothing listens at these addresses: no heartbeat round may remove them during the test.
+    let queens = [
+        queen_with_interval(&etcd, 0, "600"),
+        queen_with_interval(&etcd, 0, "600"),
+    ];
+    let addresses: Vec<String> = (0..100)
+        .map(|i| format!("127.0.0.1:{}", 20000 + i))
+        .collect();
+    let names: Vec<String> = thread::scope(|scope| {
+        let workers: Vec<_> = addresses
+            .chunks(10)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let queen = &queens[i % 2];
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|address| {
+                            let (status, reply) = register(queen, address);
+                            assert_eq!(status, 200, "{reply}");
+                            reply["name"].as_str().expect("a name").to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a worker"))
+            .collect()
+    });
+    let distinct: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(distinct.len(), 100, "{names:?}");
+    for queen in &queens {
+        eventually(SOON, "every queen to list all 100", || {
+            (drone_names(queen).len() == 100).then_some(())
+        });
+    }
+}
+
+#[test]
+fn a_paused_leader_steps_down_and_no_live_drone_is_lost() {
+    let etcd = Etcd::single();
+    let queens = queens(&etcd, 2);
+    let addrs = format!("{},{}", queens[0].addr, queens[1].addr);
+    let drones: Vec<Larve> = (0..3)
+        .map(|_| Larve::start(&["--queen-host", &addrs, "--port", "0"]))
+        .collect();
+    let drone_addrs: Vec<&str> = drones.iter().map(|d| d.addr.as_str()).collect();
+    wait_for_drones(&queens[0], &drone_addrs, SOON);
+    let leader = leader_index(&queens);
+    let other = 1 - leader;
+
+    queens[leader].freeze();
+    agreed_leader(&[&queens[other]], TTL + SOON);
+    thread::sleep(TTL * 2);
+    queens[leader].thaw();
+
+    eventually(SOON, "the old leader to step down", || {
+        let h = health(&queens[leader]);
+        (h["role"] == "follower" && h["leader"] == queens[other].addr.as_str()).then_some(())
+    });
+    assert!(
+        queens[leader].stderr().contains("no longer leads"),
+        "{}",
+        queens[leader].stderr()
+    );
+    thread::sleep(Duration::from_secs(1));
+    for queen in &queens {
+        wait_for_drones(queen, &drone_addrs, SOON);
+    }
+    assert!(!queens[leader].stderr().contains("removed drone-"));
+}
+
+#[test]
+fn a_three_member_etcd_losing_one_member_changes_nothing() {
+    let mut etcd = Etcd::cluster(3);
+    let queens = queens(&etcd, 2);
+    let refs: Vec<&Larve> = queens.iter().collect();
+    let leader = agreed_leader(&refs, SOON);
+    let drone = Larve::drone(&queens[0].addr);
+    wait_for_drones(&queens[1], &[&drone.addr], SOON);
+
+    // The first member is every queen's first endpoint: the one they use.
+    etcd.kill(0);
+    let late = Larve::drone(&queens[1].addr);
+    for queen in &queens {
+        wait_for_drones(queen, &[&drone.addr, &late.addr], SOON);
+        assert_eq!(submit(queen, "still here").0, 200);
+    }
+    thread::sleep(TTL);
+    assert_eq!(
+        agreed_leader(&refs, SOON),
+        leader,
+        "the leader kept her lease"
+    );
+    for queen in &queens {
+        assert_eq!(health(queen)["store"], "etcd");
+    }
+}
+
+#[test]
+fn etcd_down_for_five_seconds_and_back_every_queen_recovers_by_itself() {
+    let mut etcd = Etcd::single();
+    let queens = queens(&etcd, 2);
+    let refs: Vec<&Larve> = queens.iter().collect();
+    agreed_leader(&refs, SOON);
+    let drone = Larve::drone(&queens[0].addr);
+    wait_for_drones(&queens[1], &[&drone.addr], SOON);
+
+    etcd.kill(0);
+    let down = Instant::now();
+    for queen in &queens {
+        eventually(SOON, "the queen to see etcd gone", || {
+            let store = health(queen)["store"].as_str()?.to_string();
+            store.starts_with("etcd unreachable").then_some(())
+        });
+        // Tasks still go to the drones she knew; registrations are refused, in JSON.
+        assert_eq!(submit(queen, "while etcd is down").0, 200);
+        let (status, reply) = register(queen, "127.0.0.1:9");
+        assert_eq!(status, 503, "{reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot be reached")
+        );
+    }
+    thread::sleep(Duration::from_secs(5).saturating_sub(down.elapsed()));
+    for queen in &queens {
+        assert_eq!(
+            drone_names(queen).len(),
+            1,
+            "nothing removed while etcd was down"
+        );
+    }
+
+    etcd.start(0);
+    etcd.wait_ready();
+    agreed_leader(&refs, SOON);
+    for queen in &queens {
+        eventually(SOON, "the queen to reach etcd again", || {
+            (health(queen)["store"] == "etcd").then_some(())
+        });
+    }
+    let late = Larve::drone(&queens[1].addr);
+    for queen in &queens {
+        wait_for_drones(queen, &[&drone.addr, &late.addr], SOON);
+    }
+}
+
+#[test]
+fn a_queen_started_while_etcd_is_down_is_not_ready_until_she_has_read_the_registry() {
+    let mut etcd = Etcd::single();
+    etcd.kill(0);
+    let queen = queen_on(&etcd, 0);
+    for _ in 0..3 {
+        let h = health(&queen);
+        assert_eq!(h["status"], "Status.NOT_READY", "{h}");
+        assert!(
+            h["store"].as_str().unwrap().starts_with("etcd unreachable"),
+            "{h}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    etcd.start(0);
+    eventually(SOON, "the queen to be ready", || {
+        (health(&queen)["status"] == "Status.READY").then_some(())
+    });
+    agreed_leader(&[&queen], SOON);
+}
+
+#[test]
+fn a_drone_moves_to_the_next_queen_when_its_queen_stops_answering() {
+    let etcd = Etcd::single();
+    let mut queens = queens(&etcd, 2);
+    let addrs = format!("{},{}", queens[0].addr, queens[1].addr);
+    let drone = Larve::start(&["--queen-host", &addrs, "--port", "0"]);
+    wait_for_drones(&queens[1], &[&drone.addr], SOON);
+    assert!(
+        drone
+            .stderr()
+            .contains(&format!("registered with queen \"{}\"", queens[0].addr))
+    );
+    queens[0].kill();
+    // Once no leader probes it for three intervals, it registers again: through the second queen.
+    eventually(
+        TTL + SOON,
+        "the drone to register through the second queen",
+        || {
+            drone
+                .stderr()
+                .contains(&format!("registered with queen \"{}\"", queens[1].addr))
+                .then_some(())
+        },
+    );
+    assert_eq!(submit(&queens[1], "still served").0, 200);
+}
+
+#[test]
+fn a_malformed_etcd_flag_exits_2_with_the_reason() {
+    for bad in [
+        "127.0.0.1:2379",
+        "https://127.0.0.1:2379",
+        "http://127.0.0.1:2379/v3",
+    ] {
+        let mut queen = Larve::spawn(&["--queen", "--port", "0", "--etcd", bad]);
+        let status = queen.wait_exit(SOON).expect("it exits");
+        assert_eq!(status.code(), Some(2), "{bad}");
+        assert!(queen.stderr().contains("--etcd"), "{}", queen.stderr());
+    }
+}
+
+#[test]
+fn a_gateway_that_answers_nonsense_is_an_error_never_a_crash() {
+    // Stand-ins for etcd that answer every call badly: HTML, JSON missing what etcd sends, a
+    // watch stream cut mid-message, a wrong status.
+    let gateways = [
+        FakePeer::answering(502, "text/html", "<html><body>Bad Gateway</body></html>"),
+        FakePeer::answering(200, "application/json", "{}"),
+        FakePeer::answering(
+            200,
+            "application/json",
+            "{\"result\":{\"events\":[{\"kv\":{\"key\":",
+        ),
+        FakePeer::answering(200, "text/html", "<h1>hello</h1>"),
+    ];
+    for gateway in &gateways {
+        let url = format!("http://{}", gateway.addr);
+        let queen = Larve::queen(&["--etcd", &url, "--leader-ttl", "1"]);
+        let drone = FakePeer::answering(200, "application/json", "{}");
+        for _ in 0..5 {
+            let (status, reply) = register(&queen, &drone.addr);
+            assert!(
+                [200, 503].contains(&status),
+                "{status} {reply}: a registration either worked or was refused in JSON"
+            );
+            assert_eq!(get(&queen.url("/healthz")).0, 200);
+        }
+        let log = queen.stderr();
+        assert!(!log.contains("panic"), "{log}");
+        assert!(!gateway.hits().is_empty(), "the queen did call the gateway");
+    }
+}

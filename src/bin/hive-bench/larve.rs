@@ -56,7 +56,6 @@ pub struct Larve {
     child: Child,
     pub label: String,
     port: u16,
-    pub stdout_path: PathBuf,
     stderr_path: PathBuf,
 }
 
@@ -135,7 +134,6 @@ impl Launcher {
             child,
             label: label.to_string(),
             port: 0,
-            stdout_path,
             stderr_path,
         };
         larve.port = wait::poll(

@@ -4,7 +4,7 @@
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
 //! per scenario and the runner that calls them; [`larve`] starts larves and kills them when dropped;
-//! [`control`] is the bench's own calls to a queen; [`load`] is the HTTP load generator;
+//! [`control`] is the bench's own calls to a queen; [`wrk`] runs the HTTP load generator;
 //! [`procfs`] reads a larve's threads and memory; [`fleet`] simulates drones; [`heartbeat`] sets and
 //! reads a queen's heartbeat; [`wait`] is the one way to wait; [`report`] prints the table.
 //!
@@ -16,12 +16,12 @@ mod control;
 mod fleet;
 mod heartbeat;
 mod larve;
-mod load;
 mod options;
 mod procfs;
 mod report;
 mod scenarios;
 mod wait;
+mod wrk;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -32,6 +32,7 @@ use larve::{Launcher, WorkDir};
 use options::Plan;
 use report::Report;
 use scenarios::Bench;
+use wrk::Wrk;
 
 /// Errors are one line for the table and the progress log, so a `String` carries them.
 type Result<T> = std::result::Result<T, String>;
@@ -62,7 +63,8 @@ fn run() -> Result<ExitCode> {
     let bench = Bench {
         launcher: Launcher::new(options.larve.clone(), workdir.path()),
         control: Control::new(),
-        plan: Plan::new(&options),
+        wrk: Wrk::new(options.wrk.clone(), workdir.path())?,
+        plan: Plan::new(options.quick),
     };
     progress(&format!(
         "{} run; logs in {}",

@@ -9,29 +9,26 @@ use crate::scenarios;
 
 /// The help text, printed by `--help`.
 pub const USAGE: &str = "\
-usage: hive-bench [--larve PATH] [--quick] [--only N[,N...]] [--clients N] [--seconds S] [--keep-logs]
+usage: hive-bench [--larve PATH] [--wrk PATH] [--quick] [--only N[,N...]] [--keep-logs]
 
-Starts queens and drones on 127.0.0.1, measures them, and prints a markdown table to stdout.
+Starts queens and drones on 127.0.0.1, loads them with wrk, measures them, and prints a markdown
+table to stdout.
 
 options:
   --larve PATH    the larve binary (default: larve next to this binary)
-  --quick         shorter runs, fewer repeats, a 200-drone fleet
-  --only LIST     run only these scenarios, e.g. --only 1,4 (default: all five)
-  --clients N     concurrent submit clients in scenarios 1 and 3 (default 32)
-  --seconds S     length of each load in scenario 1 (default 10; 2 with --quick)
-  --keep-logs     keep the larves' logs and stdout (they are kept anyway when a scenario fails)
-  -h, --help      print this help";
+  --wrk PATH      the wrk binary (default: wrk on the PATH)
+  --quick         one run of 2 s per wrk load in scenario 1, shorter runs elsewhere, a 200-drone fleet
+  --only LIST     run only these scenarios, e.g. --only 1,4 (default: all)
+  --keep-logs     keep the larves' logs and wrk's output (they are kept anyway when a scenario fails)
+  -h, --help      print this help
 
-/// Submit clients of scenarios 1 and 3: the issue's 32.
-const DEFAULT_CLIENTS: usize = 32;
+scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint";
 
-/// Most submit clients `--clients` accepts, and the longest `--seconds`.
-const MAX_CLIENTS: usize = 1024;
-const MAX_SUBMIT_SECS: f64 = 600.0;
-
-/// Length of each of scenario 1's two loads (submit, then healthz).
-const FULL_SUBMIT_SECS: f64 = 10.0;
-const QUICK_SUBMIT_SECS: f64 = 2.0;
+/// Runs of scenario 1 per load (each on fresh queens), and each load's length.
+const FULL_WRK_RUNS: usize = 3;
+const QUICK_WRK_RUNS: usize = 1;
+const FULL_WRK_SECS: u64 = 6;
+const QUICK_WRK_SECS: u64 = 2;
 
 /// Kills and freezes measured in scenario 2, each.
 const FULL_DETECTION_REPEATS: usize = 5;
@@ -54,15 +51,14 @@ const QUICK_FLEET: FleetSize = FleetSize {
 };
 
 /// Length of each of scenario 4's submit loads.
-const FULL_SCALE_LOAD_SECS: f64 = 5.0;
-const QUICK_SCALE_LOAD_SECS: f64 = 2.0;
+const FULL_SCALE_LOAD_SECS: u64 = 5;
+const QUICK_SCALE_LOAD_SECS: u64 = 2;
 
 /// The command line.
 pub struct Options {
     pub larve: PathBuf,
+    pub wrk: PathBuf,
     pub quick: bool,
-    pub clients: usize,
-    pub submit_secs: Option<f64>,
     pub keep_logs: bool,
     /// Scenario numbers to run; all when `None`.
     pub only: Option<Vec<usize>>,
@@ -92,22 +88,8 @@ pub fn parse() -> Result<Option<Options>> {
     let larve: Option<PathBuf> = args
         .opt_value_from_os_str("--larve", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(|e| e.to_string())?;
-    let clients: usize = args
-        .opt_value_from_fn("--clients", |s| match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_CLIENTS).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "{s:?} is not a number of clients from 1 to {MAX_CLIENTS}"
-            )),
-        })
-        .map_err(|e| e.to_string())?
-        .unwrap_or(DEFAULT_CLIENTS);
-    let submit_secs: Option<f64> = args
-        .opt_value_from_fn("--seconds", |s| match s.parse::<f64>() {
-            Ok(secs) if secs > 0.0 && secs <= MAX_SUBMIT_SECS => Ok(secs),
-            _ => Err(format!(
-                "{s:?} is not a number of seconds above 0, at most {MAX_SUBMIT_SECS}"
-            )),
-        })
+    let wrk: Option<PathBuf> = args
+        .opt_value_from_os_str("--wrk", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(|e| e.to_string())?;
     if let Some(extra) = args.finish().first() {
         return Err(format!("unexpected argument {extra:?}\n\n{USAGE}"));
@@ -118,14 +100,25 @@ pub fn parse() -> Result<Option<Options>> {
             .map_err(|e| format!("cannot find this binary's directory: {e}"))?
             .with_file_name("larve"),
     };
+    let wrk = wrk.unwrap_or_else(|| on_path(WRK).unwrap_or_else(|| PathBuf::from(WRK)));
     Ok(Some(Options {
         larve,
+        wrk,
         quick,
-        clients,
-        submit_secs,
         keep_logs,
         only,
     }))
+}
+
+/// The load generator's name, looked for on the `PATH` when `--wrk` is not given.
+const WRK: &str = "wrk";
+
+/// The first file called `name` in a directory of the `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// `full`, or `quick_value` for a `--quick` run.
@@ -136,8 +129,9 @@ fn pick<T>(quick: bool, full: T, quick_value: T) -> T {
 /// Lengths and sizes of one run: the issue's numbers, or smaller ones for `--quick`.
 pub struct Plan {
     pub quick: bool,
-    pub clients: usize,
-    pub submit: Duration,
+    /// Scenario 1: runs per load, each on fresh queens, and each load's length.
+    pub wrk_runs: usize,
+    pub wrk_length: Duration,
     pub detection_repeats: usize,
     pub soak: Duration,
     pub fleet: FleetSize,
@@ -145,20 +139,15 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(options: &Options) -> Plan {
-        let quick = options.quick;
-        let submit_secs =
-            options
-                .submit_secs
-                .unwrap_or(pick(quick, FULL_SUBMIT_SECS, QUICK_SUBMIT_SECS));
+    pub fn new(quick: bool) -> Plan {
         Plan {
             quick,
-            clients: options.clients,
-            submit: Duration::from_secs_f64(submit_secs),
+            wrk_runs: pick(quick, FULL_WRK_RUNS, QUICK_WRK_RUNS),
+            wrk_length: Duration::from_secs(pick(quick, FULL_WRK_SECS, QUICK_WRK_SECS)),
             detection_repeats: pick(quick, FULL_DETECTION_REPEATS, QUICK_DETECTION_REPEATS),
             soak: Duration::from_secs(pick(quick, FULL_SOAK_SECS, QUICK_SOAK_SECS)),
             fleet: pick(quick, FULL_FLEET, QUICK_FLEET),
-            scale_load: Duration::from_secs_f64(pick(
+            scale_load: Duration::from_secs(pick(
                 quick,
                 FULL_SCALE_LOAD_SECS,
                 QUICK_SCALE_LOAD_SECS,
@@ -169,10 +158,11 @@ impl Plan {
     /// What kind of run this is, for the report's run line.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({} submit clients, {:.0} s submit loads, fleet of {})",
+            "{} ({} run{} of {} s per wrk load in scenario 1, fleet of {})",
             if self.quick { "--quick" } else { "full" },
-            self.clients,
-            self.submit.as_secs_f64(),
+            self.wrk_runs,
+            if self.wrk_runs == 1 { "" } else { "s" },
+            self.wrk_length.as_secs(),
             self.fleet.total()
         )
     }

@@ -107,3 +107,16 @@ fn machine() -> String {
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     format!("{model}, {cores} cores (nproc)")
 }
+
+/// The median of `values`: the middle one, or the mean of the middle two for an even count. NaN
+/// for none.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.into_iter().collect();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n.is_multiple_of(2) => (sorted[middle - 1] + sorted[middle]) / 2.0,
+        _ => sorted[middle],
+    }
+}

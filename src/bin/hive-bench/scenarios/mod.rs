@@ -9,7 +9,7 @@ mod detection;
 mod footprint;
 mod scale;
 mod soak;
-mod submit;
+mod throughput;
 
 use std::time::{Duration, Instant};
 
@@ -17,16 +17,19 @@ use crate::control::Control;
 use crate::larve::{Larve, Launcher};
 use crate::options::Plan;
 use crate::report::Report;
+use crate::wrk::Wrk;
 use crate::{Result, progress, wait};
 
 /// How long drones may take to appear in the queen's `/drones`, and how often it is read meanwhile.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const REGISTER_POLL: Duration = Duration::from_millis(10);
 
-/// What every scenario needs: how to start larves, how to ask a queen, and the plan.
+/// What every scenario needs: how to start larves, how to ask a queen, how to load her, and the
+/// plan.
 pub struct Bench {
     pub launcher: Launcher,
     pub control: Control,
+    pub wrk: Wrk,
     pub plan: Plan,
 }
 
@@ -62,7 +65,7 @@ type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
 const ALL: [(&str, Scenario); 5] = [
-    (submit::LABEL, submit::run),
+    (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
     (footprint::LABEL, footprint::run),

@@ -10,15 +10,19 @@ use hive::heartbeat::MAX_PROBE_THREADS;
 
 use super::{Bench, footprint};
 use crate::fleet::Fleet;
-use crate::load::{Call, load};
 use crate::procfs::{PROBE_COUNT_EVERY_SAMPLES, SAMPLE_PERIOD, Sampler, sample_for};
 use crate::report::{Report, mb, ms, target};
+use crate::wrk::{Call, Load};
 use crate::{Result, heartbeat, progress, wait};
 
 pub const LABEL: &str = "4. heartbeat scale";
 
-/// Submit clients of every load.
-const CLIENTS: usize = 8;
+/// wrk connections of every submit load.
+const CONNECTIONS: usize = 8;
+
+/// wrk's timeout for these loads: above the queen's 2 s task timeout, so a submit held by a
+/// never-answering drone is counted in the latencies rather than as a wrk timeout.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The queen's heartbeat interval; attempts, timeout and retry delay are the larve's defaults.
 const INTERVAL_SECS: f64 = 1.0;
@@ -55,7 +59,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         size.good, size.refusing, size.silent
     ));
     let fleet = Fleet::start(size)?;
-    let load_length = bench.plan.scale_load;
+    let load = Load {
+        timeout: Some(LOAD_TIMEOUT),
+        ..Load::new(Call::Submit, CONNECTIONS, bench.plan.scale_load)
+    };
 
     // Without rounds: a queen whose only round ran before any drone registered.
     let calm = bench.queen(
@@ -71,10 +78,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         bench.control.register(&calm, address)?;
     }
     progress(&format!(
-        "submit without rounds: {CLIENTS} clients for {:.0} s",
-        load_length.as_secs_f64()
+        "submit without rounds: {CONNECTIONS} connections for {} s",
+        load.length.as_secs()
     ));
-    let without = load(&calm, Call::Submit, CLIENTS, load_length)?;
+    let without = bench.wrk.run("s4-submit-without", load, &calm)?;
     drop(calm);
 
     // During rounds: the queen under test, sampled from start to end.
@@ -112,10 +119,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     )?;
     let log_at_start = queen.log().len();
     progress(&format!(
-        "submit during the first full round: {CLIENTS} clients for {:.0} s",
-        load_length.as_secs_f64()
+        "submit during the first full round: {CONNECTIONS} connections for {} s",
+        load.length.as_secs()
     ));
-    let during = load(&queen, Call::Submit, CLIENTS, load_length)?;
+    let during = bench.wrk.run("s4-submit-during", load, &queen)?;
     let round_bound = heartbeat.detection_bound() - heartbeat.interval;
     wait::until(
         round_bound + ROUND_END_GRACE,
@@ -127,10 +134,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         },
     )?;
     progress(&format!(
-        "submit during rounds over the answering drones: {CLIENTS} clients for {:.0} s",
-        load_length.as_secs_f64()
+        "submit during rounds over the answering drones: {CONNECTIONS} connections for {} s",
+        load.length.as_secs()
     ));
-    let during_good = load(&queen, Call::Submit, CLIENTS, load_length)?;
+    let during_good = bench.wrk.run("s4-submit-during-good", load, &queen)?;
     let at_scale = sampler.finish();
     let idle = sample_for(queen.pid(), IDLE_ROUNDS_WINDOW);
 
@@ -151,7 +158,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         .first()
         .map(|&(_, ms)| {
             let round_end = round_started + Duration::from_millis(ms);
-            let end = round_end.min(during.started + during.elapsed);
+            let end = round_end.min(during.started + during.elapsed());
             let start = round_started.max(during.started);
             end.saturating_duration_since(start).as_secs_f64()
         });
@@ -209,7 +216,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         ),
     );
     let overlap_text = overlap.map_or("unknown".to_string(), |s| format!("{s:.1}"));
-    let without_p99 = without.percentile_ms(0.99);
+    let without_p99 = without.p99_ms();
     let loads = [
         (
             format!(
@@ -226,7 +233,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         report.row(
             LABEL,
             format!("submit p99 ms {when}"),
-            ms(run.percentile_ms(0.99)),
+            ms(run.p99_ms()),
             "-",
         );
     }
@@ -240,7 +247,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         "-",
     );
     for (when, run) in &loads {
-        let ratio = run.percentile_ms(0.99) / without_p99;
+        let ratio = run.p99_ms() / without_p99;
         report.row(
             LABEL,
             format!("submit p99 {when} / without"),
@@ -253,7 +260,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     }
     report.row(
         LABEL,
-        "submit tasks/s: first round / answering-only rounds / without",
+        "submit req/s: first round / answering-only rounds / without",
         format!(
             "{:.0} / {:.0} / {:.0}",
             during.per_sec(),
@@ -264,14 +271,16 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     );
     report.row(
         LABEL,
-        "submit errors: first round / answering-only rounds / without",
+        "submit errors (non-2xx, wrk timeouts, socket errors): first round / answering-only rounds / without",
         format!(
             "{} / {} / {}",
-            during.errors, during_good.errors, without.errors
+            during.errors(),
+            during_good.errors(),
+            without.errors()
         ),
         target(
             "0 / 0 / 0",
-            during.errors + during_good.errors + without.errors == 0,
+            during.errors() + during_good.errors() + without.errors() == 0,
         ),
     );
     report.row(
@@ -311,17 +320,9 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         format!("{} / {}", idle.min_threads, idle.max_threads),
         "-",
     );
-    for (what, run) in [
-        ("during the first round", &during),
-        ("during answering-only rounds", &during_good),
-        ("without rounds", &without),
-    ] {
-        if let Some(error) = &run.first_error {
-            report.note(format!("{LABEL}: first submit error {what}: {error}"));
-        }
-    }
     report.note(format!(
-        "{LABEL}: every submit load is {CLIENTS} clients for {:.0} s. \"during the first full round\" \
+        "{LABEL}: every submit load is `{}` (wrk opens its {CONNECTIONS} connections at once, so a connection the queen \
+         leaves waiting at the start shows here too). \"during the first full round\" \
          starts when a round over the bad drones is seen to start (a refusing drone's failures > 0); its \
          overlap with that round is in the metric; the bad drones are registered and available for tasks \
          until a task fails on one (a never-answering one holds a submit for the 2 s task timeout), so this \
@@ -330,7 +331,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          second queen started with --heartbeat-interval {NO_ROUNDS_INTERVAL_SECS} holding only the {} \
          answering drones, registered after her only (empty) round. Both queens log at debug. Tasks go to \
          the simulated drones (one thread per listener and per connection inside hive-bench)",
-        load_length.as_secs_f64(),
+        load.command(),
         size.good,
         heartbeat.interval.as_secs_f64(),
         size.good

@@ -6,14 +6,17 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Bench;
-use crate::load::{Call, load};
 use crate::report::{Report, ms, target};
+use crate::wrk::{Call, Load};
 use crate::{Result, heartbeat, progress};
 
 pub const LABEL: &str = "3. no false removals";
 
 /// Healthy drones under the load.
 const DRONES: usize = 4;
+
+/// wrk connections submitting: the issue's 32.
+const CONNECTIONS: usize = 32;
 
 /// How often `/drones` is read during the load.
 const SOAK_POLL: Duration = Duration::from_millis(50);
@@ -34,16 +37,17 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         .iter()
         .map(|d| (d.name.clone(), vec![d.last_seen]))
         .collect();
-    let (clients, length) = (bench.plan.clients, bench.plan.soak);
+    let length = bench.plan.soak;
+    let load = Load::new(Call::Submit, CONNECTIONS, length);
     progress(&format!(
-        "soak: {clients} clients submitting for {} s while /drones is polled every {} ms",
+        "soak: {CONNECTIONS} connections submitting for {} s while /drones is polled every {} ms",
         length.as_secs(),
         SOAK_POLL.as_millis()
     ));
     let mut polls_failed = 0;
     let mut max_failures = 0;
     let submitted = thread::scope(|scope| {
-        let loader = scope.spawn(|| load(&queen, Call::Submit, clients, length));
+        let loader = scope.spawn(|| bench.wrk.run("s3-submit", load, &queen));
         let deadline = Instant::now() + length + LOAD_GRACE;
         while !loader.is_finished() && Instant::now() < deadline {
             match bench.control.list(&queen) {
@@ -130,7 +134,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     report.row(
         LABEL,
         format!(
-            "submit tasks/s during the soak ({clients} clients, {} s)",
+            "submit req/s during the soak ({CONNECTIONS} connections, {} s)",
             length.as_secs()
         ),
         format!("{:.0}", submitted.per_sec()),
@@ -138,23 +142,26 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     );
     report.row(
         LABEL,
-        "submit p99 ms / errors during the soak",
+        "submit p99 ms / non-2xx / wrk timeouts / socket errors during the soak",
         format!(
-            "{} / {}",
-            ms(submitted.percentile_ms(0.99)),
-            submitted.errors
+            "{} / {} / {} / {}",
+            ms(submitted.p99_ms()),
+            submitted.non_2xx(),
+            submitted.timeouts(),
+            submitted.socket_errors()
         ),
         "-",
     );
     report.note(format!(
         "{LABEL}: heartbeat every {} s, {} tries of {} s, {} s apart; /drones polled every {} ms \
          ({polls_failed} polls failed); a gap is between successive distinct last_seen values of one \
-         drone (plus the time from its last one to the end)",
+         drone (plus the time from its last one to the end); the load is `{}`",
         heartbeat.interval.as_secs_f64(),
         heartbeat.attempts,
         heartbeat.timeout.as_secs_f64(),
         heartbeat.retry_delay.as_secs_f64(),
-        SOAK_POLL.as_millis()
+        SOAK_POLL.as_millis(),
+        load.command()
     ));
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
 //! per scenario and the runner that calls them; [`larve`] starts larves and kills them when dropped;
 //! [`control`] is the bench's own calls to a queen; [`wrk`] runs the HTTP load generator;
-//! [`procfs`] reads a larve's threads and memory; [`fleet`] simulates drones; [`heartbeat`] sets and
+//! [`rawhttp`] times single connections by hand; [`procfs`] reads a larve's threads and memory; [`fleet`] simulates drones; [`heartbeat`] sets and
 //! reads a queen's heartbeat; [`wait`] is the one way to wait; [`report`] prints the table.
 //!
 //! Every larve is held by a guard that kills the process when dropped, the fake fleet stops its
@@ -18,6 +18,7 @@ mod heartbeat;
 mod larve;
 mod options;
 mod procfs;
+mod rawhttp;
 mod report;
 mod scenarios;
 mod wait;

@@ -17,12 +17,14 @@ table to stdout.
 options:
   --larve PATH    the larve binary (default: larve next to this binary)
   --wrk PATH      the wrk binary (default: wrk on the PATH)
-  --quick         one run of 2 s per wrk load in scenario 1, shorter runs elsewhere, a 200-drone fleet
+  --quick         one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter runs
+                  elsewhere, a 200-drone fleet
   --only LIST     run only these scenarios, e.g. --only 1,4 (default: all)
   --keep-logs     keep the larves' logs and wrk's output (they are kept anyway when a scenario fails)
   -h, --help      print this help
 
-scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint";
+scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint,
+6 burst";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -33,6 +35,10 @@ const QUICK_WRK_SECS: u64 = 2;
 /// Kills and freezes measured in scenario 2, each.
 const FULL_DETECTION_REPEATS: usize = 5;
 const QUICK_DETECTION_REPEATS: usize = 2;
+
+/// Runs of scenario 6, each on a fresh queen.
+const FULL_BURST_RUNS: usize = 3;
+const QUICK_BURST_RUNS: usize = 1;
 
 /// Length of scenario 3's load.
 const FULL_SOAK_SECS: u64 = 60;
@@ -136,6 +142,7 @@ pub struct Plan {
     pub soak: Duration,
     pub fleet: FleetSize,
     pub scale_load: Duration,
+    pub burst_runs: usize,
 }
 
 impl Plan {
@@ -152,6 +159,7 @@ impl Plan {
                 FULL_SCALE_LOAD_SECS,
                 QUICK_SCALE_LOAD_SECS,
             )),
+            burst_runs: pick(quick, FULL_BURST_RUNS, QUICK_BURST_RUNS),
         }
     }
 

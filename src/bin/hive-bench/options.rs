@@ -24,7 +24,7 @@ options:
   -h, --help      print this help
 
 scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint,
-6 burst";
+6 burst, 7 big body";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;

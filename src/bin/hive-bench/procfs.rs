@@ -1,10 +1,13 @@
-//! What `/proc` says about a larve: threads and memory, sampled on a thread of its own over a window.
+//! What `/proc` says about a larve: threads, memory and open descriptors, read once or sampled on a
+//! thread of its own over a window.
 
 use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use crate::Result;
 
 /// How often a [`Sampler`] reads `/proc/PID/status`.
 pub const SAMPLE_PERIOD: Duration = Duration::from_millis(20);
@@ -19,6 +22,35 @@ const MAX_SAMPLING: Duration = Duration::from_secs(600);
 fn status_field(status: &str, name: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(name))?;
     line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// A process's open descriptors and threads at one instant: what a request may leave behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub descriptors: usize,
+    pub threads: u64,
+}
+
+impl Usage {
+    /// Reads both now.
+    pub fn of(pid: u32) -> Result<Usage> {
+        let descriptors = fs::read_dir(format!("/proc/{pid}/fd"))
+            .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+            .count();
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        let threads = status_field(&status, "Threads:")
+            .ok_or_else(|| format!("no Threads: line in /proc/{pid}/status"))?;
+        Ok(Usage {
+            descriptors,
+            threads,
+        })
+    }
+
+    /// Neither more descriptors nor more threads than `before`.
+    pub fn within(&self, before: &Usage) -> bool {
+        self.descriptors <= before.descriptors && self.threads <= before.threads
+    }
 }
 
 /// Peaks of a process's `/proc` readings over a sampling window.

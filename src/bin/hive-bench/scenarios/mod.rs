@@ -5,6 +5,7 @@
 //! them, so a scenario that fails leaves nothing running: the runner records its error as a row and
 //! goes on with the next one.
 
+mod big_body;
 mod burst;
 mod detection;
 mod footprint;
@@ -65,13 +66,14 @@ impl Bench {
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 6] = [
+const ALL: [(&str, Scenario); 7] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
     (footprint::LABEL, footprint::run),
     (scale::LABEL, scale::run),
     (burst::LABEL, burst::run),
+    (big_body::LABEL, big_body::run),
 ];
 
 /// How many scenarios there are, numbered from 1.

@@ -3,10 +3,12 @@
 //! `scripts/bench.sh` builds the release binaries and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
-//! per scenario and the runner that calls them; [`larve`] starts larves and kills them when dropped;
-//! [`control`] is the bench's own calls to a queen; [`wrk`] runs the HTTP load generator;
-//! [`rawhttp`] times single connections by hand; [`procfs`] reads a larve's threads and memory; [`fleet`] simulates drones; [`heartbeat`] sets and
-//! reads a queen's heartbeat; [`wait`] is the one way to wait; [`report`] prints the table.
+//! per scenario and the runner that calls them; [`larve`] starts larves and kills them when
+//! dropped; [`control`] is the bench's own calls to a queen; [`wrk`] runs the HTTP load generator
+//! (wrk with `scripts/wrk/hive.lua`); [`rawhttp`] speaks HTTP by hand where wrk cannot (one
+//! connection's first answer, a body a server may never read); [`procfs`] reads a larve's threads,
+//! memory and descriptors; [`fleet`] simulates drones; [`heartbeat`] sets and reads a queen's
+//! heartbeat; [`wait`] is the one way to wait; [`report`] prints the table.
 //!
 //! Every larve is held by a guard that kills the process when dropped, the fake fleet stops its
 //! threads when dropped, and every wait has a deadline: a failing scenario ends with nothing left

@@ -284,9 +284,12 @@ impl Wrk {
             .find_map(|line| line.strip_prefix(SUMMARY_PREFIX))
         else {
             let errors = fs::read_to_string(&stderr_path).unwrap_or_default();
+            let errors = match errors.trim() {
+                "" => "nothing on stderr",
+                errors => errors,
+            };
             return Err(format!(
-                "wrk ({label}) exited ({status}) without a {SUMMARY_PREFIX}line: {}",
-                errors.trim()
+                "wrk ({label}) exited ({status}) without a {SUMMARY_PREFIX}line: {errors}"
             ));
         };
         let summary = serde_json::from_str(line)

@@ -7,7 +7,7 @@
 # Every scenario starts its own queen and drones on 127.0.0.1 (free ports) and stops them after.
 # Progress goes to stderr; the machine line and one markdown table of every number go to stdout, so
 #   scripts/bench.sh > bench.md
-# keeps just the table. The full run takes about 7 minutes, --quick about a minute and a half.
+# keeps just the table. The full run takes about 5 to 6 minutes, --quick about a minute.
 # Other options (--only 1,4, --keep-logs) go to hive-bench; see target/release/hive-bench --help.
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail

@@ -13,6 +13,7 @@ mod scale;
 mod soak;
 mod throughput;
 
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::control::Control;
@@ -88,7 +89,11 @@ pub fn run(bench: &Bench, only: Option<&[usize]>, report: &mut Report) -> bool {
     for (label, scenario) in chosen {
         progress(&format!("scenario {label}"));
         let started = Instant::now();
-        if let Err(why) = scenario(bench, report) {
+        // A panic is a failure like any other: the guards it unwinds through stop what the
+        // scenario started, and the next scenario still runs.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| scenario(bench, report)))
+            .unwrap_or_else(|_| Err("the scenario panicked (see the message above)".into()));
+        if let Err(why) = outcome {
             progress(&format!("scenario {label} failed: {why}"));
             report.row(label, "error (scenario did not finish)", why, "-");
             failed = true;

@@ -120,3 +120,8 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
         _ => sorted[middle],
     }
 }
+
+/// `n` runs in words: `1 run`, `3 runs`.
+pub fn runs(n: usize) -> String {
+    format!("{n} run{}", if n == 1 { "" } else { "s" })
+}

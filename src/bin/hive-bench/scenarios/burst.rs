@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::Bench;
 use crate::larve::Larve;
 use crate::rawhttp::{self, HEALTHZ_REQUEST};
-use crate::report::{Report, median, ms, target};
+use crate::report::{self, Report, median, ms, target};
 use crate::wrk::{Call, Load};
 use crate::{Result, progress};
 
@@ -137,6 +137,7 @@ fn show(slowest_ms: f64) -> String {
 /// Runs the cold and warm bursts on fresh queens, and adds the rows.
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let runs = bench.plan.burst_runs;
+    let runs_in_words = report::runs(runs);
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         let label = format!("s6-r{run}");
@@ -154,7 +155,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         let worst = slowest.iter().copied().fold(0.0, f64::max);
         report.row(
             LABEL,
-            format!("{what}: slowest of {CONNECTIONS} first answers, ms, worst of {runs} runs"),
+            format!("{what}: slowest of {CONNECTIONS} first answers, ms, worst of {runs_in_words}"),
             show(worst),
             target(
                 &format!("≤ {SLOWEST_MS_TARGET:.0} in each run"),
@@ -163,7 +164,9 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         );
         report.row(
             LABEL,
-            format!("{what}: slowest of {CONNECTIONS} first answers, ms, median of {runs} runs"),
+            format!(
+                "{what}: slowest of {CONNECTIONS} first answers, ms, median of {runs_in_words}"
+            ),
             show(median(slowest.iter().copied())),
             "-",
         );

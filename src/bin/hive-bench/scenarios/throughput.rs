@@ -7,7 +7,7 @@
 
 use super::Bench;
 use crate::larve::Larve;
-use crate::report::{Report, median, ms, target};
+use crate::report::{self, Report, median, ms, target};
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 
@@ -154,7 +154,7 @@ fn add_queen_rows(report: &mut Report, connections: usize, queens: &[QueenRun]) 
         LABEL,
         format!(
             "c{connections} submit 2xx/s ÷ healthz 2xx/s, same queen: cold / warm, median of {}",
-            queens.len()
+            report::runs(queens.len())
         ),
         format!("{:.0}% / {:.0}%", cold * PERCENT, warm * PERCENT),
         target(
@@ -167,7 +167,7 @@ fn add_queen_rows(report: &mut Report, connections: usize, queens: &[QueenRun]) 
         LABEL,
         format!(
             "c{connections} tasks a drone did not take in time (queen log: not taken by), sum of {}",
-            queens.len()
+            report::runs(queens.len())
         ),
         not_taken.to_string(),
         "-",
@@ -195,7 +195,7 @@ fn add_queen_rows(report: &mut Report, connections: usize, queens: &[QueenRun]) 
 /// Two rows for one load over its runs: medians of rate and latency (with the p99 target, if
 /// any), and sums of errors (none is the target).
 fn add_load_rows(report: &mut Report, what: &str, runs: &[&Run], p99_goal_ms: Option<f64>) {
-    let n = runs.len();
+    let n = report::runs(runs.len());
     let p99 = median(runs.iter().map(|r| r.p99_ms()));
     report.row(
         LABEL,
@@ -235,8 +235,8 @@ fn add_cold_healthz_rows(report: &mut Report, runs: &[Run]) {
         report.row(
             LABEL,
             format!(
-                "{what}, worst of {} runs: p99 / max ms / wrk timeouts",
-                runs.len()
+                "{what}, worst of {}: p99 / max ms / wrk timeouts",
+                report::runs(runs.len())
             ),
             format!(
                 "{} / {} / {}",

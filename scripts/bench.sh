@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds the release binaries and benchmarks a local hive against the performance issue's targets.
+# Builds the release binaries and benchmarks a local hive against the performance issue's targets,
+# with wrk (installed with apt-get when missing and run as root) as the load generator.
 #
 #   scripts/bench.sh [--quick] [HIVE-BENCH OPTIONS...]
 #
 # Every scenario starts its own queen and drones on 127.0.0.1 (free ports) and stops them after.
 # Progress goes to stderr; the machine line and one markdown table of every number go to stdout, so
 #   scripts/bench.sh > bench.md
-# keeps just the table. The full run takes about 2 to 3 minutes, --quick about half a minute. Other
-# options (--only 1,4, --clients N, --seconds S, --keep-logs) go to hive-bench; see
-# target/release/hive-bench --help.
+# keeps just the table. The full run takes about 5 to 6 minutes, --quick about a minute.
+# Other options (--only 1,4, --keep-logs) go to hive-bench; see target/release/hive-bench --help.
+# The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,17 @@ fail() {
     exit 1
 }
 
+if ! command -v wrk >/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        echo "bench: wrk is missing; installing it with apt-get" >&2
+        if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } >&2; then
+            fail "could not install wrk with apt-get"
+        fi
+    else
+        fail "the benchmark needs wrk, which is not installed; install it (e.g. sudo apt-get install -y wrk) and run again"
+    fi
+fi
+WRK="$(command -v wrk)"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 
 echo "bench: cargo build --release" >&2
@@ -29,4 +41,4 @@ BIN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/hive-bench-bin.XXXXXX")"
 trap 'rm -rf "$BIN_DIR"' EXIT
 cp target/release/larve target/release/hive-bench "$BIN_DIR/"
 
-"$BIN_DIR/hive-bench" --larve "$BIN_DIR/larve" "$@"
+"$BIN_DIR/hive-bench" --larve "$BIN_DIR/larve" --wrk "$WRK" "$@"

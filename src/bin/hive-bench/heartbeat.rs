@@ -1,0 +1,48 @@
+//! The queen's heartbeat as the bench sets and reads it: the fast settings, the flags that pass
+//! them, and the round lines in her log.
+
+use std::time::Duration;
+
+use hive::config::HeartbeatConfig;
+
+/// The detection and soak scenarios' heartbeat: a dead drone is noticed within seconds, so short
+/// runs see many rounds.
+const FAST_INTERVAL_SECS: f64 = 0.5;
+const FAST_TIMEOUT_SECS: f64 = 0.3;
+const FAST_ATTEMPTS: u32 = 3;
+
+/// The fast settings, with the larve's default retry delay.
+pub fn fast() -> HeartbeatConfig {
+    HeartbeatConfig {
+        interval: Duration::from_secs_f64(FAST_INTERVAL_SECS),
+        attempts: FAST_ATTEMPTS,
+        timeout: Duration::from_secs_f64(FAST_TIMEOUT_SECS),
+        ..HeartbeatConfig::default()
+    }
+}
+
+/// The queen flags for `config`.
+pub fn args(config: &HeartbeatConfig) -> Vec<String> {
+    vec![
+        "--heartbeat-interval".into(),
+        config.interval.as_secs_f64().to_string(),
+        "--heartbeat-attempts".into(),
+        config.attempts.to_string(),
+        "--heartbeat-timeout".into(),
+        config.timeout.as_secs_f64().to_string(),
+        "--heartbeat-retry-delay".into(),
+        config.retry_delay.as_secs_f64().to_string(),
+    ]
+}
+
+/// Every `heartbeat round over N drones took X ms` in a queen's log, as (N, X), in order.
+pub fn rounds(log: &str) -> Vec<(usize, u64)> {
+    log.lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("heartbeat round over ")?;
+            let (n, rest) = rest.split_once(" drones took ")?;
+            let (ms, _) = rest.split_once(" ms")?;
+            Some((n.parse().ok()?, ms.parse().ok()?))
+        })
+        .collect()
+}

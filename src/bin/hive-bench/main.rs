@@ -1,0 +1,97 @@
+//! `hive-bench`: runs real larves on loopback and measures them against the performance issue's
+//! targets. Progress goes to stderr; one markdown table of every number goes to stdout.
+//! `scripts/bench.sh` builds the release binaries and runs it.
+//!
+//! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
+//! per scenario and the runner that calls them; [`larve`] starts larves and kills them when
+//! dropped; [`control`] is the bench's own calls to a queen; [`wrk`] runs the HTTP load generator
+//! (wrk with `scripts/wrk/hive.lua`); [`rawhttp`] speaks HTTP by hand where wrk cannot (one
+//! connection's first answer, a body a server may never read); [`procfs`] reads a larve's threads,
+//! memory and descriptors; [`fleet`] simulates drones; [`heartbeat`] sets and reads a queen's
+//! heartbeat; [`wait`] is the one way to wait; [`report`] prints the table.
+//!
+//! Every larve is held by a guard that kills the process when dropped, the fake fleet stops its
+//! threads when dropped, and every wait has a deadline: a failing scenario ends with nothing left
+//! running, and the next scenario still runs.
+
+mod control;
+mod fleet;
+mod heartbeat;
+mod larve;
+mod options;
+mod procfs;
+mod rawhttp;
+mod report;
+mod scenarios;
+mod wait;
+mod wrk;
+
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use control::Control;
+use larve::{Launcher, WorkDir};
+use options::Plan;
+use report::Report;
+use scenarios::Bench;
+use wrk::Wrk;
+
+/// Errors are one line for the table and the progress log, so a `String` carries them.
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(why) => {
+            eprintln!("hive-bench: error: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the chosen scenarios, prints the table, and fails if any scenario could not finish.
+fn run() -> Result<ExitCode> {
+    let Some(options) = options::parse()? else {
+        println!("{}", options::USAGE);
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !options.larve.is_file() {
+        return Err(format!(
+            "no larve at {} (build it with cargo build --release, or pass --larve PATH)",
+            options.larve.display()
+        ));
+    }
+    let mut workdir = WorkDir::create(options.keep_logs)?;
+    let bench = Bench {
+        launcher: Launcher::new(options.larve.clone(), workdir.path()),
+        control: Control::new(),
+        wrk: Wrk::new(options.wrk.clone(), workdir.path())?,
+        plan: Plan::new(options.quick),
+    };
+    progress(&format!(
+        "{} run; logs in {}",
+        if options.quick { "quick" } else { "full" },
+        workdir.path().display()
+    ));
+    let mut report = Report::default();
+    let failed = scenarios::run(&bench, options.only.as_deref(), &mut report);
+    if failed {
+        workdir.keep();
+        progress(&format!("logs kept in {}", workdir.path().display()));
+    }
+    report.print(&bench.plan.describe());
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One progress line on stderr, so stdout carries only the table, stamped with seconds since the
+/// first line so slow steps stand out.
+fn progress(line: &str) {
+    static FIRST: OnceLock<Instant> = OnceLock::new();
+    let since = FIRST.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("hive-bench: [{since:6.1} s] {line}");
+}

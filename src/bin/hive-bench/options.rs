@@ -1,0 +1,177 @@
+//! The command line, and the [`Plan`] it makes: how long and how often each scenario measures.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Result;
+use crate::fleet::FleetSize;
+use crate::scenarios;
+
+/// The help text, printed by `--help`.
+pub const USAGE: &str = "\
+usage: hive-bench [--larve PATH] [--wrk PATH] [--quick] [--only N[,N...]] [--keep-logs]
+
+Starts queens and drones on 127.0.0.1, loads them with wrk, measures them, and prints a markdown
+table to stdout.
+
+options:
+  --larve PATH    the larve binary (default: larve next to this binary)
+  --wrk PATH      the wrk binary (default: wrk on the PATH)
+  --quick         one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter runs
+                  elsewhere, a 200-drone fleet
+  --only LIST     run only these scenarios, e.g. --only 1,4 (default: all)
+  --keep-logs     keep the larves' logs and wrk's output (they are kept anyway when a scenario fails)
+  -h, --help      print this help
+
+scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint,
+6 burst, 7 big body";
+
+/// Runs of scenario 1 per load (each on fresh queens), and each load's length.
+const FULL_WRK_RUNS: usize = 3;
+const QUICK_WRK_RUNS: usize = 1;
+const FULL_WRK_SECS: u64 = 6;
+const QUICK_WRK_SECS: u64 = 2;
+
+/// Kills and freezes measured in scenario 2, each.
+const FULL_DETECTION_REPEATS: usize = 5;
+const QUICK_DETECTION_REPEATS: usize = 2;
+
+/// Runs of scenario 6, each on a fresh queen.
+const FULL_BURST_RUNS: usize = 3;
+const QUICK_BURST_RUNS: usize = 1;
+
+/// Length of scenario 3's load.
+const FULL_SOAK_SECS: u64 = 60;
+const QUICK_SOAK_SECS: u64 = 4;
+
+/// Scenario 4's simulated fleet: (answering, refusing connections, never answering).
+const FULL_FLEET: FleetSize = FleetSize {
+    good: 800,
+    refusing: 100,
+    silent: 100,
+};
+const QUICK_FLEET: FleetSize = FleetSize {
+    good: 160,
+    refusing: 20,
+    silent: 20,
+};
+
+/// Length of each of scenario 4's submit loads.
+const FULL_SCALE_LOAD_SECS: u64 = 5;
+const QUICK_SCALE_LOAD_SECS: u64 = 2;
+
+/// The command line.
+pub struct Options {
+    pub larve: PathBuf,
+    pub wrk: PathBuf,
+    pub quick: bool,
+    pub keep_logs: bool,
+    /// Scenario numbers to run; all when `None`.
+    pub only: Option<Vec<usize>>,
+}
+
+/// The options, or `None` when help was asked for.
+pub fn parse() -> Result<Option<Options>> {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        return Ok(None);
+    }
+    let quick = args.contains("--quick");
+    let keep_logs = args.contains("--keep-logs");
+    let only: Option<Vec<usize>> = args
+        .opt_value_from_fn("--only", |s| {
+            s.split(',')
+                .map(|n| match n.trim().parse::<usize>() {
+                    Ok(n) if (1..=scenarios::COUNT).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "{s:?} is not a list of scenario numbers from 1 to {}, like 1,4",
+                        scenarios::COUNT
+                    )),
+                })
+                .collect()
+        })
+        .map_err(|e| e.to_string())?;
+    let larve: Option<PathBuf> = args
+        .opt_value_from_os_str("--larve", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(|e| e.to_string())?;
+    let wrk: Option<PathBuf> = args
+        .opt_value_from_os_str("--wrk", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(|e| e.to_string())?;
+    if let Some(extra) = args.finish().first() {
+        return Err(format!("unexpected argument {extra:?}\n\n{USAGE}"));
+    }
+    let larve = match larve {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this binary's directory: {e}"))?
+            .with_file_name("larve"),
+    };
+    let wrk = wrk.unwrap_or_else(|| on_path(WRK).unwrap_or_else(|| PathBuf::from(WRK)));
+    Ok(Some(Options {
+        larve,
+        wrk,
+        quick,
+        keep_logs,
+        only,
+    }))
+}
+
+/// The load generator's name, looked for on the `PATH` when `--wrk` is not given.
+const WRK: &str = "wrk";
+
+/// The first file called `name` in a directory of the `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `full`, or `quick_value` for a `--quick` run.
+fn pick<T>(quick: bool, full: T, quick_value: T) -> T {
+    if quick { quick_value } else { full }
+}
+
+/// Lengths and sizes of one run: the issue's numbers, or smaller ones for `--quick`.
+pub struct Plan {
+    pub quick: bool,
+    /// Scenario 1: runs per load, each on fresh queens, and each load's length.
+    pub wrk_runs: usize,
+    pub wrk_length: Duration,
+    pub detection_repeats: usize,
+    pub soak: Duration,
+    pub fleet: FleetSize,
+    pub scale_load: Duration,
+    pub burst_runs: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        Plan {
+            quick,
+            wrk_runs: pick(quick, FULL_WRK_RUNS, QUICK_WRK_RUNS),
+            wrk_length: Duration::from_secs(pick(quick, FULL_WRK_SECS, QUICK_WRK_SECS)),
+            detection_repeats: pick(quick, FULL_DETECTION_REPEATS, QUICK_DETECTION_REPEATS),
+            soak: Duration::from_secs(pick(quick, FULL_SOAK_SECS, QUICK_SOAK_SECS)),
+            fleet: pick(quick, FULL_FLEET, QUICK_FLEET),
+            scale_load: Duration::from_secs(pick(
+                quick,
+                FULL_SCALE_LOAD_SECS,
+                QUICK_SCALE_LOAD_SECS,
+            )),
+            burst_runs: pick(quick, FULL_BURST_RUNS, QUICK_BURST_RUNS),
+        }
+    }
+
+    /// What kind of run this is, for the report's run line.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({} run{} of {} s per wrk load in scenario 1, fleet of {})",
+            if self.quick { "--quick" } else { "full" },
+            self.wrk_runs,
+            if self.wrk_runs == 1 { "" } else { "s" },
+            self.wrk_length.as_secs(),
+            self.fleet.total()
+        )
+    }
+}

@@ -1,0 +1,158 @@
+//! What `/proc` says about a larve: threads, memory and open descriptors, read once or sampled on a
+//! thread of its own over a window.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+/// How often a [`Sampler`] reads `/proc/PID/status`.
+pub const SAMPLE_PERIOD: Duration = Duration::from_millis(20);
+
+/// Every this many samples, also count the threads named `probe` (reading one file per thread).
+pub const PROBE_COUNT_EVERY_SAMPLES: u32 = 5;
+
+/// Longest a sampler runs, whatever happens to the scenario that started it.
+const MAX_SAMPLING: Duration = Duration::from_secs(600);
+
+/// The number after `name` in a `/proc/PID/status` text, e.g. `Threads:` or `VmRSS:` (in kB).
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// A process's open descriptors and threads at one instant: what a request may leave behind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub descriptors: usize,
+    pub threads: u64,
+}
+
+impl Usage {
+    /// Reads both now.
+    pub fn of(pid: u32) -> Result<Usage> {
+        let descriptors = fs::read_dir(format!("/proc/{pid}/fd"))
+            .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+            .count();
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        let threads = status_field(&status, "Threads:")
+            .ok_or_else(|| format!("no Threads: line in /proc/{pid}/status"))?;
+        Ok(Usage {
+            descriptors,
+            threads,
+        })
+    }
+
+    /// Neither more descriptors nor more threads than `before`.
+    pub fn within(&self, before: &Usage) -> bool {
+        self.descriptors <= before.descriptors && self.threads <= before.threads
+    }
+}
+
+/// Peaks of a process's `/proc` readings over a sampling window.
+#[derive(Clone, Copy, Default)]
+pub struct Peak {
+    pub max_threads: u64,
+    pub min_threads: u64,
+    /// Largest `VmRSS` seen, in kB.
+    pub rss_kb: u64,
+    /// The kernel's own high-water mark, `VmHWM`, at the last reading, in kB.
+    pub hwm_kb: u64,
+    pub max_probe_threads: usize,
+}
+
+impl Peak {
+    /// Folds one `/proc/PID/status` reading in.
+    fn add(&mut self, status: &str) {
+        if let Some(threads) = status_field(status, "Threads:") {
+            self.max_threads = self.max_threads.max(threads);
+            self.min_threads = if self.min_threads == 0 {
+                threads
+            } else {
+                self.min_threads.min(threads)
+            };
+        }
+        if let Some(rss) = status_field(status, "VmRSS:") {
+            self.rss_kb = self.rss_kb.max(rss);
+        }
+        if let Some(hwm) = status_field(status, "VmHWM:") {
+            self.hwm_kb = self.hwm_kb.max(hwm);
+        }
+    }
+}
+
+/// The threads of `pid` named `probe`: the heartbeat's workers.
+fn probe_threads(pid: u32) -> usize {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "probe")
+        .count()
+}
+
+/// Samples a process's threads and memory every [`SAMPLE_PERIOD`] on its own thread until finished
+/// (or dropped, or the process is gone, or [`MAX_SAMPLING`] has passed).
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Peak>>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid` now.
+    pub fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let handle = thread::spawn(move || {
+            let mut peak = Peak::default();
+            let started = Instant::now();
+            let mut samples: u32 = 0;
+            while !stopping.load(Ordering::Relaxed) && started.elapsed() < MAX_SAMPLING {
+                let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+                    break;
+                };
+                peak.add(&status);
+                if samples.is_multiple_of(PROBE_COUNT_EVERY_SAMPLES) {
+                    peak.max_probe_threads = peak.max_probe_threads.max(probe_threads(pid));
+                }
+                samples += 1;
+                thread::sleep(SAMPLE_PERIOD);
+            }
+            peak
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling and returns what was seen.
+    pub fn finish(mut self) -> Peak {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Samples `pid` for `window`: the window is the measurement, not a wait for something.
+pub fn sample_for(pid: u32, window: Duration) -> Peak {
+    let sampler = Sampler::start(pid);
+    thread::sleep(window);
+    sampler.finish()
+}

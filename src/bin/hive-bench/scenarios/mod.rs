@@ -1,0 +1,107 @@
+//! The scenarios, one file each, and the runner that calls them in turn.
+//!
+//! A scenario is a plain function of the [`Bench`] (what every scenario needs) that measures and
+//! adds its rows and notes to the report. Each starts its own larves and lets their guards stop
+//! them, so a scenario that fails leaves nothing running: the runner records its error as a row and
+//! goes on with the next one.
+
+mod big_body;
+mod burst;
+mod detection;
+mod footprint;
+mod scale;
+mod soak;
+mod throughput;
+
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crate::control::Control;
+use crate::larve::{Larve, Launcher};
+use crate::options::Plan;
+use crate::report::Report;
+use crate::wrk::Wrk;
+use crate::{Result, progress, wait};
+
+/// How long drones may take to appear in the queen's `/drones`, and how often it is read meanwhile.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+const REGISTER_POLL: Duration = Duration::from_millis(10);
+
+/// What every scenario needs: how to start larves, how to ask a queen, how to load her, and the
+/// plan.
+pub struct Bench {
+    pub launcher: Launcher,
+    pub control: Control,
+    pub wrk: Wrk,
+    pub plan: Plan,
+}
+
+impl Bench {
+    /// Starts a queen on a free port with `extra` flags.
+    pub fn queen(&self, label: &str, extra: &[String]) -> Result<Larve> {
+        self.launcher.queen(label, extra)
+    }
+
+    /// Starts `count` drones of `queen` and waits until she lists them all.
+    pub fn drones(&self, queen: &Larve, label: &str, count: usize) -> Result<Vec<Larve>> {
+        let drones = (0..count)
+            .map(|i| self.launcher.drone(&format!("{label}-{i}"), queen))
+            .collect::<Result<Vec<Larve>>>()?;
+        wait::until(
+            REGISTER_TIMEOUT,
+            REGISTER_POLL,
+            &format!("every {label} drone to register"),
+            || {
+                let listed = self.control.listed(queen).ok()?;
+                drones
+                    .iter()
+                    .all(|d| listed.contains(&d.address()))
+                    .then_some(())
+            },
+        )?;
+        Ok(drones)
+    }
+}
+
+/// One scenario.
+type Scenario = fn(&Bench, &mut Report) -> Result<()>;
+
+/// Every scenario, in the order they run; the label's number is what `--only` picks.
+const ALL: [(&str, Scenario); 7] = [
+    (throughput::LABEL, throughput::run),
+    (detection::LABEL, detection::run),
+    (soak::LABEL, soak::run),
+    (footprint::LABEL, footprint::run),
+    (scale::LABEL, scale::run),
+    (burst::LABEL, burst::run),
+    (big_body::LABEL, big_body::run),
+];
+
+/// How many scenarios there are, numbered from 1.
+pub const COUNT: usize = ALL.len();
+
+/// Runs the scenarios numbered in `only` (all when `None`), each timed; true if any failed.
+pub fn run(bench: &Bench, only: Option<&[usize]>, report: &mut Report) -> bool {
+    let mut failed = false;
+    let chosen = ALL.into_iter().filter(|(label, _)| {
+        only.is_none_or(|only| only.iter().any(|n| label.starts_with(&format!("{n}."))))
+    });
+    for (label, scenario) in chosen {
+        progress(&format!("scenario {label}"));
+        let started = Instant::now();
+        // A panic is a failure like any other: the guards it unwinds through stop what the
+        // scenario started, and the next scenario still runs.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| scenario(bench, report)))
+            .unwrap_or_else(|_| Err("the scenario panicked (see the message above)".into()));
+        if let Err(why) = outcome {
+            progress(&format!("scenario {label} failed: {why}"));
+            report.row(label, "error (scenario did not finish)", why, "-");
+            failed = true;
+        }
+        progress(&format!(
+            "scenario {label} took {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    failed
+}

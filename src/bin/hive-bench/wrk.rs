@@ -1,0 +1,299 @@
+//! The HTTP load generator: wrk, driven by `scripts/wrk/hive.lua`. The script ends wrk's output
+//! with one `HIVE-WRK {json}` line, which this module parses; wrk's own text above it is for people.
+//!
+//! The script is built into this binary and written to the run's directory, so the bench always
+//! runs the script of the commit it was built from, and users run the same file by hand.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::larve::{Larve, TOKEN_ENV};
+use crate::{Result, progress, wait};
+
+/// The script, and where it lives in the repository (for the command lines the report prints).
+const SCRIPT: &str = include_str!("../../../scripts/wrk/hive.lua");
+const SCRIPT_IN_REPOSITORY: &str = "scripts/wrk/hive.lua";
+
+/// What the script's summary line starts with.
+const SUMMARY_PREFIX: &str = "HIVE-WRK ";
+
+/// wrk's threads: one per core of the 2-core machine the targets were set on.
+const THREADS: usize = 2;
+
+/// How long past its length a run may take (connecting, then summing up) before it counts as hung.
+const EXIT_GRACE: Duration = Duration::from_secs(15);
+
+/// How often a running wrk is checked for its exit.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// Unit conversions.
+const US_PER_MS: f64 = 1_000.0;
+const US_PER_SEC: f64 = 1_000_000.0;
+
+/// What a load asks the queen.
+#[derive(Clone, Copy)]
+pub enum Call {
+    /// `POST /submit_task` with `{"text": "hello"}`: the script's `submit`.
+    Submit,
+    /// `GET /healthz`: the script with no argument.
+    Health,
+}
+
+impl Call {
+    fn path(self) -> &'static str {
+        match self {
+            Call::Submit => "/submit_task",
+            Call::Health => "/healthz",
+        }
+    }
+
+    /// What follows the URL on wrk's command line: `--` and the script's arguments.
+    fn script_args(self) -> &'static [&'static str] {
+        match self {
+            Call::Submit => &["--", "submit"],
+            Call::Health => &[],
+        }
+    }
+}
+
+/// One wrk run: what to call, over how many connections, for how long.
+#[derive(Clone, Copy)]
+pub struct Load {
+    pub call: Call,
+    pub connections: usize,
+    /// Whole seconds: wrk's `-d`.
+    pub length: Duration,
+    /// wrk's `--timeout`: a request slower than this is counted as a timeout and left out of the
+    /// latencies. `None` keeps wrk's default of 2 s.
+    pub timeout: Option<Duration>,
+}
+
+impl Load {
+    /// A load with wrk's default timeout.
+    pub fn new(call: Call, connections: usize, length: Duration) -> Load {
+        Load {
+            call,
+            connections,
+            length,
+            timeout: None,
+        }
+    }
+
+    /// wrk's arguments for this load against `address`, with the script at `script`.
+    fn args(&self, script: &str, address: &str) -> Vec<String> {
+        let mut args = vec![
+            format!("-t{THREADS}"),
+            format!("-c{}", self.connections),
+            format!("-d{}s", self.length.as_secs()),
+        ];
+        if let Some(timeout) = self.timeout {
+            args.push(format!("--timeout={}s", timeout.as_secs()));
+        }
+        args.extend([
+            "-s".to_string(),
+            script.to_string(),
+            format!("http://{address}{}", self.call.path()),
+        ]);
+        args.extend(self.call.script_args().iter().map(|arg| arg.to_string()));
+        args
+    }
+
+    /// The command line as a user types it in the repository, with `PORT` for the queen's port.
+    pub fn command(&self) -> String {
+        format!(
+            "wrk {}",
+            self.args(SCRIPT_IN_REPOSITORY, "127.0.0.1:PORT").join(" ")
+        )
+    }
+}
+
+/// The script's summary line; only the fields the bench reports.
+#[derive(Deserialize)]
+struct Summary {
+    requests: u64,
+    duration_us: u64,
+    errors: Errors,
+    latency_us: Latency,
+}
+
+/// wrk's error counts.
+#[derive(Deserialize)]
+struct Errors {
+    connect: u64,
+    read: u64,
+    write: u64,
+    /// Answers with a status of 400 or more.
+    status: u64,
+    /// Requests slower than the timeout.
+    timeout: u64,
+}
+
+/// wrk's latency percentiles, in microseconds.
+#[derive(Deserialize)]
+struct Latency {
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+/// What one wrk run saw.
+pub struct Run {
+    summary: Summary,
+    /// Just before wrk started.
+    pub started: Instant,
+}
+
+impl Run {
+    /// Answers per second, as wrk's `Requests/sec` (every answer, whatever its status).
+    pub fn per_sec(&self) -> f64 {
+        self.summary.requests as f64 * US_PER_SEC / self.summary.duration_us.max(1) as f64
+    }
+
+    /// Answers below 400 per second: for a submit, tasks a drone took.
+    pub fn ok_per_sec(&self) -> f64 {
+        let ok = self
+            .summary
+            .requests
+            .saturating_sub(self.summary.errors.status);
+        ok as f64 * US_PER_SEC / self.summary.duration_us.max(1) as f64
+    }
+
+    /// How long wrk measured.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_micros(self.summary.duration_us)
+    }
+
+    /// A latency percentile in milliseconds; infinite when no request was answered at all, so a
+    /// run that saw nothing never meets a latency target.
+    fn latency_ms(&self, us: u64) -> f64 {
+        if self.summary.requests == 0 {
+            f64::INFINITY
+        } else {
+            us as f64 / US_PER_MS
+        }
+    }
+
+    pub fn p50_ms(&self) -> f64 {
+        self.latency_ms(self.summary.latency_us.p50)
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        self.latency_ms(self.summary.latency_us.p99)
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.latency_ms(self.summary.latency_us.max)
+    }
+
+    /// Answers with a status of 400 or more (wrk's `errors.status`; the queen sends no 3xx).
+    pub fn non_2xx(&self) -> u64 {
+        self.summary.errors.status
+    }
+
+    /// Requests slower than the timeout (wrk's `errors.timeout`).
+    pub fn timeouts(&self) -> u64 {
+        self.summary.errors.timeout
+    }
+
+    /// Connections that failed to open, or broke while reading or writing.
+    pub fn socket_errors(&self) -> u64 {
+        let errors = &self.summary.errors;
+        errors.connect + errors.read + errors.write
+    }
+
+    /// Every kind of error.
+    pub fn errors(&self) -> u64 {
+        self.non_2xx() + self.timeouts() + self.socket_errors()
+    }
+}
+
+/// A running wrk; dropping it kills and reaps it, so none outlives a failed wait.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The wrk binary and the script, with each run's output kept in the run's directory.
+pub struct Wrk {
+    binary: PathBuf,
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl Wrk {
+    /// Checks the binary is there and writes the script into `dir`.
+    pub fn new(binary: PathBuf, dir: &Path) -> Result<Wrk> {
+        if !binary.is_file() {
+            return Err(format!(
+                "no wrk at {} (install it, e.g. apt-get install -y wrk, or pass --wrk PATH)",
+                binary.display()
+            ));
+        }
+        let script = dir.join("hive.lua");
+        fs::write(&script, SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
+        Ok(Wrk {
+            binary,
+            script,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Runs `load` against `queen` and returns its summary; wrk's output goes to files named after
+    /// `label`.
+    pub fn run(&self, label: &str, load: Load, queen: &Larve) -> Result<Run> {
+        let stdout_path = self.dir.join(format!("{label}.wrk.out"));
+        let stderr_path = self.dir.join(format!("{label}.wrk.err"));
+        let create =
+            |path: &Path| File::create(path).map_err(|e| format!("{}: {e}", path.display()));
+        let args = load.args(&self.script.to_string_lossy(), &queen.address());
+        progress(&format!("{label}: wrk {}", args.join(" ")));
+        let started = Instant::now();
+        let child = Command::new(&self.binary)
+            .args(&args)
+            // The queens run without a token; the script would send one from the environment.
+            .env_remove(TOKEN_ENV)
+            .stdin(Stdio::null())
+            .stdout(create(&stdout_path)?)
+            .stderr(create(&stderr_path)?)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        let mut running = Running(child);
+        let status = wait::poll(
+            load.length + EXIT_GRACE,
+            EXIT_POLL,
+            &format!("wrk ({label}) to finish"),
+            || {
+                running
+                    .0
+                    .try_wait()
+                    .map_err(|e| format!("wrk ({label}): {e}"))
+            },
+        )?;
+        let output = fs::read_to_string(&stdout_path).unwrap_or_default();
+        let Some(line) = output
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix(SUMMARY_PREFIX))
+        else {
+            let errors = fs::read_to_string(&stderr_path).unwrap_or_default();
+            let errors = match errors.trim() {
+                "" => "nothing on stderr",
+                errors => errors,
+            };
+            return Err(format!(
+                "wrk ({label}) exited ({status}) without a {SUMMARY_PREFIX}line: {errors}"
+            ));
+        };
+        let summary = serde_json::from_str(line)
+            .map_err(|e| format!("wrk ({label}): cannot read {line:?}: {e}"))?;
+        Ok(Run { summary, started })
+    }
+}

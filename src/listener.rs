@@ -7,25 +7,23 @@
 //! - **Stalled connections.** The pool starts a thread for a new connection only when no thread
 //!   counts as idle, and a thread it has just woken still counts as idle until it runs. So when a
 //!   burst of connections arrives faster than woken threads run, some are queued with no thread to
-//!   serve them, and wait until another connection closes: under kept-alive load, for good. The
-//!   watchdog sends a connection of its own through the pool every 50 ms while requests arrive (every
-//!   second when idle). If it is not answered at once, it is queued behind stalled ones, and the
-//!   watchdog *nudges*: it opens short connections one after another. With no idle thread, each gets
-//!   a new thread, which answers it, then takes the next queued connection. The watchdog stops when
-//!   its own connection is answered, since the queue is first in, first out: every connection queued
-//!   before it has a thread by then.
+//!   serve them, and wait until another connection closes: under kept-alive load, for good. Every
+//!   50 ms the watchdog looks for accepted connections whose bytes nobody has read (it peeks at
+//!   each socket), and for each one seen twice in a row opens a short connection of its own, a
+//!   *nudge*. With no idle thread in the pool, a nudge gets a new thread, which answers it, then
+//!   takes the next queued connection.
 //! - **A dead accept loop.** tiny_http's accept loop stops for good at the first `accept()` error
 //!   (EMFILE, when the process is out of file descriptors) and panics when it cannot duplicate an
-//!   accepted socket. When checks go unanswered, nudges and all, three times in a row, the watchdog
-//!   starts a new tiny_http server on the same socket; the old one keeps serving the connections it
-//!   accepted until they are gone.
+//!   accepted socket. Every second the watchdog checks that a new connection is answered; when
+//!   three checks in a row go unanswered (one, after a panic), it starts a new tiny_http server on
+//!   the same socket; the old one keeps serving the connections it accepted until they are gone.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +32,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::logging;
 use crate::metrics::Metrics;
+use crate::sockets;
 
 /// A connection that sends no byte for this long is closed, and a response the client does not read
 /// for this long is abandoned. tiny_http has no timeouts of its own, so without this an idle or
@@ -50,28 +49,24 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// descriptors is not met by a busy loop of replacements.
 const REPLACE_PAUSE: Duration = Duration::from_millis(100);
 
-/// How often the watchdog checks the accepting server while requests arrive, and while none do.
-const CHECK_BUSY: Duration = Duration::from_millis(50);
-const CHECK_IDLE: Duration = Duration::from_secs(1);
+/// How often the watchdog looks for accepted connections nobody reads.
+const TICK: Duration = Duration::from_millis(50);
 
-/// How long a check's connection waits for its answer before the watchdog starts nudging.
-const CHECK_PATIENCE: Duration = Duration::from_millis(20);
-
-/// Longest a check waits, nudging, for its connection to be answered; past it the check failed.
+/// How often the watchdog checks that the accepting server still accepts, and how long a check
+/// waits for its answer (looking for stalled connections meanwhile) before it counts as failed.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long one nudge waits for its own answer, and how long the check's connection is then given
-/// to be answered before the next nudge.
+/// How long one nudge waits for its answer.
 const NUDGE_TIMEOUT: Duration = Duration::from_millis(100);
-const NUDGE_PACE: Duration = Duration::from_millis(2);
 
 /// Failed checks in a row before the accepting server is replaced, so a loop that is only slow (a
 /// saturated machine) is left alone. One is enough after a panic: tiny_http's accept thread dies
 /// by panicking when it cannot duplicate an accepted socket.
 const FAILED_CHECKS: u32 = 3;
 
-/// What a check sends: a request line tiny_http refuses by itself (400, then it closes), so the
-/// answer comes from the thread that owns the connection and never waits on a busy handler.
+/// What a check and a nudge send: a request line tiny_http refuses by itself (400, then it
+/// closes), so the answer comes from the thread that owns the connection, never a busy handler.
 const CHECK_LINE: &[u8] = b"HIVE-SELF-CHECK\r\n";
 
 /// A replaced server is let go once it has handed out no request for this long: its connections
@@ -83,12 +78,6 @@ const REPLACED_IDLE: Duration = Duration::from_secs(3 * SOCKET_TIMEOUT.as_secs()
 /// clients try again after a second, then three more. The kernel caps this at `net.core.somaxconn`
 /// (4096 on current Linux).
 const LISTEN_BACKLOG: i32 = 1024;
-
-// std links the C library but offers no way to set the backlog; `listen` on a listening socket
-// only changes it.
-unsafe extern "C" {
-    fn listen(fd: i32, backlog: i32) -> i32;
-}
 
 /// Sets timeouts, `TCP_NODELAY` and the backlog on the listening socket. Linux copies them to every accepted
 /// socket, which is the only way to reach tiny_http's connections: it accepts them itself. Without
@@ -103,11 +92,7 @@ fn set_socket_options(listener: &TcpListener, timeout: Duration) -> io::Result<(
     borrowed.set_read_timeout(Some(timeout))?;
     borrowed.set_write_timeout(Some(timeout))?;
     borrowed.set_nodelay(true)?;
-    // SAFETY: a plain system call on a descriptor the listener owns.
-    if unsafe { listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sockets::set_backlog(listener, LISTEN_BACKLOG)
 }
 
 /// One tiny_http server on the listening socket, and when it last handed out a request.
@@ -124,8 +109,6 @@ pub struct Listener {
     socket: TcpListener,
     /// Replaced servers first, the accepting one last.
     all: RwLock<Vec<Arc<Generation>>>,
-    /// Requests handed to handlers so far: while it moves, the watchdog checks often.
-    served: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -138,7 +121,6 @@ impl Listener {
         Ok(Listener {
             socket,
             all: RwLock::new(vec![first]),
-            served: AtomicU64::new(0),
             metrics,
         })
     }
@@ -162,10 +144,6 @@ impl Listener {
 
     /// Calls `serve` with every request that reaches this thread, forever.
     pub fn each_request(&self, mut serve: impl FnMut(tiny_http::Request)) -> ! {
-        let mut serve = |request| {
-            self.served.fetch_add(1, Ordering::Relaxed);
-            serve(request);
-        };
         loop {
             let (current, replaced) = {
                 let all = self.all.read();
@@ -196,9 +174,10 @@ impl Listener {
         self.socket.local_addr()
     }
 
-    /// The watchdog, forever: checks the accepting server every `CHECK_BUSY` while requests arrive
-    /// and every `CHECK_IDLE` otherwise (see the module docs), replaces it after `FAILED_CHECKS`
-    /// failed checks in a row, and lets go of replaced servers that have gone quiet.
+    /// The watchdog, forever: frees stalled connections every `TICK`, checks the accepting server
+    /// every `CHECK_INTERVAL` (at once after a panic or a failed check) and replaces it after
+    /// `FAILED_CHECKS` failed checks, and lets go of replaced servers that have gone quiet. See the
+    /// module docs.
     pub fn watch(&self, local: SocketAddr) -> ! {
         let target = match local.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => {
@@ -209,29 +188,23 @@ impl Listener {
             }
             _ => local,
         };
+        let mut unread = HashSet::new();
         let mut failed_checks = 0;
-        let mut seen = self.served.load(Ordering::Relaxed);
         let mut panics = logging::panics();
         let mut last_check = Instant::now();
         loop {
-            thread::sleep(CHECK_BUSY);
-            let served = self.served.load(Ordering::Relaxed);
+            thread::sleep(TICK);
+            unread = self.free_stalled(target, &unread);
             let panicked = logging::panics() != panics;
-            let due = served != seen || last_check.elapsed() >= CHECK_IDLE;
-            if !due && !panicked && failed_checks == 0 {
+            if last_check.elapsed() < CHECK_INTERVAL && !panicked && failed_checks == 0 {
                 continue;
             }
-            seen = served;
             last_check = Instant::now();
             let current = self.current();
-            match check(target) {
-                Check::Answered { nudges } => {
+            match self.check(target, &mut unread) {
+                Check::Answered => {
                     failed_checks = 0;
                     panics = logging::panics();
-                    if nudges > 0 {
-                        self.metrics.listener_nudges.add(nudges);
-                        debug!("the watchdog nudged {nudges} time(s) to free stalled connections");
-                    }
                 }
                 Check::Unanswered if panicked => failed_checks = FAILED_CHECKS,
                 Check::Unanswered => failed_checks += 1,
@@ -246,6 +219,49 @@ impl Listener {
             let accepting = all.pop().expect("at least one server");
             all.retain(|replaced| replaced.last_request.lock().elapsed() < REPLACED_IDLE);
             all.push(accepting);
+        }
+    }
+
+    /// Nudges once for each accepted connection that held unread bytes at the last look and still
+    /// does: it waits for a thread. Returns the connections with unread bytes now.
+    fn free_stalled(
+        &self,
+        target: SocketAddr,
+        before: &HashSet<SocketAddr>,
+    ) -> HashSet<SocketAddr> {
+        let now = sockets::unread(target.port());
+        let stalled = now.intersection(before).count();
+        if stalled > 0 {
+            for _ in 0..stalled {
+                nudge(target);
+            }
+            self.metrics.listener_nudges.add(stalled as u64);
+            debug!("nudged the server for {stalled} connection(s) nobody read");
+        }
+        now
+    }
+
+    /// One check of the server at `target`: send [`CHECK_LINE`] and wait for the answer, freeing
+    /// stalled connections meanwhile (the check may wait behind them). A connection that times out
+    /// counts as unanswered: the listen backlog is full because nobody accepts.
+    fn check(&self, target: SocketAddr, unread: &mut HashSet<SocketAddr>) -> Check {
+        let mut connection = match TcpStream::connect_timeout(&target, CHECK_TIMEOUT) {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Check::Unanswered,
+            Err(_) => return Check::Unknown,
+        };
+        if connection.write_all(CHECK_LINE).is_err() {
+            return Check::Unknown;
+        }
+        let deadline = Instant::now() + CHECK_TIMEOUT;
+        loop {
+            if answered_within(&mut connection, TICK) {
+                return Check::Answered;
+            }
+            if Instant::now() >= deadline {
+                return Check::Unanswered;
+            }
+            *unread = self.free_stalled(target, unread);
         }
     }
 
@@ -276,43 +292,20 @@ impl Listener {
 /// How a watchdog check went.
 #[derive(Debug, PartialEq, Eq)]
 enum Check {
-    /// The check's connection was answered, after `nudges` extra connections.
-    Answered { nudges: u64 },
-    /// Nothing was answered within `CHECK_TIMEOUT`, nudges included: nobody accepts.
+    Answered,
+    /// Nothing was answered within `CHECK_TIMEOUT`: nobody accepts.
     Unanswered,
     /// This process could not even open a socket to find out (it is out of descriptors itself).
     Unknown,
 }
 
-/// One check of the server at `addr`: send [`CHECK_LINE`] and wait for the answer, nudging when it
-/// is slow (see the module docs). A connection that times out counts as unanswered: the listen
-/// backlog is full because nobody accepts.
-fn check(addr: SocketAddr) -> Check {
-    let mut connection = match TcpStream::connect_timeout(&addr, CHECK_TIMEOUT) {
-        Ok(stream) => stream,
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => return Check::Unanswered,
-        Err(_) => return Check::Unknown,
-    };
-    if connection.write_all(CHECK_LINE).is_err() {
-        return Check::Unknown;
+/// Opens a short connection to `target` and waits for its answer (see the module docs).
+fn nudge(target: SocketAddr) {
+    if let Ok(mut stream) = TcpStream::connect_timeout(&target, NUDGE_TIMEOUT)
+        && stream.write_all(CHECK_LINE).is_ok()
+    {
+        answered_within(&mut stream, NUDGE_TIMEOUT);
     }
-    if answered_within(&mut connection, CHECK_PATIENCE) {
-        return Check::Answered { nudges: 0 };
-    }
-    let deadline = Instant::now() + CHECK_TIMEOUT;
-    let mut nudges = 0;
-    while Instant::now() < deadline {
-        nudges += 1;
-        if let Ok(mut nudge) = TcpStream::connect_timeout(&addr, NUDGE_TIMEOUT)
-            && nudge.write_all(CHECK_LINE).is_ok()
-        {
-            answered_within(&mut nudge, NUDGE_TIMEOUT);
-        }
-        if answered_within(&mut connection, NUDGE_PACE) {
-            return Check::Answered { nudges };
-        }
-    }
-    Check::Unanswered
 }
 
 /// Whether the first byte of an answer arrives on `stream` within `wait`.

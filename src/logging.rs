@@ -6,8 +6,9 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::LineWriter;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 
 use log::LevelFilter;
 use simplelog::{ConfigBuilder, WriteLogger};
@@ -28,9 +29,7 @@ pub fn init(level: LevelFilter) {
         .add_filter_ignore_str("ureq")
         .build();
     // A second init (only possible in tests) keeps the first logger, which is fine.
-    // simplelog writes a line in many small pieces; stderr is unbuffered, so each piece would be a
-    // write() of its own. A LineWriter makes it one per line.
-    let _ = WriteLogger::init(level, config, LineWriter::new(std::io::stderr()));
+    let _ = WriteLogger::init(level, config, Lines::start());
     // A panic is one error line like any other, not a multi-line dump between log lines.
     std::panic::set_hook(Box::new(|info| {
         PANICS.fetch_add(1, Ordering::Relaxed);
@@ -45,6 +44,82 @@ static PANICS: AtomicU64 = AtomicU64::new(0);
 /// How many panics the process has had.
 pub fn panics() -> u64 {
     PANICS.load(Ordering::Relaxed)
+}
+
+/// Where simplelog writes: each finished line goes to a thread of its own that writes to stderr.
+///
+/// simplelog formats a line in many small writes under its lock, and stderr is unbuffered, so
+/// writing there directly costs a `write()` per piece, with every thread that logs queued on the
+/// lock meanwhile; at thousands of tasks a second (one line each) that took a seventh of the
+/// queen's throughput. Here a line is gathered in memory, handed over whole, and the writer thread
+/// writes whatever lines are waiting with one `write()`. `flush` waits until every line handed
+/// over is written, so nothing is lost when the process exits.
+struct Lines {
+    line: Vec<u8>,
+    to_writer: mpsc::Sender<Message>,
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Flush(mpsc::Sender<()>),
+}
+
+impl Lines {
+    fn start() -> Lines {
+        let (to_writer, from_loggers) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("log".into())
+            .spawn(move || write_lines(&from_loggers));
+        if let Err(e) = spawned {
+            eprintln!("larve: cannot start the log writer thread ({e}); logging is off");
+        }
+        Lines {
+            line: Vec::new(),
+            to_writer,
+        }
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        if self.line.ends_with(b"\n") {
+            let line = std::mem::take(&mut self.line);
+            // Fails only if the writer thread is gone; the line is lost either way.
+            let _ = self.to_writer.send(Message::Line(line));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let (done, written) = mpsc::channel();
+        if self.to_writer.send(Message::Flush(done)).is_ok() {
+            let _ = written.recv();
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread: writes lines as they come, all that are waiting in one `write()`.
+fn write_lines(from_loggers: &mpsc::Receiver<Message>) {
+    let mut stderr = io::stderr();
+    let mut batch = Vec::new();
+    while let Ok(first) = from_loggers.recv() {
+        let mut flushed = Vec::new();
+        let mut take = |message| match message {
+            Message::Line(line) => batch.extend_from_slice(&line),
+            Message::Flush(done) => flushed.push(done),
+        };
+        take(first);
+        while let Ok(next) = from_loggers.try_recv() {
+            take(next);
+        }
+        let _ = stderr.write_all(&batch);
+        batch.clear();
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
 }
 
 /// `text` with every control character written as an escape (`\n`, `\u{1b}`), everything else as it

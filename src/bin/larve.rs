@@ -15,6 +15,8 @@ fn main() -> ExitCode {
             logging::init(config.log_level);
             let fatal = hive::larve::run(*config);
             log::error!("{fatal}");
+            // Log lines are written by a thread of their own: wait for them before exiting.
+            log::logger().flush();
             return ExitCode::from(fatal.exit_code() as u8);
         }
         Err(why) => {

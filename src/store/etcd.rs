@@ -370,7 +370,7 @@ impl Etcd {
             if !still_mine {
                 election.term = None;
                 warn!(
-                    "the leader key is no longer this queen's (leader now {}); stepping down",
+                    "this queen no longer leads: the leader key is no longer hers (leader now {})",
                     leader.as_deref().map_or("none".to_string(), quoted)
                 );
             }

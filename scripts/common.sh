@@ -8,8 +8,8 @@ TOKEN="${TOKEN:-}"
 
 is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
-# True if pid $1 is a live (not zombie) larve process.
-is_larve() {
+# True if pid $1 is a live (not zombie) process of a hive: a larve, or the etcd of several queens.
+is_ours() {
     local pid="$1" comm state
     is_number "$pid" || return 1
     kill -0 "$pid" 2>/dev/null || return 1
@@ -21,7 +21,7 @@ is_larve() {
         comm="${comm##*/}"
         state="$(ps -p "$pid" -o stat= 2>/dev/null)" || return 1
     fi
-    [[ "$comm" == larve && "$state" != Z* ]]
+    [[ ("$comm" == larve || "$comm" == etcd) && "$state" != Z* ]]
 }
 
 # The pid in pid file $1, or nothing.

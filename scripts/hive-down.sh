@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops the local hive started by scripts/hive-up.sh: exactly the larves named in .hive/*.pid.
+# Stops the local hive started by scripts/hive-up.sh: exactly the larves (and the etcd of several
+# queens) named in .hive/*.pid.
 # SIGTERM first, SIGKILL after ~5 s. Safe to run when nothing is running.
 set -euo pipefail
 
@@ -21,7 +22,7 @@ pids=()
 for pidfile in "${pidfiles[@]}"; do
     name="$(basename "$pidfile" .pid)"
     pid="$(pid_in "$pidfile")"
-    if is_larve "$pid"; then
+    if is_ours "$pid"; then
         kill -TERM "$pid" 2>/dev/null || true
         names+=("$name")
         pids+=("$pid")
@@ -40,7 +41,7 @@ fi
 for ((i = 0; i < GRACE_TENTHS; i++)); do
     left=0
     for pid in "${pids[@]}"; do
-        if is_larve "$pid"; then left=$((left + 1)); fi
+        if is_ours "$pid"; then left=$((left + 1)); fi
     done
     ((left > 0)) || break
     sleep 0.1
@@ -50,13 +51,13 @@ failed=0
 for idx in "${!pids[@]}"; do
     pid="${pids[$idx]}"
     name="${names[$idx]}"
-    if is_larve "$pid"; then
+    if is_ours "$pid"; then
         kill -KILL "$pid" 2>/dev/null || true
         for ((i = 0; i < 20; i++)); do
-            is_larve "$pid" || break
+            is_ours "$pid" || break
             sleep 0.1
         done
-        if is_larve "$pid"; then
+        if is_ours "$pid"; then
             echo "hive-down: error: $name (pid $pid) survived SIGKILL; keeping .hive/$name.pid" >&2
             failed=1
             continue

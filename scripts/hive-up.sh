@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# Starts a local hive in the background: one queen and N drones (default 3).
+# Starts a local hive in the background: one queen (or several sharing etcd) and N drones.
 #
-#   scripts/hive-up.sh [N]
+#   scripts/hive-up.sh [--queens Q] [N]
 #
-# Environment: HIVE_PORT (queen port, default 8080), HIVE_DRONE_PORT (first drone port, default 5001;
-# drones use HIVE_DRONE_PORT .. HIVE_DRONE_PORT+N-1). Pid files and logs go to .hive/ in the repo root:
-# queen.pid, queen.log (stderr), drone-PORT.pid, drone-PORT.log (stderr), drone-PORT.out (stdout: the
-# task texts the drone prints), and token: a new random cluster token for every hive, readable only by
-# you, which every larve loads with --token-file and submit.sh/status.sh send. Stop the hive with
-# scripts/hive-down.sh.
+# N drones (default 3). With --queens Q (2 to 9), Q queens share one registry in a local etcd that
+# this script starts (and installs, as Debian's etcd-server, when it is missing); one of them leads.
+#
+# Environment: HIVE_PORT (first queen's port, default 8080; queens use HIVE_PORT .. HIVE_PORT+Q-1),
+# HIVE_DRONE_PORT (first drone port, default 5001; drones use HIVE_DRONE_PORT .. +N-1), HIVE_ETCD_PORT
+# (etcd's client port, default 12379, and the next one for its peer port). Everything goes to .hive/
+# in the repo root: queen-PORT.pid and queen-PORT.log (stderr), drone-PORT.pid, drone-PORT.log
+# (stderr), drone-PORT.out (stdout: the task texts the drone prints), etcd.pid, etcd.log and etcd/
+# (its data, new for every hive), and token: a new random cluster token for every hive, readable
+# only by you, which every larve loads with --token-file and submit.sh/status.sh send. Stop the hive
+# with scripts/hive-down.sh.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LARVE="$ROOT/target/release/larve"
-QUEEN_PORT="${HIVE_PORT:-8080}"
+QUEEN_BASE="${HIVE_PORT:-8080}"
 DRONE_BASE="${HIVE_DRONE_PORT:-5001}"
-COUNT="${1:-3}"
+ETCD_PORT="${HIVE_ETCD_PORT:-12379}"
 DEADLINE_SECS=15
 DEMO_TEXT="hello from hive-up"
+USAGE="usage: scripts/hive-up.sh [--queens Q] [N]"
 
 say() { echo "hive-up: $*"; }
 fail() {
@@ -38,40 +44,72 @@ log_tail() {
 
 # --- arguments -----------------------------------------------------------------------------------
 
+QUEENS=1
+COUNT=3
+while (($# > 0)); do
+    case "$1" in
+    --queens)
+        (($# >= 2)) || fail "--queens needs a number; $USAGE"
+        QUEENS="$2"
+        shift 2
+        ;;
+    -h | --help)
+        echo "$USAGE"
+        exit 0
+        ;;
+    *)
+        COUNT="$1"
+        shift
+        ;;
+    esac
+done
+
+port_ok() { [[ "$1" =~ ^[0-9]{1,5}$ ]] && ((10#$1 >= 1 && 10#$1 <= 65535)); }
+if ! [[ "$QUEENS" =~ ^[0-9]$ ]] || ((QUEENS < 1)); then
+    fail "--queens takes a number of queens from 1 to 9 (got '$QUEENS'); $USAGE"
+fi
 if ! [[ "$COUNT" =~ ^[0-9]{1,4}$ ]] || ((10#$COUNT < 1)); then
-    fail "N must be a whole number of drones from 1 to 9999 (got '$COUNT'); usage: scripts/hive-up.sh [N]"
+    fail "N must be a whole number of drones from 1 to 9999 (got '$COUNT'); $USAGE"
 fi
 COUNT=$((10#$COUNT))
-if ! [[ "$QUEEN_PORT" =~ ^[0-9]{1,5}$ ]] || ((10#$QUEEN_PORT < 1 || 10#$QUEEN_PORT > 65535)); then
-    fail "HIVE_PORT must be a port from 1 to 65535 (got '$QUEEN_PORT')"
-fi
-if ! [[ "$DRONE_BASE" =~ ^[0-9]{1,5}$ ]] || ((10#$DRONE_BASE < 1 || 10#$DRONE_BASE > 65535)); then
-    fail "HIVE_DRONE_PORT must be a port from 1 to 65535 (got '$DRONE_BASE')"
-fi
-QUEEN_PORT=$((10#$QUEEN_PORT))
+port_ok "$QUEEN_BASE" || fail "HIVE_PORT must be a port from 1 to 65535 (got '$QUEEN_BASE')"
+port_ok "$DRONE_BASE" || fail "HIVE_DRONE_PORT must be a port from 1 to 65535 (got '$DRONE_BASE')"
+port_ok "$ETCD_PORT" || fail "HIVE_ETCD_PORT must be a port from 1 to 65534 (got '$ETCD_PORT')"
+QUEEN_BASE=$((10#$QUEEN_BASE))
 DRONE_BASE=$((10#$DRONE_BASE))
+ETCD_PORT=$((10#$ETCD_PORT))
+ETCD_PEER_PORT=$((ETCD_PORT + 1))
+QUEEN_LAST=$((QUEEN_BASE + QUEENS - 1))
 DRONE_LAST=$((DRONE_BASE + COUNT - 1))
+((QUEEN_LAST <= 65535)) || fail "$QUEENS queens from port $QUEEN_BASE would go past port 65535"
 ((DRONE_LAST <= 65535)) || fail "$COUNT drones from port $DRONE_BASE would go past port 65535"
-if ((QUEEN_PORT >= DRONE_BASE && QUEEN_PORT <= DRONE_LAST)); then
-    fail "queen port $QUEEN_PORT is inside the drone ports $DRONE_BASE..$DRONE_LAST; change HIVE_PORT or HIVE_DRONE_PORT"
+((ETCD_PEER_PORT <= 65535)) || fail "HIVE_ETCD_PORT must leave room for etcd's peer port after it"
+if ((QUEEN_LAST >= DRONE_BASE && QUEEN_BASE <= DRONE_LAST)); then
+    fail "queen ports $QUEEN_BASE..$QUEEN_LAST overlap the drone ports $DRONE_BASE..$DRONE_LAST; change HIVE_PORT or HIVE_DRONE_PORT"
+fi
+if ((QUEENS > 1)); then
+    for port in "$ETCD_PORT" "$ETCD_PEER_PORT"; do
+        if ((port >= QUEEN_BASE && port <= QUEEN_LAST)) || ((port >= DRONE_BASE && port <= DRONE_LAST)); then
+            fail "etcd's port $port is among the larves' ports; change HIVE_ETCD_PORT"
+        fi
+    done
 fi
 command -v curl >/dev/null || fail "curl is needed but not installed"
 command -v setsid >/dev/null || fail "setsid (util-linux) is needed but not installed"
-command -v python3 >/dev/null || fail "python3 is needed (to read the queen's JSON) but not installed"
+command -v python3 >/dev/null || fail "python3 is needed (to read the queens' JSON) but not installed"
+
+QUEEN_PORTS=()
+for ((port = QUEEN_BASE; port <= QUEEN_LAST; port++)); do QUEEN_PORTS+=("$port"); done
+FIRST_QUEEN_URL="http://127.0.0.1:$QUEEN_BASE"
 
 # --- an existing hive? ---------------------------------------------------------------------------
 
 mkdir -p "$HIVE_DIR"
 shopt -s nullglob
 
-if [[ -e "$HIVE_DIR/queen.pid" ]] && is_larve "$(pid_in "$HIVE_DIR/queen.pid")"; then
-    say "a hive is already running (queen pid $(pid_in "$HIVE_DIR/queen.pid")); nothing started. Check it with scripts/status.sh, stop it with scripts/hive-down.sh"
-    exit 0
-fi
-
 live=()
 for pidfile in "$HIVE_DIR"/*.pid; do
-    if is_larve "$(pid_in "$pidfile")"; then
+    if is_ours "$(pid_in "$pidfile")"; then
         live+=("$(basename "$pidfile" .pid) (pid $(pid_in "$pidfile"))")
     else
         say "removing stale pid file ${pidfile#"$ROOT"/}"
@@ -79,7 +117,21 @@ for pidfile in "$HIVE_DIR"/*.pid; do
     fi
 done
 if ((${#live[@]} > 0)); then
-    fail "the queen is gone but larves of an earlier hive still run: ${live[*]}; stop them with scripts/hive-down.sh first"
+    say "a hive is already running (${live[*]}); nothing started. Check it with scripts/status.sh, stop it with scripts/hive-down.sh"
+    exit 0
+fi
+
+# --- etcd, for several queens ---------------------------------------------------------------------
+
+if ((QUEENS > 1)) && ! command -v etcd >/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        say "etcd is missing; installing Debian's etcd-server with apt-get"
+        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server; } >&2 ||
+            fail "could not install etcd-server with apt-get"
+    else
+        fail "several queens need etcd, which is not installed; install it (e.g. sudo apt-get install -y etcd-server) and run again"
+    fi
+    command -v etcd >/dev/null || fail "etcd is still missing after installing etcd-server"
 fi
 
 # --- build ---------------------------------------------------------------------------------------
@@ -105,7 +157,7 @@ stop_started() {
     local pidfile pid pids=() i
     for pidfile in "${STARTED[@]}"; do
         pid="$(pid_in "$pidfile")"
-        if is_larve "$pid"; then
+        if is_ours "$pid"; then
             kill -TERM "$pid" 2>/dev/null || true
             pids+=("$pid")
         fi
@@ -113,13 +165,13 @@ stop_started() {
     for ((i = 0; i < 50; i++)); do
         local alive=0
         for pid in "${pids[@]}"; do
-            if is_larve "$pid"; then alive=1; fi
+            if is_ours "$pid"; then alive=1; fi
         done
         ((alive)) || break
         sleep 0.1
     done
     for pid in "${pids[@]}"; do
-        if is_larve "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+        if is_ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     done
     for pidfile in "${STARTED[@]}"; do rm -f "$pidfile"; done
     if ((${#pids[@]} > 0)); then
@@ -139,20 +191,21 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# start NAME ARGS...: starts a detached larve, records its pid in .hive/NAME.pid.
+# start NAME PROGRAM ARGS...: starts a detached process, records its pid in .hive/NAME.pid.
 start() {
     local name="$1"
     shift
     local out=/dev/null
     [[ "$name" == drone-* ]] && out="$HIVE_DIR/$name.out"
-    # setsid: own session, no controlling terminal; nohup: immune to hangups. Both exec, so $! is the larve.
-    setsid nohup "$LARVE" "$@" <"/dev/null" >"$out" 2>"$HIVE_DIR/$name.log" &
+    # setsid: own session, no controlling terminal; nohup: immune to hangups. Both exec, so $! is
+    # the program itself.
+    setsid nohup "$@" <"/dev/null" >"$out" 2>"$HIVE_DIR/$name.log" &
     local pid=$!
     echo "$pid" >"$HIVE_DIR/$name.pid"
     STARTED+=("$HIVE_DIR/$name.pid")
 }
 
-# Fails with the log tail if the larve recorded in .hive/NAME.pid is no longer running.
+# Fails with the log tail if the process recorded in .hive/NAME.pid is no longer running.
 check_alive() {
     local name="$1" pid
     pid="$(pid_in "$HIVE_DIR/$name.pid")"
@@ -161,40 +214,93 @@ check_alive() {
         # Reap it if it is our child, to learn its exit status.
         if wait "$pid" 2>/dev/null; then code=0; else code=$?; fi
         log_tail "$HIVE_DIR/$name.log"
-        fail "$name (port $(port_of "$name")) exited${code:+ with status $code} during startup; see .hive/$name.log"
+        fail "$name exited${code:+ with status $code} during startup; see .hive/$name.log"
     fi
 }
 
-port_of() {
-    if [[ "$1" == queen ]]; then echo "$QUEEN_PORT"; else echo "${1#drone-}"; fi
+# Fails if anything this run started is no longer running.
+check_all_alive() {
+    local pidfile
+    for pidfile in "${STARTED[@]}"; do check_alive "$(basename "$pidfile" .pid)"; done
 }
 
-QUEEN_URL="http://127.0.0.1:$QUEEN_PORT"
+# until_ready WHAT CHECK...: runs CHECK every 0.1 s until it succeeds, checking that everything
+# started is still alive; fails after DEADLINE_SECS.
+until_ready() {
+    local what="$1" deadline=$((SECONDS + DEADLINE_SECS))
+    shift
+    until "$@"; do
+        check_all_alive
+        ((SECONDS < deadline)) || fail "$what did not happen within ${DEADLINE_SECS}s; see the logs in .hive/"
+        sleep 0.1
+    done
+}
 
-say "starting queen on port $QUEEN_PORT"
-start queen --queen --port "$QUEEN_PORT" --token-file "$TOKEN_FILE"
+STORE_FLAGS=()
+if ((QUEENS > 1)); then
+    ETCD_URL="http://127.0.0.1:$ETCD_PORT"
+    rm -rf "$HIVE_DIR/etcd"
+    say "starting etcd on port $ETCD_PORT (data in .hive/etcd/)"
+    start etcd etcd --name hive --data-dir "$HIVE_DIR/etcd" \
+        --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "hive=http://127.0.0.1:$ETCD_PEER_PORT"
+    etcd_healthy() { [[ "$(curl -s --max-time 1 "$ETCD_URL/health" || true)" == *'"true"'* ]]; }
+    until_ready "etcd answering on $ETCD_URL/health" etcd_healthy
+    STORE_FLAGS=(--etcd "$ETCD_URL")
+fi
 
-deadline=$((SECONDS + DEADLINE_SECS))
-until health="$(curl -s --max-time 1 "$QUEEN_URL/healthz")" && [[ "$health" == *'"Mode.QUEEN"'* ]]; do
-    check_alive queen
-    ((SECONDS < deadline)) || {
-        log_tail "$HIVE_DIR/queen.log"
-        fail "the queen did not answer $QUEEN_URL/healthz within ${DEADLINE_SECS}s"
-    }
-    sleep 0.1
+say "starting $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}"
+for port in "${QUEEN_PORTS[@]}"; do
+    start "queen-$port" "$LARVE" --queen --port "$port" --token-file "$TOKEN_FILE" "${STORE_FLAGS[@]}"
 done
-check_alive queen
+queens_ready() {
+    local port health
+    for port in "${QUEEN_PORTS[@]}"; do
+        health="$(curl -s --max-time 1 "http://127.0.0.1:$port/healthz" || true)"
+        [[ "$health" == *'"Status.READY"'* && "$health" == *'"Mode.QUEEN"'* ]] || return 1
+    done
+}
+until_ready "every queen answering READY on /healthz" queens_ready
 
+# The leader queen port $1 names on /healthz, or nothing.
+leader_of() {
+    { curl -s --max-time 1 "http://127.0.0.1:$1/healthz" || true; } | python3 -c '
+import json, sys
+try:
+    print(json.load(sys.stdin).get("leader") or "")
+except ValueError:
+    print("")
+'
+}
+# The leader every queen names, or nothing if they do not agree yet.
+agreed_leader() {
+    local port leader first=""
+    for port in "${QUEEN_PORTS[@]}"; do
+        leader="$(leader_of "$port")"
+        [[ -n "$leader" && "$leader" == "${first:-$leader}" ]] || return 0
+        first="$leader"
+    done
+    echo "$first"
+}
+if ((QUEENS > 1)); then
+    until_ready "the queens agreeing on a leader" test -n "$(agreed_leader)"
+    say "the queens agree: $(agreed_leader) leads"
+fi
+
+QUEEN_LIST=""
+for port in "${QUEEN_PORTS[@]}"; do QUEEN_LIST+="${QUEEN_LIST:+,}127.0.0.1:$port"; done
 say "starting $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST"
 expected=()
 for ((port = DRONE_BASE; port <= DRONE_LAST; port++)); do
-    start "drone-$port" --queen-host "127.0.0.1:$QUEEN_PORT" --port "$port" --token-file "$TOKEN_FILE"
+    start "drone-$port" "$LARVE" --queen-host "$QUEEN_LIST" --port "$port" --token-file "$TOKEN_FILE"
     expected+=("127.0.0.1:$port")
 done
 
-# How many of the expected drone addresses the queen's /healthz lists (its drones: address -> name).
+# How many of the expected drone addresses queen port $1 lists on /healthz (address -> name).
 registered() {
-    { hive_curl -s --max-time 1 "$QUEEN_URL/healthz" || true; } | python3 -c '
+    { hive_curl -s --max-time 1 "http://127.0.0.1:$1/healthz" || true; } | python3 -c '
 import json, sys
 try:
     drones = json.load(sys.stdin).get("drones") or {}
@@ -203,27 +309,21 @@ except ValueError:
 print(sum(1 for address in sys.argv[1:] if address in drones))
 ' "${expected[@]}"
 }
-
-say "waiting for $COUNT drone(s) to register with the queen"
-deadline=$((SECONDS + DEADLINE_SECS))
-while :; do
-    check_alive queen
-    for ((port = DRONE_BASE; port <= DRONE_LAST; port++)); do check_alive "drone-$port"; done
-    n="$(registered)"
-    ((n == COUNT)) && break
-    ((SECONDS < deadline)) || {
-        log_tail "$HIVE_DIR/queen.log"
-        fail "only $n of $COUNT drones registered within ${DEADLINE_SECS}s; see the logs in .hive/"
-    }
-    sleep 0.2
-done
+all_registered() {
+    local port
+    for port in "${QUEEN_PORTS[@]}"; do
+        (($(registered "$port") == COUNT)) || return 1
+    done
+}
+say "waiting for $COUNT drone(s) to register (every queen must list them)"
+until_ready "every drone registering" all_registered
 
 # --- demo task -----------------------------------------------------------------------------------
 
-say "submitting a demo task: $DEMO_TEXT"
+say "submitting a demo task to the queen on port $QUEEN_BASE: $DEMO_TEXT"
 body="$(python3 -c 'import json, sys; print(json.dumps({"text": sys.argv[1]}))' "$DEMO_TEXT")"
 reply="$(hive_curl -sS --max-time 30 -w '\n%{http_code}' -H 'Content-Type: application/json' \
-    --data-binary @- "$QUEEN_URL/submit_task" <<<"$body")" || fail "could not reach the queen to submit the demo task"
+    --data-binary @- "$FIRST_QUEEN_URL/submit_task" <<<"$body")" || fail "could not reach the queen to submit the demo task"
 split_reply "$reply"
 code="$REPLY_CODE"
 reply="$REPLY_BODY"
@@ -251,19 +351,26 @@ fi
 
 # --- done ----------------------------------------------------------------------------------------
 
-check_alive queen
-for ((port = DRONE_BASE; port <= DRONE_LAST; port++)); do check_alive "drone-$port"; done
+check_all_alive
 SUCCESS=1
 
-say "queen health ($QUEEN_URL/healthz):"
-health="$(hive_curl -s --max-time 2 "$QUEEN_URL/healthz" || true)"
+say "queen health ($FIRST_QUEEN_URL/healthz):"
+health="$(hive_curl -s --max-time 2 "$FIRST_QUEEN_URL/healthz" || true)"
 python3 -m json.tool <<<"$health" 2>/dev/null || echo "$health"
+echo "hive-up: the hive is up: $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}, $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST; logs in .hive/"
+if ((QUEENS > 1)); then
+    echo "  the queens share etcd on $ETCD_URL; any queen takes tasks and registrations. Try:"
+    for port in "${QUEEN_PORTS[@]}"; do
+        echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" localhost:$port/healthz"
+        echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" -H 'Content-Type: application/json' -d '{\"text\": \"hello\"}' localhost:$port/submit_task"
+    done
+    echo "  kill the leader (kill \$(cat .hive/queen-PORT.pid)) and another queen takes over within 5 s"
+fi
 cat <<MSG
-hive-up: the hive is up: queen on port $QUEEN_PORT, $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST; logs in .hive/
   submit a task: scripts/submit.sh TEXT
   check it:      scripts/status.sh
   stop it:       scripts/hive-down.sh
 MSG
-if [[ "$QUEEN_PORT" != 8080 ]]; then
-    echo "  (submit.sh and status.sh need HIVE_PORT=$QUEEN_PORT set too)"
+if [[ "$QUEEN_BASE" != 8080 ]]; then
+    echo "  (submit.sh and status.sh need HIVE_PORT=$QUEEN_BASE set too)"
 fi

@@ -4,11 +4,17 @@
 //! plane). The house is drawn in one direction:
 //!
 //! ```text
-//! cli ──► config ──► queen / drone (a role owns its threads) ──► server (HTTP, translates only)
-//!                        │                                          │
-//!                        ├── registry   (who the drones are)        └── api (routes to the role)
-//!                        ├── heartbeat  (who is still alive)
-//!                        └── client     (every outbound call, always with a timeout)
+//! cli ──► config ──► larve (composition root) ──► queen / drone (a role owns its threads)
+//!                        │                            ├── registry  (who the drones are)
+//!                        │                            ├── store/    (where membership lives:
+//!                        │                            │              memory, or etcd via gateway)
+//!                        │                            ├── heartbeat (who is still alive)
+//!                        │                            ├── recheck   (a drone that failed a task)
+//!                        │                            └── client    (every outbound call, with a timeout)
+//!                        ├── api    (routes requests to the role)
+//!                        └── server (HTTP, translates only) ── listener (tiny_http kept serving)
+//!                                                          └── sockets (what tiny_http hides)
+//! metrics: what every part counts, for GET /metrics
 //! ```
 
 pub mod address;

@@ -375,7 +375,8 @@ impl Registry {
     }
 }
 
-fn unix_seconds(time: SystemTime) -> f64 {
+/// `time` as Unix seconds, to the millisecond: how `/drones` and the shared store write times.
+pub fn unix_seconds(time: SystemTime) -> f64 {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

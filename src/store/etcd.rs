@@ -9,7 +9,7 @@
 //! | `leader`                | `host:port` of the queen that leads          | the leader, on her lease  |
 //!
 //! Each queen runs two threads here:
-//! - **sync** reads every key once, then follows a watch, and keeps her [`Registry`] equal to
+//! - **sync** reads every key once, then follows a watch, and keeps her `Registry` equal to
 //!   etcd's drones (a broken watch, or one whose revision was compacted away, means reading
 //!   everything again). Submits and `/drones` read that copy, never etcd, so they go on while etcd
 //!   is away, with the drones last known.
@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::EtcdConfig;
 use crate::error::{Error, Result};
 use crate::logging::quoted;
-use crate::registry::{Applied, Record, Registered, Registry, Target};
+use crate::registry::{Applied, Record, Registered, Registry, Target, unix_seconds};
 use crate::store::gateway::{Event, Gateway, GatewayError, Kv, Txn, WatchMessage};
 use crate::store::{Store, StoreHealth};
 
@@ -556,7 +556,7 @@ impl Etcd {
                     let stored = StoredDrone {
                         name: format!("drone-{n}"),
                         address: address.to_string(),
-                        registered_at: unix_now(),
+                        registered_at: unix_seconds(SystemTime::now()),
                     };
                     let value = serde_json::to_vec(&stored).expect("a registration serializes");
                     let txn = match &next_id {
@@ -688,14 +688,6 @@ impl Store for Etcd {
             .spawn(move || self.elect())?;
         Ok(())
     }
-}
-
-fn unix_now() -> f64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    (secs * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

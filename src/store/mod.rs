@@ -1,7 +1,7 @@
 //! Where the registry's membership lives: which drones exist and under what name.
 //!
 //! A queen alone keeps it in her memory ([`memory`]), as the tutorial does. Several queens keep it in
-//! etcd ([`etcd`]), as Kubernetes does, and each holds a copy in her [`Registry`] that a watch keeps
+//! etcd ([`etcd`]), as Kubernetes does, and each holds a copy in her `Registry` that a watch keeps
 //! current; one of them, elected through an etcd lease, runs the heartbeat and removes drones. Both
 //! sit behind [`Store`], so the queen, the API and the heartbeat do not know which one they use:
 //! registrations and removals go through the store, everything else reads the registry.

@@ -8,7 +8,8 @@ TOKEN="${TOKEN:-}"
 
 is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
-# True if pid $1 is a live (not zombie) process of a hive: a larve, or the etcd of several queens.
+# True if pid $1 is a live (not zombie) process of this hive: a larve, or the etcd hive-up.sh started
+# (one whose command line names .hive/, so a system etcd behind a stale pid file is never taken).
 is_ours() {
     local pid="$1" comm state
     is_number "$pid" || return 1
@@ -21,7 +22,12 @@ is_ours() {
         comm="${comm##*/}"
         state="$(ps -p "$pid" -o stat= 2>/dev/null)" || return 1
     fi
-    [[ ("$comm" == larve || "$comm" == etcd) && "$state" != Z* ]]
+    [[ "$state" != Z* ]] || return 1
+    case "$comm" in
+    larve) return 0 ;;
+    etcd) tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$HIVE_DIR/etcd" ;;
+    *) return 1 ;;
+    esac
 }
 
 # The pid in pid file $1, or nothing.

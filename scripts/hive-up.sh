@@ -3,8 +3,9 @@
 #
 #   scripts/hive-up.sh [--queens Q] [N]
 #
-# N drones (default 3). With --queens Q (2 to 9), Q queens share one registry in a local etcd that
-# this script starts (and installs, as Debian's etcd-server, when it is missing); one of them leads.
+# N drones (default 3) and Q queens (1 to 9, default 1). Several queens share one registry in a
+# local etcd that this script starts (and installs, as Debian's etcd-server, when it is missing);
+# one of them leads.
 #
 # Environment: HIVE_PORT (first queen's port, default 8080; queens use HIVE_PORT .. HIVE_PORT+Q-1),
 # HIVE_DRONE_PORT (first drone port, default 5001; drones use HIVE_DRONE_PORT .. +N-1), HIVE_ETCD_PORT
@@ -284,8 +285,9 @@ agreed_leader() {
     done
     echo "$first"
 }
+leader_agreed() { [[ -n "$(agreed_leader)" ]]; }
 if ((QUEENS > 1)); then
-    until_ready "the queens agreeing on a leader" test -n "$(agreed_leader)"
+    until_ready "the queens agreeing on a leader" leader_agreed
     say "the queens agree: $(agreed_leader) leads"
 fi
 
@@ -364,7 +366,7 @@ if ((QUEENS > 1)); then
         echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" localhost:$port/healthz"
         echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" -H 'Content-Type: application/json' -d '{\"text\": \"hello\"}' localhost:$port/submit_task"
     done
-    echo "  kill the leader (kill \$(cat .hive/queen-PORT.pid)) and another queen takes over within 5 s"
+    echo "  kill the leader (kill \$(cat .hive/queen-PORT.pid)) and another queen takes over within about 6 s (its 5 s lease, then an election)"
 fi
 cat <<MSG
   submit a task: scripts/submit.sh TEXT

@@ -137,16 +137,7 @@ impl Client {
         body: &serde_json::Value,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        let request = self.agent.post(format!("http://{address}{path}"));
-        let request = self
-            .authorize(request)
-            .header("Content-Type", "application/json");
-        let mut reply = request
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .send(body.to_string().as_bytes())?;
-        read_reply(&mut reply)
+        read_reply(&mut self.send(address, path, body, timeout)?)
     }
 
     /// `POST http://{address}{path}` with a JSON body; the answer whatever its status (for peers

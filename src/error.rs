@@ -22,8 +22,12 @@ pub enum Error {
     NoDrones,
     /// Every drone the queen tried failed; the text says which and how.
     AllDronesFailed(String),
-    /// The registry's shared store (etcd) cannot be reached, so a registration cannot be recorded.
+    /// The registry's shared store (etcd) cannot be reached, so a registration cannot be recorded;
+    /// trying again later may work.
     StoreUnavailable(String),
+    /// The registry's shared store answered something a registration cannot use (a name counter
+    /// that is not a number, say): trying again will not help until someone mends the store.
+    StoreFailed(String),
     /// A bug: a handler panicked. The process keeps serving.
     Internal(String),
 }
@@ -42,7 +46,7 @@ impl Error {
             Error::RequestTimeout => 408,
             Error::PayloadTooLarge(_) => 413,
             Error::Internal(_) => 500,
-            Error::AllDronesFailed(_) => 502,
+            Error::AllDronesFailed(_) | Error::StoreFailed(_) => 502,
             Error::NoDrones | Error::StoreUnavailable(_) => 503,
         }
     }
@@ -69,6 +73,7 @@ impl fmt::Display for Error {
                 f,
                 "the registry's store cannot be reached ({why}); try again later"
             ),
+            Error::StoreFailed(why) => write!(f, "the registry's store failed: {why}"),
             Error::Internal(why) => write!(f, "internal error: {why}"),
         }
     }
@@ -93,6 +98,7 @@ mod tests {
             (Error::AllDronesFailed("x".into()), 502),
             (Error::NoDrones, 503),
             (Error::StoreUnavailable("x".into()), 503),
+            (Error::StoreFailed("x".into()), 502),
         ];
         for (error, status) in cases {
             assert_eq!(error.status(), status, "{error:?}");

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use crate::auth::Token;
 use crate::client::{CallError, Client};
@@ -23,6 +23,9 @@ use crate::store::Store;
 /// Most probes in flight at once. Each waits on a blocking socket, so this many dead drones can be
 /// waited on side by side; a round over more bad drones than this takes a few rounds' worth of time.
 pub const MAX_PROBE_THREADS: usize = 256;
+
+/// How often a queen that does not lead looks whether she does now.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
 
 /// Probe threads only parse a small HTTP answer; a small stack keeps hundreds of them cheap.
 const PROBE_STACK_BYTES: usize = 256 * 1024;
@@ -88,6 +91,24 @@ pub fn in_parallel(targets: &[Target], check: impl Fn(&Target) + Sync) {
     });
 }
 
+/// Logs that `target` failed `what` (a probe, a re-check) and so takes no tasks for now.
+pub fn out_of_rotation(target: &Target, what: &str, error: &CallError) {
+    warn!(
+        "{} ({}) failed {what} ({error}); it takes no tasks until a probe passes",
+        target.name,
+        quoted(&target.address)
+    );
+}
+
+/// Logs that `target` passed `what` and so takes tasks again.
+pub fn back_in_rotation(target: &Target, what: &str) {
+    info!(
+        "{} ({}) passed {what}; it takes tasks",
+        target.name,
+        quoted(&target.address)
+    );
+}
+
 /// The heartbeat loop and what it needs.
 pub struct Heartbeat {
     config: HeartbeatConfig,
@@ -120,13 +141,17 @@ impl Heartbeat {
     }
 
     /// Runs rounds forever, pausing `interval` between the end of one and the start of the next,
-    /// while this queen leads (a queen alone always does).
+    /// while this queen leads (a queen alone always does). A queen that starts leading runs her
+    /// first round within [`LEADERSHIP_POLL`]: the drones have gone unprobed since the old leader's
+    /// last round, and each registers again after three intervals without a probe.
     pub fn run(self) -> ! {
         loop {
             if self.store.leads() {
                 self.round();
+                thread::sleep(self.config.interval);
+            } else {
+                thread::sleep(LEADERSHIP_POLL.min(self.config.interval));
             }
-            thread::sleep(self.config.interval);
         }
     }
 
@@ -164,18 +189,23 @@ impl Heartbeat {
             },
             |error| {
                 self.metrics.probes_failed.inc();
-                let failures = self.registry.record_probe_failure(target);
+                let failure = self.registry.record_probe_failure(target);
                 debug!(
                     "probe of {} ({}) failed: {error}",
                     target.name,
                     quoted(&target.address)
                 );
-                failures.is_some()
+                if failure == Some(true) {
+                    out_of_rotation(target, "a probe", error);
+                }
+                failure.is_some()
             },
         );
         match verdict {
             Verdict::Alive => {
-                self.registry.record_alive(target);
+                if self.registry.record_alive(target) {
+                    back_in_rotation(target, "a probe");
+                }
                 debug!(
                     "probe of {} ({}) passed",
                     target.name,

@@ -8,22 +8,23 @@
 //!   counts as idle, and a thread it has just woken still counts as idle until it runs. So when a
 //!   burst of connections arrives faster than woken threads run, some are queued with no thread to
 //!   serve them, and wait until another connection closes: under kept-alive load, for good. Every
-//!   50 ms the watchdog looks for accepted connections whose bytes nobody has read (it peeks at
-//!   each socket), and for each one seen twice in a row opens a short connection of its own, a
-//!   *nudge*. With no idle thread in the pool, a nudge gets a new thread, which answers it, then
-//!   takes the next queued connection.
+//!   50 ms the watchdog peeks at each accepted socket for a request line no thread has read; for
+//!   each one still there 5 ms later it opens a short connection of its own, a *nudge*. With no
+//!   idle thread in the pool, a nudge gets a new thread, which answers it (tiny_http refuses its
+//!   request line by itself), then takes the next queued connection.
 //! - **A dead accept loop.** tiny_http's accept loop stops for good at the first `accept()` error
-//!   (EMFILE, when the process is out of file descriptors) and panics when it cannot duplicate an
-//!   accepted socket. Every second the watchdog checks that a new connection is answered; when
-//!   three checks in a row go unanswered (one, after a panic), it starts a new tiny_http server on
-//!   the same socket; the old one keeps serving the connections it accepted until they are gone.
+//!   (EMFILE, when the process is out of file descriptors), which handlers see as an error, and
+//!   its thread panics when it cannot duplicate an accepted socket, which the panic hook counts.
+//!   Either way a new tiny_http server is started on the same socket (after a panic, once a check
+//!   shows that new connections go unanswered); the old one keeps serving the connections it
+//!   accepted until they are gone. The watchdog's check every second also keeps an idle `accept()`
+//!   from timing out (the listening socket carries a receive timeout for its connections' sake).
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,12 @@ use crate::sockets;
 /// stalled client holds a thread (and, mid-body, a handler) forever.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections the kernel queues for tiny_http's accept loop. std listens with a backlog of 128,
+/// which a burst of 256 new connections overflows: the kernel drops the extra handshakes and those
+/// clients try again after a second, then three more. The kernel caps this at `net.core.somaxconn`
+/// (4096 on current Linux).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// How often an idle handler thread looks for a replaced tiny_http server.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -49,51 +56,27 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// descriptors is not met by a busy loop of replacements.
 const REPLACE_PAUSE: Duration = Duration::from_millis(100);
 
-/// How often the watchdog looks for accepted connections nobody reads.
+/// How often the watchdog looks for stalled connections, and how long a request line must stay
+/// unread to count as stalled (a thread that serves its connection reads it in microseconds).
 const TICK: Duration = Duration::from_millis(50);
+const STALL_CONFIRM: Duration = Duration::from_millis(5);
 
-/// How often the watchdog checks that the accepting server still accepts, and how long a check
-/// waits for its answer (looking for stalled connections meanwhile) before it counts as failed.
+/// How often the watchdog checks that new connections are answered, and how long a check waits
+/// for its answer (freeing stalled connections meanwhile).
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long one nudge waits for its answer.
 const NUDGE_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// Failed checks in a row before the accepting server is replaced, so a loop that is only slow (a
-/// saturated machine) is left alone. One is enough after a panic: tiny_http's accept thread dies
-/// by panicking when it cannot duplicate an accepted socket.
-const FAILED_CHECKS: u32 = 3;
-
 /// What a check and a nudge send: a request line tiny_http refuses by itself (400, then it
-/// closes), so the answer comes from the thread that owns the connection, never a busy handler.
-const CHECK_LINE: &[u8] = b"HIVE-SELF-CHECK\r\n";
+/// closes), so the answer comes from the thread that owns the connection, never a busy handler. It
+/// looks like a request line, so a stalled check is found like any stalled request.
+const CHECK_LINE: &[u8] = b"HIVE self-check\r\n";
 
 /// A replaced server is let go once it has handed out no request for this long: its connections
 /// have all closed or timed out by then.
 const REPLACED_IDLE: Duration = Duration::from_secs(3 * SOCKET_TIMEOUT.as_secs());
-
-/// Connections the kernel queues for tiny_http's accept loop. std listens with a backlog of 128,
-/// which a burst of 256 new connections overflows: the kernel drops the extra handshakes and those
-/// clients try again after a second, then three more. The kernel caps this at `net.core.somaxconn`
-/// (4096 on current Linux).
-const LISTEN_BACKLOG: i32 = 1024;
-
-/// Sets timeouts, `TCP_NODELAY` and the backlog on the listening socket. Linux copies them to every accepted
-/// socket, which is the only way to reach tiny_http's connections: it accepts them itself. Without
-/// `TCP_NODELAY`, an answer over 1 KiB (tiny_http writes head and body apart) waits ~40 ms for the
-/// client's delayed ACK. The receive timeout also makes an idle `accept()` fail after `timeout`,
-/// which the watchdog's checks every second prevent (and [`Listener`] survives).
-fn set_socket_options(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
-    // std offers the setsockopt calls only on TcpStream. The stream below borrows the listener's
-    // descriptor for them and is never dropped, so the descriptor is not closed.
-    // SAFETY: the descriptor is open (the listener owns it) and outlives this borrow.
-    let borrowed = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
-    borrowed.set_read_timeout(Some(timeout))?;
-    borrowed.set_write_timeout(Some(timeout))?;
-    borrowed.set_nodelay(true)?;
-    sockets::set_backlog(listener, LISTEN_BACKLOG)
-}
 
 /// One tiny_http server on the listening socket, and when it last handed out a request.
 struct Generation {
@@ -109,6 +92,8 @@ pub struct Listener {
     socket: TcpListener,
     /// Replaced servers first, the accepting one last.
     all: RwLock<Vec<Arc<Generation>>>,
+    /// Set when starting a new server failed: the watchdog tries again.
+    replacement_failed: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -116,18 +101,25 @@ impl Listener {
     /// Binds `addr` with the socket options every connection needs, and starts serving on it.
     pub fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<Listener> {
         let socket = TcpListener::bind(addr)?;
-        set_socket_options(&socket, SOCKET_TIMEOUT)?;
+        sockets::configure_listener(&socket, SOCKET_TIMEOUT, LISTEN_BACKLOG)?;
         let first = Listener::server_on(&socket)?;
         Ok(Listener {
             socket,
             all: RwLock::new(vec![first]),
+            replacement_failed: AtomicBool::new(false),
             metrics,
         })
     }
 
     fn server_on(listener: &TcpListener) -> io::Result<Arc<Generation>> {
-        let server = tiny_http::Server::from_listener(listener.try_clone()?, None)
-            .map_err(io::Error::other)?;
+        let socket = listener.try_clone()?;
+        // tiny_http starts its accept thread with `thread::spawn`, which panics when the process
+        // cannot start one more thread.
+        let server = panic::catch_unwind(AssertUnwindSafe(|| {
+            tiny_http::Server::from_listener(socket, None)
+        }))
+        .map_err(|_| io::Error::other("could not start tiny_http's accept thread"))?
+        .map_err(io::Error::other)?;
         Ok(Arc::new(Generation {
             server: Arc::new(server),
             last_request: Mutex::new(Instant::now()),
@@ -174,10 +166,10 @@ impl Listener {
         self.socket.local_addr()
     }
 
-    /// The watchdog, forever: frees stalled connections every `TICK`, checks the accepting server
-    /// every `CHECK_INTERVAL` (at once after a panic or a failed check) and replaces it after
-    /// `FAILED_CHECKS` failed checks, and lets go of replaced servers that have gone quiet. See the
-    /// module docs.
+    /// The watchdog, forever: frees stalled connections every `TICK`, checks every
+    /// `CHECK_INTERVAL` that new connections are answered (replacing the accepting server when they
+    /// are not after a panic, or after a replacement failed), and lets go of replaced servers that
+    /// have gone quiet. See the module docs.
     pub fn watch(&self, local: SocketAddr) -> ! {
         let target = match local.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => {
@@ -188,63 +180,70 @@ impl Listener {
             }
             _ => local,
         };
-        let mut unread = HashSet::new();
-        let mut failed_checks = 0;
         let mut panics = logging::panics();
         let mut last_check = Instant::now();
         loop {
             thread::sleep(TICK);
-            unread = self.free_stalled(target, &unread);
-            let panicked = logging::panics() != panics;
-            if last_check.elapsed() < CHECK_INTERVAL && !panicked && failed_checks == 0 {
+            self.free_stalled(target);
+            let suspect =
+                logging::panics() != panics || self.replacement_failed.load(Ordering::Relaxed);
+            if last_check.elapsed() < CHECK_INTERVAL && !suspect {
                 continue;
             }
             last_check = Instant::now();
             let current = self.current();
-            match self.check(target, &mut unread) {
-                Check::Answered => {
-                    failed_checks = 0;
+            match self.check(target) {
+                Check::Answered => panics = logging::panics(),
+                Check::Unanswered if suspect => {
                     panics = logging::panics();
+                    self.replace(
+                        &current,
+                        "a thread panicked and new connections go unanswered",
+                    );
                 }
-                Check::Unanswered if panicked => failed_checks = FAILED_CHECKS,
-                Check::Unanswered => failed_checks += 1,
+                Check::Unanswered => debug!("a self-check went unanswered (a busy machine?)"),
                 Check::Unknown => {}
             }
-            if failed_checks >= FAILED_CHECKS {
-                failed_checks = 0;
-                panics = logging::panics();
-                self.replace(&current, "it did not answer self-checks");
-            }
-            let mut all = self.all.write();
-            let accepting = all.pop().expect("at least one server");
-            all.retain(|replaced| replaced.last_request.lock().elapsed() < REPLACED_IDLE);
-            all.push(accepting);
+            let retired: Vec<Arc<Generation>> = {
+                let mut all = self.all.write();
+                let accepting = all.pop().expect("at least one server");
+                let (quiet, busy) = all
+                    .drain(..)
+                    .partition(|old| old.last_request.lock().elapsed() >= REPLACED_IDLE);
+                *all = busy;
+                all.push(accepting);
+                quiet
+            };
+            // Dropping a tiny_http server connects to it to wake its accept thread: never under
+            // the lock every handler takes.
+            drop(retired);
         }
     }
 
-    /// Nudges once for each accepted connection that held unread bytes at the last look and still
-    /// does: it waits for a thread. Returns the connections with unread bytes now.
-    fn free_stalled(
-        &self,
-        target: SocketAddr,
-        before: &HashSet<SocketAddr>,
-    ) -> HashSet<SocketAddr> {
-        let now = sockets::unread(target.port());
-        let stalled = now.intersection(before).count();
+    /// Nudges once for every accepted connection whose request line stays unread (see the
+    /// module docs).
+    fn free_stalled(&self, target: SocketAddr) {
+        let suspects = sockets::unread_requests(target.port());
+        if suspects.is_empty() {
+            return;
+        }
+        thread::sleep(STALL_CONFIRM);
+        let stalled = sockets::unread_requests(target.port())
+            .intersection(&suspects)
+            .count();
         if stalled > 0 {
             for _ in 0..stalled {
                 nudge(target);
             }
             self.metrics.listener_nudges.add(stalled as u64);
-            debug!("nudged the server for {stalled} connection(s) nobody read");
+            debug!("nudged tiny_http's pool for {stalled} stalled connection(s)");
         }
-        now
     }
 
     /// One check of the server at `target`: send [`CHECK_LINE`] and wait for the answer, freeing
     /// stalled connections meanwhile (the check may wait behind them). A connection that times out
     /// counts as unanswered: the listen backlog is full because nobody accepts.
-    fn check(&self, target: SocketAddr, unread: &mut HashSet<SocketAddr>) -> Check {
+    fn check(&self, target: SocketAddr) -> Check {
         let mut connection = match TcpStream::connect_timeout(&target, CHECK_TIMEOUT) {
             Ok(stream) => stream,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => return Check::Unanswered,
@@ -261,7 +260,7 @@ impl Listener {
             if Instant::now() >= deadline {
                 return Check::Unanswered;
             }
-            *unread = self.free_stalled(target, unread);
+            self.free_stalled(target);
         }
     }
 
@@ -280,10 +279,12 @@ impl Listener {
                 // Its quiet time starts now: it served until a moment ago.
                 *failed.last_request.lock() = Instant::now();
                 all.push(server);
+                self.replacement_failed.store(false, Ordering::Relaxed);
                 self.metrics.accept_loop_replacements.inc();
             }
             Err(e) => {
-                error!("could not start a new HTTP accept loop ({e}); the next check tries again")
+                self.replacement_failed.store(true, Ordering::Relaxed);
+                error!("could not start a new HTTP accept loop ({e}); the watchdog tries again");
             }
         }
     }
@@ -293,7 +294,7 @@ impl Listener {
 #[derive(Debug, PartialEq, Eq)]
 enum Check {
     Answered,
-    /// Nothing was answered within `CHECK_TIMEOUT`: nobody accepts.
+    /// Nothing was answered within `CHECK_TIMEOUT`.
     Unanswered,
     /// This process could not even open a socket to find out (it is out of descriptors itself).
     Unknown,

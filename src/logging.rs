@@ -9,12 +9,16 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use log::LevelFilter;
 use simplelog::{ConfigBuilder, WriteLogger};
 
 /// Longest user string a log line carries; the rest is cut with a note of how much.
 const MAX_LOGGED_CHARS: usize = 120;
+
+/// Longest panic message a log line carries: its location alone can take half of the usual limit.
+const MAX_PANIC_CHARS: usize = 2000;
 
 /// Sends `log` records at `level` and above to stderr, one line each, with a UTC timestamp, and
 /// logs panics the same way.
@@ -33,7 +37,10 @@ pub fn init(level: LevelFilter) {
     // A panic is one error line like any other, not a multi-line dump between log lines.
     std::panic::set_hook(Box::new(|info| {
         PANICS.fetch_add(1, Ordering::Relaxed);
-        log::error!("panic: {}", quoted(&info.to_string()));
+        log::error!(
+            "panic: {}",
+            quoted_up_to(&info.to_string(), MAX_PANIC_CHARS)
+        );
     }));
 }
 
@@ -52,12 +59,23 @@ pub fn panics() -> u64 {
 /// writing there directly costs a `write()` per piece, with every thread that logs queued on the
 /// lock meanwhile; at thousands of tasks a second (one line each) that took a seventh of the
 /// queen's throughput. Here a line is gathered in memory, handed over whole, and the writer thread
-/// writes whatever lines are waiting with one `write()`. `flush` waits until every line handed
-/// over is written, so nothing is lost when the process exits.
+/// writes whatever lines are waiting with one `write()`. `flush` waits (up to [`FLUSH_WAIT`]) until
+/// every line handed over is written, so nothing is lost when the process exits.
 struct Lines {
     line: Vec<u8>,
-    to_writer: mpsc::Sender<Message>,
+    to_writer: mpsc::SyncSender<Message>,
 }
+
+/// Lines waiting for the writer thread at most. A stderr that blocks (a full pipe, a stalled
+/// journal) would otherwise let lines pile up without bound; past this they are dropped and
+/// counted, and the count is written once stderr takes lines again.
+const MAX_WAITING_LINES: usize = 10_000;
+
+/// Longest `flush` waits for the writer thread.
+const FLUSH_WAIT: Duration = Duration::from_secs(1);
+
+/// Lines dropped since the writer last said so.
+static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
 
 enum Message {
     Line(Vec<u8>),
@@ -66,7 +84,7 @@ enum Message {
 
 impl Lines {
     fn start() -> Lines {
-        let (to_writer, from_loggers) = mpsc::channel();
+        let (to_writer, from_loggers) = mpsc::sync_channel(MAX_WAITING_LINES);
         let spawned = std::thread::Builder::new()
             .name("log".into())
             .spawn(move || write_lines(&from_loggers));
@@ -85,16 +103,18 @@ impl Write for Lines {
         self.line.extend_from_slice(buf);
         if self.line.ends_with(b"\n") {
             let line = std::mem::take(&mut self.line);
-            // Fails only if the writer thread is gone; the line is lost either way.
-            let _ = self.to_writer.send(Message::Line(line));
+            if self.to_writer.try_send(Message::Line(line)).is_err() {
+                DROPPED_LINES.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         let (done, written) = mpsc::channel();
-        if self.to_writer.send(Message::Flush(done)).is_ok() {
-            let _ = written.recv();
+        if self.to_writer.try_send(Message::Flush(done)).is_ok() {
+            // A stderr that never takes lines must not keep the process from exiting.
+            let _ = written.recv_timeout(FLUSH_WAIT);
         }
         Ok(())
     }
@@ -119,6 +139,11 @@ fn write_lines(from_loggers: &mpsc::Receiver<Message>) {
         for done in flushed {
             let _ = done.send(());
         }
+        let dropped = DROPPED_LINES.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            // There is room again: this line goes through the queue like any other.
+            log::warn!("{dropped} log lines were dropped: stderr did not keep up");
+        }
     }
 }
 
@@ -141,12 +166,16 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
 
 /// `text` quoted and escaped for a log line, and cut to a readable length.
 pub fn quoted(text: &str) -> String {
+    quoted_up_to(text, MAX_LOGGED_CHARS)
+}
+
+fn quoted_up_to(text: &str, max_chars: usize) -> String {
     let total = text.chars().count();
-    if total <= MAX_LOGGED_CHARS {
+    if total <= max_chars {
         return format!("{text:?}");
     }
-    let head: String = text.chars().take(MAX_LOGGED_CHARS).collect();
-    format!("{head:?}… ({} more chars)", total - MAX_LOGGED_CHARS)
+    let head: String = text.chars().take(max_chars).collect();
+    format!("{head:?}… ({} more chars)", total - max_chars)
 }
 
 #[cfg(test)]

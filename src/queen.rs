@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
@@ -28,6 +28,13 @@ use crate::store::{Store, StoreHealth};
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
 pub const HANDLER_THREADS: usize = 32;
+
+/// Drones out of rotation a submit tries when no available drone took its task.
+const MAX_TRIES_OUT_OF_ROTATION: usize = 2;
+
+/// A submit's tries together take at most this many task timeouts: a registry full of frozen
+/// drones must not hold a handler for a timeout each.
+const SUBMIT_BUDGET_TASK_TIMEOUTS: u32 = 2;
 
 /// Idle kept-alive connections per drone, and in all, so steady task traffic reuses connections.
 /// No more than the handlers that may call drones at once: ureq's pool compares every idle
@@ -115,54 +122,60 @@ impl Queen {
         placed
     }
 
-    /// Tries the available drones in random order until one confirms, then, if none did (or none
-    /// is available), the drones out of rotation: a balancer that finds every host unhealthy routes
-    /// to all of them rather than fail requests (Envoy's panic threshold). So only an empty registry
-    /// answers 503. A drone that fails is re-checked at once (see `recheck.rs`).
+    /// Tries the available drones in random order until one confirms; then, if none did (or none
+    /// is available), up to [`MAX_TRIES_OUT_OF_ROTATION`] drones out of rotation: when every host
+    /// looks unhealthy a balancer still sends to one rather than fail the request (Envoy's panic
+    /// threshold), so only an empty registry answers 503. All tries together take at most
+    /// [`SUBMIT_BUDGET_TASK_TIMEOUTS`] task timeouts. A drone that fails is re-checked at once (see
+    /// `recheck.rs`).
     ///
     /// At least once: a drone that timed out may have run the task before another one runs it too.
     fn place(&self, text: &str) -> Result<String> {
-        let mut available = self.registry.available();
-        let mut out_of_rotation = self.registry.out_of_rotation();
+        let (mut available, mut out_of_rotation) = self.registry.rotation();
         if available.is_empty() && out_of_rotation.is_empty() {
             return Err(Error::NoDrones);
         }
         fastrand::shuffle(&mut available);
         fastrand::shuffle(&mut out_of_rotation);
+        out_of_rotation.truncate(MAX_TRIES_OUT_OF_ROTATION);
+        let deadline = Instant::now() + self.config.task_timeout * SUBMIT_BUDGET_TASK_TIMEOUTS;
         let mut failures = Vec::new();
-        let mut deferred = Vec::new();
-        for target in available {
-            // Another submit may have found it failing meanwhile: try it last.
-            if !self.registry.is_available(&target) {
-                deferred.push(target);
+        for target in available.into_iter().chain(out_of_rotation) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                failures.push("no time left for the other drones".to_string());
+                break;
+            }
+            // The heartbeat may have removed it meanwhile.
+            if !self.registry.contains(&target) {
                 continue;
             }
-            match self.hand_over(text, &target, failures.len()) {
-                Ok(()) => return Ok(target.name),
-                Err(why) => failures.push(why),
-            }
-        }
-        for target in out_of_rotation.into_iter().chain(deferred) {
-            match self.hand_over(text, &target, failures.len()) {
+            let timeout = self.config.task_timeout.min(left);
+            match self.hand_over(text, &target, failures.len(), timeout) {
                 Ok(()) => return Ok(target.name),
                 Err(why) => failures.push(why),
             }
         }
         self.metrics.tasks_failed.inc();
+        if failures.is_empty() {
+            return Err(Error::NoDrones);
+        }
         Err(Error::AllDronesFailed(failures.join("; ")))
     }
 
-    /// One try at handing `text` to `target`, after `failed` failed tries on other drones.
+    /// One try at handing `text` to `target` within `timeout`, after `failed` failed tries on
+    /// other drones.
     fn hand_over(
         &self,
         text: &str,
         target: &Target,
         failed: usize,
+        timeout: Duration,
     ) -> std::result::Result<(), String> {
         let task = serde_json::json!({ "text": text });
-        let sent =
-            self.client
-                .post_json(&target.address, "/do_task", &task, self.config.task_timeout);
+        let sent = self
+            .client
+            .post_json(&target.address, "/do_task", &task, timeout);
         match sent {
             Ok(_) => {
                 self.metrics.tasks_placed.inc();
@@ -182,9 +195,10 @@ impl Queen {
                 let consequence = if e == CallError::TimedOut {
                     self.registry.record_task_timeout(target);
                     "re-checking it"
-                } else {
-                    self.registry.record_task_failure(target);
+                } else if self.registry.record_task_failure(target) {
                     "it takes no tasks until a probe passes"
+                } else {
+                    "it was out of rotation already"
                 };
                 self.recheck.suspect(target);
                 warn!(

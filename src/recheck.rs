@@ -12,13 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::auth::Token;
 use crate::client::Client;
 use crate::heartbeat;
-use crate::logging::quoted;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Target};
 
@@ -104,11 +102,7 @@ impl Recheck {
         match self.client.get(&target.address, "/healthz", self.timeout) {
             Ok(_) => {
                 if self.registry.record_alive(target) {
-                    info!(
-                        "{} ({}) passed a re-check; it takes tasks",
-                        target.name,
-                        quoted(&target.address)
-                    );
+                    heartbeat::back_in_rotation(target, "a re-check");
                 }
             }
             Err(error) => {
@@ -117,11 +111,7 @@ impl Recheck {
                     return; // Removed meanwhile: nothing left to check.
                 };
                 if left_rotation {
-                    warn!(
-                        "{} ({}) failed a re-check ({error}); it takes no tasks until a probe passes",
-                        target.name,
-                        quoted(&target.address)
-                    );
+                    heartbeat::out_of_rotation(target, "a re-check", &error);
                 }
                 let mut due = self.due.lock();
                 let next = Instant::now() + RECHECK_INTERVAL;

@@ -156,20 +156,26 @@ impl Registry {
     }
 
     /// Takes in a registration from the shared store: new, registered again, or already known.
+    /// Records can arrive out of order (a queen applies her own registration while her watch
+    /// delivers newer ones), so an older one than what is here changes nothing.
     pub fn apply(&self, record: &Record) -> Applied {
         let mut inner = self.inner.lock();
         match inner.drones.get_mut(&record.address) {
             Some(drone) if drone.name == record.name => {
-                if drone.revision == record.revision {
+                if record.revision <= drone.revision {
                     return Applied::Unchanged;
                 }
                 drone.revision = record.revision;
                 drone.refresh();
                 Applied::RegisteredAgain
             }
+            Some(drone) if record.order <= drone.order => Applied::Unchanged,
             _ => {
-                let registered_at = UNIX_EPOCH
-                    + Duration::try_from_secs_f64(record.registered_at).unwrap_or_default();
+                let since_epoch = Duration::try_from_secs_f64(record.registered_at);
+                let registered_at = since_epoch
+                    .ok()
+                    .and_then(|d| UNIX_EPOCH.checked_add(d))
+                    .unwrap_or(UNIX_EPOCH);
                 let drone = Drone::new(
                     record.name.clone(),
                     record.order,
@@ -182,19 +188,22 @@ impl Registry {
         }
     }
 
-    /// Makes the registry hold exactly `records` (the shared store's full list, read after its
-    /// watch broke), keeping what this queen saw of drones that remain. Returns the drones that
-    /// were dropped.
-    pub fn replace_all(&self, records: &[Record]) -> Vec<Target> {
+    /// Makes the registry hold exactly `records`, the shared store's full list as of `revision`
+    /// (read after its watch broke), keeping what this queen saw of drones that remain, and any
+    /// registered after that revision. Returns the drones dropped.
+    pub fn replace_all(&self, records: &[Record], revision: i64) -> Vec<Target> {
         for record in records {
             self.apply(record);
         }
+        let listed: HashMap<&str, &str> = records
+            .iter()
+            .map(|r| (r.address.as_str(), r.name.as_str()))
+            .collect();
         let mut inner = self.inner.lock();
         let mut dropped = Vec::new();
         inner.drones.retain(|address, drone| {
-            let keep = records
-                .iter()
-                .any(|r| r.address == *address && r.name == drone.name);
+            let keep = listed.get(address.as_str()) == Some(&drone.name.as_str())
+                || drone.revision > revision;
             if !keep {
                 dropped.push(Target {
                     address: address.clone(),
@@ -206,41 +215,29 @@ impl Registry {
         dropped
     }
 
-    /// Forgets the registration, whatever its health: the shared store removed it. Returns whether
-    /// it was here.
-    pub fn forget(&self, target: &Target) -> bool {
+    /// Forgets the registration at `address` if it was written before `revision`: the shared
+    /// store deleted it then (a later registration stays). Returns it, if it was forgotten.
+    pub fn forget(&self, address: &str, revision: i64) -> Option<Target> {
         let mut inner = self.inner.lock();
-        if inner.get_mut(target).is_none() {
-            return false;
+        if inner.drones.get(address)?.revision >= revision {
+            return None;
         }
-        inner.drones.remove(&target.address);
-        true
-    }
-
-    /// Forgets whatever registration `address` has: the shared store deleted it. Returns it, if
-    /// there was one.
-    pub fn forget_address(&self, address: &str) -> Option<Target> {
-        let drone = self.inner.lock().drones.remove(address)?;
+        let drone = inner.drones.remove(address)?;
         Some(Target {
             address: address.to_string(),
             name: drone.name,
         })
     }
 
-    /// The registration's revision (see [`Record::revision`]), if it is still here.
-    pub fn revision(&self, target: &Target) -> Option<i64> {
+    /// The revision a removal of `target` must find unchanged (see [`Record::revision`]), if the
+    /// registration is still here and showed no life (a registration or a passed probe) after
+    /// `since`.
+    pub fn removal_revision(&self, target: &Target, since: Instant) -> Option<i64> {
         self.inner
             .lock()
             .get_mut(target)
+            .filter(|drone| drone.last_seen <= since)
             .map(|drone| drone.revision)
-    }
-
-    /// Whether the drone showed life (registered again, or passed a probe) after `since`.
-    pub fn seen_since(&self, target: &Target, since: Instant) -> bool {
-        self.inner
-            .lock()
-            .get_mut(target)
-            .is_some_and(|drone| drone.last_seen > since)
     }
 
     /// Every drone, oldest registration first.
@@ -278,19 +275,34 @@ impl Registry {
 
     /// Every registered drone, to probe.
     pub fn targets(&self) -> Vec<Target> {
-        self.select(|_| true)
+        let inner = self.inner.lock();
+        inner
+            .drones
+            .iter()
+            .map(|(address, drone)| Target {
+                address: address.clone(),
+                name: drone.name.clone(),
+            })
+            .collect()
     }
 
-    /// The drones that may take a task: all but those that failed a task or a probe since a probe
-    /// last saw them alive.
-    pub fn available(&self) -> Vec<Target> {
-        self.select(|drone| drone.available)
-    }
-
-    /// The drones out of rotation: those that failed a task or a probe since a probe last saw them
-    /// alive. The queen still tries them when every available drone failed, or none is available.
-    pub fn out_of_rotation(&self) -> Vec<Target> {
-        self.select(|drone| !drone.available)
+    /// The drones that may take a task, and those out of rotation (they failed a probe, or a task
+    /// other than by timing out, since a probe last saw them alive), at one moment.
+    pub fn rotation(&self) -> (Vec<Target>, Vec<Target>) {
+        let inner = self.inner.lock();
+        let mut rotation = (Vec::new(), Vec::new());
+        for (address, drone) in &inner.drones {
+            let target = Target {
+                address: address.clone(),
+                name: drone.name.clone(),
+            };
+            if drone.available {
+                rotation.0.push(target);
+            } else {
+                rotation.1.push(target);
+            }
+        }
+        rotation
     }
 
     /// How many drones are registered, and how many of them are available.
@@ -300,25 +312,9 @@ impl Registry {
         (inner.drones.len(), available)
     }
 
-    fn select(&self, keep: impl Fn(&Drone) -> bool) -> Vec<Target> {
-        let inner = self.inner.lock();
-        inner
-            .drones
-            .iter()
-            .filter(|(_, drone)| keep(drone))
-            .map(|(address, drone)| Target {
-                address: address.clone(),
-                name: drone.name.clone(),
-            })
-            .collect()
-    }
-
-    /// Whether this registration still exists and may take a task.
-    pub fn is_available(&self, target: &Target) -> bool {
-        self.inner
-            .lock()
-            .get_mut(target)
-            .is_some_and(|drone| drone.available)
+    /// Whether this registration still exists.
+    pub fn contains(&self, target: &Target) -> bool {
+        self.inner.lock().get_mut(target).is_some()
     }
 
     /// A probe reached the drone: it is alive now, has no failures, and may take tasks again.
@@ -343,13 +339,15 @@ impl Registry {
     }
 
     /// Handing it a task failed in a way that shows the drone unwell (refused, reset, an error
-    /// status): skip it for tasks until a probe sees it alive.
-    pub fn record_task_failure(&self, target: &Target) {
+    /// status): skip it for tasks until a probe sees it alive. Returns whether this took it out of
+    /// rotation.
+    pub fn record_task_failure(&self, target: &Target) -> bool {
         let mut inner = self.inner.lock();
-        if let Some(drone) = inner.get_mut(target) {
-            drone.failures += 1;
-            drone.available = false;
-        }
+        let Some(drone) = inner.get_mut(target) else {
+            return false;
+        };
+        drone.failures += 1;
+        std::mem::replace(&mut drone.available, false)
     }
 
     /// Handing it a task timed out. Under load that is no evidence that the drone is unwell, so it
@@ -422,23 +420,32 @@ mod tests {
         assert_eq!(registry.list().len(), 1);
     }
 
+    /// The addresses in rotation and out of it.
+    fn rotation(registry: &Registry) -> (Vec<String>, Vec<String>) {
+        let (available, out) = registry.rotation();
+        let addresses = |targets: Vec<Target>| {
+            let mut addresses: Vec<String> = targets.into_iter().map(|t| t.address).collect();
+            addresses.sort();
+            addresses
+        };
+        (addresses(available), addresses(out))
+    }
+
     #[test]
     fn a_failed_task_takes_a_drone_out_of_rotation_until_a_probe_passes() {
         let registry = Registry::new();
         registry.register("a:1");
         registry.register("b:1");
         let a = target(&registry, "a:1");
-        registry.record_task_failure(&a);
-        let available: Vec<String> = registry
-            .available()
-            .into_iter()
-            .map(|t| t.address)
-            .collect();
-        assert_eq!(available, vec!["b:1".to_string()]);
-        assert!(!registry.is_available(&a));
+        assert!(registry.record_task_failure(&a), "it leaves rotation");
+        assert!(!registry.record_task_failure(&a), "it was out already");
+        assert_eq!(
+            rotation(&registry),
+            (vec!["b:1".into()], vec!["a:1".into()])
+        );
         assert_eq!(registry.targets().len(), 2, "it is still probed");
         registry.record_alive(&a);
-        assert_eq!(registry.available().len(), 2);
+        assert_eq!(rotation(&registry).0.len(), 2);
     }
 
     #[test]
@@ -448,11 +455,13 @@ mod tests {
         registry.register("b:1");
         let a = target(&registry, "a:1");
         registry.record_task_timeout(&a);
-        assert_eq!(registry.available().len(), 2);
-        assert!(registry.out_of_rotation().is_empty());
+        assert_eq!(
+            rotation(&registry),
+            (vec!["a:1".into(), "b:1".into()], vec![])
+        );
         assert_eq!(registry.list()[0].failures, 1);
         registry.record_task_failure(&a);
-        assert_eq!(registry.out_of_rotation(), vec![a]);
+        assert_eq!(rotation(&registry).1, ["a:1"]);
         assert_eq!(registry.counts(), (2, 1));
     }
 
@@ -473,7 +482,7 @@ mod tests {
         );
         assert_eq!(registry.list()[0].failures, 2);
         assert!(
-            registry.available().is_empty(),
+            rotation(&registry).0.is_empty(),
             "a failing drone takes no tasks"
         );
         assert!(registry.record_alive(&a), "it comes back into rotation");
@@ -544,8 +553,9 @@ mod tests {
             registry.apply(&record("a:1", "drone-7", 20, 20)),
             Applied::Unchanged
         );
-        assert!(
-            !registry.is_available(&a),
+        assert_eq!(
+            rotation(&registry).1,
+            ["a:1"],
             "a repeated record changes nothing"
         );
         let before = Instant::now();
@@ -553,15 +563,58 @@ mod tests {
             registry.apply(&record("a:1", "drone-7", 20, 31)),
             Applied::RegisteredAgain
         );
-        assert!(registry.is_available(&a) && registry.seen_since(&a, before));
-        assert_eq!(registry.revision(&a), Some(31));
+        assert_eq!(
+            rotation(&registry).1.len(),
+            0,
+            "registered again: in rotation"
+        );
+        assert_eq!(registry.removal_revision(&a, before), None, "seen since");
+        assert_eq!(registry.removal_revision(&a, Instant::now()), Some(31));
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-7", 20, 25)),
+            Applied::Unchanged,
+            "an older record arriving late changes nothing"
+        );
 
         assert_eq!(
             registry.apply(&record("a:1", "drone-9", 40, 40)),
             Applied::Added,
             "removed and registered again elsewhere: a new name"
         );
-        assert_eq!(registry.revision(&a), None, "the old registration is gone");
+        assert_eq!(registry.removal_revision(&a, Instant::now()), None);
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-7", 20, 33)),
+            Applied::Unchanged,
+            "news of the older registration changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_removal_forgets_only_what_was_written_before_it() {
+        let registry = Registry::new();
+        registry.apply(&record("a:1", "drone-0", 5, 9));
+        assert_eq!(
+            registry.forget("a:1", 9),
+            None,
+            "written at the removal's revision"
+        );
+        let gone = registry
+            .forget("a:1", 12)
+            .expect("written before the removal");
+        assert_eq!(gone.name, "drone-0");
+        assert_eq!(registry.forget("a:1", 13), None, "gone already");
+    }
+
+    #[test]
+    fn huge_times_from_the_store_are_clamped_not_a_panic() {
+        let registry = Registry::new();
+        for registered_at in [1e19, f64::MAX, f64::NAN, -5.0, f64::INFINITY] {
+            let mut huge = record("a:1", "drone-0", 1, 1);
+            huge.registered_at = registered_at;
+            registry.forget("a:1", i64::MAX);
+            registry.apply(&huge);
+            assert_eq!(registry.list()[0].registered_at, 0.0, "{registered_at}");
+        }
     }
 
     #[test]
@@ -569,12 +622,16 @@ mod tests {
         let registry = Registry::new();
         registry.apply(&record("a:1", "drone-0", 1, 1));
         registry.apply(&record("b:1", "drone-1", 2, 2));
+        registry.apply(&record("d:1", "drone-3", 9, 9));
         let b = target(&registry, "b:1");
         registry.record_task_failure(&b);
-        let dropped = registry.replace_all(&[
-            record("b:1", "drone-1", 2, 2),
-            record("c:1", "drone-2", 3, 3),
-        ]);
+        let dropped = registry.replace_all(
+            &[
+                record("b:1", "drone-1", 2, 2),
+                record("c:1", "drone-2", 3, 3),
+            ],
+            5,
+        );
         assert_eq!(
             dropped,
             vec![Target {
@@ -582,13 +639,12 @@ mod tests {
                 name: "drone-0".into()
             }]
         );
-        assert_eq!(registry.names().len(), 2);
-        assert!(
-            !registry.is_available(&b),
+        assert_eq!(registry.names().len(), 3, "d:1 registered after the list");
+        assert_eq!(
+            rotation(&registry).1,
+            ["b:1"],
             "local health survives a re-list"
         );
-        assert!(registry.forget(&b));
-        assert!(!registry.forget(&b));
     }
 
     #[test]

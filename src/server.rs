@@ -7,7 +7,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -21,7 +20,7 @@ use tiny_http::{Header, StatusCode};
 use crate::error::Error;
 use crate::listener::{Listener, SOCKET_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::sockets;
+use crate::sockets::Connection;
 
 /// Largest request body accepted; a task text or an address is far smaller.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -29,6 +28,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Oversized bodies declared up to this size are read and thrown away (see [`refuse_oversized`]);
 /// larger ones are refused without reading them, by [`park`]. An honest 8 MiB body gets its 413.
 const MAX_DISCARDED_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Requests [`park`] keeps a thread for, at most: about 20 MiB of memory and as many threads.
+const MAX_PARKED: u64 = 1024;
 
 /// A request as handlers see it: everything already read, nothing left on the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,15 +315,17 @@ fn call(handler: &Handler, request: &Request) -> Response {
 fn refuse_oversized(mut raw: tiny_http::Request, shared: &Shared) {
     let connection = raw
         .remote_addr()
-        .map(|peer| sockets::descriptors(*peer, shared.port))
-        .unwrap_or_default();
+        .and_then(|peer| Connection::find(*peer, shared.port));
     if raw.body_length().unwrap_or(0) > MAX_DISCARDED_BODY_BYTES {
-        park(raw, &connection, shared);
+        park(raw, connection, shared);
         return;
     }
-    let drained = header(&raw, "Expect").is_none() && drain(&mut raw, &connection);
-    if !drained {
-        let _ = sockets::stop_reading(&connection);
+    let drained = header(&raw, "Expect").is_none()
+        && connection
+            .as_ref()
+            .is_some_and(|connection| drain(&mut raw, connection));
+    if !drained && let Some(connection) = &connection {
+        let _ = connection.stop_reading();
     }
     let response = Response::error(&Error::PayloadTooLarge(MAX_BODY_BYTES));
     respond(raw, &response, shared);
@@ -329,17 +333,17 @@ fn refuse_oversized(mut raw: tiny_http::Request, shared: &Shared) {
 
 /// Reads and throws away `raw`'s body until it ends, for up to [`DRAIN_DEADLINE`] in all (each read
 /// waits only for the time left). True if it ended; the connection then keeps its usual timeout.
-fn drain(raw: &mut tiny_http::Request, connection: &[RawFd]) -> bool {
+fn drain(raw: &mut tiny_http::Request, connection: &Connection) -> bool {
     let deadline = Instant::now() + DRAIN_DEADLINE;
     let reader = raw.as_reader();
     let mut chunk = vec![0u8; DRAIN_CHUNK_BYTES];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || sockets::set_read_timeout(connection, left).is_err() {
+        if left.is_zero() || connection.set_read_timeout(left).is_err() {
             return false;
         }
         match reader.read(&mut chunk) {
-            Ok(0) => return sockets::set_read_timeout(connection, SOCKET_TIMEOUT).is_ok(),
+            Ok(0) => return connection.set_read_timeout(SOCKET_TIMEOUT).is_ok(),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
@@ -351,34 +355,40 @@ fn drain(raw: &mut tiny_http::Request, connection: &[RawFd]) -> bool {
 /// lets go of its connection.
 ///
 /// The only way to take the body reader out of a tiny_http request without dropping it is
-/// `upgrade`, so this writes an interim `100` through it (clients skip it), then the 413, and
-/// closes the connection's sockets. The reader and writer are leaked, never dropped, and the thread
-/// tiny_http gave the connection waits for that reader forever: each parked request costs one
-/// thread (and no descriptor) for the life of the process. They are counted in `/metrics`.
-fn park(raw: tiny_http::Request, connection: &[RawFd], shared: &Shared) {
+/// `upgrade`, which writes the 413's status line and headers (with `Connection: upgrade`; the JSON
+/// body follows, ended by closing the connection). The connection's sockets are then closed; the
+/// reader and writer are leaked, never dropped, and the thread tiny_http gave the connection waits
+/// for that reader forever: each parked request costs one thread (and no descriptor) for the life
+/// of the process. Past [`MAX_PARKED`] the larve exits, so its supervisor restarts it and the
+/// threads are reclaimed, rather than grow until the machine refuses it threads or memory.
+fn park(raw: tiny_http::Request, connection: Option<Connection>, shared: &Shared) {
     shared.metrics.request(path(&raw), 413);
     let body = Response::error(&Error::PayloadTooLarge(MAX_BODY_BYTES)).body;
-    let mut stream = raw.upgrade("hive", tiny_http::Response::empty(100));
-    let head = format!(
-        "HTTP/1.1 413 Payload Too Large\r\nContent-Type: {JSON}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let written = stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(&body))
-        .and_then(|()| stream.flush());
-    if let Err(e) = written {
+    let status = tiny_http::Response::empty(413)
+        .with_header(Header::from_bytes("Content-Type", JSON).expect("a valid header"));
+    let mut stream = raw.upgrade("hive", status);
+    if let Err(e) = stream.write_all(&body).and_then(|()| stream.flush()) {
         warn!("could not send a 413: {e}");
     }
     std::mem::forget(stream);
-    // SAFETY: the only owners of these descriptors are the leaked stream and the tiny_http thread
-    // that waits for its reader forever; neither ever touches them again.
-    unsafe { sockets::close_for_good(connection) };
+    match connection {
+        // SAFETY: the only owners of these descriptors are the leaked stream and the tiny_http
+        // thread that waits for its reader forever; neither ever touches them again.
+        Some(connection) => unsafe { connection.close_for_good() },
+        None => warn!("the socket of a refused request was not found; it stays open"),
+    }
     shared.metrics.parked_connections.inc();
+    let parked = shared.metrics.parked_connections.get();
     warn!(
-        "refused a request declaring a body over {MAX_DISCARDED_BODY_BYTES} bytes; {} such requests parked",
-        shared.metrics.parked_connections.get()
+        "refused a request declaring a body over {MAX_DISCARDED_BODY_BYTES} bytes; {parked} such requests hold a thread for good"
     );
+    if parked >= MAX_PARKED {
+        error!(
+            "{parked} requests declaring bodies over {MAX_DISCARDED_BODY_BYTES} bytes hold a thread each; exiting so that a restart reclaims them"
+        );
+        log::logger().flush();
+        std::process::exit(1);
+    }
 }
 
 #[cfg(test)]

@@ -3,31 +3,58 @@
 //! tiny_http accepts connections itself and keeps their sockets inside its request objects. Hive
 //! needs them where tiny_http falls short: to stop reading a body it refused (so tiny_http's
 //! discard of the rest ends at once) and to let go of a connection whose request must be leaked
-//! (see `server.rs`), and to find accepted connections that no thread reads (see `listener.rs`).
-//! A connection is found among the process's open descriptors by its two ends, which no other live
-//! socket shares. Two calls std does not offer (`listen` to set the backlog, `recv` to peek without
-//! waiting) are declared here; std links the C library that has them.
+//! (see `server.rs`), and to find accepted connections that hold a request no thread has read (see
+//! `listener.rs`). A connection is found among the process's open descriptors (Linux's
+//! `/proc/self/fd`; elsewhere none is found) by its two ends, and must be exactly one socket.
+//!
+//! The socket calls std does not offer are declared here; std links the C library that has them.
+//! The descriptor scan asks each descriptor for its addresses with `getsockname` and `getpeername`
+//! directly, rather than through a borrowed `TcpStream`: a descriptor may be closed, or reused by
+//! something that is not a socket, between the listing and the call, which these calls survive.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::fs;
 use std::io;
 use std::mem::ManuallyDrop;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::time::Duration;
 
 unsafe extern "C" {
     fn listen(fd: RawFd, backlog: i32) -> i32;
     fn recv(fd: RawFd, buf: *mut c_void, len: usize, flags: i32) -> isize;
+    fn getsockname(fd: RawFd, addr: *mut c_void, len: *mut u32) -> i32;
+    fn getpeername(fd: RawFd, addr: *mut c_void, len: *mut u32) -> i32;
 }
 
-/// `recv` flags: look without taking, and without waiting (Linux's values).
+/// Linux's values (the scan that uses them needs Linux's `/proc` anyway): `recv` flags to look
+/// without taking and without waiting, and the address families.
 const MSG_PEEK: i32 = 0x2;
 const MSG_DONTWAIT: i32 = 0x40;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
-/// Sets how many connections the kernel queues for `listener` before its owner accepts them.
-pub fn set_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
+/// Size of a `sockaddr_storage`, which holds any address.
+const SOCKADDR_STORAGE_BYTES: usize = 128;
+
+/// How many of a connection's waiting bytes are looked at to tell a request line.
+const PEEK_BYTES: usize = 16;
+
+/// Sets timeouts, `TCP_NODELAY` and the backlog on a listening socket. Linux copies the options to
+/// every accepted socket, which is the only way to reach tiny_http's connections: it accepts them.
+pub fn configure_listener(
+    listener: &TcpListener,
+    timeout: Duration,
+    backlog: i32,
+) -> io::Result<()> {
+    // SAFETY: the descriptor is open (the listener owns it) and outlives this borrow, which is
+    // never dropped, so the descriptor is not closed.
+    let borrowed = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
+    borrowed.set_read_timeout(Some(timeout))?;
+    borrowed.set_write_timeout(Some(timeout))?;
+    borrowed.set_nodelay(true)?;
     // SAFETY: a plain system call on a descriptor the listener owns; on a listening socket it
     // only changes the backlog.
     if unsafe { listen(listener.as_raw_fd(), backlog) } != 0 {
@@ -36,91 +63,144 @@ pub fn set_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Every accepted connection on our port `local_port`: its descriptor and its peer. tiny_http
-/// holds two descriptors per connection (one for reading, one for writing).
-fn accepted(local_port: u16) -> Vec<(RawFd, SocketAddr)> {
+/// One address of a socket, from `getsockname` or `getpeername`; `None` for anything else (a
+/// descriptor that is not an IP socket, or no longer open).
+fn address(
+    fd: RawFd,
+    call: unsafe extern "C" fn(RawFd, *mut c_void, *mut u32) -> i32,
+) -> Option<SocketAddr> {
+    let mut storage = [0u8; SOCKADDR_STORAGE_BYTES];
+    let mut len = SOCKADDR_STORAGE_BYTES as u32;
+    // SAFETY: the buffer is as large as `len` says, and the call writes at most `len` bytes.
+    if unsafe { call(fd, storage.as_mut_ptr().cast(), &mut len) } != 0 {
+        return None;
+    }
+    let bytes = &storage[..(len as usize).min(SOCKADDR_STORAGE_BYTES)];
+    let family = u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+    match family {
+        AF_INET => {
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::from((Ipv4Addr::from(ip), port)))
+        }
+        AF_INET6 => {
+            let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            Some(SocketAddr::from((Ipv6Addr::from(ip), port)))
+        }
+        _ => None,
+    }
+}
+
+/// An accepted connection on our port: a descriptor, its peer, and its socket's inode (the same
+/// for both of the descriptors tiny_http holds per connection, one to read and one to write).
+struct Accepted {
+    fd: RawFd,
+    peer: SocketAddr,
+    inode: PathBuf,
+}
+
+/// Every accepted connection's descriptors on our port `local_port`.
+fn accepted(local_port: u16) -> Vec<Accepted> {
     let Ok(entries) = fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };
     entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
-        .filter_map(|fd| {
-            // Only sockets answer getpeername; anything else (or a descriptor closed meanwhile)
-            // fails and is skipped. The listening socket has no peer.
-            let stream = borrow(fd);
-            let peer = stream.peer_addr().ok()?;
-            let local = stream.local_addr().ok()?;
-            (local.port() == local_port).then_some((fd, peer))
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse::<RawFd>().ok()?;
+            // The listening socket has no peer; nor has anything that is not a socket.
+            let peer = address(fd, getpeername)?;
+            (address(fd, getsockname)?.port() == local_port).then_some(())?;
+            let inode = fs::read_link(entry.path()).ok()?;
+            Some(Accepted { fd, peer, inode })
         })
         .collect()
 }
 
-/// The descriptors of the accepted connection from `peer` to our port `local_port`.
-pub fn descriptors(peer: SocketAddr, local_port: u16) -> Vec<RawFd> {
-    accepted(local_port)
-        .into_iter()
-        .filter(|&(_, from)| from == peer)
-        .map(|(fd, _)| fd)
-        .collect()
+/// The socket of one accepted connection, found by its two ends.
+pub struct Connection {
+    fds: Vec<RawFd>,
 }
 
-/// The peers of accepted connections on our port `local_port` that hold bytes nobody has read:
-/// a request waiting for a thread to read it (or a body waiting for a body thread).
-pub fn unread(local_port: u16) -> HashSet<SocketAddr> {
+impl Connection {
+    /// The connection from `peer` to our port `local_port`, if exactly one socket matches. Two
+    /// could, on a host with several addresses, when one peer reaches two of them on one port:
+    /// then none is returned, so nothing acts on a connection it does not own.
+    pub fn find(peer: SocketAddr, local_port: u16) -> Option<Connection> {
+        let mut sockets: HashMap<PathBuf, Vec<RawFd>> = HashMap::new();
+        for found in accepted(local_port).into_iter().filter(|a| a.peer == peer) {
+            sockets.entry(found.inode).or_default().push(found.fd);
+        }
+        let mut sockets = sockets.into_values();
+        match (sockets.next(), sockets.next()) {
+            (Some(fds), None) => Some(Connection { fds }),
+            _ => None,
+        }
+    }
+
+    /// Stops reading from the connection: once what has arrived is read, reads return end-of-file
+    /// at once, so whatever waits to read its body stops waiting. Answers can still be written.
+    pub fn stop_reading(&self) -> io::Result<()> {
+        self.borrow().shutdown(Shutdown::Read)
+    }
+
+    /// Limits how long each read from the connection waits for data (its `SO_RCVTIMEO`).
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.borrow().set_read_timeout(Some(timeout))
+    }
+
+    /// Ends the connection and closes its descriptors.
+    ///
+    /// # Safety
+    /// Nothing else may use these descriptors again: their owners must be leaked (never dropped,
+    /// never read or written), or a later socket that reuses a number would be read, written or
+    /// closed by them.
+    pub unsafe fn close_for_good(self) {
+        let _ = self.borrow().shutdown(Shutdown::Both);
+        for fd in self.fds {
+            // SAFETY: the caller guarantees no one else uses `fd` again; dropping closes it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+
+    /// A `TcpStream` view of the socket for the calls std offers only on streams. It is never
+    /// dropped, so the descriptor is not closed.
+    fn borrow(&self) -> ManuallyDrop<TcpStream> {
+        // SAFETY: the descriptor was found open, and its owner (a tiny_http request the caller
+        // holds) keeps it open; the view is never dropped.
+        ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(self.fds[0]) })
+    }
+}
+
+/// The peers of accepted connections on our port `local_port` whose waiting bytes begin with a
+/// request line (`GET /...`): a request no thread has read. A body waiting for a body thread does
+/// not count: its thread is on the way.
+pub fn unread_requests(local_port: u16) -> HashSet<SocketAddr> {
     accepted(local_port)
         .into_iter()
-        .filter(|&(fd, _)| {
-            let mut byte = 0u8;
-            // SAFETY: `fd` is a socket of this process (it answered getpeername) and the buffer is
-            // one valid byte; with these flags nothing is taken from the socket and nothing waits.
-            let peeked = unsafe { recv(fd, (&raw mut byte).cast(), 1, MSG_PEEK | MSG_DONTWAIT) };
-            peeked > 0
+        .filter(|found| {
+            let mut head = [0u8; PEEK_BYTES];
+            // SAFETY: `fd` was a socket of this process a moment ago (if it has been reused since,
+            // the peek fails or looks at another socket, harmlessly); the buffer holds
+            // `PEEK_BYTES`; with these flags nothing is taken from the socket and nothing waits.
+            let peeked = unsafe {
+                recv(
+                    found.fd,
+                    head.as_mut_ptr().cast(),
+                    PEEK_BYTES,
+                    MSG_PEEK | MSG_DONTWAIT,
+                )
+            };
+            usize::try_from(peeked).is_ok_and(|n| starts_a_request(&head[..n.min(PEEK_BYTES)]))
         })
-        .map(|(_, peer)| peer)
+        .map(|found| found.peer)
         .collect()
 }
 
-/// Stops reading from the connection: reads from it return end-of-file at once from now on, so
-/// whatever waits to read its body stops waiting. Answers can still be written.
-pub fn stop_reading(fds: &[RawFd]) -> io::Result<()> {
-    match fds.first() {
-        Some(&fd) => borrow(fd).shutdown(Shutdown::Read),
-        None => Ok(()),
-    }
-}
-
-/// Limits how long each read from the connection waits for data (its `SO_RCVTIMEO`).
-pub fn set_read_timeout(fds: &[RawFd], timeout: Duration) -> io::Result<()> {
-    match fds.first() {
-        Some(&fd) => borrow(fd).set_read_timeout(Some(timeout)),
-        None => Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the connection's socket was not found",
-        )),
-    }
-}
-
-/// Ends the connection and closes its descriptors.
-///
-/// # Safety
-/// Nothing else may use these descriptors again: their owners must be leaked (never dropped, never
-/// read or written), or a later socket that reuses a number would be read, written or closed by them.
-pub unsafe fn close_for_good(fds: &[RawFd]) {
-    if let Some(&fd) = fds.first() {
-        let _ = borrow(fd).shutdown(Shutdown::Both);
-    }
-    for &fd in fds {
-        // SAFETY: the caller guarantees no one else uses `fd` again; dropping closes it.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
-}
-
-/// A `TcpStream` view of `fd` for the socket calls std offers only on streams. It is never dropped,
-/// so the descriptor is not closed.
-fn borrow(fd: RawFd) -> ManuallyDrop<TcpStream> {
-    // SAFETY: the stream is only used for getsockname, getpeername and shutdown, which are harmless
-    // on a descriptor that is not a socket (they fail), and it is never dropped.
-    ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) })
+/// Whether `bytes` begin a request line: a method in capitals, then a space.
+fn starts_a_request(bytes: &[u8]) -> bool {
+    let method = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method > 0 && bytes.get(method) == Some(&b' ')
 }
 
 #[cfg(test)]
@@ -130,7 +210,7 @@ mod tests {
 
     fn eventually_unread(port: u16, peer: SocketAddr) {
         for _ in 0..200 {
-            if unread(port).contains(&peer) {
+            if unread_requests(port).contains(&peer) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -139,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn finds_both_descriptors_of_a_connection_and_stops_its_reads() {
+    fn finds_a_connection_by_its_ends_and_stops_its_reads() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -147,15 +227,18 @@ mod tests {
         assert_eq!(peer, client.local_addr().unwrap());
         let copy = accepted.try_clone().unwrap();
 
-        let fds = descriptors(peer, port);
-        assert_eq!(fds.len(), 2, "the accepted socket and its clone");
-        assert!(descriptors(peer, port.wrapping_add(1)).is_empty());
+        let connection = Connection::find(peer, port).expect("the connection");
+        assert_eq!(connection.fds.len(), 2, "the accepted socket and its clone");
+        assert!(Connection::find(peer, port.wrapping_add(1)).is_none());
 
-        assert!(unread(port).is_empty());
+        (&client).write_all(b"{\"text\": \"a body\"}").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(unread_requests(port).is_empty(), "a body is not a request");
+        (&copy).read_exact(&mut [0u8; 18]).unwrap();
         (&client).write_all(b"GET / HTTP/1.1\r\n").unwrap();
         eventually_unread(port, peer);
 
-        stop_reading(&fds).unwrap();
+        connection.stop_reading().unwrap();
         copy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut rest = Vec::new();
         (&copy)
@@ -163,5 +246,19 @@ mod tests {
             .expect("reads end without waiting for the client");
         assert_eq!(rest, b"GET / HTTP/1.1\r\n", "what was there, then the end");
         drop(client);
+    }
+
+    #[test]
+    fn request_lines_are_told_from_bodies() {
+        for line in [&b"GET /healthz HTTP/1.1"[..], b"POST /", b"HIVE-SELF-CHECK"] {
+            assert_eq!(
+                starts_a_request(line),
+                line != b"HIVE-SELF-CHECK",
+                "{line:?}"
+            );
+        }
+        for body in [&b"{\"text\""[..], b"400\r\n", b"", b"get / ", b" GET /"] {
+            assert!(!starts_a_request(body), "{body:?}");
+        }
     }
 }

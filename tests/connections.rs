@@ -152,3 +152,24 @@ fn a_burst_of_new_connections_is_served_without_waiting_for_others_to_close() {
         "the slowest first answer took {slowest:?}"
     );
 }
+
+#[test]
+fn past_1024_requests_that_keep_a_thread_the_larve_exits_to_be_restarted() {
+    let mut queen = Larve::fast_queen();
+    for _ in 0..1024 {
+        let mut stream = TcpStream::connect(&queen.addr).expect("connect");
+        stream.set_read_timeout(Some(SOON)).unwrap();
+        let _ = stream.write_all(
+            b"POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n",
+        );
+        let _ = status_line(&mut stream);
+    }
+    let status = queen.wait_exit(SOON).expect("the larve exits");
+    assert_eq!(status.code(), Some(1));
+    let log = queen.stderr();
+    assert!(log.contains("1024 requests declaring bodies"), "{log}");
+    assert!(
+        log.contains("exiting so that a restart reclaims them"),
+        "{log}"
+    );
+}

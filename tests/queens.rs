@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::*;
-use serde_json::Value;
+use hive::store::etcd::gateway::{Gateway, Txn};
+use serde_json::{Value, json};
 
 /// The leader's lease in these tests: a dead leader is replaced within it (and a second).
 const TTL_SECS: u64 = 2;
@@ -18,13 +19,14 @@ const TTL: Duration = Duration::from_secs(TTL_SECS);
 
 /// A queen of the hive that keeps its registry in `etcd`, on `port` (0: any).
 fn queen_on(etcd: &Etcd, port: u16) -> Larve {
-    queen_with_interval(etcd, port, "0.3")
+    queen_with(etcd, port, ("0.3", "2", "0.05"))
 }
 
-/// [`queen_on`] with a heartbeat every `interval` seconds.
-fn queen_with_interval(etcd: &Etcd, port: u16, interval: &str) -> Larve {
+/// [`queen_on`] with heartbeat flags `(interval, attempts, retry delay)`.
+fn queen_with(etcd: &Etcd, port: u16, heartbeat: (&str, &str, &str)) -> Larve {
     let (port, ttl) = (port.to_string(), TTL_SECS.to_string());
     let urls = etcd.urls();
+    let (interval, attempts, retry_delay) = heartbeat;
     Larve::queen(&[
         "--port",
         &port,
@@ -35,14 +37,19 @@ fn queen_with_interval(etcd: &Etcd, port: u16, interval: &str) -> Larve {
         "--heartbeat-interval",
         interval,
         "--heartbeat-attempts",
-        "2",
+        attempts,
         "--heartbeat-timeout",
         "0.3",
         "--heartbeat-retry-delay",
-        "0.05",
+        retry_delay,
         "--task-timeout",
         "1",
     ])
+}
+
+/// A queen whose heartbeat takes minutes to remove a drone that does not answer.
+fn patient_queen(etcd: &Etcd) -> Larve {
+    queen_with(etcd, 0, ("600", "100", "1"))
 }
 
 fn queens(etcd: &Etcd, count: usize) -> Vec<Larve> {
@@ -172,10 +179,14 @@ fn the_registry_survives_a_restart_of_every_queen() {
     }
     let (status, reply) = submit(&queens[1], "after the restart");
     assert_eq!((status, &reply["drone"]), (200, &name));
-    // And the new leader's heartbeat keeps it: it answers its probes.
+    // And the new leader's heartbeat probes it, and keeps it: it answers.
     let refs: Vec<&Larve> = queens.iter().collect();
     agreed_leader(&refs, SOON);
-    thread::sleep(Duration::from_secs(1));
+    let probes = || once.hits().iter().filter(|h| *h == "GET /healthz").count();
+    let before = probes();
+    eventually(SOON, "the new leader to probe the drone", || {
+        (probes() >= before + 2).then_some(())
+    });
     assert!(drone_names(&queens[0]).contains_key(&once.addr));
 }
 
@@ -199,10 +210,7 @@ fn a_drone_killed_after_a_failover_is_still_removed() {
 fn two_queens_registering_100_drones_at_once_hand_out_100_distinct_names() {
     let etcd = Etcd::single();
     // Nothing listens at these addresses: no heartbeat round may remove them during the test.
-    let queens = [
-        queen_with_interval(&etcd, 0, "600"),
-        queen_with_interval(&etcd, 0, "600"),
-    ];
+    let queens = [patient_queen(&etcd), patient_queen(&etcd)];
     let addresses: Vec<String> = (0..100)
         .map(|i| format!("127.0.0.1:{}", 20000 + i))
         .collect();
@@ -283,6 +291,7 @@ fn a_three_member_etcd_losing_one_member_changes_nothing() {
 
     // The first member is every queen's first endpoint: the one they use.
     etcd.kill(0);
+    // The dead drone goes now, through the new leader; a new one registers.
     let late = Larve::drone(&queens[1].addr);
     for queen in &queens {
         wait_for_drones(queen, &[&drone.addr, &late.addr], SOON);
@@ -306,10 +315,13 @@ fn etcd_down_for_five_seconds_and_back_every_queen_recovers_by_itself() {
     let refs: Vec<&Larve> = queens.iter().collect();
     agreed_leader(&refs, SOON);
     let drone = Larve::drone(&queens[0].addr);
-    wait_for_drones(&queens[1], &[&drone.addr], SOON);
+    let mut doomed = Larve::drone(&queens[0].addr);
+    wait_for_drones(&queens[1], &[&drone.addr, &doomed.addr], SOON);
 
     etcd.kill(0);
     let down = Instant::now();
+    // A drone that dies while etcd is away must not be removed by anyone meanwhile.
+    doomed.kill();
     for queen in &queens {
         eventually(SOON, "the queen to see etcd gone", || {
             let store = health(queen)["store"].as_str()?.to_string();
@@ -330,9 +342,10 @@ fn etcd_down_for_five_seconds_and_back_every_queen_recovers_by_itself() {
     for queen in &queens {
         assert_eq!(
             drone_names(queen).len(),
-            1,
+            2,
             "nothing removed while etcd was down"
         );
+        assert!(!queen.stderr().contains("removed drone-"));
     }
 
     etcd.start(0);
@@ -343,6 +356,7 @@ fn etcd_down_for_five_seconds_and_back_every_queen_recovers_by_itself() {
             (health(queen)["store"] == "etcd").then_some(())
         });
     }
+    // The dead drone goes now, through the new leader; a new one registers.
     let late = Larve::drone(&queens[1].addr);
     for queen in &queens {
         wait_for_drones(queen, &[&drone.addr, &late.addr], SOON);
@@ -374,27 +388,37 @@ fn a_queen_started_while_etcd_is_down_is_not_ready_until_she_has_read_the_regist
 fn a_drone_moves_to_the_next_queen_when_its_queen_stops_answering() {
     let etcd = Etcd::single();
     let mut queens = queens(&etcd, 2);
-    let addrs = format!("{},{}", queens[0].addr, queens[1].addr);
+    // The drone's first queen is the leader, the one that probes it: when she dies, no queen
+    // probes it until the other one leads, so it registers again, and she does not answer.
+    let first = leader_index(&queens);
+    let (gone, stays) = {
+        let (a, b) = queens.split_at_mut(1);
+        if first == 0 {
+            (&mut a[0], &b[0])
+        } else {
+            (&mut b[0], &a[0])
+        }
+    };
+    let addrs = format!("{},{}", gone.addr, stays.addr);
     let drone = Larve::start(&["--queen-host", &addrs, "--port", "0"]);
-    wait_for_drones(&queens[1], &[&drone.addr], SOON);
+    wait_for_drones(stays, &[&drone.addr], SOON);
     assert!(
         drone
             .stderr()
-            .contains(&format!("registered with queen \"{}\"", queens[0].addr))
+            .contains(&format!("registered with queen \"{}\"", gone.addr))
     );
-    queens[0].kill();
-    // Once no leader probes it for three intervals, it registers again: through the second queen.
+    gone.kill();
     eventually(
         TTL + SOON,
-        "the drone to register through the second queen",
+        "the drone to register through the other queen",
         || {
             drone
                 .stderr()
-                .contains(&format!("registered with queen \"{}\"", queens[1].addr))
+                .contains(&format!("registered with queen \"{}\"", stays.addr))
                 .then_some(())
         },
     );
-    assert_eq!(submit(&queens[1], "still served").0, 200);
+    assert_eq!(submit(stays, "still served").0, 200);
 }
 
 #[test]
@@ -432,7 +456,7 @@ fn a_gateway_that_answers_nonsense_is_an_error_never_a_crash() {
         for _ in 0..5 {
             let (status, reply) = register(&queen, &drone.addr);
             assert!(
-                [200, 503].contains(&status),
+                [200, 502, 503].contains(&status) && reply.is_object(),
                 "{status} {reply}: a registration either worked or was refused in JSON"
             );
             assert_eq!(get(&queen.url("/healthz")).0, 200);
@@ -441,4 +465,122 @@ fn a_gateway_that_answers_nonsense_is_an_error_never_a_crash() {
         assert!(!log.contains("panic"), "{log}");
         assert!(!gateway.hits().is_empty(), "the queen did call the gateway");
     }
+}
+
+#[test]
+fn a_removal_fenced_by_an_older_leader_key_or_drone_revision_deletes_nothing() {
+    // The txns a leader's removal is, against real etcd: what makes a paused or cut-off ex-leader
+    // harmless does not depend on her clock.
+    let etcd = Etcd::single();
+    let gateway = Gateway::new(vec![etcd.urls().replace("http://", "")], SOON);
+    let (leader, drone) = (b"/fence/leader".as_slice(), b"/fence/drones/a:1".as_slice());
+    let lease = gateway.grant(TTL).unwrap();
+    let hers = gateway
+        .txn(&Txn::new().if_absent(leader).put(leader, b"a:1", lease.id))
+        .unwrap();
+    assert!(hers.succeeded);
+    let registered = gateway.txn(&Txn::new().put(drone, b"{}", 0)).unwrap();
+    let removal = |leader_revision: i64, drone_revision: i64| {
+        let txn = Txn::new()
+            .if_created_at(leader, leader_revision)
+            .if_modified_at(drone, drone_revision)
+            .delete(drone);
+        gateway.txn(&txn).unwrap().succeeded
+    };
+
+    // Her lease ends and another queen takes the key: her removal does nothing.
+    gateway.revoke(lease.id).unwrap();
+    let other = gateway.grant(TTL).unwrap();
+    let theirs = gateway
+        .txn(&Txn::new().if_absent(leader).put(leader, b"b:1", other.id))
+        .unwrap();
+    assert!(theirs.succeeded);
+    assert!(
+        !removal(hers.revision, registered.revision),
+        "an ex-leader removed a drone"
+    );
+    // The drone registers again: a removal decided on its older revision does nothing.
+    let again = gateway.txn(&Txn::new().put(drone, b"{}", 0)).unwrap();
+    assert!(
+        !removal(theirs.revision, registered.revision),
+        "a re-registered drone was removed"
+    );
+    assert_eq!(gateway.range(drone, None).unwrap().0.len(), 1);
+    // The current leader, deciding on the current revision, removes it.
+    assert!(removal(theirs.revision, again.revision));
+    assert!(gateway.range(drone, None).unwrap().0.is_empty());
+}
+
+#[test]
+fn nonsense_in_etcd_neither_crashes_a_queen_nor_stops_her_following_it() {
+    let etcd = Etcd::single();
+    let queens = queens(&etcd, 2);
+    let refs: Vec<&Larve> = queens.iter().collect();
+    agreed_leader(&refs, SOON);
+    // Values another writer could leave under the prefix: huge numbers, forged names, garbage.
+    let gateway = Gateway::new(vec![etcd.urls().replace("http://", "")], SOON);
+    for (address, value) in [
+        (
+            "127.0.0.1:7001",
+            json!({"name": "drone-70", "address": "127.0.0.1:7001", "registered_at": 1e19}),
+        ),
+        (
+            "127.0.0.1:7002",
+            json!({"name": "\n[INFO] forged", "address": "127.0.0.1:7002", "registered_at": 1.0}),
+        ),
+        ("127.0.0.1:7003", json!("<html>")),
+    ] {
+        let key = format!("/hive/drones/{address}");
+        let put = Txn::new().put(key.as_bytes(), value.to_string().as_bytes(), 0);
+        assert!(gateway.txn(&put).unwrap().succeeded);
+    }
+    // A name counter that cannot go on refuses registrations, saying why, and nothing else.
+    let counter = |value: &[u8]| {
+        let put = Txn::new().put(b"/hive/next_id", value, 0);
+        assert!(gateway.txn(&put).unwrap().succeeded);
+    };
+    counter(b"18446744073709551615");
+    let (status, reply) = register(&queens[1], "127.0.0.1:7004");
+    assert_eq!(status, 502, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("name counter"),
+        "{reply}"
+    );
+    counter(b"100");
+
+    // Both queens still follow etcd: a drone registered through one shows on the other.
+    let drone = Larve::drone(&queens[0].addr);
+    for queen in &queens {
+        wait_for_drones(queen, &[&drone.addr, "127.0.0.1:7001"], SOON);
+        assert_eq!(get(&queen.url("/healthz")).0, 200);
+        let log = queen.stderr();
+        assert!(!log.contains("panic"), "{log}");
+        assert!(!log.contains("\n[INFO] forged"), "{log}");
+    }
+}
+
+#[test]
+fn each_queen_logs_and_counts_a_registration_once() {
+    let etcd = Etcd::single();
+    let queens = queens(&etcd, 2);
+    let drones: Vec<Larve> = (0..10).map(|_| Larve::drone(&queens[0].addr)).collect();
+    let addrs: Vec<&str> = drones.iter().map(|d| d.addr.as_str()).collect();
+    for queen in &queens {
+        wait_for_drones(queen, &addrs, SOON);
+    }
+    let (through, other) = (queens[0].stderr(), queens[1].stderr());
+    for drone in &drones {
+        let address = format!("at \"{}\"", drone.addr);
+        let lines = |log: &str, what: &str| {
+            log.lines()
+                .filter(|l| l.contains(&address) && l.contains(what))
+                .count()
+        };
+        assert_eq!(lines(&through, "INFO] registered drone-"), 1, "{through}");
+        assert_eq!(lines(&through, "registered again"), 0, "{through}");
+        assert_eq!(lines(&through, "registered through"), 0, "{through}");
+        assert_eq!(lines(&other, "registered through"), 1, "{other}");
+    }
+    assert_eq!(metrics(&queens[0])["hive_drones_registered_total"], 10.0);
+    assert_eq!(metrics(&queens[1])["hive_drones_registered_total"], 0.0);
 }

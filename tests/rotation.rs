@@ -109,3 +109,24 @@ fn a_task_that_times_out_does_not_take_its_drone_out_of_rotation() {
     assert!(!log.contains("takes no tasks"), "{log}");
     assert_eq!(submit(&queen, "fast").0, 200);
 }
+
+#[test]
+fn a_submit_gives_up_after_two_task_timeouts_however_many_drones_hang() {
+    let queen = Larve::queen(&["--heartbeat-interval", "600", "--task-timeout", "0.3"]);
+    // Five drones that accept connections and never answer.
+    let holes: Vec<_> = (0..5).map(|_| black_hole()).collect();
+    for (_, addr) in &holes {
+        assert_eq!(register(&queen, addr).0, 200);
+    }
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let (status, reply) = submit(&queen, "into the void");
+        let took = asked.elapsed();
+        assert_eq!(status, 502, "{reply}");
+        assert!(
+            took < Duration::from_millis(600 + 400),
+            "a submit took {took:?}; the budget is two task timeouts of 0.3 s"
+        );
+    }
+    assert_eq!(get(&queen.url("/healthz")).0, 200);
+}

@@ -6,9 +6,7 @@
 //! sit behind [`Store`], so the queen, the API and the heartbeat do not know which one they use:
 //! registrations and removals go through the store, everything else reads the registry.
 
-pub mod base64;
 pub mod etcd;
-pub mod gateway;
 pub mod memory;
 
 use std::sync::Arc;

@@ -19,14 +19,14 @@
 use std::fmt;
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::{Value, json};
 
+use super::base64;
 use crate::client::{CallError, Client};
-use crate::store::base64;
 
 /// Largest answer read from etcd: a range over a few thousand drones is a few megabytes.
 const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
@@ -70,8 +70,6 @@ pub struct Kv {
     pub create_revision: i64,
     /// Revision of the last write to the key.
     pub mod_revision: i64,
-    /// The lease the key is attached to, 0 for none.
-    pub lease: i64,
 }
 
 /// A change a watch reports.
@@ -88,15 +86,15 @@ pub enum Event {
 /// One message of a watch stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchMessage {
-    /// The watch is in place; changes after `revision` follow.
-    Created { revision: i64 },
+    /// The watch is in place; changes follow.
+    Created,
     /// Changes, oldest first.
     Events(Vec<Event>),
     /// The watch ended: its start revision had been compacted away (`compact_revision` is the
     /// oldest one left), or etcd cancelled it. Re-read everything.
     Canceled { compact_revision: i64 },
-    /// Nothing changed up to `revision` (a progress notice).
-    Progress { revision: i64 },
+    /// Nothing changed (a progress notice).
+    Progress,
 }
 
 /// A transaction: compares, then the writes to make if they all hold, or the reads to make if not.
@@ -224,7 +222,7 @@ impl Gateway {
         if let Some(end) = end {
             body["range_end"] = json!(base64::encode(end));
         }
-        let answer: RangeAnswer = self.call("/v3/kv/range", &body)?;
+        let answer: RangeAnswer = self.call("/v3/kv/range", &body, None)?;
         let kvs = answer
             .kvs
             .into_iter()
@@ -235,7 +233,12 @@ impl Gateway {
 
     /// Runs `txn`.
     pub fn txn(&self, txn: &Txn) -> Result<TxnResult> {
-        let answer: TxnAnswer = self.call("/v3/kv/txn", &txn.body())?;
+        self.txn_before(txn, None)
+    }
+
+    /// Runs `txn`, giving up at `deadline` (when given) whichever endpoint it is trying.
+    pub fn txn_before(&self, txn: &Txn, deadline: Option<Instant>) -> Result<TxnResult> {
+        let answer: TxnAnswer = self.call("/v3/kv/txn", &txn.body(), deadline)?;
         let reads = answer
             .responses
             .into_iter()
@@ -252,7 +255,7 @@ impl Gateway {
     /// A new lease of (at least) `ttl`.
     pub fn grant(&self, ttl: Duration) -> Result<Lease> {
         let body = json!({ "TTL": ttl.as_secs().max(1).to_string() });
-        let answer: LeaseAnswer = self.call("/v3/lease/grant", &body)?;
+        let answer: LeaseAnswer = self.call("/v3/lease/grant", &body, None)?;
         if answer.id == 0 || answer.ttl <= 0 {
             return Err(GatewayError::Malformed(format!(
                 "a lease grant without an ID or a TTL (ID {}, TTL {})",
@@ -267,15 +270,16 @@ impl Gateway {
 
     /// Renews lease `id`: its new time to live, or `None` if it is gone (expired or revoked).
     pub fn keep_alive(&self, id: i64) -> Result<Option<Duration>> {
-        let line: StreamLine<LeaseAnswer> =
-            self.call("/v3/lease/keepalive", &json!({ "ID": id.to_string() }))?;
+        let body = json!({ "ID": id.to_string() });
+        let line: StreamLine<LeaseAnswer> = self.call("/v3/lease/keepalive", &body, None)?;
         let answer = line.into_result()?;
         Ok((answer.ttl > 0).then(|| Duration::from_secs(answer.ttl.unsigned_abs())))
     }
 
     /// Ends lease `id` now, deleting its keys. A lease already gone is fine.
     pub fn revoke(&self, id: i64) -> Result<()> {
-        match self.call::<Value>("/v3/lease/revoke", &json!({ "ID": id.to_string() })) {
+        let body = json!({ "ID": id.to_string() });
+        match self.call::<Value>("/v3/lease/revoke", &body, None) {
             Ok(_) | Err(GatewayError::Refused { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -295,7 +299,7 @@ impl Gateway {
             "range_end": base64::encode(end),
             "start_revision": start_revision.to_string(),
         }});
-        self.each_endpoint(|endpoint| {
+        self.each_endpoint(None, |endpoint, _| {
             let (status, reader) =
                 self.client
                     .post_for_stream(endpoint, "/v3/watch", &body, lifetime)?;
@@ -312,35 +316,50 @@ impl Gateway {
         })
     }
 
-    /// POSTs `body` to `path` and reads the JSON answer as `T`.
-    fn call<T: for<'de> Deserialize<'de>>(&self, path: &str, body: &Value) -> Result<T> {
-        let reply = self.each_endpoint(|endpoint| {
+    /// POSTs `body` to `path` and reads the JSON answer as `T`, by `deadline` when given.
+    fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        body: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<T> {
+        let reply = self.each_endpoint(deadline, |endpoint, timeout| {
             let reply =
                 self.client
-                    .post_for_reply(endpoint, path, body, self.timeout, MAX_REPLY_BYTES)?;
+                    .post_for_reply(endpoint, path, body, timeout, MAX_REPLY_BYTES)?;
             Ok((reply.status, reply.body))
         })?;
         let (status, body) = reply;
         if !(200..300).contains(&status) {
             return Err(refusal(status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| {
-            GatewayError::Malformed(format!("{e} in {:?}", String::from_utf8_lossy(&body)))
-        })
+        serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::Malformed(format!("{e} in {}", excerpt(&body))))
     }
 
     /// Tries `attempt` at each endpoint, from the one that answered last, until one answers with
-    /// less than a 5xx. Returns that answer (status and what came with it).
+    /// less than a 5xx, each try within the call timeout and `deadline`. Returns that answer
+    /// (status and what came with it).
     fn each_endpoint<T>(
         &self,
-        mut attempt: impl FnMut(&str) -> std::result::Result<(u16, T), CallError>,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&str, Duration) -> std::result::Result<(u16, T), CallError>,
     ) -> Result<(u16, T)> {
         let first = self.current.load(Ordering::Relaxed);
-        let mut last = String::new();
+        let mut last = String::from("no time left to try");
         for i in 0..self.endpoints.len() {
+            let timeout = match deadline {
+                Some(deadline) => self
+                    .timeout
+                    .min(deadline.saturating_duration_since(Instant::now())),
+                None => self.timeout,
+            };
+            if timeout.is_zero() {
+                break;
+            }
             let index = (first + i) % self.endpoints.len();
             let endpoint = &self.endpoints[index];
-            match attempt(endpoint) {
+            match attempt(endpoint, timeout) {
                 Ok((status, answer)) if status < 500 => {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok((status, answer));
@@ -354,20 +373,31 @@ impl Gateway {
 }
 
 /// What etcd said when it refused a request: its message if the body holds one, in either of its
-/// error shapes, else the start of the body.
+/// error shapes, else the start of the body; cut short either way.
 fn refusal(status: u16, body: &[u8]) -> GatewayError {
     let message = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {
             let error = v.get("error")?;
             let text = error.as_str().or_else(|| error.get("message")?.as_str())?;
-            Some(text.to_string())
+            Some(excerpt(text.as_bytes()))
         })
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-            text.trim().to_string()
-        });
+        .unwrap_or_else(|| excerpt(body.trim_ascii()));
     GatewayError::Refused { status, message }
+}
+
+/// Longest piece of an answer an error quotes: errors end up in log lines and in 503 answers.
+const MAX_EXCERPT_BYTES: usize = 200;
+
+/// The start of `bytes` as text, control characters escaped, with a note when it was cut.
+fn excerpt(bytes: &[u8]) -> String {
+    let cut = bytes.len().min(MAX_EXCERPT_BYTES);
+    let text = String::from_utf8_lossy(&bytes[..cut]);
+    let mut shown = crate::logging::one_line(&text).into_owned();
+    if cut < bytes.len() {
+        shown.push_str(&format!("… ({} more bytes)", bytes.len() - cut));
+    }
+    shown
 }
 
 /// A watch stream, read one message at a time.
@@ -411,12 +441,8 @@ fn is_timeout(e: &std::io::Error) -> bool {
 
 /// One line of a watch stream.
 pub fn parse_watch_line(line: &[u8]) -> Result<WatchMessage> {
-    let line: StreamLine<WatchAnswer> = serde_json::from_slice(line).map_err(|e| {
-        GatewayError::Malformed(format!(
-            "{e} in watch line {:?}",
-            String::from_utf8_lossy(line)
-        ))
-    })?;
+    let line: StreamLine<WatchAnswer> = serde_json::from_slice(line)
+        .map_err(|e| GatewayError::Malformed(format!("{e} in watch line {}", excerpt(line))))?;
     let answer = line.into_result()?;
     if answer.canceled {
         return Ok(WatchMessage::Canceled {
@@ -424,14 +450,10 @@ pub fn parse_watch_line(line: &[u8]) -> Result<WatchMessage> {
         });
     }
     if answer.created {
-        return Ok(WatchMessage::Created {
-            revision: answer.header.revision,
-        });
+        return Ok(WatchMessage::Created);
     }
     if answer.events.is_empty() {
-        return Ok(WatchMessage::Progress {
-            revision: answer.header.revision,
-        });
+        return Ok(WatchMessage::Progress);
     }
     let events = answer
         .events
@@ -446,7 +468,8 @@ pub fn parse_watch_line(line: &[u8]) -> Result<WatchMessage> {
                 },
                 Some(other) => {
                     return Err(GatewayError::Malformed(format!(
-                        "an event of type {other:?}"
+                        "an event of type {}",
+                        excerpt(other.as_bytes())
                     )));
                 }
             })
@@ -473,8 +496,6 @@ struct RawKv {
     create_revision: i64,
     #[serde(default, deserialize_with = "int64")]
     mod_revision: i64,
-    #[serde(default, deserialize_with = "int64")]
-    lease: i64,
 }
 
 impl TryFrom<RawKv> for Kv {
@@ -482,8 +503,12 @@ impl TryFrom<RawKv> for Kv {
 
     fn try_from(raw: RawKv) -> Result<Kv> {
         let bytes = |field: &str, text: &str| {
-            base64::decode(text)
-                .ok_or_else(|| GatewayError::Malformed(format!("{field} {text:?} is not base64")))
+            base64::decode(text).ok_or_else(|| {
+                GatewayError::Malformed(format!(
+                    "{field} {} is not base64",
+                    excerpt(text.as_bytes())
+                ))
+            })
         };
         if raw.key.is_empty() {
             return Err(GatewayError::Malformed("a key-value without a key".into()));
@@ -493,7 +518,6 @@ impl TryFrom<RawKv> for Kv {
             value: bytes("value", &raw.value)?,
             create_revision: raw.create_revision,
             mod_revision: raw.mod_revision,
-            lease: raw.lease,
         })
     }
 }
@@ -533,8 +557,6 @@ struct LeaseAnswer {
 #[derive(Deserialize, Default)]
 struct WatchAnswer {
     #[serde(default)]
-    header: Header,
-    #[serde(default)]
     created: bool,
     #[serde(default)]
     canceled: bool,
@@ -563,11 +585,13 @@ impl<T> StreamLine<T> {
     fn into_result(self) -> Result<T> {
         match (self.result, self.error) {
             (_, Some(error)) => {
-                let message = error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no message")
-                    .to_string();
+                let message = excerpt(
+                    error
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no message")
+                        .as_bytes(),
+                );
                 Err(GatewayError::Unreachable(format!(
                     "etcd ended the stream: {message}"
                 )))
@@ -603,10 +627,7 @@ mod tests {
     #[test]
     fn watch_lines_as_etcd_3_4_writes_them() {
         let created = br#"{"result":{"header":{"cluster_id":"324952591200643719","member_id":"3319814642761637952","revision":"33","raft_term":"3"},"created":true}}"#;
-        assert_eq!(
-            parse_watch_line(created),
-            Ok(WatchMessage::Created { revision: 33 })
-        );
+        assert_eq!(parse_watch_line(created), Ok(WatchMessage::Created));
         let put = br#"{"result":{"header":{"revision":"34"},"events":[{"kv":{"key":"dy9h","create_revision":"34","mod_revision":"34","version":"1","value":"djE="}},{"kv":{"key":"dy9lbXB0eQ==","create_revision":"36","mod_revision":"36","version":"1"}}]}}"#;
         assert_eq!(
             parse_watch_line(put),
@@ -616,14 +637,12 @@ mod tests {
                     value: b"v1".to_vec(),
                     create_revision: 34,
                     mod_revision: 34,
-                    lease: 0,
                 }),
                 Event::Put(Kv {
                     key: b"w/empty".to_vec(),
                     value: Vec::new(),
                     create_revision: 36,
                     mod_revision: 36,
-                    lease: 0,
                 }),
             ]))
         );
@@ -643,10 +662,7 @@ mod tests {
             })
         );
         let progress = br#"{"result":{"header":{"revision":"1"}}}"#;
-        assert_eq!(
-            parse_watch_line(progress),
-            Ok(WatchMessage::Progress { revision: 1 })
-        );
+        assert_eq!(parse_watch_line(progress), Ok(WatchMessage::Progress));
     }
 
     #[test]
@@ -655,8 +671,8 @@ mod tests {
             &b"<html><body>502 Bad Gateway</body></html>"[..],
             b"{\"result\":{\"events\":[{\"kv\":{\"key\":\"not base64!\"}}]}}",
             b"{\"result\":{\"events\":[{\"kv\":{}}]}}",
-            b"{\"result\":{\"header\":{\"revision\":1.5}}}",
-            b"{\"result\":{\"header\":{\"revision\":\"12x\"}}}",
+            b"{\"result\":{\"canceled\":true,\"compact_revision\":1.5}}",
+            b"{\"result\":{\"events\":[{\"kv\":{\"key\":\"YQ==\",\"mod_revision\":\"12x\"}}]}}",
             b"{\"result\":{\"events\":[{\"type\":\"MOVE\",\"kv\":{\"key\":\"YQ==\"}}]}}",
             b"{}",
             b"[1,2]",
@@ -681,10 +697,7 @@ mod tests {
     fn a_cut_stream_ends_and_a_partial_line_is_an_error() {
         let cut = b"{\"result\":{\"header\":{\"revision\":\"3\"},\"created\":true}}\n{\"result\":{\"events\":[{\"kv\":{\"key\":\"YQ\"";
         let mut watch = Watch::new(Box::new(&cut[..]));
-        assert_eq!(
-            watch.next_message(),
-            Ok(Some(WatchMessage::Created { revision: 3 }))
-        );
+        assert_eq!(watch.next_message(), Ok(Some(WatchMessage::Created)));
         assert!(matches!(
             watch.next_message(),
             Err(GatewayError::Malformed(_))

@@ -43,12 +43,11 @@ impl Control {
         Control { agent }
     }
 
-    /// The queen's `GET /drones`.
-    pub fn list(&self, queen: &Larve) -> Result<Vec<DroneEntry>> {
-        let url = format!("http://{}/drones", queen.address());
+    /// The status and whole body of `GET url`.
+    fn get(&self, url: &str) -> Result<(u16, Vec<u8>)> {
         let mut reply = self
             .agent
-            .get(&url)
+            .get(url)
             .call()
             .map_err(|e| format!("GET {url}: {e}"))?;
         let status = reply.status().as_u16();
@@ -58,10 +57,21 @@ impl Control {
             .limit(u64::MAX)
             .read_to_vec()
             .map_err(|e| format!("GET {url}: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// `GET url` answered 200 with JSON of type `T`.
+    fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
+        let (status, body) = self.get(url)?;
         if status != 200 {
             return Err(format!("GET {url}: HTTP {status}"));
         }
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
+    }
+
+    /// The queen's `GET /drones`.
+    pub fn list(&self, queen: &Larve) -> Result<Vec<DroneEntry>> {
+        self.get_json(&format!("http://{}/drones", queen.address()))
     }
 
     /// The addresses in the queen's `/drones`.
@@ -71,6 +81,19 @@ impl Control {
 
     /// Registers `address` with the queen by hand, as a drone would.
     pub fn register(&self, queen: &Larve, address: &str) -> Result<()> {
+        match self.register_status(queen, address)? {
+            200 => Ok(()),
+            status => Err(format!(
+                "POST http://{}/register {address}: HTTP {status}",
+                queen.address()
+            )),
+        }
+    }
+
+    /// Registers `address` with the queen by hand and returns her answer's status, which may be a
+    /// refusal (a queen on etcd answers 503 while etcd is slow). `Err` only when she did not
+    /// answer at all.
+    pub fn register_status(&self, queen: &Larve, address: &str) -> Result<u16> {
         let url = format!("http://{}/register", queen.address());
         let body = serde_json::json!({ "address": address }).to_string();
         let mut reply = self
@@ -79,12 +102,7 @@ impl Control {
             .header("Content-Type", "application/json")
             .send(body.as_bytes())
             .map_err(|e| format!("POST {url}: {e}"))?;
-        let status = reply.status().as_u16();
         let _ = reply.body_mut().read_to_vec();
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(format!("POST {url} {address}: HTTP {status}"))
-        }
+        Ok(reply.status().as_u16())
     }
 }

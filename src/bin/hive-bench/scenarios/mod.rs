@@ -44,18 +44,27 @@ impl Bench {
 
     /// Starts `count` drones of `queen` and waits until she lists them all.
     pub fn drones(&self, queen: &Larve, label: &str, count: usize) -> Result<Vec<Larve>> {
+        self.drones_of(&[queen], label, count)
+    }
+
+    /// Starts `count` drones of `queens` (sharing a registry in etcd when there are several) and
+    /// waits until every one of them lists them all.
+    pub fn drones_of(&self, queens: &[&Larve], label: &str, count: usize) -> Result<Vec<Larve>> {
         let drones = (0..count)
-            .map(|i| self.launcher.drone(&format!("{label}-{i}"), queen))
+            .map(|i| self.launcher.drone(&format!("{label}-{i}"), queens))
             .collect::<Result<Vec<Larve>>>()?;
         wait::until(
             REGISTER_TIMEOUT,
             REGISTER_POLL,
             &format!("every {label} drone to register"),
             || {
-                let listed = self.control.listed(queen).ok()?;
-                drones
+                queens
                     .iter()
-                    .all(|d| listed.contains(&d.address()))
+                    .all(|queen| {
+                        self.control.listed(queen).is_ok_and(|listed| {
+                            drones.iter().all(|d| listed.contains(&d.address()))
+                        })
+                    })
                     .then_some(())
             },
         )?;

@@ -1,7 +1,8 @@
 //! The bench's own calls to a queen, apart from the measured load: reading `/drones` and
-//! registering fake drones, through one HTTP client with a limit on every call.
+//! `/healthz`, registering fake drones, and asking etcd whether it is healthy, through one HTTP
+//! client with a limit on every call.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -24,6 +25,30 @@ pub struct DroneEntry {
     pub last_seen: f64,
     pub failures: u32,
 }
+
+/// A queen's `GET /healthz`; only the fields the scenarios read.
+#[derive(Deserialize)]
+pub struct QueenHealth {
+    pub status: String,
+    /// `host:port` of the queen that leads, when she shares etcd and one does.
+    pub leader: Option<String>,
+    /// Address → name of every drone she knows; only for holders of the cluster token (the bench
+    /// runs without one).
+    pub drones: Option<BTreeMap<String, String>>,
+}
+
+impl QueenHealth {
+    /// Whether she serves: a queen on etcd is not ready until she has read the registry.
+    pub fn is_ready(&self) -> bool {
+        self.status == READY
+    }
+}
+
+/// A larve's `status` once it serves.
+const READY: &str = "Status.READY";
+
+/// What etcd's `GET /health` answers when the member has a leader and serves.
+const ETCD_HEALTHY: &str = r#""health":"true""#;
 
 /// The control client.
 pub struct Control {
@@ -72,6 +97,19 @@ impl Control {
     /// The queen's `GET /drones`.
     pub fn list(&self, queen: &Larve) -> Result<Vec<DroneEntry>> {
         self.get_json(&format!("http://{}/drones", queen.address()))
+    }
+
+    /// The queen's `GET /healthz`, whatever her status (a queen not ready answers 200 too).
+    pub fn health(&self, queen: &Larve) -> Result<QueenHealth> {
+        self.get_json(&format!("http://{}/healthz", queen.address()))
+    }
+
+    /// Whether the etcd member at `client_url` (`http://HOST:PORT`) answers `GET /health` healthy.
+    pub fn etcd_healthy(&self, client_url: &str) -> bool {
+        self.get(&format!("{client_url}/health"))
+            .is_ok_and(|(status, body)| {
+                status == 200 && String::from_utf8_lossy(&body).contains(ETCD_HEALTHY)
+            })
     }
 
     /// The addresses in the queen's `/drones`.

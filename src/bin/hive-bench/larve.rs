@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use crate::{Result, wait};
 
-/// A signal [`signal`] sends, by the name `kill` takes.
+/// Signals [`signal`] sends, by the names `kill` takes.
 pub const SIGSTOP: &str = "STOP";
+pub const SIGINT: &str = "INT";
 
 /// The environment variable a larve reads its cluster token from.
 pub const TOKEN_ENV: &str = "HIVE_TOKEN";

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::larve::{Larve, TOKEN_ENV};
+use crate::larve::{self, Larve, TOKEN_ENV};
 use crate::{Result, progress, wait};
 
 /// The script, and where it lives in the repository (for the command lines the report prints).
@@ -213,6 +213,11 @@ impl Run {
     pub fn errors(&self) -> u64 {
         self.non_2xx() + self.timeouts() + self.socket_errors()
     }
+
+    /// Answers wrk counted, whatever their status.
+    pub fn requests(&self) -> u64 {
+        self.summary.requests
+    }
 }
 
 /// A running wrk; dropping it kills and reaps it, so none outlives a failed wait.
@@ -271,6 +276,13 @@ impl Running {
             summary,
             started: self.started,
         })
+    }
+
+    /// Ends the run now rather than at its length: on SIGINT wrk stops its threads, then prints
+    /// its summary over the time it ran, as at the end of a run.
+    pub fn stop(self) -> Result<Run> {
+        larve::signal(self.guard.0.id(), larve::SIGINT)?;
+        self.finish()
     }
 }
 

@@ -9,6 +9,7 @@ mod big_body;
 mod burst;
 mod detection;
 mod footprint;
+mod queens;
 mod scale;
 mod soak;
 mod throughput;
@@ -17,6 +18,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::control::Control;
+use crate::etcd::Etcd;
 use crate::larve::{Larve, Launcher};
 use crate::options::Plan;
 use crate::report::Report;
@@ -27,12 +29,13 @@ use crate::{Result, progress, wait};
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const REGISTER_POLL: Duration = Duration::from_millis(10);
 
-/// What every scenario needs: how to start larves, how to ask a queen, how to load her, and the
-/// plan.
+/// What every scenario needs: how to start larves, how to ask a queen, how to load her, how to
+/// start the etcd queens share, and the plan.
 pub struct Bench {
     pub launcher: Launcher,
     pub control: Control,
     pub wrk: Wrk,
+    pub etcd: Etcd,
     pub plan: Plan,
 }
 
@@ -76,7 +79,7 @@ impl Bench {
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 7] = [
+const ALL: [(&str, Scenario); 8] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -84,6 +87,7 @@ const ALL: [(&str, Scenario); 7] = [
     (scale::LABEL, scale::run),
     (burst::LABEL, burst::run),
     (big_body::LABEL, big_body::run),
+    (queens::LABEL, queens::run),
 ];
 
 /// How many scenarios there are, numbered from 1.

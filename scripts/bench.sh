@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Builds the release binaries and benchmarks a local hive against the performance issue's targets,
-# with wrk (installed with apt-get when missing and run as root) as the load generator.
+# with wrk as the load generator and etcd for the scenario of several queens (each installed with
+# apt-get when missing and run as root: Debian's wrk and etcd-server).
 #
 #   scripts/bench.sh [--quick] [HIVE-BENCH OPTIONS...]
 #
-# Every scenario starts its own queen and drones on 127.0.0.1 (free ports) and stops them after.
+# Every scenario starts its own queens and drones (and etcd) on 127.0.0.1 (free ports) and stops
+# them after.
 # Progress goes to stderr; the machine line and one markdown table of every number go to stdout, so
 #   scripts/bench.sh > bench.md
-# keeps just the table. The full run takes about 5 to 6 minutes, --quick about a minute.
+# keeps just the table. The full run takes about 7 minutes, --quick about a minute and a half
+# (scenario 8 alone: a minute and a half, or half a minute with --quick).
 # Other options (--only 1,4, --keep-logs) go to hive-bench; see target/release/hive-bench --help.
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail
@@ -20,16 +23,22 @@ fail() {
     exit 1
 }
 
-if ! command -v wrk >/dev/null; then
+# Debian packages the bench needs: wrk (the load) and etcd-server (the store of several queens).
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v etcd >/dev/null || missing+=(etcd-server)
+if ((${#missing[@]} > 0)); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        echo "bench: wrk is missing; installing it with apt-get" >&2
-        if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } >&2; then
-            fail "could not install wrk with apt-get"
+        echo "bench: missing: ${missing[*]}; installing with apt-get" >&2
+        if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; } >&2; then
+            fail "could not install ${missing[*]} with apt-get"
         fi
     else
-        fail "the benchmark needs wrk, which is not installed; install it (e.g. sudo apt-get install -y wrk) and run again"
+        fail "the benchmark needs ${missing[*]}, which is not installed; install it (e.g. sudo apt-get install -y ${missing[*]}) and run again"
     fi
 fi
+command -v wrk >/dev/null || fail "wrk is still missing after installing it"
+command -v etcd >/dev/null || fail "etcd is still missing after installing etcd-server"
 WRK="$(command -v wrk)"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 

@@ -1,7 +1,8 @@
 //! The bench's own calls to a queen, apart from the measured load: reading `/drones` and
-//! registering fake drones, through one HTTP client with a limit on every call.
+//! `/healthz`, registering fake drones, and asking etcd whether it is healthy, through one HTTP
+//! client with a limit on every call.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,6 +26,30 @@ pub struct DroneEntry {
     pub failures: u32,
 }
 
+/// A queen's `GET /healthz`; only the fields the scenarios read.
+#[derive(Deserialize)]
+pub struct QueenHealth {
+    pub status: String,
+    /// `host:port` of the queen that leads, when she shares etcd and one does.
+    pub leader: Option<String>,
+    /// Address → name of every drone she knows; only for holders of the cluster token (the bench
+    /// runs without one).
+    pub drones: Option<BTreeMap<String, String>>,
+}
+
+impl QueenHealth {
+    /// Whether she serves: a queen on etcd is not ready until she has read the registry.
+    pub fn is_ready(&self) -> bool {
+        self.status == READY
+    }
+}
+
+/// A larve's `status` once it serves.
+const READY: &str = "Status.READY";
+
+/// What etcd's `GET /health` answers when the member has a leader and serves.
+const ETCD_HEALTHY: &str = r#""health":"true""#;
+
 /// The control client.
 pub struct Control {
     agent: Agent,
@@ -43,12 +68,11 @@ impl Control {
         Control { agent }
     }
 
-    /// The queen's `GET /drones`.
-    pub fn list(&self, queen: &Larve) -> Result<Vec<DroneEntry>> {
-        let url = format!("http://{}/drones", queen.address());
+    /// The status and whole body of `GET url`.
+    fn get(&self, url: &str) -> Result<(u16, Vec<u8>)> {
         let mut reply = self
             .agent
-            .get(&url)
+            .get(url)
             .call()
             .map_err(|e| format!("GET {url}: {e}"))?;
         let status = reply.status().as_u16();
@@ -58,10 +82,34 @@ impl Control {
             .limit(u64::MAX)
             .read_to_vec()
             .map_err(|e| format!("GET {url}: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// `GET url` answered 200 with JSON of type `T`.
+    fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
+        let (status, body) = self.get(url)?;
         if status != 200 {
             return Err(format!("GET {url}: HTTP {status}"));
         }
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
+    }
+
+    /// The queen's `GET /drones`.
+    pub fn list(&self, queen: &Larve) -> Result<Vec<DroneEntry>> {
+        self.get_json(&format!("http://{}/drones", queen.address()))
+    }
+
+    /// The queen's `GET /healthz`, whatever her status (a queen not ready answers 200 too).
+    pub fn health(&self, queen: &Larve) -> Result<QueenHealth> {
+        self.get_json(&format!("http://{}/healthz", queen.address()))
+    }
+
+    /// Whether the etcd member at `client_url` (`http://HOST:PORT`) answers `GET /health` healthy.
+    pub fn etcd_healthy(&self, client_url: &str) -> bool {
+        self.get(&format!("{client_url}/health"))
+            .is_ok_and(|(status, body)| {
+                status == 200 && String::from_utf8_lossy(&body).contains(ETCD_HEALTHY)
+            })
     }
 
     /// The addresses in the queen's `/drones`.
@@ -71,6 +119,19 @@ impl Control {
 
     /// Registers `address` with the queen by hand, as a drone would.
     pub fn register(&self, queen: &Larve, address: &str) -> Result<()> {
+        match self.register_status(queen, address)? {
+            200 => Ok(()),
+            status => Err(format!(
+                "POST http://{}/register {address}: HTTP {status}",
+                queen.address()
+            )),
+        }
+    }
+
+    /// Registers `address` with the queen by hand and returns her answer's status, which may be a
+    /// refusal (a queen on etcd answers 503 while etcd is slow). `Err` only when she did not
+    /// answer at all.
+    pub fn register_status(&self, queen: &Larve, address: &str) -> Result<u16> {
         let url = format!("http://{}/register", queen.address());
         let body = serde_json::json!({ "address": address }).to_string();
         let mut reply = self
@@ -79,12 +140,7 @@ impl Control {
             .header("Content-Type", "application/json")
             .send(body.as_bytes())
             .map_err(|e| format!("POST {url}: {e}"))?;
-        let status = reply.status().as_u16();
         let _ = reply.body_mut().read_to_vec();
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(format!("POST {url} {address}: HTTP {status}"))
-        }
+        Ok(reply.status().as_u16())
     }
 }

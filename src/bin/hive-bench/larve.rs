@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use crate::{Result, wait};
 
+/// Signals [`signal`] sends, by the names `kill` takes.
+pub const SIGSTOP: &str = "STOP";
+pub const SIGINT: &str = "INT";
+
 /// The environment variable a larve reads its cluster token from.
 pub const TOKEN_ENV: &str = "HIVE_TOKEN";
 
@@ -77,15 +81,7 @@ impl Larve {
 
     /// SIGSTOP: the kernel still completes connections to its port, but nothing answers them.
     pub fn freeze(&self) -> Result<()> {
-        let status = Command::new("kill")
-            .args(["-STOP", &self.pid().to_string()])
-            .status()
-            .map_err(|e| format!("cannot run kill: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -STOP {} failed: {status}", self.pid()))
-        }
+        signal(self.pid(), SIGSTOP)
     }
 
     /// Everything it logged so far.
@@ -97,6 +93,20 @@ impl Larve {
 impl Drop for Larve {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sends `signal` (a name `kill` takes, such as [`SIGSTOP`]) to the process `pid`, with the `kill`
+/// command: the standard library sends no signal but SIGKILL.
+pub fn signal(pid: u32, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -{signal} {pid} failed: {status}"))
     }
 }
 
@@ -163,11 +173,21 @@ impl Launcher {
         self.start(label, &args)
     }
 
-    /// Starts a drone of `queen` on a free port; it registers itself.
-    pub fn drone(&self, label: &str, queen: &Larve) -> Result<Larve> {
-        let args = ["--queen-host", &queen.address(), "--port", "0"].map(String::from);
+    /// Starts a drone of `queens` (several when they share a registry in etcd) on a free port; it
+    /// registers itself with the first that answers.
+    pub fn drone(&self, label: &str, queens: &[&Larve]) -> Result<Larve> {
+        let args = ["--queen-host", &queen_hosts(queens), "--port", "0"].map(String::from);
         self.start(label, &args)
     }
+}
+
+/// What a drone's `--queen-host` takes for `queens`: their addresses, comma-separated.
+pub fn queen_hosts(queens: &[&Larve]) -> String {
+    queens
+        .iter()
+        .map(|queen| queen.address())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The port in a larve's `... listening on 127.0.0.1:PORT; ...` (queen) or `..., ...` (drone) line.

@@ -4,17 +4,19 @@
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
 //! per scenario and the runner that calls them; [`larve`] starts larves and kills them when
-//! dropped; [`control`] is the bench's own calls to a queen; [`wrk`] runs the HTTP load generator
-//! (wrk with `scripts/wrk/hive.lua`); [`rawhttp`] speaks HTTP by hand where wrk cannot (one
-//! connection's first answer, a body a server may never read); [`procfs`] reads a larve's threads,
-//! memory and descriptors; [`fleet`] simulates drones; [`heartbeat`] sets and reads a queen's
-//! heartbeat; [`wait`] is the one way to wait; [`report`] prints the table.
+//! dropped; [`control`] is the bench's own calls to a queen (and to etcd's health); [`wrk`] runs
+//! the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`etcd`] starts the etcd that
+//! queens share; [`rawhttp`] speaks HTTP by hand where wrk cannot (one connection's first answer,
+//! a body a server may never read); [`procfs`] reads a larve's threads, memory and descriptors;
+//! [`fleet`] simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`wait`] is the
+//! one way to wait; [`report`] prints the table.
 //!
-//! Every larve is held by a guard that kills the process when dropped, the fake fleet stops its
-//! threads when dropped, and every wait has a deadline: a failing scenario ends with nothing left
-//! running, and the next scenario still runs.
+//! Every larve, etcd member and wrk is held by a guard that kills the process when dropped, the
+//! fake fleet stops its threads when dropped, and every wait has a deadline: a failing scenario
+//! ends with nothing left running, and the next scenario still runs.
 
 mod control;
+mod etcd;
 mod fleet;
 mod heartbeat;
 mod larve;
@@ -31,6 +33,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use control::Control;
+use etcd::Etcd;
 use larve::{Launcher, WorkDir};
 use options::Plan;
 use report::Report;
@@ -67,6 +70,7 @@ fn run() -> Result<ExitCode> {
         launcher: Launcher::new(options.larve.clone(), workdir.path()),
         control: Control::new(),
         wrk: Wrk::new(options.wrk.clone(), workdir.path())?,
+        etcd: Etcd::new(options.etcd.clone(), workdir.path()),
         plan: Plan::new(options.quick),
     };
     progress(&format!(

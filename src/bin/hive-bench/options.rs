@@ -9,22 +9,25 @@ use crate::scenarios;
 
 /// The help text, printed by `--help`.
 pub const USAGE: &str = "\
-usage: hive-bench [--larve PATH] [--wrk PATH] [--quick] [--only N[,N...]] [--keep-logs]
+usage: hive-bench [--larve PATH] [--wrk PATH] [--etcd-binary PATH] [--quick] [--only N[,N...]]
+                  [--keep-logs]
 
 Starts queens and drones on 127.0.0.1, loads them with wrk, measures them, and prints a markdown
 table to stdout.
 
 options:
-  --larve PATH    the larve binary (default: larve next to this binary)
-  --wrk PATH      the wrk binary (default: wrk on the PATH)
-  --quick         one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter runs
-                  elsewhere, a 200-drone fleet
-  --only LIST     run only these scenarios, e.g. --only 1,4 (default: all)
-  --keep-logs     keep the larves' logs and wrk's output (they are kept anyway when a scenario fails)
-  -h, --help      print this help
+  --larve PATH        the larve binary (default: larve next to this binary)
+  --wrk PATH          the wrk binary (default: wrk on the PATH)
+  --etcd-binary PATH  the etcd binary scenario 8 starts (default: etcd on the PATH)
+  --quick             one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter
+                      runs and fewer repetitions elsewhere, a 200-drone fleet
+  --only LIST         run only these scenarios, e.g. --only 1,4 (default: all)
+  --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
+                      fails)
+  -h, --help          print this help
 
 scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint,
-6 burst, 7 big body";
+6 burst, 7 big body, 8 several queens (etcd)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -56,6 +59,17 @@ const QUICK_FLEET: FleetSize = FleetSize {
     silent: 20,
 };
 
+/// Scenario 8: leader kills measured, submit runs per side (in-memory queen, follower on etcd) and
+/// their length, and drones registered through three queens.
+const FULL_FAILOVER_REPEATS: usize = 5;
+const QUICK_FAILOVER_REPEATS: usize = 2;
+const FULL_QUEENS_RATE_RUNS: usize = 3;
+const QUICK_QUEENS_RATE_RUNS: usize = 1;
+const FULL_QUEENS_RATE_SECS: u64 = 6;
+const QUICK_QUEENS_RATE_SECS: u64 = 2;
+const FULL_QUEENS_FLEET: usize = 1000;
+const QUICK_QUEENS_FLEET: usize = 200;
+
 /// Length of each of scenario 4's submit loads.
 const FULL_SCALE_LOAD_SECS: u64 = 5;
 const QUICK_SCALE_LOAD_SECS: u64 = 2;
@@ -64,6 +78,7 @@ const QUICK_SCALE_LOAD_SECS: u64 = 2;
 pub struct Options {
     pub larve: PathBuf,
     pub wrk: PathBuf,
+    pub etcd: PathBuf,
     pub quick: bool,
     pub keep_logs: bool,
     /// Scenario numbers to run; all when `None`.
@@ -97,6 +112,9 @@ pub fn parse() -> Result<Option<Options>> {
     let wrk: Option<PathBuf> = args
         .opt_value_from_os_str("--wrk", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(|e| e.to_string())?;
+    let etcd: Option<PathBuf> = args
+        .opt_value_from_os_str("--etcd-binary", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(|e| e.to_string())?;
     if let Some(extra) = args.finish().first() {
         return Err(format!("unexpected argument {extra:?}\n\n{USAGE}"));
     }
@@ -106,10 +124,13 @@ pub fn parse() -> Result<Option<Options>> {
             .map_err(|e| format!("cannot find this binary's directory: {e}"))?
             .with_file_name("larve"),
     };
-    let wrk = wrk.unwrap_or_else(|| on_path(WRK).unwrap_or_else(|| PathBuf::from(WRK)));
+    let found = |name: &str| on_path(name).unwrap_or_else(|| PathBuf::from(name));
+    let wrk = wrk.unwrap_or_else(|| found(WRK));
+    let etcd = etcd.unwrap_or_else(|| found(ETCD));
     Ok(Some(Options {
         larve,
         wrk,
+        etcd,
         quick,
         keep_logs,
         only,
@@ -118,6 +139,9 @@ pub fn parse() -> Result<Option<Options>> {
 
 /// The load generator's name, looked for on the `PATH` when `--wrk` is not given.
 const WRK: &str = "wrk";
+
+/// etcd's name, looked for on the `PATH` when `--etcd-binary` is not given.
+const ETCD: &str = "etcd";
 
 /// The first file called `name` in a directory of the `PATH`.
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -143,6 +167,11 @@ pub struct Plan {
     pub fleet: FleetSize,
     pub scale_load: Duration,
     pub burst_runs: usize,
+    /// Scenario 8: leader kills, submit runs per side and their length, drones registered.
+    pub failover_repeats: usize,
+    pub queens_rate_runs: usize,
+    pub queens_rate_length: Duration,
+    pub queens_fleet: usize,
 }
 
 impl Plan {
@@ -160,6 +189,14 @@ impl Plan {
                 QUICK_SCALE_LOAD_SECS,
             )),
             burst_runs: pick(quick, FULL_BURST_RUNS, QUICK_BURST_RUNS),
+            failover_repeats: pick(quick, FULL_FAILOVER_REPEATS, QUICK_FAILOVER_REPEATS),
+            queens_rate_runs: pick(quick, FULL_QUEENS_RATE_RUNS, QUICK_QUEENS_RATE_RUNS),
+            queens_rate_length: Duration::from_secs(pick(
+                quick,
+                FULL_QUEENS_RATE_SECS,
+                QUICK_QUEENS_RATE_SECS,
+            )),
+            queens_fleet: pick(quick, FULL_QUEENS_FLEET, QUICK_QUEENS_FLEET),
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::larve::{Larve, TOKEN_ENV};
+use crate::larve::{self, Larve, TOKEN_ENV};
 use crate::{Result, progress, wait};
 
 /// The script, and where it lives in the repository (for the command lines the report prints).
@@ -21,8 +21,9 @@ const SCRIPT_IN_REPOSITORY: &str = "scripts/wrk/hive.lua";
 /// What the script's summary line starts with.
 const SUMMARY_PREFIX: &str = "HIVE-WRK ";
 
-/// wrk's threads: one per core of the 2-core machine the targets were set on.
-const THREADS: usize = 2;
+/// wrk's threads unless a load says otherwise: one per core of the 2-core machine the targets
+/// were set on.
+pub const DEFAULT_THREADS: usize = 2;
 
 /// How long past its length a run may take (connecting, then summing up) before it counts as hung.
 const EXIT_GRACE: Duration = Duration::from_secs(15);
@@ -64,6 +65,8 @@ impl Call {
 #[derive(Clone, Copy)]
 pub struct Load {
     pub call: Call,
+    /// wrk's `-t`.
+    pub threads: usize,
     pub connections: usize,
     /// Whole seconds: wrk's `-d`.
     pub length: Duration,
@@ -73,10 +76,11 @@ pub struct Load {
 }
 
 impl Load {
-    /// A load with wrk's default timeout.
+    /// A load on [`DEFAULT_THREADS`] threads with wrk's default timeout.
     pub fn new(call: Call, connections: usize, length: Duration) -> Load {
         Load {
             call,
+            threads: DEFAULT_THREADS,
             connections,
             length,
             timeout: None,
@@ -86,7 +90,7 @@ impl Load {
     /// wrk's arguments for this load against `address`, with the script at `script`.
     fn args(&self, script: &str, address: &str) -> Vec<String> {
         let mut args = vec![
-            format!("-t{THREADS}"),
+            format!("-t{}", self.threads),
             format!("-c{}", self.connections),
             format!("-d{}s", self.length.as_secs()),
         ];
@@ -209,15 +213,76 @@ impl Run {
     pub fn errors(&self) -> u64 {
         self.non_2xx() + self.timeouts() + self.socket_errors()
     }
+
+    /// Answers wrk counted, whatever their status.
+    pub fn requests(&self) -> u64 {
+        self.summary.requests
+    }
 }
 
 /// A running wrk; dropping it kills and reaps it, so none outlives a failed wait.
-struct Running(Child);
+struct Guard(Child);
 
-impl Drop for Running {
+impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A wrk started by [`Wrk::start`], running in the background.
+pub struct Running {
+    guard: Guard,
+    label: String,
+    load: Load,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+    started: Instant,
+}
+
+impl Running {
+    /// Waits for wrk to end its run and returns its summary.
+    pub fn finish(mut self) -> Result<Run> {
+        let label = &self.label;
+        let status = wait::poll(
+            self.load.length + EXIT_GRACE,
+            EXIT_POLL,
+            &format!("wrk ({label}) to finish"),
+            || {
+                self.guard
+                    .0
+                    .try_wait()
+                    .map_err(|e| format!("wrk ({label}): {e}"))
+            },
+        )?;
+        let output = fs::read_to_string(&self.stdout_path).unwrap_or_default();
+        let Some(line) = output
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix(SUMMARY_PREFIX))
+        else {
+            let errors = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+            let errors = match errors.trim() {
+                "" => "nothing on stderr",
+                errors => errors,
+            };
+            return Err(format!(
+                "wrk ({label}) exited ({status}) without a {SUMMARY_PREFIX}line: {errors}"
+            ));
+        };
+        let summary = serde_json::from_str(line)
+            .map_err(|e| format!("wrk ({label}): cannot read {line:?}: {e}"))?;
+        Ok(Run {
+            summary,
+            started: self.started,
+        })
+    }
+
+    /// Ends the run now rather than at its length: on SIGINT wrk stops its threads, then prints
+    /// its summary over the time it ran, as at the end of a run.
+    pub fn stop(self) -> Result<Run> {
+        larve::signal(self.guard.0.id(), larve::SIGINT)?;
+        self.finish()
     }
 }
 
@@ -249,6 +314,11 @@ impl Wrk {
     /// Runs `load` against `queen` and returns its summary; wrk's output goes to files named after
     /// `label`.
     pub fn run(&self, label: &str, load: Load, queen: &Larve) -> Result<Run> {
+        self.start(label, load, queen)?.finish()
+    }
+
+    /// Starts `load` against `queen` in the background.
+    pub fn start(&self, label: &str, load: Load, queen: &Larve) -> Result<Running> {
         let stdout_path = self.dir.join(format!("{label}.wrk.out"));
         let stderr_path = self.dir.join(format!("{label}.wrk.err"));
         let create =
@@ -265,35 +335,13 @@ impl Wrk {
             .stderr(create(&stderr_path)?)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
-        let mut running = Running(child);
-        let status = wait::poll(
-            load.length + EXIT_GRACE,
-            EXIT_POLL,
-            &format!("wrk ({label}) to finish"),
-            || {
-                running
-                    .0
-                    .try_wait()
-                    .map_err(|e| format!("wrk ({label}): {e}"))
-            },
-        )?;
-        let output = fs::read_to_string(&stdout_path).unwrap_or_default();
-        let Some(line) = output
-            .lines()
-            .rev()
-            .find_map(|line| line.strip_prefix(SUMMARY_PREFIX))
-        else {
-            let errors = fs::read_to_string(&stderr_path).unwrap_or_default();
-            let errors = match errors.trim() {
-                "" => "nothing on stderr",
-                errors => errors,
-            };
-            return Err(format!(
-                "wrk ({label}) exited ({status}) without a {SUMMARY_PREFIX}line: {errors}"
-            ));
-        };
-        let summary = serde_json::from_str(line)
-            .map_err(|e| format!("wrk ({label}): cannot read {line:?}: {e}"))?;
-        Ok(Run { summary, started })
+        Ok(Running {
+            guard: Guard(child),
+            label: label.to_string(),
+            load,
+            stdout_path,
+            stderr_path,
+            started,
+        })
     }
 }

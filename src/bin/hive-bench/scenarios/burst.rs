@@ -14,7 +14,7 @@ use super::Bench;
 use crate::larve::Larve;
 use crate::rawhttp::{self, HEALTHZ_REQUEST};
 use crate::report::{self, Report, median, ms, target};
-use crate::wrk::{Call, Load};
+use crate::wrk::{Call, DEFAULT_THREADS, Load};
 use crate::{Result, progress};
 
 pub const LABEL: &str = "6. burst";
@@ -29,6 +29,7 @@ const HOLD: Duration = Duration::from_secs(5);
 /// The light traffic that makes the queen warm: `wrk -c8 -d2s` on `/healthz`.
 const WARM_TRAFFIC: Load = Load {
     call: Call::Health,
+    threads: DEFAULT_THREADS,
     connections: 8,
     length: Duration::from_secs(2),
     timeout: None,

@@ -9,6 +9,7 @@ mod big_body;
 mod burst;
 mod detection;
 mod footprint;
+mod queens;
 mod scale;
 mod soak;
 mod throughput;
@@ -17,6 +18,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::control::Control;
+use crate::etcd::Etcd;
 use crate::larve::{Larve, Launcher};
 use crate::options::Plan;
 use crate::report::Report;
@@ -27,12 +29,13 @@ use crate::{Result, progress, wait};
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const REGISTER_POLL: Duration = Duration::from_millis(10);
 
-/// What every scenario needs: how to start larves, how to ask a queen, how to load her, and the
-/// plan.
+/// What every scenario needs: how to start larves, how to ask a queen, how to load her, how to
+/// start the etcd queens share, and the plan.
 pub struct Bench {
     pub launcher: Launcher,
     pub control: Control,
     pub wrk: Wrk,
+    pub etcd: Etcd,
     pub plan: Plan,
 }
 
@@ -44,18 +47,27 @@ impl Bench {
 
     /// Starts `count` drones of `queen` and waits until she lists them all.
     pub fn drones(&self, queen: &Larve, label: &str, count: usize) -> Result<Vec<Larve>> {
+        self.drones_of(&[queen], label, count)
+    }
+
+    /// Starts `count` drones of `queens` (sharing a registry in etcd when there are several) and
+    /// waits until every one of them lists them all.
+    pub fn drones_of(&self, queens: &[&Larve], label: &str, count: usize) -> Result<Vec<Larve>> {
         let drones = (0..count)
-            .map(|i| self.launcher.drone(&format!("{label}-{i}"), queen))
+            .map(|i| self.launcher.drone(&format!("{label}-{i}"), queens))
             .collect::<Result<Vec<Larve>>>()?;
         wait::until(
             REGISTER_TIMEOUT,
             REGISTER_POLL,
             &format!("every {label} drone to register"),
             || {
-                let listed = self.control.listed(queen).ok()?;
-                drones
+                queens
                     .iter()
-                    .all(|d| listed.contains(&d.address()))
+                    .all(|queen| {
+                        self.control.listed(queen).is_ok_and(|listed| {
+                            drones.iter().all(|d| listed.contains(&d.address()))
+                        })
+                    })
                     .then_some(())
             },
         )?;
@@ -67,7 +79,7 @@ impl Bench {
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 7] = [
+const ALL: [(&str, Scenario); 8] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -75,6 +87,7 @@ const ALL: [(&str, Scenario); 7] = [
     (scale::LABEL, scale::run),
     (burst::LABEL, burst::run),
     (big_body::LABEL, big_body::run),
+    (queens::LABEL, queens::run),
 ];
 
 /// How many scenarios there are, numbered from 1.

@@ -35,7 +35,7 @@ const ROUND_SLACK_SECS: f64 = 1.0;
 
 /// The targets.
 const DURING_OVER_WITHOUT_TARGET: f64 = 2.0;
-const QUEEN_RSS_MB_TARGET: f64 = 64.0;
+pub const QUEEN_RSS_MB_TARGET: f64 = 64.0;
 
 /// How long to wait for a round over the bad drones to start, and past the bound for it to end,
 /// and how often `/drones` is read meanwhile.

@@ -1,0 +1,159 @@
+//! The etcd that queens share their registry through: one member on free loopback ports, with its
+//! data in a directory of the run's [`WorkDir`](crate::larve::WorkDir). Each is held by a [`Member`]
+//! guard that kills it and removes its data when dropped, so no etcd outlives the scenario that
+//! started it; its log stays with the larves' logs.
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::control::Control;
+use crate::{Result, progress, wait};
+
+/// Raft timings of a member alone on loopback, in milliseconds: it elects itself at once and is
+/// healthy well within a second (etcd's defaults, 100 and 1000, are for networks).
+const HEARTBEAT_INTERVAL_MS: u64 = 10;
+const ELECTION_TIMEOUT_MS: u64 = 50;
+
+/// How long a member may take to answer healthy, and how often it is asked meanwhile.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(10);
+const HEALTHY_POLL: Duration = Duration::from_millis(20);
+
+/// Lines of a member's log shown when it dies before it is healthy.
+const LOG_TAIL_LINES: usize = 10;
+
+/// The etcd binary, with each member's data and log in one directory.
+pub struct Etcd {
+    binary: PathBuf,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    pub fn new(binary: PathBuf, dir: &Path) -> Etcd {
+        Etcd {
+            binary,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Starts a member named `label` on two free loopback ports (clients, peers) and waits until it
+    /// answers `GET /health` healthy. Ports are found by binding port 0 and letting go, so another
+    /// process could take one meanwhile: the member then dies, and its log says so in the error.
+    pub fn start(&self, label: &str, control: &Control) -> Result<Member> {
+        if !self.binary.is_file() {
+            return Err(format!(
+                "no etcd at {} (install it, e.g. apt-get install -y etcd-server, or pass \
+                 --etcd-binary PATH)",
+                self.binary.display()
+            ));
+        }
+        let [client_port, peer_port] = free_ports()?;
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let data_dir = self.dir.join(format!("{label}.data"));
+        let log_path = self.dir.join(format!("{label}.log"));
+        let args: Vec<String> = vec![
+            "--name".into(),
+            label.into(),
+            "--data-dir".into(),
+            data_dir.to_string_lossy().into_owned(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client.clone(),
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("{label}={peer}"),
+            "--heartbeat-interval".into(),
+            HEARTBEAT_INTERVAL_MS.to_string(),
+            "--election-timeout".into(),
+            ELECTION_TIMEOUT_MS.to_string(),
+        ];
+        let command = format!("{} {}", self.binary.display(), args.join(" "));
+        progress(&format!("{label}: {command}"));
+        let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let child = Command::new(&self.binary)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        let mut member = Member {
+            child,
+            client_url: client,
+            data_dir,
+            command,
+        };
+        wait::poll(
+            HEALTHY_TIMEOUT,
+            HEALTHY_POLL,
+            &format!("etcd ({label}) to be healthy"),
+            || {
+                if control.etcd_healthy(&member.client_url) {
+                    return Ok(Some(()));
+                }
+                match member.child.try_wait() {
+                    Ok(Some(status)) => Err(format!(
+                        "etcd ({label}) exited ({status}) before it was healthy: {}",
+                        log_tail(&log_path)
+                    )),
+                    _ => Ok(None),
+                }
+            },
+        )?;
+        Ok(member)
+    }
+}
+
+/// A running etcd member. Dropping it kills it with SIGKILL, reaps it and removes its data.
+pub struct Member {
+    child: Child,
+    client_url: String,
+    data_dir: PathBuf,
+    command: String,
+}
+
+impl Member {
+    /// `http://127.0.0.1:PORT`: what a queen's `--etcd` takes.
+    pub fn client_url(&self) -> &str {
+        &self.client_url
+    }
+
+    /// The command line it was started with, for the report.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Two distinct free loopback ports: both are bound at once, so they differ, then let go.
+fn free_ports() -> Result<[u16; 2]> {
+    let bind = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| Ok((listener.local_addr()?.port(), listener)))
+            .map_err(|e| format!("cannot find a free port: {e}"))
+    };
+    let (first, _held) = bind()?;
+    let (second, _also_held) = bind()?;
+    Ok([first, second])
+}
+
+/// The last lines of the log at `path`, on one line.
+fn log_tail(path: &Path) -> String {
+    let log = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join(" / ")
+}

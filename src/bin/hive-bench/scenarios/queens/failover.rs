@@ -1,0 +1,200 @@
+//! Scenario 8, failover: three queens on etcd and two drones; submits go through the two followers
+//! while the leader is killed with SIGKILL, and the time until both survivors name the same new
+//! leader, one of them, is measured, with every submit that failed meanwhile. A fresh queen then
+//! makes three again, and the next repetition kills whoever leads.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::LABEL;
+use super::group::{AGREE_POLL, LEADER_TTL, Queens};
+use crate::etcd::Member;
+use crate::report::{self, Report, median, target};
+use crate::scenarios::Bench;
+use crate::wrk::{Call, Load, Run};
+use crate::{Result, progress};
+
+/// Queens, and drones taking the submits.
+const QUEENS: usize = 3;
+const DRONES: usize = 2;
+
+/// The load through each follower: `wrk -t1 -c4`, with a timeout above the queen's 2 s task
+/// timeout, so a submit held by a drone is counted in the latencies rather than as a timeout.
+const LOAD_THREADS: usize = 1;
+const LOAD_CONNECTIONS: usize = 4;
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the load runs before the kill, so it is in full swing; a random part of the lease's
+/// renewal period is added, so the kill falls anywhere in the leader's renewal cycle, as a crash
+/// would.
+const LEAD_IN: Duration = Duration::from_secs(1);
+
+/// How long the load goes on once the survivors agree, so submits right after the takeover count.
+const TAIL: Duration = Duration::from_secs(1);
+
+/// How long past the TTL the survivors may take to agree before the repetition fails.
+const GIVE_UP: Duration = Duration::from_secs(10);
+
+/// wrk's `-d` is set past the longest a repetition can take by this much; the load is stopped
+/// (SIGINT, then wrk prints its summary) once the tail is over.
+const LOAD_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long fresh queens may take to agree on a leader: a campaign is one lease grant and one txn.
+const AGREE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The target's slack on top of the TTL.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// What one leader kill did.
+struct Kill {
+    seconds: f64,
+    old_leader: String,
+    new_leader: String,
+    /// The two followers' loads, stopped after the tail.
+    loads: Vec<Run>,
+}
+
+impl Kill {
+    /// Submits that failed: non-2xx, wrk timeouts and socket errors.
+    fn failed(&self) -> u64 {
+        self.loads.iter().map(Run::errors).sum()
+    }
+
+    /// Submits made, whatever their answer.
+    fn made(&self) -> u64 {
+        self.loads.iter().map(Run::requests).sum()
+    }
+}
+
+/// Kills the leader `repeats` times and adds the rows.
+pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
+    let mut queens = Queens::start(bench, etcd, "s8-failover", QUEENS)?;
+    let _drones = bench.drones_of(&queens.refs(), "s8-failover-drone", DRONES)?;
+    let longest = LEAD_IN + renewal() + LEADER_TTL + GIVE_UP + TAIL + LOAD_MARGIN;
+    let load = Load {
+        threads: LOAD_THREADS,
+        timeout: Some(LOAD_TIMEOUT),
+        ..Load::new(
+            Call::Submit,
+            LOAD_CONNECTIONS,
+            Duration::from_secs(longest.as_secs() + 1),
+        )
+    };
+    let mut kills = Vec::new();
+    for repeat in 1..=bench.plan.failover_repeats {
+        if repeat > 1 {
+            queens.add()?;
+        }
+        kills.push(kill_leader(bench, &mut queens, load, repeat)?);
+    }
+    add_rows(report, &kills);
+    report.note(format!(
+        "{LABEL}, failover: three queens `{}` and {DRONES} drones `larve --queen-host \
+         127.0.0.1:Q1,127.0.0.1:Q2,127.0.0.1:Q3 --port 0` (Q1-Q3: the first three queens' ports; \
+         the drones stay for every repetition). Each repetition waits until every queen is ready \
+         and names the same leader, starts `{}` on each follower (PORT: its port), waits {} s plus \
+         a random part of the {:.2} s lease renewal period, kills the leader with SIGKILL, and \
+         reads both survivors' /healthz every {} ms until both name the same leader, one of them: \
+         the seconds are from the kill to that. The loads go on {} s more and are then stopped \
+         (SIGINT: wrk prints its summary); failed submits are non-2xx + wrk timeouts + socket \
+         errors. A fresh queen (same command) then joins before the next repetition",
+        queens.command(),
+        load.command(),
+        LEAD_IN.as_secs(),
+        renewal().as_secs_f64(),
+        AGREE_POLL.as_millis(),
+        TAIL.as_secs()
+    ));
+    let per_kill: Vec<String> = kills
+        .iter()
+        .map(|k| {
+            format!(
+                "{:.2} s ({} → {}, {}/{} failed)",
+                k.seconds,
+                k.old_leader,
+                k.new_leader,
+                k.failed(),
+                k.made()
+            )
+        })
+        .collect();
+    report.note(format!(
+        "{LABEL}, failover repetitions in order: {}",
+        per_kill.join("; ")
+    ));
+    Ok(())
+}
+
+/// The leader renews her lease this often.
+fn renewal() -> Duration {
+    LEADER_TTL / 3
+}
+
+/// One repetition: once the queens agree, `load` through every follower, the leader killed, and
+/// the time until the survivors agree on one of them.
+fn kill_leader(bench: &Bench, queens: &mut Queens, load: Load, repeat: usize) -> Result<Kill> {
+    let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
+    let loads = queens
+        .live()
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != leader)
+        .map(|(_, follower)| {
+            let label = format!("{}-r{repeat}", follower.label);
+            bench.wrk.start(&label, load, follower)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    thread::sleep(LEAD_IN + renewal().mul_f64(fastrand::f64()));
+    let mut old = queens.take(leader);
+    let killed = Instant::now();
+    old.kill();
+    let new = queens.agreed_leader(LEADER_TTL + GIVE_UP)?;
+    let seconds = killed.elapsed().as_secs_f64();
+    thread::sleep(TAIL);
+    let loads = loads
+        .into_iter()
+        .map(|load| load.stop())
+        .collect::<Result<Vec<Run>>>()?;
+    let kill = Kill {
+        seconds,
+        old_leader: old.label.clone(),
+        new_leader: queens.live()[new].label.clone(),
+        loads,
+    };
+    progress(&format!(
+        "failover {repeat}: {} killed, {} leads after {seconds:.2} s; {} of {} submits failed",
+        kill.old_leader,
+        kill.new_leader,
+        kill.failed(),
+        kill.made()
+    ));
+    Ok(kill)
+}
+
+/// The failover rows: seconds against the target, and the submits.
+fn add_rows(report: &mut Report, kills: &[Kill]) {
+    let n = report::runs(kills.len());
+    let seconds: Vec<f64> = kills.iter().map(|k| k.seconds).collect();
+    let goal = (LEADER_TTL + SLACK).as_secs_f64();
+    let goal_text = format!(
+        "≤ {goal:.0} s (TTL {} s + {} s)",
+        LEADER_TTL.as_secs(),
+        SLACK.as_secs()
+    );
+    let middle = median(seconds.iter().copied());
+    let max = seconds.iter().copied().fold(0.0, f64::max);
+    report.row(
+        LABEL,
+        format!("failover: s from kill -9 of the leader until both survivors name one of them, median / max of {n}"),
+        format!("{middle:.2} / {max:.2} s"),
+        target(&goal_text, max <= goal),
+    );
+    let failed: u64 = kills.iter().map(Kill::failed).sum();
+    let made: u64 = kills.iter().map(Kill::made).sum();
+    report.row(
+        LABEL,
+        format!("failover: submits through the followers failed / made, sum of {n}"),
+        format!("{failed} / {made}"),
+        target("0 failed", failed == 0),
+    );
+}

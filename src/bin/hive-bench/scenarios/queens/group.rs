@@ -1,0 +1,112 @@
+//! Queens sharing one registry in etcd, as scenario 8 starts them: each on a free port, all under
+//! one key prefix of their own (so one part's drones and leader are never another's), and the one
+//! way to see that they agree on a leader.
+
+use std::time::Duration;
+
+use crate::Result;
+use crate::etcd::Member;
+use crate::larve::Larve;
+use crate::scenarios::Bench;
+use crate::wait;
+
+/// The leader's lease every queen is started with: the larve's default, given explicitly so the
+/// failover target (TTL + 1 s) is computed from what the queens really run with.
+pub const LEADER_TTL: Duration = Duration::from_secs(5);
+
+/// How often the queens' `/healthz` is read while waiting for them to agree: the 10 ms,
+/// which is also the failover's resolution.
+pub const AGREE_POLL: Duration = Duration::from_millis(10);
+
+/// The queens of one part of the scenario, alive ones only.
+pub struct Queens<'a> {
+    bench: &'a Bench,
+    /// What follows `--queen --port 0` on every queen's command line.
+    args: Vec<String>,
+    label: String,
+    /// Queens started so far, so a fresh one gets a fresh label (and log).
+    started: usize,
+    live: Vec<Larve>,
+}
+
+impl<'a> Queens<'a> {
+    /// Starts `count` queens on `etcd` under the key prefix `/{label}/`.
+    pub fn start(bench: &'a Bench, etcd: &Member, label: &str, count: usize) -> Result<Queens<'a>> {
+        let mut queens = Queens {
+            bench,
+            args: vec![
+                "--etcd".into(),
+                etcd.client_url().to_string(),
+                "--etcd-prefix".into(),
+                format!("/{label}/"),
+                "--leader-ttl".into(),
+                LEADER_TTL.as_secs().to_string(),
+            ],
+            label: label.to_string(),
+            started: 0,
+            live: Vec::new(),
+        };
+        for _ in 0..count {
+            queens.add()?;
+        }
+        Ok(queens)
+    }
+
+    /// Starts one more queen, a fresh one.
+    pub fn add(&mut self) -> Result<()> {
+        let label = format!("{}-queen-{}", self.label, self.started);
+        self.started += 1;
+        let queen = self.bench.queen(&label, &self.args)?;
+        self.live.push(queen);
+        Ok(())
+    }
+
+    /// A queen's command line, as the launcher runs it.
+    pub fn command(&self) -> String {
+        format!("larve --queen --port 0 {}", self.args.join(" "))
+    }
+
+    /// The queens alive now.
+    pub fn live(&self) -> &[Larve] {
+        &self.live
+    }
+
+    /// The queens alive now, as drones and waits take them.
+    pub fn refs(&self) -> Vec<&Larve> {
+        self.live.iter().collect()
+    }
+
+    /// Takes queen `i` out of the group, to be killed.
+    pub fn take(&mut self, i: usize) -> Larve {
+        self.live.remove(i)
+    }
+
+    /// Waits until every live queen has read the registry and names the same leader, one of them;
+    /// returns the leader's index.
+    pub fn agreed_leader(&self, within: Duration) -> Result<usize> {
+        wait::until(
+            within,
+            AGREE_POLL,
+            &format!("the {} queens to agree on a leader", self.label),
+            || self.leader(),
+        )
+    }
+
+    /// One look: the index of the queen every live queen names as leader, if they all do.
+    fn leader(&self) -> Option<usize> {
+        let mut named: Option<String> = None;
+        for queen in &self.live {
+            let health = self.bench.control.health(queen).ok()?;
+            if !health.is_ready() {
+                return None;
+            }
+            let leader = health.leader?;
+            if named.as_ref().is_some_and(|named| *named != leader) {
+                return None;
+            }
+            named = Some(leader);
+        }
+        let named = named?;
+        self.live.iter().position(|queen| queen.address() == named)
+    }
+}

@@ -8,8 +8,10 @@
 //!   counts as idle, and a thread it has just woken still counts as idle until it runs. So when a
 //!   burst of connections arrives faster than woken threads run, some are queued with no thread to
 //!   serve them, and wait until another connection closes: under kept-alive load, for good. Every
-//!   50 ms the watchdog peeks at each accepted socket for a request line no thread has read; for
-//!   each one still there 5 ms later it opens a short connection of its own, a *nudge*. With no
+//!   20 ms the watchdog looks for accepted connections that hold a request line and have never
+//!   answered anything (no thread ever served them; a kept-alive connection whose next request
+//!   waits on a busy machine has answered before); for each one still there 2 ms later it opens a
+//!   short connection of its own, a *nudge*. With no
 //!   idle thread in the pool, a nudge gets a new thread, which answers it (tiny_http refuses its
 //!   request line by itself), then takes the next queued connection.
 //! - **A dead accept loop.** tiny_http's accept loop stops for good at the first `accept()` error
@@ -58,8 +60,8 @@ const REPLACE_PAUSE: Duration = Duration::from_millis(100);
 
 /// How often the watchdog looks for stalled connections, and how long a request line must stay
 /// unread to count as stalled (a thread that serves its connection reads it in microseconds).
-const TICK: Duration = Duration::from_millis(50);
-const STALL_CONFIRM: Duration = Duration::from_millis(5);
+const TICK: Duration = Duration::from_millis(20);
+const STALL_CONFIRM: Duration = Duration::from_millis(2);
 
 /// How often the watchdog checks that new connections are answered, and how long a check waits
 /// for its answer (freeing stalled connections meanwhile).
@@ -223,12 +225,12 @@ impl Listener {
     /// Nudges once for every accepted connection whose request line stays unread (see the
     /// module docs).
     fn free_stalled(&self, target: SocketAddr) {
-        let suspects = sockets::unread_requests(target.port());
+        let suspects = sockets::unserved_requests(target.port());
         if suspects.is_empty() {
             return;
         }
         thread::sleep(STALL_CONFIRM);
-        let stalled = sockets::unread_requests(target.port())
+        let stalled = sockets::unserved_requests(target.port())
             .intersection(&suspects)
             .count();
         if stalled > 0 {

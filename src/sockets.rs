@@ -27,6 +27,7 @@ unsafe extern "C" {
     fn recv(fd: RawFd, buf: *mut c_void, len: usize, flags: i32) -> isize;
     fn getsockname(fd: RawFd, addr: *mut c_void, len: *mut u32) -> i32;
     fn getpeername(fd: RawFd, addr: *mut c_void, len: *mut u32) -> i32;
+    fn getsockopt(fd: RawFd, level: i32, name: i32, value: *mut c_void, len: *mut u32) -> i32;
 }
 
 /// Linux's values (the scan that uses them needs Linux's `/proc` anyway): `recv` flags to look
@@ -35,6 +36,14 @@ const MSG_PEEK: i32 = 0x2;
 const MSG_DONTWAIT: i32 = 0x40;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+
+/// `getsockopt` level and name of `struct tcp_info`, and where in it `tcpi_bytes_acked` (the bytes
+/// this end sent that the peer has acknowledged) sits: after 8 one-byte fields and 24 four-byte
+/// ones, then two eight-byte rates.
+const SOL_TCP: i32 = 6;
+const TCP_INFO: i32 = 11;
+const TCP_INFO_BYTES: usize = 256;
+const BYTES_ACKED_AT: usize = 120;
 
 /// Size of a `sockaddr_storage`, which holds any address.
 const SOCKADDR_STORAGE_BYTES: usize = 128;
@@ -91,12 +100,11 @@ fn address(
     }
 }
 
-/// An accepted connection on our port: a descriptor, its peer, and its socket's inode (the same
-/// for both of the descriptors tiny_http holds per connection, one to read and one to write).
+/// An accepted connection's descriptor on our port, and its peer. tiny_http holds two
+/// descriptors per connection, one to read and one to write.
 struct Accepted {
     fd: RawFd,
     peer: SocketAddr,
-    inode: PathBuf,
 }
 
 /// Every accepted connection's descriptors on our port `local_port`.
@@ -106,13 +114,10 @@ fn accepted(local_port: u16) -> Vec<Accepted> {
     };
     entries
         .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let fd = entry.file_name().to_str()?.parse::<RawFd>().ok()?;
+            let fd = entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok()?;
             // The listening socket has no peer; nor has anything that is not a socket.
             let peer = address(fd, getpeername)?;
-            (address(fd, getsockname)?.port() == local_port).then_some(())?;
-            let inode = fs::read_link(entry.path()).ok()?;
-            Some(Accepted { fd, peer, inode })
+            (address(fd, getsockname)?.port() == local_port).then_some(Accepted { fd, peer })
         })
         .collect()
 }
@@ -129,7 +134,9 @@ impl Connection {
     pub fn find(peer: SocketAddr, local_port: u16) -> Option<Connection> {
         let mut sockets: HashMap<PathBuf, Vec<RawFd>> = HashMap::new();
         for found in accepted(local_port).into_iter().filter(|a| a.peer == peer) {
-            sockets.entry(found.inode).or_default().push(found.fd);
+            // The socket's inode (`socket:[123]`), the same for both of a connection's descriptors.
+            let inode = fs::read_link(format!("/proc/self/fd/{}", found.fd)).ok()?;
+            sockets.entry(inode).or_default().push(found.fd);
         }
         let mut sockets = sockets.into_values();
         match (sockets.next(), sockets.next()) {
@@ -172,29 +179,47 @@ impl Connection {
     }
 }
 
-/// The peers of accepted connections on our port `local_port` whose waiting bytes begin with a
-/// request line (`GET /...`): a request no thread has read. A body waiting for a body thread does
-/// not count: its thread is on the way.
-pub fn unread_requests(local_port: u16) -> HashSet<SocketAddr> {
+/// The peers of accepted connections on our port `local_port` that no thread has ever served:
+/// their waiting bytes begin with a request line (`GET /...`), and they have never sent a byte.
+/// A kept-alive connection whose next request waits on a busy machine has answered before; a body
+/// waiting for a body thread is not a request line: neither counts.
+pub fn unserved_requests(local_port: u16) -> HashSet<SocketAddr> {
     accepted(local_port)
         .into_iter()
-        .filter(|found| {
-            let mut head = [0u8; PEEK_BYTES];
-            // SAFETY: `fd` was a socket of this process a moment ago (if it has been reused since,
-            // the peek fails or looks at another socket, harmlessly); the buffer holds
-            // `PEEK_BYTES`; with these flags nothing is taken from the socket and nothing waits.
-            let peeked = unsafe {
-                recv(
-                    found.fd,
-                    head.as_mut_ptr().cast(),
-                    PEEK_BYTES,
-                    MSG_PEEK | MSG_DONTWAIT,
-                )
-            };
-            usize::try_from(peeked).is_ok_and(|n| starts_a_request(&head[..n.min(PEEK_BYTES)]))
-        })
+        .filter(|found| waits_with_a_request(found.fd) && never_sent(found.fd))
         .map(|found| found.peer)
         .collect()
+}
+
+/// Whether `fd`'s unread bytes begin a request line.
+fn waits_with_a_request(fd: RawFd) -> bool {
+    let mut head = [0u8; PEEK_BYTES];
+    // SAFETY: `fd` was a socket of this process a moment ago (if it has been reused since, the
+    // peek fails or looks at another socket, harmlessly); the buffer holds `PEEK_BYTES`; with
+    // these flags nothing is taken from the socket and nothing waits.
+    let peeked = unsafe {
+        recv(
+            fd,
+            head.as_mut_ptr().cast(),
+            PEEK_BYTES,
+            MSG_PEEK | MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(peeked).is_ok_and(|n| starts_a_request(&head[..n.min(PEEK_BYTES)]))
+}
+
+/// Whether the TCP connection `fd` has never had a byte it sent acknowledged: it never answered.
+fn never_sent(fd: RawFd) -> bool {
+    let mut info = [0u8; TCP_INFO_BYTES];
+    let mut len = TCP_INFO_BYTES as u32;
+    // SAFETY: the buffer is as large as `len` says, and the call writes at most `len` bytes.
+    let got = unsafe { getsockopt(fd, SOL_TCP, TCP_INFO, info.as_mut_ptr().cast(), &mut len) };
+    let acked = info
+        .get(BYTES_ACKED_AT..BYTES_ACKED_AT + 8)
+        .filter(|_| got == 0 && len as usize >= BYTES_ACKED_AT + 8)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u64::from_ne_bytes);
+    acked == Some(0)
 }
 
 /// Whether `bytes` begin a request line: a method in capitals, then a space.
@@ -210,7 +235,7 @@ mod tests {
 
     fn eventually_unread(port: u16, peer: SocketAddr) {
         for _ in 0..200 {
-            if unread_requests(port).contains(&peer) {
+            if unserved_requests(port).contains(&peer) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -233,10 +258,18 @@ mod tests {
 
         (&client).write_all(b"{\"text\": \"a body\"}").unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        assert!(unread_requests(port).is_empty(), "a body is not a request");
+        assert!(
+            unserved_requests(port).is_empty(),
+            "a body is not a request"
+        );
         (&copy).read_exact(&mut [0u8; 18]).unwrap();
         (&client).write_all(b"GET / HTTP/1.1\r\n").unwrap();
         eventually_unread(port, peer);
+        // Once this end has answered something, a waiting request is a kept-alive connection's.
+        (&copy).write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        (&client).read_exact(&mut [0u8; 19]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(unserved_requests(port).is_empty(), "it was served before");
 
         connection.stop_reading().unwrap();
         copy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

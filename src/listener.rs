@@ -63,6 +63,11 @@ const REPLACE_PAUSE: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(20);
 const STALL_CONFIRM: Duration = Duration::from_millis(2);
 
+/// The watchdog waits at least this many times as long as its last look took: a queen holding
+/// thousands of descriptors (a heartbeat round over a large fleet) looks less often rather than
+/// spend more than a few percent of a core looking.
+const TICK_PER_LOOK: u32 = 25;
+
 /// How often the watchdog checks that new connections are answered, and how long a check waits
 /// for its answer (freeing stalled connections meanwhile).
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -184,9 +189,12 @@ impl Listener {
         };
         let mut panics = logging::panics();
         let mut last_check = Instant::now();
+        let mut look = Duration::ZERO;
         loop {
-            thread::sleep(TICK);
+            thread::sleep(TICK.max(look * TICK_PER_LOOK));
+            let started = Instant::now();
             self.free_stalled(target);
+            look = started.elapsed();
             let suspect =
                 logging::panics() != panics || self.replacement_failed.load(Ordering::Relaxed);
             if last_check.elapsed() < CHECK_INTERVAL && !suspect {

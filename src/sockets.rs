@@ -115,9 +115,11 @@ fn accepted(local_port: u16) -> Vec<Accepted> {
     entries
         .filter_map(|entry| {
             let fd = entry.ok()?.file_name().to_str()?.parse::<RawFd>().ok()?;
-            // The listening socket has no peer; nor has anything that is not a socket.
+            // Our own outgoing connections (to drones, to etcd) have other local ports: skipped on
+            // one call. The listening socket has no peer; nor has anything that is not a socket.
+            (address(fd, getsockname)?.port() == local_port).then_some(())?;
             let peer = address(fd, getpeername)?;
-            (address(fd, getsockname)?.port() == local_port).then_some(Accepted { fd, peer })
+            Some(Accepted { fd, peer })
         })
         .collect()
 }

@@ -160,7 +160,12 @@ impl Queen {
         if failures.is_empty() {
             return Err(Error::NoDrones);
         }
-        Err(Error::AllDronesFailed(failures.join("; ")))
+        let detail = failures.join("; ");
+        warn!(
+            "task {} not done: every drone tried failed ({detail})",
+            quoted(text)
+        );
+        Err(Error::AllDronesFailed(detail))
     }
 
     /// One try at handing `text` to `target` within `timeout`, after `failed` failed tries on

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::time::Duration;
 
 fn error_of(answer: &(u16, serde_json::Value)) -> &str {
     answer.1["error"]
@@ -165,6 +166,17 @@ fn submit_when_every_drone_fails_is_502_naming_each() {
     let error = error_of(&answer);
     assert!(error.contains("drone-0: answered HTTP 500"), "{error}");
     assert!(error.contains("drone-1: answered HTTP 500"), "{error}");
+    // The queen's log says the task was not done, and why, on one line.
+    eventually(Duration::from_secs(5), "the failed task in the log", || {
+        queen
+            .stderr()
+            .lines()
+            .any(|line| {
+                line.contains("task \"hello\" not done: every drone tried failed")
+                    && line.contains("drone-0: answered HTTP 500")
+            })
+            .then_some(())
+    });
     // Both are out of rotation now (their probes fail too), yet a task is still tried on them:
     // only an empty registry is 503.
     let again = submit(&queen, "again");

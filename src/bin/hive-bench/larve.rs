@@ -15,7 +15,7 @@ pub const SIGSTOP: &str = "STOP";
 pub const SIGINT: &str = "INT";
 
 /// The environment variable a larve reads its cluster token from.
-pub const TOKEN_ENV: &str = "HIVE_TOKEN";
+const TOKEN_ENV: &str = "HIVE_TOKEN";
 
 /// How long a larve may take to log its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,17 +129,7 @@ impl Launcher {
     pub fn start(&self, label: &str, args: &[String]) -> Result<Larve> {
         let stdout_path = self.dir.join(format!("{label}.out"));
         let stderr_path = self.dir.join(format!("{label}.log"));
-        let create =
-            |path: &Path| File::create(path).map_err(|e| format!("{}: {e}", path.display()));
-        let child = Command::new(&self.binary)
-            .args(args)
-            // A cluster token in the environment would lock the bench's own calls out.
-            .env_remove(TOKEN_ENV)
-            .stdin(Stdio::null())
-            .stdout(create(&stdout_path)?)
-            .stderr(create(&stderr_path)?)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        let child = spawn_logged(&self.binary, args, &stdout_path, &stderr_path)?;
         let mut larve = Larve {
             child,
             label: label.to_string(),
@@ -182,6 +172,25 @@ impl Launcher {
 }
 
 /// What a drone's `--queen-host` takes for `queens`: their addresses, comma-separated.
+/// Starts `binary` with `args`, its stdout and stderr to those files, without the cluster token
+/// (a token in the environment would lock the bench's own calls out, and the loads would send it).
+pub fn spawn_logged(
+    binary: &Path,
+    args: &[String],
+    stdout_path: &Path,
+    stderr_path: &Path,
+) -> Result<Child> {
+    let create = |path: &Path| File::create(path).map_err(|e| format!("{}: {e}", path.display()));
+    Command::new(binary)
+        .args(args)
+        .env_remove(TOKEN_ENV)
+        .stdin(Stdio::null())
+        .stdout(create(stdout_path)?)
+        .stderr(create(stderr_path)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
+}
+
 pub fn queen_hosts(queens: &[&Larve]) -> String {
     queens
         .iter()

@@ -4,14 +4,14 @@
 //! The script is built into this binary and written to the run's directory, so the bench always
 //! runs the script of the commit it was built from, and users run the same file by hand.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::larve::{self, Larve, TOKEN_ENV};
+use crate::larve::{self, Larve};
 use crate::{Result, progress, wait};
 
 /// The script, and where it lives in the repository (for the command lines the report prints).
@@ -321,20 +321,10 @@ impl Wrk {
     pub fn start(&self, label: &str, load: Load, queen: &Larve) -> Result<Running> {
         let stdout_path = self.dir.join(format!("{label}.wrk.out"));
         let stderr_path = self.dir.join(format!("{label}.wrk.err"));
-        let create =
-            |path: &Path| File::create(path).map_err(|e| format!("{}: {e}", path.display()));
         let args = load.args(&self.script.to_string_lossy(), &queen.address());
         progress(&format!("{label}: wrk {}", args.join(" ")));
         let started = Instant::now();
-        let child = Command::new(&self.binary)
-            .args(&args)
-            // The queens run without a token; the script would send one from the environment.
-            .env_remove(TOKEN_ENV)
-            .stdin(Stdio::null())
-            .stdout(create(&stdout_path)?)
-            .stderr(create(&stderr_path)?)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        let child = larve::spawn_logged(&self.binary, &args, &stdout_path, &stderr_path)?;
         Ok(Running {
             guard: Guard(child),
             label: label.to_string(),

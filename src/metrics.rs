@@ -182,21 +182,25 @@ impl Metrics {
                 );
             }
         }
-        out.counter(
-            "hive_parked_connections_total",
-            "Connections kept for good because their declared body was too large to discard.",
-            self.parked_connections.get(),
-        );
-        out.counter(
-            "hive_accept_loop_replacements_total",
-            "Times the HTTP accept loop stopped and was replaced.",
-            self.accept_loop_replacements.get(),
-        );
-        out.counter(
-            "hive_listener_nudges_total",
-            "Connections the watchdog opened to free accepted connections left waiting for a thread.",
-            self.listener_nudges.get(),
-        );
+        for (name, help, counter) in [
+            (
+                "hive_parked_connections_total",
+                "Connections kept for good because their declared body was too large to discard.",
+                &self.parked_connections,
+            ),
+            (
+                "hive_accept_loop_replacements_total",
+                "Times the HTTP accept loop stopped and was replaced.",
+                &self.accept_loop_replacements,
+            ),
+            (
+                "hive_listener_nudges_total",
+                "Connections the watchdog opened to free accepted connections left waiting for a thread.",
+                &self.listener_nudges,
+            ),
+        ] {
+            out.counter(name, help, counter.get());
+        }
     }
 
     /// The metrics only a queen has. `registered` and `available` are read from her registry.
@@ -207,46 +211,50 @@ impl Metrics {
             "Drones registered now that take tasks (not out of rotation).",
             available as f64,
         );
-        out.counter(
-            "hive_drones_registered_total",
-            "Registrations that added a drone.",
-            self.drones_registered.get(),
-        );
-        out.counter(
-            "hive_drones_removed_total",
-            "Drones the heartbeat removed.",
-            self.drones_removed.get(),
-        );
-        out.counter(
-            "hive_tasks_placed_total",
-            "Tasks a drone confirmed.",
-            self.tasks_placed.get(),
-        );
-        out.counter(
-            "hive_tasks_retried_elsewhere_total",
-            "Tasks placed on a drone after a try on another drone failed.",
-            self.tasks_retried_elsewhere.get(),
-        );
-        out.counter(
-            "hive_tasks_failed_total",
-            "Tasks no drone confirmed (answered 502).",
-            self.tasks_failed.get(),
-        );
-        out.counter(
-            "hive_task_tries_failed_total",
-            "Tries to hand a task to a drone that failed.",
-            self.task_tries_failed.get(),
-        );
-        out.counter(
-            "hive_probes_failed_total",
-            "Probe tries that failed, in heartbeat rounds and re-checks.",
-            self.probes_failed.get(),
-        );
-        out.counter(
-            "hive_rechecks_total",
-            "Out-of-band probes of drones that failed a task.",
-            self.rechecks.get(),
-        );
+        for (name, help, counter) in [
+            (
+                "hive_drones_registered_total",
+                "Registrations that added a drone.",
+                &self.drones_registered,
+            ),
+            (
+                "hive_drones_removed_total",
+                "Drones the heartbeat removed.",
+                &self.drones_removed,
+            ),
+            (
+                "hive_tasks_placed_total",
+                "Tasks a drone confirmed.",
+                &self.tasks_placed,
+            ),
+            (
+                "hive_tasks_retried_elsewhere_total",
+                "Tasks placed on a drone after a try on another drone failed.",
+                &self.tasks_retried_elsewhere,
+            ),
+            (
+                "hive_tasks_failed_total",
+                "Tasks no drone confirmed (answered 502).",
+                &self.tasks_failed,
+            ),
+            (
+                "hive_task_tries_failed_total",
+                "Tries to hand a task to a drone that failed.",
+                &self.task_tries_failed,
+            ),
+            (
+                "hive_probes_failed_total",
+                "Probe tries that failed, in heartbeat rounds and re-checks.",
+                &self.probes_failed,
+            ),
+            (
+                "hive_rechecks_total",
+                "Out-of-band probes of drones that failed a task.",
+                &self.rechecks,
+            ),
+        ] {
+            out.counter(name, help, counter.get());
+        }
         out.histogram(
             "hive_submit_duration_seconds",
             "Time from a submit's arrival to the queen's answer.",

@@ -3,7 +3,7 @@
 //! client with a limit on every call.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use ureq::Agent;
@@ -26,14 +26,21 @@ pub struct DroneEntry {
     pub failures: u32,
 }
 
+/// Now in Unix seconds, the clock of [`DroneEntry::last_seen`].
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// A queen's `GET /healthz`; only the fields the scenarios read.
 #[derive(Deserialize)]
 pub struct QueenHealth {
     pub status: String,
     /// `host:port` of the queen that leads, when she shares etcd and one does.
     pub leader: Option<String>,
-    /// Address → name of every drone she knows; only for holders of the cluster token (the bench
-    /// runs without one).
+    /// Address → name of every drone she knows: shown to holders of the cluster token, and to
+    /// everyone when the queen has none (as in the bench).
     pub drones: Option<BTreeMap<String, String>>,
 }
 
@@ -102,6 +109,15 @@ impl Control {
     /// The queen's `GET /healthz`, whatever her status (a queen not ready answers 200 too).
     pub fn health(&self, queen: &Larve) -> Result<QueenHealth> {
         self.get_json(&format!("http://{}/healthz", queen.address()))
+    }
+
+    /// Whether `queen`'s `/healthz` lists every address in `addresses`.
+    pub fn lists_all(&self, queen: &Larve, addresses: &[String]) -> bool {
+        self.health(queen).is_ok_and(|health| {
+            health
+                .drones
+                .is_some_and(|drones| addresses.iter().all(|a| drones.contains_key(a)))
+        })
     }
 
     /// Whether the etcd member at `client_url` (`http://HOST:PORT`) answers `GET /health` healthy.

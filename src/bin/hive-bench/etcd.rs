@@ -3,14 +3,14 @@
 //! guard that kills it and removes its data when dropped, so no etcd outlives the scenario that
 //! started it; its log stays with the larves' logs.
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::control::Control;
-use crate::{Result, progress, wait};
+use crate::process::Process;
+use crate::{Result, progress};
 
 /// Raft timings of a member alone on loopback, in milliseconds: it elects itself at once and is
 /// healthy well within a second (etcd's defaults, 100 and 1000, are for networks).
@@ -76,44 +76,32 @@ impl Etcd {
         ];
         let command = format!("{} {}", self.binary.display(), args.join(" "));
         progress(&format!("{label}: {command}"));
-        let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let child = Command::new(&self.binary)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
-        let mut member = Member {
-            child,
+        let mut process = Process::start(
+            &self.binary,
+            &args,
+            &self.dir.join(format!("{label}.out")),
+            &log_path,
+        )?;
+        process.wait_ready(
+            &format!("etcd ({label})"),
+            "to be healthy",
+            (HEALTHY_TIMEOUT, HEALTHY_POLL),
+            || control.etcd_healthy(&client).then_some(()),
+            || log_tail(&log_path),
+        )?;
+        Ok(Member {
+            process,
             client_url: client,
             data_dir,
             command,
-        };
-        wait::poll(
-            HEALTHY_TIMEOUT,
-            HEALTHY_POLL,
-            &format!("etcd ({label}) to be healthy"),
-            || {
-                if control.etcd_healthy(&member.client_url) {
-                    return Ok(Some(()));
-                }
-                match member.child.try_wait() {
-                    Ok(Some(status)) => Err(format!(
-                        "etcd ({label}) exited ({status}) before it was healthy: {}",
-                        log_tail(&log_path)
-                    )),
-                    _ => Ok(None),
-                }
-            },
-        )?;
-        Ok(member)
+        })
     }
 }
 
 /// A running etcd member. Dropping it kills it with SIGKILL, reaps it and removes its data.
 pub struct Member {
-    child: Child,
+    /// Killed when dropped, before the data is removed.
+    process: Process,
     client_url: String,
     data_dir: PathBuf,
     command: String,
@@ -133,8 +121,7 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         let _ = fs::remove_dir_all(&self.data_dir);
     }
 }

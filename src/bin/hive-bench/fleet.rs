@@ -1,7 +1,8 @@
-//! The scale scenario's simulated fleet: fake drones on loopback, so one queen can heartbeat a
-//! thousand of them. Answering drones speak just enough HTTP/1.1 to pass probes and take tasks;
-//! refusing drones are ports that were bound and closed; never-answering drones are listeners that
-//! never accept. Dropping the [`Fleet`] stops every thread it started.
+//! A simulated fleet: fake drones on loopback, so a queen can heartbeat a thousand of them (the
+//! scale scenario) and queens can take a thousand registrations (several queens). Answering drones
+//! speak just enough HTTP/1.1 to pass probes and take tasks; refusing drones are ports that were
+//! bound and closed; never-answering drones are listeners that never accept. Dropping the
+//! [`Fleet`] stops every thread it started.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -35,6 +35,16 @@ pub fn args(config: &HeartbeatConfig) -> Vec<String> {
     ]
 }
 
+/// Drones a queen's log says the heartbeat removed.
+pub fn removals(log: &str) -> usize {
+    log.matches(" removed drone-").count()
+}
+
+/// Tasks a queen's log says a drone did not take in time (or refused).
+pub fn tasks_not_taken(log: &str) -> usize {
+    log.matches(" not taken by drone-").count()
+}
+
 /// Every `heartbeat round over N drones took X ms` in a queen's log, as (N, X), in order.
 pub fn rounds(log: &str) -> Vec<(usize, u64)> {
     log.lines()

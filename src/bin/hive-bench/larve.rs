@@ -1,21 +1,13 @@
-//! The larves the bench starts. Each is held by a [`Larve`] guard that kills it when dropped, so no
-//! larve outlives the scenario that started it, even when the scenario fails; its log and stdout go
-//! to files in the run's [`WorkDir`].
+//! The larves the bench starts. Each is held by a [`Larve`], whose process is killed when it is
+//! dropped (see `process.rs`); its log and stdout go to files in the run's [`WorkDir`].
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{Result, wait};
-
-/// Signals [`signal`] sends, by the names `kill` takes.
-pub const SIGSTOP: &str = "STOP";
-pub const SIGINT: &str = "INT";
-
-/// The environment variable a larve reads its cluster token from.
-const TOKEN_ENV: &str = "HIVE_TOKEN";
+use crate::Result;
+use crate::process::{Process, SIGSTOP};
 
 /// How long a larve may take to log its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +49,7 @@ impl Drop for WorkDir {
 /// A running larve. Dropping it kills it with SIGKILL (which also ends a stopped process) and reaps
 /// it.
 pub struct Larve {
-    child: Child,
+    process: Process,
     pub label: String,
     port: u16,
     stderr_path: PathBuf,
@@ -65,7 +57,7 @@ pub struct Larve {
 
 impl Larve {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 
     /// `127.0.0.1:PORT`, as a drone registers itself.
@@ -75,38 +67,17 @@ impl Larve {
 
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// SIGSTOP: the kernel still completes connections to its port, but nothing answers them.
     pub fn freeze(&self) -> Result<()> {
-        signal(self.pid(), SIGSTOP)
+        self.process.signal(SIGSTOP)
     }
 
     /// Everything it logged so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Larve {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Sends `signal` (a name `kill` takes, such as [`SIGSTOP`]) to the process `pid`, with the `kill`
-/// command: the standard library sends no signal but SIGKILL.
-pub fn signal(pid: u32, signal: &str) -> Result<()> {
-    let status = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .map_err(|e| format!("cannot run kill: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("kill -{signal} {pid} failed: {status}"))
     }
 }
 
@@ -129,31 +100,21 @@ impl Launcher {
     pub fn start(&self, label: &str, args: &[String]) -> Result<Larve> {
         let stdout_path = self.dir.join(format!("{label}.out"));
         let stderr_path = self.dir.join(format!("{label}.log"));
-        let child = spawn_logged(&self.binary, args, &stdout_path, &stderr_path)?;
-        let mut larve = Larve {
-            child,
-            label: label.to_string(),
-            port: 0,
-            stderr_path,
-        };
-        larve.port = wait::poll(
-            START_TIMEOUT,
-            START_POLL,
-            &format!("{label} to log its address"),
-            || {
-                if let Some(port) = listening_port(&larve.log()) {
-                    return Ok(Some(port));
-                }
-                match larve.child.try_wait() {
-                    Ok(Some(status)) => Err(format!(
-                        "{label} exited ({status}) before listening: {}",
-                        larve.log().trim()
-                    )),
-                    _ => Ok(None),
-                }
-            },
+        let mut process = Process::start(&self.binary, args, &stdout_path, &stderr_path)?;
+        let log = || fs::read_to_string(&stderr_path).unwrap_or_default();
+        let port = process.wait_ready(
+            label,
+            "to log its address",
+            (START_TIMEOUT, START_POLL),
+            || listening_port(&log()),
+            || log().trim().to_string(),
         )?;
-        Ok(larve)
+        Ok(Larve {
+            process,
+            label: label.to_string(),
+            port,
+            stderr_path,
+        })
     }
 
     /// Starts a queen on a free port with `extra` flags.
@@ -172,26 +133,7 @@ impl Launcher {
 }
 
 /// What a drone's `--queen-host` takes for `queens`: their addresses, comma-separated.
-/// Starts `binary` with `args`, its stdout and stderr to those files, without the cluster token
-/// (a token in the environment would lock the bench's own calls out, and the loads would send it).
-pub fn spawn_logged(
-    binary: &Path,
-    args: &[String],
-    stdout_path: &Path,
-    stderr_path: &Path,
-) -> Result<Child> {
-    let create = |path: &Path| File::create(path).map_err(|e| format!("{}: {e}", path.display()));
-    Command::new(binary)
-        .args(args)
-        .env_remove(TOKEN_ENV)
-        .stdin(Stdio::null())
-        .stdout(create(stdout_path)?)
-        .stderr(create(stderr_path)?)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
-}
-
-pub fn queen_hosts(queens: &[&Larve]) -> String {
+fn queen_hosts(queens: &[&Larve]) -> String {
     queens
         .iter()
         .map(|queen| queen.address())

@@ -3,15 +3,15 @@
 //! `scripts/bench.sh` builds the release binaries and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
-//! per scenario and the runner that calls them; [`larve`] starts larves and kills them when
-//! dropped; [`control`] is the bench's own calls to a queen (and to etcd's health); [`wrk`] runs
+//! per scenario and the runner that calls them; [`process`] starts the bench's child processes
+//! and kills them when dropped; [`larve`] starts larves; [`control`] is the bench's own calls to a queen (and to etcd's health); [`wrk`] runs
 //! the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`etcd`] starts the etcd that
 //! queens share; [`rawhttp`] speaks HTTP by hand where wrk cannot (one connection's first answer,
 //! a body a server may never read); [`procfs`] reads a larve's threads, memory and descriptors;
 //! [`fleet`] simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`wait`] is the
 //! one way to wait; [`report`] prints the table.
 //!
-//! Every larve, etcd member and wrk is held by a guard that kills the process when dropped, the
+//! Every larve, etcd member and wrk is held by a [`process::Process`] guard that kills it when dropped, the
 //! fake fleet stops its threads when dropped, and every wait has a deadline: a failing scenario
 //! ends with nothing left running, and the next scenario still runs.
 
@@ -21,6 +21,7 @@ mod fleet;
 mod heartbeat;
 mod larve;
 mod options;
+mod process;
 mod procfs;
 mod rawhttp;
 mod report;

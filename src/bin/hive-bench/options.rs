@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::Result;
 use crate::fleet::FleetSize;
-use crate::scenarios;
+use crate::{report, scenarios};
 
 /// The help text, printed by `--help`.
 pub const USAGE: &str = "\
@@ -203,10 +203,9 @@ impl Plan {
     /// What kind of run this is, for the report's run line.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({} run{} of {} s per wrk load in scenario 1, fleet of {})",
+            "{} ({} of {} s per wrk load in scenario 1, fleet of {})",
             if self.quick { "--quick" } else { "full" },
-            self.wrk_runs,
-            if self.wrk_runs == 1 { "" } else { "s" },
+            report::runs(self.wrk_runs),
             self.wrk_length.as_secs(),
             self.fleet.total()
         )

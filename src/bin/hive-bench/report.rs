@@ -88,9 +88,14 @@ pub fn ms(value: f64) -> String {
     format!("{value:.2}")
 }
 
+/// Kilobytes (as /proc gives them) in megabytes.
+pub fn mb_of(kb: u64) -> f64 {
+    kb as f64 / KB_PER_MB
+}
+
 /// Kilobytes as megabytes for the table.
 pub fn mb(kb: u64) -> String {
-    format!("{:.1}", kb as f64 / KB_PER_MB)
+    format!("{:.1}", mb_of(kb))
 }
 
 /// The CPU model and how many cores this process may use, for the table's header.

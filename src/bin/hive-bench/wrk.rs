@@ -6,12 +6,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::larve::{self, Larve};
+use crate::larve::Larve;
+use crate::process::{Process, SIGINT};
 use crate::{Result, progress, wait};
 
 /// The script, and where it lives in the repository (for the command lines the report prints).
@@ -220,19 +220,10 @@ impl Run {
     }
 }
 
-/// A running wrk; dropping it kills and reaps it, so none outlives a failed wait.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A wrk started by [`Wrk::start`], running in the background.
 pub struct Running {
-    guard: Guard,
+    /// Killed when dropped, so no wrk outlives a failed wait.
+    process: Process,
     label: String,
     load: Load,
     stdout_path: PathBuf,
@@ -248,12 +239,7 @@ impl Running {
             self.load.length + EXIT_GRACE,
             EXIT_POLL,
             &format!("wrk ({label}) to finish"),
-            || {
-                self.guard
-                    .0
-                    .try_wait()
-                    .map_err(|e| format!("wrk ({label}): {e}"))
-            },
+            || self.process.exited(),
         )?;
         let output = fs::read_to_string(&self.stdout_path).unwrap_or_default();
         let Some(line) = output
@@ -281,7 +267,7 @@ impl Running {
     /// Ends the run now rather than at its length: on SIGINT wrk stops its threads, then prints
     /// its summary over the time it ran, as at the end of a run.
     pub fn stop(self) -> Result<Run> {
-        larve::signal(self.guard.0.id(), larve::SIGINT)?;
+        self.process.signal(SIGINT)?;
         self.finish()
     }
 }
@@ -324,9 +310,9 @@ impl Wrk {
         let args = load.args(&self.script.to_string_lossy(), &queen.address());
         progress(&format!("{label}: wrk {}", args.join(" ")));
         let started = Instant::now();
-        let child = larve::spawn_logged(&self.binary, &args, &stdout_path, &stderr_path)?;
+        let process = Process::start(&self.binary, &args, &stdout_path, &stderr_path)?;
         Ok(Running {
-            guard: Guard(child),
+            process,
             label: label.to_string(),
             load,
             stdout_path,

@@ -10,7 +10,7 @@ use hive::config::HeartbeatConfig;
 
 use super::Bench;
 use crate::larve::Larve;
-use crate::report::{Report, target};
+use crate::report::{self, Report, target};
 use crate::{Result, heartbeat, progress, wait};
 
 pub const LABEL: &str = "2. failure detection";
@@ -69,7 +69,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     );
     for (what, samples) in [("kill -9", &mut killed), ("SIGSTOP", &mut frozen)] {
         samples.sort_by(f64::total_cmp);
-        let median = samples[samples.len() / 2];
+        let median = report::median(samples.iter().copied());
         let max = samples[samples.len() - 1];
         report.row(
             LABEL,

@@ -56,6 +56,7 @@ impl Bench {
         let drones = (0..count)
             .map(|i| self.launcher.drone(&format!("{label}-{i}"), queens))
             .collect::<Result<Vec<Larve>>>()?;
+        let addresses: Vec<String> = drones.iter().map(Larve::address).collect();
         wait::until(
             REGISTER_TIMEOUT,
             REGISTER_POLL,
@@ -63,11 +64,7 @@ impl Bench {
             || {
                 queens
                     .iter()
-                    .all(|queen| {
-                        self.control.listed(queen).is_ok_and(|listed| {
-                            drones.iter().all(|d| listed.contains(&d.address()))
-                        })
-                    })
+                    .all(|queen| self.control.lists_all(queen, &addresses))
                     .then_some(())
             },
         )?;

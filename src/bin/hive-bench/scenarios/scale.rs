@@ -11,7 +11,7 @@ use hive::heartbeat::MAX_PROBE_THREADS;
 use super::{Bench, footprint};
 use crate::fleet::Fleet;
 use crate::procfs::{PROBE_COUNT_EVERY_SAMPLES, SAMPLE_PERIOD, Sampler, sample_for};
-use crate::report::{Report, mb, ms, target};
+use crate::report::{self, Report, mb, ms, target};
 use crate::wrk::{Call, Load};
 use crate::{Result, heartbeat, progress, wait};
 
@@ -47,8 +47,7 @@ const ROUND_POLL: Duration = Duration::from_millis(20);
 /// holds at least one round.
 const IDLE_ROUNDS_WINDOW: Duration = Duration::from_millis(1200);
 
-/// Unit conversions.
-const KB_PER_MB: f64 = 1024.0;
+/// Milliseconds per second.
 const MS_PER_SEC: f64 = 1000.0;
 
 /// Runs the loads around the fleet's first full round, and adds the rows.
@@ -151,8 +150,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         .ok_or("the queen logged no heartbeat round")?;
     let listed = bench.control.listed(&queen)?;
     let good_lost = fleet.good.iter().filter(|a| !listed.contains(*a)).count();
-    let removals = log.matches(" removed drone-").count();
-    let tasks_refused = log.matches(" not taken by drone-").count();
+    let removals = heartbeat::removals(&log);
+    let tasks_refused = heartbeat::tasks_not_taken(&log);
     // The round that was under way when the load started is the first to end after it.
     let overlap = heartbeat::rounds(log.get(log_at_start..).unwrap_or_default())
         .first()
@@ -289,7 +288,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         tasks_refused.to_string(),
         "-",
     );
-    let rss_mb = at_scale.hwm_kb as f64 / KB_PER_MB;
+    let rss_mb = report::mb_of(at_scale.hwm_kb);
     report.row(
         footprint::LABEL,
         format!(

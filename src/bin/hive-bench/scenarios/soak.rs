@@ -3,12 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::Bench;
 use crate::report::{Report, ms, target};
 use crate::wrk::{Call, Load};
-use crate::{Result, heartbeat, progress};
+use crate::{Result, control, heartbeat, progress};
 
 pub const LABEL: &str = "3. no false removals";
 
@@ -68,7 +68,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
             .join()
             .unwrap_or_else(|_| Err("the load thread panicked".into()))
     })?;
-    let now = unix_now();
+    let now = control::unix_now();
     let after: HashSet<String> = bench
         .control
         .list(&queen)?
@@ -77,8 +77,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         .collect();
     let missing = before.iter().filter(|d| !after.contains(&d.name)).count();
     let log = queen.log();
-    let removals = log.matches(" removed drone-").count();
-    let task_timeouts = log.matches(" not taken by drone-").count();
+    let removals = heartbeat::removals(&log);
+    let task_timeouts = heartbeat::tasks_not_taken(&log);
 
     let late_gap = LATE_GAP_INTERVALS * heartbeat.interval.as_secs_f64();
     let mut late = 0;
@@ -164,11 +164,4 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         load.command()
     ));
     Ok(())
-}
-
-/// Wall-clock now in Unix seconds, as the queen's `last_seen`.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -6,10 +6,9 @@
 //! and for the cold healthz the worst run.
 
 use super::Bench;
-use crate::larve::Larve;
 use crate::report::{self, Report, median, ms, target};
 use crate::wrk::{Call, Load, Run};
-use crate::{Result, progress};
+use crate::{Result, heartbeat, progress};
 
 pub const LABEL: &str = "1. wrk";
 
@@ -126,13 +125,8 @@ fn measure_queen(bench: &Bench, submit: Load, health: Load, run: usize) -> Resul
         cold,
         warm,
         health,
-        not_taken: not_taken(&queen),
+        not_taken: heartbeat::tasks_not_taken(&queen.log()),
     })
-}
-
-/// Tasks the queen's log says a drone did not take in time.
-fn not_taken(queen: &Larve) -> usize {
-    queen.log().matches(" not taken by drone-").count()
 }
 
 /// The rows of one connection count.

@@ -7,15 +7,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::LABEL;
-use super::group::{AGREE_POLL, LEADER_TTL, Queens};
+use super::group::{AGREE_POLL, AGREE_TIMEOUT, LEADER_TTL, Queens};
 use crate::etcd::Member;
 use crate::report::{self, Report, median, target};
 use crate::scenarios::Bench;
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 
-/// Queens, and drones taking the submits.
-const QUEENS: usize = 3;
 const DRONES: usize = 2;
 
 /// The load through each follower: `wrk -t1 -c4`, with a timeout above the queen's 2 s task
@@ -38,9 +36,6 @@ const GIVE_UP: Duration = Duration::from_secs(10);
 /// wrk's `-d` is set past the longest a repetition can take by this much; the load is stopped
 /// (SIGINT, then wrk prints its summary) once the tail is over.
 const LOAD_MARGIN: Duration = Duration::from_secs(5);
-
-/// How long fresh queens may take to agree on a leader: a campaign is one lease grant and one txn.
-const AGREE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The target's slack on top of the TTL.
 const SLACK: Duration = Duration::from_secs(1);
@@ -68,7 +63,7 @@ impl Kill {
 
 /// Kills the leader `repeats` times and adds the rows.
 pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
-    let mut queens = Queens::start(bench, etcd, "s8-failover", QUEENS)?;
+    let mut queens = Queens::start(bench, etcd, "s8-failover")?;
     let _drones = bench.drones_of(&queens.refs(), "s8-failover-drone", DRONES)?;
     let longest = LEAD_IN + renewal() + LEADER_TTL + GIVE_UP + TAIL + LOAD_MARGIN;
     let load = Load {

@@ -14,6 +14,12 @@ use crate::wait;
 /// failover target (TTL + 1 s) is computed from what the queens really run with.
 pub const LEADER_TTL: Duration = Duration::from_secs(5);
 
+/// Queens in each part of the scenario.
+pub const QUEENS: usize = 3;
+
+/// How long fresh queens may take to agree on a leader: a campaign is one lease grant and one txn.
+pub const AGREE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often the queens' `/healthz` is read while waiting for them to agree: the 10 ms,
 /// which is also the failover's resolution.
 pub const AGREE_POLL: Duration = Duration::from_millis(10);
@@ -30,8 +36,8 @@ pub struct Queens<'a> {
 }
 
 impl<'a> Queens<'a> {
-    /// Starts `count` queens on `etcd` under the key prefix `/{label}/`.
-    pub fn start(bench: &'a Bench, etcd: &Member, label: &str, count: usize) -> Result<Queens<'a>> {
+    /// Starts [`QUEENS`] queens on `etcd` under the key prefix `/{label}/`.
+    pub fn start(bench: &'a Bench, etcd: &Member, label: &str) -> Result<Queens<'a>> {
         let mut queens = Queens {
             bench,
             args: vec![
@@ -46,7 +52,7 @@ impl<'a> Queens<'a> {
             started: 0,
             live: Vec::new(),
         };
-        for _ in 0..count {
+        for _ in 0..QUEENS {
             queens.add()?;
         }
         Ok(queens)
@@ -74,6 +80,11 @@ impl<'a> Queens<'a> {
     /// The queens alive now, as drones and waits take them.
     pub fn refs(&self) -> Vec<&Larve> {
         self.live.iter().collect()
+    }
+
+    /// A queen that follows the one at index `leader`: the next one.
+    pub fn follower(&self, leader: usize) -> &Larve {
+        &self.live[(leader + 1) % self.live.len()]
     }
 
     /// Takes queen `i` out of the group, to be killed.

@@ -9,15 +9,13 @@
 use std::time::Duration;
 
 use super::LABEL;
-use super::group::Queens;
+use super::group::{AGREE_TIMEOUT, Queens};
 use crate::etcd::Member;
 use crate::report::{self, Report, median, target};
 use crate::scenarios::Bench;
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 
-/// Queens on etcd, and drones of each hive.
-const QUEENS: usize = 3;
 const DRONES: usize = 2;
 
 /// wrk's connections (on its default 2 threads).
@@ -26,9 +24,6 @@ const CONNECTIONS: usize = 32;
 /// Length of the warm-up run each hive gets before the counted ones.
 const WARM_UP: Duration = Duration::from_secs(1);
 
-/// How long the queens may take to agree on a leader.
-const AGREE_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// Follower's rate over the alone queen's that the issue asks for.
 const RATIO_TARGET: f64 = 0.9;
 
@@ -36,10 +31,10 @@ const RATIO_TARGET: f64 = 0.9;
 pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
     let alone = bench.queen("s8-rate-alone-queen", &[])?;
     let _alone_drones = bench.drones(&alone, "s8-rate-alone-drone", DRONES)?;
-    let queens = Queens::start(bench, etcd, "s8-rate", QUEENS)?;
+    let queens = Queens::start(bench, etcd, "s8-rate")?;
     let _drones = bench.drones_of(&queens.refs(), "s8-rate-drone", DRONES)?;
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
-    let follower = &queens.live()[(leader + 1) % QUEENS];
+    let follower = queens.follower(leader);
     progress(&format!(
         "submit rate: {} leads; the load goes through {}",
         queens.live()[leader].label,

@@ -6,22 +6,20 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::LABEL;
-use super::group::Queens;
-use crate::control::Control;
+use super::group::{AGREE_TIMEOUT, QUEENS, Queens};
+use crate::control::{self, Control};
 use crate::etcd::Member;
 use crate::fleet::{Fleet, FleetSize};
 use crate::larve::Larve;
 use crate::procfs::Sampler;
-use crate::report::{Report, mb, target};
+use crate::report::{self, Report, mb, target};
 use crate::scenarios::Bench;
 use crate::scenarios::scale::QUEEN_RSS_MB_TARGET;
 use crate::{Result, progress, wait};
 
-/// Queens on etcd, and the client threads registering through them at once.
-const QUEENS: usize = 3;
 const CLIENTS: usize = 32;
 
 /// Pause before a refused or unanswered registration is tried again: a drone's first backoff.
@@ -44,14 +42,8 @@ const LISTED_SECS_TARGET: f64 = 10.0;
 const PROBED_TIMEOUT: Duration = Duration::from_secs(40);
 const PROBED_POLL: Duration = Duration::from_millis(200);
 
-/// How long the queens may take to agree on a leader.
-const AGREE_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// Window over which each queen's memory and threads are sampled, at rest.
 const SAMPLE_WINDOW: Duration = Duration::from_millis(500);
-
-/// Unit conversions.
-const KB_PER_MB: f64 = 1024.0;
 
 /// What the registering clients saw.
 #[derive(Default)]
@@ -85,7 +77,7 @@ pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
         refusing: 0,
         silent: 0,
     })?;
-    let queens = Queens::start(bench, etcd, "s8-fleet", QUEENS)?;
+    let queens = Queens::start(bench, etcd, "s8-fleet")?;
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
     progress(&format!(
         "registering {size} drones through {QUEENS} queens from {CLIENTS} threads"
@@ -101,12 +93,12 @@ pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
             queens
                 .live()
                 .iter()
-                .all(|queen| lists_all(&bench.control, queen, &fleet.good))
+                .all(|queen| bench.control.lists_all(queen, &fleet.good))
                 .then_some(())
         },
     )?;
     let listed = first.elapsed().as_secs_f64();
-    let listed_at = unix_now();
+    let listed_at = control::unix_now();
     progress(&format!(
         "all registered after {registered:.2} s, listed by every queen after {listed:.2} s"
     ));
@@ -146,7 +138,7 @@ pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
     );
 
     let leader_queen = &queens.live()[leader];
-    let follower = &queens.live()[(leader + 1) % QUEENS];
+    let follower = queens.follower(leader);
     let lost = wait::poll(
         PROBED_TIMEOUT,
         PROBED_POLL,
@@ -170,7 +162,7 @@ pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
     thread::sleep(SAMPLE_WINDOW);
     for (role, sampler) in samplers {
         let peak = sampler.finish();
-        let hwm_mb = peak.hwm_kb as f64 / KB_PER_MB;
+        let hwm_mb = report::mb_of(peak.hwm_kb);
         report.row(
             LABEL,
             format!(
@@ -260,20 +252,4 @@ fn register_all(control: &Control, queens: &[&Larve], addresses: &[String]) -> R
         }
         Ok(tally)
     })
-}
-
-/// Whether `queen`'s `/healthz` lists every address in `addresses`.
-fn lists_all(control: &Control, queen: &Larve, addresses: &[String]) -> bool {
-    control.health(queen).is_ok_and(|health| {
-        health
-            .drones
-            .is_some_and(|drones| addresses.iter().all(|a| drones.contains_key(a)))
-    })
-}
-
-/// Now as Unix seconds, as `/drones` gives `last_seen`.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

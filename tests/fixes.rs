@@ -63,7 +63,7 @@ fn fix_1_a_frozen_drone_does_not_freeze_the_queen_and_is_removed_in_time() {
         "removed after {removed_after:?}; the bound is {MEASURED_BOUND:?}"
     );
     assert!(drone_names(&queen).contains_key(&healthy.addr));
-    let log = queen.stderr();
+    let log = queen.log_with(&["timed out on all 2 tries"]);
     assert!(
         log.contains("timed out on all 2 tries"),
         "the reason is logged: {log}"
@@ -180,7 +180,7 @@ fn fix_6_a_restarted_queen_gets_every_live_drone_back_within_three_intervals() {
         back_after <= Duration::from_millis(600) + SLACK,
         "drones came back after {back_after:?}"
     );
-    assert!(drones[0].stderr().contains("registering again"));
+    drones[0].log_with(&["registering again"]);
 }
 
 #[test]
@@ -193,8 +193,9 @@ fn fix_7_only_a_2xx_counts_as_alive() {
     register(&queen, &moved.addr);
     wait_for_drones(&queen, &[&live.addr, &sick.addr, &moved.addr], SOON);
     wait_for_drones(&queen, &[&live.addr], FAST_REMOVAL);
-    let log = queen.stderr();
-    assert!(log.contains("answered HTTP 500 on all 2 tries"), "{log}");
-    assert!(log.contains("answered HTTP 302 on all 2 tries"), "{log}");
+    queen.log_with(&[
+        "answered HTTP 500 on all 2 tries",
+        "answered HTTP 302 on all 2 tries",
+    ]);
     assert!(sick.hits().iter().all(|h| h == "GET /healthz"));
 }

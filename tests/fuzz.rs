@@ -775,7 +775,7 @@ fn random_request(rng: &mut Rng, pool: &[String]) -> Request {
     // Mostly the larve that serves the endpoint, so valid requests really happen.
     let target = match (endpoint, rng.u8(0..4)) {
         ("/do_task", 0) | ("/submit_task" | "/register" | "/drones", 1..) => Target::Queen,
-        ("/healthz", n) if n < 2 => Target::Queen,
+        ("/healthz" | "/metrics", n) if n < 2 => Target::Queen,
         _ => Target::Drone,
     };
     let field = match (endpoint, rng.u8(0..8)) {
@@ -855,6 +855,9 @@ fn check_answer(context: &str, request: &Request, expected: u16, answer: &Answer
                 context,
                 format!("metrics not as Prometheus text: {answer:?}"),
             );
+        }
+        if request.method != "HEAD" {
+            parse_prometheus(&String::from_utf8_lossy(&answer.body));
         }
         return;
     }

@@ -13,7 +13,7 @@ fn state_changes_are_logged_one_line_each() {
     drone.kill();
     wait_for_drones(&queen, &[], FAST_REMOVAL);
 
-    let log = queen.stderr();
+    let log = queen.log_with(&["removed drone-0"]);
     let line_with = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(line_with("registered drone-0 at"), 1, "{log}");
     assert_eq!(line_with("task \"hello\" sent to drone-0"), 1, "{log}");
@@ -27,8 +27,7 @@ fn state_changes_are_logged_one_line_each() {
         !log.contains("probe of"),
         "probe results are debug lines: {log}"
     );
-    let drone_log = drone.stderr();
-    assert!(drone_log.contains("registered with queen"), "{drone_log}");
+    drone.log_with(&["registered with queen"]);
 }
 
 #[test]
@@ -40,7 +39,7 @@ fn control_characters_in_a_task_cannot_forge_lines() {
     let (status, _) = submit(&queen, forged);
     assert_eq!(status, 200);
 
-    let log = queen.stderr();
+    let log = queen.log_with(&[r#"task "hi\n2026-01-01T00:00:00Z"#]);
     assert!(
         !log.lines().any(|l| l.starts_with("2026-01-01")),
         "a forged line reached the log: {log}"

@@ -77,12 +77,10 @@ fn a_drone_that_failed_a_task_is_back_in_rotation_well_before_the_next_round() {
         back_after < Duration::from_secs(3),
         "back after {back_after:?}; the next round is 600 s away"
     );
-    let log = queen.stderr();
-    assert!(
-        log.contains("it takes no tasks until a probe passes"),
-        "{log}"
-    );
-    assert!(log.contains("passed a re-check; it takes tasks"), "{log}");
+    queen.log_with(&[
+        "it takes no tasks until a probe passes",
+        "passed a re-check; it takes tasks",
+    ]);
     let (status, reply) = submit(&queen, "second");
     assert_eq!((status, reply["drone"].as_str()), (200, Some("drone-0")));
 }
@@ -104,8 +102,7 @@ fn a_task_that_times_out_does_not_take_its_drone_out_of_rotation() {
     assert_eq!(register(&queen, &slow.addr).0, 200);
     assert_eq!(submit(&queen, "slow").0, 502);
     assert_eq!(available(&queen), [true], "a timeout alone is no verdict");
-    let log = queen.stderr();
-    assert!(log.contains("timed out; re-checking it"), "{log}");
+    let log = queen.log_with(&["timed out; re-checking it"]);
     assert!(!log.contains("takes no tasks"), "{log}");
     assert_eq!(submit(&queen, "fast").0, 200);
 }
@@ -123,6 +120,12 @@ fn a_submit_gives_up_after_two_task_timeouts_however_many_drones_hang() {
         let (status, reply) = submit(&queen, "into the void");
         let took = asked.elapsed();
         assert_eq!(status, 502, "{reply}");
+        let error = reply["error"].as_str().unwrap_or_default();
+        assert_eq!(error.matches("timed out").count(), 2, "{error}");
+        assert!(
+            error.contains("no time left for the other drones"),
+            "{error}"
+        );
         assert!(
             took < Duration::from_millis(600 + 400),
             "a submit took {took:?}; the budget is two task timeouts of 0.3 s"

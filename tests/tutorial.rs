@@ -114,8 +114,7 @@ fn part_3_drones_register_take_tasks_and_are_heartbeated() {
     let [mut gone, kept] = drones;
     gone.kill();
     wait_for_drones(&queen, &[&kept.addr], FAST_REMOVAL);
-    let log = queen.stderr();
-    assert!(log.contains("registered drone-0"), "{log}");
+    let log = queen.log_with(&["registered drone-0", "removed drone-"]);
     assert!(
         log.lines()
             .any(|l| l.contains("removed drone-") && l.contains("connection refused")),

@@ -168,6 +168,15 @@ impl Larve {
         fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
     }
 
+    /// Its log once it holds every one of `needles`. A larve writes its log on a thread of its
+    /// own, a moment after the change a line reports, so a test that saw the change waits here.
+    pub fn log_with(&self, needles: &[&str]) -> String {
+        eventually(SOON, &format!("{needles:?} in the log"), || {
+            let log = self.stderr();
+            needles.iter().all(|n| log.contains(n)).then_some(log)
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -211,22 +220,13 @@ impl Larve {
 
 impl Drop for Larve {
     fn drop(&mut self) {
-        self.thaw_quietly();
+        // SIGKILL ends a frozen (stopped) process too.
         self.kill();
         if thread::panicking() {
             eprintln!("--- larve {:?} stderr ---\n{}", self.args, self.stderr());
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
-    }
-}
-
-impl Larve {
-    fn thaw_quietly(&self) {
-        let _ = Command::new("kill")
-            .args(["-CONT".to_string(), self.pid().to_string()])
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
@@ -345,6 +345,12 @@ pub fn raw(addr: &str, bytes: &[u8], within: Duration) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(within)).expect("timeout");
     stream.write_all(bytes).expect("send");
+    read_response(&mut stream)
+}
+
+/// Reads one whole answer from `stream` (past any `1xx`), or what came before the connection
+/// ended or its read timeout passed.
+pub fn read_response(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -541,7 +547,8 @@ pub fn metrics_as(larve: &Larve, token: Option<&str>) -> std::collections::BTree
     parse_prometheus(&text)
 }
 
-fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
+/// Every sample in Prometheus text, by series; panics on a line the format does not allow.
+pub fn parse_prometheus(text: &str) -> std::collections::BTreeMap<String, f64> {
     let is_name = |s: &str| {
         !s.is_empty()
             && s.chars()

@@ -162,17 +162,30 @@ impl Client {
     }
 
     /// `POST http://{address}{path}` with a JSON body, for an answer that streams: its status, and
-    /// a reader of its body as it arrives. The whole call, stream included, ends after `lifetime`
-    /// (etcd's watch sends nothing while nothing changes, so only a limit tells a quiet stream from
-    /// a dead peer).
+    /// a reader of its body as it arrives, with `headers` added to the request. The connection and
+    /// the answer's head must come within `timeout` each; the whole call, stream included, ends
+    /// after `lifetime` (etcd's watch sends nothing while nothing changes, so only a limit tells a
+    /// quiet stream from a dead peer).
     pub fn post_for_stream(
         &self,
         address: &str,
         path: &str,
         body: &serde_json::Value,
-        lifetime: Duration,
+        headers: &[(&str, &str)],
+        (timeout, lifetime): (Duration, Duration),
     ) -> Result<(u16, impl BufRead + Send + use<>), CallError> {
-        let reply = self.send(address, path, body, lifetime)?;
+        let mut request = self.request(address, path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let reply = request
+            .config()
+            .timeout_global(Some(lifetime))
+            .timeout_connect(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .send(body.to_string().as_bytes())?;
         let status = reply.status().as_u16();
         let reader = reply.into_body().into_with_config().reader();
         Ok((status, BufReader::new(reader)))
@@ -185,16 +198,24 @@ impl Client {
         body: &serde_json::Value,
         timeout: Duration,
     ) -> Result<ureq::http::Response<ureq::Body>, CallError> {
-        let request = self.agent.post(format!("http://{address}{path}"));
-        let request = self
-            .authorize(request)
-            .header("Content-Type", "application/json");
-        Ok(request
+        Ok(self
+            .request(address, path)
             .config()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .build()
             .send(body.to_string().as_bytes())?)
+    }
+
+    /// A JSON `POST http://{address}{path}` with the headers every call carries.
+    fn request(
+        &self,
+        address: &str,
+        path: &str,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        let request = self.agent.post(format!("http://{address}{path}"));
+        self.authorize(request)
+            .header("Content-Type", "application/json")
     }
 
     /// Adds the headers every call carries: the token, and `Connection: close` without a pool.

@@ -363,6 +363,47 @@ fn etcd_down_for_five_seconds_and_back_every_queen_recovers_by_itself() {
 }
 
 #[test]
+fn while_etcd_hangs_registrations_are_refused_at_once_but_one() {
+    let etcd = Etcd::single();
+    let queen = patient_queen(&etcd);
+    agreed_leader(&[&queen], SOON);
+    etcd.signal(0, "STOP");
+    eventually(SOON, "the queen to see etcd hang", || {
+        let store = health(&queen)["store"].as_str()?.to_string();
+        store.starts_with("etcd unreachable").then_some(())
+    });
+    // Eight at once: one finds out whether etcd is back (within the 1.5 s budget); the others
+    // are refused at once instead of holding a handler thread each for that long.
+    let answers: Vec<(u16, Duration)> = thread::scope(|scope| {
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let queen = &queen;
+                scope.spawn(move || {
+                    let asked = Instant::now();
+                    let (status, _) = register(queen, &format!("127.0.0.1:{}", 7100 + i));
+                    (status, asked.elapsed())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    etcd.signal(0, "CONT");
+    assert!(
+        answers.iter().all(|(status, _)| *status == 503),
+        "{answers:?}"
+    );
+    let at_once = answers
+        .iter()
+        .filter(|(_, took)| *took < Duration::from_millis(500))
+        .count();
+    assert!(at_once >= 7, "{answers:?}");
+    // And once etcd answers again, registrations work again.
+    eventually(SOON, "a registration to work again", || {
+        (register(&queen, "127.0.0.1:7200").0 == 200).then_some(())
+    });
+}
+
+#[test]
 fn a_queen_started_while_etcd_is_down_is_not_ready_until_she_has_read_the_registry() {
     let mut etcd = Etcd::single();
     etcd.kill(0);
@@ -543,11 +584,17 @@ fn nonsense_in_etcd_neither_crashes_a_queen_nor_stops_her_following_it() {
         "{reply}"
     );
     counter(b"100");
+    // A drone key that holds no registration does not lock its address out: it is replaced.
+    assert_eq!(register(&queens[1], "127.0.0.1:7003").0, 200);
 
     // Both queens still follow etcd: a drone registered through one shows on the other.
     let drone = Larve::drone(&queens[0].addr);
     for queen in &queens {
-        wait_for_drones(queen, &[&drone.addr, "127.0.0.1:7001"], SOON);
+        wait_for_drones(
+            queen,
+            &[&drone.addr, "127.0.0.1:7001", "127.0.0.1:7003"],
+            SOON,
+        );
         assert_eq!(get(&queen.url("/healthz")).0, 200);
         let log = queen.stderr();
         assert!(!log.contains("panic"), "{log}");

@@ -107,6 +107,17 @@ impl Etcd {
         }
     }
 
+    /// Sends member `i` a signal by `kill`'s name for it: `STOP` leaves its ports accepting
+    /// connections that nothing answers, as a hung member does; `CONT` wakes it.
+    pub fn signal(&self, i: usize, name: &str) {
+        let child = self.members[i].child.as_ref().expect("a running member");
+        let status = Command::new("kill")
+            .args([format!("-{name}"), child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Waits until every running member says it is healthy (the cluster has a leader).
     pub fn wait_ready(&self) {
         let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -14,7 +14,7 @@
 //! - the gateway does not fail over between members, so each call tries the next endpoint when one
 //!   cannot be reached or answers 5xx (a member without quorum times out after about 5 s).
 //!
-//! Nothing here knows Hive's keys: see `etcd.rs`.
+//! Nothing here knows Hive's keys: see `mod.rs`.
 
 use std::fmt;
 use std::io::{BufRead, Read};
@@ -30,6 +30,11 @@ use crate::client::{CallError, Client};
 
 /// Largest answer read from etcd: a range over a few thousand drones is a few megabytes.
 const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// gRPC metadata, through the gateway, that makes a member refuse a watch (or end one) while it has
+/// no leader. Without it, a member cut off from the others' quorum accepts a watch and then stays
+/// silent, so the queen would go on serving a registry that no longer changes.
+const REQUIRE_LEADER: (&str, &str) = ("Grpc-Metadata-hasleader", "true");
 
 /// Longest line of a watch stream: one message, which may carry many events.
 const MAX_WATCH_LINE_BYTES: u64 = 16 * 1024 * 1024;
@@ -299,17 +304,22 @@ impl Gateway {
             "range_end": base64::encode(end),
             "start_revision": start_revision.to_string(),
         }});
-        self.each_endpoint(None, |endpoint, _| {
-            let (status, reader) =
-                self.client
-                    .post_for_stream(endpoint, "/v3/watch", &body, lifetime)?;
+        self.each_endpoint(None, |endpoint, timeout| {
+            let (status, reader) = self.client.post_for_stream(
+                endpoint,
+                "/v3/watch",
+                &body,
+                &[REQUIRE_LEADER],
+                (timeout, lifetime),
+            )?;
             Ok((status, Watch::new(Box::new(reader))))
         })
         .and_then(|(status, mut watch)| {
             if status != 200 {
                 // An error before the stream started: the unary shape.
                 let mut text = Vec::new();
-                let _ = watch.lines.read_until(b'\n', &mut text);
+                let _ =
+                    Read::take(&mut watch.lines, MAX_WATCH_LINE_BYTES).read_until(b'\n', &mut text);
                 return Err(refusal(status, &text));
             }
             Ok(watch)
@@ -432,15 +442,20 @@ impl Watch {
     }
 }
 
+/// Whether a read of a stream failed because its time ran out. ureq reports its own timeouts
+/// inside an I/O error of another kind.
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-    ) || e.to_string().contains("timeout")
+    ) || e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
 }
 
 /// One line of a watch stream.
-pub fn parse_watch_line(line: &[u8]) -> Result<WatchMessage> {
+fn parse_watch_line(line: &[u8]) -> Result<WatchMessage> {
     let line: StreamLine<WatchAnswer> = serde_json::from_slice(line)
         .map_err(|e| GatewayError::Malformed(format!("{e} in watch line {}", excerpt(line))))?;
     let answer = line.into_result()?;
@@ -691,6 +706,77 @@ mod tests {
                 "etcd ended the stream: transport is closing".into()
             ))
         );
+    }
+
+    #[test]
+    fn a_watch_requires_a_leader_and_a_member_without_one_is_unreachable() {
+        use std::io::{BufReader, Write};
+        use std::net::TcpListener;
+        // A member cut off from its cluster's quorum, as etcd 3.4 answers a watch that asks for a
+        // leader: a stream whose first line is the error.
+        let member = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = member.local_addr().unwrap().to_string();
+        let serving = std::thread::spawn(move || {
+            let (stream, _) = member.accept().unwrap();
+            let mut request = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") && request.read_line(&mut head).unwrap() > 0 {}
+            let line = br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#;
+            let answer = [
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    line.len()
+                )
+                .as_bytes(),
+                line,
+            ]
+            .concat();
+            (&stream).write_all(&answer).unwrap();
+            head
+        });
+        let gateway = Gateway::new(vec![endpoint], Duration::from_secs(2));
+        let mut watch = gateway
+            .watch(b"/hive/", b"/hive0", 1, Duration::from_secs(2))
+            .expect("the member answers");
+        let head = serving.join().unwrap().to_ascii_lowercase();
+        assert!(head.contains("grpc-metadata-hasleader: true"), "{head}");
+        assert!(
+            matches!(
+                watch.next_message(),
+                Err(GatewayError::Unreachable(why)) if why.contains("no leader")
+            ),
+            "a member without a leader is one to move away from"
+        );
+    }
+
+    #[test]
+    fn a_quiet_watch_ends_when_its_lifetime_passes() {
+        use std::io::Write;
+        use std::net::TcpListener;
+        // A member that starts the stream, confirms the watch, then has nothing more to say.
+        let member = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = member.local_addr().unwrap().to_string();
+        let serving = std::thread::spawn(move || {
+            let (stream, _) = member.accept().unwrap();
+            let created = br#"{"result":{"header":{"revision":"3"},"created":true}}"#;
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+            let chunk = format!(
+                "{:x}\r\n{}\n\r\n",
+                created.len() + 1,
+                String::from_utf8_lossy(created)
+            );
+            (&stream).write_all(head.as_bytes()).unwrap();
+            (&stream).write_all(chunk.as_bytes()).unwrap();
+            // Longer than the watch's lifetime.
+            std::thread::sleep(Duration::from_millis(800));
+        });
+        let gateway = Gateway::new(vec![endpoint], Duration::from_secs(1));
+        let mut watch = gateway
+            .watch(b"/hive/", b"/hive0", 1, Duration::from_millis(300))
+            .expect("the member answers");
+        assert_eq!(watch.next_message(), Ok(Some(WatchMessage::Created)));
+        assert_eq!(watch.next_message(), Ok(None), "quiet, not broken");
+        serving.join().unwrap();
     }
 
     #[test]

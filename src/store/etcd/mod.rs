@@ -211,13 +211,23 @@ impl Etcd {
     /// they would mostly fail each other's compares. In turn, only other queens' can race one, and
     /// a retry starts at once from what the failed txn read, so it beats registrations that still
     /// have to read: a queen cannot starve the others. The turn is held across the calls to etcd
-    /// (each limited by the deadline), never the registry's lock.
+    /// (each limited by the deadline), never the registry's lock. While etcd is known to be
+    /// unreachable, one registration at a time finds out whether it is back and the others are
+    /// refused at once, rather than hold a handler thread each until the deadline.
+    ///
+    /// A drone key whose value is not a registration (written by something else) is replaced by a
+    /// fresh one, as if absent, so the address can register again.
     fn register_in_etcd(
         &self,
         address: &str,
         deadline: Instant,
     ) -> std::result::Result<Registered, GatewayError> {
-        let Some(_turn) = self.registering.try_lock_until(deadline) else {
+        let turn = match self.registering.try_lock() {
+            Some(turn) => Some(turn),
+            None if self.unreachable.lock().is_some() => None,
+            None => self.registering.try_lock_until(deadline),
+        };
+        let Some(_turn) = turn else {
             return Err(GatewayError::Unreachable(
                 "registrations are queued behind a slow etcd; try again".into(),
             ));
@@ -232,13 +242,13 @@ impl Etcd {
                     "a txn answered without its two reads".into(),
                 ));
             };
-            let (txn, record, new) = match drone {
+            let known = drone
+                .as_ref()
+                .and_then(|kv| Some((kv, StoredDrone::read(address, kv).ok()?)));
+            let (txn, record, new) = match known {
                 // Known: write it again (naming this queen), so a removal decided before now no
                 // longer applies, and the other queens hear of it.
-                Some(kv) => {
-                    let mut stored = StoredDrone::read(address, kv).map_err(|why| {
-                        GatewayError::Malformed(format!("the drone key of {address}: {why}"))
-                    })?;
+                Some((kv, mut stored)) => {
                     stored.queen = self.me().to_string();
                     let value = serde_json::to_vec(&stored).expect("a registration serializes");
                     let txn = Txn::new()
@@ -267,8 +277,11 @@ impl Etcd {
                     let txn = match next_id {
                         Some(kv) => Txn::new().if_modified_at(counter, kv.mod_revision),
                         None => Txn::new().if_absent(counter),
+                    };
+                    let txn = match drone {
+                        Some(unreadable) => txn.if_modified_at(&key, unreadable.mod_revision),
+                        None => txn.if_absent(&key),
                     }
-                    .if_absent(&key)
                     .put(counter, (n + 1).to_string().as_bytes(), 0)
                     .put(&key, &value, 0);
                     (txn, stored.record(&Kv::default()), true)

@@ -1,9 +1,10 @@
 //! Keeping a queen's registry equal to etcd's drones: read every key once, then follow a watch.
 //!
 //! A watch that breaks, or whose start revision etcd has compacted away, means reading everything
-//! again. A watch says nothing while nothing changes, so it is opened again every
-//! [`WATCH_LIFETIME`] from where it stopped: that bounds how long a silent, hung member goes
-//! unnoticed. Changes are applied in the order etcd made them, each only if it is newer than what
+//! again. A watch asks for a leader, so a member cut off from its cluster's quorum ends it rather
+//! than fall silent (see `gateway.rs`); and since a watch says nothing while nothing changes, it is
+//! opened again every [`WATCH_LIFETIME`] from where it stopped, which bounds how long a hung member
+//! goes unnoticed. Changes are applied in the order etcd made them, each only if it is newer than what
 //! the registry holds (see `Registry::apply`).
 
 use std::sync::atomic::Ordering;
@@ -24,18 +25,27 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Etcd {
-    /// Keeps the registry equal to etcd's drones, forever.
+    /// Keeps the registry equal to etcd's drones, forever. After a failure it reads again after a
+    /// pause that doubles while watches fail, and starts over once a watch is under way, so an
+    /// etcd that fails the same way each time is not read in a tight loop.
     pub(super) fn sync(&self) -> ! {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let listed = self.list();
             self.note(&listed);
-            let outcome = listed.and_then(|revision| {
-                backoff = FIRST_BACKOFF;
-                self.follow(revision.saturating_add(1))
-            });
+            let outcome = match listed {
+                Ok(revision) => {
+                    let followed = self.follow(revision.saturating_add(1), || {
+                        backoff = FIRST_BACKOFF;
+                    });
+                    if followed.is_err() {
+                        self.note(&followed);
+                    }
+                    followed
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = outcome {
-                self.note(&Err::<(), _>(e.clone()));
                 debug!("registry sync: {e}; reading etcd again in {backoff:?}");
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -78,15 +88,25 @@ impl Etcd {
         Ok(revision)
     }
 
-    /// Follows a watch on every key from `revision`, opening it again each `WATCH_LIFETIME`.
-    /// Returns (to read everything again) when etcd cancels it, or fails.
-    fn follow(&self, mut revision: i64) -> Result<(), GatewayError> {
+    /// Follows a watch on every key from `revision`, opening it again each `WATCH_LIFETIME`, and
+    /// calls `started` each time etcd confirms one. Returns `Ok` (to read everything again at
+    /// once) when etcd compacted the revisions it needs, and fails on anything else.
+    fn follow(&self, mut revision: i64, mut started: impl FnMut()) -> Result<(), GatewayError> {
         loop {
             let (prefix, end) = (&self.keys.prefix, self.keys.prefix_end());
             let mut watch = self.gateway.watch(prefix, &end, revision, WATCH_LIFETIME)?;
             while let Some(message) = watch.next_message()? {
                 match message {
-                    WatchMessage::Created | WatchMessage::Progress => {}
+                    WatchMessage::Created => started(),
+                    WatchMessage::Progress => {}
+                    WatchMessage::Canceled {
+                        compact_revision: 0,
+                    } => {
+                        return Err(GatewayError::Refused {
+                            status: 200,
+                            message: "etcd cancelled the watch".into(),
+                        });
+                    }
                     WatchMessage::Canceled { compact_revision } => {
                         info!(
                             "the watch on etcd was cancelled (compacted to revision {compact_revision}); reading everything again"

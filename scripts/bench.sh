@@ -15,7 +15,8 @@
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 
 fail() {
@@ -24,21 +25,7 @@ fail() {
 }
 
 # Debian packages the bench needs: wrk (the load) and etcd-server (the store of several queens).
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v etcd >/dev/null || missing+=(etcd-server)
-if ((${#missing[@]} > 0)); then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        echo "bench: missing: ${missing[*]}; installing with apt-get" >&2
-        if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; } >&2; then
-            fail "could not install ${missing[*]} with apt-get"
-        fi
-    else
-        fail "the benchmark needs ${missing[*]}, which is not installed; install it (e.g. sudo apt-get install -y ${missing[*]}) and run again"
-    fi
-fi
-command -v wrk >/dev/null || fail "wrk is still missing after installing it"
-command -v etcd >/dev/null || fail "etcd is still missing after installing etcd-server"
+install_missing bench wrk:wrk etcd:etcd-server
 WRK="$(command -v wrk)"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 

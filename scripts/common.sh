@@ -1,12 +1,40 @@
 # shellcheck shell=bash
 # Shared by the hive scripts; source it, do not run it. Defines ROOT and HIVE_DIR, and helpers to
-# find the hive's larves and to call the queen with the cluster token.
+# install what a script needs, to find the hive's larves and to call the queen with the cluster
+# token.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HIVE_DIR="$ROOT/.hive"
 TOKEN="${TOKEN:-}"
 
 is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+# Makes sure each COMMAND:PACKAGE after $1 has its command, installing the missing Debian packages
+# with apt-get when run as root; otherwise, or when that fails, says so as "$1: error: ..." and
+# exits 1. Progress goes to stderr.
+install_missing() {
+    local who="$1" pair missing=()
+    shift
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    done
+    ((${#missing[@]} > 0)) || return 0
+    if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+        echo "$who: error: ${missing[*]} is not installed; install it (e.g. sudo apt-get install -y ${missing[*]}) and run again" >&2
+        exit 1
+    fi
+    echo "$who: missing: ${missing[*]}; installing with apt-get" >&2
+    if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; } >&2; then
+        echo "$who: error: could not install ${missing[*]} with apt-get" >&2
+        exit 1
+    fi
+    for pair in "$@"; do
+        if ! command -v "${pair%%:*}" >/dev/null; then
+            echo "$who: error: ${pair%%:*} is still missing after installing ${pair#*:}" >&2
+            exit 1
+        fi
+    done
+}
 
 # True if pid $1 is a live (not zombie) process of this hive: a larve, or the etcd hive-up.sh started
 # (one whose command line names .hive/, so a system etcd behind a stale pid file is never taken).

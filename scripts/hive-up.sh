@@ -95,9 +95,9 @@ if ((QUEENS > 1)); then
         fi
     done
 fi
-command -v curl >/dev/null || fail "curl is needed but not installed"
-command -v setsid >/dev/null || fail "setsid (util-linux) is needed but not installed"
-command -v python3 >/dev/null || fail "python3 is needed (to read the queens' JSON) but not installed"
+# Debian packages the script uses: curl (to call the queens), python3 (to read their JSON) and
+# util-linux's setsid (to detach the larves).
+install_missing hive-up curl:curl python3:python3 setsid:util-linux
 
 QUEEN_PORTS=()
 for ((port = QUEEN_BASE; port <= QUEEN_LAST; port++)); do QUEEN_PORTS+=("$port"); done
@@ -124,15 +124,8 @@ fi
 
 # --- etcd, for several queens ---------------------------------------------------------------------
 
-if ((QUEENS > 1)) && ! command -v etcd >/dev/null; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        say "etcd is missing; installing Debian's etcd-server with apt-get"
-        { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server; } >&2 ||
-            fail "could not install etcd-server with apt-get"
-    else
-        fail "several queens need etcd, which is not installed; install it (e.g. sudo apt-get install -y etcd-server) and run again"
-    fi
-    command -v etcd >/dev/null || fail "etcd is still missing after installing etcd-server"
+if ((QUEENS > 1)); then
+    install_missing hive-up etcd:etcd-server
 fi
 
 # --- build ---------------------------------------------------------------------------------------

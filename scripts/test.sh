@@ -7,7 +7,8 @@
 # clippy.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -18,20 +19,7 @@ fail() {
 
 step "checking prerequisites"
 # Debian packages the tests need: curl (the tests call it) and etcd (the store of several queens).
-missing=()
-command -v curl >/dev/null || missing+=(curl)
-command -v etcd >/dev/null || missing+=(etcd-server)
-if ((${#missing[@]} > 0)); then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        echo "missing: ${missing[*]}; installing with apt-get"
-        if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; }; then
-            fail "could not install ${missing[*]} with apt-get"
-        fi
-    else
-        fail "the tests need ${missing[*]}, which is not installed; install it (e.g. sudo apt-get install -y ${missing[*]}) and run again"
-    fi
-fi
-command -v etcd >/dev/null || fail "etcd is still missing after installing etcd-server"
+install_missing test curl:curl etcd:etcd-server
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 for tool in fmt:rustfmt clippy:clippy; do
     sub="${tool%%:*}"

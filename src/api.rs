@@ -2,7 +2,7 @@
 //!
 //! | endpoint            | role  | body                          | answer                                   |
 //! |---------------------|-------|-------------------------------|------------------------------------------|
-//! | `GET /healthz`      | both  |                               | status, version, mode (+ drones: queen)  |
+//! | `GET /healthz`      | both  |                               | status, version, mode (queen: + drones; on etcd: + role, leader, store) |
 //! | `POST /do_task`     | drone | `{"text": "hello"}`           | `{"result": "OK"}`                       |
 //! | `POST /submit_task` | queen | `{"text": "hello"}`           | `{"result": "OK", "drone": "drone-0"}`   |
 //! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval"}` |
@@ -27,6 +27,7 @@ use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::queen::Queen;
 use crate::server::{Handler, Request, Response};
+use crate::store::StoreHealth;
 
 /// The role a larve plays, as the API sees it.
 #[derive(Clone)]
@@ -74,16 +75,9 @@ struct Health {
     mode: &'static str,
     /// Queens sharing etcd: `leader` or `follower`, who leads, and whether etcd answers.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    shared: Option<SharedHealth>,
+    shared: Option<StoreHealth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     drones: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Serialize)]
-struct SharedHealth {
-    role: &'static str,
-    leader: Option<String>,
-    store: String,
 }
 
 struct Api {
@@ -186,11 +180,7 @@ impl Api {
         let (ready, mode, drones) = match &self.role {
             Role::Queen(queen) => {
                 let drones = self.trusted(request).then(|| queen.drone_names());
-                shared = queen.store_health().map(|health| SharedHealth {
-                    role: health.role,
-                    leader: health.leader,
-                    store: health.store,
-                });
+                shared = queen.store_health();
                 (queen.is_ready(), "Mode.QUEEN", drones)
             }
             Role::Drone(drone) => {

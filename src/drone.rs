@@ -111,7 +111,8 @@ struct Registration {
 
 impl Registration {
     /// Registers, with capped backoff until a queen answers; then watches for the queens' probes
-    /// and registers again when they stop (its queen restarted and forgot this drone).
+    /// and registers again when they stop (its queen restarted and forgot this drone, or the queens
+    /// on etcd are between leaders).
     fn run(mut self) -> StartError {
         loop {
             let interval = match self.register_until_answered() {

@@ -25,7 +25,7 @@ pub struct Target {
 /// The answer to a registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
-    /// `drone-N`, unique for the life of this queen.
+    /// `drone-N`, unique for the life of this queen (of the hive, when queens share etcd).
     pub name: String,
     /// False when this address was already registered: the registration refreshed it and kept its name.
     pub new: bool,

@@ -12,6 +12,8 @@ pub mod memory;
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::Serialize;
+
 use crate::error::Result;
 use crate::registry::{Registered, Target};
 
@@ -39,8 +41,8 @@ pub trait Store: Send + Sync {
     fn start(self: Arc<Self>, me: String) -> std::io::Result<()>;
 }
 
-/// The store's part of a queen's `/healthz`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The store's part of a queen's `/healthz`, as its fields appear there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoreHealth {
     /// `leader` or `follower`.
     pub role: &'static str,

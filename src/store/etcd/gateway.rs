@@ -708,32 +708,42 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_watch_requires_a_leader_and_a_member_without_one_is_unreachable() {
+    /// A stand-in member on a free loopback port: it takes one request, answers it with a watch
+    /// stream of `lines`, then keeps the connection open for `linger`. Gives back its address and
+    /// the thread, which returns the request's head.
+    fn member_streaming(
+        lines: &'static [&'static [u8]],
+        linger: Duration,
+    ) -> (String, std::thread::JoinHandle<String>) {
         use std::io::{BufReader, Write};
-        use std::net::TcpListener;
-        // A member cut off from its cluster's quorum, as etcd 3.4 answers a watch that asks for a
-        // leader: a stream whose first line is the error.
-        let member = TcpListener::bind("127.0.0.1:0").unwrap();
+        let member = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = member.local_addr().unwrap().to_string();
         let serving = std::thread::spawn(move || {
             let (stream, _) = member.accept().unwrap();
             let mut request = BufReader::new(stream.try_clone().unwrap());
             let mut head = String::new();
             while !head.ends_with("\r\n\r\n") && request.read_line(&mut head).unwrap() > 0 {}
-            let line = br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#;
-            let answer = [
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                    line.len()
-                )
-                .as_bytes(),
-                line,
-            ]
-            .concat();
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for line in lines {
+                answer.extend_from_slice(format!("{:x}\r\n", line.len() + 1).as_bytes());
+                answer.extend_from_slice(line);
+                answer.extend_from_slice(b"\n\r\n");
+            }
             (&stream).write_all(&answer).unwrap();
+            std::thread::sleep(linger);
             head
         });
+        (endpoint, serving)
+    }
+
+    #[test]
+    fn a_watch_requires_a_leader_and_a_member_without_one_is_unreachable() {
+        // A member cut off from its cluster's quorum, as etcd 3.4 answers a watch that asks for a
+        // leader: a stream whose first line is the error.
+        let (endpoint, serving) = member_streaming(
+            &[br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#],
+            Duration::ZERO,
+        );
         let gateway = Gateway::new(vec![endpoint], Duration::from_secs(2));
         let mut watch = gateway
             .watch(b"/hive/", b"/hive0", 1, Duration::from_secs(2))
@@ -751,25 +761,12 @@ mod tests {
 
     #[test]
     fn a_quiet_watch_ends_when_its_lifetime_passes() {
-        use std::io::Write;
-        use std::net::TcpListener;
-        // A member that starts the stream, confirms the watch, then has nothing more to say.
-        let member = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = member.local_addr().unwrap().to_string();
-        let serving = std::thread::spawn(move || {
-            let (stream, _) = member.accept().unwrap();
-            let created = br#"{"result":{"header":{"revision":"3"},"created":true}}"#;
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-            let chunk = format!(
-                "{:x}\r\n{}\n\r\n",
-                created.len() + 1,
-                String::from_utf8_lossy(created)
-            );
-            (&stream).write_all(head.as_bytes()).unwrap();
-            (&stream).write_all(chunk.as_bytes()).unwrap();
-            // Longer than the watch's lifetime.
-            std::thread::sleep(Duration::from_millis(800));
-        });
+        // A member that confirms the watch, then has nothing more to say for longer than the
+        // watch's lifetime.
+        let (endpoint, serving) = member_streaming(
+            &[br#"{"result":{"header":{"revision":"3"},"created":true}}"#],
+            Duration::from_millis(800),
+        );
         let gateway = Gateway::new(vec![endpoint], Duration::from_secs(1));
         let mut watch = gateway
             .watch(b"/hive/", b"/hive0", 1, Duration::from_millis(300))

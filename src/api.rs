@@ -8,6 +8,14 @@
 //! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval"}` |
 //! | `GET /drones`       | queen |                               | every drone with its times and failures  |
 //! | `GET /metrics`      | both  |                               | Prometheus text (see `metrics.rs`)       |
+//! | `POST /tasks`       | queen | `{"command": [...], ...}`     | 202 and the task (200 if its id existed) |
+//! | `GET /tasks`        | queen | `?state=&limit=&after=`       | `{"tasks": [...], "next"}`, newest first |
+//! | `GET /tasks/ID`     | queen | `?wait=S`                     | the task (after it ended, or S seconds)  |
+//! | `DELETE /tasks/ID`  | queen |                               | the task, cancelled                      |
+//! | `POST`/`DELETE /drones/NAME/drain` | queen |                | the drone, draining or not               |
+//! | `POST /reports`     | queen | a drone's attempt ends        | `{"accepted": ["task/n", ...]}`          |
+//! | `POST /tasks`       | drone | attempts to start (a queen's) | what became of each                      |
+//! | `DELETE /tasks/ID?attempt=N` | drone |                      | the attempt is being stopped             |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
 //! for its Python larve read Hive's answers unchanged. With a cluster token, every endpoint but
@@ -25,9 +33,16 @@ use crate::drone::Drone;
 use crate::error::{Error, Result};
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
-use crate::queen::Queen;
+use crate::queen::{Created, Queen};
+use crate::registry::Registration;
 use crate::server::{Handler, Request, Response};
 use crate::store::StoreHealth;
+use crate::tasks::wire::{DroneStatus, Reports, StartRequest};
+use crate::tasks::{MAX_SLOTS, State, Submission, Summary, Task, valid_boot, valid_id};
+
+/// Longest page of `GET /tasks`, and the default.
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
 
 /// The role a larve plays, as the API sees it.
 #[derive(Clone)]
@@ -78,6 +93,17 @@ struct Health {
     shared: Option<StoreHealth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     drones: Option<BTreeMap<String, String>>,
+    /// A Hive drone asked `?verbose` by a holder of the token: who it is and what it runs (the
+    /// heartbeat reads it).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    drone: Option<DroneStatus>,
+}
+
+/// A page of `GET /tasks`.
+#[derive(Serialize)]
+struct Listing<'a> {
+    tasks: Vec<Summary<'a>>,
+    next: Option<String>,
 }
 
 struct Api {
@@ -88,12 +114,13 @@ struct Api {
 
 impl Api {
     fn route(&self, request: &Request) -> Result<Response> {
-        match request.path.as_str() {
-            "/healthz" => {
+        let segments: Vec<&str> = request.path.split('/').skip(1).collect();
+        match segments.as_slice() {
+            ["healthz"] => {
                 allow(request, "GET")?;
                 Ok(Response::json(200, &self.health(request)))
             }
-            "/do_task" => {
+            ["do_task"] => {
                 allow(request, "POST")?;
                 let Role::Drone(drone) = &self.role else {
                     return Err(Error::BadRequest("In queen mode, not taking tasks".into()));
@@ -103,7 +130,7 @@ impl Api {
                 drone.do_task(&text)?;
                 Ok(ok(json!({})))
             }
-            "/submit_task" => {
+            ["submit_task"] => {
                 allow(request, "POST")?;
                 let queen = self.queen("In drone mode, not scheduling tasks")?;
                 self.authorize(request)?;
@@ -111,22 +138,29 @@ impl Api {
                 let drone = queen.submit(&text)?;
                 Ok(ok(json!({ "drone": drone })))
             }
-            "/register" => {
+            ["register"] => {
                 allow(request, "POST")?;
                 let queen = self.queen("In drone mode, not taking registration")?;
                 self.authorize(request)?;
-                let address = string_field(&request.body, "address")?;
-                let name = queen.register(&address)?;
+                let registration = registration(&request.body)?;
+                let name = queen.register(&registration)?;
                 let interval = queen.heartbeat_interval_secs();
                 Ok(ok(json!({ "name": name, "heartbeat_interval": interval })))
             }
-            "/drones" => {
+            ["drones"] => {
                 allow(request, "GET")?;
                 let queen = self.queen("In drone mode, no drone registry")?;
                 self.authorize(request)?;
                 Ok(Response::json(200, &queen.drones()))
             }
-            "/metrics" => {
+            ["drones", name, "drain"] => {
+                allow(request, "POST, DELETE")?;
+                let queen = self.queen("In drone mode, no drone registry")?;
+                self.authorize(request)?;
+                let drone = queen.drain(name, request.method == "POST")?;
+                Ok(Response::json(200, &drone))
+            }
+            ["metrics"] => {
                 allow(request, "GET")?;
                 self.authorize(request)?;
                 let mut out = Exposition::default();
@@ -136,7 +170,102 @@ impl Api {
                 }
                 Ok(Response::metrics(out.finish()))
             }
-            other => Err(Error::NotFound(other.to_string())),
+            ["tasks"] => match &self.role {
+                Role::Queen(queen) => {
+                    allow(request, "GET, POST")?;
+                    self.authorize(request)?;
+                    if request.method == "POST" {
+                        let submission = Submission::parse(&request.body).map_err(Error::BadRequest)?;
+                        Ok(match queen.create_task(submission)? {
+                            Created::New(task) => Response::json(202, &*task)
+                                .with_header("Location", format!("/tasks/{}", task.id)),
+                            Created::Existing(task) => Response::json(200, &*task)
+                                .with_header("Location", format!("/tasks/{}", task.id)),
+                        })
+                    } else {
+                        let query = Query::parse(&request.query)?;
+                        let state = query
+                            .get("state")
+                            .map(|name| {
+                                State::parse(name).ok_or_else(|| {
+                                    Error::BadRequest(format!(
+                                        "state: {name:?} is not one of pending, running, succeeded, failed, cancelled"
+                                    ))
+                                })
+                            })
+                            .transpose()?;
+                        let limit = match query.get("limit") {
+                            None => DEFAULT_PAGE,
+                            Some(n) => n.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                                Error::BadRequest(format!("limit: {n:?} is not a whole number from 1 to {MAX_PAGE}"))
+                            })?,
+                        };
+                        let (tasks, next) = queen.tasks(state, limit, query.get("after"))?;
+                        let tasks = tasks.iter().map(Task::summary).collect();
+                        Ok(Response::json(200, &Listing { tasks, next }))
+                    }
+                }
+                Role::Drone(drone) => {
+                    allow(request, "POST")?;
+                    self.authorize(request)?;
+                    let start: StartRequest = serde_json::from_slice(&request.body).map_err(|e| {
+                        Error::BadRequest(format!("body is not a list of attempts to start ({e})"))
+                    })?;
+                    Ok(Response::json(200, &drone.start(start)?))
+                }
+            },
+            ["tasks", id] => {
+                if !valid_id(id) {
+                    return Err(Error::NotFound(format!("task {id:?}")));
+                }
+                let query = Query::parse(&request.query)?;
+                match &self.role {
+                    Role::Queen(queen) => {
+                        allow(request, "GET, DELETE")?;
+                        self.authorize(request)?;
+                        let task = if request.method == "DELETE" {
+                            queen.cancel(id)?
+                        } else {
+                            let wait = query
+                                .get("wait")
+                                .map(|s| {
+                                    s.parse::<f64>()
+                                        .ok()
+                                        .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
+                                        .map(std::time::Duration::from_secs_f64)
+                                        .ok_or_else(|| {
+                                            Error::BadRequest(format!(
+                                                "wait: {s:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
+                                            ))
+                                        })
+                                })
+                                .transpose()?;
+                            queen.task(id, wait)?
+                        };
+                        Ok(Response::json(200, &task))
+                    }
+                    Role::Drone(drone) => {
+                        allow(request, "DELETE")?;
+                        self.authorize(request)?;
+                        let attempt = query
+                            .get("attempt")
+                            .and_then(|n| n.parse::<u32>().ok())
+                            .ok_or_else(|| Error::BadRequest("attempt: give ?attempt=N, the attempt to stop".into()))?;
+                        drone.stop(id, attempt)?;
+                        Ok(ok(json!({ "task": id, "attempt": attempt })))
+                    }
+                }
+            }
+            ["reports"] => {
+                allow(request, "POST")?;
+                let queen = self.queen("In drone mode, not taking reports")?;
+                self.authorize(request)?;
+                let reports: Reports = serde_json::from_slice(&request.body).map_err(|e| {
+                    Error::BadRequest(format!("body is not a drone's reports ({e})"))
+                })?;
+                Ok(Response::json(200, &queen.report(&reports)?))
+            }
+            _ => Err(Error::NotFound(format!("endpoint {:?}", request.path))),
         }
     }
 
@@ -177,6 +306,7 @@ impl Api {
     /// Liveness for anyone; the queen's drone list only for holders of the token.
     fn health(&self, request: &Request) -> Health {
         let mut shared = None;
+        let mut drone_status = None;
         let (ready, mode, drones) = match &self.role {
             Role::Queen(queen) => {
                 let drones = self.trusted(request).then(|| queen.drone_names());
@@ -187,6 +317,13 @@ impl Api {
                 // With a token, only the queen's probes (which carry it) say she still knows us.
                 if self.trusted(request) {
                     drone.checked();
+                    // Only asked for (by a Hive queen's probe), so the tutorial's answer stays
+                    // exactly the tutorial's.
+                    let verbose = Query::parse(&request.query)
+                        .is_ok_and(|query| query.get("verbose").is_some());
+                    if verbose {
+                        drone_status = Some(drone.status());
+                    }
                 }
                 (drone.is_ready(), "Mode.DRONE", None)
             }
@@ -202,16 +339,95 @@ impl Api {
             mode,
             shared,
             drones,
+            drone: drone_status,
         }
     }
 }
 
-fn allow(request: &Request, method: &'static str) -> Result<()> {
-    if request.method == method {
+/// Longest `?wait=` of `GET /tasks/ID`, in seconds.
+const MAX_WAIT_SECS: f64 = crate::queen::MAX_WAIT.as_secs() as f64;
+
+/// Refuses a method not among `methods` (`"GET"`, or `"GET, POST"`: the `Allow` header's value).
+fn allow(request: &Request, methods: &'static str) -> Result<()> {
+    if methods.split(", ").any(|method| method == request.method) {
         Ok(())
     } else {
-        Err(Error::MethodNotAllowed(method))
+        Err(Error::MethodNotAllowed(methods))
     }
+}
+
+/// A request's query string, as `name=value` pairs (percent-escapes decoded).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: &str) -> Result<Query> {
+        let pairs = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                Ok((unescape(name)?, unescape(value)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Query(pairs))
+    }
+
+    /// The value of the last `name=...`.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// `text` with `%XX` escapes and `+` decoded.
+fn unescape(text: &str) -> Result<String> {
+    let bad = || Error::BadRequest(format!("the query {text:?} is not escaped properly"));
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.bytes();
+    while let Some(b) = rest.next() {
+        match b {
+            b'%' => {
+                let hex = [rest.next().ok_or_else(bad)?, rest.next().ok_or_else(bad)?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            }
+            b'+' => bytes.push(b' '),
+            b => bytes.push(b),
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+/// A `/register` body: the tutorial's `{"address": ...}`, and what a Hive drone adds of itself.
+fn registration(body: &[u8]) -> Result<Registration> {
+    let address = string_field(body, "address")?;
+    let fields: Value = serde_json::from_slice(body).unwrap_or_default();
+    let boot = match fields.get("boot") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(boot)) if valid_boot(boot) => boot.clone(),
+        Some(_) => return Err(Error::BadRequest("field \"boot\" must be up to 32 lowercase hex digits".into())),
+    };
+    let exec = match fields.get("exec") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(exec)) => *exec,
+        Some(_) => return Err(Error::BadRequest("field \"exec\" must be true or false".into())),
+    };
+    let slots = match fields.get("slots") {
+        None | Some(Value::Null) => 0,
+        Some(n) => n
+            .as_u64()
+            .filter(|n| *n <= u64::from(MAX_SLOTS))
+            .ok_or_else(|| Error::BadRequest(format!("field \"slots\" must be a whole number from 0 to {MAX_SLOTS}")))? as u32,
+    };
+    Ok(Registration {
+        address,
+        boot,
+        exec,
+        slots,
+    })
 }
 
 /// The non-empty string `field` of a JSON object body.
@@ -242,9 +458,11 @@ mod tests {
     use crate::config::{QueenConfig, StoreConfig};
 
     fn request(method: &str, path: &str, body: &str) -> Request {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         Request {
             method: method.into(),
             path: path.into(),
+            query: query.into(),
             authorization: None,
             peer: None,
             body: body.as_bytes().to_vec(),
@@ -260,16 +478,14 @@ mod tests {
     }
 
     fn queen() -> Role {
-        Role::Queen(Arc::new(Queen::new(
-            QueenConfig {
-                heartbeat: Default::default(),
-                task_timeout: std::time::Duration::from_secs(1),
-                advertise: None,
-                store: StoreConfig::Memory,
-            },
-            None,
-            Arc::default(),
-        )))
+        let config = QueenConfig {
+            heartbeat: Default::default(),
+            task_timeout: std::time::Duration::from_secs(1),
+            advertise: None,
+            store: StoreConfig::Memory,
+            tasks: Default::default(),
+        };
+        Role::Queen(Arc::new(crate::larve::build_queen(config, None, Arc::default())))
     }
 
     #[test]
@@ -301,7 +517,7 @@ mod tests {
     #[test]
     fn routes_answer_with_the_right_status() {
         let queen = queen();
-        let drone = Role::Drone(Arc::new(Drone::new()));
+        let drone = Role::Drone(Arc::new(Drone::new(None)));
         assert_eq!(answer(&queen, "GET", "/nope", "").0, 404);
         assert_eq!(answer(&queen, "POST", "/healthz", "").0, 405);
         assert_eq!(answer(&queen, "GET", "/submit_task", "").0, 405);
@@ -329,7 +545,8 @@ mod tests {
     #[test]
     fn a_405_names_the_allowed_method() {
         let response = handler(queen(), None, Arc::default())(&request("DELETE", "/register", ""));
-        assert_eq!((response.status, response.allow), (405, Some("POST")));
+        assert_eq!(response.status, 405);
+        assert_eq!(response.headers, [("Allow", "POST".to_string())]);
     }
 
     #[test]
@@ -358,7 +575,7 @@ mod tests {
         assert_eq!(body["mode"], "Mode.QUEEN");
         assert_eq!(body["status"], "Status.NOT_READY");
         assert_eq!(body["drones"], json!({}));
-        let (_, body) = answer(&Role::Drone(Arc::new(Drone::new())), "GET", "/healthz", "");
+        let (_, body) = answer(&Role::Drone(Arc::new(Drone::new(None))), "GET", "/healthz", "");
         assert_eq!(body["mode"], "Mode.DRONE");
         assert!(body.get("drones").is_none());
     }

@@ -11,7 +11,10 @@ use crate::address;
 use crate::auth::Token;
 use crate::config::{
     Config, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig, StoreConfig,
+    TaskConfig,
 };
+use crate::tasks::MAX_SLOTS;
+use crate::tasks::placement::Policy;
 
 /// The help text, printed by `--help` and after every command-line error.
 pub const USAGE: &str = "\
@@ -38,7 +41,19 @@ options:
   --heartbeat-attempts N         queen: tries per drone per round before removal (default 4)
   --heartbeat-timeout SECONDS    queen: limit for one try, connect + answer (default 1)
   --heartbeat-retry-delay SECS   queen: pause between tries (default 0.5)
-  --task-timeout SECONDS         queen: limit for handing a task to one drone (default 2)
+  --task-timeout SECONDS         queen: limit for handing a task to one drone, or starting
+                                 or stopping an attempt on one (default 2)
+  --max-pending N                queen: pending tasks at most; more are refused with 429
+                                 (default 100000)
+  --keep-finished N              queen: finished tasks kept, the most recent; older ones are
+                                 deleted (default 10000)
+  --placement POLICY             queen: spread (fewest used slots first) or binpack (fill
+                                 drones in turn) (default spread)
+  --allow-exec                   drone: run the commands of tasks queens place here (off by
+                                 default; on a non-loopback --bind it needs a token)
+  --slots N                      drone: slots of tasks run at once (default: the CPUs)
+  --work-dir PATH                drone: where attempts run, each in a fresh directory
+                                 (default: hive-drone-IP-PORT in the temporary directory)
   --token-file PATH              file holding the cluster token (or set HIVE_TOKEN); with a
                                  token, tasks, registration and the drone list need it
   --insecure                     allow a non-loopback --bind without a token
@@ -127,6 +142,18 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
     let timeout = seconds_flag(&mut args, "--heartbeat-timeout", false)?;
     let retry_delay = seconds_flag(&mut args, "--heartbeat-retry-delay", true)?;
     let task_timeout = seconds_flag(&mut args, "--task-timeout", false)?;
+    let max_pending = count_flag(&mut args, "--max-pending", 1, 100_000_000)?;
+    let keep_finished = count_flag(&mut args, "--keep-finished", 0, 100_000_000)?;
+    let placement: Option<Policy> = args
+        .opt_value_from_fn("--placement", |s: &str| s.parse::<Policy>())
+        .map_err(flag_error)
+        .map_err(|why| format!("--placement: {why}"))?;
+    let allow_exec = args.contains("--allow-exec");
+    let slots = count_flag(&mut args, "--slots", 1, MAX_SLOTS as usize)?;
+    let work_dir: Option<PathBuf> = args
+        .opt_value_from_str("--work-dir")
+        .map_err(flag_error)
+        .map_err(|why| format!("--work-dir: {why}"))?;
 
     let rest = args.finish();
     if let Some(extra) = rest.first() {
@@ -144,6 +171,11 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         }
         (None, None) => None,
     };
+    if allow_exec && !bind.is_loopback() && token.is_none() {
+        return Err(format!(
+            "--allow-exec on --bind {bind} would run commands for anyone on the network: set --token-file or HIVE_TOKEN (--insecure does not waive this)"
+        ));
+    }
     if !bind.is_loopback() && token.is_none() && !insecure {
         return Err(format!(
             "--bind {bind} serves the network without a token, so anyone there can run tasks: set --token-file or HIVE_TOKEN, or add --insecure"
@@ -158,6 +190,15 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         ));
     }
     let role = if is_queen {
+        for (flag, given) in [
+            ("--allow-exec", allow_exec),
+            ("--slots", slots.is_some()),
+            ("--work-dir", work_dir.is_some()),
+        ] {
+            if given {
+                return Err(format!("{flag} is a drone setting; a queen runs no commands"));
+            }
+        }
         if queen_hosts.is_some() {
             return Err("--queen-host is for drones; a queen does not register anywhere".into());
         }
@@ -187,6 +228,11 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
             task_timeout: task_timeout.unwrap_or(Duration::from_secs(2)),
             advertise,
             store,
+            tasks: TaskConfig {
+                max_pending: max_pending.unwrap_or(TaskConfig::default().max_pending),
+                keep_finished: keep_finished.unwrap_or(TaskConfig::default().keep_finished),
+                placement: placement.unwrap_or_default(),
+            },
         })
     } else {
         let queen_only = [
@@ -198,13 +244,25 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
             ("--etcd", etcd.is_some()),
             ("--etcd-prefix", etcd_prefix.is_some()),
             ("--leader-ttl", leader_ttl.is_some()),
+            ("--max-pending", max_pending.is_some()),
+            ("--keep-finished", keep_finished.is_some()),
+            ("--placement", placement.is_some()),
         ];
         if let Some((flag, _)) = queen_only.iter().find(|(_, given)| *given) {
             return Err(format!("{flag} is a queen setting; add --queen or drop it"));
         }
+        if !allow_exec && (slots.is_some() || work_dir.is_some()) {
+            return Err("--slots and --work-dir are for a drone that runs commands: add --allow-exec".into());
+        }
         let queens = queen_hosts
             .ok_or("a drone needs --queen-host HOST:PORT (or pass --queen to start a queen)")?;
-        RoleConfig::Drone(DroneConfig { queens, advertise })
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        RoleConfig::Drone(DroneConfig {
+            queens,
+            advertise,
+            exec_slots: allow_exec.then(|| slots.unwrap_or(cpus) as u32),
+            work_dir,
+        })
     };
 
     Ok(Command::Run(Box::new(Config {
@@ -214,6 +272,24 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         token,
         role,
     })))
+}
+
+/// A whole number `flag` from `low` to `high`.
+fn count_flag(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    low: usize,
+    high: usize,
+) -> Result<Option<usize>, String> {
+    let given: Option<String> = args
+        .opt_value_from_str(flag)
+        .map_err(|e| format!("{flag}: {}", flag_error(e)))?;
+    given
+        .map(|s| match s.parse::<usize>() {
+            Ok(n) if (low..=high).contains(&n) => Ok(n),
+            _ => Err(format!("{flag}: {s:?} is not a whole number from {low} to {high}")),
+        })
+        .transpose()
 }
 
 fn flag_error(e: pico_args::Error) -> String {
@@ -365,7 +441,9 @@ mod tests {
             drone.role,
             RoleConfig::Drone(DroneConfig {
                 queens: vec!["127.0.0.1:8080".into()],
-                advertise: None
+                advertise: None,
+                exec_slots: None,
+                work_dir: None,
             })
         );
     }
@@ -524,6 +602,40 @@ mod tests {
             panic!("not a drone")
         };
         assert_eq!(d.queens, ["127.0.0.1:8080", "127.0.0.1:8081"]);
+    }
+
+    #[test]
+    fn tasks_flags_and_exec() {
+        let queen = run(&["--queen", "--max-pending", "10", "--keep-finished", "0", "--placement", "binpack"]).unwrap();
+        let RoleConfig::Queen(q) = queen.role else { panic!("not a queen") };
+        assert_eq!(
+            q.tasks,
+            TaskConfig { max_pending: 10, keep_finished: 0, placement: Policy::Binpack }
+        );
+        let drone = run(&["--queen-host", "127.0.0.1:8080", "--allow-exec", "--slots", "8"]).unwrap();
+        let RoleConfig::Drone(d) = drone.role else { panic!("not a drone") };
+        assert_eq!(d.exec_slots, Some(8));
+        let RoleConfig::Drone(d) = run(&["--queen-host", "127.0.0.1:8080"]).unwrap().role else { panic!() };
+        assert_eq!(d.exec_slots, None, "off by default");
+        for (args, needle) in [
+            (&["--queen", "--placement", "random"][..], "spread or binpack"),
+            (&["--queen", "--max-pending", "0"][..], "--max-pending"),
+            (&["--queen", "--allow-exec"][..], "drone setting"),
+            (&["--queen-host", "127.0.0.1:8080", "--slots", "2"][..], "--allow-exec"),
+            (&["--queen-host", "127.0.0.1:8080", "--allow-exec", "--slots", "0"][..], "--slots"),
+            (&["--queen-host", "127.0.0.1:8080", "--max-pending", "5"][..], "queen setting"),
+            (
+                &["--queen-host", "127.0.0.1:8080", "--allow-exec", "--bind", "0.0.0.0", "--advertise", "10.0.0.1:8080", "--insecure"][..],
+                "does not waive",
+            ),
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        }
+        let secret = Some("0123456789abcdef0123");
+        assert!(
+            run_with_token(&["--queen-host", "127.0.0.1:8080", "--allow-exec", "--bind", "0.0.0.0", "--advertise", "10.0.0.1:8080"], secret).is_ok()
+        );
     }
 
     #[test]

@@ -13,8 +13,9 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::auth::Token;
 
-/// Largest answer body read from a peer; a larve's answers are a few hundred bytes.
-const MAX_REPLY_BYTES: u64 = 64 * 1024;
+/// Largest answer body read from a peer: a larve's answers are a few hundred bytes, a drone's list
+/// of attempts or a page of tasks some kilobytes, a task with its output some hundred.
+const MAX_REPLY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// An answer of any status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +127,28 @@ impl Client {
             .build()
             .call()?;
         read_reply(&mut reply)
+    }
+
+    /// `DELETE http://{address}{path}`; the 2xx body, or why not, within `timeout`.
+    pub fn delete(
+        &self,
+        address: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let request = self.agent.delete(format!("http://{address}{path}"));
+        let mut reply = self
+            .authorize(request)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()?;
+        read_reply(&mut reply)
+    }
+
+    /// The cluster token this client sends, if any.
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
     }
 
     /// `POST http://{address}{path}` with a JSON body; the 2xx body, or why not, within `timeout`.

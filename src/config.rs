@@ -5,11 +5,13 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
 
 use crate::auth::Token;
+use crate::tasks::placement::Policy;
 
 /// Everything a larve needs to start, whichever role it plays.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +45,31 @@ pub struct QueenConfig {
     /// `host:port` other queens and users know this queen by (the leader key names it); `None`
     /// means the bind address and port.
     pub advertise: Option<String>,
-    /// Where the registry lives.
+    /// Where the registry and the tasks live.
     pub store: StoreConfig,
+    /// How tasks are queued, placed and kept.
+    pub tasks: TaskConfig,
+}
+
+/// How a queen queues, places and keeps tasks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskConfig {
+    /// Pending tasks at most; a create beyond is refused (429).
+    pub max_pending: usize,
+    /// Finished tasks kept, the most recently finished; older ones are deleted.
+    pub keep_finished: usize,
+    /// How the scheduler picks among drones that fit.
+    pub placement: Policy,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            max_pending: 100_000,
+            keep_finished: 10_000,
+            placement: Policy::Spread,
+        }
+    }
 }
 
 /// Where a queen keeps her registry.
@@ -108,6 +133,11 @@ pub struct DroneConfig {
     pub queens: Vec<String>,
     /// `host:port` the queen is told to reach this drone at; `None` means the bind address and port.
     pub advertise: Option<String>,
+    /// With `--allow-exec`: the slots of tasks it runs at once. `None`: it runs no commands.
+    pub exec_slots: Option<u32>,
+    /// Where attempts run, each in a fresh directory; `None`: a directory per address under the
+    /// system's temporary directory.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// Why a larve could not start or had to stop. Each maps to the process exit status in `exit_code`.

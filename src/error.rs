@@ -8,12 +8,19 @@ use std::fmt;
 pub enum Error {
     /// Malformed JSON, a missing or wrong field, or an endpoint of the other mode.
     BadRequest(String),
-    /// No route has this path.
+    /// No such thing: an endpoint (`endpoint "/x"`), a task, a drone.
     NotFound(String),
     /// The request needs the cluster token and did not carry it.
     Unauthorized,
-    /// The path exists but not for this method; carries the allowed method for the `Allow` header.
+    /// The caller is known but may not do this here (a drone without `--allow-exec` asked to run
+    /// a command).
+    Forbidden(String),
+    /// The path exists but not for this method; carries the allowed methods for the `Allow` header.
     MethodNotAllowed(&'static str),
+    /// The request clashes with what exists (a task id taken by another spec).
+    Conflict(String),
+    /// Too much is queued already; the caller should come back later (`Retry-After`).
+    TooManyRequests(String),
     /// The body did not arrive in time.
     RequestTimeout,
     /// The body is larger than the server accepts.
@@ -28,6 +35,8 @@ pub enum Error {
     /// The registry's shared store answered something a registration cannot use (a name counter
     /// that is not a number, say): trying again will not help until someone mends the store.
     StoreFailed(String),
+    /// The larve is starting and cannot do this yet; trying again shortly will work.
+    NotReady(String),
     /// A bug: a handler panicked. The process keeps serving.
     Internal(String),
 }
@@ -41,13 +50,16 @@ impl Error {
         match self {
             Error::BadRequest(_) => 400,
             Error::Unauthorized => 401,
+            Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
+            Error::Conflict(_) => 409,
+            Error::TooManyRequests(_) => 429,
             Error::RequestTimeout => 408,
             Error::PayloadTooLarge(_) => 413,
             Error::Internal(_) => 500,
             Error::AllDronesFailed(_) | Error::StoreFailed(_) => 502,
-            Error::NoDrones | Error::StoreUnavailable(_) => 503,
+            Error::NoDrones | Error::StoreUnavailable(_) | Error::NotReady(_) => 503,
         }
     }
 }
@@ -60,7 +72,13 @@ impl fmt::Display for Error {
                 f,
                 "this endpoint needs the cluster token: send Authorization: Bearer <token>"
             ),
-            Error::NotFound(path) => write!(f, "no such endpoint: {path:?}"),
+            Error::NotFound(what) => write!(f, "no such {what}"),
+            Error::Forbidden(why)
+            | Error::Conflict(why)
+            | Error::TooManyRequests(why)
+            | Error::NotReady(why) => {
+                write!(f, "{why}")
+            }
             Error::RequestTimeout => write!(f, "the request body did not arrive in time"),
             Error::MethodNotAllowed(allowed) => write!(f, "method not allowed here; use {allowed}"),
             Error::PayloadTooLarge(limit) => write!(f, "request body is larger than {limit} bytes"),
@@ -90,8 +108,11 @@ mod tests {
         let cases = [
             (Error::BadRequest("x".into()), 400),
             (Error::Unauthorized, 401),
-            (Error::NotFound("/x".into()), 404),
+            (Error::NotFound("endpoint \"/x\"".into()), 404),
+            (Error::Forbidden("x".into()), 403),
             (Error::MethodNotAllowed("GET"), 405),
+            (Error::Conflict("x".into()), 409),
+            (Error::TooManyRequests("x".into()), 429),
             (Error::RequestTimeout, 408),
             (Error::PayloadTooLarge(1), 413),
             (Error::Internal("x".into()), 500),
@@ -99,6 +120,7 @@ mod tests {
             (Error::NoDrones, 503),
             (Error::StoreUnavailable("x".into()), 503),
             (Error::StoreFailed("x".into()), 502),
+            (Error::NotReady("x".into()), 503),
         ];
         for (error, status) in cases {
             assert_eq!(error.status(), status, "{error:?}");

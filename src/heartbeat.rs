@@ -17,12 +17,18 @@ use crate::client::{CallError, Client};
 use crate::config::HeartbeatConfig;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Target};
+use crate::registry::Target;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
+use crate::tasks::wire::DroneStatus;
 
 /// Most probes in flight at once. Each waits on a blocking socket, so this many dead drones can be
 /// waited on side by side; a round over more bad drones than this takes a few rounds' worth of time.
 pub const MAX_PROBE_THREADS: usize = 256;
+
+/// What a probe asks for: `/healthz`, and from a Hive drone also who it is and what it runs
+/// (a tutorial drone ignores the query).
+const PROBE_PATH: &str = "/healthz?verbose";
 
 /// How often a queen that does not lead looks whether she does now.
 const LEADERSHIP_POLL: Duration = Duration::from_millis(100);
@@ -112,27 +118,29 @@ pub fn back_in_rotation(target: &Target, what: &str) {
 /// The heartbeat loop and what it needs.
 pub struct Heartbeat {
     config: HeartbeatConfig,
-    registry: Arc<Registry>,
-    /// Where removals go; and whether this queen leads, so runs the rounds at all.
-    store: Arc<dyn Store>,
+    /// The drones to probe, where removals go, and whether this queen leads (so runs the rounds
+    /// at all).
+    store: Arc<Store>,
+    /// Told what each drone runs, and when a drone is removed.
+    scheduler: Arc<Scheduler>,
     client: Client,
     metrics: Arc<Metrics>,
 }
 
 impl Heartbeat {
-    /// A heartbeat over `registry`'s drones, removing the dead through `store`; `token` is sent
-    /// with every probe.
+    /// A heartbeat over `store`'s drones, removing the dead through it; `token` is sent with
+    /// every probe.
     pub fn new(
         config: HeartbeatConfig,
-        registry: Arc<Registry>,
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
+        scheduler: Arc<Scheduler>,
         token: Option<Token>,
         metrics: Arc<Metrics>,
     ) -> Heartbeat {
         Heartbeat {
             config,
-            registry,
             store,
+            scheduler,
             // No pool: a probe every interval per drone is rare, a pool over a large fleet is
             // costly, and the drone closes each connection (keeping the TIME_WAIT socket).
             client: Client::new(0, 0, token),
@@ -158,7 +166,7 @@ impl Heartbeat {
     /// One round: probe every registered drone, in parallel, and apply each verdict.
     pub fn round(&self) {
         let started = Instant::now();
-        let targets = self.registry.targets();
+        let targets = self.store.registry().targets();
         if targets.is_empty() {
             return;
         }
@@ -179,17 +187,20 @@ impl Heartbeat {
             retry_delay,
             ..
         } = self.config;
+        let registry = self.store.registry();
+        let mut answer = None;
         let verdict = probe(
             attempts,
             retry_delay,
             || {
-                self.client
-                    .get(&target.address, "/healthz", timeout)
-                    .map(|_| ())
+                let sent = Instant::now();
+                let body = self.client.get(&target.address, PROBE_PATH, timeout)?;
+                answer = Some((sent, body));
+                Ok(())
             },
             |error| {
                 self.metrics.probes_failed.inc();
-                let failure = self.registry.record_probe_failure(target);
+                let failure = registry.record_probe_failure(target);
                 debug!(
                     "probe of {} ({}) failed: {error}",
                     target.name,
@@ -203,7 +214,7 @@ impl Heartbeat {
         );
         match verdict {
             Verdict::Alive => {
-                if self.registry.record_alive(target) {
+                if registry.record_alive(target) {
                     back_in_rotation(target, "a probe");
                 }
                 debug!(
@@ -211,6 +222,13 @@ impl Heartbeat {
                     target.name,
                     quoted(&target.address)
                 );
+                // A Hive drone says what it runs; a tutorial drone's answer has none of it.
+                if let Some((sent, body)) = answer
+                    && let Ok(status) = serde_json::from_slice::<DroneStatus>(&body)
+                    && !status.boot.is_empty()
+                {
+                    self.scheduler.reconcile(target, &status, sent);
+                }
             }
             Verdict::Dead { tries, last } => {
                 if self.store.remove(target, round_started) {
@@ -220,6 +238,7 @@ impl Heartbeat {
                         target.name,
                         quoted(&target.address)
                     );
+                    self.scheduler.poke();
                 }
             }
             Verdict::Gone => {}

@@ -1,19 +1,41 @@
-//! The composition root: builds the role a [`Config`] names, its API handler and its HTTP server,
-//! then hands over to the role's threads.
+//! The composition root: builds the role a [`Config`] names, its state, its API handler and its
+//! HTTP server, then hands over to the role's threads.
 //!
 //! Arrows point one way: this module knows every part, the API knows the roles, and a role knows
-//! nothing of HTTP serving.
+//! nothing of HTTP serving. A queen's store (engine and leadership) is chosen here, and nowhere
+//! else knows which one it is.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::api::{self, Role};
 use crate::auth::Token;
-use crate::config::{Config, RoleConfig, StartError};
+use crate::client::Client;
+use crate::config::{Config, QueenConfig, RoleConfig, StartError, StoreConfig};
 use crate::drone::{self, Drone};
 use crate::metrics::Metrics;
 use crate::queen::{self, Queen};
+use crate::recheck::Recheck;
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::server;
+use crate::store::Store;
+use crate::store::leadership::Alone;
+use crate::store::memory::Memory;
+use crate::store::{engine::Engine, etcd, leadership::Leadership};
+
+/// Paths whose bodies may be large (see `server.rs`): a drone's reports, on a queen; a queen's
+/// starts of many attempts, on a drone.
+const QUEEN_LARGE_BODIES: &[&str] = &["/reports"];
+const DRONE_LARGE_BODIES: &[&str] = &["/tasks"];
+
+/// Prefix of a queen alone's keys: the same layout as in etcd.
+const MEMORY_PREFIX: &str = "/hive/";
+
+/// Idle kept-alive connections per drone, and in all, so steady task traffic reuses connections.
+/// No more than the handlers that may call drones at once: ureq's pool compares every idle
+/// connection's key on every call returned, which took 8% of a queen's CPU at twice this size.
+const IDLE_CONNECTIONS_PER_DRONE: usize = queen::HANDLER_THREADS;
+const IDLE_CONNECTIONS: usize = queen::HANDLER_THREADS;
 
 /// Starts the larve `config` describes and serves until the process is killed. Returns only when
 /// the larve cannot go on.
@@ -23,22 +45,56 @@ pub fn run(config: Config) -> StartError {
     let token = config.token;
     match config.role {
         RoleConfig::Queen(settings) => {
-            let queen = Arc::new(Queen::new(settings, token.clone(), metrics.clone()));
+            let queen = Arc::new(build_queen(settings, token.clone(), metrics.clone()));
             let role = Role::Queen(queen.clone());
-            match serve(listen, queen::HANDLER_THREADS, role, token, metrics) {
+            let workers = queen::HANDLER_THREADS;
+            match serve(listen, workers, role, token, metrics, QUEEN_LARGE_BODIES) {
                 Ok(local) => queen.run(local),
                 Err(fatal) => fatal,
             }
         }
         RoleConfig::Drone(settings) => {
-            let drone = Arc::new(Drone::new());
+            let drone = Arc::new(Drone::new(settings.exec_slots));
             let role = Role::Drone(drone.clone());
-            match serve(listen, drone::HANDLER_THREADS, role, token.clone(), metrics) {
+            let workers = drone::HANDLER_THREADS;
+            match serve(listen, workers, role, token.clone(), metrics, DRONE_LARGE_BODIES) {
                 Ok(local) => drone::run(&drone, local, token, settings),
                 Err(fatal) => fatal,
             }
         }
     }
+}
+
+/// A queen and everything she owns: her store (in memory, or etcd with an election), her client
+/// for drones, the re-checks and the scheduler.
+pub fn build_queen(config: QueenConfig, token: Option<Token>, metrics: Arc<Metrics>) -> Queen {
+    let (engine, leadership, prefix, shared): (Arc<dyn Engine>, Arc<dyn Leadership>, String, bool) =
+        match &config.store {
+            StoreConfig::Memory => (Arc::new(Memory::new()), Arc::new(Alone), MEMORY_PREFIX.into(), false),
+            StoreConfig::Etcd(etcd) => {
+                let (engine, election) = etcd::connect(etcd);
+                (engine, election, etcd.prefix.clone(), true)
+            }
+        };
+    let store = Arc::new(Store::new(engine, leadership, &prefix, shared));
+    let client = Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token.clone());
+    let recheck = Arc::new(Recheck::new(
+        store.registry().clone(),
+        token,
+        config.heartbeat.timeout,
+        metrics.clone(),
+    ));
+    let scheduler = Scheduler::new(
+        store.clone(),
+        client.clone(),
+        SchedulerConfig {
+            policy: config.tasks.placement,
+            keep_finished: config.tasks.keep_finished,
+            call_timeout: config.task_timeout,
+        },
+        metrics.clone(),
+    );
+    Queen::new(config, store, client, recheck, scheduler, metrics)
 }
 
 /// Starts the HTTP server for `role` on `listen`; returns the address actually bound.
@@ -48,8 +104,9 @@ fn serve(
     role: Role,
     token: Option<Token>,
     metrics: Arc<Metrics>,
+    large_bodies: &'static [&'static str],
 ) -> Result<SocketAddr, StartError> {
     let handler = api::handler(role, token, metrics.clone());
-    server::start(listen, workers, handler, metrics)
+    server::start(listen, workers, handler, metrics, large_bodies)
         .map_err(|e| StartError::Io(format!("cannot listen on {listen}: {e}")))
 }

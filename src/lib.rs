@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod drone;
 pub mod error;
+pub mod exec;
 pub mod heartbeat;
 pub mod larve;
 pub mod listener;
@@ -33,9 +34,11 @@ pub mod metrics;
 pub mod queen;
 pub mod recheck;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod sockets;
 pub mod store;
+pub mod tasks;
 
 /// The version every larve reports on `/healthz` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

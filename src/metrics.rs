@@ -10,24 +10,47 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::tasks::State;
+
 /// The endpoints requests are counted by. Anything else is counted as `other`, so a client probing
 /// random paths cannot grow the metrics without bound.
-const ENDPOINTS: [&str; 6] = [
+const ENDPOINTS: [&str; 8] = [
     "/healthz",
     "/do_task",
     "/submit_task",
     "/register",
     "/drones",
     "/metrics",
+    "/tasks",
+    "/reports",
 ];
 
 /// The statuses a larve answers with (see `error.rs`), each counted apart; anything else is `other`.
-const STATUSES: [u16; 10] = [200, 400, 401, 404, 405, 408, 413, 500, 502, 503];
+const STATUSES: [u16; 14] = [
+    200, 202, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 502, 503,
+];
 
 /// Bucket bounds of the submit latency histogram, in seconds: from a fast loopback hand-off (under
 /// a millisecond) to the task timeout and past it (a submit that tried several drones).
 const SUBMIT_BUCKETS_SECS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Bucket bounds of the scheduling latency histogram, in seconds: from a placement in the same
+/// millisecond to a queue that waited minutes for free slots.
+const SCHEDULING_BUCKETS_SECS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
+];
+
+/// The task state changes there are, as `/metrics` names them: `created` is a task's first.
+const TRANSITIONS: [(&str, State); 7] = [
+    ("created", State::Pending),
+    ("pending", State::Running),
+    ("pending", State::Cancelled),
+    ("running", State::Pending),
+    ("running", State::Succeeded),
+    ("running", State::Failed),
+    ("running", State::Cancelled),
 ];
 
 /// Bucket bounds of the heartbeat round histogram, in seconds: a round over live drones takes
@@ -113,6 +136,10 @@ pub struct Metrics {
     pub rechecks: Counter,
     /// How long each heartbeat round took.
     pub heartbeat_round: Histogram,
+    /// Time from a task's creation to its first placement.
+    pub scheduling_latency: Histogram,
+    /// Task state changes this queen wrote, by index in `TRANSITIONS`.
+    transitions: Vec<Counter>,
     /// Connections kept for good because their declared body never arrived (see `server.rs`).
     pub parked_connections: Counter,
     /// Times tiny_http's accept loop was found dead and replaced (see `listener.rs`).
@@ -137,6 +164,8 @@ impl Default for Metrics {
             probes_failed: Counter::default(),
             rechecks: Counter::default(),
             heartbeat_round: Histogram::new(ROUND_BUCKETS_SECS),
+            scheduling_latency: Histogram::new(SCHEDULING_BUCKETS_SECS),
+            transitions: TRANSITIONS.iter().map(|_| Counter::default()).collect(),
             parked_connections: Counter::default(),
             accept_loop_replacements: Counter::default(),
             listener_nudges: Counter::default(),
@@ -147,15 +176,59 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one answer to a request for `path`.
     pub fn request(&self, path: &str, status: u16) {
+        // `/tasks/ID` and `/drones/NAME/drain` count under their collection.
+        let collection = match path.split('/').nth(1) {
+            Some(first @ ("tasks" | "drones")) => &path[..first.len() + 1],
+            _ => path,
+        };
         let endpoint = ENDPOINTS
             .iter()
-            .position(|&known| known == path)
+            .position(|&known| known == collection)
             .unwrap_or(ENDPOINTS.len());
         let status = STATUSES
             .iter()
             .position(|&known| known == status)
             .unwrap_or(STATUSES.len());
         self.requests[endpoint][status].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a task state change this queen wrote: from `from` (`None`: the task was created) to
+    /// `to`. A change that keeps the state (a cancel asked for while it runs) is not one.
+    pub fn task_transition(&self, from: Option<State>, to: State) {
+        let from = from.map_or("created", State::as_str);
+        if let Some(i) = TRANSITIONS.iter().position(|&(f, t)| f == from && t == to) {
+            self.transitions[i].inc();
+        }
+    }
+
+    /// The tasks' metrics: how many are in each state now (`counts`, in `State::ALL` order), the
+    /// changes this queen made, and how long tasks waited to be placed.
+    pub fn render_tasks(&self, out: &mut Exposition, counts: [usize; 5]) {
+        out.family(
+            "hive_tasks",
+            "gauge",
+            "Tasks in each state now (pending is the queue's depth).",
+        );
+        for (state, count) in State::ALL.iter().zip(counts) {
+            out.sample("hive_tasks", &[("state", state.as_str())], count as f64);
+        }
+        out.family(
+            "hive_task_transitions_total",
+            "counter",
+            "Task state changes this queen wrote, by from and to state (from created: new tasks).",
+        );
+        for ((from, to), counter) in TRANSITIONS.iter().zip(&self.transitions) {
+            out.sample(
+                "hive_task_transitions_total",
+                &[("from", from), ("to", to.as_str())],
+                counter.get() as f64,
+            );
+        }
+        out.histogram(
+            "hive_task_scheduling_seconds",
+            "Time from a task's creation to its first placement on a drone.",
+            &self.scheduling_latency,
+        );
     }
 
     /// The metrics every larve has, as Prometheus text.

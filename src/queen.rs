@@ -1,29 +1,31 @@
-//! The queen: keeps the registry, hands tasks to live drones, and runs the heartbeat and the
-//! re-checks.
+//! The queen: keeps the registry and the tasks, hands the tutorial's tasks to live drones, takes
+//! drones' reports, and runs the heartbeat, the re-checks and the scheduler.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
 use crate::address;
-use crate::auth::Token;
 use crate::client::{CallError, Client};
-use crate::config::StoreConfig;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
 use crate::heartbeat::Heartbeat;
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::recheck::Recheck;
-use crate::registry::{DroneInfo, Registry, Target};
-use crate::store::etcd::Etcd;
-use crate::store::memory::Memory;
+use crate::registry::{DroneInfo, Registration, Target, unix_seconds};
+use crate::scheduler::Scheduler;
+use crate::store::tasks::{Change, Changed};
 use crate::store::{Store, StoreHealth};
+use crate::tasks::index::{Page, Stored};
+use crate::tasks::lifecycle::{Event, Step, step};
+use crate::tasks::wire::{Reports, ReportsAnswer, attempt_key};
+use crate::tasks::{State, Submission, Task, new_id};
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
@@ -36,74 +38,82 @@ const MAX_TRIES_OUT_OF_ROTATION: usize = 2;
 /// drones must not hold a handler for a timeout each.
 const SUBMIT_BUDGET_TASK_TIMEOUTS: u32 = 2;
 
-/// Idle kept-alive connections per drone, and in all, so steady task traffic reuses connections.
-/// No more than the handlers that may call drones at once: ureq's pool compares every idle
-/// connection's key on every call returned, which took 8% of a queen's CPU at twice this size.
-const IDLE_CONNECTIONS_PER_DRONE: usize = HANDLER_THREADS;
-const IDLE_CONNECTIONS: usize = HANDLER_THREADS;
+/// Tries of one change to a task that keeps losing races with other writers of the same task.
+const CHANGE_TRIES: usize = 5;
+
+/// A cancel of a running task waits this long for its drone to stop it (SIGTERM, then SIGKILL
+/// 5 s later), so the answer usually shows the task `cancelled`.
+const CANCEL_WAIT: Duration = Duration::from_secs(6);
+
+/// Longest `?wait=` a `GET /tasks/ID` may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// The queen's state and what she does on each request.
 pub struct Queen {
-    registry: Arc<Registry>,
-    /// Where registrations and removals go: the registry itself, or etcd.
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     client: Client,
     recheck: Arc<Recheck>,
+    scheduler: Arc<Scheduler>,
     config: QueenConfig,
-    token: Option<Token>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
 
+/// What became of a `POST /tasks`.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new task.
+    New(Arc<Task>),
+    /// A task of the same id and spec was there already (the call is idempotent).
+    Existing(Arc<Task>),
+}
+
 impl Queen {
-    /// A queen with an empty registry; `token` is sent to drones with every task and probe.
-    pub fn new(config: QueenConfig, token: Option<Token>, metrics: Arc<Metrics>) -> Queen {
-        let registry = Arc::new(Registry::new());
-        let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Memory => Arc::new(Memory::new(registry.clone())),
-            StoreConfig::Etcd(etcd) => Arc::new(Etcd::new(etcd.clone(), registry.clone())),
-        };
-        let recheck = Recheck::new(
-            registry.clone(),
-            token.clone(),
-            config.heartbeat.timeout,
-            metrics.clone(),
-        );
+    /// A queen over `store`; `client` calls drones (with the cluster token) for tasks and stops.
+    pub fn new(
+        config: QueenConfig,
+        store: Arc<Store>,
+        client: Client,
+        recheck: Arc<Recheck>,
+        scheduler: Arc<Scheduler>,
+        metrics: Arc<Metrics>,
+    ) -> Queen {
         Queen {
-            registry,
             store,
-            client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token.clone()),
-            recheck: Arc::new(recheck),
+            client,
+            recheck,
+            scheduler,
             config,
-            token,
             metrics,
             ready: AtomicBool::new(false),
         }
     }
 
-    /// True once the queen is serving and has the registry to serve from.
+    /// True once the queen is serving and has the state to serve from.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.store.ready()
     }
 
-    /// The store's and the election's part of `/healthz`, when the registry is shared.
+    /// The store's and the election's part of `/healthz`, when the state is shared.
     pub fn store_health(&self) -> Option<StoreHealth> {
         self.store.health()
     }
 
-    /// Registers the drone at `address` (idempotently) and returns its name.
-    pub fn register(&self, address: &str) -> Result<String> {
-        address::validate(address).map_err(Error::BadRequest)?;
-        let registered = self.store.register(address)?;
+    /// Registers a drone (idempotently) and returns its name.
+    pub fn register(&self, registration: &Registration) -> Result<String> {
+        address::validate(&registration.address).map_err(Error::BadRequest)?;
+        let registered = self.store.register(registration)?;
+        let address = quoted(&registration.address);
+        let exec = if registration.exec {
+            format!(", runs commands in {} slots", registration.slots)
+        } else {
+            String::new()
+        };
         if registered.new {
             self.metrics.drones_registered.inc();
-            info!("registered {} at {}", registered.name, quoted(address));
+            info!("registered {} at {address}{exec}", registered.name);
         } else {
-            info!(
-                "{} at {} registered again",
-                registered.name,
-                quoted(address)
-            );
+            info!("{} at {address} registered again{exec}", registered.name);
         }
         Ok(registered.name)
     }
@@ -131,9 +141,13 @@ impl Queen {
     ///
     /// At least once: a drone that timed out may have run the task before another one runs it too.
     fn place(&self, text: &str) -> Result<String> {
-        let (mut available, mut out_of_rotation) = self.registry.rotation();
+        let registry = self.store.registry();
+        let (mut available, mut out_of_rotation) = registry.rotation();
         if available.is_empty() && out_of_rotation.is_empty() {
-            return Err(Error::NoDrones);
+            return Err(match self.store.unreachable() {
+                Some(why) => Error::StoreUnavailable(why),
+                None => Error::NoDrones,
+            });
         }
         fastrand::shuffle(&mut available);
         fastrand::shuffle(&mut out_of_rotation);
@@ -147,7 +161,7 @@ impl Queen {
                 break;
             }
             // The heartbeat may have removed it meanwhile.
-            if !self.registry.contains(&target) {
+            if !registry.contains(&target) {
                 continue;
             }
             let timeout = self.config.task_timeout.min(left);
@@ -181,6 +195,7 @@ impl Queen {
         let sent = self
             .client
             .post_json(&target.address, "/do_task", &task, timeout);
+        let registry = self.store.registry();
         match sent {
             Ok(_) => {
                 self.metrics.tasks_placed.inc();
@@ -198,9 +213,9 @@ impl Queen {
             Err(e) => {
                 self.metrics.task_tries_failed.inc();
                 let consequence = if e == CallError::TimedOut {
-                    self.registry.record_task_timeout(target);
+                    registry.record_task_timeout(target);
                     "re-checking it"
-                } else if self.registry.record_task_failure(target) {
+                } else if registry.record_task_failure(target) {
                     "it takes no tasks until a probe passes"
                 } else {
                     "it was out of rotation already"
@@ -217,31 +232,264 @@ impl Queen {
         }
     }
 
+    /// Creates the task `submission` asks for; with a client id, idempotently: the same id and
+    /// spec again gives the existing task, the same id with another spec is a conflict. Answered
+    /// only once the task is stored.
+    pub fn create_task(&self, submission: Submission) -> Result<Created> {
+        let tasks = self.store.tasks();
+        if let Some(id) = &submission.id
+            && let Some(existing) = tasks.get(id)
+        {
+            return same_spec(existing.task, &submission);
+        }
+        if tasks.pending() >= self.config.tasks.max_pending {
+            return Err(Error::TooManyRequests(format!(
+                "{} tasks are pending, the most this queen keeps (--max-pending); try again later",
+                self.config.tasks.max_pending
+            )));
+        }
+        for _ in 0..CHANGE_TRIES {
+            let id = submission.id.clone().unwrap_or_else(new_id);
+            let task = Task::new(id, submission.spec.clone(), now());
+            let change = Change { task, revision: 0 };
+            let outcome = self.store.change_tasks(vec![change], false).remove(0)?;
+            match outcome {
+                Changed::Done(stored) => {
+                    self.metrics.task_transition(None, State::Pending);
+                    let spec = &stored.task.spec;
+                    info!(
+                        "task {} created: {} ({} slot{})",
+                        stored.task.id,
+                        quoted(&spec.command.join(" ")),
+                        spec.slots,
+                        if spec.slots == 1 { "" } else { "s" }
+                    );
+                    return Ok(Created::New(stored.task));
+                }
+                Changed::Conflict(Some(existing)) if submission.id.is_some() => {
+                    return same_spec(existing.task, &submission);
+                }
+                // A generated id that was taken (or a client id whose key holds something that is
+                // not a task): a client id cannot be changed, a generated one can.
+                Changed::Conflict(_) if submission.id.is_none() => continue,
+                Changed::Conflict(_) | Changed::NotLeader => break,
+            }
+        }
+        Err(Error::StoreFailed(
+            "the task's key is taken by something that is not a task".into(),
+        ))
+    }
+
+    /// Task `id` as this queen knows it, after up to `wait` for it to end.
+    pub fn task(&self, id: &str, wait: Option<Duration>) -> Result<Task> {
+        let task = match wait {
+            Some(wait) => self.store.tasks().wait(id, wait.min(MAX_WAIT)),
+            None => self.store.tasks().get(id).map(|stored| stored.task),
+        };
+        let task = task.ok_or_else(|| Error::NotFound(format!("task {id:?}")))?;
+        Ok(self.shown(&task, &self.drone_summary()))
+    }
+
+    /// A page of tasks, newest first.
+    pub fn tasks(&self, state: Option<State>, limit: usize, after: Option<&str>) -> Result<(Vec<Task>, Option<String>)> {
+        let Page { tasks, next } = self
+            .store
+            .tasks()
+            .list(state, limit, after)
+            .map_err(|_| Error::BadRequest(format!("after: no task {:?} (it may have been deleted; list from the start)", after.unwrap_or_default())))?;
+        let drones = self.drone_summary();
+        Ok((tasks.iter().map(|task| self.shown(task, &drones)).collect(), next))
+    }
+
+    /// Cancels task `id`: a pending one at once; a running one is stopped by its drone (its whole
+    /// process group), and ends `cancelled` when the drone says it has; an ended one stays as it is.
+    pub fn cancel(&self, id: &str) -> Result<Task> {
+        let tasks = self.store.tasks();
+        let mut stored = tasks
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("task {id:?}")))?;
+        for _ in 0..CHANGE_TRIES {
+            let next = match step(&stored.task, Event::Cancel, now()) {
+                Step::Ignored(_) => break,
+                Step::Changed(next) => next,
+            };
+            let from = stored.task.state;
+            let change = Change {
+                task: next,
+                revision: stored.revision,
+            };
+            match self.store.change_tasks(vec![change], false).remove(0)? {
+                Changed::Done(now) => {
+                    self.metrics.task_transition(Some(from), now.task.state);
+                    info!("task {id} cancel asked for ({from} now)");
+                    stored = now;
+                    break;
+                }
+                Changed::Conflict(Some(fresh)) => stored = fresh,
+                Changed::Conflict(None) => return Err(Error::NotFound(format!("task {id:?}"))),
+                Changed::NotLeader => break,
+            }
+        }
+        if stored.task.cancel_requested
+            && let Some(attempt) = stored.task.running_attempt()
+        {
+            self.scheduler.stop(&attempt.address, id, attempt.n);
+            if let Some(task) = tasks.wait(id, CANCEL_WAIT) {
+                return Ok(self.shown(&task, &self.drone_summary()));
+            }
+        }
+        self.task(id, None)
+    }
+
+    /// Records the ends of attempts a drone reports. Returns those recorded (or with nothing to
+    /// record: an unknown task, a duplicate); the others the drone sends again later.
+    pub fn report(&self, reports: &Reports) -> Result<ReportsAnswer> {
+        let mut accepted = Vec::new();
+        let mut pending: Vec<(usize, Stored)> = Vec::new();
+        for (i, report) in reports.reports.iter().enumerate() {
+            match self.store.task_for_report(&report.task, report.attempt)? {
+                Some(stored) => pending.push((i, stored)),
+                None => accepted.push(attempt_key(&report.task, report.attempt)),
+            }
+        }
+        for _ in 0..CHANGE_TRIES {
+            if pending.is_empty() {
+                break;
+            }
+            let mut changes = Vec::new();
+            let mut asked = Vec::new();
+            for (i, stored) in pending.drain(..) {
+                let report = &reports.reports[i];
+                let key = attempt_key(&report.task, report.attempt);
+                let from_elsewhere = stored
+                    .task
+                    .attempts
+                    .iter()
+                    .find(|a| a.n == report.attempt)
+                    .is_some_and(|a| a.address != reports.address);
+                if from_elsewhere {
+                    warn!(
+                        "ignored a report of attempt {key} from {}: it was placed on another drone",
+                        quoted(&reports.address)
+                    );
+                    accepted.push(key);
+                    continue;
+                }
+                let event = Event::End {
+                    attempt: report.attempt,
+                    ended: &report.ended,
+                };
+                match step(&stored.task, event, now()) {
+                    Step::Ignored(_) => accepted.push(key),
+                    Step::Changed(next) => {
+                        asked.push((i, stored.task.state));
+                        changes.push(Change {
+                            task: next,
+                            revision: stored.revision,
+                        });
+                    }
+                }
+            }
+            let outcomes = self.store.change_tasks(changes, false);
+            for ((i, from), outcome) in asked.into_iter().zip(outcomes) {
+                let report = &reports.reports[i];
+                let key = attempt_key(&report.task, report.attempt);
+                match outcome {
+                    Ok(Changed::Done(stored)) => {
+                        let task = &stored.task;
+                        self.metrics.task_transition(Some(from), task.state);
+                        log_end(task, report.attempt, &reports.address);
+                        accepted.push(key);
+                    }
+                    Ok(Changed::Conflict(Some(fresh))) => pending.push((i, fresh)),
+                    Ok(Changed::Conflict(None) | Changed::NotLeader) => accepted.push(key),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(ReportsAnswer { accepted })
+    }
+
+    /// Stops (or with `draining` false, allows again) new placements on drone `name`.
+    pub fn drain(&self, name: &str, draining: bool) -> Result<DroneInfo> {
+        self.store.set_draining(name, draining)?;
+        info!(
+            "{name} {}",
+            if draining {
+                "drains: no new placements on it; its running tasks finish"
+            } else {
+                "takes placements again"
+            }
+        );
+        self.scheduler.poke();
+        self.drones()
+            .into_iter()
+            .find(|drone| drone.name == name)
+            .ok_or_else(|| Error::NotFound(format!("drone {name:?}")))
+    }
+
     /// The queen's metrics, after the ones every larve has.
     pub fn render_metrics(&self, out: &mut Exposition) {
-        let (registered, available) = self.registry.counts();
+        let (registered, available) = self.store.registry().counts();
         self.metrics.render_queen(out, registered, available);
+        self.metrics
+            .render_tasks(out, self.store.tasks().counts());
     }
 
     /// Address → name of every drone.
     pub fn drone_names(&self) -> BTreeMap<String, String> {
-        self.registry.names()
+        self.store.registry().names()
     }
 
-    /// Everything the queen knows about every drone.
+    /// Everything the queen knows about every drone, with the slots their attempts use.
     pub fn drones(&self) -> Vec<DroneInfo> {
-        self.registry.list()
+        let used = self.store.tasks().used_slots();
+        let mut drones = self.store.registry().list();
+        for drone in &mut drones {
+            drone.used = used.get(&drone.address).copied().unwrap_or(0);
+        }
+        drones
     }
 
-    /// Runs the queen's threads once her server is up at `local`: the store's, re-checks on a
-    /// thread of their own, the heartbeat on this one, for the life of the process.
+    /// What the reasons of pending tasks are worked out from, once per answer.
+    fn drone_summary(&self) -> DroneSummary {
+        let drones = self.drones();
+        let usable: Vec<&DroneInfo> = drones
+            .iter()
+            .filter(|d| d.exec && d.available && !d.draining)
+            .collect();
+        DroneSummary {
+            registered: drones.len(),
+            exec: drones.iter().filter(|d| d.exec).count(),
+            most_slots: usable.iter().map(|d| d.slots).max().unwrap_or(0),
+            most_free: usable
+                .iter()
+                .map(|d| d.slots.saturating_sub(d.used))
+                .max()
+                .unwrap_or(0),
+            usable: usable.len(),
+            led: self.store.has_leader(),
+        }
+    }
+
+    /// `task` as the API shows it: a pending task says why it waits.
+    fn shown(&self, task: &Task, drones: &DroneSummary) -> Task {
+        let mut shown = task.clone();
+        if task.state == State::Pending {
+            shown.reason = Some(pending_reason(task, drones, now()));
+        }
+        shown
+    }
+
+    /// Runs the queen's threads once her server is up at `local`: the store's, re-checks and the
+    /// scheduler on threads of their own, the heartbeat on this one, for the life of the process.
     pub fn run(&self, local: SocketAddr) -> StartError {
         let me = self
             .config
             .advertise
             .clone()
             .unwrap_or_else(|| local.to_string());
-        if let Err(e) = self.store.clone().start(me) {
+        if let Err(e) = self.store.start(me) {
             return StartError::Io(format!("cannot start the store's threads: {e}"));
         }
         let recheck = self.recheck.clone();
@@ -251,6 +499,9 @@ impl Queen {
         {
             return StartError::Io(format!("cannot start the re-check thread: {e}"));
         }
+        if let Err(e) = self.scheduler.clone().start() {
+            return StartError::Io(format!("cannot start the scheduler thread: {e}"));
+        }
         self.ready.store(true, Ordering::Relaxed);
         let heartbeat = self.config.heartbeat;
         info!(
@@ -259,11 +510,142 @@ impl Queen {
         );
         Heartbeat::new(
             heartbeat,
-            self.registry.clone(),
             self.store.clone(),
-            self.token.clone(),
+            self.scheduler.clone(),
+            self.client.token().cloned(),
             self.metrics.clone(),
         )
         .run()
+    }
+}
+
+/// The existing task of a client id, if the spec is the same; else a conflict.
+fn same_spec(existing: Arc<Task>, submission: &Submission) -> Result<Created> {
+    if existing.spec == submission.spec {
+        Ok(Created::Existing(existing))
+    } else {
+        Err(Error::Conflict(format!(
+            "task {:?} exists with another spec; use another id, or the same spec to get it",
+            existing.id
+        )))
+    }
+}
+
+/// One log line for an attempt's end as recorded, and what it made of the task.
+fn log_end(task: &Task, n: u32, from: &str) {
+    let Some(attempt) = task.attempts.iter().find(|a| a.n == n) else {
+        return;
+    };
+    if attempt.late_report.is_some() {
+        info!(
+            "task {} attempt {n} reported by {} after it was replaced; recorded, nothing changes",
+            task.id,
+            quoted(from)
+        );
+        return;
+    }
+    let what = attempt.reason.as_deref().unwrap_or("ended");
+    info!(
+        "task {} attempt {n} on {} ended: {}; the task is {}",
+        task.id,
+        attempt.drone,
+        quoted(what),
+        task.state
+    );
+}
+
+/// What the queen knows of her drones, to say why a task waits.
+#[derive(Debug, Clone, Copy)]
+struct DroneSummary {
+    registered: usize,
+    exec: usize,
+    usable: usize,
+    most_slots: u32,
+    most_free: u32,
+    led: bool,
+}
+
+/// Why pending `task` waits, at Unix time `now`.
+fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
+    if let Some(at) = task.not_before
+        && at > now
+    {
+        let why = task.reason.as_deref().unwrap_or("an attempt failed");
+        return format!("{why}; waiting {:.1} s more before the next attempt", at - now);
+    }
+    let slots = task.spec.slots;
+    if drones.exec == 0 {
+        return format!(
+            "no drone runs commands ({} registered, none started with --allow-exec)",
+            drones.registered
+        );
+    }
+    if drones.usable == 0 {
+        return "every drone that runs commands is draining or failing its probes".into();
+    }
+    if drones.most_slots < slots {
+        return format!(
+            "no drone has {slots} slots (the most any has is {})",
+            drones.most_slots
+        );
+    }
+    if drones.most_free < slots {
+        return format!("no drone has {slots} free slots now; it is placed when one has");
+    }
+    if !drones.led {
+        return "no queen leads now, so nothing is placed (is the store reachable?)".into();
+    }
+    "waiting for the scheduler".into()
+}
+
+/// Now, as the Unix seconds the store's records use.
+pub fn now() -> f64 {
+    unix_seconds(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::Spec;
+
+    fn pending(slots: u32) -> Task {
+        let spec = Spec {
+            command: vec!["true".into()],
+            slots,
+            timeout_s: 60.0,
+            retries: 0,
+            retry_delay_s: 1.0,
+            env: Default::default(),
+        };
+        Task::new("t".into(), spec, 1.0)
+    }
+
+    #[test]
+    fn a_pending_task_says_why_it_waits() {
+        let none = DroneSummary {
+            registered: 2,
+            exec: 0,
+            usable: 0,
+            most_slots: 0,
+            most_free: 0,
+            led: true,
+        };
+        assert!(pending_reason(&pending(1), &none, 2.0).contains("--allow-exec"));
+        let draining = DroneSummary { exec: 1, ..none };
+        assert!(pending_reason(&pending(1), &draining, 2.0).contains("draining"));
+        let small = DroneSummary {
+            usable: 1,
+            most_slots: 2,
+            most_free: 2,
+            ..draining
+        };
+        assert!(pending_reason(&pending(4), &small, 2.0).contains("no drone has 4 slots"));
+        let busy = DroneSummary { most_free: 0, ..small };
+        assert!(pending_reason(&pending(1), &busy, 2.0).contains("free slots"));
+        let mut waiting = pending(1);
+        waiting.not_before = Some(5.0);
+        waiting.reason = Some("attempt 1 failed: exit code 3".into());
+        let reason = pending_reason(&waiting, &small, 2.0);
+        assert!(reason.contains("exit code 3") && reason.contains("3.0 s more"), "{reason}");
     }
 }

@@ -1,13 +1,13 @@
 //! The queen's registry: which drones exist, under what name, and what she last heard from them.
 //!
-//! This is the hive's only shared state, behind one small interface (register, list, record a probe
-//! or task result, remove). A queen alone keeps it here and nowhere else; queens that share etcd
-//! keep here a copy of etcd's drones, kept current by a watch ([`Registry::apply`]), plus what each
-//! queen has seen of their health herself (see `store/`). Every method takes the lock for a few map
+//! The drones themselves live in the store (`store/drones.rs`); this is a queen's copy of them, kept
+//! current by the store's watch ([`Registry::apply`]), plus what this queen has seen of their
+//! health herself (probes and tasks that failed). Every method takes the lock for a few map
 //! operations and never while doing I/O: callers copy what they need out ([`Registry::targets`]),
 //! talk to drones unlocked, and report back.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -31,6 +31,20 @@ pub struct Registered {
     pub new: bool,
 }
 
+/// What a drone says of itself when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registration {
+    /// `host:port` the queen reaches it at.
+    pub address: String,
+    /// Changes each time the drone process starts; empty for a drone that does not say (the
+    /// tutorial's).
+    pub boot: String,
+    /// Whether it runs commands (`--allow-exec`).
+    pub exec: bool,
+    /// How many slots of tasks it runs at once.
+    pub slots: u32,
+}
+
 /// What `/drones` shows of one drone.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DroneInfo {
@@ -45,6 +59,24 @@ pub struct DroneInfo {
     /// False after a task or a probe failed on it, until a probe sees it alive: the queen skips it
     /// for tasks.
     pub available: bool,
+    /// Whether it runs commands.
+    pub exec: bool,
+    /// How many slots of tasks it runs at once, and how many its running attempts take.
+    pub slots: u32,
+    pub used: u32,
+    /// Whether new placements on it are stopped.
+    pub draining: bool,
+}
+
+/// A drone the scheduler may place attempts on, as one pass sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedulable {
+    pub target: Target,
+    pub boot: String,
+    pub slots: u32,
+    /// Slots its last probe showed taken by attempts the store does not count there (declared
+    /// lost, yet still running until the drone has stopped them).
+    pub stray_slots: u32,
 }
 
 /// A registration as a shared store holds it: everything but one queen's view of the drone's
@@ -57,9 +89,15 @@ pub struct Record {
     pub registered_at: f64,
     /// Orders drones oldest first (etcd's create revision of the drone's key).
     pub order: u64,
-    /// Changes at every registration of the drone (etcd's mod revision of its key), so a removal
+    /// Changes at every write of the drone's record (its key's mod revision), so a removal
     /// decided on an older one does not apply.
     pub revision: i64,
+    pub boot: String,
+    pub exec: bool,
+    pub slots: u32,
+    pub draining: bool,
+    /// Registrations under this name so far: when it grows, the drone showed life.
+    pub registrations: u64,
 }
 
 /// What [`Registry::apply`] made of a record.
@@ -69,6 +107,8 @@ pub enum Applied {
     Added,
     /// A known drone registered again (through any queen): it counts as alive now.
     RegisteredAgain,
+    /// A known drone's record changed otherwise (it was drained, say).
+    Updated,
     /// Nothing new.
     Unchanged,
 }
@@ -77,8 +117,15 @@ struct Drone {
     name: String,
     /// Sorts `/drones` oldest first.
     order: u64,
-    /// See [`Record::revision`]; 0 for a queen alone.
+    /// See [`Record::revision`].
     revision: i64,
+    registrations: u64,
+    boot: String,
+    exec: bool,
+    slots: u32,
+    draining: bool,
+    /// See [`Schedulable::stray_slots`].
+    stray_slots: u32,
     registered_at: SystemTime,
     last_seen: Instant,
     last_seen_wall: SystemTime,
@@ -87,11 +134,17 @@ struct Drone {
 }
 
 impl Drone {
-    fn new(name: String, order: u64, revision: i64, registered_at: SystemTime) -> Drone {
+    fn new(record: &Record, registered_at: SystemTime) -> Drone {
         Drone {
-            name,
-            order,
-            revision,
+            name: record.name.clone(),
+            order: record.order,
+            revision: record.revision,
+            registrations: record.registrations,
+            boot: record.boot.clone(),
+            exec: record.exec,
+            slots: record.slots,
+            draining: record.draining,
+            stray_slots: 0,
             registered_at,
             last_seen: Instant::now(),
             last_seen_wall: SystemTime::now(),
@@ -112,8 +165,6 @@ impl Drone {
 #[derive(Default)]
 struct Inner {
     drones: HashMap<String, Drone>,
-    /// Next number for `drone-N` of a queen alone; never goes back, so a name is never given twice.
-    next_id: u64,
 }
 
 impl Inner {
@@ -128,6 +179,8 @@ impl Inner {
 #[derive(Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// Told when drones come, go or change.
+    on_change: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl Registry {
@@ -135,30 +188,18 @@ impl Registry {
         Registry::default()
     }
 
-    /// Adds the drone at `address`, or refreshes it if it is known: registration is idempotent, and a
-    /// drone that registers again keeps its name and counts as alive now. For a queen alone, who
-    /// names drones herself.
-    pub fn register(&self, address: &str) -> Registered {
-        let mut inner = self.inner.lock();
-        if let Some(drone) = inner.drones.get_mut(address) {
-            drone.refresh();
-            return Registered {
-                name: drone.name.clone(),
-                new: false,
-            };
-        }
-        let id = inner.next_id;
-        inner.next_id += 1;
-        let name = format!("drone-{id}");
-        let drone = Drone::new(name.clone(), id, 0, SystemTime::now());
-        inner.drones.insert(address.to_string(), drone);
-        Registered { name, new: true }
-    }
-
     /// Takes in a registration from the shared store: new, registered again, or already known.
     /// Records can arrive out of order (a queen applies her own registration while her watch
     /// delivers newer ones), so an older one than what is here changes nothing.
     pub fn apply(&self, record: &Record) -> Applied {
+        let applied = self.apply_quietly(record);
+        if applied != Applied::Unchanged {
+            self.poke();
+        }
+        applied
+    }
+
+    fn apply_quietly(&self, record: &Record) -> Applied {
         let mut inner = self.inner.lock();
         match inner.drones.get_mut(&record.address) {
             Some(drone) if drone.name == record.name => {
@@ -166,8 +207,16 @@ impl Registry {
                     return Applied::Unchanged;
                 }
                 drone.revision = record.revision;
-                drone.refresh();
-                Applied::RegisteredAgain
+                drone.boot.clone_from(&record.boot);
+                drone.exec = record.exec;
+                drone.slots = record.slots;
+                drone.draining = record.draining;
+                if record.registrations > drone.registrations {
+                    drone.registrations = record.registrations;
+                    drone.refresh();
+                    return Applied::RegisteredAgain;
+                }
+                Applied::Updated
             }
             Some(drone) if record.order <= drone.order => Applied::Unchanged,
             _ => {
@@ -176,13 +225,9 @@ impl Registry {
                     .ok()
                     .and_then(|d| UNIX_EPOCH.checked_add(d))
                     .unwrap_or(UNIX_EPOCH);
-                let drone = Drone::new(
-                    record.name.clone(),
-                    record.order,
-                    record.revision,
-                    registered_at,
-                );
-                inner.drones.insert(record.address.clone(), drone);
+                inner
+                    .drones
+                    .insert(record.address.clone(), Drone::new(record, registered_at));
                 Applied::Added
             }
         }
@@ -212,6 +257,8 @@ impl Registry {
             }
             keep
         });
+        drop(inner);
+        self.poke();
         dropped
     }
 
@@ -223,6 +270,8 @@ impl Registry {
             return None;
         }
         let drone = inner.drones.remove(address)?;
+        drop(inner);
+        self.poke();
         Some(Target {
             address: address.to_string(),
             name: drone.name,
@@ -254,6 +303,10 @@ impl Registry {
                     last_seen: unix_seconds(drone.last_seen_wall),
                     failures: drone.failures,
                     available: drone.available,
+                    exec: drone.exec,
+                    slots: drone.slots,
+                    used: 0,
+                    draining: drone.draining,
                 };
                 (drone.order, info)
             })
@@ -326,6 +379,10 @@ impl Registry {
         };
         let was_available = drone.available;
         drone.refresh();
+        drop(inner);
+        if !was_available {
+            self.poke();
+        }
         !was_available
     }
 
@@ -359,16 +416,63 @@ impl Registry {
         }
     }
 
-    /// Removes the registration, unless the drone showed life after `since` (it registered again
-    /// while its probes were failing). Returns whether it was removed.
-    pub fn remove_unless_seen_since(&self, target: &Target, since: Instant) -> bool {
-        let mut inner = self.inner.lock();
-        match inner.get_mut(target) {
-            Some(drone) if drone.last_seen <= since => {
-                inner.drones.remove(&target.address);
-                true
-            }
-            _ => false,
+    /// The address of the drone named `name`.
+    pub fn address_of(&self, name: &str) -> Option<String> {
+        let inner = self.inner.lock();
+        inner
+            .drones
+            .iter()
+            .find(|(_, drone)| drone.name == name)
+            .map(|(address, _)| address.clone())
+    }
+
+    /// The boot id the registration of `target` carries, if it is still here.
+    pub fn boot_of(&self, target: &Target) -> Option<String> {
+        self.inner.lock().get_mut(target).map(|drone| drone.boot.clone())
+    }
+
+    /// The drones that may take attempts now: they run commands, are in rotation and are not
+    /// draining.
+    pub fn schedulable(&self) -> Vec<Schedulable> {
+        let inner = self.inner.lock();
+        let mut drones: Vec<(u64, Schedulable)> = inner
+            .drones
+            .iter()
+            .filter(|(_, drone)| drone.exec && drone.available && !drone.draining && drone.slots > 0)
+            .map(|(address, drone)| {
+                let schedulable = Schedulable {
+                    target: Target {
+                        address: address.clone(),
+                        name: drone.name.clone(),
+                    },
+                    boot: drone.boot.clone(),
+                    slots: drone.slots,
+                    stray_slots: drone.stray_slots,
+                };
+                (drone.order, schedulable)
+            })
+            .collect();
+        drop(inner);
+        drones.sort_by_key(|(order, _)| *order);
+        drones.into_iter().map(|(_, drone)| drone).collect()
+    }
+
+    /// Notes the stray slots a probe of the drone found (see [`Schedulable::stray_slots`]).
+    pub fn record_stray(&self, target: &Target, slots: u32) {
+        if let Some(drone) = self.inner.lock().get_mut(target) {
+            drone.stray_slots = slots;
+        }
+    }
+
+    /// Calls `poke` whenever drones come, go or change (the scheduler's wake-up).
+    pub fn on_change(&self, poke: Arc<dyn Fn() + Send + Sync>) {
+        *self.on_change.lock() = Some(poke);
+    }
+
+    fn poke(&self) {
+        let poke = self.on_change.lock().clone();
+        if let Some(poke) = poke {
+            poke();
         }
     }
 }
@@ -393,31 +497,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn names_count_up_and_are_never_reused() {
-        let registry = Registry::new();
-        assert_eq!(registry.register("a:1").name, "drone-0");
-        assert_eq!(registry.register("b:1").name, "drone-1");
-        let a = target(&registry, "a:1");
-        assert!(registry.remove_unless_seen_since(&a, Instant::now()));
-        // The tutorial named this one drone-1 too (len of the dict): a collision.
-        assert_eq!(registry.register("c:1").name, "drone-2");
-        assert_eq!(registry.register("a:1").name, "drone-3");
+    /// Adds (or registers again) the drone at `address` as the store would: a new name for a
+    /// new address, the same name and one more registration for a known one.
+    fn add(registry: &Registry, address: &str) {
+        let inner = registry.inner.lock();
+        let next = inner.drones.values().map(|d| d.revision).max().unwrap_or(0) + 1;
+        let known = inner
+            .drones
+            .get(address)
+            .map(|d| (d.name.clone(), d.order, d.registrations));
+        drop(inner);
+        let record = match known {
+            Some((name, order, registrations)) => Record {
+                registrations: registrations + 1,
+                ..record(address, &name, order, next)
+            },
+            None => record(address, &format!("drone-{next}"), next as u64, next),
+        };
+        registry.apply(&record);
     }
 
     #[test]
     fn registering_again_keeps_the_name_and_refreshes() {
         let registry = Registry::new();
-        let first = registry.register("a:1");
+        add(&registry, "a:1");
+        let first = registry.list()[0].name.clone();
         let a = target(&registry, "a:1");
         registry.record_task_failure(&a);
         registry.record_probe_failure(&a);
-        let again = registry.register("a:1");
-        assert_eq!((first.new, again.new), (true, false));
-        assert_eq!(again.name, first.name);
+        add(&registry, "a:1");
         let info = &registry.list()[0];
+        assert_eq!(info.name, first);
         assert_eq!((info.failures, info.available), (0, true));
         assert_eq!(registry.list().len(), 1);
+    }
+
+    #[test]
+    fn a_drain_is_not_a_sign_of_life() {
+        let registry = Registry::new();
+        registry.apply(&record("a:1", "drone-0", 5, 5));
+        let a = target(&registry, "a:1");
+        registry.record_probe_failure(&a);
+        let drained = Record {
+            draining: true,
+            ..record("a:1", "drone-0", 5, 6)
+        };
+        assert_eq!(registry.apply(&drained), Applied::Updated);
+        let info = &registry.list()[0];
+        assert_eq!((info.draining, info.available), (true, false));
+        assert!(registry.schedulable().is_empty());
     }
 
     /// The addresses in rotation and out of it.
@@ -434,8 +562,8 @@ mod tests {
     #[test]
     fn a_failed_task_takes_a_drone_out_of_rotation_until_a_probe_passes() {
         let registry = Registry::new();
-        registry.register("a:1");
-        registry.register("b:1");
+        add(&registry, "a:1");
+        add(&registry, "b:1");
         let a = target(&registry, "a:1");
         assert!(registry.record_task_failure(&a), "it leaves rotation");
         assert!(!registry.record_task_failure(&a), "it was out already");
@@ -451,8 +579,8 @@ mod tests {
     #[test]
     fn a_timed_out_task_counts_but_keeps_the_drone_in_rotation() {
         let registry = Registry::new();
-        registry.register("a:1");
-        registry.register("b:1");
+        add(&registry, "a:1");
+        add(&registry, "b:1");
         let a = target(&registry, "a:1");
         registry.record_task_timeout(&a);
         assert_eq!(
@@ -468,7 +596,7 @@ mod tests {
     #[test]
     fn failures_count_in_a_row_and_reset_when_alive() {
         let registry = Registry::new();
-        registry.register("a:1");
+        add(&registry, "a:1");
         let a = target(&registry, "a:1");
         assert_eq!(
             registry.record_probe_failure(&a),
@@ -493,13 +621,13 @@ mod tests {
     #[test]
     fn news_about_an_old_registration_does_not_touch_a_new_one() {
         let registry = Registry::new();
-        registry.register("a:1");
+        registry.apply(&record("a:1", "drone-0", 5, 5));
         let old = target(&registry, "a:1");
-        assert!(registry.remove_unless_seen_since(&old, Instant::now()));
-        registry.register("a:1");
+        assert!(registry.forget("a:1", 6).is_some());
+        registry.apply(&record("a:1", "drone-1", 7, 7));
         assert_eq!(registry.record_probe_failure(&old), None);
         registry.record_task_failure(&old);
-        assert!(!registry.remove_unless_seen_since(&old, Instant::now()));
+        assert_eq!(registry.removal_revision(&old, Instant::now()), None);
         let info = &registry.list()[0];
         assert_eq!(
             (info.name.as_str(), info.failures, info.available),
@@ -510,21 +638,25 @@ mod tests {
     #[test]
     fn a_drone_that_registers_during_a_failing_round_is_kept() {
         let registry = Registry::new();
-        registry.register("a:1");
+        add(&registry, "a:1");
         let a = target(&registry, "a:1");
         let round_started = Instant::now();
-        registry.register("a:1");
-        assert!(!registry.remove_unless_seen_since(&a, round_started));
-        assert_eq!(registry.list().len(), 1);
+        add(&registry, "a:1");
+        assert_eq!(registry.removal_revision(&a, round_started), None);
     }
 
     fn record(address: &str, name: &str, order: u64, revision: i64) -> Record {
         Record {
             address: address.into(),
             name: name.into(),
-            registered_at: 1.8e9,
+            registered_at: 1.7e9,
             order,
             revision,
+            boot: String::new(),
+            exec: true,
+            slots: 4,
+            draining: false,
+            registrations: 1,
         }
     }
 
@@ -545,7 +677,7 @@ mod tests {
             ["drone-3", "drone-7"],
             "oldest first, by store order"
         );
-        assert_eq!(registry.list()[1].registered_at, 1.8e9);
+        assert_eq!(registry.list()[1].registered_at, 1.7e9);
 
         let a = target(&registry, "a:1");
         registry.record_task_failure(&a);
@@ -560,7 +692,10 @@ mod tests {
         );
         let before = Instant::now();
         assert_eq!(
-            registry.apply(&record("a:1", "drone-7", 20, 31)),
+            registry.apply(&Record {
+                registrations: 2,
+                ..record("a:1", "drone-7", 20, 31)
+            }),
             Applied::RegisteredAgain
         );
         assert_eq!(
@@ -650,8 +785,8 @@ mod tests {
     #[test]
     fn list_is_in_registration_order_with_times() {
         let registry = Registry::new();
-        for address in ["c:1", "a:1", "b:1"] {
-            registry.register(address);
+        for (i, address) in ["c:1", "a:1", "b:1"].into_iter().enumerate() {
+            registry.apply(&record(address, &format!("drone-{i}"), 10 + i as u64, 10 + i as i64));
         }
         let list = registry.list();
         let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();

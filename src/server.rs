@@ -22,8 +22,12 @@ use crate::listener::{Listener, SOCKET_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::sockets::Connection;
 
-/// Largest request body accepted; a task text or an address is far smaller.
+/// Largest request body accepted; a task text, an address or a task's spec is far smaller.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest body on the paths a role names as large (see [`start`]): larves' own messages that
+/// carry tasks' output (a drone's reports) or many attempts at once (a queen's starts).
+pub const MAX_LARGE_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Oversized bodies declared up to this size are read and thrown away (see [`refuse_oversized`]);
 /// larger ones are refused without reading them, by [`park`]. An honest 8 MiB body gets its 413.
@@ -39,6 +43,8 @@ pub struct Request {
     pub method: String,
     /// The path without the query string.
     pub path: String,
+    /// The query string, without the `?` (empty when there is none).
+    pub query: String,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
     /// Who sent it, for log lines.
@@ -53,8 +59,8 @@ pub struct Response {
     /// Pretty-printed JSON and a newline, as the tutorial's Flask larve prints it for curl.
     pub body: Vec<u8>,
     pub content_type: &'static str,
-    /// The `Allow` header of a 405.
-    pub allow: Option<&'static str>,
+    /// Headers beyond the content type: `Allow` of a 405, `Retry-After` of a 429, `Location`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// Content types of Hive's answers: JSON, and Prometheus' text format for `/metrics`.
@@ -70,8 +76,14 @@ impl Response {
             status,
             body,
             content_type: JSON,
-            allow: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same answer with one more header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
     }
 
     /// A 200 answer in Prometheus' text format.
@@ -80,7 +92,7 @@ impl Response {
             status: 200,
             body: text.into_bytes(),
             content_type: PROMETHEUS_TEXT,
-            allow: None,
+            headers: Vec::new(),
         }
     }
 
@@ -90,12 +102,21 @@ impl Response {
             error.status(),
             &serde_json::json!({ "error": error.to_string() }),
         );
-        if let Error::MethodNotAllowed(allowed) = error {
-            response.allow = Some(allowed);
+        match error {
+            Error::MethodNotAllowed(allowed) => {
+                response = response.with_header("Allow", allowed.to_string());
+            }
+            Error::TooManyRequests(_) => {
+                response = response.with_header("Retry-After", RETRY_AFTER_SECS.to_string());
+            }
+            _ => {}
         }
         response
     }
 }
+
+/// What a 429 tells the client to wait, in seconds, before it tries again.
+const RETRY_AFTER_SECS: u32 = 1;
 
 /// What the server calls for every request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
@@ -117,17 +138,33 @@ const DRAIN_CHUNK_BYTES: usize = 64 * 1024;
 struct Shared {
     handler: Arc<Handler>,
     metrics: Arc<Metrics>,
+    /// Paths whose bodies may be up to [`MAX_LARGE_BODY_BYTES`].
+    large_bodies: &'static [&'static str],
     /// The port served, to find a connection's socket by its two ends (see `sockets.rs`).
     port: u16,
 }
 
+impl Shared {
+    /// The largest body a request for `path` may have.
+    fn body_limit(&self, path: &str) -> usize {
+        if self.large_bodies.contains(&path) {
+            MAX_LARGE_BODY_BYTES
+        } else {
+            MAX_BODY_BYTES
+        }
+    }
+}
+
 /// Binds `addr`, starts `workers` handler threads and returns the address actually bound (the real
-/// port when `addr` asked for port 0). The threads serve for the life of the process.
+/// port when `addr` asked for port 0). Requests for `large_bodies` may carry up to
+/// [`MAX_LARGE_BODY_BYTES`], all others [`MAX_BODY_BYTES`]. The threads serve for the life of the
+/// process.
 pub fn start(
     addr: SocketAddr,
     workers: usize,
     handler: Arc<Handler>,
     metrics: Arc<Metrics>,
+    large_bodies: &'static [&'static str],
 ) -> io::Result<SocketAddr> {
     let listener = Arc::new(Listener::bind(addr, metrics.clone())?);
     let local = listener.local_addr()?;
@@ -138,6 +175,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         handler,
         metrics,
+        large_bodies,
         port: local.port(),
     });
     let (body_queue, body_jobs) = mpsc::channel::<tiny_http::Request>();
@@ -207,11 +245,12 @@ fn intake(request: &tiny_http::Request) -> Intake {
 }
 
 fn serve(mut raw: tiny_http::Request, shared: &Shared) {
-    if raw.body_length().is_some_and(|n| n > MAX_BODY_BYTES) {
-        refuse_oversized(raw, shared);
+    let limit = shared.body_limit(path(&raw));
+    if raw.body_length().is_some_and(|n| n > limit) {
+        refuse_oversized(raw, limit, shared);
         return;
     }
-    let response = match read_request(&mut raw) {
+    let response = match read_request(&mut raw, limit) {
         Ok(request) => call(shared.handler.as_ref(), &request),
         Err(error) => Response::error(&error),
     };
@@ -226,8 +265,11 @@ fn respond(raw: tiny_http::Request, response: &Response, shared: &Shared) {
     let mut answer = tiny_http::Response::from_data(response.body.as_slice())
         .with_status_code(StatusCode(response.status))
         .with_header(content_type);
-    if let Some(allowed) = response.allow {
-        answer.add_header(Header::from_bytes("Allow", allowed).expect("a valid header"));
+    for (name, value) in &response.headers {
+        // Values are Hive's own (methods, seconds, task ids): always valid header text.
+        if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            answer.add_header(header);
+        }
     }
     if let Err(e) = raw.respond(answer) {
         warn!("could not send a response: {e}");
@@ -240,25 +282,27 @@ fn path(raw: &tiny_http::Request) -> &str {
     url.split_once('?').map_or(url, |(path, _)| path)
 }
 
-fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
-    let body = read_body(raw.as_reader(), Instant::now() + BODY_DEADLINE)?;
+fn read_request(raw: &mut tiny_http::Request, limit: usize) -> Result<Request, Error> {
+    let body = read_body(raw.as_reader(), Instant::now() + BODY_DEADLINE, limit)?;
     let authorization = raw
         .headers()
         .iter()
         .find(|h| h.field.equiv("Authorization"))
         .map(|h| h.value.to_string());
+    let query = raw.url().split_once('?').map_or("", |(_, query)| query);
     Ok(Request {
         method: raw.method().as_str().to_ascii_uppercase(),
         path: path(raw).to_string(),
+        query: query.to_string(),
         authorization,
         peer: raw.remote_addr().copied(),
         body,
     })
 }
 
-/// Reads a body of at most [`MAX_BODY_BYTES`] that must arrive by `deadline`. Each read also ends
+/// Reads a body of at most `limit` bytes that must arrive by `deadline`. Each read also ends
 /// after [`crate::listener::SOCKET_TIMEOUT`] without data, so a client that stops sending cannot hold the thread.
-fn read_body(reader: &mut dyn Read, deadline: Instant) -> Result<Vec<u8>, Error> {
+fn read_body(reader: &mut dyn Read, deadline: Instant, limit: usize) -> Result<Vec<u8>, Error> {
     let mut body = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -267,8 +311,8 @@ fn read_body(reader: &mut dyn Read, deadline: Instant) -> Result<Vec<u8>, Error>
         }
         match reader.read(&mut chunk) {
             Ok(0) => return Ok(body),
-            Ok(n) if body.len() + n > MAX_BODY_BYTES => {
-                return Err(Error::PayloadTooLarge(MAX_BODY_BYTES));
+            Ok(n) if body.len() + n > limit => {
+                return Err(Error::PayloadTooLarge(limit));
             }
             Ok(n) => body.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -300,7 +344,7 @@ fn call(handler: &Handler, request: &Request) -> Response {
     }
 }
 
-/// Answers 413 to a request whose declared body is over [`MAX_BODY_BYTES`].
+/// Answers 413 to a request whose declared body is over its `limit`.
 ///
 /// tiny_http, when a request is dropped, reads and throws away what is left of its declared body,
 /// and first allocates a buffer that large; it does the same when a read of the body meets the end
@@ -312,12 +356,12 @@ fn call(handler: &Handler, request: &Request) -> Response {
 ///   gets), the socket stops reading, so tiny_http's discard ends at once, and the 413 goes out as
 ///   the connection closes.
 /// - Above it, the request is parked (see [`park`]).
-fn refuse_oversized(mut raw: tiny_http::Request, shared: &Shared) {
+fn refuse_oversized(mut raw: tiny_http::Request, limit: usize, shared: &Shared) {
     let connection = raw
         .remote_addr()
         .and_then(|peer| Connection::find(*peer, shared.port));
     if raw.body_length().unwrap_or(0) > MAX_DISCARDED_BODY_BYTES {
-        park(raw, connection, shared);
+        park(raw, connection, limit, shared);
         return;
     }
     let drained = header(&raw, "Expect").is_none()
@@ -327,7 +371,7 @@ fn refuse_oversized(mut raw: tiny_http::Request, shared: &Shared) {
     if !drained && let Some(connection) = &connection {
         let _ = connection.stop_reading();
     }
-    let response = Response::error(&Error::PayloadTooLarge(MAX_BODY_BYTES));
+    let response = Response::error(&Error::PayloadTooLarge(limit));
     respond(raw, &response, shared);
 }
 
@@ -361,9 +405,9 @@ fn drain(raw: &mut tiny_http::Request, connection: &Connection) -> bool {
 /// for that reader forever: each parked request costs one thread (and no descriptor) for the life
 /// of the process. Past [`MAX_PARKED`] the larve exits, so its supervisor restarts it and the
 /// threads are reclaimed, rather than grow until the machine refuses it threads or memory.
-fn park(raw: tiny_http::Request, connection: Option<Connection>, shared: &Shared) {
+fn park(raw: tiny_http::Request, connection: Option<Connection>, limit: usize, shared: &Shared) {
     shared.metrics.request(path(&raw), 413);
-    let body = Response::error(&Error::PayloadTooLarge(MAX_BODY_BYTES)).body;
+    let body = Response::error(&Error::PayloadTooLarge(limit)).body;
     let status = tiny_http::Response::empty(413)
         .with_header(Header::from_bytes("Content-Type", JSON).expect("a valid header"));
     let mut stream = raw.upgrade("hive", status);
@@ -416,7 +460,7 @@ mod tests {
             Response::json(200, &serde_json::json!({ "result": "OK" }))
         });
         let addr =
-            start("127.0.0.1:0".parse().unwrap(), 2, handler, Arc::default()).expect("start");
+            start("127.0.0.1:0".parse().unwrap(), 2, handler, Arc::default(), &[]).expect("start");
         for _ in 0..10 {
             let (status, body) = call_status(addr, "/boom");
             assert_eq!(status, 500);
@@ -444,7 +488,7 @@ mod tests {
     fn a_trickling_body_ends_at_the_deadline() {
         let deadline = Instant::now() + Duration::from_millis(50);
         assert_eq!(
-            read_body(&mut Trickle, deadline),
+            read_body(&mut Trickle, deadline, MAX_BODY_BYTES),
             Err(Error::RequestTimeout)
         );
     }
@@ -454,12 +498,12 @@ mod tests {
         let mut big = io::repeat(b'x').take(MAX_BODY_BYTES as u64 + 1);
         let deadline = Instant::now() + Duration::from_secs(5);
         assert_eq!(
-            read_body(&mut big, deadline),
+            read_body(&mut big, deadline, MAX_BODY_BYTES),
             Err(Error::PayloadTooLarge(MAX_BODY_BYTES))
         );
         let mut fits = io::repeat(b'x').take(MAX_BODY_BYTES as u64);
         assert_eq!(
-            read_body(&mut fits, deadline).map(|b| b.len()),
+            read_body(&mut fits, deadline, MAX_BODY_BYTES).map(|b| b.len()),
             Ok(MAX_BODY_BYTES)
         );
     }

@@ -1,47 +1,80 @@
-//! Where the registry's membership lives: which drones exist and under what name.
+//! Where a queen's state lives: one versioned key-value engine, and typed views over it.
 //!
-//! A queen alone keeps it in her memory ([`memory`]), as the tutorial does. Several queens keep it in
-//! etcd ([`etcd`]), as Kubernetes does, and each holds a copy in her `Registry` that a watch keeps
-//! current; one of them, elected through an etcd lease, runs the heartbeat and removes drones. Both
-//! sit behind [`Store`], so the queen, the API and the heartbeat do not know which one they use:
-//! registrations and removals go through the store, everything else reads the registry.
+//! ```text
+//!   queen, API, heartbeat, scheduler
+//!        │ register / remove / drain        │ create / change tasks
+//!        ▼                                  ▼
+//!   Store ── drones.rs, tasks.rs: records ⇄ keys, each change a compare-and-write (batch.rs)
+//!        │                                  ▲
+//!        ▼                                  │ sync.rs: list once, then watch
+//!   Engine (engine.rs): range · txn · watch ├──► Registry (registry.rs): drones, and this queen's
+//!     ├── memory.rs  (a queen alone)        │    view of their health
+//!     └── etcd/      (queens sharing etcd)  └──► TaskIndex (tasks/index.rs): tasks by id, state,
+//!                                                 drone
+//!   Leadership (leadership.rs): Alone, or the etcd election; fences the leader's writes
+//! ```
+//!
+//! Both engines take the same path: every write is a transaction on the engine, every change
+//! reaches the views through the same watch, so a queen alone and queens on etcd differ only in
+//! the engine and the leadership they are built with (in `larve.rs`). A queen applies her own
+//! writes to her views at once (reads after writes see them); the watch brings the same change a
+//! moment later, and a view takes a record only if it is newer than what it holds.
+//!
+//! Reads never touch the engine: submits, `/drones` and `/tasks` are served from the views, so
+//! they go on while etcd is away, with what was last known.
 
+pub mod batch;
+pub mod drones;
+pub mod engine;
 pub mod etcd;
+pub mod keys;
+pub mod leadership;
 pub mod memory;
+mod sync;
+pub mod tasks;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::Duration;
 
+use log::{error, info, warn};
+use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::error::Result;
-use crate::registry::{Registered, Target};
+use crate::error::Error;
+use crate::registry::Registry;
+use crate::tasks::index::TaskIndex;
+use batch::Batcher;
+use engine::{Engine, StoreError};
+use keys::Keys;
+use leadership::Leadership;
 
-/// The membership writes every queen makes, and what she needs to know about her part.
-pub trait Store: Send + Sync {
-    /// Registers the drone at `address` (idempotently) and returns its name.
-    fn register(&self, address: &str) -> Result<Registered>;
+/// Pause before a thread that panicked starts again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
-    /// Removes `target`, which failed every probe of a heartbeat round that started at `since`,
-    /// unless it showed life after that. Returns whether it was removed.
-    fn remove(&self, target: &Target, since: Instant) -> bool;
-
-    /// Whether this queen runs the heartbeat now: always when alone, while she leads in etcd.
-    fn leads(&self) -> bool;
-
-    /// Whether the queen has the registry to serve from.
-    fn ready(&self) -> bool;
-
-    /// What `/healthz` tells about the store and the election; `None` for a queen alone, whose
-    /// answer stays the tutorial's.
-    fn health(&self) -> Option<StoreHealth>;
-
-    /// Starts the threads the store needs, for the life of the process; `me` is the `host:port`
-    /// other queens and users know this queen by.
-    fn start(self: Arc<Self>, me: String) -> std::io::Result<()>;
+/// A queen's state: the engine, who leads, and the views kept from it.
+pub struct Store {
+    engine: Arc<dyn Engine>,
+    leadership: Arc<dyn Leadership>,
+    keys: Keys,
+    batcher: Batcher,
+    registry: Arc<Registry>,
+    tasks: Arc<TaskIndex>,
+    /// Shared with other queens (etcd): `/healthz` tells about it.
+    shared: bool,
+    /// `host:port` this queen is known by, once started.
+    me: OnceLock<String>,
+    /// Set once everything has been read: the queen serves from then on.
+    ready: AtomicBool,
+    /// Why the engine could not be reached, when the last call that tried failed.
+    unreachable: Mutex<Option<String>>,
+    /// Held by the registration in progress through this queen (see `drones.rs`).
+    registering: Mutex<()>,
 }
 
-/// The store's part of a queen's `/healthz`, as its fields appear there.
+/// The store's part of a queen's `/healthz`, as its fields appear there (queens sharing etcd only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoreHealth {
     /// `leader` or `follower`.
@@ -50,4 +83,148 @@ pub struct StoreHealth {
     pub leader: Option<String>,
     /// `etcd`, or why etcd cannot be reached.
     pub store: String,
+}
+
+impl Store {
+    /// A store over `engine` under `prefix`, led by `leadership`; `shared` when other queens use
+    /// the same engine. Nothing is read before [`Store::start`].
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        leadership: Arc<dyn Leadership>,
+        prefix: &str,
+        shared: bool,
+    ) -> Store {
+        Store {
+            engine,
+            leadership,
+            keys: Keys::new(prefix),
+            batcher: Batcher::new(),
+            registry: Arc::new(Registry::new()),
+            tasks: Arc::new(TaskIndex::new()),
+            shared,
+            me: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            unreachable: Mutex::new(None),
+            registering: Mutex::new(()),
+        }
+    }
+
+    /// The drones, as this queen knows them.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The tasks, as this queen knows them.
+    pub fn tasks(&self) -> &Arc<TaskIndex> {
+        &self.tasks
+    }
+
+    /// Whether this queen leads now (a queen alone always does).
+    pub fn leads(&self) -> bool {
+        self.leadership.term().is_some()
+    }
+
+    /// Whether any queen leads, as far as this one knows.
+    pub fn has_leader(&self) -> bool {
+        let (leads, leader) = self.leadership.view();
+        leads || leader.is_some()
+    }
+
+    /// Lets leadership go now, on a clean stop.
+    pub fn resign(&self) {
+        self.leadership.resign();
+    }
+
+    /// Whether the queen has read the state to serve from.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Why the engine cannot be reached, if the last call that tried failed.
+    pub fn unreachable(&self) -> Option<String> {
+        self.unreachable.lock().clone()
+    }
+
+    /// What `/healthz` tells about the store and the election; `None` for a queen alone, whose
+    /// answer stays the tutorial's.
+    pub fn health(&self) -> Option<StoreHealth> {
+        if !self.shared {
+            return None;
+        }
+        let store = match self.unreachable.lock().as_ref() {
+            None => "etcd".to_string(),
+            Some(why) => format!("etcd unreachable: {why}"),
+        };
+        let (leads, leader) = self.leadership.view();
+        Some(StoreHealth {
+            role: if leads { "leader" } else { "follower" },
+            leader,
+            store,
+        })
+    }
+
+    /// Starts the store's threads (the sync, and the election's), for the life of the process;
+    /// `me` is the `host:port` other queens and users know this queen by.
+    pub fn start(self: &Arc<Self>, me: String) -> std::io::Result<()> {
+        if self.shared {
+            info!(
+                "state in etcd under {}; known to other queens as {}",
+                crate::logging::quoted(&String::from_utf8_lossy(&self.keys.prefix)),
+                crate::logging::quoted(&me)
+            );
+        }
+        let _ = self.me.set(me.clone());
+        self.supervise("store-sync", Store::sync)?;
+        self.leadership.clone().start(me)
+    }
+
+    fn me(&self) -> &str {
+        self.me.get().map_or("", String::as_str)
+    }
+
+    /// Notes how a call to the engine went, logging when it becomes unreachable or reachable
+    /// again.
+    fn note<T>(&self, result: &Result<T, StoreError>) {
+        let mut unreachable = self.unreachable.lock();
+        match result {
+            Err(StoreError::Unreachable(why)) => {
+                if unreachable.is_none() {
+                    warn!("the store cannot be reached: {why}");
+                }
+                *unreachable = Some(why.clone());
+            }
+            _ => {
+                if unreachable.take().is_some() {
+                    info!("the store answers again");
+                }
+            }
+        }
+    }
+
+    /// Runs `body` on a thread named `name` for the life of the process, starting it again (after
+    /// a pause) if it panics: a dead sync thread would leave the queen serving a state that no
+    /// longer changes.
+    fn supervise(self: &Arc<Self>, name: &str, body: fn(&Store) -> !) -> std::io::Result<()> {
+        let store = self.clone();
+        let thread_name = name.to_string();
+        thread::Builder::new().name(name.into()).spawn(move || {
+            loop {
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| body(&store)));
+                error!("the {thread_name} thread panicked; starting it again");
+                thread::sleep(RESTART_PAUSE);
+            }
+        })?;
+        Ok(())
+    }
+}
+
+/// A store failure as the API answers it: unreachable is worth retrying (503), anything else
+/// needs someone to look (502).
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::Unreachable(_) => Error::StoreUnavailable(e.to_string()),
+            StoreError::Refused(_) | StoreError::Malformed(_) => Error::StoreFailed(e.to_string()),
+        }
+    }
 }

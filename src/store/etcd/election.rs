@@ -4,36 +4,52 @@
 //! txn comparing its create revision with 0). The winner renews the lease every third of its TTL
 //! and steps down at once when a renewal says the lease is gone, when none has worked for a whole
 //! TTL, or when the watch shows the key gone or someone else's. The others wait for the watch to
-//! show the key deleted (its lease expired, or its holder let it go), then try. This is client-go's
-//! leader election on a `Lease`, with etcd's own leases.
+//! show the key deleted (its lease expired, or its holder let it go), then try. On a clean stop the
+//! leader revokes her lease ([`Leadership::resign`]), which deletes the key at once, so another
+//! queen leads within moments instead of a TTL later (client-go's `ReleaseOnCancel`, etcd's
+//! `resign`). This is client-go's leader election on a `Lease`, with etcd's own leases.
 //!
 //! A queen's belief that she leads ends a TTL after her last renewal was *sent*, so it ends before
 //! etcd's view of the lease does. Her clock can still lie (a suspended VM's monotonic clock stops),
-//! so what actually keeps an ex-leader from removing drones is the txn each removal is: it holds
-//! only while the leader key is the one she created (see `mod.rs`).
+//! so what actually keeps an ex-leader from writing is the [`Fence`] on each of her writes: it holds
+//! only while the leader key is the one she created.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
-use super::Etcd;
-use super::gateway::{Kv, Txn};
+use super::gateway::Gateway;
 use crate::logging::quoted;
+use crate::store::engine::{Compare, Kv, Txn};
+use crate::store::leadership::{Fence, Leadership};
 
 /// Pause after a failed election call, so an etcd that refuses at once is not called in a loop.
 const ELECTION_RETRY: Duration = Duration::from_millis(100);
 
-/// Who leads, as this queen knows it, and the wake-up for when that changes.
-pub(super) struct Election {
+/// Pause before the election thread starts again after a panic.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// This queen's part in the election: who leads as she knows it, and her term while she leads.
+pub struct Election {
+    gateway: Arc<Gateway>,
+    /// The leader key (under the hive's prefix).
+    key: Vec<u8>,
     state: Mutex<State>,
-    /// Woken when the leader key changes or the registry has been read, so a follower campaigns
+    /// Woken when the leader key changes or the store has been read, so a follower campaigns
     /// at once when the key goes.
     changed: Condvar,
     /// The lease asked for. etcd may grant longer (it has a minimum); this queen counts on no more.
     ttl: Duration,
+    /// `host:port` this queen is known by: the leader key's value when she leads.
+    me: OnceLock<String>,
+    /// Set once the store has been read: a follower campaigns only then.
+    ready: AtomicBool,
+    /// Set by a clean stop: this queen campaigns no more.
+    resigned: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -46,13 +62,15 @@ struct State {
 
 /// A leader's hold on the leader key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Term {
+struct Term {
     lease: i64,
     ttl: Duration,
-    /// The leader key's create revision: unique to this term, so removals can check it is current.
-    pub(super) key_revision: i64,
+    /// The leader key's create revision: unique to this term, so writes can check it is current.
+    key_revision: i64,
     /// When the last renewal that worked was sent: the lease lives at least `ttl` from then.
     renewed: Instant,
+    /// When this term began, to say how long it lasted.
+    began: Instant,
 }
 
 impl Term {
@@ -69,31 +87,26 @@ impl Term {
 }
 
 impl Election {
-    pub(super) fn new(ttl: Duration) -> Election {
+    pub fn new(gateway: Arc<Gateway>, key: Vec<u8>, ttl: Duration) -> Election {
         Election {
+            gateway,
+            key,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             ttl,
+            me: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            resigned: AtomicBool::new(false),
         }
     }
 
-    /// This queen's term, if she leads now.
-    pub(super) fn term(&self) -> Option<Term> {
+    fn me(&self) -> &str {
+        self.me.get().map_or("", String::as_str)
+    }
+
+    fn current_term(&self) -> Option<Term> {
         let state = self.state.lock();
         state.term.filter(|term| term.holds(Instant::now()))
-    }
-
-    /// Whether this queen leads, and who does, at one moment.
-    pub(super) fn view(&self) -> (bool, Option<String>) {
-        let state = self.state.lock();
-        let leads = state.term.is_some_and(|term| term.holds(Instant::now()));
-        (leads, state.leader.clone())
-    }
-
-    /// Wakes a waiting follower (the registry has been read: she may campaign).
-    pub(super) fn wake(&self) {
-        let _state = self.state.lock();
-        self.changed.notify_all();
     }
 
     /// What etcd granted, counted as no more than what was asked: a huge TTL in a bad answer must
@@ -101,13 +114,11 @@ impl Election {
     fn granted(&self, ttl: Duration) -> Duration {
         ttl.min(self.ttl)
     }
-}
 
-impl Etcd {
     /// Campaigns while no queen leads, and renews the lease while this one does, forever.
-    pub(super) fn elect(&self) -> ! {
+    fn run(&self) -> ! {
         loop {
-            let term = self.election.state.lock().term;
+            let term = self.state.lock().term;
             match term {
                 Some(term) => self.keep_leading(term),
                 None => self.campaign(),
@@ -115,46 +126,35 @@ impl Etcd {
         }
     }
 
-    /// The leader key as the watch or a read shows it (`None`: deleted). A leader whose key is
-    /// gone or no longer hers steps down at once.
-    pub(super) fn leader_seen(&self, kv: Option<&Kv>) {
-        let leader = kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-        let mut state = self.election.state.lock();
-        if let Some(term) = state.term {
-            let still_mine = kv.is_some_and(|kv| kv.create_revision == term.key_revision);
-            if !still_mine {
-                state.term = None;
-                warn!(
-                    "this queen no longer leads: the leader key is no longer hers (leader now {})",
-                    leader.as_deref().map_or("none".to_string(), quoted)
-                );
-            }
-        }
-        if state.leader != leader {
-            debug!("leader key: {leader:?}");
-            state.leader = leader;
-            self.election.changed.notify_all();
-        }
-    }
-
     fn keep_leading(&self, term: Term) {
         let wait = term.renew_at().saturating_duration_since(Instant::now());
-        thread::sleep(wait);
+        {
+            // Woken early by a resignation.
+            let mut state = self.state.lock();
+            if state.term == Some(term) {
+                self.changed.wait_for(&mut state, wait);
+            }
+            if state.term != Some(term) {
+                return;
+            }
+        }
+        if Instant::now() < term.renew_at() {
+            return;
+        }
         if !term.holds(Instant::now()) {
             self.step_down(term, "its lease was not renewed for a whole TTL");
             return;
         }
         let sent = Instant::now();
         let renewed = self.gateway.keep_alive(term.lease);
-        self.note(&renewed);
-        let mut state = self.election.state.lock();
+        let mut state = self.state.lock();
         if state.term != Some(term) {
             return; // Stepped down meanwhile (the watch saw the key go).
         }
         match renewed {
             Ok(Some(ttl)) => {
                 state.term = Some(Term {
-                    ttl: self.election.granted(ttl),
+                    ttl: self.granted(ttl),
                     renewed: sent,
                     ..term
                 });
@@ -173,7 +173,7 @@ impl Etcd {
 
     fn step_down(&self, term: Term, why: &str) {
         {
-            let mut state = self.election.state.lock();
+            let mut state = self.state.lock();
             if state.term != Some(term) {
                 return;
             }
@@ -182,7 +182,10 @@ impl Etcd {
                 state.leader = None;
             }
         }
-        warn!("this queen no longer leads: {why}");
+        warn!(
+            "this queen no longer leads, after {}: {why}",
+            rounded(term.began.elapsed())
+        );
         // Let the key go now rather than a TTL from now, if etcd still holds the lease.
         let _ = self.gateway.revoke(term.lease);
     }
@@ -190,21 +193,18 @@ impl Etcd {
     /// Tries to become the leader if no queen is; otherwise waits until the leader key goes.
     fn campaign(&self) {
         {
-            let mut state = self.election.state.lock();
-            if state.leader.is_some() || !self.ready.load(Ordering::Relaxed) {
+            let mut state = self.state.lock();
+            let resigned = self.resigned.load(Ordering::Relaxed);
+            if state.leader.is_some() || !self.ready.load(Ordering::Relaxed) || resigned {
                 // Woken when the watch sees the key change; the timeout only guards a watch that
                 // is down (then a campaign could not reach etcd either).
-                self.election
-                    .changed
-                    .wait_for(&mut state, self.election.ttl);
+                self.changed.wait_for(&mut state, self.ttl);
                 return;
             }
         }
         let me = self.me().to_string();
         let sent = Instant::now();
-        let lease = self.gateway.grant(self.election.ttl);
-        self.note(&lease);
-        let lease = match lease {
+        let lease = match self.gateway.grant(self.ttl) {
             Ok(lease) => lease,
             Err(e) => {
                 debug!("could not campaign: {e}");
@@ -212,27 +212,29 @@ impl Etcd {
                 return;
             }
         };
-        let key = &self.keys.leader;
         let txn = Txn::new()
-            .if_absent(key)
-            .put(key, me.as_bytes(), lease.id)
-            .or_read(key);
-        let won = self.gateway.txn(&txn);
-        self.note(&won);
-        match won {
+            .if_absent(&self.key)
+            .put_on_lease(&self.key, me.as_bytes(), lease.id)
+            .or_read(&self.key);
+        match self.gateway.txn(&txn) {
             Ok(result) if result.succeeded => {
-                let ttl = self.election.granted(lease.ttl);
-                let mut state = self.election.state.lock();
+                let ttl = self.granted(lease.ttl);
+                let mut state = self.state.lock();
+                let before = state.leader.take();
                 state.term = Some(Term {
                     lease: lease.id,
                     ttl,
                     key_revision: result.revision,
                     renewed: sent,
+                    began: Instant::now(),
                 });
                 state.leader = Some(me);
+                drop(state);
                 info!(
-                    "this queen leads now (lease of {ttl:?}, renewed every {:?})",
-                    ttl / 3
+                    "this queen leads now (lease of {}, renewed every {}){}",
+                    rounded(ttl),
+                    rounded(ttl / 3),
+                    before.map_or(String::new(), |b| format!("; {} led before", quoted(&b)))
                 );
             }
             Ok(result) => {
@@ -249,6 +251,98 @@ impl Etcd {
     }
 }
 
+impl Leadership for Election {
+    fn term(&self) -> Option<Fence> {
+        self.current_term().map(|term| {
+            Fence(Some(Compare::Created {
+                key: self.key.clone(),
+                revision: term.key_revision,
+            }))
+        })
+    }
+
+    fn view(&self) -> (bool, Option<String>) {
+        let state = self.state.lock();
+        let leads = state.term.is_some_and(|term| term.holds(Instant::now()));
+        (leads, state.leader.clone())
+    }
+
+    /// A leader whose key is gone or no longer hers steps down at once.
+    fn leader_seen(&self, kv: Option<&Kv>) {
+        let leader = kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        let mut state = self.state.lock();
+        if let Some(term) = state.term {
+            let still_mine = kv.is_some_and(|kv| kv.create_revision == term.key_revision);
+            if !still_mine {
+                state.term = None;
+                warn!(
+                    "this queen no longer leads, after {}: the leader key is no longer hers (leader now {})",
+                    rounded(term.began.elapsed()),
+                    leader.as_deref().map_or("none".to_string(), quoted)
+                );
+            }
+        }
+        if state.leader != leader {
+            match (&state.leader, &leader) {
+                (Some(before), None) => info!("{} no longer leads (its leader key is gone)", quoted(before)),
+                (_, Some(now)) if now != self.me() => info!("{} leads now", quoted(now)),
+                _ => {}
+            }
+            state.leader = leader;
+            self.changed.notify_all();
+        }
+    }
+
+    fn store_read(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+        let _state = self.state.lock();
+        self.changed.notify_all();
+    }
+
+    fn start(self: Arc<Self>, me: String) -> std::io::Result<()> {
+        let _ = self.me.set(me);
+        thread::Builder::new().name("election".into()).spawn(move || {
+            loop {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+                log::error!("the election thread panicked; starting it again");
+                thread::sleep(RESTART_PAUSE);
+            }
+        })?;
+        Ok(())
+    }
+
+    fn resign(&self) {
+        self.resigned.store(true, Ordering::Relaxed);
+        let term = {
+            let mut state = self.state.lock();
+            let term = state.term.take();
+            if term.is_some() {
+                state.leader = None;
+            }
+            self.changed.notify_all();
+            term
+        };
+        if let Some(term) = term {
+            match self.gateway.revoke(term.lease) {
+                Ok(()) => info!(
+                    "this queen resigns after leading for {}: stopping cleanly; the leader key is released",
+                    rounded(term.began.elapsed())
+                ),
+                Err(e) => warn!("this queen resigns, but could not release the leader key ({e}); another queen leads once its lease expires"),
+            }
+        }
+    }
+}
+
+/// `duration` rounded for a log line: milliseconds under a second, else tenths of seconds.
+pub fn rounded(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +355,7 @@ mod tests {
             ttl: Duration::from_secs(3),
             key_revision: 7,
             renewed: now,
+            began: now,
         };
         assert!(term.holds(now + Duration::from_millis(2999)));
         assert!(!term.holds(now + Duration::from_secs(3)));
@@ -269,7 +364,8 @@ mod tests {
 
     #[test]
     fn a_lease_counts_for_no_more_than_was_asked() {
-        let election = Election::new(Duration::from_secs(5));
+        let gateway = Arc::new(Gateway::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1)));
+        let election = Election::new(gateway, b"/hive/leader".to_vec(), Duration::from_secs(5));
         assert_eq!(
             election.granted(Duration::from_secs(u64::MAX)),
             Duration::from_secs(5)
@@ -278,5 +374,16 @@ mod tests {
             election.granted(Duration::from_secs(2)),
             Duration::from_secs(2)
         );
+    }
+}
+
+#[cfg(test)]
+mod rounding {
+    use super::*;
+
+    #[test]
+    fn durations_print_rounded() {
+        assert_eq!(rounded(Duration::from_micros(1234)), "1 ms");
+        assert_eq!(rounded(Duration::from_millis(5060)), "5.1 s");
     }
 }

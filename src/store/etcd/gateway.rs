@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use super::base64;
 use crate::client::{CallError, Client};
+use crate::store::engine::{Compare, Event, Kv, Op, StoreError, Txn, TxnResult, WatchMessage};
 
 /// Largest answer read from etcd: a range over a few thousand drones is a few megabytes.
 const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
@@ -64,129 +65,56 @@ impl fmt::Display for GatewayError {
 
 impl std::error::Error for GatewayError {}
 
+impl From<GatewayError> for StoreError {
+    fn from(e: GatewayError) -> StoreError {
+        match e {
+            GatewayError::Unreachable(why) => StoreError::Unreachable(format!("etcd: {why}")),
+            refused @ GatewayError::Refused { .. } => StoreError::Refused(refused.to_string()),
+            GatewayError::Malformed(why) => StoreError::Malformed(format!("etcd: {why}")),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, GatewayError>;
 
-/// A key and its value as etcd holds them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Kv {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    /// Revision of the write that created the key; unique to this life of the key.
-    pub create_revision: i64,
-    /// Revision of the last write to the key.
-    pub mod_revision: i64,
-}
-
-/// A change a watch reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Put(Kv),
-    /// The key was deleted (by a delete or an expired lease) at `revision`.
-    Delete {
-        key: Vec<u8>,
-        revision: i64,
-    },
-}
-
-/// One message of a watch stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WatchMessage {
-    /// The watch is in place; changes follow.
-    Created,
-    /// Changes, oldest first.
-    Events(Vec<Event>),
-    /// The watch ended: its start revision had been compacted away (`compact_revision` is the
-    /// oldest one left), or etcd cancelled it. Re-read everything.
-    Canceled { compact_revision: i64 },
-    /// Nothing changed (a progress notice).
-    Progress,
-}
-
-/// A transaction: compares, then the writes to make if they all hold, or the reads to make if not.
-#[derive(Debug, Default)]
-pub struct Txn {
-    compare: Vec<Value>,
-    success: Vec<Value>,
-    failure: Vec<Value>,
-}
-
-impl Txn {
-    pub fn new() -> Txn {
-        Txn::default()
-    }
-
-    /// Holds if `key` does not exist.
-    pub fn if_absent(self, key: &[u8]) -> Txn {
-        self.if_created_at(key, 0)
-    }
-
-    /// Holds if `key` exists and was created at `revision` (0: it does not exist).
-    pub fn if_created_at(mut self, key: &[u8], revision: i64) -> Txn {
-        self.compare.push(json!({
-            "key": base64::encode(key),
-            "target": "CREATE",
-            "result": "EQUAL",
-            "create_revision": revision.to_string(),
-        }));
-        self
-    }
-
-    /// Holds if `key` was last written at `revision` (0: it does not exist).
-    pub fn if_modified_at(mut self, key: &[u8], revision: i64) -> Txn {
-        self.compare.push(json!({
-            "key": base64::encode(key),
-            "target": "MOD",
-            "result": "EQUAL",
-            "mod_revision": revision.to_string(),
-        }));
-        self
-    }
-
-    /// Then: write `value` to `key`, attached to `lease` when it is not 0.
-    pub fn put(mut self, key: &[u8], value: &[u8], lease: i64) -> Txn {
-        let mut put = json!({ "key": base64::encode(key), "value": base64::encode(value) });
-        if lease != 0 {
-            put["lease"] = json!(lease.to_string());
-        }
-        self.success.push(json!({ "request_put": put }));
-        self
-    }
-
-    /// Then: delete `key`.
-    pub fn delete(mut self, key: &[u8]) -> Txn {
-        self.success
-            .push(json!({ "request_delete_range": { "key": base64::encode(key) } }));
-        self
-    }
-
-    /// Then: read `key` (with no compares, a transaction that only reads reads atomically).
-    pub fn read(mut self, key: &[u8]) -> Txn {
-        self.success
-            .push(json!({ "request_range": { "key": base64::encode(key) } }));
-        self
-    }
-
-    /// Otherwise: read `key`, so a retry starts from what is there now.
-    pub fn or_read(mut self, key: &[u8]) -> Txn {
-        self.failure
-            .push(json!({ "request_range": { "key": base64::encode(key) } }));
-        self
-    }
-
-    fn body(&self) -> Value {
-        json!({ "compare": self.compare, "success": self.success, "failure": self.failure })
-    }
-}
-
-/// How a transaction went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnResult {
-    /// Whether the compares held and the writes were made.
-    pub succeeded: bool,
-    /// The store's revision after it: the revision of its writes, if it made any.
-    pub revision: i64,
-    /// What each read of the branch taken found (`None`: the key does not exist), in order.
-    pub reads: Vec<Option<Kv>>,
+/// A transaction as the gateway's JSON: keys and values in base64, revisions as strings.
+fn txn_body(txn: &Txn) -> Value {
+    let compare: Vec<Value> = txn
+        .compare
+        .iter()
+        .map(|compare| match compare {
+            Compare::Created { key, revision } => json!({
+                "key": base64::encode(key),
+                "target": "CREATE",
+                "result": "EQUAL",
+                "create_revision": revision.to_string(),
+            }),
+            Compare::Modified { key, revision } => json!({
+                "key": base64::encode(key),
+                "target": "MOD",
+                "result": "EQUAL",
+                "mod_revision": revision.to_string(),
+            }),
+        })
+        .collect();
+    let ops = |ops: &[Op]| -> Vec<Value> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => {
+                    let mut put = json!({ "key": base64::encode(key), "value": base64::encode(value) });
+                    if *lease != 0 {
+                        put["lease"] = json!(lease.to_string());
+                    }
+                    json!({ "request_put": put })
+                }
+                Op::Delete { key } => {
+                    json!({ "request_delete_range": { "key": base64::encode(key) } })
+                }
+                Op::Get { key } => json!({ "request_range": { "key": base64::encode(key) } }),
+            })
+            .collect()
+    };
+    json!({ "compare": compare, "success": ops(&txn.success), "failure": ops(&txn.failure) })
 }
 
 /// A lease: keys attached to it go when it expires.
@@ -243,7 +171,7 @@ impl Gateway {
 
     /// Runs `txn`, giving up at `deadline` (when given) whichever endpoint it is trying.
     pub fn txn_before(&self, txn: &Txn, deadline: Option<Instant>) -> Result<TxnResult> {
-        let answer: TxnAnswer = self.call("/v3/kv/txn", &txn.body(), deadline)?;
+        let answer: TxnAnswer = self.call("/v3/kv/txn", &txn_body(txn), deadline)?;
         let reads = answer
             .responses
             .into_iter()
@@ -298,7 +226,7 @@ impl Gateway {
         end: &[u8],
         start_revision: i64,
         lifetime: Duration,
-    ) -> Result<Watch> {
+    ) -> Result<Stream> {
         let body = json!({ "create_request": {
             "key": base64::encode(key),
             "range_end": base64::encode(end),
@@ -312,7 +240,7 @@ impl Gateway {
                 &[REQUIRE_LEADER],
                 (timeout, lifetime),
             )?;
-            Ok((status, Watch::new(Box::new(reader))))
+            Ok((status, Stream::new(Box::new(reader))))
         })
         .and_then(|(status, mut watch)| {
             if status != 200 {
@@ -411,13 +339,13 @@ fn excerpt(bytes: &[u8]) -> String {
 }
 
 /// A watch stream, read one message at a time.
-pub struct Watch {
+pub struct Stream {
     lines: Box<dyn BufRead + Send>,
 }
 
-impl Watch {
-    fn new(lines: Box<dyn BufRead + Send>) -> Watch {
-        Watch { lines }
+impl Stream {
+    fn new(lines: Box<dyn BufRead + Send>) -> Stream {
+        Stream { lines }
     }
 
     /// The next message; `None` when the stream ended (etcd closed it, or its lifetime passed).
@@ -439,6 +367,12 @@ impl Watch {
             }
             return parse_watch_line(&line).map(Some);
         }
+    }
+}
+
+impl crate::store::engine::Watch for Stream {
+    fn next_message(&mut self) -> std::result::Result<Option<WatchMessage>, StoreError> {
+        Stream::next_message(self).map_err(StoreError::from)
     }
 }
 
@@ -779,7 +713,7 @@ mod tests {
     #[test]
     fn a_cut_stream_ends_and_a_partial_line_is_an_error() {
         let cut = b"{\"result\":{\"header\":{\"revision\":\"3\"},\"created\":true}}\n{\"result\":{\"events\":[{\"kv\":{\"key\":\"YQ\"";
-        let mut watch = Watch::new(Box::new(&cut[..]));
+        let mut watch = Stream::new(Box::new(&cut[..]));
         assert_eq!(watch.next_message(), Ok(Some(WatchMessage::Created)));
         assert!(matches!(
             watch.next_message(),

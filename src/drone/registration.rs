@@ -1,23 +1,17 @@
-//! The drone: does the tasks it is handed, and keeps itself registered with its queen.
+//! The drone's side of staying known to its queens: register, then register again when no queen
+//! has checked on it for a while.
 
-use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use parking_lot::Mutex;
 
-use crate::auth::Token;
+use super::Drone;
 use crate::client::{CallError, Client};
-use crate::config::{DroneConfig, StartError};
-use crate::error::{Error, Result};
-use crate::logging::{one_line, quoted};
-
-/// Handler threads of a drone; a task is a print, so a few are plenty.
-pub const HANDLER_THREADS: usize = 8;
+use crate::config::StartError;
+use crate::logging::quoted;
 
 /// The interval assumed when the queen does not say (the tutorial's queen answers only `OK`).
 const DEFAULT_QUEEN_INTERVAL: Duration = Duration::from_secs(10);
@@ -35,85 +29,22 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest interval a queen may announce; anything longer is treated as unknown.
 const MAX_QUEEN_INTERVAL: Duration = Duration::from_secs(86_400);
 
-/// The drone's state and what it does on each request.
-pub struct Drone {
-    /// Registered with its queen, and serving.
-    ready: AtomicBool,
-    /// Last time anyone probed `/healthz`: the sign that the queen still knows this drone.
-    last_checked: Mutex<Instant>,
-}
-
-impl Default for Drone {
-    fn default() -> Self {
-        Drone {
-            ready: AtomicBool::new(false),
-            last_checked: Mutex::new(Instant::now()),
-        }
-    }
-}
-
-impl Drone {
-    pub fn new() -> Drone {
-        Drone::default()
-    }
-
-    /// True once serving and registered with the queen.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Notes a `/healthz` probe: the queen (or someone) is checking on this drone.
-    pub fn checked(&self) {
-        *self.last_checked.lock() = Instant::now();
-    }
-
-    /// Does the task: prints its text to stdout as one line.
-    pub fn do_task(&self, text: &str) -> Result<()> {
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", one_line(text))
-            .map_err(|e| Error::Internal(format!("could not print the task: {e}")))
-    }
-}
-
-/// Once the drone serves at `local`: registers with a queen and keeps registered, on this thread,
-/// for the life of the process. Returns only on a fatal error.
-pub fn run(
-    drone: &Arc<Drone>,
-    local: SocketAddr,
-    token: Option<Token>,
-    config: DroneConfig,
-) -> StartError {
-    let advertise = config.advertise.unwrap_or_else(|| local.to_string());
-    info!(
-        "drone listening on {local}, known to queens as {}",
-        quoted(&advertise)
-    );
-    Registration {
-        drone: drone.clone(),
-        client: Client::new(1, 1, token),
-        queens: config.queens,
-        current: 0,
-        advertise,
-    }
-    .run()
-}
-
 /// The drone's side of staying known to its queens.
-struct Registration {
-    drone: Arc<Drone>,
-    client: Client,
+pub(super) struct Registration {
+    pub(super) drone: Arc<Drone>,
+    pub(super) client: Client,
     /// Every queen it may register with (several share one registry through etcd).
-    queens: Vec<String>,
+    pub(super) queens: Vec<String>,
     /// The queen it registered with last, and tries first.
-    current: usize,
-    advertise: String,
+    pub(super) current: usize,
+    pub(super) advertise: String,
 }
 
 impl Registration {
     /// Registers, with capped backoff until a queen answers; then watches for the queens' probes
     /// and registers again when they stop (its queen restarted and forgot this drone, or the queens
     /// on etcd are between leaders).
-    fn run(mut self) -> StartError {
+    pub(super) fn run(mut self) -> StartError {
         loop {
             let interval = match self.register_until_answered() {
                 Ok(interval) => interval,
@@ -167,7 +98,16 @@ impl Registration {
     }
 
     fn register_once(&self, queen: &str) -> std::result::Result<Duration, CallError> {
-        let body = serde_json::json!({ "address": self.advertise });
+        let (exec, slots) = match self.drone.attempts.get() {
+            Some(attempts) => (true, attempts.slots()),
+            None => (false, 0),
+        };
+        let body = serde_json::json!({
+            "address": self.advertise,
+            "boot": self.drone.boot,
+            "exec": exec,
+            "slots": slots,
+        });
         let reply = self
             .client
             .post_json(queen, "/register", &body, REGISTER_TIMEOUT)?;

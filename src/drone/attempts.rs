@@ -1,0 +1,245 @@
+//! A drone's attempts: which run, how many slots they take, and how those that ended wait to be
+//! reported.
+//!
+//! A start is idempotent: an attempt this drone runs, or ran since it started, is never started
+//! again (a new leader asks again for every attempt it has not seen confirmed, see
+//! `scheduler.rs`). Slots are taken when an attempt starts and given back when it has ended and
+//! nothing of it runs any more, so this drone never runs more than its slots, whatever queens ask.
+//! An attempt that ended waits in the outbox until a queen has recorded it; a probe lists it with
+//! the running ones, so the leader does not mistake it for lost meanwhile.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use log::{info, warn};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::exec::{self, Executor, Outcome};
+use crate::tasks::wire::{Ended, Ending, Report, Start, StartAnswer, StartResult, Started, attempt_key};
+use crate::tasks::{MAX_SLOTS, MAX_TIMEOUT_SECS, valid_id};
+
+/// Attempts remembered as run since the drone started, so a start sent again is not run twice.
+/// Beyond this, the oldest are forgotten (a start would have to come that late to matter).
+const REMEMBERED_ATTEMPTS: usize = 100_000;
+
+/// The attempt of task `.0` numbered `.1`.
+type Key = (String, u32);
+
+/// What this drone runs, and what waits to be reported.
+pub struct Attempts {
+    executor: Executor,
+    /// Slots this drone runs at most.
+    slots: u32,
+    /// The drone's address, given to each attempt as `HIVE_DRONE_ADDRESS`.
+    address: String,
+    inner: Mutex<Inner>,
+    /// Woken when an attempt ends: the reporter sends it.
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    used: u32,
+    running: HashMap<Key, (exec::Running, u32)>,
+    /// Ended, and not yet recorded by a queen.
+    outbox: BTreeMap<Key, Ended>,
+    /// Every attempt run since this drone started (bounded), oldest first.
+    ran: HashSet<Key>,
+    ran_order: VecDeque<Key>,
+}
+
+impl Attempts {
+    /// The attempts of a drone at `address` with `slots`, run by `executor`.
+    pub fn new(executor: Executor, slots: u32, address: String) -> Arc<Attempts> {
+        Arc::new(Attempts {
+            executor,
+            slots,
+            address,
+            inner: Mutex::new(Inner::default()),
+            ended: Condvar::new(),
+        })
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Starts each attempt of `starts` that fits and that this drone has not run, and says what
+    /// became of each.
+    pub fn start(self: &Arc<Self>, starts: Vec<Start>) -> Result<StartAnswer> {
+        for start in &starts {
+            check(start).map_err(Error::BadRequest)?;
+        }
+        let mut results = Vec::with_capacity(starts.len());
+        let mut inner = self.inner.lock();
+        for start in starts {
+            let key: Key = (start.task.clone(), start.attempt);
+            let result = if inner.running.contains_key(&key) {
+                Started::Running
+            } else if inner.ran.contains(&key) {
+                Started::Ended
+            } else if inner.used + start.slots > self.slots {
+                Started::Full
+            } else {
+                inner.used += start.slots;
+                inner.ran.insert(key.clone());
+                inner.ran_order.push_back(key.clone());
+                if inner.ran_order.len() > REMEMBERED_ATTEMPTS
+                    && let Some(oldest) = inner.ran_order.pop_front()
+                {
+                    inner.ran.remove(&oldest);
+                }
+                let spec = exec::Spec {
+                    task: start.task.clone(),
+                    attempt: start.attempt,
+                    command: start.command,
+                    env: start.env,
+                    timeout: Duration::from_secs_f64(start.timeout_s),
+                    drone_address: self.address.clone(),
+                };
+                let me: Weak<Attempts> = Arc::downgrade(self);
+                let ended_key = key.clone();
+                let running = self.executor.start(spec, move |outcome| {
+                    if let Some(attempts) = me.upgrade() {
+                        attempts.finish(ended_key, outcome);
+                    }
+                });
+                inner.running.insert(key, (running, start.slots));
+                Started::Started
+            };
+            results.push(StartResult {
+                task: start.task,
+                attempt: start.attempt,
+                result,
+            });
+        }
+        Ok(StartAnswer { results })
+    }
+
+    /// An attempt has ended and nothing of it runs: give back its slots, and queue its report.
+    fn finish(&self, key: Key, outcome: Outcome) {
+        let ended = Ended {
+            state: match outcome.ending {
+                exec::Ending::Succeeded => Ending::Succeeded,
+                exec::Ending::Failed => Ending::Failed,
+                exec::Ending::TimedOut => Ending::TimedOut,
+                exec::Ending::Cancelled => Ending::Cancelled,
+            },
+            exit_code: outcome.exit_code,
+            reason: outcome.reason,
+            stdout: outcome.stdout.text,
+            stdout_truncated: outcome.stdout.truncated,
+            stderr: outcome.stderr.text,
+            stderr_truncated: outcome.stderr.truncated,
+        };
+        info!(
+            "task {} attempt {} ended: {}",
+            key.0, key.1, ended.reason
+        );
+        let mut inner = self.inner.lock();
+        if let Some((_, slots)) = inner.running.remove(&key) {
+            inner.used -= slots;
+        }
+        inner.outbox.insert(key, ended);
+        self.ended.notify_all();
+    }
+
+    /// Stops attempt `attempt` of task `task` (its whole process group). An attempt that has ended
+    /// already is fine; one this drone never ran is not found.
+    pub fn stop(&self, task: &str, attempt: u32) -> Result<()> {
+        let key: Key = (task.to_string(), attempt);
+        let inner = self.inner.lock();
+        if let Some((running, _)) = inner.running.get(&key) {
+            info!("stopping task {task} attempt {attempt}, as a queen asked");
+            running.stop();
+            return Ok(());
+        }
+        if inner.ran.contains(&key) {
+            return Ok(());
+        }
+        Err(Error::NotFound(format!("attempt {attempt} of task {task:?} on this drone")))
+    }
+
+    /// Slots in use now, and every attempt running or ended and not yet reported
+    /// (`task/attempt`).
+    pub fn status(&self) -> (u32, Vec<String>) {
+        let inner = self.inner.lock();
+        let listed = inner
+            .running
+            .keys()
+            .chain(inner.outbox.keys())
+            .map(|(task, n)| attempt_key(task, *n))
+            .collect();
+        (inner.used, listed)
+    }
+
+    /// Waits up to `wait` for ended attempts to report, and gives up to about `max_bytes` of
+    /// their reports (they stay in the outbox until [`Attempts::recorded`]).
+    pub fn reports(&self, wait: Duration, max_bytes: usize) -> Vec<Report> {
+        let mut inner = self.inner.lock();
+        if inner.outbox.is_empty() {
+            self.ended.wait_for(&mut inner, wait);
+        }
+        let mut bytes = 0;
+        let mut reports = Vec::new();
+        for ((task, attempt), ended) in &inner.outbox {
+            let size = ended.stdout.len() + ended.stderr.len() + ended.reason.len() + 128;
+            if !reports.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            reports.push(Report {
+                task: task.clone(),
+                attempt: *attempt,
+                ended: ended.clone(),
+            });
+        }
+        reports
+    }
+
+    /// A queen recorded these attempts (`task/attempt`): they leave the outbox.
+    pub fn recorded(&self, keys: &[String]) {
+        let mut inner = self.inner.lock();
+        for key in keys {
+            if let Some((task, n)) = key.rsplit_once('/')
+                && let Ok(n) = n.parse::<u32>()
+            {
+                inner.outbox.remove(&(task.to_string(), n));
+            }
+        }
+    }
+
+    /// Ends what a drone on the same work directory left running before this one started.
+    pub fn reap_leftovers(&self) {
+        for leftover in self.executor.reap_leftovers() {
+            warn!(
+                "ended task {} attempt {}, left running by this drone before it restarted",
+                leftover.task, leftover.attempt
+            );
+        }
+    }
+}
+
+/// Why a start cannot be run as it is, if it cannot.
+fn check(start: &Start) -> std::result::Result<(), String> {
+    if !valid_id(&start.task) || start.attempt == 0 {
+        return Err(format!("{:?} attempt {} is not an attempt", start.task, start.attempt));
+    }
+    if start.command.is_empty() || start.command[0].is_empty() {
+        return Err(format!("task {}: an empty command", start.task));
+    }
+    if start.command.iter().any(|arg| arg.contains('\0'))
+        || start.env.iter().any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+    {
+        return Err(format!("task {}: a NUL or a bad variable name", start.task));
+    }
+    if !(1..=MAX_SLOTS).contains(&start.slots) {
+        return Err(format!("task {}: slots out of range", start.task));
+    }
+    if !(start.timeout_s.is_finite() && (1.0..=MAX_TIMEOUT_SECS).contains(&start.timeout_s)) {
+        return Err(format!("task {}: timeout out of range", start.task));
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The drone: does the tasks it is handed, runs the attempts queens place on it (with
+//! `--allow-exec`), reports how they ended, and keeps itself registered with its queens.
+//!
+//! - [`registration`]: registering, and registering again when no queen checks on it any more;
+//! - [`attempts`]: the attempts it runs, its slots, and the ended ones waiting to be reported;
+//! - [`reports`]: the thread that sends those reports to a queen until one records them;
+//! - `exec` (at the crate's top): running one attempt's command.
+
+pub mod attempts;
+mod registration;
+mod reports;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::info;
+use parking_lot::Mutex;
+
+use crate::auth::Token;
+use crate::client::Client;
+use crate::config::{DroneConfig, StartError};
+use crate::error::{Error, Result};
+use crate::exec::Executor;
+use crate::logging::{one_line, quoted};
+use crate::tasks::new_boot;
+use crate::tasks::wire::{DroneStatus, StartAnswer, StartRequest};
+use attempts::Attempts;
+use registration::Registration;
+
+/// Handler threads of a drone; a task is a print, so a few are plenty.
+pub const HANDLER_THREADS: usize = 8;
+
+/// How long an attempt being stopped (cancelled, or past its timeout) has between SIGTERM and
+/// SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The drone's state and what it does on each request.
+pub struct Drone {
+    /// Registered with its queen, and serving.
+    ready: AtomicBool,
+    /// Last time anyone probed `/healthz`: the sign that the queen still knows this drone.
+    last_checked: Mutex<Instant>,
+    /// New at each start of the process: a queen that sees it change knows this drone forgot
+    /// (and ended) every attempt it ran before.
+    boot: String,
+    /// Slots, with `--allow-exec`; `None`: this drone runs no commands.
+    exec_slots: Option<u32>,
+    /// The attempts, once the drone serves (with `--allow-exec`).
+    attempts: OnceLock<Arc<Attempts>>,
+}
+
+impl Drone {
+    /// A drone that runs commands in `exec_slots` slots, or none (`None`).
+    pub fn new(exec_slots: Option<u32>) -> Drone {
+        Drone {
+            ready: AtomicBool::new(false),
+            last_checked: Mutex::new(Instant::now()),
+            boot: new_boot(),
+            exec_slots,
+            attempts: OnceLock::new(),
+        }
+    }
+
+    /// True once serving and registered with the queen.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Notes a `/healthz` probe: the queen (or someone) is checking on this drone.
+    pub fn checked(&self) {
+        *self.last_checked.lock() = Instant::now();
+    }
+
+    /// Does the task: prints its text to stdout as one line.
+    pub fn do_task(&self, text: &str) -> Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", one_line(text))
+            .map_err(|e| Error::Internal(format!("could not print the task: {e}")))
+    }
+
+    /// Who this drone is and what it runs, for a probe.
+    pub fn status(&self) -> DroneStatus {
+        let (used, attempts) = self.attempts.get().map(|a| a.status()).unwrap_or_default();
+        DroneStatus {
+            boot: self.boot.clone(),
+            exec: self.exec_slots.is_some(),
+            slots: self.exec_slots.unwrap_or(0),
+            used,
+            attempts,
+        }
+    }
+
+    /// Starts the attempts a queen placed here.
+    pub fn start(&self, request: StartRequest) -> Result<StartAnswer> {
+        self.exec()?.start(request.attempts)
+    }
+
+    /// Stops attempt `attempt` of task `task`.
+    pub fn stop(&self, task: &str, attempt: u32) -> Result<()> {
+        self.exec()?.stop(task, attempt)
+    }
+
+    fn exec(&self) -> Result<&Arc<Attempts>> {
+        if self.exec_slots.is_none() {
+            return Err(Error::Forbidden(
+                "this drone does not run commands (start it with --allow-exec)".into(),
+            ));
+        }
+        self.attempts
+            .get()
+            .ok_or_else(|| Error::NotReady("this drone is starting; try again".into()))
+    }
+}
+
+/// Once the drone serves at `local`: ends what a previous run left behind, starts the reporter
+/// (with `--allow-exec`), then registers with a queen and keeps registered, on this thread, for
+/// the life of the process. Returns only on a fatal error.
+pub fn run(
+    drone: &Arc<Drone>,
+    local: SocketAddr,
+    token: Option<Token>,
+    config: DroneConfig,
+) -> StartError {
+    let advertise = config.advertise.clone().unwrap_or_else(|| local.to_string());
+    let client = Client::new(2, 2, token);
+    if let Some(slots) = drone.exec_slots {
+        let root = config.work_dir.clone().unwrap_or_else(|| default_work_dir(local));
+        let executor = match Executor::new(root.clone(), KILL_GRACE) {
+            Ok(executor) => executor,
+            Err(e) => {
+                return StartError::Io(format!(
+                    "cannot use the work directory {}: {e}",
+                    root.display()
+                ));
+            }
+        };
+        let attempts = Attempts::new(executor, slots, advertise.clone());
+        attempts.reap_leftovers();
+        let _ = drone.attempts.set(attempts.clone());
+        let (client, queens, address, boot) = (
+            client.clone(),
+            config.queens.clone(),
+            advertise.clone(),
+            drone.boot.clone(),
+        );
+        let spawned = thread::Builder::new().name("reports".into()).spawn(move || {
+            reports::run(&attempts, &client, &queens, &address, &boot)
+        });
+        if let Err(e) = spawned {
+            return StartError::Io(format!("cannot start the reporter thread: {e}"));
+        }
+        info!(
+            "drone runs commands in {slots} slots, in fresh directories under {}",
+            root.display()
+        );
+    }
+    info!(
+        "drone listening on {local}, known to queens as {}",
+        quoted(&advertise)
+    );
+    Registration {
+        drone: drone.clone(),
+        client,
+        queens: config.queens,
+        current: 0,
+        advertise,
+    }
+    .run()
+}
+
+/// Where a drone on `local` runs attempts unless `--work-dir` says otherwise: one directory per
+/// address, so a drone restarted on its address finds what it left behind.
+fn default_work_dir(local: SocketAddr) -> PathBuf {
+    std::env::temp_dir().join(format!("hive-drone-{}-{}", local.ip(), local.port()))
+}

@@ -1,0 +1,476 @@
+//! Tasks that do real work: a command to run on a drone, with an identity and a lifecycle.
+//!
+//! ```text
+//!              place                 attempt ends: succeeded
+//!   pending ───────────► running ──────────────────────────────► succeeded
+//!      ▲                  │  │ attempt failed, timed out or lost:
+//!      │   retries left   │  │   no retries left ──────────────► failed
+//!      └──────────────────┘  │ cancelled (DELETE) ─────────────► cancelled
+//!   pending ── cancel ───────────────────────────────────────────► cancelled
+//! ```
+//!
+//! - [`Spec`]: what the user asked for, checked field by field ([`Spec::parse`]).
+//! - [`Task`] and [`Attempt`]: what the store holds and `GET /tasks/ID` shows.
+//! - [`lifecycle`]: the one pure state machine every change goes through (no I/O in it).
+//! - [`placement`]: the scheduler's pure choice of drones.
+//! - [`index`]: a queen's view of every task, kept from the store, with the indexes the API and the
+//!   scheduler read.
+//! - [`wire`]: what queens and drones send each other about attempts.
+
+pub mod index;
+pub mod lifecycle;
+pub mod placement;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest command, in arguments; a body is at most 64 KiB anyway.
+const MAX_COMMAND_ARGS: usize = 4096;
+
+/// Bounds of a spec's numbers, as the API documents them.
+pub const MAX_SLOTS: u32 = 1024;
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+pub const MAX_RETRIES: u32 = 100;
+pub const MAX_RETRY_DELAY_SECS: f64 = 86_400.0;
+
+/// Longest wait between a failed attempt and the next: the exponential backoff stops here.
+pub const MAX_BACKOFF_SECS: f64 = 60.0;
+
+/// What a user asks to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    /// The program and its arguments, run without a shell.
+    pub command: Vec<String>,
+    /// How much of a drone's capacity it takes while it runs.
+    pub slots: u32,
+    /// Longest an attempt may run before its process group is ended.
+    pub timeout_s: f64,
+    /// Further attempts after a failed, timed-out or lost one.
+    pub retries: u32,
+    /// Pause before the second attempt; it doubles with each attempt after (at most 60 s).
+    pub retry_delay_s: f64,
+    /// Added to the drone's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    /// Every state, in the order `/metrics` lists them.
+    pub const ALL: [State; 5] = [
+        State::Pending,
+        State::Running,
+        State::Succeeded,
+        State::Failed,
+        State::Cancelled,
+    ];
+
+    /// Whether nothing more will happen to the task.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state named `name`, as `?state=` gives it.
+    pub fn parse(name: &str) -> Option<State> {
+        State::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+
+    /// Its place in [`State::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attempt's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    Running,
+    Succeeded,
+    /// Exit code ≠ 0, killed by a signal, or could not start.
+    Failed,
+    TimedOut,
+    /// Its drone was removed or restarted, or no longer knows it.
+    Lost,
+    Cancelled,
+}
+
+/// One try at running a task, on one drone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based.
+    pub n: u32,
+    /// The drone's name and address when it was placed.
+    pub drone: String,
+    pub address: String,
+    /// The drone process's boot id: a drone that restarts has a new one, and has forgotten this.
+    #[serde(default)]
+    pub boot: String,
+    pub state: AttemptState,
+    pub started_at: f64,
+    pub ended_at: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// What its drone reported after the attempt had been replaced (lost, then placed again):
+    /// recorded, and it changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_report: Option<wire::Ended>,
+}
+
+/// A task: its spec, where it stands, and every attempt so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub state: State,
+    /// Why a task failed or was cancelled, or why it waits to be retried. `GET` fills it in for a
+    /// pending task from what the queen knows then (see `queen.rs`).
+    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub spec: Spec,
+    pub created_at: f64,
+    pub updated_at: f64,
+    /// A pending task is not placed before this Unix time (its retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<f64>,
+    /// A cancel was asked for while it ran; it ends `cancelled` when its drone has stopped it.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// The exit code of the last attempt that had one, or null.
+    pub exit_code: Option<i32>,
+    /// The last 64 KiB of each stream of the last attempt that ran.
+    pub stdout: String,
+    pub stdout_truncated: bool,
+    pub stderr: String,
+    pub stderr_truncated: bool,
+    pub attempts: Vec<Attempt>,
+}
+
+/// A task in a listing: everything but its output (`GET /tasks/ID` has that), so a page of a
+/// thousand tasks stays small.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub id: &'a str,
+    pub state: State,
+    pub reason: Option<&'a str>,
+    #[serde(flatten)]
+    pub spec: &'a Spec,
+    pub created_at: f64,
+    pub updated_at: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<f64>,
+    pub cancel_requested: bool,
+    pub exit_code: Option<i32>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub attempts: &'a [Attempt],
+}
+
+impl Task {
+    /// This task as a listing shows it.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary {
+            id: &self.id,
+            state: self.state,
+            reason: self.reason.as_deref(),
+            spec: &self.spec,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            not_before: self.not_before,
+            cancel_requested: self.cancel_requested,
+            exit_code: self.exit_code,
+            stdout_truncated: self.stdout_truncated,
+            stderr_truncated: self.stderr_truncated,
+            attempts: &self.attempts,
+        }
+    }
+
+    /// A new pending task.
+    pub fn new(id: String, spec: Spec, now: f64) -> Task {
+        Task {
+            id,
+            state: State::Pending,
+            reason: None,
+            spec,
+            created_at: now,
+            updated_at: now,
+            not_before: None,
+            cancel_requested: false,
+            exit_code: None,
+            stdout: String::new(),
+            stdout_truncated: false,
+            stderr: String::new(),
+            stderr_truncated: false,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// The attempt that runs now, if one does.
+    pub fn running_attempt(&self) -> Option<&Attempt> {
+        self.attempts
+            .last()
+            .filter(|attempt| attempt.state == AttemptState::Running)
+    }
+}
+
+/// Whether `id` is a task id: `[a-z0-9][a-z0-9-]{0,62}`, as Kubernetes names are, so it is safe in
+/// keys, paths, file names and log lines.
+pub fn valid_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// A new task id: 20 random characters of the id alphabet (about 100 bits), so ids made by
+/// different queens at once do not collide (a create also checks the key is absent).
+pub fn new_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..20)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Whether `boot` is a drone's boot id: empty (a drone that does not say) or up to 32 lowercase
+/// hex digits.
+pub fn valid_boot(boot: &str) -> bool {
+    boot.len() <= 32 && boot.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A new boot id for a drone process.
+pub fn new_boot() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// A request to create a task: its spec, and the id the client chose, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub id: Option<String>,
+    pub spec: Spec,
+}
+
+impl Submission {
+    /// Reads a `POST /tasks` body. Every mistake names its field; unknown fields are mistakes too
+    /// (a typo like `"retires"` must not be ignored).
+    pub fn parse(body: &[u8]) -> Result<Submission, String> {
+        let example = r#"a JSON object like {"command": ["sh", "-c", "echo hi"]}"#;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("body is not valid JSON ({e}); send {example}"))?;
+        let Value::Object(mut fields) = value else {
+            return Err(format!("body must be {example}"));
+        };
+        let command = match fields.remove("command") {
+            None => return Err(format!("missing field \"command\"; send {example}")),
+            Some(Value::Array(items)) if items.is_empty() => {
+                return Err("field \"command\" must not be empty: give the program to run".into());
+            }
+            Some(Value::Array(items)) if items.len() > MAX_COMMAND_ARGS => {
+                return Err(format!(
+                    "field \"command\" has more than {MAX_COMMAND_ARGS} arguments"
+                ));
+            }
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) if s.contains('\0') => Err(format!(
+                        "field \"command\": argument {i} holds a NUL character"
+                    )),
+                    Value::String(s) if i == 0 && s.is_empty() => {
+                        Err("field \"command\": the program (argument 0) must not be empty".into())
+                    }
+                    Value::String(s) => Ok(s),
+                    _ => Err(format!(
+                        "field \"command\": argument {i} is not a string (every argument must be)"
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => {
+                return Err("field \"command\" must be an array of strings, like [\"echo\", \"hi\"]".into());
+            }
+        };
+        let slots = whole(&mut fields, "slots", 1, 1, u64::from(MAX_SLOTS))? as u32;
+        let timeout_s = seconds(&mut fields, "timeout_s", 60.0, 1.0, MAX_TIMEOUT_SECS)?;
+        let retries = whole(&mut fields, "retries", 0, 0, u64::from(MAX_RETRIES))? as u32;
+        let retry_delay_s = seconds(&mut fields, "retry_delay_s", 1.0, 0.0, MAX_RETRY_DELAY_SECS)?;
+        let env = match fields.remove("env") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(vars)) => vars
+                .into_iter()
+                .map(|(name, value)| {
+                    if name.is_empty() || name.contains(['=', '\0']) {
+                        return Err(format!(
+                            "field \"env\": {name:?} is not a variable name (no \"=\", no NUL, not empty)"
+                        ));
+                    }
+                    match value {
+                        Value::String(s) if s.contains('\0') => {
+                            Err(format!("field \"env\": {name} holds a NUL character"))
+                        }
+                        Value::String(s) => Ok((name, s)),
+                        _ => Err(format!("field \"env\": the value of {name} must be a string")),
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err("field \"env\" must be an object of strings, like {\"K\": \"V\"}".into());
+            }
+        };
+        let id = match fields.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if valid_id(&id) => Some(id),
+            Some(_) => {
+                return Err("field \"id\" must match [a-z0-9][a-z0-9-]{0,62} (lowercase letters, digits and dashes, at most 63)".into());
+            }
+        };
+        if let Some(unknown) = fields.keys().next() {
+            return Err(format!(
+                "unknown field {unknown:?}; a task has command, slots, timeout_s, retries, retry_delay_s, env and id"
+            ));
+        }
+        Ok(Submission {
+            id,
+            spec: Spec {
+                command,
+                slots,
+                timeout_s,
+                retries,
+                retry_delay_s,
+                env,
+            },
+        })
+    }
+}
+
+/// The whole number `field` of `fields`, `default` when absent, within `low..=high`.
+fn whole(fields: &mut Map<String, Value>, field: &str, default: u64, low: u64, high: u64) -> Result<u64, String> {
+    match fields.remove(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|n| (low..=high).contains(n))
+            .ok_or_else(|| format!("field {field:?} must be a whole number from {low} to {high}")),
+        Some(_) => Err(format!("field {field:?} must be a whole number from {low} to {high}")),
+    }
+}
+
+/// The number of seconds `field` of `fields`, `default` when absent, within `low..=high`.
+fn seconds(fields: &mut Map<String, Value>, field: &str, default: f64, low: f64, high: f64) -> Result<f64, String> {
+    match fields.remove(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && (low..=high).contains(s))
+            .ok_or_else(|| format!("field {field:?} must be a number of seconds from {low} to {high}")),
+        Some(_) => Err(format!("field {field:?} must be a number of seconds from {low} to {high}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_command_is_required_and_the_rest_default() {
+        let submission = Submission::parse(br#"{"command": ["sh", "-c", "echo hi"]}"#).unwrap();
+        assert_eq!(
+            submission,
+            Submission {
+                id: None,
+                spec: Spec {
+                    command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                    slots: 1,
+                    timeout_s: 60.0,
+                    retries: 0,
+                    retry_delay_s: 1.0,
+                    env: BTreeMap::new(),
+                }
+            }
+        );
+        let full = Submission::parse(
+            br#"{"command": ["true"], "slots": 2, "timeout_s": 5, "retries": 3, "retry_delay_s": 0.5, "env": {"K": "V"}, "id": "build-7"}"#,
+        )
+        .unwrap();
+        assert_eq!(full.id.as_deref(), Some("build-7"));
+        assert_eq!((full.spec.slots, full.spec.retries), (2, 3));
+        assert_eq!(full.spec.env["K"], "V");
+    }
+
+    #[test]
+    fn every_mistake_names_its_field() {
+        for (body, field) in [
+            ("", "not valid JSON"),
+            ("[]", "must be a JSON object"),
+            ("{}", "missing field \"command\""),
+            (r#"{"command": []}"#, "\"command\" must not be empty"),
+            (r#"{"command": "echo hi"}"#, "\"command\" must be an array"),
+            (r#"{"command": ["echo", 5]}"#, "argument 1 is not a string"),
+            (r#"{"command": [""]}"#, "argument 0"),
+            (r#"{"command": ["a\u0000b"]}"#, "NUL"),
+            (r#"{"command": ["true"], "slots": 0}"#, "\"slots\""),
+            (r#"{"command": ["true"], "slots": 1.5}"#, "\"slots\""),
+            (r#"{"command": ["true"], "slots": "1"}"#, "\"slots\""),
+            (r#"{"command": ["true"], "timeout_s": 0}"#, "\"timeout_s\""),
+            (r#"{"command": ["true"], "timeout_s": 86401}"#, "\"timeout_s\""),
+            (r#"{"command": ["true"], "retries": 101}"#, "\"retries\""),
+            (r#"{"command": ["true"], "retries": -1}"#, "\"retries\""),
+            (r#"{"command": ["true"], "retry_delay_s": -0.1}"#, "\"retry_delay_s\""),
+            (r#"{"command": ["true"], "env": ["K=V"]}"#, "\"env\""),
+            (r#"{"command": ["true"], "env": {"K": 1}}"#, "\"env\""),
+            (r#"{"command": ["true"], "env": {"A=B": "x"}}"#, "\"env\""),
+            (r#"{"command": ["true"], "id": "Build_7"}"#, "\"id\""),
+            (r#"{"command": ["true"], "id": "-x"}"#, "\"id\""),
+            (r#"{"command": ["true"], "id": 7}"#, "\"id\""),
+            (r#"{"command": ["true"], "retires": 3}"#, "unknown field \"retires\""),
+        ] {
+            let err = Submission::parse(body.as_bytes()).unwrap_err();
+            assert!(err.contains(field), "{body}: {err:?} lacks {field:?}");
+        }
+        let long_id = format!(r#"{{"command": ["true"], "id": "{}"}}"#, "a".repeat(64));
+        assert!(Submission::parse(long_id.as_bytes()).unwrap_err().contains("\"id\""));
+    }
+
+    #[test]
+    fn ids_and_boots() {
+        for id in ["a", "0", "build-7", &"a".repeat(63)] {
+            assert!(valid_id(id), "{id}");
+        }
+        for id in ["", "-a", "A", "a_b", "a/b", "a.b", &"a".repeat(64)] {
+            assert!(!valid_id(id), "{id}");
+        }
+        assert!(valid_id(&new_id()));
+        assert!(valid_boot(&new_boot()) && valid_boot(""));
+        assert!(!valid_boot("XYZ") && !valid_boot(&"a".repeat(33)));
+    }
+}

@@ -1,0 +1,126 @@
+//! What queens and drones send each other about attempts: the JSON of `POST /tasks` on a drone
+//! (start), `POST /reports` on a queen (ends), and the attempts a drone lists to a probe.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How an attempt ended, as its drone saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+/// One attempt to start: `POST /tasks` on a drone carries a list of these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    pub task: String,
+    pub attempt: u32,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_s: f64,
+    pub slots: u32,
+}
+
+/// `POST /tasks` on a drone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub attempts: Vec<Start>,
+}
+
+/// What a drone did with one attempt it was asked to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Started {
+    /// It runs now.
+    Started,
+    /// It was running already (the start was sent again).
+    Running,
+    /// This drone ran it already, and it has ended: it is not run twice.
+    Ended,
+    /// Not enough free slots.
+    Full,
+}
+
+/// One answer of `POST /tasks` on a drone, in the order of the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartResult {
+    pub task: String,
+    pub attempt: u32,
+    pub result: Started,
+}
+
+/// `POST /tasks`' answer on a drone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartAnswer {
+    pub results: Vec<StartResult>,
+}
+
+/// How one attempt ended, as its drone reports it to a queen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ended {
+    pub state: Ending,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    #[serde(default)]
+    pub stderr: String,
+    #[serde(default)]
+    pub stderr_truncated: bool,
+}
+
+/// One report: which attempt, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub task: String,
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub ended: Ended,
+}
+
+/// `POST /reports` on a queen: a drone's reports, with who it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reports {
+    /// The drone's advertised address.
+    pub address: String,
+    pub boot: String,
+    pub reports: Vec<Report>,
+}
+
+/// `POST /reports`' answer: the attempts the queen recorded (or found nothing to record for), by
+/// `task/attempt`; the drone forgets them, and sends the others again later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportsAnswer {
+    pub accepted: Vec<String>,
+}
+
+/// The name of an attempt in lists: `task/attempt`.
+pub fn attempt_key(task: &str, attempt: u32) -> String {
+    format!("{task}/{attempt}")
+}
+
+/// What a Hive drone adds to its `/healthz` for a caller with the token: who it is and what it
+/// runs. A tutorial drone sends none of it, so every field defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DroneStatus {
+    #[serde(default)]
+    pub boot: String,
+    #[serde(default)]
+    pub exec: bool,
+    #[serde(default)]
+    pub slots: u32,
+    /// Slots its running attempts take now.
+    #[serde(default)]
+    pub used: u32,
+    /// Every attempt it knows of: running, or ended and not yet reported (`task/attempt`).
+    #[serde(default)]
+    pub attempts: Vec<String>,
+}

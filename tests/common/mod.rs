@@ -298,6 +298,43 @@ pub fn post_as(url: &str, body: &str, token: Option<&str>) -> (u16, Value) {
     reply(request.send(body))
 }
 
+/// `method url` with a JSON body (when given) and the token (when given) → status, the headers
+/// asked for (`None` when absent), and the JSON body.
+pub fn call(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    headers: &[&str],
+) -> (u16, Vec<Option<String>>, Value) {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Content-Type", "application/json");
+    let request = match token {
+        Some(token) => request.header("Authorization", format!("Bearer {token}")),
+        None => request,
+    };
+    let request = request
+        .body(body.unwrap_or_default().to_string())
+        .expect("a request");
+    let mut response = agent().run(request).expect("an HTTP answer");
+    let status = response.status().as_u16();
+    let found = headers
+        .iter()
+        .map(|name| {
+            response
+                .headers()
+                .get(*name)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    let text = response.body_mut().read_to_string().expect("a body");
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    (status, found, json)
+}
+
 /// `POST url` with `{"text": text}`.
 pub fn submit(queen: &Larve, text: &str) -> (u16, Value) {
     post(

@@ -18,7 +18,7 @@ use crate::queen::{self, Queen};
 use crate::recheck::Recheck;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::server;
-use crate::store::Store;
+use crate::store::{Reachability, Store};
 use crate::store::leadership::Alone;
 use crate::store::memory::Memory;
 use crate::store::{engine::Engine, etcd, leadership::Leadership};
@@ -68,15 +68,16 @@ pub fn run(config: Config) -> StartError {
 /// A queen and everything she owns: her store (in memory, or etcd with an election), her client
 /// for drones, the re-checks and the scheduler.
 pub fn build_queen(config: QueenConfig, token: Option<Token>, metrics: Arc<Metrics>) -> Queen {
+    let reach = Arc::new(Reachability::default());
     let (engine, leadership, prefix, shared): (Arc<dyn Engine>, Arc<dyn Leadership>, String, bool) =
         match &config.store {
             StoreConfig::Memory => (Arc::new(Memory::new()), Arc::new(Alone), MEMORY_PREFIX.into(), false),
             StoreConfig::Etcd(etcd) => {
-                let (engine, election) = etcd::connect(etcd);
+                let (engine, election) = etcd::connect(etcd, reach.clone());
                 (engine, election, etcd.prefix.clone(), true)
             }
         };
-    let store = Arc::new(Store::new(engine, leadership, &prefix, shared));
+    let store = Arc::new(Store::new(engine, leadership, reach, &prefix, shared));
     let client = Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token.clone());
     let recheck = Arc::new(Recheck::new(
         store.registry().clone(),

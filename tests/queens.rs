@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::*;
-use hive::store::etcd::gateway::{Gateway, Txn};
+use hive::store::engine::Txn;
+use hive::store::etcd::gateway::Gateway;
 use serde_json::{Value, json};
 
 /// The leader's lease in these tests: a dead leader is replaced within it (and a second).
@@ -512,10 +513,10 @@ fn a_removal_fenced_by_an_older_leader_key_or_drone_revision_deletes_nothing() {
     let (leader, drone) = (b"/fence/leader".as_slice(), b"/fence/drones/a:1".as_slice());
     let lease = gateway.grant(TTL).unwrap();
     let hers = gateway
-        .txn(&Txn::new().if_absent(leader).put(leader, b"a:1", lease.id))
+        .txn(&Txn::new().if_absent(leader).put_on_lease(leader, b"a:1", lease.id))
         .unwrap();
     assert!(hers.succeeded);
-    let registered = gateway.txn(&Txn::new().put(drone, b"{}", 0)).unwrap();
+    let registered = gateway.txn(&Txn::new().put(drone, b"{}")).unwrap();
     let removal = |leader_revision: i64, drone_revision: i64| {
         let txn = Txn::new()
             .if_created_at(leader, leader_revision)
@@ -528,7 +529,7 @@ fn a_removal_fenced_by_an_older_leader_key_or_drone_revision_deletes_nothing() {
     gateway.revoke(lease.id).unwrap();
     let other = gateway.grant(TTL).unwrap();
     let theirs = gateway
-        .txn(&Txn::new().if_absent(leader).put(leader, b"b:1", other.id))
+        .txn(&Txn::new().if_absent(leader).put_on_lease(leader, b"b:1", other.id))
         .unwrap();
     assert!(theirs.succeeded);
     assert!(
@@ -536,7 +537,7 @@ fn a_removal_fenced_by_an_older_leader_key_or_drone_revision_deletes_nothing() {
         "an ex-leader removed a drone"
     );
     // The drone registers again: a removal decided on its older revision does nothing.
-    let again = gateway.txn(&Txn::new().put(drone, b"{}", 0)).unwrap();
+    let again = gateway.txn(&Txn::new().put(drone, b"{}")).unwrap();
     assert!(
         !removal(theirs.revision, registered.revision),
         "a re-registered drone was removed"
@@ -568,12 +569,12 @@ fn nonsense_in_etcd_neither_crashes_a_queen_nor_stops_her_following_it() {
         ("127.0.0.1:7003", json!("<html>")),
     ] {
         let key = format!("/hive/drones/{address}");
-        let put = Txn::new().put(key.as_bytes(), value.to_string().as_bytes(), 0);
+        let put = Txn::new().put(key.as_bytes(), value.to_string().as_bytes());
         assert!(gateway.txn(&put).unwrap().succeeded);
     }
     // A name counter that cannot go on refuses registrations, saying why, and nothing else.
     let counter = |value: &[u8]| {
-        let put = Txn::new().put(b"/hive/next_id", value, 0);
+        let put = Txn::new().put(b"/hive/next_id", value);
         assert!(gateway.txn(&put).unwrap().succeeded);
     };
     counter(b"18446744073709551615");

@@ -134,7 +134,7 @@ impl Store {
     ) -> std::result::Result<Registered, StoreError> {
         let turn = match self.registering.try_lock() {
             Some(turn) => Some(turn),
-            None if self.unreachable.lock().is_some() => None,
+            None if self.reach.why().is_some() => None,
             None => self.registering.try_lock_until(deadline),
         };
         let Some(_turn) = turn else {

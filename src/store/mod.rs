@@ -68,8 +68,8 @@ pub struct Store {
     me: OnceLock<String>,
     /// Set once everything has been read: the queen serves from then on.
     ready: AtomicBool,
-    /// Why the engine could not be reached, when the last call that tried failed.
-    unreachable: Mutex<Option<String>>,
+    /// Whether the engine answers, as the last call that tried found (the election's calls too).
+    reach: Arc<Reachability>,
     /// Held by the registration in progress through this queen (see `drones.rs`).
     registering: Mutex<()>,
 }
@@ -91,6 +91,7 @@ impl Store {
     pub fn new(
         engine: Arc<dyn Engine>,
         leadership: Arc<dyn Leadership>,
+        reach: Arc<Reachability>,
         prefix: &str,
         shared: bool,
     ) -> Store {
@@ -104,7 +105,7 @@ impl Store {
             shared,
             me: OnceLock::new(),
             ready: AtomicBool::new(false),
-            unreachable: Mutex::new(None),
+            reach,
             registering: Mutex::new(()),
         }
     }
@@ -142,7 +143,7 @@ impl Store {
 
     /// Why the engine cannot be reached, if the last call that tried failed.
     pub fn unreachable(&self) -> Option<String> {
-        self.unreachable.lock().clone()
+        self.reach.why()
     }
 
     /// What `/healthz` tells about the store and the election; `None` for a queen alone, whose
@@ -151,7 +152,7 @@ impl Store {
         if !self.shared {
             return None;
         }
-        let store = match self.unreachable.lock().as_ref() {
+        let store = match self.reach.why() {
             None => "etcd".to_string(),
             Some(why) => format!("etcd unreachable: {why}"),
         };
@@ -182,23 +183,9 @@ impl Store {
         self.me.get().map_or("", String::as_str)
     }
 
-    /// Notes how a call to the engine went, logging when it becomes unreachable or reachable
-    /// again.
+    /// Notes how a call to the engine went (see [`Reachability::note`]).
     fn note<T>(&self, result: &Result<T, StoreError>) {
-        let mut unreachable = self.unreachable.lock();
-        match result {
-            Err(StoreError::Unreachable(why)) => {
-                if unreachable.is_none() {
-                    warn!("the store cannot be reached: {why}");
-                }
-                *unreachable = Some(why.clone());
-            }
-            _ => {
-                if unreachable.take().is_some() {
-                    info!("the store answers again");
-                }
-            }
-        }
+        self.reach.note(result);
     }
 
     /// Runs `body` on a thread named `name` for the life of the process, starting it again (after
@@ -215,6 +202,38 @@ impl Store {
             }
         })?;
         Ok(())
+    }
+}
+
+/// Whether the store answers, as the last call that tried found: what `/healthz` says, and why a
+/// registration is refused at once while it does not. Shared by the store and the election.
+#[derive(Debug, Default)]
+pub struct Reachability {
+    unreachable: Mutex<Option<String>>,
+}
+
+impl Reachability {
+    /// Notes how a call went, logging when the store becomes unreachable or reachable again.
+    pub fn note<T>(&self, result: &Result<T, StoreError>) {
+        let mut unreachable = self.unreachable.lock();
+        match result {
+            Err(StoreError::Unreachable(why)) => {
+                if unreachable.is_none() {
+                    warn!("the store cannot be reached: {why}");
+                }
+                *unreachable = Some(why.clone());
+            }
+            _ => {
+                if unreachable.take().is_some() {
+                    info!("the store answers again");
+                }
+            }
+        }
+    }
+
+    /// Why the store cannot be reached, if the last call that tried failed.
+    pub fn why(&self) -> Option<String> {
+        self.unreachable.lock().clone()
     }
 }
 

@@ -425,8 +425,8 @@ fn complete_response(bytes: &[u8]) -> bool {
     }
 }
 
-/// How a [`FakePeer`] answers a request line like `GET /healthz` and the request's content type
-/// (empty if none): status, content type, body.
+/// How a [`FakePeer`] answers a request line like `GET /healthz` (the query left out, as a Flask
+/// route leaves it) and the request's content type (empty if none): status, content type, body.
 pub type Answer = (u16, &'static str, String);
 
 /// What a [`FakePeer`] calls for each request.
@@ -493,6 +493,7 @@ fn serve_peer(stream: TcpStream, answer: &Responder, hits: &Mutex<Vec<String>>) 
         let request_line = line
             .split_whitespace()
             .take(2)
+            .map(|part| part.split_once('?').map_or(part, |(path, _)| path))
             .collect::<Vec<_>>()
             .join(" ");
         let mut length = 0;

@@ -24,7 +24,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::gateway::Gateway;
 use crate::logging::quoted;
-use crate::store::engine::{Compare, Kv, Txn};
+use crate::store::Reachability;
+use crate::store::engine::{Compare, Kv, StoreError, Txn};
 use crate::store::leadership::{Fence, Leadership};
 
 /// Pause after a failed election call, so an etcd that refuses at once is not called in a loop.
@@ -50,6 +51,8 @@ pub struct Election {
     ready: AtomicBool,
     /// Set by a clean stop: this queen campaigns no more.
     resigned: AtomicBool,
+    /// Told whether each call reached etcd.
+    reach: Arc<Reachability>,
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +90,7 @@ impl Term {
 }
 
 impl Election {
-    pub fn new(gateway: Arc<Gateway>, key: Vec<u8>, ttl: Duration) -> Election {
+    pub fn new(gateway: Arc<Gateway>, key: Vec<u8>, ttl: Duration, reach: Arc<Reachability>) -> Election {
         Election {
             gateway,
             key,
@@ -97,6 +100,7 @@ impl Election {
             me: OnceLock::new(),
             ready: AtomicBool::new(false),
             resigned: AtomicBool::new(false),
+            reach,
         }
     }
 
@@ -146,7 +150,8 @@ impl Election {
             return;
         }
         let sent = Instant::now();
-        let renewed = self.gateway.keep_alive(term.lease);
+        let renewed = self.gateway.keep_alive(term.lease).map_err(StoreError::from);
+        self.reach.note(&renewed);
         let mut state = self.state.lock();
         if state.term != Some(term) {
             return; // Stepped down meanwhile (the watch saw the key go).
@@ -204,7 +209,9 @@ impl Election {
         }
         let me = self.me().to_string();
         let sent = Instant::now();
-        let lease = match self.gateway.grant(self.ttl) {
+        let lease = self.gateway.grant(self.ttl).map_err(StoreError::from);
+        self.reach.note(&lease);
+        let lease = match lease {
             Ok(lease) => lease,
             Err(e) => {
                 debug!("could not campaign: {e}");
@@ -216,7 +223,9 @@ impl Election {
             .if_absent(&self.key)
             .put_on_lease(&self.key, me.as_bytes(), lease.id)
             .or_read(&self.key);
-        match self.gateway.txn(&txn) {
+        let won = self.gateway.txn(&txn).map_err(StoreError::from);
+        self.reach.note(&won);
+        match won {
             Ok(result) if result.succeeded => {
                 let ttl = self.granted(lease.ttl);
                 let mut state = self.state.lock();
@@ -365,7 +374,12 @@ mod tests {
     #[test]
     fn a_lease_counts_for_no_more_than_was_asked() {
         let gateway = Arc::new(Gateway::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1)));
-        let election = Election::new(gateway, b"/hive/leader".to_vec(), Duration::from_secs(5));
+        let election = Election::new(
+            gateway,
+            b"/hive/leader".to_vec(),
+            Duration::from_secs(5),
+            Arc::default(),
+        );
         assert_eq!(
             election.granted(Duration::from_secs(u64::MAX)),
             Duration::from_secs(5)

@@ -12,6 +12,7 @@ pub mod gateway;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Reachability;
 use super::engine::{Engine, Kv, StoreError, Txn, TxnResult, Watch};
 use crate::config::EtcdConfig;
 use election::Election;
@@ -33,11 +34,12 @@ pub struct EtcdEngine {
     gateway: Arc<Gateway>,
 }
 
-/// The engine and the election of a queen on etcd, as `config` describes them.
-pub fn connect(config: &EtcdConfig) -> (Arc<EtcdEngine>, Arc<Election>) {
+/// The engine and the election of a queen on etcd, as `config` describes them; the election's
+/// calls tell `reach` whether etcd answers.
+pub fn connect(config: &EtcdConfig, reach: Arc<Reachability>) -> (Arc<EtcdEngine>, Arc<Election>) {
     let gateway = Arc::new(Gateway::new(config.endpoints.clone(), CALL_TIMEOUT));
     let leader_key = format!("{}leader", config.prefix).into_bytes();
-    let election = Election::new(gateway.clone(), leader_key, config.leader_ttl);
+    let election = Election::new(gateway.clone(), leader_key, config.leader_ttl, reach);
     (Arc::new(EtcdEngine { gateway }), Arc::new(election))
 }
 

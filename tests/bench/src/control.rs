@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hive_support::larve::Larve;
 use serde::Deserialize;
 use ureq::Agent;
 
 use crate::Result;
-use crate::larve::Larve;
 
 /// Limit for one control call; a `/drones` of 1,000 drones is ~200 KB.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,15 +1,16 @@
 //! The etcd that queens share their registry through: one member on free loopback ports, with its
-//! data in a directory of the run's [`WorkDir`](crate::larve::WorkDir). Each is held by a [`Member`]
-//! guard that kills it and removes its data when dropped, so no etcd outlives the scenario that
-//! started it; its log stays with the larves' logs.
+//! data in a directory of the run's [`WorkDir`](hive_support::larve::WorkDir). Each is held by a
+//! [`Member`] guard that kills it and removes its data when dropped, so no etcd outlives the
+//! scenario that started it; its log stays with the larves' logs.
 
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hive_support::process::Process;
+
 use crate::control::Control;
-use crate::process::Process;
 use crate::{Result, progress};
 
 /// Raft timings of a member alone on loopback, in milliseconds: it elects itself at once and is

@@ -3,46 +3,39 @@
 //! `scripts/bench.sh` builds the release binaries and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
-//! per scenario and the runner that calls them; [`process`] starts the bench's child processes
-//! and kills them when dropped; [`larve`] starts larves; [`control`] is the bench's own calls to a queen (and to etcd's health); [`wrk`] runs
-//! the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`etcd`] starts the etcd that
-//! queens share; [`rawhttp`] speaks HTTP by hand where wrk cannot (one connection's first answer,
-//! a body a server may never read); [`procfs`] reads a larve's threads, memory and descriptors;
-//! [`fleet`] simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`wait`] is the
-//! one way to wait; [`report`] prints the table.
+//! per scenario and the runner that calls them; [`control`] is the bench's own calls to a queen
+//! (and to etcd's health); [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`);
+//! [`etcd`] starts the etcd that queens share; [`fleet`] simulates drones; [`heartbeat`] sets and
+//! reads a queen's heartbeat; [`report`] prints the table. The process guards that start larves,
+//! etcd and wrk, raw HTTP where wrk cannot go (one connection's first answer, a body a server may
+//! never read), `/proc` readings and the one way to wait are in `hive-support` (`tests/support`).
 //!
-//! Every larve, etcd member and wrk is held by a [`process::Process`] guard that kills it when dropped, the
-//! fake fleet stops its threads when dropped, and every wait has a deadline: a failing scenario
-//! ends with nothing left running, and the next scenario still runs.
+//! Every larve, etcd member and wrk is held by a guard that kills it when dropped, the fake fleet
+//! stops its threads when dropped, and every wait has a deadline: a failing scenario ends with
+//! nothing left running, and the next scenario still runs.
 
 mod control;
 mod etcd;
 mod fleet;
 mod heartbeat;
-mod larve;
 mod options;
-mod process;
-mod procfs;
-mod rawhttp;
 mod report;
 mod scenarios;
-mod wait;
 mod wrk;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use hive_support::Result;
+use hive_support::larve::{Launcher, WorkDir};
+
 use control::Control;
 use etcd::Etcd;
-use larve::{Launcher, WorkDir};
 use options::Plan;
 use report::Report;
 use scenarios::Bench;
 use wrk::Wrk;
-
-/// Errors are one line for the table and the progress log, so a `String` carries them.
-type Result<T> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
     match run() {

@@ -17,13 +17,15 @@ mod throughput;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use hive_support::larve::{Larve, Launcher};
+use hive_support::wait;
+
 use crate::control::Control;
 use crate::etcd::Etcd;
-use crate::larve::{Larve, Launcher};
 use crate::options::Plan;
 use crate::report::Report;
 use crate::wrk::Wrk;
-use crate::{Result, progress, wait};
+use crate::{Result, progress};
 
 /// How long drones may take to appear in the queen's `/drones`, and how often it is read meanwhile.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);

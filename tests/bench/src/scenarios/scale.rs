@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use hive::config::HeartbeatConfig;
 use hive::heartbeat::MAX_PROBE_THREADS;
+use hive_support::procfs::{PROBE_COUNT_EVERY_SAMPLES, SAMPLE_PERIOD, Sampler, sample_for};
+use hive_support::wait;
 
 use super::{Bench, footprint};
 use crate::fleet::Fleet;
-use crate::procfs::{PROBE_COUNT_EVERY_SAMPLES, SAMPLE_PERIOD, Sampler, sample_for};
 use crate::report::{self, Report, mb, ms, target};
 use crate::wrk::{Call, Load};
-use crate::{Result, heartbeat, progress, wait};
+use crate::{Result, heartbeat, progress};
 
 pub const LABEL: &str = "4. heartbeat scale";
 

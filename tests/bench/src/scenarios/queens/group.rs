@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use hive_support::larve::Larve;
+use hive_support::wait;
+
 use crate::Result;
 use crate::etcd::Member;
-use crate::larve::Larve;
 use crate::scenarios::Bench;
-use crate::wait;
 
 /// The leader's lease every queen is started with: the larve's default, given explicitly so the
 /// failover target (TTL + 1 s) is computed from what the queens really run with.

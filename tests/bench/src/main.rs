@@ -3,19 +3,18 @@
 //! `scripts/bench.sh` builds the release binaries and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
-//! per scenario and the runner that calls them; [`control`] is the bench's own calls to a queen
-//! (and to etcd's health); [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`);
-//! [`etcd`] starts the etcd that queens share; [`fleet`] simulates drones; [`heartbeat`] sets and
-//! reads a queen's heartbeat; [`report`] prints the table. The process guards that start larves,
-//! etcd and wrk, raw HTTP where wrk cannot go (one connection's first answer, a body a server may
-//! never read), `/proc` readings and the one way to wait are in `hive-support` (`tests/support`).
+//! per scenario and the runner that calls them; [`control`] is the bench's own calls to a queen;
+//! [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`fleet`] simulates
+//! drones; [`heartbeat`] sets and reads a queen's heartbeat; [`report`] prints the table. What the
+//! bench shares with the integration tests is in `hive-support` (`tests/support`): the process
+//! guards that start larves, etcd and wrk, raw HTTP where wrk cannot go (one connection's first
+//! answer, a body a server may never read), `/proc` readings, free ports, and the one way to wait.
 //!
 //! Every larve, etcd member and wrk is held by a guard that kills it when dropped, the fake fleet
 //! stops its threads when dropped, and every wait has a deadline: a failing scenario ends with
 //! nothing left running, and the next scenario still runs.
 
 mod control;
-mod etcd;
 mod fleet;
 mod heartbeat;
 mod options;
@@ -28,10 +27,10 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use hive_support::Result;
-use hive_support::larve::{Launcher, WorkDir};
+use hive_support::larve::Launcher;
+use hive_support::workdir::WorkDir;
 
 use control::Control;
-use etcd::Etcd;
 use options::Plan;
 use report::Report;
 use scenarios::Bench;
@@ -59,12 +58,16 @@ fn run() -> Result<ExitCode> {
             options.larve.display()
         ));
     }
-    let mut workdir = WorkDir::create(options.keep_logs)?;
+    let mut workdir = WorkDir::create("hive-bench")?;
+    if options.keep_logs {
+        workdir.keep();
+    }
     let bench = Bench {
         launcher: Launcher::new(options.larve.clone(), workdir.path()),
         control: Control::new(),
         wrk: Wrk::new(options.wrk.clone(), workdir.path())?,
-        etcd: Etcd::new(options.etcd.clone(), workdir.path()),
+        etcd_binary: options.etcd.clone(),
+        dir: workdir.path().to_path_buf(),
         plan: Plan::new(options.quick),
     };
     progress(&format!(

@@ -117,7 +117,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
                 .then(Instant::now)
         },
     )?;
-    let log_at_start = queen.log().len();
+    let log_at_start = queen.stderr().len();
     progress(&format!(
         "submit during the first full round: {CONNECTIONS} connections for {} s",
         load.length.as_secs()
@@ -141,7 +141,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let at_scale = sampler.finish();
     let idle = sample_for(queen.pid(), IDLE_ROUNDS_WINDOW);
 
-    let log = queen.log();
+    let log = queen.stderr();
     let rounds = heartbeat::rounds(&log);
     let (full_n, full_ms) = rounds
         .iter()

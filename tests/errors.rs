@@ -85,11 +85,12 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
     assert!(body["error"].as_str().unwrap().contains("/nope"));
     assert_eq!(get(&queen.url("/healthz/")).0, 404);
 
-    let answer = raw(
+    let answer = exchange(
         &queen.addr,
         b"DELETE /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
         SOON,
-    );
+    )
+    .expect("the request sent");
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     assert!(answer.contains("Allow: POST"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
@@ -120,11 +121,12 @@ fn bodies_over_64_kib_are_413() {
     );
 
     // Declaring an absurd body must not bring the process down (tiny_http would try to allocate it).
-    let answer = raw(
+    let answer = exchange(
         &queen.addr,
         b"POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n{\"text\"",
         SOON,
-    );
+    )
+    .expect("the request sent");
     assert!(answer.contains("413 Payload Too Large"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
     // A chunked body over the limit too.
@@ -136,7 +138,7 @@ fn bodies_over_64_kib_are_413() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let answer = raw(&queen.addr, &chunked, SOON);
+    let answer = exchange(&queen.addr, &chunked, SOON).expect("the request sent");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(get(&queen.url("/healthz")).0, 200, "the queen still serves");
 }

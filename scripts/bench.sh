@@ -29,8 +29,8 @@ install_missing bench wrk:wrk etcd:etcd-server
 WRK="$(command -v wrk)"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 
-echo "bench: cargo build --release" >&2
-cargo build --release >&2 || fail "the release build failed"
+echo "bench: cargo build --release -p hive -p hive-bench" >&2
+cargo build --release -p hive -p hive-bench >&2 || fail "the release build failed"
 
 # Run copies, so a rebuild of target/ while the bench runs cannot swap binaries under it.
 BIN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/hive-bench-bin.XXXXXX")"

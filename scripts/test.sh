@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's single test command: formatting, lints, then every test.
+# The project's single test command: formatting, lints, then every test, in every crate of the
+# workspace.
 #
 #   scripts/test.sh [ARGS...]     (ARGS go to cargo test, e.g. scripts/test.sh tutorial -- --nocapture)
 #
@@ -32,13 +33,13 @@ for tool in fmt:rustfmt clippy:clippy; do
 done
 echo "curl, etcd, cargo, rustfmt and clippy are present"
 
-step "cargo fmt --check"
-cargo fmt --check
+step "cargo fmt --all --check"
+cargo fmt --all --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test $*"
-cargo test "$@"
+step "cargo test --workspace $*"
+cargo test --workspace "$@"
 
 step "all checks passed"

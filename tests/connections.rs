@@ -18,13 +18,13 @@ fn descriptors_back_to(pid: u32, baseline: usize) {
     eventually(
         Duration::from_secs(2),
         "the descriptors to be released",
-        || (open_descriptors(pid) <= baseline).then_some(()),
+        || (open_descriptors(pid).expect("its descriptors") <= baseline).then_some(()),
     );
 }
 
 /// Reads one whole answer from `stream` and returns its status line.
 fn status_line(stream: &mut TcpStream) -> String {
-    read_response(stream)
+    read_response(stream, Instant::now() + SOON)
         .lines()
         .next()
         .unwrap_or_default()
@@ -34,7 +34,7 @@ fn status_line(stream: &mut TcpStream) -> String {
 #[test]
 fn a_client_that_sends_a_whole_8_mib_body_gets_its_413() {
     let queen = Larve::fast_queen();
-    let baseline = open_descriptors(queen.pid());
+    let baseline = open_descriptors(queen.pid()).expect("the queen's descriptors");
     let body = vec![b' '; 8 * 1024 * 1024];
     let mut stream = TcpStream::connect(&queen.addr).expect("connect");
     stream.set_read_timeout(Some(SOON)).unwrap();
@@ -62,14 +62,15 @@ fn a_client_that_sends_a_whole_8_mib_body_gets_its_413() {
 #[test]
 fn a_client_waiting_for_100_continue_gets_its_413_at_once() {
     let queen = Larve::fast_queen();
-    let baseline = open_descriptors(queen.pid());
+    let baseline = open_descriptors(queen.pid()).expect("the queen's descriptors");
     let asked = Instant::now();
     // What curl sends for a large file: it waits for 100 Continue before the body.
-    let answer = raw(
+    let answer = exchange(
         &queen.addr,
         b"POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 8388608\r\nExpect: 100-continue\r\n\r\n",
         SOON,
-    );
+    )
+    .expect("the request sent");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
         asked.elapsed() < Duration::from_secs(2),
@@ -82,14 +83,15 @@ fn a_client_waiting_for_100_continue_gets_its_413_at_once() {
 #[test]
 fn bodies_that_never_come_are_answered_and_keep_no_descriptor() {
     let queen = Larve::fast_queen();
-    let baseline = open_descriptors(queen.pid());
+    let baseline = open_descriptors(queen.pid()).expect("the queen's descriptors");
     for _ in 0..20 {
         // Declares 100 GB, sends a few bytes, reads the answer and goes.
-        let answer = raw(
+        let answer = exchange(
             &queen.addr,
             b"POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n{\"text\"",
             SOON,
-        );
+        )
+        .expect("the request sent");
         assert!(answer.contains("413 Payload Too Large"), "{answer}");
         assert!(answer.contains("\"error\""), "{answer}");
     }

@@ -13,7 +13,9 @@ fn error_of(answer: &(u16, serde_json::Value)) -> &str {
 
 #[test]
 fn malformed_bodies_are_400_and_change_nothing() {
-    let queen = Larve::fast_queen();
+    // The default heartbeat: under a fast one, a round would refresh the drone's last_seen between
+    // the two reads of the registry.
+    let queen = Larve::queen(&[]);
     let drone = Larve::drone(&queen.addr);
     wait_for_drones(&queen, &[&drone.addr], SOON);
     let (_, drones_before) = get(&queen.url("/drones"));
@@ -85,11 +87,12 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
     assert!(body["error"].as_str().unwrap().contains("/nope"));
     assert_eq!(get(&queen.url("/healthz/")).0, 404);
 
-    let answer = raw(
+    let answer = exchange(
         &queen.addr,
         b"DELETE /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
         SOON,
-    );
+    )
+    .expect("the request sent");
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     assert!(answer.contains("Allow: POST"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
@@ -120,11 +123,12 @@ fn bodies_over_64_kib_are_413() {
     );
 
     // Declaring an absurd body must not bring the process down (tiny_http would try to allocate it).
-    let answer = raw(
+    let answer = exchange(
         &queen.addr,
         b"POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n{\"text\"",
         SOON,
-    );
+    )
+    .expect("the request sent");
     assert!(answer.contains("413 Payload Too Large"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
     // A chunked body over the limit too.
@@ -136,7 +140,7 @@ fn bodies_over_64_kib_are_413() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let answer = raw(&queen.addr, &chunked, SOON);
+    let answer = exchange(&queen.addr, &chunked, SOON).expect("the request sent");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(get(&queen.url("/healthz")).0, 200, "the queen still serves");
 }

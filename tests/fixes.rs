@@ -148,7 +148,7 @@ fn fix_5_a_task_for_a_dead_drone_goes_to_a_live_one() {
 
 #[test]
 fn fix_6_a_drone_started_before_its_queen_waits_for_her() {
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let queen_addr = format!("127.0.0.1:{port}");
     let drone = Larve::drone(&queen_addr);
     eventually(SOON, "a logged registration failure", || {

@@ -1054,7 +1054,7 @@ fn ten_thousand_random_requests_are_answered_safely() {
         .map(|_| FakePeer::answering(200, "application/json", "{}"))
         .collect();
     let mut pool: Vec<String> = fakes.iter().map(|f| f.addr.clone()).collect();
-    pool.extend((0..2).map(|_| format!("127.0.0.1:{}", free_port())));
+    pool.extend((0..2).map(|_| format!("127.0.0.1:{}", free_port().expect("a free port"))));
     pool.extend([drone.addr.clone(), queen.addr.clone()]);
 
     let failed = AtomicBool::new(false);

@@ -84,11 +84,12 @@ fn our_drone_takes_a_task_sent_as_the_tutorials_queen_sends_it() {
     let queen = Larve::fast_queen();
     let drone = Larve::drone(&queen.addr);
     // requests.request("POST", url, headers={'Content-Type': 'application/json'}, data=json.dumps(payload))
-    let answer = raw(
+    let answer = exchange(
         &drone.addr,
         b"POST /do_task HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: python-requests/2.31.0\r\nAccept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"text\": \"hello\"}",
         SOON,
-    );
+    )
+    .expect("the request sent");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"result\": \"OK\""), "{answer}");
     eventually(SOON, "the text printed", || {

@@ -163,7 +163,7 @@ fn killing_the_leader_hands_over_within_the_lease_and_submits_keep_succeeding() 
 #[test]
 fn the_registry_survives_a_restart_of_every_queen() {
     let etcd = Etcd::single();
-    let ports = [free_port(), free_port()];
+    let ports = free_ports(2).expect("free ports");
     let mut queens: Vec<Larve> = ports.iter().map(|&p| queen_on(&etcd, p)).collect();
     // The tutorial's drone registers once, at start, and never again: a stand-in that answers
     // probes, registered by hand.
@@ -348,8 +348,8 @@ fn etcd_down_for_five_seconds_and_back_every_queen_recovers_by_itself() {
         assert!(!queen.stderr().contains("removed drone-"));
     }
 
-    etcd.start(0);
-    etcd.wait_ready();
+    etcd.start(0).expect("etcd starts again");
+    etcd.wait_ready().expect("etcd healthy again");
     agreed_leader(&refs, SOON);
     for queen in &queens {
         eventually(SOON, "the queen to reach etcd again", || {
@@ -368,7 +368,7 @@ fn while_etcd_hangs_registrations_are_refused_at_once_but_one() {
     let etcd = Etcd::single();
     let queen = patient_queen(&etcd);
     agreed_leader(&[&queen], SOON);
-    etcd.signal(0, "STOP");
+    etcd.signal(0, "STOP").expect("kill -STOP");
     eventually(SOON, "the queen to see etcd hang", || {
         let store = health(&queen)["store"].as_str()?.to_string();
         store.starts_with("etcd unreachable").then_some(())
@@ -388,7 +388,7 @@ fn while_etcd_hangs_registrations_are_refused_at_once_but_one() {
             .collect();
         calls.into_iter().map(|c| c.join().unwrap()).collect()
     });
-    etcd.signal(0, "CONT");
+    etcd.signal(0, "CONT").expect("kill -CONT");
     assert!(
         answers.iter().all(|(status, _)| *status == 503),
         "{answers:?}"
@@ -418,7 +418,7 @@ fn a_queen_started_while_etcd_is_down_is_not_ready_until_she_has_read_the_regist
         );
         thread::sleep(Duration::from_millis(200));
     }
-    etcd.start(0);
+    etcd.start(0).expect("etcd starts again");
     eventually(SOON, "the queen to be ready", || {
         (health(&queen)["status"] == "Status.READY").then_some(())
     });

@@ -165,7 +165,7 @@ fn a_stalled_body_times_out_with_408() {
     let started = Instant::now();
     let head = "POST /submit_task HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n";
     let request = format!("{head}{}", " ".repeat(2000));
-    let answer = raw(&queen.addr, request.as_bytes(), SOON * 3);
+    let answer = exchange(&queen.addr, request.as_bytes(), SOON * 3).expect("the request sent");
     let took = started.elapsed();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains("did not arrive in time"), "{answer}");
@@ -215,11 +215,12 @@ fn an_upgrade_request_is_refused_without_waiting_for_its_body() {
     let queen = Larve::fast_queen();
     let started = Instant::now();
     // tiny_http would hand over the raw socket as this body and ignore its length.
-    let answer = raw(
+    let answer = exchange(
         &queen.addr,
         b"POST /submit_task HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nContent-Length: 15\r\n\r\n{\"text\": \"hi\"}",
         SOON,
-    );
+    )
+    .expect("the request sent");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("upgrade is not supported"), "{answer}");
     assert!(

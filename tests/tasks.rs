@@ -256,7 +256,7 @@ fn a_lost_drone_s_attempt_is_placed_again_exactly_once() {
 #[test]
 fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
     let queen = queen();
-    let port = free_port().to_string();
+    let port = free_port().expect("a free port").to_string();
     let scratch = Scratch::new("restart");
     let work = scratch.path("work");
     let args = ["--queen-host", &queen.addr, "--port", &port, "--allow-exec", "--slots", "2", "--work-dir", &work];

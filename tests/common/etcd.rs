@@ -1,29 +1,26 @@
-//! Real etcd for the tests of several queens: one member or a cluster on free loopback ports, each
-//! with its own temporary data directory, killed and removed by a `Drop` guard.
+//! Real etcd for the tests of several queens: `hive_support`'s etcd (one member or a cluster on free
+//! loopback ports, killed by a `Drop` guard) in a temporary directory of its own, whose members'
+//! logs are printed when a test fails.
 
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::thread;
 
-use super::{SOON, eventually, free_port};
+use hive_support::workdir::WorkDir;
 
-static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
+/// The etcd binary, looked for on the `PATH` (`scripts/test.sh` installs Debian's etcd-server).
+const ETCD: &str = "etcd";
 
-/// One member: how to start it again, and the process while it runs.
-struct Member {
-    name: String,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
-}
+/// Lines of each member's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 15;
 
-/// An etcd cluster started for one test.
+/// An etcd cluster started for one test; everything it offers is `hive_support`'s etcd, through
+/// `Deref`.
 pub struct Etcd {
-    members: Vec<Member>,
-    dir: PathBuf,
-    initial_cluster: String,
+    /// Dropped before `_dir`, so the members are gone before their directory.
+    etcd: hive_support::etcd::Etcd,
+    /// Held for its `Drop`, which removes the members' data and logs.
+    _dir: WorkDir,
 }
 
 impl Etcd {
@@ -32,133 +29,38 @@ impl Etcd {
         Etcd::cluster(1)
     }
 
-    /// `size` members on loopback, ready to serve. Heartbeat 10 ms and election timeout 50 ms
-    /// make them healthy in well under a second.
+    /// `size` members on loopback, ready to serve.
     pub fn cluster(size: usize) -> Etcd {
-        let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("hive-etcd-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("etcd's temp dir");
-        let members: Vec<Member> = (0..size)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                child: None,
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut etcd = Etcd {
-            members,
-            dir,
-            initial_cluster,
-        };
-        for i in 0..size {
-            etcd.start(i);
-        }
-        etcd.wait_ready();
-        etcd
+        let dir = WorkDir::create("hive-etcd").expect("etcd's temp dir");
+        let etcd = hive_support::etcd::Etcd::cluster(Path::new(ETCD), dir.path(), "m", size)
+            .unwrap_or_else(|why| panic!("{why}"));
+        Etcd { etcd, _dir: dir }
     }
+}
 
-    /// What a queen's `--etcd` takes: every member's client URL.
-    pub fn urls(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
-            .collect::<Vec<_>>()
-            .join(",")
+impl Deref for Etcd {
+    type Target = hive_support::etcd::Etcd;
+
+    fn deref(&self) -> &Self::Target {
+        &self.etcd
     }
+}
 
-    /// Starts member `i` (again), on its data directory.
-    pub fn start(&mut self, i: usize) {
-        let member = &self.members[i];
-        let data = self.dir.join(&member.name);
-        let log = fs::File::create(self.dir.join(format!("{}.log", member.name))).expect("log");
-        let client = format!("http://127.0.0.1:{}", member.client_port);
-        let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new("etcd")
-            .args(["--name", &member.name])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--heartbeat-interval", "10", "--election-timeout", "50"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd (is it installed? scripts/test.sh installs etcd-server)");
-        self.members[i].child = Some(child);
-    }
-
-    /// Kills member `i` with SIGKILL and waits for it to be gone.
-    pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.members[i].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends member `i` a signal by `kill`'s name for it: `STOP` leaves its ports accepting
-    /// connections that nothing answers, as a hung member does; `CONT` wakes it.
-    pub fn signal(&self, i: usize, name: &str) {
-        let child = self.members[i].child.as_ref().expect("a running member");
-        let status = Command::new("kill")
-            .args([format!("-{name}"), child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits until every running member says it is healthy (the cluster has a leader).
-    pub fn wait_ready(&self) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_millis(500)))
-            .build()
-            .into();
-        for member in self.members.iter().filter(|m| m.child.is_some()) {
-            eventually(SOON, "etcd to be healthy", || {
-                let mut answer = agent
-                    .get(format!("http://127.0.0.1:{}/health", member.client_port))
-                    .call()
-                    .ok()?;
-                let body = answer.body_mut().read_to_string().ok()?;
-                body.contains("\"true\"").then_some(())
-            });
-        }
+impl DerefMut for Etcd {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.etcd
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
-        if std::thread::panicking() {
-            for member in &self.members {
-                let log = fs::read_to_string(self.dir.join(format!("{}.log", member.name)));
-                let tail: String = log
-                    .unwrap_or_default()
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                eprintln!(
-                    "--- etcd {} log (last lines, newest first) ---\n{tail}",
-                    member.name
-                );
+        if thread::panicking() {
+            for i in 0..self.etcd.size() {
+                let log = self.etcd.log(i);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+                eprintln!("--- etcd member {i} log (last lines) ---\n{tail}");
             }
         }
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,23 +1,35 @@
 //! What every integration test needs: real `larve` processes on free loopback ports, cleaned up by a
 //! `Drop` guard even when an assertion fails; plain HTTP calls; and polling with a deadline.
+//!
+//! What the benchmark needs as well (process guards, etcd, raw HTTP, `/proc`, free ports, waits)
+//! is in `hive-support` (`tests/support`), re-exported here. This module adds what only the tests
+//! know: the larve Cargo built for them, their fast heartbeat settings, calls that panic on what a
+//! test must never see, and stand-in peers.
 
-#![allow(dead_code)] // Each test binary uses its own part of this module.
+#![allow(dead_code, unused_imports)] // Each test binary uses its own part of this module.
 
 pub mod etcd;
 
-use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use hive_support::larve::Launcher;
+use hive_support::workdir::WorkDir;
 use parking_lot::Mutex;
 use serde_json::Value;
 
+pub use hive_support::larve::Launch;
+pub use hive_support::ports::{free_port, free_ports};
+pub use hive_support::procfs::open_descriptors;
+pub use hive_support::rawhttp::{exchange, read_response};
+pub use hive_support::wait::eventually;
+
+/// The larve Cargo built for these tests.
 pub const LARVE: &str = env!("CARGO_BIN_EXE_larve");
 
 /// Heartbeat settings that keep tests fast: a dead drone is gone within
@@ -39,33 +51,15 @@ pub const FAST_REMOVAL: Duration = Duration::from_millis(700 + 1500);
 /// How long a test waits for something that should happen at once.
 pub const SOON: Duration = Duration::from_secs(10);
 
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
-/// How to launch a larve beyond its arguments.
-#[derive(Default)]
-pub struct Launch {
-    /// Environment variables to set (`HIVE_TOKEN` is otherwise removed).
-    pub env: Vec<(&'static str, String)>,
-    /// A lower limit on open file descriptors (`ulimit -n`).
-    pub max_open_files: Option<u32>,
-}
-
-impl Launch {
-    /// Launch with `HIVE_TOKEN` set.
-    pub fn token(token: &str) -> Launch {
-        Launch {
-            env: vec![("HIVE_TOKEN", token.to_string())],
-            ..Launch::default()
-        }
-    }
-}
-
-/// A running `larve`. Dropping it kills the process; if the test is failing, its logs are printed.
+/// A running [`LARVE`], with a directory of its own for its output; everything else it offers is
+/// `hive_support`'s larve, through `Deref`. Dropping it kills the process; if the test is failing,
+/// its log is printed and its directory kept.
 pub struct Larve {
-    child: Child,
-    /// `127.0.0.1:PORT` it listens on.
+    /// Dropped before `dir`, so the process is gone before its directory.
+    larve: hive_support::larve::Larve,
+    /// `127.0.0.1:PORT` it listens on; empty for a larve spawned without waiting.
     pub addr: String,
-    dir: PathBuf,
+    dir: WorkDir,
     args: Vec<String>,
 }
 
@@ -97,16 +91,7 @@ impl Larve {
 
     /// [`Larve::start`] with environment variables and limits.
     pub fn start_with(args: &[&str], launch: &Launch) -> Larve {
-        let mut larve = Larve::spawn_with(args, launch);
-        let addr = eventually(SOON, "the larve to log its address", || {
-            let log = larve.stderr();
-            log.lines().find_map(|line| {
-                let (_, rest) = line.split_once(" listening on ")?;
-                Some(rest.split([';', ',']).next()?.trim().to_string())
-            })
-        });
-        larve.addr = addr;
-        larve
+        Larve::launch(args, |launcher| launcher.start("larve", args, launch))
     }
 
     /// Starts `larve` with `args` without waiting for anything (for processes expected to exit).
@@ -116,35 +101,20 @@ impl Larve {
 
     /// [`Larve::spawn`] with environment variables and limits.
     pub fn spawn_with(args: &[&str], launch: &Launch) -> Larve {
-        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("hive-test-{}-{n}", std::process::id()));
-        fs::create_dir_all(&dir).expect("temp dir");
-        let mut command = match launch.max_open_files {
-            // The shell lowers its own limit, then becomes the larve (same pid).
-            Some(limit) => {
-                let mut shell = Command::new("sh");
-                shell
-                    .arg("-c")
-                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                    .arg(LARVE);
-                shell
-            }
-            None => Command::new(LARVE),
-        };
-        command.env_remove("HIVE_TOKEN");
-        for (name, value) in &launch.env {
-            command.env(name, value);
-        }
-        let child = command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(dir.join("stdout")).expect("stdout file"))
-            .stderr(fs::File::create(dir.join("stderr")).expect("stderr file"))
-            .spawn()
-            .expect("start larve");
+        Larve::launch(args, |launcher| launcher.spawn("larve", args, launch))
+    }
+
+    /// Launches [`LARVE`] the way `how` says, into a new directory.
+    fn launch(
+        args: &[&str],
+        how: impl FnOnce(&Launcher) -> hive_support::Result<hive_support::larve::Larve>,
+    ) -> Larve {
+        let dir = WorkDir::create("hive-test").expect("a temp dir");
+        let larve = how(&Launcher::new(LARVE.into(), dir.path()))
+            .unwrap_or_else(|why| panic!("larve {args:?}: {why}"));
         Larve {
-            child,
-            addr: String::new(),
+            addr: larve.address(),
+            larve,
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
         }
@@ -152,20 +122,6 @@ impl Larve {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.parse::<SocketAddr>().expect("an address").port()
-    }
-
-    /// What the process printed to stdout so far (a drone's task texts).
-    pub fn stdout(&self) -> String {
-        fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
-    }
-
-    /// What the process logged so far.
-    pub fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
     }
 
     /// Its log once it holds every one of `needles`. A larve writes its log on a thread of its
@@ -177,80 +133,38 @@ impl Larve {
         })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
     /// SIGSTOP: the process keeps its socket (connections are accepted by the kernel) but never answers.
     pub fn freeze(&self) {
-        self.signal("STOP");
+        self.larve.freeze().expect("kill -STOP");
     }
 
     /// SIGCONT after [`Larve::freeze`].
     pub fn thaw(&self) {
-        self.signal("CONT");
+        self.larve.thaw().expect("kill -CONT");
     }
+}
 
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+impl Deref for Larve {
+    type Target = hive_support::larve::Larve;
+
+    fn deref(&self) -> &Self::Target {
+        &self.larve
     }
+}
 
-    /// Waits for the process to exit by itself; `None` if it is still running at the deadline.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        None
+impl DerefMut for Larve {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.larve
     }
 }
 
 impl Drop for Larve {
     fn drop(&mut self) {
-        // SIGKILL ends a frozen (stopped) process too.
-        self.kill();
         if thread::panicking() {
             eprintln!("--- larve {:?} stderr ---\n{}", self.args, self.stderr());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
+            self.dir.keep();
         }
     }
-}
-
-/// Polls `check` every 10 ms until it returns `Some`, or panics after `within` naming `what`.
-pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A loopback port that was free a moment ago (for a process that must start on a known port).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn agent() -> ureq::Agent {
@@ -376,55 +290,6 @@ pub fn wait_for_drones(queen: &Larve, addresses: &[&str], within: Duration) {
     );
 }
 
-/// Sends raw bytes on a new connection and returns everything the server answers before closing
-/// (or before `within` passes).
-pub fn raw(addr: &str, bytes: &[u8], within: Duration) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(within)).expect("timeout");
-    stream.write_all(bytes).expect("send");
-    read_response(&mut stream)
-}
-
-/// Reads one whole answer from `stream` (past any `1xx`), or what came before the connection
-/// ended or its read timeout passed.
-pub fn read_response(stream: &mut TcpStream) -> String {
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                answer.extend_from_slice(&buf[..n]);
-                if complete_response(&answer) {
-                    break;
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// True once `bytes` hold a final (non-1xx) response whose body has arrived in full.
-fn complete_response(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    let mut rest: &str = &text;
-    loop {
-        let Some((head, body)) = rest.split_once("\r\n\r\n") else {
-            return false;
-        };
-        if head.starts_with("HTTP/1.1 1") {
-            rest = body;
-            continue;
-        }
-        let length = head.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        });
-        return length.is_some_and(|n| body.len() >= n);
-    }
-}
-
 /// How a [`FakePeer`] answers a request line like `GET /healthz` (the query left out, as a Flask
 /// route leaves it) and the request's content type (empty if none): status, content type, body.
 pub type Answer = (u16, &'static str, String);
@@ -537,23 +402,6 @@ pub fn black_hole() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     (listener, addr)
-}
-
-/// How many descriptors process `pid` has open.
-pub fn open_descriptors(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("the process's descriptors")
-        .count()
-}
-
-/// How many threads process `pid` runs.
-pub fn threads(pid: u32) -> usize {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a Threads line")
 }
 
 /// `GET /metrics`, checked line by line against Prometheus' text format: every sample belongs to a

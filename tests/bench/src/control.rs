@@ -1,15 +1,14 @@
 //! The bench's own calls to a queen, apart from the measured load: reading `/drones` and
-//! `/healthz`, registering fake drones, and asking etcd whether it is healthy, through one HTTP
-//! client with a limit on every call.
+//! `/healthz`, and registering fake drones, through one HTTP client with a limit on every call.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hive_support::larve::Larve;
 use serde::Deserialize;
 use ureq::Agent;
 
 use crate::Result;
-use crate::larve::Larve;
 
 /// Limit for one control call; a `/drones` of 1,000 drones is ~200 KB.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,9 +52,6 @@ impl QueenHealth {
 
 /// A larve's `status` once it serves.
 const READY: &str = "Status.READY";
-
-/// What etcd's `GET /health` answers when the member has a leader and serves.
-const ETCD_HEALTHY: &str = r#""health":"true""#;
 
 /// The control client.
 pub struct Control {
@@ -118,14 +114,6 @@ impl Control {
                 .drones
                 .is_some_and(|drones| addresses.iter().all(|a| drones.contains_key(a)))
         })
-    }
-
-    /// Whether the etcd member at `client_url` (`http://HOST:PORT`) answers `GET /health` healthy.
-    pub fn etcd_healthy(&self, client_url: &str) -> bool {
-        self.get(&format!("{client_url}/health"))
-            .is_ok_and(|(status, body)| {
-                status == 200 && String::from_utf8_lossy(&body).contains(ETCD_HEALTHY)
-            })
     }
 
     /// The addresses in the queen's `/drones`.

@@ -1,5 +1,5 @@
-//! What `/proc` says about a larve: threads, memory and open descriptors, read once or sampled on a
-//! thread of its own over a window.
+//! What `/proc` says about a process (a larve): threads, memory and open descriptors, read once or
+//! sampled on a thread of its own over a window. Linux only, as Hive's tests and bench are.
 
 use std::fs;
 use std::sync::Arc;
@@ -16,12 +16,27 @@ pub const SAMPLE_PERIOD: Duration = Duration::from_millis(20);
 pub const PROBE_COUNT_EVERY_SAMPLES: u32 = 5;
 
 /// Longest a sampler runs, whatever happens to the scenario that started it.
-const MAX_SAMPLING: Duration = Duration::from_secs(600);
+pub const MAX_SAMPLING: Duration = Duration::from_secs(600);
 
 /// The number after `name` in a `/proc/PID/status` text, e.g. `Threads:` or `VmRSS:` (in kB).
 fn status_field(status: &str, name: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(name))?;
     line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// How many descriptors process `pid` has open: the entries of `/proc/PID/fd`.
+pub fn open_descriptors(pid: u32) -> Result<usize> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+        .count())
+}
+
+/// How many threads process `pid` runs: the `Threads:` line of `/proc/PID/status`.
+pub fn threads(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status_field(&status, "Threads:")
+        .ok_or_else(|| format!("no Threads: line in /proc/{pid}/status"))
 }
 
 /// A process's open descriptors and threads at one instant: what a request may leave behind.
@@ -34,16 +49,9 @@ pub struct Usage {
 impl Usage {
     /// Reads both now.
     pub fn of(pid: u32) -> Result<Usage> {
-        let descriptors = fs::read_dir(format!("/proc/{pid}/fd"))
-            .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
-            .count();
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))
-            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-        let threads = status_field(&status, "Threads:")
-            .ok_or_else(|| format!("no Threads: line in /proc/{pid}/status"))?;
         Ok(Usage {
-            descriptors,
-            threads,
+            descriptors: open_descriptors(pid)?,
+            threads: threads(pid)?,
         })
     }
 
@@ -155,4 +163,47 @@ pub fn sample_for(pid: u32, window: Duration) -> Peak {
     let sampler = Sampler::start(pid);
     thread::sleep(window);
     sampler.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Process;
+    use crate::wait;
+    use crate::workdir::WorkDir;
+    use std::path::Path;
+
+    #[test]
+    fn a_status_field_is_read_by_its_name() {
+        let status = "Name:\tlarve\nVmHWM:\t  5120 kB\nVmRSS:\t  4096 kB\nThreads:\t7\n";
+        assert_eq!(status_field(status, "Threads:"), Some(7));
+        assert_eq!(status_field(status, "VmRSS:"), Some(4096));
+        assert_eq!(status_field(status, "VmSwap:"), None);
+        let mut peak = Peak::default();
+        peak.add(status);
+        peak.add("Threads:\t3\nVmRSS:\t1024 kB\n");
+        assert_eq!((peak.min_threads, peak.max_threads), (3, 7));
+        assert_eq!((peak.rss_kb, peak.hwm_kb), (4096, 5120));
+    }
+
+    #[test]
+    fn a_descriptor_more_is_counted_and_threads_are_read() {
+        let dir = WorkDir::create("hive-support-test").expect("a directory");
+        let start = |name: &str, script: &str| {
+            let output = dir.path().join(name);
+            Process::start(Path::new("sh"), &["-c", script], &output, &output).expect("sh")
+        };
+        // Both inherit whatever descriptors this test runs with; one holds one more.
+        let plain = start("plain", "exec sleep 600");
+        let holding = start("holding", "exec sleep 600 3</dev/null");
+        // Polled: just after exec, the C library may still hold a file it reads at start.
+        let counts = wait::until(Duration::from_secs(10), SAMPLE_PERIOD, "one more", || {
+            let (plain, holding) = (open_descriptors(plain.id()), open_descriptors(holding.id()));
+            (plain.as_ref().ok()? + 1 == *holding.as_ref().ok()?).then_some(())
+        });
+        assert_eq!(counts, Ok(()));
+        assert_eq!(threads(plain.id()), Ok(1));
+        drop(plain);
+        assert!(open_descriptors(u32::MAX).is_err());
+    }
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::{Result, progress, wait};
+use hive_support::wait;
+
+use crate::{Result, progress};
 
 /// Fake drones' threads: they parse a few header lines, so a small stack keeps thousands cheap.
 const FAKE_STACK_BYTES: usize = 64 * 1024;

@@ -12,15 +12,16 @@ mod group;
 mod rate;
 mod registration;
 
+use hive_support::etcd::Etcd;
+
 use super::Bench;
-use crate::etcd::Member;
 use crate::report::Report;
 use crate::{Result, progress};
 
 pub const LABEL: &str = "8. several queens";
 
 /// One part of the scenario, on the scenario's etcd.
-type Part = fn(&Bench, &Member, &mut Report) -> Result<()>;
+type Part = fn(&Bench, &Etcd, &mut Report) -> Result<()>;
 
 /// The parts, in the order they run.
 const PARTS: [(&str, Part); 3] = [
@@ -31,11 +32,12 @@ const PARTS: [(&str, Part); 3] = [
 
 /// Starts etcd, runs every part on it, and fails with the parts' errors, if any.
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
-    let etcd = bench.etcd.start("s8-etcd", &bench.control)?;
+    let etcd = bench.etcd("s8-etcd")?;
+    progress(&format!("{LABEL}: etcd is healthy: {}", etcd.command(0)));
     report.note(format!(
         "{LABEL}: one etcd member for the whole scenario, each part under its own --etcd-prefix: \
          `{}`",
-        etcd.command()
+        etcd.command(0)
     ));
     let mut errors = Vec::new();
     for (part, measure) in PARTS {

@@ -10,9 +10,10 @@ use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hive_support::larve::Larve;
+use hive_support::rawhttp::{self, HEALTHZ_REQUEST};
+
 use super::Bench;
-use crate::larve::Larve;
-use crate::rawhttp::{self, HEALTHZ_REQUEST};
 use crate::report::{self, Report, median, ms, target};
 use crate::wrk::{Call, DEFAULT_THREADS, Load};
 use crate::{Result, progress};

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use hive_support::procfs::sample_for;
+
 use super::Bench;
 use crate::Result;
-use crate::procfs::sample_for;
 use crate::report::{Report, mb};
 
 pub const LABEL: &str = "5. footprint";

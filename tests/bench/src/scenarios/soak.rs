@@ -76,7 +76,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         .map(|d| d.name)
         .collect();
     let missing = before.iter().filter(|d| !after.contains(&d.name)).count();
-    let log = queen.log();
+    let log = queen.stderr();
     let removals = heartbeat::removals(&log);
     let task_timeouts = heartbeat::tasks_not_taken(&log);
 

@@ -8,17 +8,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hive_support::etcd::Etcd;
+use hive_support::larve::Larve;
+use hive_support::procfs::Sampler;
+use hive_support::wait;
+
 use super::LABEL;
 use super::group::{AGREE_TIMEOUT, QUEENS, Queens};
 use crate::control::{self, Control};
-use crate::etcd::Member;
 use crate::fleet::{Fleet, FleetSize};
-use crate::larve::Larve;
-use crate::procfs::Sampler;
 use crate::report::{self, Report, mb, target};
 use crate::scenarios::Bench;
 use crate::scenarios::scale::QUEEN_RSS_MB_TARGET;
-use crate::{Result, progress, wait};
+use crate::{Result, progress};
 
 const CLIENTS: usize = 32;
 
@@ -70,7 +72,7 @@ impl Tally {
 }
 
 /// Registers the fleet, measures, and adds the rows.
-pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
+pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
     let size = bench.plan.queens_fleet;
     let fleet = Fleet::start(FleetSize {
         good: size,

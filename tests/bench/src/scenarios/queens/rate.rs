@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
+use hive_support::etcd::Etcd;
+
 use super::LABEL;
 use super::group::{AGREE_TIMEOUT, Queens};
-use crate::etcd::Member;
 use crate::report::{self, Report, median, target};
 use crate::scenarios::Bench;
 use crate::wrk::{Call, Load, Run};
@@ -28,7 +29,7 @@ const WARM_UP: Duration = Duration::from_secs(1);
 const RATIO_TARGET: f64 = 0.9;
 
 /// Measures both sides in turn and adds the rows.
-pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
+pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
     let alone = bench.queen("s8-rate-alone-queen", &[])?;
     let _alone_drones = bench.drones(&alone, "s8-rate-alone-drone", DRONES)?;
     let queens = Queens::start(bench, etcd, "s8-rate")?;

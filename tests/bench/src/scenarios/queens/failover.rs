@@ -6,9 +6,10 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hive_support::etcd::Etcd;
+
 use super::LABEL;
 use super::group::{AGREE_POLL, AGREE_TIMEOUT, LEADER_TTL, Queens};
-use crate::etcd::Member;
 use crate::report::{self, Report, median, target};
 use crate::scenarios::Bench;
 use crate::wrk::{Call, Load, Run};
@@ -62,7 +63,7 @@ impl Kill {
 }
 
 /// Kills the leader `repeats` times and adds the rows.
-pub fn run(bench: &Bench, etcd: &Member, report: &mut Report) -> Result<()> {
+pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
     let mut queens = Queens::start(bench, etcd, "s8-failover")?;
     let _drones = bench.drones_of(&queens.refs(), "s8-failover-drone", DRONES)?;
     let longest = LEAD_IN + renewal() + LEADER_TTL + GIVE_UP + TAIL + LOAD_MARGIN;

@@ -8,11 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hive_support::larve::Larve;
+use hive_support::process::{Process, SIGINT};
+use hive_support::wait;
 use serde::Deserialize;
 
-use crate::larve::Larve;
-use crate::process::{Process, SIGINT};
-use crate::{Result, progress, wait};
+use crate::{Result, progress};
 
 /// The script, and where it lives in the repository (for the command lines the report prints).
 const SCRIPT: &str = include_str!("../../../scripts/wrk/hive.lua");

@@ -10,12 +10,14 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hive_support::larve::Larve;
+use hive_support::procfs::Usage;
+use hive_support::rawhttp::{self, Answer};
+use hive_support::wait;
+
 use super::Bench;
-use crate::larve::Larve;
-use crate::procfs::Usage;
-use crate::rawhttp::{self, Answer};
 use crate::report::{Report, ms, target};
-use crate::{Result, progress, wait};
+use crate::{Result, progress};
 
 pub const LABEL: &str = "7. big body";
 

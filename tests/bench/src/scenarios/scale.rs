@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use hive::config::HeartbeatConfig;
 use hive::heartbeat::MAX_PROBE_THREADS;
+use hive_support::procfs::{PROBE_COUNT_EVERY_SAMPLES, SAMPLE_PERIOD, Sampler, sample_for};
+use hive_support::wait;
 
 use super::{Bench, footprint};
 use crate::fleet::Fleet;
-use crate::procfs::{PROBE_COUNT_EVERY_SAMPLES, SAMPLE_PERIOD, Sampler, sample_for};
 use crate::report::{self, Report, mb, ms, target};
 use crate::wrk::{Call, Load};
-use crate::{Result, heartbeat, progress, wait};
+use crate::{Result, heartbeat, progress};
 
 pub const LABEL: &str = "4. heartbeat scale";
 
@@ -116,7 +117,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
                 .then(Instant::now)
         },
     )?;
-    let log_at_start = queen.log().len();
+    let log_at_start = queen.stderr().len();
     progress(&format!(
         "submit during the first full round: {CONNECTIONS} connections for {} s",
         load.length.as_secs()
@@ -140,7 +141,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let at_scale = sampler.finish();
     let idle = sample_for(queen.pid(), IDLE_ROUNDS_WINDOW);
 
-    let log = queen.log();
+    let log = queen.stderr();
     let rounds = heartbeat::rounds(&log);
     let (full_n, full_ms) = rounds
         .iter()

@@ -15,15 +15,18 @@ mod soak;
 mod throughput;
 
 use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hive_support::etcd::Etcd;
+use hive_support::larve::{Larve, Launch, Launcher};
+use hive_support::wait;
+
 use crate::control::Control;
-use crate::etcd::Etcd;
-use crate::larve::{Larve, Launcher};
 use crate::options::Plan;
 use crate::report::Report;
 use crate::wrk::Wrk;
-use crate::{Result, progress, wait};
+use crate::{Result, progress};
 
 /// How long drones may take to appear in the queen's `/drones`, and how often it is read meanwhile.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +38,39 @@ pub struct Bench {
     pub launcher: Launcher,
     pub control: Control,
     pub wrk: Wrk,
-    pub etcd: Etcd,
+    /// The etcd binary.
+    pub etcd_binary: PathBuf,
+    /// The run's directory, for etcd's data and log beside the larves' logs.
+    pub dir: PathBuf,
     pub plan: Plan,
 }
 
 impl Bench {
     /// Starts a queen on a free port with `extra` flags.
     pub fn queen(&self, label: &str, extra: &[String]) -> Result<Larve> {
-        self.launcher.queen(label, extra)
+        let mut args: Vec<String> = ["--queen", "--port", "0"].map(String::from).into();
+        args.extend_from_slice(extra);
+        self.launcher.start(label, &args, &Launch::default())
+    }
+
+    /// Starts a drone of `queens` (several when they share a registry in etcd) on a free port; it
+    /// registers itself with the first that answers.
+    fn drone(&self, label: &str, queens: &[&Larve]) -> Result<Larve> {
+        let hosts: Vec<String> = queens.iter().map(|queen| queen.address()).collect();
+        let args = ["--queen-host", &hosts.join(","), "--port", "0"];
+        self.launcher.start(label, &args, &Launch::default())
+    }
+
+    /// Starts one etcd member named after `label` and waits until it is healthy.
+    pub fn etcd(&self, label: &str) -> Result<Etcd> {
+        if !self.etcd_binary.is_file() {
+            return Err(format!(
+                "no etcd at {} (install it, e.g. apt-get install -y etcd-server, or pass \
+                 --etcd-binary PATH)",
+                self.etcd_binary.display()
+            ));
+        }
+        Etcd::cluster(&self.etcd_binary, &self.dir, label, 1)
     }
 
     /// Starts `count` drones of `queen` and waits until she lists them all.
@@ -54,7 +82,7 @@ impl Bench {
     /// waits until every one of them lists them all.
     pub fn drones_of(&self, queens: &[&Larve], label: &str, count: usize) -> Result<Vec<Larve>> {
         let drones = (0..count)
-            .map(|i| self.launcher.drone(&format!("{label}-{i}"), queens))
+            .map(|i| self.drone(&format!("{label}-{i}"), queens))
             .collect::<Result<Vec<Larve>>>()?;
         let addresses: Vec<String> = drones.iter().map(Larve::address).collect();
         wait::until(

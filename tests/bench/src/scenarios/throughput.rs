@@ -125,7 +125,7 @@ fn measure_queen(bench: &Bench, submit: Load, health: Load, run: usize) -> Resul
         cold,
         warm,
         health,
-        not_taken: heartbeat::tasks_not_taken(&queen.log()),
+        not_taken: heartbeat::tasks_not_taken(&queen.stderr()),
     })
 }
 

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use hive_support::etcd::Etcd;
+use hive_support::larve::Larve;
+use hive_support::wait;
+
 use crate::Result;
-use crate::etcd::Member;
-use crate::larve::Larve;
 use crate::scenarios::Bench;
-use crate::wait;
 
 /// The leader's lease every queen is started with: the larve's default, given explicitly so the
 /// failover target (TTL + 1 s) is computed from what the queens really run with.
@@ -37,12 +38,12 @@ pub struct Queens<'a> {
 
 impl<'a> Queens<'a> {
     /// Starts [`QUEENS`] queens on `etcd` under the key prefix `/{label}/`.
-    pub fn start(bench: &'a Bench, etcd: &Member, label: &str) -> Result<Queens<'a>> {
+    pub fn start(bench: &'a Bench, etcd: &Etcd, label: &str) -> Result<Queens<'a>> {
         let mut queens = Queens {
             bench,
             args: vec![
                 "--etcd".into(),
-                etcd.client_url().to_string(),
+                etcd.urls(),
                 "--etcd-prefix".into(),
                 format!("/{label}/"),
                 "--leader-ttl".into(),

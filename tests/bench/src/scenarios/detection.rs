@@ -7,11 +7,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hive::config::HeartbeatConfig;
+use hive_support::larve::Larve;
+use hive_support::wait;
 
 use super::Bench;
-use crate::larve::Larve;
 use crate::report::{self, Report, target};
-use crate::{Result, heartbeat, progress, wait};
+use crate::{Result, heartbeat, progress};
 
 pub const LABEL: &str = "2. failure detection";
 

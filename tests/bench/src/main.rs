@@ -3,46 +3,38 @@
 //! `scripts/bench.sh` builds the release binaries and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
-//! per scenario and the runner that calls them; [`process`] starts the bench's child processes
-//! and kills them when dropped; [`larve`] starts larves; [`control`] is the bench's own calls to a queen (and to etcd's health); [`wrk`] runs
-//! the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`etcd`] starts the etcd that
-//! queens share; [`rawhttp`] speaks HTTP by hand where wrk cannot (one connection's first answer,
-//! a body a server may never read); [`procfs`] reads a larve's threads, memory and descriptors;
-//! [`fleet`] simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`wait`] is the
-//! one way to wait; [`report`] prints the table.
+//! per scenario and the runner that calls them; [`control`] is the bench's own calls to a queen;
+//! [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`fleet`] simulates
+//! drones; [`heartbeat`] sets and reads a queen's heartbeat; [`report`] prints the table. What the
+//! bench shares with the integration tests is in `hive-support` (`tests/support`): the process
+//! guards that start larves, etcd and wrk, raw HTTP where wrk cannot go (one connection's first
+//! answer, a body a server may never read), `/proc` readings, free ports, and the one way to wait.
 //!
-//! Every larve, etcd member and wrk is held by a [`process::Process`] guard that kills it when dropped, the
-//! fake fleet stops its threads when dropped, and every wait has a deadline: a failing scenario
-//! ends with nothing left running, and the next scenario still runs.
+//! Every larve, etcd member and wrk is held by a guard that kills it when dropped, the fake fleet
+//! stops its threads when dropped, and every wait has a deadline: a failing scenario ends with
+//! nothing left running, and the next scenario still runs.
 
 mod control;
-mod etcd;
 mod fleet;
 mod heartbeat;
-mod larve;
 mod options;
-mod process;
-mod procfs;
-mod rawhttp;
 mod report;
 mod scenarios;
-mod wait;
 mod wrk;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use hive_support::Result;
+use hive_support::larve::Launcher;
+use hive_support::workdir::WorkDir;
+
 use control::Control;
-use etcd::Etcd;
-use larve::{Launcher, WorkDir};
 use options::Plan;
 use report::Report;
 use scenarios::Bench;
 use wrk::Wrk;
-
-/// Errors are one line for the table and the progress log, so a `String` carries them.
-type Result<T> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
     match run() {
@@ -66,12 +58,16 @@ fn run() -> Result<ExitCode> {
             options.larve.display()
         ));
     }
-    let mut workdir = WorkDir::create(options.keep_logs)?;
+    let mut workdir = WorkDir::create("hive-bench")?;
+    if options.keep_logs {
+        workdir.keep();
+    }
     let bench = Bench {
         launcher: Launcher::new(options.larve.clone(), workdir.path()),
         control: Control::new(),
         wrk: Wrk::new(options.wrk.clone(), workdir.path())?,
-        etcd: Etcd::new(options.etcd.clone(), workdir.path()),
+        etcd_binary: options.etcd.clone(),
+        dir: workdir.path().to_path_buf(),
         plan: Plan::new(options.quick),
     };
     progress(&format!(

@@ -170,21 +170,23 @@ impl Api {
                 }
                 Ok(Response::metrics(out.finish()))
             }
-            ["tasks"] => match &self.role {
-                Role::Queen(queen) => {
-                    allow(request, "GET, POST")?;
-                    self.authorize(request)?;
-                    if request.method == "POST" {
-                        let submission = Submission::parse(&request.body).map_err(Error::BadRequest)?;
-                        Ok(match queen.create_task(submission)? {
-                            Created::New(task) => Response::json(202, &*task)
-                                .with_header("Location", format!("/tasks/{}", task.id)),
-                            Created::Existing(task) => Response::json(200, &*task)
-                                .with_header("Location", format!("/tasks/{}", task.id)),
-                        })
-                    } else {
-                        let query = Query::parse(&request.query)?;
-                        let state = query
+            ["tasks"] => {
+                match &self.role {
+                    Role::Queen(queen) => {
+                        allow(request, "GET, POST")?;
+                        self.authorize(request)?;
+                        if request.method == "POST" {
+                            let submission =
+                                Submission::parse(&request.body).map_err(Error::BadRequest)?;
+                            Ok(match queen.create_task(submission)? {
+                                Created::New(task) => Response::json(202, &*task)
+                                    .with_header("Location", format!("/tasks/{}", task.id)),
+                                Created::Existing(task) => Response::json(200, &*task)
+                                    .with_header("Location", format!("/tasks/{}", task.id)),
+                            })
+                        } else {
+                            let query = Query::parse(&request.query)?;
+                            let state = query
                             .get("state")
                             .map(|name| {
                                 State::parse(name).ok_or_else(|| {
@@ -194,26 +196,30 @@ impl Api {
                                 })
                             })
                             .transpose()?;
-                        let limit = match query.get("limit") {
+                            let limit = match query.get("limit") {
                             None => DEFAULT_PAGE,
                             Some(n) => n.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
                                 Error::BadRequest(format!("limit: {n:?} is not a whole number from 1 to {MAX_PAGE}"))
                             })?,
                         };
-                        let (tasks, next) = queen.tasks(state, limit, query.get("after"))?;
-                        let tasks = tasks.iter().map(Task::summary).collect();
-                        Ok(Response::json(200, &Listing { tasks, next }))
+                            let (tasks, next) = queen.tasks(state, limit, query.get("after"))?;
+                            let tasks = tasks.iter().map(Task::summary).collect();
+                            Ok(Response::json(200, &Listing { tasks, next }))
+                        }
+                    }
+                    Role::Drone(drone) => {
+                        allow(request, "POST")?;
+                        self.authorize(request)?;
+                        let start: StartRequest =
+                            serde_json::from_slice(&request.body).map_err(|e| {
+                                Error::BadRequest(format!(
+                                    "body is not a list of attempts to start ({e})"
+                                ))
+                            })?;
+                        Ok(Response::json(200, &drone.start(start)?))
                     }
                 }
-                Role::Drone(drone) => {
-                    allow(request, "POST")?;
-                    self.authorize(request)?;
-                    let start: StartRequest = serde_json::from_slice(&request.body).map_err(|e| {
-                        Error::BadRequest(format!("body is not a list of attempts to start ({e})"))
-                    })?;
-                    Ok(Response::json(200, &drone.start(start)?))
-                }
-            },
+            }
             ["tasks", id] => {
                 if !valid_id(id) {
                     return Err(Error::NotFound(format!("task {id:?}")));
@@ -250,7 +256,11 @@ impl Api {
                         let attempt = query
                             .get("attempt")
                             .and_then(|n| n.parse::<u32>().ok())
-                            .ok_or_else(|| Error::BadRequest("attempt: give ?attempt=N, the attempt to stop".into()))?;
+                            .ok_or_else(|| {
+                                Error::BadRequest(
+                                    "attempt: give ?attempt=N, the attempt to stop".into(),
+                                )
+                            })?;
                         drone.stop(id, attempt)?;
                         Ok(ok(json!({ "task": id, "attempt": attempt })))
                     }
@@ -408,19 +418,31 @@ fn registration(body: &[u8]) -> Result<Registration> {
     let boot = match fields.get("boot") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(boot)) if valid_boot(boot) => boot.clone(),
-        Some(_) => return Err(Error::BadRequest("field \"boot\" must be up to 32 lowercase hex digits".into())),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "field \"boot\" must be up to 32 lowercase hex digits".into(),
+            ));
+        }
     };
     let exec = match fields.get("exec") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(exec)) => *exec,
-        Some(_) => return Err(Error::BadRequest("field \"exec\" must be true or false".into())),
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "field \"exec\" must be true or false".into(),
+            ));
+        }
     };
     let slots = match fields.get("slots") {
         None | Some(Value::Null) => 0,
         Some(n) => n
             .as_u64()
             .filter(|n| *n <= u64::from(MAX_SLOTS))
-            .ok_or_else(|| Error::BadRequest(format!("field \"slots\" must be a whole number from 0 to {MAX_SLOTS}")))? as u32,
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "field \"slots\" must be a whole number from 0 to {MAX_SLOTS}"
+                ))
+            })? as u32,
     };
     Ok(Registration {
         address,
@@ -485,7 +507,11 @@ mod tests {
             store: StoreConfig::Memory,
             tasks: Default::default(),
         };
-        Role::Queen(Arc::new(crate::larve::build_queen(config, None, Arc::default())))
+        Role::Queen(Arc::new(crate::larve::build_queen(
+            config,
+            None,
+            Arc::default(),
+        )))
     }
 
     #[test]
@@ -575,7 +601,12 @@ mod tests {
         assert_eq!(body["mode"], "Mode.QUEEN");
         assert_eq!(body["status"], "Status.NOT_READY");
         assert_eq!(body["drones"], json!({}));
-        let (_, body) = answer(&Role::Drone(Arc::new(Drone::new(None))), "GET", "/healthz", "");
+        let (_, body) = answer(
+            &Role::Drone(Arc::new(Drone::new(None))),
+            "GET",
+            "/healthz",
+            "",
+        );
         assert_eq!(body["mode"], "Mode.DRONE");
         assert!(body.get("drones").is_none());
     }

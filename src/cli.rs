@@ -13,6 +13,7 @@ use crate::config::{
     Config, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig, StoreConfig,
     TaskConfig,
 };
+use crate::control::{Request, Target};
 use crate::tasks::MAX_SLOTS;
 use crate::tasks::placement::Policy;
 
@@ -61,13 +62,50 @@ options:
   -h, --help                     print this help
   -V, --version                  print the version";
 
+/// The help text of the command-line client, printed by `larve task --help` (or `drone --help`)
+/// and after its errors.
+pub const CONTROL_USAGE: &str = "\
+usage: larve task run [--slots N] [--timeout S] [--retries N] [--retry-delay S]
+                      [--env NAME=VALUE]... [--id ID] [--wait] -- COMMAND [ARGS...]
+       larve task get ID
+       larve task ls [--state STATE] [--limit N] [--after ID]
+       larve task cancel ID
+       larve drone ls
+       larve drone drain NAME [--undo]
+
+A client of a queen's API. task run prints the new task's id; with --wait it waits for the task
+to end, prints its output and exits with its exit code.
+
+options:
+  --queen-host HOST:PORT[,...]   the queen(s) to ask, tried in turn (default: HIVE_QUEEN, else
+                                 127.0.0.1:8080)
+  --token-file PATH              file holding the cluster token (or set HIVE_TOKEN)
+  -h, --help                     print this help";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
+    /// Start a larve.
     Run(Box<Config>),
+    /// Ask a queen something (`larve task ...`, `larve drone ...`).
+    Control(Box<(Target, Request)>),
     Help,
+    /// The command-line client's help.
+    ControlHelp,
     Version,
 }
+
+/// What a command may read from the environment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Environment {
+    /// `HIVE_TOKEN`.
+    pub token: Option<String>,
+    /// `HIVE_QUEEN`: the queens the command-line client asks.
+    pub queen: Option<String>,
+}
+
+/// Where the command-line client asks when neither `--queen-host` nor `HIVE_QUEEN` says.
+const DEFAULT_QUEEN: &str = "127.0.0.1:8080";
 
 /// Where Hive's keys go in etcd unless `--etcd-prefix` says otherwise.
 const DEFAULT_ETCD_PREFIX: &str = "/hive/";
@@ -83,7 +121,14 @@ const MAX_SECONDS: f64 = 86_400.0;
 
 /// Parses the arguments after the program name, and the `HIVE_TOKEN` environment variable's value
 /// (`env_token`). The error is one line saying what is wrong.
-pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, String> {
+pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> {
+    if matches!(
+        args.first().and_then(|a| a.to_str()),
+        Some("task" | "drone")
+    ) {
+        return parse_control(args, env);
+    }
+    let env_token = env.token.clone();
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
         return Ok(Command::Help);
@@ -160,17 +205,7 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         return Err(format!("unexpected argument {extra:?}"));
     }
 
-    let env_token = env_token.filter(|t| !t.is_empty());
-    let token = match (token_file, env_token) {
-        (Some(_), Some(_)) => {
-            return Err("both --token-file and HIVE_TOKEN are set; give the token one way".into());
-        }
-        (Some(path), None) => Some(Token::from_file(&path)?),
-        (None, Some(secret)) => {
-            Some(Token::new(&secret).map_err(|why| format!("HIVE_TOKEN: {why}"))?)
-        }
-        (None, None) => None,
-    };
+    let token = token(token_file, env_token)?;
     if allow_exec && !bind.is_loopback() && token.is_none() {
         return Err(format!(
             "--allow-exec on --bind {bind} would run commands for anyone on the network: set --token-file or HIVE_TOKEN (--insecure does not waive this)"
@@ -196,7 +231,9 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
             ("--work-dir", work_dir.is_some()),
         ] {
             if given {
-                return Err(format!("{flag} is a drone setting; a queen runs no commands"));
+                return Err(format!(
+                    "{flag} is a drone setting; a queen runs no commands"
+                ));
             }
         }
         if queen_hosts.is_some() {
@@ -252,7 +289,10 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
             return Err(format!("{flag} is a queen setting; add --queen or drop it"));
         }
         if !allow_exec && (slots.is_some() || work_dir.is_some()) {
-            return Err("--slots and --work-dir are for a drone that runs commands: add --allow-exec".into());
+            return Err(
+                "--slots and --work-dir are for a drone that runs commands: add --allow-exec"
+                    .into(),
+            );
         }
         let queens = queen_hosts
             .ok_or("a drone needs --queen-host HOST:PORT (or pass --queen to start a queen)")?;
@@ -274,6 +314,153 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
     })))
 }
 
+/// The cluster token, from `--token-file` or `HIVE_TOKEN` (never both), if there is one.
+fn token(file: Option<PathBuf>, env_token: Option<String>) -> Result<Option<Token>, String> {
+    match (file, env_token.filter(|t| !t.is_empty())) {
+        (Some(_), Some(_)) => {
+            Err("both --token-file and HIVE_TOKEN are set; give the token one way".into())
+        }
+        (Some(path), None) => Ok(Some(Token::from_file(&path)?)),
+        (None, Some(secret)) => Token::new(&secret)
+            .map(Some)
+            .map_err(|why| format!("HIVE_TOKEN: {why}")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `larve task ...` and `larve drone ...`: the command-line client's commands.
+fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, String> {
+    // What follows `--` is the task's command, flags of its own included.
+    let command: Vec<OsString> = match args.iter().position(|a| a == "--") {
+        Some(at) => {
+            let command = args.split_off(at + 1);
+            args.pop();
+            command
+        }
+        None => Vec::new(),
+    };
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Command::ControlHelp);
+    }
+    let noun: String = args.free_from_str().map_err(flag_error)?;
+    let verb: String = args
+        .free_from_str()
+        .map_err(|_| format!("larve {noun} needs a command; see larve {noun} --help"))?;
+    let queens = args
+        .opt_value_from_fn("--queen-host", parse_address_list)
+        .map_err(|e| format!("--queen-host: {}", flag_error(e)))?;
+    let queens = match (queens, &env.queen) {
+        (Some(queens), _) => queens,
+        (None, Some(env)) if !env.is_empty() => {
+            parse_address_list(env).map_err(|why| format!("HIVE_QUEEN: {why}"))?
+        }
+        _ => vec![DEFAULT_QUEEN.to_string()],
+    };
+    let token_file: Option<PathBuf> = args
+        .opt_value_from_str("--token-file")
+        .map_err(flag_error)?;
+    let token = token(token_file, env.token.clone())?;
+    let request = match (noun.as_str(), verb.as_str()) {
+        ("task", "run") => {
+            let mut task = serde_json::Map::new();
+            let mut number = |name: &str,
+                              flag: &'static str,
+                              args: &mut pico_args::Arguments|
+             -> Result<(), String> {
+                let given: Option<String> = args.opt_value_from_str(flag).map_err(flag_error)?;
+                if let Some(given) = given {
+                    let value: serde_json::Number = given
+                        .parse()
+                        .map_err(|_| format!("{flag}: {given:?} is not a number"))?;
+                    task.insert(name.into(), value.into());
+                }
+                Ok(())
+            };
+            number("slots", "--slots", &mut args)?;
+            number("timeout_s", "--timeout", &mut args)?;
+            number("retries", "--retries", &mut args)?;
+            number("retry_delay_s", "--retry-delay", &mut args)?;
+            let env_vars: Vec<String> = args.values_from_str("--env").map_err(flag_error)?;
+            let mut vars = serde_json::Map::new();
+            for var in env_vars {
+                let (name, value) = var
+                    .split_once('=')
+                    .ok_or_else(|| format!("--env: {var:?} is not NAME=VALUE"))?;
+                vars.insert(name.into(), value.into());
+            }
+            if !vars.is_empty() {
+                task.insert("env".into(), vars.into());
+            }
+            let id: Option<String> = args.opt_value_from_str("--id").map_err(flag_error)?;
+            if let Some(id) = id {
+                task.insert("id".into(), id.into());
+            }
+            let wait = args.contains("--wait");
+            if command.is_empty() {
+                return Err(
+                    "larve task run needs the command after --, like: larve task run -- echo hi"
+                        .into(),
+                );
+            }
+            let command: Vec<serde_json::Value> = command
+                .iter()
+                .cloned()
+                .map(|arg| {
+                    arg.into_string()
+                        .map(Into::into)
+                        .map_err(|arg| format!("{arg:?} is not UTF-8"))
+                })
+                .collect::<Result<_, _>>()?;
+            task.insert("command".into(), command.into());
+            Request::Run {
+                task: task.into(),
+                wait,
+            }
+        }
+        ("task", "get") => Request::Get {
+            id: args
+                .free_from_str()
+                .map_err(|_| "larve task get needs a task id".to_string())?,
+        },
+        ("task", "cancel") => Request::Cancel {
+            id: args
+                .free_from_str()
+                .map_err(|_| "larve task cancel needs a task id".to_string())?,
+        },
+        ("task", "ls") => Request::List {
+            state: args.opt_value_from_str("--state").map_err(flag_error)?,
+            limit: args
+                .opt_value_from_str("--limit")
+                .map_err(|e| format!("--limit: {}", flag_error(e)))?,
+            after: args.opt_value_from_str("--after").map_err(flag_error)?,
+        },
+        ("drone", "ls") => Request::Drones,
+        ("drone", "drain") => Request::Drain {
+            undo: args.contains("--undo"),
+            name: args
+                .free_from_str()
+                .map_err(|_| "larve drone drain needs a drone name".to_string())?,
+        },
+        (noun, verb) => {
+            return Err(format!(
+                "larve {noun} {verb}: no such command; see larve {noun} --help"
+            ));
+        }
+    };
+    if !command.is_empty() && !matches!(request, Request::Run { .. }) {
+        return Err("only larve task run takes a command after --".into());
+    }
+    let rest = args.finish();
+    if let Some(extra) = rest.first() {
+        return Err(format!("unexpected argument {extra:?}"));
+    }
+    Ok(Command::Control(Box::new((
+        Target { queens, token },
+        request,
+    ))))
+}
+
 /// A whole number `flag` from `low` to `high`.
 fn count_flag(
     args: &mut pico_args::Arguments,
@@ -287,7 +474,9 @@ fn count_flag(
     given
         .map(|s| match s.parse::<usize>() {
             Ok(n) if (low..=high).contains(&n) => Ok(n),
-            _ => Err(format!("{flag}: {s:?} is not a whole number from {low} to {high}")),
+            _ => Err(format!(
+                "{flag}: {s:?} is not a whole number from {low} to {high}"
+            )),
         })
         .transpose()
 }
@@ -416,10 +605,11 @@ mod tests {
     }
 
     fn run_with_token(args: &[&str], token: Option<&str>) -> Result<Config, String> {
-        match parse(
-            args.iter().map(OsString::from).collect(),
-            token.map(String::from),
-        )? {
+        let env = Environment {
+            token: token.map(String::from),
+            queen: None,
+        };
+        match parse(args.iter().map(OsString::from).collect(), &env)? {
             Command::Run(config) => Ok(*config),
             other => panic!("expected a config, got {other:?}"),
         }
@@ -606,26 +796,79 @@ mod tests {
 
     #[test]
     fn tasks_flags_and_exec() {
-        let queen = run(&["--queen", "--max-pending", "10", "--keep-finished", "0", "--placement", "binpack"]).unwrap();
-        let RoleConfig::Queen(q) = queen.role else { panic!("not a queen") };
+        let queen = run(&[
+            "--queen",
+            "--max-pending",
+            "10",
+            "--keep-finished",
+            "0",
+            "--placement",
+            "binpack",
+        ])
+        .unwrap();
+        let RoleConfig::Queen(q) = queen.role else {
+            panic!("not a queen")
+        };
         assert_eq!(
             q.tasks,
-            TaskConfig { max_pending: 10, keep_finished: 0, placement: Policy::Binpack }
+            TaskConfig {
+                max_pending: 10,
+                keep_finished: 0,
+                placement: Policy::Binpack
+            }
         );
-        let drone = run(&["--queen-host", "127.0.0.1:8080", "--allow-exec", "--slots", "8"]).unwrap();
-        let RoleConfig::Drone(d) = drone.role else { panic!("not a drone") };
+        let drone = run(&[
+            "--queen-host",
+            "127.0.0.1:8080",
+            "--allow-exec",
+            "--slots",
+            "8",
+        ])
+        .unwrap();
+        let RoleConfig::Drone(d) = drone.role else {
+            panic!("not a drone")
+        };
         assert_eq!(d.exec_slots, Some(8));
-        let RoleConfig::Drone(d) = run(&["--queen-host", "127.0.0.1:8080"]).unwrap().role else { panic!() };
+        let RoleConfig::Drone(d) = run(&["--queen-host", "127.0.0.1:8080"]).unwrap().role else {
+            panic!()
+        };
         assert_eq!(d.exec_slots, None, "off by default");
         for (args, needle) in [
-            (&["--queen", "--placement", "random"][..], "spread or binpack"),
+            (
+                &["--queen", "--placement", "random"][..],
+                "spread or binpack",
+            ),
             (&["--queen", "--max-pending", "0"][..], "--max-pending"),
             (&["--queen", "--allow-exec"][..], "drone setting"),
-            (&["--queen-host", "127.0.0.1:8080", "--slots", "2"][..], "--allow-exec"),
-            (&["--queen-host", "127.0.0.1:8080", "--allow-exec", "--slots", "0"][..], "--slots"),
-            (&["--queen-host", "127.0.0.1:8080", "--max-pending", "5"][..], "queen setting"),
             (
-                &["--queen-host", "127.0.0.1:8080", "--allow-exec", "--bind", "0.0.0.0", "--advertise", "10.0.0.1:8080", "--insecure"][..],
+                &["--queen-host", "127.0.0.1:8080", "--slots", "2"][..],
+                "--allow-exec",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--slots",
+                    "0",
+                ][..],
+                "--slots",
+            ),
+            (
+                &["--queen-host", "127.0.0.1:8080", "--max-pending", "5"][..],
+                "queen setting",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--bind",
+                    "0.0.0.0",
+                    "--advertise",
+                    "10.0.0.1:8080",
+                    "--insecure",
+                ][..],
                 "does not waive",
             ),
         ] {
@@ -634,14 +877,110 @@ mod tests {
         }
         let secret = Some("0123456789abcdef0123");
         assert!(
-            run_with_token(&["--queen-host", "127.0.0.1:8080", "--allow-exec", "--bind", "0.0.0.0", "--advertise", "10.0.0.1:8080"], secret).is_ok()
+            run_with_token(
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--bind",
+                    "0.0.0.0",
+                    "--advertise",
+                    "10.0.0.1:8080"
+                ],
+                secret
+            )
+            .is_ok()
         );
     }
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse(vec!["--help".into()], None), Ok(Command::Help));
-        assert_eq!(parse(vec!["-V".into()], None), Ok(Command::Version));
+        let env = Environment::default();
+        assert_eq!(parse(vec!["--help".into()], &env), Ok(Command::Help));
+        assert_eq!(parse(vec!["-V".into()], &env), Ok(Command::Version));
+        assert_eq!(
+            parse(vec!["task".into(), "--help".into()], &env),
+            Ok(Command::ControlHelp)
+        );
+    }
+
+    fn control(args: &[&str], queen: Option<&str>) -> Result<(Target, Request), String> {
+        let env = Environment {
+            token: None,
+            queen: queen.map(String::from),
+        };
+        match parse(args.iter().map(OsString::from).collect(), &env)? {
+            Command::Control(control) => Ok(*control),
+            other => panic!("expected a control command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_client_s_commands_parse() {
+        let (target, request) = control(
+            &[
+                "task",
+                "run",
+                "--slots",
+                "2",
+                "--env",
+                "A=b=c",
+                "--wait",
+                "--",
+                "sh",
+                "-c",
+                "echo --wait",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(target.queens, ["127.0.0.1:8080"]);
+        assert_eq!(
+            request,
+            Request::Run {
+                task: serde_json::json!({"slots": 2, "env": {"A": "b=c"}, "command": ["sh", "-c", "echo --wait"]}),
+                wait: true,
+            }
+        );
+        let (target, request) = control(
+            &["drone", "drain", "drone-1", "--undo"],
+            Some("127.0.0.1:8081,127.0.0.1:8082"),
+        )
+        .unwrap();
+        assert_eq!(target.queens, ["127.0.0.1:8081", "127.0.0.1:8082"]);
+        assert_eq!(
+            request,
+            Request::Drain {
+                name: "drone-1".into(),
+                undo: true
+            }
+        );
+        let (target, _) = control(
+            &["task", "ls", "--queen-host", "10.0.0.1:8080"],
+            Some("127.0.0.1:1"),
+        )
+        .unwrap();
+        assert_eq!(
+            target.queens,
+            ["10.0.0.1:8080"],
+            "the flag wins over HIVE_QUEEN"
+        );
+        for (args, needle) in [
+            (&["task"][..], "needs a command"),
+            (&["task", "run"][..], "needs the command after --"),
+            (
+                &["task", "run", "--slots", "x", "--", "true"][..],
+                "--slots",
+            ),
+            (&["task", "get"][..], "needs a task id"),
+            (&["task", "fly"][..], "no such command"),
+            (&["drone", "drain"][..], "needs a drone name"),
+            (&["task", "ls", "--", "true"][..], "only larve task run"),
+            (&["task", "ls", "extra"][..], "unexpected argument"),
+        ] {
+            let err = control(args, None).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        }
     }
 
     #[test]

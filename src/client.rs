@@ -146,6 +146,44 @@ impl Client {
         read_reply(&mut reply)
     }
 
+    /// `method http://{address}{path}`, with a JSON body when one is given; the answer whatever its
+    /// status (the API's errors say why in their body), its body up to [`MAX_REPLY_BYTES`], within
+    /// `timeout`. For the command-line client, which shows users what the queen said.
+    pub fn exchange(
+        &self,
+        method: &str,
+        address: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{address}{path}"))
+            .header("Content-Type", "application/json");
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", token.header());
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = request
+            .body(body)
+            .map_err(|e| CallError::Failed(format!("not a request: {e}")))?;
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build();
+        let mut reply = self.agent.run(request)?;
+        let status = reply.status().as_u16();
+        let body = reply
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .read_to_vec()?;
+        Ok(Reply { status, body })
+    }
+
     /// The cluster token this client sends, if any.
     pub fn token(&self) -> Option<&Token> {
         self.token.as_ref()

@@ -137,7 +137,11 @@ impl Executor {
             let stderr = err_reader.join().unwrap_or_default();
             let _ = std::fs::remove_dir_all(&dir);
             let code = status.code();
-            let ending = ending.unwrap_or(if code == Some(0) { Ending::Succeeded } else { Ending::Failed });
+            let ending = ending.unwrap_or(if code == Some(0) {
+                Ending::Succeeded
+            } else {
+                Ending::Failed
+            });
             on_end(Outcome {
                 ending,
                 exit_code: code,
@@ -147,8 +151,14 @@ impl Executor {
                     (_, Some(c)) => format!("exit code {c}"),
                     _ => "killed by a signal".into(),
                 },
-                stdout: Output { text: stdout, truncated: false },
-                stderr: Output { text: stderr, truncated: false },
+                stdout: Output {
+                    text: stdout,
+                    truncated: false,
+                },
+                stderr: Output {
+                    text: stderr,
+                    truncated: false,
+                },
                 started_at,
                 ended_at: SystemTime::now(),
             });

@@ -18,9 +18,9 @@ use crate::queen::{self, Queen};
 use crate::recheck::Recheck;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::server;
-use crate::store::{Reachability, Store};
 use crate::store::leadership::Alone;
 use crate::store::memory::Memory;
+use crate::store::{Reachability, Store};
 use crate::store::{engine::Engine, etcd, leadership::Leadership};
 
 /// Paths whose bodies may be large (see `server.rs`): a drone's reports, on a queen; a queen's
@@ -57,7 +57,14 @@ pub fn run(config: Config) -> StartError {
             let drone = Arc::new(Drone::new(settings.exec_slots));
             let role = Role::Drone(drone.clone());
             let workers = drone::HANDLER_THREADS;
-            match serve(listen, workers, role, token.clone(), metrics, DRONE_LARGE_BODIES) {
+            match serve(
+                listen,
+                workers,
+                role,
+                token.clone(),
+                metrics,
+                DRONE_LARGE_BODIES,
+            ) {
                 Ok(local) => drone::run(&drone, local, token, settings),
                 Err(fatal) => fatal,
             }
@@ -71,7 +78,12 @@ pub fn build_queen(config: QueenConfig, token: Option<Token>, metrics: Arc<Metri
     let reach = Arc::new(Reachability::default());
     let (engine, leadership, prefix, shared): (Arc<dyn Engine>, Arc<dyn Leadership>, String, bool) =
         match &config.store {
-            StoreConfig::Memory => (Arc::new(Memory::new()), Arc::new(Alone), MEMORY_PREFIX.into(), false),
+            StoreConfig::Memory => (
+                Arc::new(Memory::new()),
+                Arc::new(Alone),
+                MEMORY_PREFIX.into(),
+                false,
+            ),
             StoreConfig::Etcd(etcd) => {
                 let (engine, election) = etcd::connect(etcd, reach.clone());
                 (engine, election, etcd.prefix.clone(), true)

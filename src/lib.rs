@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod drone;
 pub mod error;
 pub mod exec;

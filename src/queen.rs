@@ -291,14 +291,23 @@ impl Queen {
     }
 
     /// A page of tasks, newest first.
-    pub fn tasks(&self, state: Option<State>, limit: usize, after: Option<&str>) -> Result<(Vec<Task>, Option<String>)> {
-        let Page { tasks, next } = self
-            .store
-            .tasks()
-            .list(state, limit, after)
-            .map_err(|_| Error::BadRequest(format!("after: no task {:?} (it may have been deleted; list from the start)", after.unwrap_or_default())))?;
+    pub fn tasks(
+        &self,
+        state: Option<State>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<Task>, Option<String>)> {
+        let Page { tasks, next } = self.store.tasks().list(state, limit, after).map_err(|_| {
+            Error::BadRequest(format!(
+                "after: no task {:?} (it may have been deleted; list from the start)",
+                after.unwrap_or_default()
+            ))
+        })?;
         let drones = self.drone_summary();
-        Ok((tasks.iter().map(|task| self.shown(task, &drones)).collect(), next))
+        Ok((
+            tasks.iter().map(|task| self.shown(task, &drones)).collect(),
+            next,
+        ))
     }
 
     /// Cancels task `id`: a pending one at once; a running one is stopped by its drone (its whole
@@ -315,7 +324,7 @@ impl Queen {
             };
             let from = stored.task.state;
             let change = Change {
-                task: next,
+                task: *next,
                 revision: stored.revision,
             };
             match self.store.change_tasks(vec![change], false).remove(0)? {
@@ -384,7 +393,7 @@ impl Queen {
                     Step::Changed(next) => {
                         asked.push((i, stored.task.state));
                         changes.push(Change {
-                            task: next,
+                            task: *next,
                             revision: stored.revision,
                         });
                     }
@@ -432,8 +441,7 @@ impl Queen {
     pub fn render_metrics(&self, out: &mut Exposition) {
         let (registered, available) = self.store.registry().counts();
         self.metrics.render_queen(out, registered, available);
-        self.metrics
-            .render_tasks(out, self.store.tasks().counts());
+        self.metrics.render_tasks(out, self.store.tasks().counts());
     }
 
     /// Address → name of every drone.
@@ -571,7 +579,10 @@ fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
         && at > now
     {
         let why = task.reason.as_deref().unwrap_or("an attempt failed");
-        return format!("{why}; waiting {:.1} s more before the next attempt", at - now);
+        return format!(
+            "{why}; waiting {:.1} s more before the next attempt",
+            at - now
+        );
     }
     let slots = task.spec.slots;
     if drones.exec == 0 {
@@ -640,12 +651,18 @@ mod tests {
             ..draining
         };
         assert!(pending_reason(&pending(4), &small, 2.0).contains("no drone has 4 slots"));
-        let busy = DroneSummary { most_free: 0, ..small };
+        let busy = DroneSummary {
+            most_free: 0,
+            ..small
+        };
         assert!(pending_reason(&pending(1), &busy, 2.0).contains("free slots"));
         let mut waiting = pending(1);
         waiting.not_before = Some(5.0);
         waiting.reason = Some("attempt 1 failed: exit code 3".into());
         let reason = pending_reason(&waiting, &small, 2.0);
-        assert!(reason.contains("exit code 3") && reason.contains("3.0 s more"), "{reason}");
+        assert!(
+            reason.contains("exit code 3") && reason.contains("3.0 s more"),
+            "{reason}"
+        );
     }
 }

@@ -428,7 +428,10 @@ impl Registry {
 
     /// The boot id the registration of `target` carries, if it is still here.
     pub fn boot_of(&self, target: &Target) -> Option<String> {
-        self.inner.lock().get_mut(target).map(|drone| drone.boot.clone())
+        self.inner
+            .lock()
+            .get_mut(target)
+            .map(|drone| drone.boot.clone())
     }
 
     /// The drones that may take attempts now: they run commands, are in rotation and are not
@@ -438,7 +441,9 @@ impl Registry {
         let mut drones: Vec<(u64, Schedulable)> = inner
             .drones
             .iter()
-            .filter(|(_, drone)| drone.exec && drone.available && !drone.draining && drone.slots > 0)
+            .filter(|(_, drone)| {
+                drone.exec && drone.available && !drone.draining && drone.slots > 0
+            })
             .map(|(address, drone)| {
                 let schedulable = Schedulable {
                     target: Target {
@@ -786,7 +791,12 @@ mod tests {
     fn list_is_in_registration_order_with_times() {
         let registry = Registry::new();
         for (i, address) in ["c:1", "a:1", "b:1"].into_iter().enumerate() {
-            registry.apply(&record(address, &format!("drone-{i}"), 10 + i as u64, 10 + i as i64));
+            registry.apply(&record(
+                address,
+                &format!("drone-{i}"),
+                10 + i as u64,
+                10 + i as i64,
+            ));
         }
         let list = registry.list();
         let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();

@@ -181,7 +181,9 @@ impl Scheduler {
         let registry = self.store.registry();
         let mut losses = Vec::new();
         for stored in running {
-            let Some(attempt) = stored.task.running_attempt() else { continue };
+            let Some(attempt) = stored.task.running_attempt() else {
+                continue;
+            };
             let target = Target {
                 address: attempt.address.clone(),
                 name: attempt.drone.clone(),
@@ -203,15 +205,24 @@ impl Scheduler {
         let mut changes = Vec::new();
         let mut told = Vec::new();
         for (stored, n, why) in losses {
-            if let Step::Changed(next) = step(&stored.task, Event::Lose { attempt: n, why: &why }, now()) {
+            if let Step::Changed(next) = step(
+                &stored.task,
+                Event::Lose {
+                    attempt: n,
+                    why: &why,
+                },
+                now(),
+            ) {
                 told.push((stored.task.state, n, why));
                 changes.push(Change {
-                    task: next,
+                    task: *next,
                     revision: stored.revision,
                 });
             }
         }
-        for ((from, n, why), outcome) in told.into_iter().zip(self.store.change_tasks(changes, true)) {
+        for ((from, n, why), outcome) in
+            told.into_iter().zip(self.store.change_tasks(changes, true))
+        {
             if let Ok(Changed::Done(stored)) = outcome {
                 self.metrics.task_transition(Some(from), stored.task.state);
                 warn!(
@@ -239,7 +250,10 @@ impl Scheduler {
             .filter(|stored| attempt_id(stored).is_some_and(|id| due.contains(&id)))
             .cloned()
             .collect();
-        debug!("asking drones again to start {} attempts they have not confirmed", again.len());
+        debug!(
+            "asking drones again to start {} attempts they have not confirmed",
+            again.len()
+        );
         self.start_attempts(again);
     }
 
@@ -255,9 +269,16 @@ impl Scheduler {
                 used: used.get(&drone.target.address).copied().unwrap_or(0) + drone.stray_slots,
             })
             .collect();
-        let free: u32 = capacities.iter().map(|c| c.slots.saturating_sub(c.used)).sum();
+        let free: u32 = capacities
+            .iter()
+            .map(|c| c.slots.saturating_sub(c.used))
+            .sum();
         let now = now();
-        let limit = if free == 0 { 0 } else { free as usize + PLACEMENT_MARGIN };
+        let limit = if free == 0 {
+            0
+        } else {
+            free as usize + PLACEMENT_MARGIN
+        };
         let (due, next_due) = self.store.tasks().due(now, limit.max(1));
         if free == 0 || due.is_empty() {
             return next_due;
@@ -275,7 +296,7 @@ impl Scheduler {
             };
             if let Step::Changed(next) = step(&stored.task, Event::Place(&placement), now) {
                 changes.push(Change {
-                    task: next,
+                    task: *next,
                     revision: stored.revision,
                 });
             }
@@ -284,7 +305,8 @@ impl Scheduler {
         for outcome in self.store.change_tasks(changes, true) {
             if let Ok(Changed::Done(stored)) = outcome {
                 let task = &stored.task;
-                self.metrics.task_transition(Some(State::Pending), State::Running);
+                self.metrics
+                    .task_transition(Some(State::Pending), State::Running);
                 if task.attempts.len() == 1 {
                     let waited = (now - task.created_at).max(0.0);
                     self.metrics
@@ -306,7 +328,10 @@ impl Scheduler {
         let mut by_drone: HashMap<String, Vec<Stored>> = HashMap::new();
         for stored in tasks {
             if let Some(attempt) = stored.task.running_attempt() {
-                by_drone.entry(attempt.address.clone()).or_default().push(stored);
+                by_drone
+                    .entry(attempt.address.clone())
+                    .or_default()
+                    .push(stored);
             }
         }
         let mut refused = Vec::new();
@@ -347,8 +372,9 @@ impl Scheduler {
         let answer = self
             .client
             .post_json(address, "/tasks", &body, self.config.call_timeout)?;
-        serde_json::from_slice(&answer)
-            .map_err(|e| CallError::Failed(format!("the drone's answer to a start is not one ({e})")))
+        serde_json::from_slice(&answer).map_err(|e| {
+            CallError::Failed(format!("the drone's answer to a start is not one ({e})"))
+        })
     }
 
     /// Records a drone's answers to starts; returns the attempts it refused, with why.
@@ -361,12 +387,20 @@ impl Scheduler {
             Ok(answer) => answer,
             Err(e) if e.is_client_error() => {
                 let why = match e {
-                    CallError::Status(403) => "the drone does not run commands (no --allow-exec)".to_string(),
+                    CallError::Status(403) => {
+                        "the drone does not run commands (no --allow-exec)".to_string()
+                    }
                     other => format!("the drone refused it ({other})"),
                 };
                 return tasks
                     .iter()
-                    .filter_map(|stored| Some((stored.clone(), stored.task.running_attempt()?.n, why.clone())))
+                    .filter_map(|stored| {
+                        Some((
+                            stored.clone(),
+                            stored.task.running_attempt()?.n,
+                            why.clone(),
+                        ))
+                    })
                     .collect();
             }
             Err(e) => {
@@ -375,13 +409,22 @@ impl Scheduler {
                     .first()
                     .and_then(|stored| Some(stored.task.running_attempt()?.address.clone()))
                     .unwrap_or_default();
-                warn!("could not start {} attempts on {}: {e}; asking again shortly", tasks.len(), quoted(&address));
+                warn!(
+                    "could not start {} attempts on {}: {e}; asking again shortly",
+                    tasks.len(),
+                    quoted(&address)
+                );
                 return Vec::new();
             }
         };
         let by_key: HashMap<String, &Stored> = tasks
             .iter()
-            .filter_map(|stored| Some((attempt_key(&stored.task.id, stored.task.running_attempt()?.n), stored)))
+            .filter_map(|stored| {
+                Some((
+                    attempt_key(&stored.task.id, stored.task.running_attempt()?.n),
+                    stored,
+                ))
+            })
             .collect();
         let now = Instant::now();
         let mut refused = Vec::new();
@@ -394,12 +437,18 @@ impl Scheduler {
                 Started::Started | Started::Running | Started::Ended => {
                     let id: AttemptId = (Arc::from(result.task.as_str()), result.attempt);
                     seen.entry(id)
-                        .or_insert(Seen { first: now, confirmed: None })
+                        .or_insert(Seen {
+                            first: now,
+                            confirmed: None,
+                        })
                         .confirmed
                         .get_or_insert(now);
                     if result.result == Started::Started {
                         let attempt = stored.task.running_attempt().expect("keyed by it");
-                        info!("task {} attempt {} started on {}", result.task, result.attempt, attempt.drone);
+                        info!(
+                            "task {} attempt {} started on {}",
+                            result.task, result.attempt, attempt.drone
+                        );
                     }
                 }
                 Started::Full => refused.push((
@@ -417,18 +466,30 @@ impl Scheduler {
         let mut changes = Vec::new();
         let mut told = Vec::new();
         for (stored, n, why) in refused {
-            if let Step::Changed(next) = step(&stored.task, Event::FailStart { attempt: n, why: &why }, now()) {
+            if let Step::Changed(next) = step(
+                &stored.task,
+                Event::FailStart {
+                    attempt: n,
+                    why: &why,
+                },
+                now(),
+            ) {
                 told.push((stored.task.state, n, why));
                 changes.push(Change {
-                    task: next,
+                    task: *next,
                     revision: stored.revision,
                 });
             }
         }
-        for ((from, n, why), outcome) in told.into_iter().zip(self.store.change_tasks(changes, true)) {
+        for ((from, n, why), outcome) in
+            told.into_iter().zip(self.store.change_tasks(changes, true))
+        {
             if let Ok(Changed::Done(stored)) = outcome {
                 self.metrics.task_transition(Some(from), stored.task.state);
-                warn!("task {} attempt {n} could not start: {why}; the task is {}", stored.task.id, stored.task.state);
+                warn!(
+                    "task {} attempt {n} could not start: {why}; the task is {}",
+                    stored.task.id, stored.task.state
+                );
             }
         }
     }
@@ -445,17 +506,26 @@ impl Scheduler {
         {
             let mut seen = self.seen.lock();
             for stored in tasks.running_on(&target.address) {
-                let Some(attempt) = stored.task.running_attempt() else { continue };
+                let Some(attempt) = stored.task.running_attempt() else {
+                    continue;
+                };
                 if attempt.drone != target.name {
                     continue;
                 }
                 let id: AttemptId = (Arc::from(stored.task.id.as_str()), attempt.n);
-                let entry = seen.entry(id).or_insert(Seen { first: Instant::now(), confirmed: None });
+                let entry = seen.entry(id).or_insert(Seen {
+                    first: Instant::now(),
+                    confirmed: None,
+                });
                 if listed.contains(attempt_key(&stored.task.id, attempt.n).as_str()) {
                     entry.confirmed.get_or_insert(sent);
                 } else if entry.confirmed.is_some_and(|at| at < sent) {
                     let n = attempt.n;
-                    losses.push((stored, n, format!("its drone {} no longer knows it", target.name)));
+                    losses.push((
+                        stored,
+                        n,
+                        format!("its drone {} no longer knows it", target.name),
+                    ));
                 }
             }
         }
@@ -463,16 +533,28 @@ impl Scheduler {
         // Slots taken on the drone by attempts the store does not count there.
         let mut stray = 0;
         for key in &status.attempts {
-            let Some((id, n)) = key.rsplit_once('/').and_then(|(id, n)| Some((id, n.parse::<u32>().ok()?))) else {
+            let Some((id, n)) = key
+                .rsplit_once('/')
+                .and_then(|(id, n)| Some((id, n.parse::<u32>().ok()?)))
+            else {
                 continue;
             };
-            let Some(stored) = tasks.get(id) else { continue };
+            let Some(stored) = tasks.get(id) else {
+                continue;
+            };
             let task = &stored.task;
-            let Some(attempt) = task.attempts.iter().find(|a| a.n == n) else { continue };
+            let Some(attempt) = task.attempts.iter().find(|a| a.n == n) else {
+                continue;
+            };
             let placed_here = attempt.address == target.address && attempt.drone == target.name;
-            if attempt.state == AttemptState::Lost || (attempt.state == AttemptState::Running && !placed_here) {
+            if attempt.state == AttemptState::Lost
+                || (attempt.state == AttemptState::Running && !placed_here)
+            {
                 stray += task.spec.slots;
-                info!("task {id} attempt {n} still runs on {} after it was replaced; stopping it", target.name);
+                info!(
+                    "task {id} attempt {n} still runs on {} after it was replaced; stopping it",
+                    target.name
+                );
                 self.stop(&target.address, id, n);
             } else if attempt.state == AttemptState::Running && task.cancel_requested {
                 self.stop(&target.address, id, n);
@@ -485,7 +567,10 @@ impl Scheduler {
     pub fn stop(&self, address: &str, id: &str, n: u32) {
         let path = format!("/tasks/{id}?attempt={n}");
         if let Err(e) = self.client.delete(address, &path, self.config.call_timeout) {
-            warn!("could not ask {} to stop task {id} attempt {n}: {e}", quoted(address));
+            warn!(
+                "could not ask {} to stop task {id} attempt {n}: {e}",
+                quoted(address)
+            );
         }
     }
 
@@ -499,7 +584,10 @@ impl Scheduler {
             return;
         }
         let deleted = self.store.delete_tasks(&victims);
-        debug!("deleted {deleted} finished tasks beyond the {} kept", self.config.keep_finished);
+        debug!(
+            "deleted {deleted} finished tasks beyond the {} kept",
+            self.config.keep_finished
+        );
     }
 }
 

@@ -459,8 +459,14 @@ mod tests {
             assert!(request.path != "/boom", "a handler bug");
             Response::json(200, &serde_json::json!({ "result": "OK" }))
         });
-        let addr =
-            start("127.0.0.1:0".parse().unwrap(), 2, handler, Arc::default(), &[]).expect("start");
+        let addr = start(
+            "127.0.0.1:0".parse().unwrap(),
+            2,
+            handler,
+            Arc::default(),
+            &[],
+        )
+        .expect("start");
         for _ in 0..10 {
             let (status, body) = call_status(addr, "/boom");
             assert_eq!(status, 500);

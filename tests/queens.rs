@@ -513,7 +513,11 @@ fn a_removal_fenced_by_an_older_leader_key_or_drone_revision_deletes_nothing() {
     let (leader, drone) = (b"/fence/leader".as_slice(), b"/fence/drones/a:1".as_slice());
     let lease = gateway.grant(TTL).unwrap();
     let hers = gateway
-        .txn(&Txn::new().if_absent(leader).put_on_lease(leader, b"a:1", lease.id))
+        .txn(
+            &Txn::new()
+                .if_absent(leader)
+                .put_on_lease(leader, b"a:1", lease.id),
+        )
         .unwrap();
     assert!(hers.succeeded);
     let registered = gateway.txn(&Txn::new().put(drone, b"{}")).unwrap();
@@ -529,7 +533,11 @@ fn a_removal_fenced_by_an_older_leader_key_or_drone_revision_deletes_nothing() {
     gateway.revoke(lease.id).unwrap();
     let other = gateway.grant(TTL).unwrap();
     let theirs = gateway
-        .txn(&Txn::new().if_absent(leader).put_on_lease(leader, b"b:1", other.id))
+        .txn(
+            &Txn::new()
+                .if_absent(leader)
+                .put_on_lease(leader, b"b:1", other.id),
+        )
         .unwrap();
     assert!(theirs.succeeded);
     assert!(
@@ -632,4 +640,76 @@ fn each_queen_logs_and_counts_a_registration_once() {
     }
     assert_eq!(metrics(&queens[0])["hive_drones_registered_total"], 10.0);
     assert_eq!(metrics(&queens[1])["hive_drones_registered_total"], 0.0);
+}
+
+/// Creates a task through `queen`; returns its id.
+fn create_task(queen: &Larve, body: Value) -> String {
+    let (status, _, task) = call(
+        "POST",
+        &queen.url("/tasks"),
+        Some(&body.to_string()),
+        None,
+        &[],
+    );
+    assert_eq!(status, 202, "{task}");
+    task["id"].as_str().expect("an id").to_string()
+}
+
+#[test]
+fn tasks_live_in_etcd_any_queen_serves_them_and_a_failover_loses_none() {
+    let etcd = Etcd::single();
+    let queens = queens(&etcd, 3);
+    let leader = leader_index(&queens);
+    let hosts: Vec<&str> = queens.iter().map(|q| q.addr.as_str()).collect();
+    let hosts = hosts.join(",");
+    let drones: Vec<Larve> = (0..2)
+        .map(|_| {
+            Larve::start(&[
+                "--queen-host",
+                &hosts,
+                "--port",
+                "0",
+                "--allow-exec",
+                "--slots",
+                "4",
+            ])
+        })
+        .collect();
+    let addresses: Vec<&str> = drones.iter().map(|d| d.addr.as_str()).collect();
+    for queen in &queens {
+        wait_for_drones(queen, &addresses, SOON);
+    }
+    // Created through every queen, followers included; each answers 202 once it is stored.
+    let ids: Vec<String> = (0..60)
+        .map(|i| create_task(&queens[i % 3], json!({"command": ["sleep", "0.2"]})))
+        .collect();
+    let mut queens = queens;
+    queens[leader].kill();
+    let survivors: Vec<&Larve> = queens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, q)| q)
+        .collect();
+    for id in &ids {
+        let done = eventually(SOON + TTL * 3, &format!("task {id} to end"), || {
+            let (_, task) = get(&survivors[0].url(&format!("/tasks/{id}?wait=5")));
+            (task["state"] != "pending" && task["state"] != "running").then_some(task)
+        });
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(
+            done["attempts"].as_array().unwrap().len(),
+            1,
+            "no extra attempt without a lost drone: {done}"
+        );
+        // The other survivor serves the same task from its own copy.
+        let (_, same) = get(&survivors[1].url(&format!("/tasks/{id}")));
+        assert_eq!(same["state"], "succeeded");
+    }
+    let (_, page) = get(&survivors[1].url("/tasks?limit=1000"));
+    assert_eq!(
+        page["tasks"].as_array().unwrap().len(),
+        ids.len(),
+        "every task is kept"
+    );
 }

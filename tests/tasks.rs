@@ -21,7 +21,15 @@ fn queen() -> Larve {
 /// A drone of `queen` that runs commands in `slots` slots.
 fn exec_drone(queen: &Larve, slots: u32) -> Larve {
     let slots = slots.to_string();
-    Larve::start(&["--queen-host", &queen.addr, "--port", "0", "--allow-exec", "--slots", &slots])
+    Larve::start(&[
+        "--queen-host",
+        &queen.addr,
+        "--port",
+        "0",
+        "--allow-exec",
+        "--slots",
+        &slots,
+    ])
 }
 
 /// `POST /tasks` with `body`: status, `Location` header, task.
@@ -110,7 +118,9 @@ struct Reaper(Vec<u32>);
 impl Drop for Reaper {
     fn drop(&mut self) {
         for pid in &self.0 {
-            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
         }
     }
 }
@@ -121,7 +131,13 @@ fn exec_is_off_by_default_and_the_task_waits_saying_why() {
     let drone = Larve::drone(&queen.addr);
     wait_for_drones(&queen, &[&drone.addr], SOON);
     let start = json!({"attempts": [{"task": "x", "attempt": 1, "command": ["true"], "timeout_s": 5, "slots": 1}]});
-    let (status, _, answer) = call("POST", &drone.url("/tasks"), Some(&start.to_string()), None, &[]);
+    let (status, _, answer) = call(
+        "POST",
+        &drone.url("/tasks"),
+        Some(&start.to_string()),
+        None,
+        &[],
+    );
     assert_eq!(status, 403, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("--allow-exec"));
 
@@ -149,25 +165,57 @@ fn exit_codes_stdout_stderr_and_env_reach_the_user() {
     let done = ended(&queen, &id);
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["exit_code"], 7);
-    assert_eq!(done["stdout"], format!("hello env-check 1 {}\n0\n", drone.addr), "a fresh, empty directory");
+    assert_eq!(
+        done["stdout"],
+        format!("hello env-check 1 {}\n0\n", drone.addr),
+        "a fresh, empty directory"
+    );
     assert_eq!(done["stderr"], "oops\n");
-    assert_eq!((done["stdout_truncated"].clone(), done["stderr_truncated"].clone()), (json!(false), json!(false)));
+    assert_eq!(
+        (
+            done["stdout_truncated"].clone(),
+            done["stderr_truncated"].clone()
+        ),
+        (json!(false), json!(false))
+    );
     let attempt = &done["attempts"][0];
-    assert_eq!((attempt["n"].clone(), attempt["state"].clone(), attempt["exit_code"].clone()), (json!(1), json!("failed"), json!(7)));
+    assert_eq!(
+        (
+            attempt["n"].clone(),
+            attempt["state"].clone(),
+            attempt["exit_code"].clone()
+        ),
+        (json!(1), json!("failed"), json!(7))
+    );
     assert_eq!(attempt["address"], drone.addr.as_str());
     assert!(done["reason"].as_str().unwrap().contains("exit code 7"));
 
-    let id = run(&queen, json!({"command": ["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x; echo; echo end"]}));
+    let id = run(
+        &queen,
+        json!({"command": ["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x; echo; echo end"]}),
+    );
     let done = ended(&queen, &id);
     assert_eq!(done["state"], "succeeded", "{done}");
     let stdout = done["stdout"].as_str().unwrap();
-    assert_eq!((stdout.len(), done["stdout_truncated"].clone()), (64 * 1024, json!(true)));
+    assert_eq!(
+        (stdout.len(), done["stdout_truncated"].clone()),
+        (64 * 1024, json!(true))
+    );
     assert!(stdout.ends_with("x\nend\n"), "the last 64 KiB are kept");
 
     let id = run(&queen, json!({"command": ["no-such-program-here"]}));
     let done = ended(&queen, &id);
-    assert_eq!((done["state"].clone(), done["exit_code"].clone()), (json!("failed"), Value::Null));
-    assert!(done["attempts"][0]["reason"].as_str().unwrap().contains("no-such-program-here"), "{done}");
+    assert_eq!(
+        (done["state"].clone(), done["exit_code"].clone()),
+        (json!("failed"), Value::Null)
+    );
+    assert!(
+        done["attempts"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-program-here"),
+        "{done}"
+    );
 }
 
 #[test]
@@ -177,14 +225,20 @@ fn a_timeout_ends_the_whole_process_group_grandchildren_too() {
     let scratch = Scratch::new("timeout");
     let file = scratch.path("pids");
     let script = format!("sleep 300 & echo $! >> {file}; echo $$ >> {file}; wait");
-    let id = run(&queen, json!({"command": ["sh", "-c", script], "timeout_s": 1}));
+    let id = run(
+        &queen,
+        json!({"command": ["sh", "-c", script], "timeout_s": 1}),
+    );
     let pids = pids(&file, 2);
     let _reaper = Reaper(pids.clone());
     let done = ended(&queen, &id);
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["attempts"][0]["state"], "timed_out");
     for pid in pids {
-        assert!(!alive(pid), "process {pid} of the task outlived its attempt");
+        assert!(
+            !alive(pid),
+            "process {pid} of the task outlived its attempt"
+        );
     }
 }
 
@@ -192,10 +246,29 @@ fn a_timeout_ends_the_whole_process_group_grandchildren_too() {
 fn cancel_ends_a_pending_task_at_once_and_a_running_one_with_its_processes() {
     let queen = queen();
     let id = run(&queen, json!({"command": ["true"]}));
-    let (status, _, cancelled) = call("DELETE", &queen.url(&format!("/tasks/{id}")), None, None, &[]);
-    assert_eq!((status, cancelled["state"].clone()), (200, json!("cancelled")));
-    let (status, _, again) = call("DELETE", &queen.url(&format!("/tasks/{id}")), None, None, &[]);
-    assert_eq!((status, again), (200, cancelled), "cancelling an ended task changes nothing");
+    let (status, _, cancelled) = call(
+        "DELETE",
+        &queen.url(&format!("/tasks/{id}")),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(
+        (status, cancelled["state"].clone()),
+        (200, json!("cancelled"))
+    );
+    let (status, _, again) = call(
+        "DELETE",
+        &queen.url(&format!("/tasks/{id}")),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(
+        (status, again),
+        (200, cancelled),
+        "cancelling an ended task changes nothing"
+    );
 
     let _drone = exec_drone(&queen, 1);
     let scratch = Scratch::new("cancel");
@@ -204,13 +277,22 @@ fn cancel_ends_a_pending_task_at_once_and_a_running_one_with_its_processes() {
     let id = run(&queen, json!({"command": ["sh", "-c", script]}));
     let pids = pids(&file, 2);
     let _reaper = Reaper(pids.clone());
-    let (status, _, task) = call("DELETE", &queen.url(&format!("/tasks/{id}")), None, None, &[]);
+    let (status, _, task) = call(
+        "DELETE",
+        &queen.url(&format!("/tasks/{id}")),
+        None,
+        None,
+        &[],
+    );
     assert_eq!(status, 200, "{task}");
     let done = ended(&queen, &id);
     assert_eq!(done["state"], "cancelled", "{done}");
     assert_eq!(done["attempts"][0]["state"], "cancelled");
     for pid in pids {
-        assert!(!alive(pid), "process {pid} outlived the cancel (it ignored SIGTERM: SIGKILL follows)");
+        assert!(
+            !alive(pid),
+            "process {pid} outlived the cancel (it ignored SIGTERM: SIGKILL follows)"
+        );
     }
     assert_eq!(get(&queen.url("/tasks/nope")).0, 404);
 }
@@ -219,7 +301,10 @@ fn cancel_ends_a_pending_task_at_once_and_a_running_one_with_its_processes() {
 fn a_failing_task_is_retried_with_a_doubling_backoff_then_fails() {
     let queen = queen();
     let _drone = exec_drone(&queen, 1);
-    let id = run(&queen, json!({"command": ["sh", "-c", "echo try $HIVE_ATTEMPT; exit 1"], "retries": 2, "retry_delay_s": 0.3}));
+    let id = run(
+        &queen,
+        json!({"command": ["sh", "-c", "echo try $HIVE_ATTEMPT; exit 1"], "retries": 2, "retry_delay_s": 0.3}),
+    );
     let done = ended(&queen, &id);
     assert_eq!(done["state"], "failed", "{done}");
     let attempts = done["attempts"].as_array().unwrap();
@@ -229,7 +314,10 @@ fn a_failing_task_is_retried_with_a_doubling_backoff_then_fails() {
     let first_gap = at(1, "started_at") - at(0, "ended_at");
     let second_gap = at(2, "started_at") - at(1, "ended_at");
     assert!(first_gap >= 0.29, "attempt 2 waited {first_gap} s, not 0.3");
-    assert!(second_gap >= 0.59, "attempt 3 waited {second_gap} s, not 0.6");
+    assert!(
+        second_gap >= 0.59,
+        "attempt 3 waited {second_gap} s, not 0.6"
+    );
 }
 
 #[test]
@@ -237,16 +325,25 @@ fn a_lost_drone_s_attempt_is_placed_again_exactly_once() {
     let queen = queen();
     let mut first = exec_drone(&queen, 1);
     let id = run(&queen, json!({"command": ["sleep", "30"], "retries": 1}));
-    eventually(SOON, "the attempt on the first drone", || (task(&queen, &id)["state"] == "running").then_some(()));
+    eventually(SOON, "the attempt on the first drone", || {
+        (task(&queen, &id)["state"] == "running").then_some(())
+    });
     let _second = exec_drone(&queen, 1);
     wait_for_drones(&queen, &[&first.addr, &_second.addr], SOON);
     first.kill();
     let again = eventually(FAST_REMOVAL + SOON, "a second attempt", || {
         let task = task(&queen, &id);
-        (task["attempts"].as_array().unwrap().len() == 2 && task["state"] == "running").then_some(task)
+        (task["attempts"].as_array().unwrap().len() == 2 && task["state"] == "running")
+            .then_some(task)
     });
     assert_eq!(again["attempts"][0]["state"], "lost");
-    assert!(again["attempts"][0]["reason"].as_str().unwrap().contains("removed"), "{again}");
+    assert!(
+        again["attempts"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("removed"),
+        "{again}"
+    );
     assert_eq!(again["attempts"][1]["address"], _second.addr.as_str());
     // Nothing more happens to it: still one lost attempt and one running a while later.
     let (_, later) = get(&queen.url(&format!("/tasks/{id}?wait=1")));
@@ -259,7 +356,17 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
     let port = free_port().expect("a free port").to_string();
     let scratch = Scratch::new("restart");
     let work = scratch.path("work");
-    let args = ["--queen-host", &queen.addr, "--port", &port, "--allow-exec", "--slots", "2", "--work-dir", &work];
+    let args = [
+        "--queen-host",
+        &queen.addr,
+        "--port",
+        &port,
+        "--allow-exec",
+        "--slots",
+        "2",
+        "--work-dir",
+        &work,
+    ];
     let mut drone = Larve::start(&args);
     let file = scratch.path("pids");
     let script = format!("sleep 300 & echo $! >> {file}; echo $$ >> {file}; wait");
@@ -267,22 +374,44 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
     let pids = pids(&file, 2);
     let _reaper = Reaper(pids.clone());
     drone.kill();
-    assert!(pids.iter().all(|pid| alive(*pid)), "kill -9 of the drone leaves its task running");
+    assert!(
+        pids.iter().all(|pid| alive(*pid)),
+        "kill -9 of the drone leaves its task running"
+    );
     let _drone = Larve::start(&args);
-    eventually(SOON, "the old task's processes ended", || pids.iter().all(|pid| !alive(*pid)).then_some(()));
+    eventually(SOON, "the old task's processes ended", || {
+        pids.iter().all(|pid| !alive(*pid)).then_some(())
+    });
     let done = ended(&queen, &id);
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["attempts"][0]["state"], "lost");
-    assert!(done["attempts"][0]["reason"].as_str().unwrap().contains("restarted"), "{done}");
-    assert!(Path::new(&work).read_dir().unwrap().all(|e| !e.unwrap().file_type().unwrap().is_dir()), "its directory is gone");
+    assert!(
+        done["attempts"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{done}"
+    );
+    assert!(
+        Path::new(&work)
+            .read_dir()
+            .unwrap()
+            .all(|e| !e.unwrap().file_type().unwrap().is_dir()),
+        "its directory is gone"
+    );
 }
 
 #[test]
 fn a_replaced_attempt_s_late_report_is_recorded_and_changes_nothing() {
     let queen = queen();
     let frozen = exec_drone(&queen, 1);
-    let id = run(&queen, json!({"command": ["sh", "-c", "sleep 1; echo attempt $HIVE_ATTEMPT"], "retries": 1}));
-    eventually(SOON, "the first attempt running", || (task(&queen, &id)["state"] == "running").then_some(()));
+    let id = run(
+        &queen,
+        json!({"command": ["sh", "-c", "sleep 1; echo attempt $HIVE_ATTEMPT"], "retries": 1}),
+    );
+    eventually(SOON, "the first attempt running", || {
+        (task(&queen, &id)["state"] == "running").then_some(())
+    });
     let other = exec_drone(&queen, 1);
     wait_for_drones(&queen, &[&frozen.addr, &other.addr], SOON);
     frozen.freeze();
@@ -292,11 +421,17 @@ fn a_replaced_attempt_s_late_report_is_recorded_and_changes_nothing() {
     frozen.thaw();
     let late = eventually(SOON + SOON, "the late report", || {
         let task = task(&queen, &id);
-        task["attempts"][0].get("late_report").is_some().then_some(task)
+        task["attempts"][0]
+            .get("late_report")
+            .is_some()
+            .then_some(task)
     });
     assert_eq!(late["attempts"][0]["state"], "lost");
     assert_eq!(late["attempts"][0]["late_report"]["stdout"], "attempt 1\n");
-    assert_eq!((late["state"].clone(), late["stdout"].clone()), (json!("succeeded"), json!("attempt 2\n")));
+    assert_eq!(
+        (late["state"].clone(), late["stdout"].clone()),
+        (json!("succeeded"), json!("attempt 2\n"))
+    );
     assert_eq!(late["attempts"].as_array().unwrap().len(), 2);
 }
 
@@ -308,7 +443,10 @@ fn slots_are_never_oversubscribed_under_a_thousand_tasks() {
     let ids: Vec<(String, u32)> = (0..1000)
         .map(|i| {
             let slots = if i % 10 == 0 { 2 } else { 1 };
-            (run(&queen, json!({"command": ["true"], "slots": slots})), slots)
+            (
+                run(&queen, json!({"command": ["true"], "slots": slots})),
+                slots,
+            )
         })
         .collect();
     let mut intervals: HashMap<String, Vec<(f64, f64, u32)>> = HashMap::new();
@@ -318,16 +456,22 @@ fn slots_are_never_oversubscribed_under_a_thousand_tasks() {
         let attempts = done["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 1, "no duplicate attempt: {done}");
         let a = &attempts[0];
-        intervals.entry(a["address"].as_str().unwrap().into()).or_default().push((
-            a["started_at"].as_f64().unwrap(),
-            a["ended_at"].as_f64().unwrap(),
-            *slots,
-        ));
+        intervals
+            .entry(a["address"].as_str().unwrap().into())
+            .or_default()
+            .push((
+                a["started_at"].as_f64().unwrap(),
+                a["ended_at"].as_f64().unwrap(),
+                *slots,
+            ));
     }
     // The queen's times bracket each run (placed before it starts, recorded after it ends), so
     // their overlap bounds the real one.
     for (drone, spans) in intervals {
-        let mut events: Vec<(f64, i64)> = spans.iter().flat_map(|&(s, e, n)| [(s, n as i64), (e, -(n as i64))]).collect();
+        let mut events: Vec<(f64, i64)> = spans
+            .iter()
+            .flat_map(|&(s, e, n)| [(s, n as i64), (e, -(n as i64))])
+            .collect();
         events.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let (mut used, mut most) = (0, 0);
         for (_, delta) in events {
@@ -344,22 +488,44 @@ fn a_draining_drone_takes_nothing_new_and_finishes_what_it_runs() {
     let a = exec_drone(&queen, 2);
     wait_for_drones(&queen, &[&a.addr], SOON);
     let long = run(&queen, json!({"command": ["sleep", "1"]}));
-    eventually(SOON, "the long task running", || (task(&queen, &long)["state"] == "running").then_some(()));
+    eventually(SOON, "the long task running", || {
+        (task(&queen, &long)["state"] == "running").then_some(())
+    });
     let (_, drones) = get(&queen.url("/drones"));
     let name = drones[0]["name"].as_str().unwrap().to_string();
     let drain = queen.url(&format!("/drones/{name}/drain"));
     let (status, _, drone) = call("POST", &drain, None, None, &[]);
-    assert_eq!((status, drone["draining"].clone()), (200, json!(true)), "{drone}");
+    assert_eq!(
+        (status, drone["draining"].clone()),
+        (200, json!(true)),
+        "{drone}"
+    );
     let b = exec_drone(&queen, 2);
     wait_for_drones(&queen, &[&a.addr, &b.addr], SOON);
-    let ids: Vec<String> = (0..6).map(|_| run(&queen, json!({"command": ["true"]}))).collect();
+    let ids: Vec<String> = (0..6)
+        .map(|_| run(&queen, json!({"command": ["true"]})))
+        .collect();
     for id in &ids {
         assert_eq!(ended(&queen, id)["attempts"][0]["address"], b.addr.as_str());
     }
-    assert_eq!(ended(&queen, &long)["state"], "succeeded", "its running task finished");
+    assert_eq!(
+        ended(&queen, &long)["state"],
+        "succeeded",
+        "its running task finished"
+    );
     let (status, _, drone) = call("DELETE", &drain, None, None, &[]);
     assert_eq!((status, drone["draining"].clone()), (200, json!(false)));
-    assert_eq!(call("POST", &queen.url("/drones/drone-99/drain"), None, None, &[]).0, 404);
+    assert_eq!(
+        call(
+            "POST",
+            &queen.url("/drones/drone-99/drain"),
+            None,
+            None,
+            &[]
+        )
+        .0,
+        404
+    );
 }
 
 #[test]
@@ -369,7 +535,10 @@ fn a_client_id_makes_creation_idempotent() {
     let (status, location, first) = create(&queen, spec.clone());
     assert_eq!((status, location.as_deref()), (202, Some("/tasks/build-7")));
     let (status, _, again) = create(&queen, spec);
-    assert_eq!((status, again["id"].clone(), again["created_at"].clone()), (200, json!("build-7"), first["created_at"].clone()));
+    assert_eq!(
+        (status, again["id"].clone(), again["created_at"].clone()),
+        (200, json!("build-7"), first["created_at"].clone())
+    );
     let (status, _, clash) = create(&queen, json!({"command": ["false"], "id": "build-7"}));
     assert_eq!(status, 409, "{clash}");
     let (_, page) = get(&queen.url("/tasks"));
@@ -387,22 +556,35 @@ fn bad_specs_are_400_naming_the_field_and_create_nothing() {
         (r#"{"command": ["true"], "timeout_s": 0}"#, "timeout_s"),
         (r#"{"command": ["true"], "timeout_s": 86401}"#, "timeout_s"),
         (r#"{"command": ["true"], "retries": 101}"#, "retries"),
-        (r#"{"command": ["true"], "retry_delay_s": -1}"#, "retry_delay_s"),
+        (
+            r#"{"command": ["true"], "retry_delay_s": -1}"#,
+            "retry_delay_s",
+        ),
         (r#"{"command": ["true"], "id": "Not OK"}"#, "id"),
         (r#"{"command": ["true"], "env": {"K": 1}}"#, "env"),
         ("not json", "JSON"),
     ] {
         let (status, _, answer) = call("POST", &queen.url("/tasks"), Some(body), None, &[]);
         assert_eq!(status, 400, "{body}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains(field), "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(field),
+            "{body}: {answer}"
+        );
     }
     let huge = json!({"command": ["echo", "x".repeat(70 * 1024)]}).to_string();
-    assert_eq!(call("POST", &queen.url("/tasks"), Some(&huge), None, &[]).0, 413);
+    assert_eq!(
+        call("POST", &queen.url("/tasks"), Some(&huge), None, &[]).0,
+        413
+    );
     for query in ["state=sleeping", "limit=0", "limit=1001", "after=nope"] {
         let (status, answer) = get(&queen.url(&format!("/tasks?{query}")));
         assert_eq!(status, 400, "{query}: {answer}");
     }
-    assert_eq!(get(&queen.url("/tasks?wait=61")).0, 200, "wait is for one task");
+    assert_eq!(
+        get(&queen.url("/tasks?wait=61")).0,
+        200,
+        "wait is for one task"
+    );
     assert_eq!(get(&queen.url("/tasks/x?wait=61")).0, 400);
     let (_, page) = get(&queen.url("/tasks"));
     assert_eq!(page, json!({"tasks": [], "next": null}));
@@ -414,14 +596,26 @@ fn a_full_queue_answers_429_with_retry_after() {
     for _ in 0..3 {
         run(&queen, json!({"command": ["true"]}));
     }
-    let (status, headers, answer) = call("POST", &queen.url("/tasks"), Some(r#"{"command": ["true"]}"#), None, &["Retry-After"]);
+    let (status, headers, answer) = call(
+        "POST",
+        &queen.url("/tasks"),
+        Some(r#"{"command": ["true"]}"#),
+        None,
+        &["Retry-After"],
+    );
     assert_eq!(status, 429, "{answer}");
     assert_eq!(headers[0].as_deref(), Some("1"));
     let (_, page) = get(&queen.url("/tasks?state=pending&limit=2"));
     assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
     let next = page["next"].as_str().unwrap();
     let (_, rest) = get(&queen.url(&format!("/tasks?state=pending&after={next}")));
-    assert_eq!((rest["tasks"].as_array().unwrap().len(), rest["next"].clone()), (1, Value::Null));
+    assert_eq!(
+        (
+            rest["tasks"].as_array().unwrap().len(),
+            rest["next"].clone()
+        ),
+        (1, Value::Null)
+    );
 }
 
 #[test]
@@ -437,14 +631,20 @@ fn wait_answers_when_the_task_ends_or_when_the_time_is_up() {
     let started = Instant::now();
     let (_, task) = get(&queen.url(&format!("/tasks/{quick}?wait=20")));
     assert_eq!(task["state"], "succeeded", "{task}");
-    assert!(started.elapsed() < Duration::from_secs(10), "answered when it ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered when it ended"
+    );
 }
 
 #[test]
 fn every_task_endpoint_needs_the_token() {
     let token = "0123456789abcdef0123";
     let queen = Larve::start_with(&["--queen", "--port", "0"], &Launch::token(token));
-    let drone = Larve::start_with(&["--queen-host", &queen.addr, "--port", "0", "--allow-exec"], &Launch::token(token));
+    let drone = Larve::start_with(
+        &["--queen-host", &queen.addr, "--port", "0", "--allow-exec"],
+        &Launch::token(token),
+    );
     for (larve, method, path) in [
         (&queen, "POST", "/tasks"),
         (&queen, "GET", "/tasks"),
@@ -459,12 +659,107 @@ fn every_task_endpoint_needs_the_token() {
         let (status, _, answer) = call(method, &larve.url(path), Some("{}"), None, &[]);
         assert_eq!(status, 401, "{method} {path}: {answer}");
     }
-    let (status, _, created) = call("POST", &queen.url("/tasks"), Some(r#"{"command": ["echo", "ok"]}"#), Some(token), &[]);
+    let (status, _, created) = call(
+        "POST",
+        &queen.url("/tasks"),
+        Some(r#"{"command": ["echo", "ok"]}"#),
+        Some(token),
+        &[],
+    );
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().unwrap();
     let done = eventually(SOON, "the task done", || {
-        let (_, _, task) = call("GET", &queen.url(&format!("/tasks/{id}?wait=5")), None, Some(token), &[]);
+        let (_, _, task) = call(
+            "GET",
+            &queen.url(&format!("/tasks/{id}?wait=5")),
+            None,
+            Some(token),
+            &[],
+        );
         (task["state"] == "succeeded").then_some(task)
     });
-    assert_eq!(done["stdout"], "ok\n", "queen and drone use the token between them");
+    assert_eq!(
+        done["stdout"], "ok\n",
+        "queen and drone use the token between them"
+    );
+}
+
+/// Runs `larve` with `args` as a user would, with `HIVE_QUEEN` set to `queen`: exit code, stdout,
+/// stderr.
+fn larve_command(queen: &Larve, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(LARVE)
+        .args(args)
+        .env("HIVE_QUEEN", &queen.addr)
+        .env_remove("HIVE_TOKEN")
+        .output()
+        .expect("run larve");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_line_client_runs_lists_cancels_and_drains() {
+    let queen = queen();
+    let _drone = exec_drone(&queen, 2);
+    let (code, out, err) = larve_command(
+        &queen,
+        &[
+            "task",
+            "run",
+            "--wait",
+            "--env",
+            "WHO=you",
+            "--",
+            "sh",
+            "-c",
+            "echo hi $WHO; echo careful >&2; exit 3",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (3, "hi you\n"), "{err}");
+    assert!(err.contains("careful"), "{err}");
+
+    let (code, id, _) = larve_command(
+        &queen,
+        &["task", "run", "--retries", "1", "--", "sleep", "30"],
+    );
+    assert_eq!(code, 0);
+    let id = id.trim();
+    assert!(!id.is_empty());
+    let (code, table, _) = larve_command(&queen, &["task", "ls", "--limit", "1"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("ID ") && table.contains(id) && table.contains("sleep 30"),
+        "{table}"
+    );
+    let (code, json, _) = larve_command(&queen, &["task", "get", id]);
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(shown["retries"], 1);
+    let (code, said, _) = larve_command(&queen, &["task", "cancel", id]);
+    assert_eq!(
+        (code, said.trim()),
+        (0, format!("task {id}: cancelled").as_str())
+    );
+
+    let (code, drones, _) = larve_command(&queen, &["drone", "ls"]);
+    assert_eq!(code, 0);
+    assert!(
+        drones.contains("drone-0") && drones.contains("SLOTS"),
+        "{drones}"
+    );
+    let (code, _, _) = larve_command(&queen, &["drone", "drain", "drone-0"]);
+    assert_eq!(code, 0);
+    let (_, drones) = get(&queen.url("/drones"));
+    assert_eq!(drones[0]["draining"], true);
+    let (code, _, _) = larve_command(&queen, &["drone", "drain", "drone-0", "--undo"]);
+    assert_eq!(code, 0);
+
+    let (code, _, err) = larve_command(&queen, &["task", "get", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such task"), "{err}");
+    let (code, _, err) = larve_command(&queen, &["task", "run"]);
+    assert_eq!(code, 2, "{err}");
 }

@@ -1,15 +1,28 @@
-//! `larve`: one Hive daemon, a queen or a drone. See `larve --help`.
+//! `larve`: one Hive daemon, a queen or a drone; and `larve task|drone ...`, a client of a queen.
+//! See `larve --help` and `larve task --help`.
 
 use std::process::ExitCode;
 
-use hive::cli::{self, Command};
-use hive::logging;
+use hive::cli::{self, Command, Environment};
+use hive::{control, logging};
 
 fn main() -> ExitCode {
-    let args = std::env::args_os().skip(1).collect();
-    let env_token = std::env::var("HIVE_TOKEN").ok();
-    match cli::parse(args, env_token) {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let is_control = matches!(
+        args.first().and_then(|a| a.to_str()),
+        Some("task" | "drone")
+    );
+    let env = Environment {
+        token: std::env::var("HIVE_TOKEN").ok(),
+        queen: std::env::var("HIVE_QUEEN").ok(),
+    };
+    match cli::parse(args, &env) {
         Ok(Command::Help) => println!("{}", cli::USAGE),
+        Ok(Command::ControlHelp) => println!("{}", cli::CONTROL_USAGE),
+        Ok(Command::Control(control)) => {
+            let (target, request) = *control;
+            return ExitCode::from(control::run(&target, &request));
+        }
         Ok(Command::Version) => println!("larve {}", hive::VERSION),
         Ok(Command::Run(config)) => {
             logging::init(config.log_level);
@@ -20,7 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::from(fatal.exit_code() as u8);
         }
         Err(why) => {
-            eprintln!("larve: {why}\n\n{}", cli::USAGE);
+            let usage = if is_control {
+                cli::CONTROL_USAGE
+            } else {
+                cli::USAGE
+            };
+            eprintln!("larve: {why}\n\n{usage}");
             return ExitCode::from(2);
         }
     }

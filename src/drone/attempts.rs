@@ -17,7 +17,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::exec::{self, Executor, Outcome};
-use crate::tasks::wire::{Ended, Ending, Report, Start, StartAnswer, StartResult, Started, attempt_key};
+use crate::tasks::wire::{
+    Ended, Ending, Report, Start, StartAnswer, StartResult, Started, attempt_key,
+};
 use crate::tasks::{MAX_SLOTS, MAX_TIMEOUT_SECS, valid_id};
 
 /// Attempts remembered as run since the drone started, so a start sent again is not run twice.
@@ -134,10 +136,7 @@ impl Attempts {
             stderr: outcome.stderr.text,
             stderr_truncated: outcome.stderr.truncated,
         };
-        info!(
-            "task {} attempt {} ended: {}",
-            key.0, key.1, ended.reason
-        );
+        info!("task {} attempt {} ended: {}", key.0, key.1, ended.reason);
         let mut inner = self.inner.lock();
         if let Some((_, slots)) = inner.running.remove(&key) {
             inner.used -= slots;
@@ -159,7 +158,9 @@ impl Attempts {
         if inner.ran.contains(&key) {
             return Ok(());
         }
-        Err(Error::NotFound(format!("attempt {attempt} of task {task:?} on this drone")))
+        Err(Error::NotFound(format!(
+            "attempt {attempt} of task {task:?} on this drone"
+        )))
     }
 
     /// Slots in use now, and every attempt running or ended and not yet reported
@@ -225,13 +226,19 @@ impl Attempts {
 /// Why a start cannot be run as it is, if it cannot.
 fn check(start: &Start) -> std::result::Result<(), String> {
     if !valid_id(&start.task) || start.attempt == 0 {
-        return Err(format!("{:?} attempt {} is not an attempt", start.task, start.attempt));
+        return Err(format!(
+            "{:?} attempt {} is not an attempt",
+            start.task, start.attempt
+        ));
     }
     if start.command.is_empty() || start.command[0].is_empty() {
         return Err(format!("task {}: an empty command", start.task));
     }
     if start.command.iter().any(|arg| arg.contains('\0'))
-        || start.env.iter().any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+        || start
+            .env
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
     {
         return Err(format!("task {}: a NUL or a bad variable name", start.task));
     }

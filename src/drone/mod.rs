@@ -126,10 +126,16 @@ pub fn run(
     token: Option<Token>,
     config: DroneConfig,
 ) -> StartError {
-    let advertise = config.advertise.clone().unwrap_or_else(|| local.to_string());
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| local.to_string());
     let client = Client::new(2, 2, token);
     if let Some(slots) = drone.exec_slots {
-        let root = config.work_dir.clone().unwrap_or_else(|| default_work_dir(local));
+        let root = config
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| default_work_dir(local));
         let executor = match Executor::new(root.clone(), KILL_GRACE) {
             Ok(executor) => executor,
             Err(e) => {
@@ -148,9 +154,9 @@ pub fn run(
             advertise.clone(),
             drone.boot.clone(),
         );
-        let spawned = thread::Builder::new().name("reports".into()).spawn(move || {
-            reports::run(&attempts, &client, &queens, &address, &boot)
-        });
+        let spawned = thread::Builder::new()
+            .name("reports".into())
+            .spawn(move || reports::run(&attempts, &client, &queens, &address, &boot));
         if let Err(e) = spawned {
             return StartError::Io(format!("cannot start the reporter thread: {e}"));
         }

@@ -30,7 +30,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Sends `attempts`' reports to `queens`, forever; `address` and `boot` say who reports.
-pub fn run(attempts: &Arc<Attempts>, client: &Client, queens: &[String], address: &str, boot: &str) -> ! {
+pub fn run(
+    attempts: &Arc<Attempts>,
+    client: &Client,
+    queens: &[String],
+    address: &str,
+    boot: &str,
+) -> ! {
     let mut current = 0;
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -58,7 +64,10 @@ pub fn run(attempts: &Arc<Attempts>, client: &Client, queens: &[String], address
                 backoff = FIRST_BACKOFF;
             }
             Err(why) => {
-                warn!("could not report to queen {}: {why}; trying the next", quoted(queen));
+                warn!(
+                    "could not report to queen {}: {why}; trying the next",
+                    quoted(queen)
+                );
                 current += 1;
                 if current % queens.len() == 0 {
                     thread::sleep(backoff);

@@ -335,8 +335,12 @@ mod tests {
                 let (engine, batcher) = (engine.clone(), batcher.clone());
                 std::thread::spawn(move || {
                     for i in 0..200 {
-                        let outcome = batcher.commit(&*engine, &Alone, vec![create(&format!("{t}/{i}"))]);
-                        assert!(matches!(outcome[0], Ok(Written::Done { .. })), "{outcome:?}");
+                        let outcome =
+                            batcher.commit(&*engine, &Alone, vec![create(&format!("{t}/{i}"))]);
+                        assert!(
+                            matches!(outcome[0], Ok(Written::Done { .. })),
+                            "{outcome:?}"
+                        );
                     }
                 })
             })

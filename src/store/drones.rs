@@ -248,7 +248,10 @@ impl Store {
             ops: vec![Op::Delete { key }],
             fenced: true,
         };
-        let outcome = self.write(vec![write]).pop().expect("one outcome per write");
+        let outcome = self
+            .write(vec![write])
+            .pop()
+            .expect("one outcome per write");
         match outcome {
             Ok(Written::Done { revision }) => {
                 self.registry.forget(&target.address, revision);
@@ -307,7 +310,11 @@ impl Store {
                 }],
                 fenced: false,
             };
-            match self.write(vec![write]).pop().expect("one outcome per write")? {
+            match self
+                .write(vec![write])
+                .pop()
+                .expect("one outcome per write")?
+            {
                 Written::Done { revision } => {
                     let kv = Kv {
                         mod_revision: revision,
@@ -323,7 +330,10 @@ impl Store {
     }
 
     /// Commits `writes` through the batcher, noting whether the engine answered.
-    pub(super) fn write(&self, writes: Vec<Write>) -> Vec<std::result::Result<Written, StoreError>> {
+    pub(super) fn write(
+        &self,
+        writes: Vec<Write>,
+    ) -> Vec<std::result::Result<Written, StoreError>> {
         let outcomes = self
             .batcher
             .commit(self.engine.as_ref(), self.leadership.as_ref(), writes);

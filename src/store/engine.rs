@@ -136,7 +136,10 @@ pub struct TxnResult {
 pub enum Event {
     Put(Kv),
     /// The key was deleted (by a delete or an expired lease) at `revision`.
-    Delete { key: Vec<u8>, revision: i64 },
+    Delete {
+        key: Vec<u8>,
+        revision: i64,
+    },
 }
 
 impl Event {
@@ -186,7 +189,9 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Unreachable(why) => write!(f, "the store cannot be reached: {why}"),
             StoreError::Refused(why) => write!(f, "the store refused the request: {why}"),
-            StoreError::Malformed(why) => write!(f, "the store answered something unexpected: {why}"),
+            StoreError::Malformed(why) => {
+                write!(f, "the store answered something unexpected: {why}")
+            }
         }
     }
 }

@@ -86,7 +86,10 @@ mod tests {
             keys.kind(b"/hive/drones/127.0.0.1:5001"),
             KeyKind::Drone("127.0.0.1:5001".into())
         );
-        assert_eq!(keys.kind(b"/hive/tasks/build-7"), KeyKind::Task("build-7".into()));
+        assert_eq!(
+            keys.kind(b"/hive/tasks/build-7"),
+            KeyKind::Task("build-7".into())
+        );
         assert_eq!(keys.kind(b"/hive/leader"), KeyKind::Leader);
         for other in [
             &b"/hive/next_id"[..],

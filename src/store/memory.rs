@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::engine::{Compare, Engine, Event, Kv, Op, StoreError, Txn, TxnResult, Watch, WatchMessage};
+use super::engine::{
+    Compare, Engine, Event, Kv, Op, StoreError, Txn, TxnResult, Watch, WatchMessage,
+};
 
 /// Changes kept for watches, at most: enough for a watcher that is a few seconds behind under the
 /// heaviest write load (tens of thousands of writes a second).
@@ -123,10 +125,8 @@ impl Inner {
         for op in ops {
             match op {
                 Op::Put { key, value, .. } => {
-                    let create_revision = self
-                        .data
-                        .get(key)
-                        .map_or(revision, |kv| kv.create_revision);
+                    let create_revision =
+                        self.data.get(key).map_or(revision, |kv| kv.create_revision);
                     let kv = Arc::new(Kv {
                         key: key.clone(),
                         value: value.clone(),
@@ -159,7 +159,12 @@ impl Engine for Memory {
     fn range(&self, key: &[u8], end: Option<&[u8]>) -> Result<(Vec<Kv>, i64), StoreError> {
         let inner = self.shared.inner.lock();
         let kvs = match end {
-            None => inner.data.get(key).map(|kv| Kv::clone(kv)).into_iter().collect(),
+            None => inner
+                .data
+                .get(key)
+                .map(|kv| Kv::clone(kv))
+                .into_iter()
+                .collect(),
             Some(end) if end > key => inner
                 .data
                 .range(key.to_vec()..end.to_vec())
@@ -173,7 +178,11 @@ impl Engine for Memory {
     fn txn(&self, txn: &Txn, _deadline: Option<Instant>) -> Result<TxnResult, StoreError> {
         let mut inner = self.shared.inner.lock();
         let succeeded = txn.compare.iter().all(|compare| inner.holds(compare));
-        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let revision = if writes(branch) {
             inner.revision + 1
         } else {
@@ -270,7 +279,12 @@ impl Watch for MemoryWatch {
                 self.next = inner.revision + 1;
                 continue;
             }
-            if self.shared.written.wait_until(&mut inner, self.until).timed_out() {
+            if self
+                .shared
+                .written
+                .wait_until(&mut inner, self.until)
+                .timed_out()
+            {
                 return Ok(None);
             }
         }

@@ -58,7 +58,9 @@ impl Store {
     /// Reads every key and makes the views hold exactly what the engine holds. Returns the
     /// revision read.
     fn list(&self) -> Result<i64, StoreError> {
-        let (kvs, revision) = self.engine.range(&self.keys.prefix, Some(&self.keys.end()))?;
+        let (kvs, revision) = self
+            .engine
+            .range(&self.keys.prefix, Some(&self.keys.end()))?;
         let mut drones = Vec::new();
         let mut tasks = Vec::new();
         let mut leader = None;
@@ -165,7 +167,10 @@ impl Store {
     fn stored_drone(&self, address: &str, kv: &Kv) -> Option<StoredDrone> {
         StoredDrone::read(address, kv)
             .inspect_err(|why| {
-                warn!("ignoring the drone key of {} in the store: {why}", quoted(address));
+                warn!(
+                    "ignoring the drone key of {} in the store: {why}",
+                    quoted(address)
+                );
             })
             .ok()
     }

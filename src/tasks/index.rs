@@ -61,7 +61,8 @@ impl Inner {
                 .insert(stored.order.1.clone());
         }
         if task.state.is_terminal() {
-            self.finished.insert((millis(task.updated_at), stored.order.clone()));
+            self.finished
+                .insert((millis(task.updated_at), stored.order.clone()));
         }
         if task.state.is_terminal()
             && let Some((waiting, _)) = self.waiters.get(&stored.order.1)
@@ -92,9 +93,7 @@ impl Inner {
             let still = current
                 .and_then(|now| now.task.running_attempt())
                 .is_some_and(|now| now.address == attempt.address);
-            if !still
-                && let Some(ids) = self.running_on.get_mut(&attempt.address)
-            {
+            if !still && let Some(ids) = self.running_on.get_mut(&attempt.address) {
                 ids.remove(&old.order.1);
                 if ids.is_empty() {
                     self.running_on.remove(&attempt.address);
@@ -163,10 +162,9 @@ impl TaskIndex {
             return false;
         }
         let wakes = matches!(task.state, State::Pending)
-            || inner
-                .by_id
-                .get(&id)
-                .is_some_and(|old| old.task.running_attempt().is_some() && task.running_attempt().is_none());
+            || inner.by_id.get(&id).is_some_and(|old| {
+                old.task.running_attempt().is_some() && task.running_attempt().is_none()
+            });
         let stored = Stored {
             task: Arc::new(task),
             revision: kv.mod_revision,
@@ -201,7 +199,11 @@ impl TaskIndex {
     /// Forgets task `id`, deleted at `revision` (a task written after that stays).
     pub fn forget(&self, id: &str, revision: i64) {
         let mut inner = self.inner.lock();
-        if inner.by_id.get(id).is_some_and(|old| old.revision < revision) {
+        if inner
+            .by_id
+            .get(id)
+            .is_some_and(|old| old.revision < revision)
+        {
             inner.remove(id);
         }
     }
@@ -209,7 +211,11 @@ impl TaskIndex {
     /// Makes the index hold exactly `tasks` (id and value), the store's whole list as of
     /// `revision`, keeping any task written after that revision. Returns how many were read, and
     /// the ids that could not be, with why.
-    pub fn replace_all(&self, tasks: &[(String, &Kv)], revision: i64) -> (usize, Vec<(String, String)>) {
+    pub fn replace_all(
+        &self,
+        tasks: &[(String, &Kv)],
+        revision: i64,
+    ) -> (usize, Vec<(String, String)>) {
         let mut unreadable = Vec::new();
         let mut listed = HashSet::new();
         for (id, kv) in tasks {
@@ -245,10 +251,22 @@ impl TaskIndex {
     }
 
     /// Up to `limit` tasks, newest first, of one state or all, starting after task `after`.
-    pub fn list(&self, state: Option<State>, limit: usize, after: Option<&str>) -> Result<Page, ListError> {
+    pub fn list(
+        &self,
+        state: Option<State>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page, ListError> {
         let inner = self.inner.lock();
         let before = match after {
-            Some(id) => Some(inner.by_id.get(id).ok_or(ListError::UnknownAfter)?.order.clone()),
+            Some(id) => Some(
+                inner
+                    .by_id
+                    .get(id)
+                    .ok_or(ListError::UnknownAfter)?
+                    .order
+                    .clone(),
+            ),
             None => None,
         };
         let mut tasks = Vec::with_capacity(limit.min(1024));
@@ -346,7 +364,11 @@ impl TaskIndex {
         inner
             .running_on
             .get(address)
-            .map(|ids| ids.iter().filter_map(|id| inner.by_id.get(id).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| inner.by_id.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -402,7 +424,9 @@ impl TaskIndex {
             let task = inner.by_id.get(id).map(|stored| stored.task.clone());
             let done = task.as_ref().is_none_or(|task| task.state.is_terminal());
             if done || waiting.wait_until(&mut inner, until).timed_out() {
-                let task = task.filter(|_| done).or_else(|| inner.by_id.get(id).map(|s| s.task.clone()));
+                let task = task
+                    .filter(|_| done)
+                    .or_else(|| inner.by_id.get(id).map(|s| s.task.clone()));
                 if let Some(entry) = inner.waiters.get_mut(&key) {
                     entry.1 -= 1;
                     if entry.1 == 0 {
@@ -471,8 +495,17 @@ mod tests {
         assert_eq!(ids(&page), ["d", "c", "b"]);
         let page = index.list(None, 3, Some("b")).unwrap();
         assert_eq!((ids(&page), page.next.clone()), (vec!["a"], None));
-        assert_eq!(index.list(None, 3, Some("zz")).unwrap_err(), ListError::UnknownAfter);
-        assert!(index.list(Some(State::Running), 3, None).unwrap().tasks.is_empty());
+        assert_eq!(
+            index.list(None, 3, Some("zz")).unwrap_err(),
+            ListError::UnknownAfter
+        );
+        assert!(
+            index
+                .list(Some(State::Running), 3, None)
+                .unwrap()
+                .tasks
+                .is_empty()
+        );
     }
 
     #[test]
@@ -485,20 +518,35 @@ mod tests {
             address: "a:1".into(),
             boot: "b".into(),
         };
-        let Step::Changed(running) = step(&task, Event::Place(&place), 2.0) else { panic!() };
-        assert!(index.put(running.clone(), &kv(5, 7)));
+        let Step::Changed(running) = step(&task, Event::Place(&place), 2.0) else {
+            panic!()
+        };
+        assert!(index.put(*running.clone(), &kv(5, 7)));
         assert!(!index.put(task, &kv(5, 6)), "an older record arriving late");
         assert_eq!(index.counts(), [0, 1, 0, 0, 0]);
         assert_eq!(index.used_slots()["a:1"], 2);
         assert_eq!(index.running_on("a:1").len(), 1);
-        let Step::Changed(lost) = step(&running, Event::Lose { attempt: 1, why: "gone" }, 3.0) else { panic!() };
+        let Step::Changed(lost) = step(
+            &running,
+            Event::Lose {
+                attempt: 1,
+                why: "gone",
+            },
+            3.0,
+        ) else {
+            panic!()
+        };
         assert_eq!(lost.attempts[0].state, AttemptState::Lost);
-        index.put(lost, &kv(5, 8));
+        index.put(*lost, &kv(5, 8));
         assert_eq!(index.counts(), [0, 0, 0, 1, 0]);
         assert!(index.used_slots().is_empty());
         assert_eq!(index.finished_beyond(0, 10).len(), 1);
         index.forget("t", 8);
-        assert_eq!(index.counts()[3], 1, "a delete older than the record keeps it");
+        assert_eq!(
+            index.counts()[3],
+            1,
+            "a delete older than the record keeps it"
+        );
         index.forget("t", 9);
         assert_eq!(index.counts(), [0; 5]);
     }
@@ -511,7 +559,10 @@ mod tests {
         index.put(waiting, &kv(1, 1));
         index.put(Task::new("a".into(), spec(), 1.0), &kv(2, 2));
         let (due, next) = index.due(10.0, 10);
-        assert_eq!(due.iter().map(|s| s.task.id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            due.iter().map(|s| s.task.id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
         assert_eq!(next, Some(50.0));
         assert_eq!(index.due(60.0, 10).0.len(), 2);
     }
@@ -529,16 +580,21 @@ mod tests {
             let index = index.clone();
             std::thread::spawn(move || index.wait("t", Duration::from_secs(30)))
         };
-        let Step::Changed(cancelled) = step(&task, Event::Cancel, 2.0) else { panic!() };
+        let Step::Changed(cancelled) = step(&task, Event::Cancel, 2.0) else {
+            panic!()
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while index.inner.lock().waiters.is_empty() {
             assert!(Instant::now() < deadline, "the waiter never waited");
             std::thread::yield_now();
         }
-        index.put(cancelled, &kv(1, 2));
+        index.put(*cancelled, &kv(1, 2));
         let seen = waiter.join().unwrap().unwrap();
         assert_eq!(seen.state, State::Cancelled);
-        assert!(index.inner.lock().waiters.is_empty(), "waiters clean up after themselves");
+        assert!(
+            index.inner.lock().waiters.is_empty(),
+            "waiters clean up after themselves"
+        );
         assert!(index.wait("nope", Duration::from_secs(1)).is_none());
     }
 }

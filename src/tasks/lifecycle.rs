@@ -15,7 +15,7 @@
 //! A report of an attempt that was replaced (lost, then placed again) is recorded on that attempt
 //! and changes nothing else.
 
-use super::wire::{Ending, Ended};
+use super::wire::{Ended, Ending};
 use super::{AttemptState, MAX_BACKOFF_SECS, State, Task};
 use crate::tasks::Attempt;
 
@@ -46,7 +46,7 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// The task as it is now.
-    Changed(Task),
+    Changed(Box<Task>),
     /// The event does not apply to the task as it is; why, for a log line.
     Ignored(&'static str),
 }
@@ -138,7 +138,7 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
             _ => return Step::Ignored("it has ended"),
         },
     }
-    Step::Changed(next)
+    Step::Changed(Box::new(next))
 }
 
 /// Whether attempt `n` is the one that runs now.
@@ -175,7 +175,11 @@ fn after_failure(task: &mut Task, n: u32, immediate: bool, why: String, now: f64
         });
         return;
     }
-    let delay = if immediate { 0.0 } else { backoff(task.spec.retry_delay_s, n) };
+    let delay = if immediate {
+        0.0
+    } else {
+        backoff(task.spec.retry_delay_s, n)
+    };
     task.state = State::Pending;
     task.not_before = (delay > 0.0).then_some(now + delay);
     task.reason = Some(format!("{why}; attempt {} after {delay:.1} s", n + 1));
@@ -206,7 +210,7 @@ fn record_late(task: &Task, mut next: Task, n: u32, ended: &Ended) -> Step {
     next.attempts[index].late_report = Some(ended.clone());
     // Recording it is not a change of the task's state.
     next.updated_at = task.updated_at;
-    Step::Changed(next)
+    Step::Changed(Box::new(next))
 }
 
 #[cfg(test)]
@@ -255,7 +259,7 @@ mod tests {
         let mut now = 101.0;
         for event in events {
             match step(&t, *event, now) {
-                Step::Changed(next) => t = next,
+                Step::Changed(next) => t = *next,
                 Step::Ignored(why) => panic!("{event:?} ignored: {why}"),
             }
             now += 1.0;
@@ -266,39 +270,112 @@ mod tests {
     #[test]
     fn a_task_runs_once_and_succeeds() {
         let done = ended(Ending::Succeeded, Some(0));
-        let t = run(task(0), &[Event::Place(&here()), Event::End { attempt: 1, ended: &done }]);
+        let t = run(
+            task(0),
+            &[
+                Event::Place(&here()),
+                Event::End {
+                    attempt: 1,
+                    ended: &done,
+                },
+            ],
+        );
         assert_eq!(t.state, State::Succeeded);
-        assert_eq!((t.exit_code, t.stdout.as_str(), t.stderr_truncated), (Some(0), "out", true));
+        assert_eq!(
+            (t.exit_code, t.stdout.as_str(), t.stderr_truncated),
+            (Some(0), "out", true)
+        );
         let attempt = &t.attempts[0];
-        assert_eq!((attempt.n, attempt.state, attempt.started_at, attempt.ended_at), (1, AttemptState::Succeeded, 101.0, Some(102.0)));
+        assert_eq!(
+            (
+                attempt.n,
+                attempt.state,
+                attempt.started_at,
+                attempt.ended_at
+            ),
+            (1, AttemptState::Succeeded, 101.0, Some(102.0))
+        );
     }
 
     #[test]
     fn a_failed_attempt_is_retried_after_a_doubling_backoff_then_the_task_fails() {
         let failed = ended(Ending::Failed, Some(3));
-        let mut t = run(task(2), &[Event::Place(&here()), Event::End { attempt: 1, ended: &failed }]);
-        assert_eq!((t.state, t.not_before), (State::Pending, Some(103.0)), "1 s after attempt 1");
-        assert!(matches!(step(&t, Event::Place(&here()), 102.5), Step::Ignored(_)), "not before its time");
+        let mut t = run(
+            task(2),
+            &[
+                Event::Place(&here()),
+                Event::End {
+                    attempt: 1,
+                    ended: &failed,
+                },
+            ],
+        );
+        assert_eq!(
+            (t.state, t.not_before),
+            (State::Pending, Some(103.0)),
+            "1 s after attempt 1"
+        );
+        assert!(
+            matches!(step(&t, Event::Place(&here()), 102.5), Step::Ignored(_)),
+            "not before its time"
+        );
         for (n, now, wait) in [(2u32, 103.0, 2.0), (3, 110.0, 0.0)] {
-            let Step::Changed(placed) = step(&t, Event::Place(&here()), now) else { panic!() };
-            let Step::Changed(next) = step(&placed, Event::End { attempt: n, ended: &failed }, now + 1.0) else { panic!() };
-            t = next;
+            let Step::Changed(placed) = step(&t, Event::Place(&here()), now) else {
+                panic!()
+            };
+            let Step::Changed(next) = step(
+                &placed,
+                Event::End {
+                    attempt: n,
+                    ended: &failed,
+                },
+                now + 1.0,
+            ) else {
+                panic!()
+            };
+            t = *next;
             if wait > 0.0 {
-                assert_eq!(t.not_before, Some(now + 1.0 + wait), "attempt {n}: retry_delay × 2^(n-1)");
+                assert_eq!(
+                    t.not_before,
+                    Some(now + 1.0 + wait),
+                    "attempt {n}: retry_delay × 2^(n-1)"
+                );
             }
         }
         assert_eq!(t.state, State::Failed);
         assert_eq!(t.attempts.len(), 3);
-        assert!(t.reason.as_deref().unwrap().contains("no retries left"), "{:?}", t.reason);
+        assert!(
+            t.reason.as_deref().unwrap().contains("no retries left"),
+            "{:?}",
+            t.reason
+        );
         assert_eq!(backoff(1.0, 10), 60.0, "capped");
     }
 
     #[test]
     fn a_lost_attempt_is_retried_at_once_within_the_retries() {
-        let t = run(task(1), &[Event::Place(&here()), Event::Lose { attempt: 1, why: "its drone was removed" }]);
+        let t = run(
+            task(1),
+            &[
+                Event::Place(&here()),
+                Event::Lose {
+                    attempt: 1,
+                    why: "its drone was removed",
+                },
+            ],
+        );
         assert_eq!((t.state, t.not_before), (State::Pending, None));
         assert_eq!(t.attempts[0].state, AttemptState::Lost);
-        let t = run(task(0), &[Event::Place(&here()), Event::Lose { attempt: 1, why: "its drone restarted" }]);
+        let t = run(
+            task(0),
+            &[
+                Event::Place(&here()),
+                Event::Lose {
+                    attempt: 1,
+                    why: "its drone restarted",
+                },
+            ],
+        );
         assert_eq!(t.state, State::Failed);
         assert!(t.reason.unwrap().contains("its drone restarted"));
     }
@@ -306,15 +383,64 @@ mod tests {
     #[test]
     fn a_late_report_of_a_replaced_attempt_is_recorded_and_changes_nothing() {
         let done = ended(Ending::Succeeded, Some(0));
-        let t = run(task(1), &[Event::Place(&here()), Event::Lose { attempt: 1, why: "gone" }, Event::Place(&here())]);
-        let Step::Changed(late) = step(&t, Event::End { attempt: 1, ended: &done }, 200.0) else { panic!() };
+        let t = run(
+            task(1),
+            &[
+                Event::Place(&here()),
+                Event::Lose {
+                    attempt: 1,
+                    why: "gone",
+                },
+                Event::Place(&here()),
+            ],
+        );
+        let Step::Changed(late) = step(
+            &t,
+            Event::End {
+                attempt: 1,
+                ended: &done,
+            },
+            200.0,
+        ) else {
+            panic!()
+        };
         assert_eq!(late.state, State::Running);
         assert_eq!(late.updated_at, t.updated_at);
         assert_eq!(late.attempts[0].late_report.as_ref(), Some(&done));
         assert_eq!(late.attempts[1].state, AttemptState::Running);
-        assert_eq!(step(&late, Event::End { attempt: 1, ended: &done }, 201.0), Step::Ignored("that attempt's end is recorded already"));
-        assert!(matches!(step(&late, Event::End { attempt: 7, ended: &done }, 201.0), Step::Ignored(_)));
-        assert!(matches!(step(&late, Event::Lose { attempt: 1, why: "x" }, 201.0), Step::Ignored(_)));
+        assert_eq!(
+            step(
+                &late,
+                Event::End {
+                    attempt: 1,
+                    ended: &done
+                },
+                201.0
+            ),
+            Step::Ignored("that attempt's end is recorded already")
+        );
+        assert!(matches!(
+            step(
+                &late,
+                Event::End {
+                    attempt: 7,
+                    ended: &done
+                },
+                201.0
+            ),
+            Step::Ignored(_)
+        ));
+        assert!(matches!(
+            step(
+                &late,
+                Event::Lose {
+                    attempt: 1,
+                    why: "x"
+                },
+                201.0
+            ),
+            Step::Ignored(_)
+        ));
     }
 
     #[test]
@@ -323,22 +449,74 @@ mod tests {
         assert_eq!(t.state, State::Cancelled);
         let t = run(task(3), &[Event::Place(&here()), Event::Cancel]);
         assert_eq!((t.state, t.cancel_requested), (State::Running, true));
-        let stopped = Ended { state: Ending::Cancelled, exit_code: None, reason: "cancelled".into(), ..ended(Ending::Cancelled, None) };
-        let done = run(t.clone(), &[Event::End { attempt: 1, ended: &stopped }]);
+        let stopped = Ended {
+            state: Ending::Cancelled,
+            exit_code: None,
+            reason: "cancelled".into(),
+            ..ended(Ending::Cancelled, None)
+        };
+        let done = run(
+            t.clone(),
+            &[Event::End {
+                attempt: 1,
+                ended: &stopped,
+            }],
+        );
         assert_eq!(done.state, State::Cancelled);
-        let failed = run(t.clone(), &[Event::End { attempt: 1, ended: &ended(Ending::Failed, Some(143)) }]);
-        assert_eq!(failed.state, State::Cancelled, "no retry once a cancel was asked for");
-        let lost = run(t, &[Event::Lose { attempt: 1, why: "gone" }]);
+        let failed = run(
+            t.clone(),
+            &[Event::End {
+                attempt: 1,
+                ended: &ended(Ending::Failed, Some(143)),
+            }],
+        );
+        assert_eq!(
+            failed.state,
+            State::Cancelled,
+            "no retry once a cancel was asked for"
+        );
+        let lost = run(
+            t,
+            &[Event::Lose {
+                attempt: 1,
+                why: "gone",
+            }],
+        );
         assert_eq!(lost.state, State::Cancelled);
-        assert_eq!(step(&done, Event::Cancel, 300.0), Step::Ignored("it has ended"));
-        assert!(matches!(step(&run(task(0), &[Event::Cancel]), Event::Place(&here()), 300.0), Step::Ignored(_)));
+        assert_eq!(
+            step(&done, Event::Cancel, 300.0),
+            Step::Ignored("it has ended")
+        );
+        assert!(matches!(
+            step(
+                &run(task(0), &[Event::Cancel]),
+                Event::Place(&here()),
+                300.0
+            ),
+            Step::Ignored(_)
+        ));
     }
 
     #[test]
     fn a_start_the_drone_refuses_is_a_failed_attempt() {
-        let t = run(task(0), &[Event::Place(&here()), Event::FailStart { attempt: 1, why: "no free slots" }]);
+        let t = run(
+            task(0),
+            &[
+                Event::Place(&here()),
+                Event::FailStart {
+                    attempt: 1,
+                    why: "no free slots",
+                },
+            ],
+        );
         assert_eq!(t.state, State::Failed);
         assert_eq!(t.attempts[0].state, AttemptState::Failed);
-        assert!(t.attempts[0].reason.as_deref().unwrap().contains("could not start"));
+        assert!(
+            t.attempts[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("could not start")
+        );
     }
 }

@@ -265,7 +265,10 @@ pub fn new_id() -> String {
 /// Whether `boot` is a drone's boot id: empty (a drone that does not say) or up to 32 lowercase
 /// hex digits.
 pub fn valid_boot(boot: &str) -> bool {
-    boot.len() <= 32 && boot.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    boot.len() <= 32
+        && boot
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A new boot id for a drone process.
@@ -317,7 +320,9 @@ impl Submission {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => {
-                return Err("field \"command\" must be an array of strings, like [\"echo\", \"hi\"]".into());
+                return Err(
+                    "field \"command\" must be an array of strings, like [\"echo\", \"hi\"]".into(),
+                );
             }
         };
         let slots = whole(&mut fields, "slots", 1, 1, u64::from(MAX_SLOTS))? as u32;
@@ -374,26 +379,44 @@ impl Submission {
 }
 
 /// The whole number `field` of `fields`, `default` when absent, within `low..=high`.
-fn whole(fields: &mut Map<String, Value>, field: &str, default: u64, low: u64, high: u64) -> Result<u64, String> {
+fn whole(
+    fields: &mut Map<String, Value>,
+    field: &str,
+    default: u64,
+    low: u64,
+    high: u64,
+) -> Result<u64, String> {
     match fields.remove(field) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => n
             .as_u64()
             .filter(|n| (low..=high).contains(n))
             .ok_or_else(|| format!("field {field:?} must be a whole number from {low} to {high}")),
-        Some(_) => Err(format!("field {field:?} must be a whole number from {low} to {high}")),
+        Some(_) => Err(format!(
+            "field {field:?} must be a whole number from {low} to {high}"
+        )),
     }
 }
 
 /// The number of seconds `field` of `fields`, `default` when absent, within `low..=high`.
-fn seconds(fields: &mut Map<String, Value>, field: &str, default: f64, low: f64, high: f64) -> Result<f64, String> {
+fn seconds(
+    fields: &mut Map<String, Value>,
+    field: &str,
+    default: f64,
+    low: f64,
+    high: f64,
+) -> Result<f64, String> {
     match fields.remove(field) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => n
             .as_f64()
             .filter(|s| s.is_finite() && (low..=high).contains(s))
-            .ok_or_else(|| format!("field {field:?} must be a number of seconds from {low} to {high}")),
-        Some(_) => Err(format!("field {field:?} must be a number of seconds from {low} to {high}")),
+            .ok_or_else(|| {
+                format!("field {field:?} must be a number of seconds from {low} to {high}")
+            }),
+        Some(_) => Err(format!(
+            "field {field:?} must be a number of seconds from {low} to {high}"
+        )),
     }
 }
 
@@ -442,23 +465,36 @@ mod tests {
             (r#"{"command": ["true"], "slots": 1.5}"#, "\"slots\""),
             (r#"{"command": ["true"], "slots": "1"}"#, "\"slots\""),
             (r#"{"command": ["true"], "timeout_s": 0}"#, "\"timeout_s\""),
-            (r#"{"command": ["true"], "timeout_s": 86401}"#, "\"timeout_s\""),
+            (
+                r#"{"command": ["true"], "timeout_s": 86401}"#,
+                "\"timeout_s\"",
+            ),
             (r#"{"command": ["true"], "retries": 101}"#, "\"retries\""),
             (r#"{"command": ["true"], "retries": -1}"#, "\"retries\""),
-            (r#"{"command": ["true"], "retry_delay_s": -0.1}"#, "\"retry_delay_s\""),
+            (
+                r#"{"command": ["true"], "retry_delay_s": -0.1}"#,
+                "\"retry_delay_s\"",
+            ),
             (r#"{"command": ["true"], "env": ["K=V"]}"#, "\"env\""),
             (r#"{"command": ["true"], "env": {"K": 1}}"#, "\"env\""),
             (r#"{"command": ["true"], "env": {"A=B": "x"}}"#, "\"env\""),
             (r#"{"command": ["true"], "id": "Build_7"}"#, "\"id\""),
             (r#"{"command": ["true"], "id": "-x"}"#, "\"id\""),
             (r#"{"command": ["true"], "id": 7}"#, "\"id\""),
-            (r#"{"command": ["true"], "retires": 3}"#, "unknown field \"retires\""),
+            (
+                r#"{"command": ["true"], "retires": 3}"#,
+                "unknown field \"retires\"",
+            ),
         ] {
             let err = Submission::parse(body.as_bytes()).unwrap_err();
             assert!(err.contains(field), "{body}: {err:?} lacks {field:?}");
         }
         let long_id = format!(r#"{{"command": ["true"], "id": "{}"}}"#, "a".repeat(64));
-        assert!(Submission::parse(long_id.as_bytes()).unwrap_err().contains("\"id\""));
+        assert!(
+            Submission::parse(long_id.as_bytes())
+                .unwrap_err()
+                .contains("\"id\"")
+        );
     }
 
     #[test]

@@ -120,8 +120,17 @@ mod tests {
             for drone in &fleet {
                 assert!(drone.used <= drone.slots, "{policy}: {fleet:?}");
             }
-            let handed: u32 = tasks.iter().zip(&placed).filter(|(_, p)| p.is_some()).map(|(s, _)| s).sum();
-            assert_eq!(handed, (8 - 3) + (5 - 0), "{policy}: every free slot that could be used was");
+            let handed: u32 = tasks
+                .iter()
+                .zip(&placed)
+                .filter(|(_, p)| p.is_some())
+                .map(|(s, _)| s)
+                .sum();
+            assert_eq!(
+                handed,
+                (8 - 3) + 5,
+                "{policy}: every free slot that could be used was"
+            );
         }
     }
 }

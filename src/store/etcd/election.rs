@@ -90,7 +90,12 @@ impl Term {
 }
 
 impl Election {
-    pub fn new(gateway: Arc<Gateway>, key: Vec<u8>, ttl: Duration, reach: Arc<Reachability>) -> Election {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        key: Vec<u8>,
+        ttl: Duration,
+        reach: Arc<Reachability>,
+    ) -> Election {
         Election {
             gateway,
             key,
@@ -150,7 +155,10 @@ impl Election {
             return;
         }
         let sent = Instant::now();
-        let renewed = self.gateway.keep_alive(term.lease).map_err(StoreError::from);
+        let renewed = self
+            .gateway
+            .keep_alive(term.lease)
+            .map_err(StoreError::from);
         self.reach.note(&renewed);
         let mut state = self.state.lock();
         if state.term != Some(term) {
@@ -293,7 +301,10 @@ impl Leadership for Election {
         }
         if state.leader != leader {
             match (&state.leader, &leader) {
-                (Some(before), None) => info!("{} no longer leads (its leader key is gone)", quoted(before)),
+                (Some(before), None) => info!(
+                    "{} no longer leads (its leader key is gone)",
+                    quoted(before)
+                ),
                 (_, Some(now)) if now != self.me() => info!("{} leads now", quoted(now)),
                 _ => {}
             }
@@ -310,13 +321,15 @@ impl Leadership for Election {
 
     fn start(self: Arc<Self>, me: String) -> std::io::Result<()> {
         let _ = self.me.set(me);
-        thread::Builder::new().name("election".into()).spawn(move || {
-            loop {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
-                log::error!("the election thread panicked; starting it again");
-                thread::sleep(RESTART_PAUSE);
-            }
-        })?;
+        thread::Builder::new()
+            .name("election".into())
+            .spawn(move || {
+                loop {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+                    log::error!("the election thread panicked; starting it again");
+                    thread::sleep(RESTART_PAUSE);
+                }
+            })?;
         Ok(())
     }
 
@@ -337,7 +350,9 @@ impl Leadership for Election {
                     "this queen resigns after leading for {}: stopping cleanly; the leader key is released",
                     rounded(term.began.elapsed())
                 ),
-                Err(e) => warn!("this queen resigns, but could not release the leader key ({e}); another queen leads once its lease expires"),
+                Err(e) => warn!(
+                    "this queen resigns, but could not release the leader key ({e}); another queen leads once its lease expires"
+                ),
             }
         }
     }
@@ -373,7 +388,10 @@ mod tests {
 
     #[test]
     fn a_lease_counts_for_no_more_than_was_asked() {
-        let gateway = Arc::new(Gateway::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1)));
+        let gateway = Arc::new(Gateway::new(
+            vec!["127.0.0.1:1".into()],
+            Duration::from_secs(1),
+        ));
         let election = Election::new(
             gateway,
             b"/hive/leader".to_vec(),

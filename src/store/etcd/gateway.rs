@@ -101,7 +101,8 @@ fn txn_body(txn: &Txn) -> Value {
         ops.iter()
             .map(|op| match op {
                 Op::Put { key, value, lease } => {
-                    let mut put = json!({ "key": base64::encode(key), "value": base64::encode(value) });
+                    let mut put =
+                        json!({ "key": base64::encode(key), "value": base64::encode(value) });
                     if *lease != 0 {
                         put["lease"] = json!(lease.to_string());
                     }

@@ -59,7 +59,12 @@ impl Engine for EtcdEngine {
         start_revision: i64,
         lifetime: Duration,
     ) -> Result<Box<dyn Watch>, StoreError> {
-        Ok(Box::new(self.gateway.watch(key, end, start_revision, lifetime)?))
+        Ok(Box::new(self.gateway.watch(
+            key,
+            end,
+            start_revision,
+            lifetime,
+        )?))
     }
 
     fn max_txn_ops(&self) -> usize {

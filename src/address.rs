@@ -17,9 +17,19 @@ pub fn validate(address: &str) -> Result<(), String> {
             "address is longer than {MAX_ADDRESS_LEN} characters"
         ));
     }
+    if address.contains("://") {
+        return Err(format!(
+            "address {address:?} has a scheme: an address is host:port alone, like 127.0.0.1:5001"
+        ));
+    }
+    if address.contains(['/', '?', '#', '@']) {
+        return Err(format!(
+            "address {address:?} has more than a host and a port: an address is host:port alone, like 127.0.0.1:5001"
+        ));
+    }
     let (host, port) = address
         .rsplit_once(':')
-        .ok_or_else(|| format!("address {address:?} is not host:port"))?;
+        .ok_or_else(|| format!("address {address:?} is not host:port (like 127.0.0.1:5001)"))?;
     validate_port(port).map_err(|why| format!("address {address:?}: {why}"))?;
     validate_host(host).map_err(|why| format!("address {address:?}: {why}"))
 }
@@ -120,6 +130,17 @@ mod tests {
         ] {
             assert!(validate(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn a_scheme_or_a_path_is_named_as_the_mistake() {
+        let err = validate("http://evil/x").unwrap_err();
+        assert!(
+            err.contains("scheme") && err.contains("host:port alone"),
+            "{err}"
+        );
+        let err = validate("127.0.0.1:80/admin").unwrap_err();
+        assert!(err.contains("more than a host and a port"), "{err}");
     }
 
     #[test]

@@ -138,67 +138,29 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
     }
 
     let is_queen = args.contains("--queen");
-    let port: u16 = args
-        .opt_value_from_fn("--port", |s| {
-            s.parse::<u16>()
-                .map_err(|_| format!("{s:?} is not a port from 0 to 65535"))
-        })
-        .map_err(flag_error)?
-        .unwrap_or(8080);
-    let bind: IpAddr = args
-        .opt_value_from_fn("--bind", |s| {
-            s.parse::<IpAddr>()
-                .map_err(|_| format!("{s:?} is not an IP address"))
-        })
-        .map_err(flag_error)?
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let log_level = args
-        .opt_value_from_fn("--log-level", parse_level)
-        .map_err(flag_error)?
-        .unwrap_or(LevelFilter::Info);
-    let queen_hosts = args
-        .opt_value_from_fn("--queen-host", parse_address_list)
-        .map_err(flag_error)?;
-    let advertise = args
-        .opt_value_from_fn("--advertise", parse_address)
-        .map_err(flag_error)?;
-    let token_file: Option<PathBuf> = args
-        .opt_value_from_str("--token-file")
-        .map_err(flag_error)?;
+    let port = flag(&mut args, "--port", parse_port)?.unwrap_or(8080);
+    let bind = flag(&mut args, "--bind", parse_ip)?.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let log_level = flag(&mut args, "--log-level", parse_level)?.unwrap_or(LevelFilter::Info);
+    let queen_hosts = flag(&mut args, "--queen-host", parse_address_list)?;
+    let advertise = flag(&mut args, "--advertise", parse_address)?;
+    let token_file = flag(&mut args, "--token-file", parse_path)?;
     let insecure = args.contains("--insecure");
-    let etcd = args
-        .opt_value_from_fn("--etcd", parse_etcd_endpoints)
-        .map_err(|e| format!("--etcd: {}", flag_error(e)))?;
-    let etcd_prefix = args
-        .opt_value_from_fn("--etcd-prefix", parse_prefix)
-        .map_err(|e| format!("--etcd-prefix: {}", flag_error(e)))?;
-    let leader_ttl = args
-        .opt_value_from_fn("--leader-ttl", parse_ttl)
-        .map_err(|e| format!("--leader-ttl: {}", flag_error(e)))?;
+    let etcd = flag(&mut args, "--etcd", parse_etcd_endpoints)?;
+    let etcd_prefix = flag(&mut args, "--etcd-prefix", parse_prefix)?;
+    let leader_ttl = flag(&mut args, "--leader-ttl", parse_ttl)?;
 
     let defaults = HeartbeatConfig::default();
-    let interval = seconds_flag(&mut args, "--heartbeat-interval", false)?;
-    let attempts: Option<u32> = args
-        .opt_value_from_fn("--heartbeat-attempts", |s| match s.parse::<u32>() {
-            Ok(n) if (1..=100).contains(&n) => Ok(n),
-            _ => Err(format!("{s:?} is not a whole number from 1 to 100")),
-        })
-        .map_err(flag_error)?;
-    let timeout = seconds_flag(&mut args, "--heartbeat-timeout", false)?;
-    let retry_delay = seconds_flag(&mut args, "--heartbeat-retry-delay", true)?;
-    let task_timeout = seconds_flag(&mut args, "--task-timeout", false)?;
-    let max_pending = count_flag(&mut args, "--max-pending", 1, 100_000_000)?;
-    let keep_finished = count_flag(&mut args, "--keep-finished", 0, 100_000_000)?;
-    let placement: Option<Policy> = args
-        .opt_value_from_fn("--placement", |s: &str| s.parse::<Policy>())
-        .map_err(flag_error)
-        .map_err(|why| format!("--placement: {why}"))?;
+    let interval = flag(&mut args, "--heartbeat-interval", parse_limit)?;
+    let attempts = flag(&mut args, "--heartbeat-attempts", parse_attempts)?;
+    let timeout = flag(&mut args, "--heartbeat-timeout", parse_limit)?;
+    let retry_delay = flag(&mut args, "--heartbeat-retry-delay", parse_pause)?;
+    let task_timeout = flag(&mut args, "--task-timeout", parse_limit)?;
+    let max_pending = flag(&mut args, "--max-pending", parse_max_pending)?;
+    let keep_finished = flag(&mut args, "--keep-finished", parse_keep_finished)?;
+    let placement = flag(&mut args, "--placement", |s| s.parse::<Policy>())?;
     let allow_exec = args.contains("--allow-exec");
-    let slots = count_flag(&mut args, "--slots", 1, MAX_SLOTS as usize)?;
-    let work_dir: Option<PathBuf> = args
-        .opt_value_from_str("--work-dir")
-        .map_err(flag_error)
-        .map_err(|why| format!("--work-dir: {why}"))?;
+    let slots = flag(&mut args, "--slots", parse_slots)?;
+    let work_dir = flag(&mut args, "--work-dir", parse_path)?;
 
     let rest = args.finish();
     if let Some(extra) = rest.first() {
@@ -347,9 +309,7 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
     let verb: String = args
         .free_from_str()
         .map_err(|_| format!("larve {noun} needs a command; see larve {noun} --help"))?;
-    let queens = args
-        .opt_value_from_fn("--queen-host", parse_address_list)
-        .map_err(|e| format!("--queen-host: {}", flag_error(e)))?;
+    let queens = flag(&mut args, "--queen-host", parse_address_list)?;
     let queens = match (queens, &env.queen) {
         (Some(queens), _) => queens,
         (None, Some(env)) if !env.is_empty() => {
@@ -357,9 +317,7 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
         }
         _ => vec![DEFAULT_QUEEN.to_string()],
     };
-    let token_file: Option<PathBuf> = args
-        .opt_value_from_str("--token-file")
-        .map_err(flag_error)?;
+    let token_file = flag(&mut args, "--token-file", parse_path)?;
     let token = token(token_file, env.token.clone())?;
     let request = match (noun.as_str(), verb.as_str()) {
         ("task", "run") => {
@@ -392,7 +350,7 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
             if !vars.is_empty() {
                 task.insert("env".into(), vars.into());
             }
-            let id: Option<String> = args.opt_value_from_str("--id").map_err(flag_error)?;
+            let id = flag(&mut args, "--id", parse_text)?;
             if let Some(id) = id {
                 task.insert("id".into(), id.into());
             }
@@ -429,11 +387,9 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
                 .map_err(|_| "larve task cancel needs a task id".to_string())?,
         },
         ("task", "ls") => Request::List {
-            state: args.opt_value_from_str("--state").map_err(flag_error)?,
-            limit: args
-                .opt_value_from_str("--limit")
-                .map_err(|e| format!("--limit: {}", flag_error(e)))?,
-            after: args.opt_value_from_str("--after").map_err(flag_error)?,
+            state: flag(&mut args, "--state", parse_text)?,
+            limit: flag(&mut args, "--limit", |s| parse_count(s, 1, 1000))?,
+            after: flag(&mut args, "--after", parse_text)?,
         },
         ("drone", "ls") => Request::Drones,
         ("drone", "drain") => Request::Drain {
@@ -461,41 +417,77 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
     ))))
 }
 
-/// A whole number `flag` from `low` to `high`.
-fn count_flag(
+/// The value of `name` read by `parse`, if given. A mistake names the flag, then says what is
+/// wrong with the value, once: `--port: "abc" is not a port (0-65535)`.
+fn flag<T>(
     args: &mut pico_args::Arguments,
-    flag: &'static str,
-    low: usize,
-    high: usize,
-) -> Result<Option<usize>, String> {
+    name: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
     let given: Option<String> = args
-        .opt_value_from_str(flag)
-        .map_err(|e| format!("{flag}: {}", flag_error(e)))?;
+        .opt_value_from_str(name)
+        .map_err(|e| format!("{name}: {}", flag_error(e)))?;
     given
-        .map(|s| match s.parse::<usize>() {
-            Ok(n) if (low..=high).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "{flag}: {s:?} is not a whole number from {low} to {high}"
-            )),
-        })
+        .map(|value| parse(&value).map_err(|why| format!("{name}: {why}")))
         .transpose()
 }
 
 fn flag_error(e: pico_args::Error) -> String {
     match e {
-        pico_args::Error::Utf8ArgumentParsingFailed { value, cause } => {
-            format!("{value:?}: {cause}")
+        pico_args::Error::Utf8ArgumentParsingFailed { value, .. } => {
+            format!("{value:?} is not UTF-8")
         }
-        pico_args::Error::OptionWithoutAValue(flag) => format!("{flag} needs a value"),
+        pico_args::Error::OptionWithoutAValue(_) => "needs a value".into(),
         other => other.to_string(),
     }
+}
+
+/// A whole number from `low` to `high`.
+fn parse_count(s: &str, low: usize, high: usize) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (low..=high).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number ({low}-{high})")),
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a port (0-65535)"))
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+fn parse_text(s: &str) -> Result<String, String> {
+    Ok(s.to_string())
+}
+
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
+fn parse_attempts(s: &str) -> Result<u32, String> {
+    parse_count(s, 1, 100).map(|n| n as u32)
+}
+
+fn parse_max_pending(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, 100_000_000)
+}
+
+fn parse_keep_finished(s: &str) -> Result<usize, String> {
+    parse_count(s, 0, 100_000_000)
+}
+
+fn parse_slots(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_SLOTS as usize)
 }
 
 fn parse_level(s: &str) -> Result<LevelFilter, String> {
     match s {
         "error" | "warn" | "info" | "debug" | "trace" => Ok(s.parse().expect("a known level")),
         _ => Err(format!(
-            "{s:?} is not one of error, warn, info, debug, trace"
+            "{s:?} is not a level (error, warn, info, debug, trace)"
         )),
     }
 }
@@ -555,20 +547,9 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
         Ok(secs) if (1..=MAX_LEADER_TTL_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
         _ => Err(format!(
-            "{s:?} is not a whole number of seconds from 1 to {MAX_LEADER_TTL_SECS}"
+            "{s:?} is not a whole number of seconds (1-{MAX_LEADER_TTL_SECS})"
         )),
     }
-}
-
-fn seconds_flag(
-    args: &mut pico_args::Arguments,
-    flag: &'static str,
-    zero_ok: bool,
-) -> Result<Option<Duration>, String> {
-    let parse = if zero_ok { parse_pause } else { parse_limit };
-    args.opt_value_from_fn(flag, parse)
-        .map_err(flag_error)
-        .map_err(|why| format!("{flag}: {why}"))
 }
 
 /// A pause in fractional seconds; zero skips it.
@@ -588,9 +569,9 @@ fn parse_seconds(s: &str, zero_ok: bool) -> Result<Duration, String> {
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     let low_ok = if zero_ok { secs >= 0.0 } else { secs > 0.0 };
     if !secs.is_finite() || !low_ok || secs > MAX_SECONDS {
-        let low = if zero_ok { "from 0" } else { "above 0" };
+        let low = if zero_ok { "0" } else { "above 0" };
         return Err(format!(
-            "{s:?} is not a number of seconds {low} and at most {MAX_SECONDS}"
+            "{s:?} is not a number of seconds ({low} to {MAX_SECONDS})"
         ));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -673,10 +654,10 @@ mod tests {
             (&["--queen", "--heartbeat-interval", "0"][..], "above 0"),
             (&["--queen", "--heartbeat-interval", "NaN"][..], "seconds"),
             (&["--queen", "--heartbeat-timeout", "-1"][..], "seconds"),
-            (&["--queen", "--heartbeat-attempts", "0"][..], "1 to 100"),
-            (&["--queen", "--log-level", "loud"][..], "not one of"),
+            (&["--queen", "--heartbeat-attempts", "0"][..], "(1-100)"),
+            (&["--queen", "--log-level", "loud"][..], "not a level"),
             (&["--queen", "--bogus"][..], "unexpected argument"),
-            (&["--queen-host", "evil.example/x#"][..], "not host:port"),
+            (&["--queen-host", "evil.example/x#"][..], "host:port alone"),
             (
                 &["--queen-host", "127.0.0.1:8080", "--task-timeout", "1"][..],
                 "queen setting",
@@ -711,7 +692,7 @@ mod tests {
             ),
             (
                 &["--queen", "--etcd", "http://127.0.0.1:2379/v3"][..],
-                "is not a number",
+                "host:port alone",
             ),
             (
                 &["--queen", "--etcd", "http://127.0.0.1"][..],
@@ -792,6 +773,22 @@ mod tests {
             panic!("not a drone")
         };
         assert_eq!(d.queens, ["127.0.0.1:8080", "127.0.0.1:8081"]);
+    }
+
+    #[test]
+    fn a_flag_mistake_names_the_flag_and_the_value_once() {
+        assert_eq!(
+            run(&["--queen", "--port", "abc"]).unwrap_err(),
+            "--port: \"abc\" is not a port (0-65535)"
+        );
+        assert_eq!(
+            run(&["--queen", "--port"]).unwrap_err(),
+            "--port: needs a value"
+        );
+        assert_eq!(
+            run(&["--queen-host", "http://q:1"]).unwrap_err(),
+            "--queen-host: address \"http://q:1\" has a scheme: an address is host:port alone, like 127.0.0.1:5001"
+        );
     }
 
     #[test]

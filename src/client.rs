@@ -24,6 +24,20 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+impl Reply {
+    /// What an answer says, for a person: its JSON `error`, or the start of its body on one line
+    /// (a tutorial larve answers errors with Flask's HTML pages).
+    pub fn said(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| Some(v.get("error")?.as_str()?.to_string()))
+            .unwrap_or_else(|| {
+                let start = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]);
+                crate::logging::one_line(start.trim()).into_owned()
+            })
+    }
+}
+
 /// Why a call to another larve did not bring back a 2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {

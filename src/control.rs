@@ -177,8 +177,8 @@ impl Session<'_> {
         let mut failures = Vec::new();
         for queen in &self.target.queens {
             match self.client.exchange(method, queen, path, body, timeout) {
-                Ok(Reply { status: 503, body }) => {
-                    failures.push(format!("{queen}: {}", error_text(&body)));
+                Ok(reply) if reply.status == 503 => {
+                    failures.push(format!("{queen}: {}", reply.said()));
                 }
                 Ok(Reply { status, body }) if (200..300).contains(&status) => {
                     return serde_json::from_slice(&body).map_err(|e| Failure::Refused {
@@ -186,10 +186,10 @@ impl Session<'_> {
                         error: format!("an answer that is not JSON ({e})"),
                     });
                 }
-                Ok(Reply { status, body }) => {
+                Ok(reply) => {
                     return Err(Failure::Refused {
-                        status,
-                        error: error_text(&body),
+                        status: reply.status,
+                        error: reply.said(),
                     });
                 }
                 Err(e) => failures.push(format!("{queen}: {e}")),
@@ -200,18 +200,6 @@ impl Session<'_> {
             failures.join("; ")
         )))
     }
-}
-
-/// What an error answer says: its `error`, or the start of its body.
-fn error_text(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| Some(v.get("error")?.as_str()?.to_string()))
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_string()
-        })
 }
 
 fn print_json(value: &Value) {

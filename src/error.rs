@@ -70,7 +70,7 @@ impl fmt::Display for Error {
             Error::BadRequest(why) => write!(f, "{why}"),
             Error::Unauthorized => write!(
                 f,
-                "this endpoint needs the cluster token: send Authorization: Bearer <token>"
+                "this endpoint needs the cluster token: send Authorization: Bearer <token> (a hive started by scripts/hive-up.sh keeps it in .hive/token; scripts/submit.sh and scripts/status.sh send it)"
             ),
             Error::NotFound(what) => write!(f, "no such {what}"),
             Error::Forbidden(why)

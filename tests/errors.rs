@@ -72,6 +72,12 @@ fn register_takes_only_a_real_host_and_port() {
         assert!(error_of(&answer).contains("address"), "{answer:?}");
     }
     assert_eq!(get(&queen.url("/drones")).1, json!([]));
+    let answer = register(&queen, "http://evil/x");
+    let said = error_of(&answer);
+    assert!(
+        said.contains("scheme") && said.contains("host:port"),
+        "{said}"
+    );
 
     for address in ["[::1]:5001", "localhost:5002", "127.0.0.1:5003"] {
         assert_eq!(register(&queen, address).0, 200, "{address}");
@@ -234,6 +240,33 @@ fn a_drone_pointed_at_a_drone_exits_2() {
         log.contains("refused this drone's registration") && log.contains("400"),
         "{log}"
     );
+    assert!(
+        log.contains("In drone mode, not taking registration"),
+        "the other side's own words: {log}"
+    );
+}
+
+#[test]
+fn a_bad_flag_is_named_once_with_its_value() {
+    let output = std::process::Command::new(LARVE)
+        .args(["--queen", "--port", "abc"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.starts_with("larve: --port: \"abc\" is not a port (0-65535)\n"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_401_says_where_a_local_hive_keeps_its_token() {
+    let token = "0123456789abcdef0123";
+    let queen = Larve::start_with(&["--queen", "--port", "0"], &Launch::token(token));
+    let answer = submit(&queen, "hello");
+    assert_eq!(answer.0, 401);
+    assert!(error_of(&answer).contains(".hive/token"), "{answer:?}");
 }
 
 #[test]

@@ -713,3 +713,16 @@ fn tasks_live_in_etcd_any_queen_serves_them_and_a_failover_loses_none() {
         "every task is kept"
     );
 }
+
+#[test]
+fn with_etcd_unreachable_a_submit_names_the_store_as_the_cause() {
+    let nobody = format!("http://127.0.0.1:{}", free_port().expect("a free port"));
+    let queen = Larve::queen(&["--etcd", &nobody]);
+    let answer = eventually(SOON, "the queen to find etcd unreachable", || {
+        let answer = submit(&queen, "hello");
+        (answer.0 == 503 && answer.1["error"].as_str()?.contains("store")).then_some(answer)
+    });
+    let said = answer.1["error"].as_str().unwrap();
+    assert!(said.contains("cannot be reached"), "{said}");
+    assert!(!said.contains("is any drone registered"), "{said}");
+}

@@ -779,16 +779,32 @@ fn finished_tasks_beyond_keep_finished_are_deleted_oldest_first_and_counted_in_m
         .collect();
     let kept = eventually(SOON, "only the two most recent kept", || {
         let (_, page) = get(&queen.url("/tasks"));
-        let kept: Vec<String> = page["tasks"].as_array()?.iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+        let kept: Vec<String> = page["tasks"]
+            .as_array()?
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
         (kept.len() == 2).then_some(kept)
     });
     assert!(kept.contains(&ids[4]), "{kept:?} lacks the newest");
     assert_eq!(get(&queen.url(&format!("/tasks/{}", ids[0]))).0, 404);
     let counted = metrics(&queen);
     assert_eq!(counted["hive_tasks{state=\"succeeded\"}"], 2.0);
-    assert_eq!(counted["hive_task_transitions_total{from=\"created\",to=\"pending\"}"], 5.0);
-    assert_eq!(counted["hive_task_transitions_total{from=\"pending\",to=\"running\"}"], 5.0);
-    assert_eq!(counted["hive_task_transitions_total{from=\"running\",to=\"succeeded\"}"], 5.0);
+    assert_eq!(
+        counted["hive_task_transitions_total{from=\"created\",to=\"pending\"}"],
+        5.0
+    );
+    assert_eq!(
+        counted["hive_task_transitions_total{from=\"pending\",to=\"running\"}"],
+        5.0
+    );
+    assert_eq!(
+        counted["hive_task_transitions_total{from=\"running\",to=\"succeeded\"}"],
+        5.0
+    );
     assert_eq!(counted["hive_task_scheduling_seconds_count"], 5.0);
-    assert_eq!(counted["hive_http_requests_total{endpoint=\"/tasks\",status=\"202\"}"], 5.0);
+    assert_eq!(
+        counted["hive_http_requests_total{endpoint=\"/tasks\",status=\"202\"}"],
+        5.0
+    );
 }

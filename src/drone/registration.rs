@@ -29,6 +29,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest interval a queen may announce; anything longer is treated as unknown.
 const MAX_QUEEN_INTERVAL: Duration = Duration::from_secs(86_400);
 
+/// Why a registration did not work.
+enum Refusal {
+    /// The queen understood and refused: trying again cannot help.
+    Final(String),
+    /// Worth another try, maybe with another queen.
+    Retry(String),
+}
+
 /// The drone's side of staying known to its queens.
 pub(super) struct Registration {
     pub(super) drone: Arc<Drone>,
@@ -78,14 +86,14 @@ impl Registration {
                 let queen = self.queens[self.current].clone();
                 match self.register_once(&queen) {
                     Ok(interval) => return Ok(interval),
-                    Err(e) if e.is_client_error() => {
+                    Err(Refusal::Final(said)) => {
                         return Err(StartError::Config(format!(
-                            "queen {} refused this drone's registration ({e}); is --queen-host really a queen, and is {} an address she accepts?",
+                            "queen {} refused this drone's registration: {said}; is --queen-host really a queen, and is {} an address she accepts?",
                             quoted(&queen),
                             quoted(&self.advertise)
                         )));
                     }
-                    Err(e) => {
+                    Err(Refusal::Retry(e)) => {
                         warn!("could not register with queen {}: {e}", quoted(&queen));
                         self.current = (self.current + 1) % self.queens.len();
                     }
@@ -97,7 +105,9 @@ impl Registration {
         }
     }
 
-    fn register_once(&self, queen: &str) -> std::result::Result<Duration, CallError> {
+    /// One registration with `queen`; the interval she announced. A 4xx other than 408 or 429 is
+    /// final, with what she said (her `error`, or the start of her answer).
+    fn register_once(&self, queen: &str) -> std::result::Result<Duration, Refusal> {
         let (exec, slots) = match self.drone.attempts.get() {
             Some(attempts) => (true, attempts.slots()),
             None => (false, 0),
@@ -110,7 +120,18 @@ impl Registration {
         });
         let reply = self
             .client
-            .post_json(queen, "/register", &body, REGISTER_TIMEOUT)?;
+            .exchange("POST", queen, "/register", Some(&body), REGISTER_TIMEOUT)
+            .map_err(|e| Refusal::Retry(e.to_string()))?;
+        if !(200..300).contains(&reply.status) {
+            let error = CallError::Status(reply.status);
+            let said = format!("{error}: {}", quoted(&reply.said()));
+            return Err(if error.is_client_error() {
+                Refusal::Final(said)
+            } else {
+                Refusal::Retry(said)
+            });
+        }
+        let reply = reply.body;
         let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
         let interval = reply["heartbeat_interval"]
             .as_f64()

@@ -202,17 +202,29 @@ impl Scheduler {
 
     /// Declares each `(task, attempt, why)` lost.
     fn lose(&self, losses: Vec<(Stored, u32, String)>) {
+        self.end(losses, "lost", |n, why| Event::Lose { attempt: n, why });
+    }
+
+    /// Records starts the drones refused as failed attempts.
+    fn fail_starts(&self, refused: Vec<(Stored, u32, String)>) {
+        self.end(refused, "could not start", |n, why| Event::FailStart {
+            attempt: n,
+            why,
+        });
+    }
+
+    /// Ends each `(task, attempt, why)` with the event `event` makes of it, and logs that the
+    /// attempt `what` (lost, could not start).
+    fn end(
+        &self,
+        ends: Vec<(Stored, u32, String)>,
+        what: &str,
+        event: impl for<'a> Fn(u32, &'a str) -> Event<'a>,
+    ) {
         let mut changes = Vec::new();
         let mut told = Vec::new();
-        for (stored, n, why) in losses {
-            if let Step::Changed(next) = step(
-                &stored.task,
-                Event::Lose {
-                    attempt: n,
-                    why: &why,
-                },
-                now(),
-            ) {
+        for (stored, n, why) in ends {
+            if let Step::Changed(next) = step(&stored.task, event(n, &why), now()) {
                 told.push((stored.task.state, n, why));
                 changes.push(Change {
                     task: *next,
@@ -226,7 +238,7 @@ impl Scheduler {
             if let Ok(Changed::Done(stored)) = outcome {
                 self.metrics.task_transition(Some(from), stored.task.state);
                 warn!(
-                    "task {} attempt {n} lost: {why}; the task is {}",
+                    "task {} attempt {n} {what}: {why}; the task is {}",
                     stored.task.id, stored.task.state
                 );
             }
@@ -459,39 +471,6 @@ impl Scheduler {
             }
         }
         refused
-    }
-
-    /// Records starts the drones refused as failed attempts.
-    fn fail_starts(&self, refused: Vec<(Stored, u32, String)>) {
-        let mut changes = Vec::new();
-        let mut told = Vec::new();
-        for (stored, n, why) in refused {
-            if let Step::Changed(next) = step(
-                &stored.task,
-                Event::FailStart {
-                    attempt: n,
-                    why: &why,
-                },
-                now(),
-            ) {
-                told.push((stored.task.state, n, why));
-                changes.push(Change {
-                    task: *next,
-                    revision: stored.revision,
-                });
-            }
-        }
-        for ((from, n, why), outcome) in
-            told.into_iter().zip(self.store.change_tasks(changes, true))
-        {
-            if let Ok(Changed::Done(stored)) = outcome {
-                self.metrics.task_transition(Some(from), stored.task.state);
-                warn!(
-                    "task {} attempt {n} could not start: {why}; the task is {}",
-                    stored.task.id, stored.task.state
-                );
-            }
-        }
     }
 
     /// What a probe of `target`, sent at `sent`, found it runs: confirms the attempts it lists,

@@ -64,6 +64,18 @@ fn ended(queen: &Larve, id: &str) -> Value {
     }
 }
 
+/// `DELETE /tasks/ID`: status and task.
+fn cancel(queen: &Larve, id: &str) -> (u16, Value) {
+    let (status, _, task) = call(
+        "DELETE",
+        &queen.url(&format!("/tasks/{id}")),
+        None,
+        None,
+        &[],
+    );
+    (status, task)
+}
+
 /// Task `id` as the queen shows it now.
 fn task(queen: &Larve, id: &str) -> Value {
     let (status, task) = get(&queen.url(&format!("/tasks/{id}")));
@@ -246,24 +258,12 @@ fn a_timeout_ends_the_whole_process_group_grandchildren_too() {
 fn cancel_ends_a_pending_task_at_once_and_a_running_one_with_its_processes() {
     let queen = queen();
     let id = run(&queen, json!({"command": ["true"]}));
-    let (status, _, cancelled) = call(
-        "DELETE",
-        &queen.url(&format!("/tasks/{id}")),
-        None,
-        None,
-        &[],
-    );
+    let (status, cancelled) = cancel(&queen, &id);
     assert_eq!(
         (status, cancelled["state"].clone()),
         (200, json!("cancelled"))
     );
-    let (status, _, again) = call(
-        "DELETE",
-        &queen.url(&format!("/tasks/{id}")),
-        None,
-        None,
-        &[],
-    );
+    let (status, again) = cancel(&queen, &id);
     assert_eq!(
         (status, again),
         (200, cancelled),
@@ -277,13 +277,7 @@ fn cancel_ends_a_pending_task_at_once_and_a_running_one_with_its_processes() {
     let id = run(&queen, json!({"command": ["sh", "-c", script]}));
     let pids = pids(&file, 2);
     let _reaper = Reaper(pids.clone());
-    let (status, _, task) = call(
-        "DELETE",
-        &queen.url(&format!("/tasks/{id}")),
-        None,
-        None,
-        &[],
-    );
+    let (status, task) = cancel(&queen, &id);
     assert_eq!(status, 200, "{task}");
     let done = ended(&queen, &id);
     assert_eq!(done["state"], "cancelled", "{done}");

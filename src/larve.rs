@@ -17,11 +17,11 @@ use crate::metrics::Metrics;
 use crate::queen::{self, Queen};
 use crate::recheck::Recheck;
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::server;
 use crate::store::leadership::Alone;
 use crate::store::memory::Memory;
 use crate::store::{Reachability, Store};
 use crate::store::{engine::Engine, etcd, leadership::Leadership};
+use crate::{server, signals};
 
 /// Paths whose bodies may be large (see `server.rs`): a drone's reports, on a queen; a queen's
 /// starts of many attempts, on a drone.
@@ -46,6 +46,10 @@ pub fn run(config: Config) -> StartError {
     match config.role {
         RoleConfig::Queen(settings) => {
             let queen = Arc::new(build_queen(settings, token.clone(), metrics.clone()));
+            let stopping = queen.clone();
+            if let Err(e) = signals::on_stop(move |signal| stop(signal, || stopping.stop())) {
+                return StartError::Io(format!("cannot start the signal thread: {e}"));
+            }
             let role = Role::Queen(queen.clone());
             let workers = queen::HANDLER_THREADS;
             match serve(listen, workers, role, token, metrics, QUEEN_LARGE_BODIES) {
@@ -54,6 +58,11 @@ pub fn run(config: Config) -> StartError {
             }
         }
         RoleConfig::Drone(settings) => {
+            // What a drone runs keeps running (as a kubelet's pods do); a drone started again on
+            // its address ends what is left of it (see `drone/`).
+            if let Err(e) = signals::on_stop(|signal| stop(signal, || {})) {
+                return StartError::Io(format!("cannot start the signal thread: {e}"));
+            }
             let drone = Arc::new(Drone::new(settings.exec_slots));
             let role = Role::Drone(drone.clone());
             let workers = drone::HANDLER_THREADS;
@@ -70,6 +79,15 @@ pub fn run(config: Config) -> StartError {
             }
         }
     }
+}
+
+/// A clean stop on `signal`: logs it, runs the role's `last_words`, and exits with status 0 once the
+/// log is written.
+fn stop(signal: &str, last_words: impl FnOnce()) {
+    log::info!("stopping on {signal}");
+    last_words();
+    log::logger().flush();
+    std::process::exit(0);
 }
 
 /// A queen and everything she owns: her store (in memory, or etcd with an election), her client

@@ -37,6 +37,7 @@ pub mod recheck;
 pub mod registry;
 pub mod scheduler;
 pub mod server;
+pub mod signals;
 pub mod sockets;
 pub mod store;
 pub mod tasks;

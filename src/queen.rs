@@ -437,6 +437,12 @@ impl Queen {
             .ok_or_else(|| Error::NotFound(format!("drone {name:?}")))
     }
 
+    /// A clean stop: a leader lets her leadership go at once, so another queen takes over within
+    /// moments rather than once her lease expires.
+    pub fn stop(&self) {
+        self.store.resign();
+    }
+
     /// The queen's metrics, after the ones every larve has.
     pub fn render_metrics(&self, out: &mut Exposition) {
         let (registered, available) = self.store.registry().counts();

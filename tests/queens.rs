@@ -726,3 +726,32 @@ fn with_etcd_unreachable_a_submit_names_the_store_as_the_cause() {
     assert!(said.contains("cannot be reached"), "{said}");
     assert!(!said.contains("is any drone registered"), "{said}");
 }
+
+#[test]
+fn a_leader_stopped_cleanly_hands_over_at_once_not_a_lease_later() {
+    // A lease long enough that an expiry could not pass for the hand-over: without a
+    // resignation, the next queen would lead only after 6.7 to 10 s.
+    let etcd = Etcd::single();
+    let urls = etcd.urls();
+    let mut queens: Vec<Larve> = (0..3)
+        .map(|_| Larve::queen(&["--etcd", &urls, "--leader-ttl", "10"]))
+        .collect();
+    let leader = leader_index(&queens);
+    let old = queens[leader].addr.clone();
+    let stopped = Instant::now();
+    queens[leader].stop().expect("kill -TERM");
+    let status = queens[leader].wait_exit(SOON).expect("it exits");
+    assert_eq!(status.code(), Some(0), "a clean stop exits 0");
+    let survivors: Vec<&Larve> = queens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, q)| q)
+        .collect();
+    let new = agreed_leader(&survivors, SOON);
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(5), "the hand-over took {took:?}");
+    assert!(queens[leader].stderr().contains("resigns after leading"));
+    let winner = queens.iter().find(|q| q.addr == new).unwrap();
+    winner.log_with(&[&format!("{old:?} led before, and it stopped cleanly")]);
+}

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use hive::cli::{self, Command, Environment};
-use hive::{control, logging};
+use hive::{control, logging, signals};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
@@ -25,6 +25,11 @@ fn main() -> ExitCode {
         }
         Ok(Command::Version) => println!("larve {}", hive::VERSION),
         Ok(Command::Run(config)) => {
+            // Before any thread exists, so every thread inherits it (see `signals.rs`).
+            if let Err(e) = signals::block_stop_signals() {
+                eprintln!("larve: cannot set up the signal mask: {e}");
+                return ExitCode::from(1);
+            }
             logging::init(config.log_level);
             let fatal = hive::larve::run(*config);
             log::error!("{fatal}");

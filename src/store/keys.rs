@@ -6,6 +6,7 @@
 //! | `next_id`               | the number of the next `drone-N`                   | bumped in the same txn         |
 //! | `tasks/<id>`            | a task and its attempts (`store::tasks`)           | any queen; placements: leader  |
 //! | `leader`                | `host:port` of the queen that leads (etcd only)    | the leader, on her lease       |
+//! | `handover`              | who last let leadership go on a clean stop, and why | a leader, as she resigns       |
 
 use super::engine::prefix_end;
 use crate::address;
@@ -18,6 +19,7 @@ pub struct Keys {
     tasks: Vec<u8>,
     pub next_id: Vec<u8>,
     pub leader: Vec<u8>,
+    pub handover: Vec<u8>,
 }
 
 /// What a key under the prefix is.
@@ -26,6 +28,7 @@ pub enum KeyKind {
     Drone(String),
     Task(String),
     Leader,
+    Handover,
     Other,
 }
 
@@ -38,6 +41,7 @@ impl Keys {
             tasks: key("tasks/"),
             next_id: key("next_id"),
             leader: key("leader"),
+            handover: key("handover"),
         }
     }
 
@@ -57,6 +61,9 @@ impl Keys {
     pub fn kind(&self, key: &[u8]) -> KeyKind {
         if key == self.leader.as_slice() {
             return KeyKind::Leader;
+        }
+        if key == self.handover.as_slice() {
+            return KeyKind::Handover;
         }
         let text = |rest: &[u8]| std::str::from_utf8(rest).ok().map(str::to_string);
         if let Some(address) = key.strip_prefix(self.drones.as_slice()).and_then(text)
@@ -91,6 +98,7 @@ mod tests {
             KeyKind::Task("build-7".into())
         );
         assert_eq!(keys.kind(b"/hive/leader"), KeyKind::Leader);
+        assert_eq!(keys.kind(b"/hive/handover"), KeyKind::Handover);
         for other in [
             &b"/hive/next_id"[..],
             b"/hive/drones/evil.example/x#",

@@ -25,6 +25,10 @@ pub trait Leadership: Send + Sync {
     /// The store's watch saw the leader key change (`None`: deleted).
     fn leader_seen(&self, kv: Option<&Kv>);
 
+    /// The store's watch saw a leader's note of why she let leadership go (written just before
+    /// her leader key goes, in the same transaction).
+    fn handover_seen(&self, kv: &Kv);
+
     /// The store has been read once: a follower may campaign from now on.
     fn store_read(&self);
 
@@ -49,6 +53,8 @@ impl Leadership for Alone {
     }
 
     fn leader_seen(&self, _kv: Option<&Kv>) {}
+
+    fn handover_seen(&self, _kv: &Kv) {}
 
     fn store_read(&self) {}
 

@@ -71,7 +71,7 @@ impl Store {
                 }
                 KeyKind::Task(id) => tasks.push((id, kv)),
                 KeyKind::Leader => leader = Some(kv),
-                KeyKind::Other => {}
+                KeyKind::Handover | KeyKind::Other => {}
             }
         }
         for gone in self.registry.replace_all(&drones, revision) {
@@ -148,6 +148,7 @@ impl Store {
                     }
                 }
                 KeyKind::Leader => self.leadership.leader_seen(Some(&kv)),
+                KeyKind::Handover => self.leadership.handover_seen(&kv),
                 KeyKind::Other => {}
             },
             Event::Delete { key, revision } => match self.keys.kind(&key) {
@@ -158,7 +159,7 @@ impl Store {
                 }
                 KeyKind::Task(id) => self.tasks.forget(&id, revision),
                 KeyKind::Leader => self.leadership.leader_seen(None),
-                KeyKind::Other => {}
+                KeyKind::Handover | KeyKind::Other => {}
             },
         }
     }

@@ -39,6 +39,8 @@ pub struct Election {
     gateway: Arc<Gateway>,
     /// The leader key (under the hive's prefix).
     key: Vec<u8>,
+    /// Where a leader notes why she let leadership go.
+    handover: Vec<u8>,
     state: Mutex<State>,
     /// Woken when the leader key changes or the store has been read, so a follower campaigns
     /// at once when the key goes.
@@ -61,6 +63,17 @@ struct State {
     leader: Option<String>,
     /// This queen's term, while she leads.
     term: Option<Term>,
+    /// The last leader whose key went, and why (a new leader says so).
+    previous: Option<(String, String)>,
+    /// The latest handover note seen: who let leadership go, and why.
+    handover: Option<Handover>,
+}
+
+/// A leader's note of why she let leadership go: the `handover` key's value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Handover {
+    from: String,
+    why: String,
 }
 
 /// A leader's hold on the leader key.
@@ -90,15 +103,19 @@ impl Term {
 }
 
 impl Election {
+    /// The election for the leader key `key` (the handover note is `handover`), on leases of
+    /// `ttl`.
     pub fn new(
         gateway: Arc<Gateway>,
         key: Vec<u8>,
+        handover: Vec<u8>,
         ttl: Duration,
         reach: Arc<Reachability>,
     ) -> Election {
         Election {
             gateway,
             key,
+            handover,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             ttl,
@@ -237,7 +254,7 @@ impl Election {
             Ok(result) if result.succeeded => {
                 let ttl = self.granted(lease.ttl);
                 let mut state = self.state.lock();
-                let before = state.leader.take();
+                let before = state.previous.take();
                 state.term = Some(Term {
                     lease: lease.id,
                     ttl,
@@ -251,7 +268,10 @@ impl Election {
                     "this queen leads now (lease of {}, renewed every {}){}",
                     rounded(ttl),
                     rounded(ttl / 3),
-                    before.map_or(String::new(), |b| format!("; {} led before", quoted(&b)))
+                    before.map_or(String::new(), |(who, why)| format!(
+                        "; {} led before, and {why}",
+                        quoted(&who)
+                    ))
                 );
             }
             Ok(result) => {
@@ -300,16 +320,27 @@ impl Leadership for Election {
             }
         }
         if state.leader != leader {
-            match (&state.leader, &leader) {
-                (Some(before), None) => info!(
-                    "{} no longer leads (its leader key is gone)",
-                    quoted(before)
-                ),
+            match (state.leader.clone(), &leader) {
+                (Some(before), None) => {
+                    let why = match state.handover.take() {
+                        Some(note) if note.from == before => note.why,
+                        _ => "its lease expired: it stopped renewing it (it died, froze or lost etcd)"
+                            .to_string(),
+                    };
+                    info!("{} no longer leads: {why}", quoted(&before));
+                    state.previous = Some((before, why));
+                }
                 (_, Some(now)) if now != self.me() => info!("{} leads now", quoted(now)),
                 _ => {}
             }
             state.leader = leader;
             self.changed.notify_all();
+        }
+    }
+
+    fn handover_seen(&self, kv: &Kv) {
+        if let Ok(note) = serde_json::from_slice::<Handover>(&kv.value) {
+            self.state.lock().handover = Some(note);
         }
     }
 
@@ -345,13 +376,29 @@ impl Leadership for Election {
             term
         };
         if let Some(term) = term {
-            match self.gateway.revoke(term.lease) {
-                Ok(()) => info!(
-                    "this queen resigns after leading for {}: stopping cleanly; the leader key is released",
-                    rounded(term.began.elapsed())
+            // The note and the key's release in one transaction, so whoever sees the key go
+            // knows why; then the lease goes too.
+            let note = Handover {
+                from: self.me().to_string(),
+                why: "it stopped cleanly and let leadership go".to_string(),
+            };
+            let value = serde_json::to_vec(&note).expect("a note serializes");
+            let txn = Txn::new()
+                .if_created_at(&self.key, term.key_revision)
+                .put(&self.handover, &value)
+                .delete(&self.key);
+            let released = self.gateway.txn(&txn).map(|result| result.succeeded);
+            let _ = self.gateway.revoke(term.lease);
+            let led = rounded(term.began.elapsed());
+            match released {
+                Ok(true) => info!(
+                    "this queen resigns after leading for {led}: stopping cleanly; the leader key is released"
+                ),
+                Ok(false) => info!(
+                    "this queen resigns after leading for {led}; her leader key was gone already"
                 ),
                 Err(e) => warn!(
-                    "this queen resigns, but could not release the leader key ({e}); another queen leads once its lease expires"
+                    "this queen resigns after leading for {led}, but could not release the leader key ({e}); another queen leads once its lease expires"
                 ),
             }
         }
@@ -395,6 +442,7 @@ mod tests {
         let election = Election::new(
             gateway,
             b"/hive/leader".to_vec(),
+            b"/hive/handover".to_vec(),
             Duration::from_secs(5),
             Arc::default(),
         );

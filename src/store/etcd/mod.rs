@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::Reachability;
 use super::engine::{Engine, Kv, StoreError, Txn, TxnResult, Watch};
+use super::keys::Keys;
 use crate::config::EtcdConfig;
 use election::Election;
 use gateway::Gateway;
@@ -38,8 +39,14 @@ pub struct EtcdEngine {
 /// calls tell `reach` whether etcd answers.
 pub fn connect(config: &EtcdConfig, reach: Arc<Reachability>) -> (Arc<EtcdEngine>, Arc<Election>) {
     let gateway = Arc::new(Gateway::new(config.endpoints.clone(), CALL_TIMEOUT));
-    let leader_key = format!("{}leader", config.prefix).into_bytes();
-    let election = Election::new(gateway.clone(), leader_key, config.leader_ttl, reach);
+    let keys = Keys::new(&config.prefix);
+    let election = Election::new(
+        gateway.clone(),
+        keys.leader,
+        keys.handover,
+        config.leader_ttl,
+        reach,
+    );
     (Arc::new(EtcdEngine { gateway }), Arc::new(election))
 }
 

@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::Result;
-use crate::process::{Process, SIGCONT, SIGSTOP};
+use crate::process::{Process, SIGCONT, SIGSTOP, SIGTERM};
 
 /// The environment variable a larve reads its cluster token from.
 pub const TOKEN_ENV: &str = "HIVE_TOKEN";
@@ -133,6 +133,11 @@ impl Larve {
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// SIGTERM: a clean stop.
+    pub fn stop(&self) -> Result<()> {
+        self.process.signal(SIGTERM)
     }
 
     /// SIGSTOP: the kernel still completes connections to its port, but nothing answers them.

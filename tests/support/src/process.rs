@@ -13,6 +13,7 @@ use crate::{Result, wait};
 
 /// Signals [`Process::signal`] sends, by the names `kill` takes.
 pub const SIGSTOP: &str = "STOP";
+pub const SIGTERM: &str = "TERM";
 pub const SIGCONT: &str = "CONT";
 pub const SIGINT: &str = "INT";
 

@@ -10,6 +10,7 @@
 //!                        │                            │              memory, or etcd via gateway)
 //!                        │                            ├── heartbeat (who is still alive)
 //!                        │                            ├── recheck   (a drone that failed a task)
+//!                        │                            ├── exec      (a task's command, run on a drone)
 //!                        │                            └── client    (every outbound call, with a timeout)
 //!                        ├── api    (routes requests to the role)
 //!                        └── server (HTTP, translates only) ── listener (tiny_http kept serving)

@@ -386,13 +386,23 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
             .contains("restarted"),
         "{done}"
     );
+    let left = names_under(Path::new(&work));
     assert!(
-        Path::new(&work)
-            .read_dir()
-            .unwrap()
-            .all(|e| !e.unwrap().file_type().unwrap().is_dir()),
-        "its directory is gone"
+        !left.iter().any(|name| name.starts_with(id.as_str())),
+        "its directory is gone: {left:?}"
     );
+}
+
+/// The names of everything under `dir`, at any depth.
+fn names_under(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        names.push(entry.file_name().to_string_lossy().into_owned());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            names.extend(names_under(&entry.path()));
+        }
+    }
+    names
 }
 
 #[test]

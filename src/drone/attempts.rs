@@ -215,10 +215,7 @@ impl Attempts {
     /// Ends what a drone on the same work directory left running before this one started.
     pub fn reap_leftovers(&self) {
         for leftover in self.executor.reap_leftovers() {
-            warn!(
-                "ended task {} attempt {}, left running by this drone before it restarted",
-                leftover.task, leftover.attempt
-            );
+            warn!("{leftover}");
         }
     }
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::info;
 use parking_lot::Mutex;
@@ -25,7 +25,7 @@ use crate::auth::Token;
 use crate::client::Client;
 use crate::config::{DroneConfig, StartError};
 use crate::error::{Error, Result};
-use crate::exec::Executor;
+use crate::exec::{self, Executor};
 use crate::logging::{one_line, quoted};
 use crate::tasks::new_boot;
 use crate::tasks::wire::{DroneStatus, StartAnswer, StartRequest};
@@ -34,10 +34,6 @@ use registration::Registration;
 
 /// Handler threads of a drone; a task is a print, so a few are plenty.
 pub const HANDLER_THREADS: usize = 8;
-
-/// How long an attempt being stopped (cancelled, or past its timeout) has between SIGTERM and
-/// SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The drone's state and what it does on each request.
 pub struct Drone {
@@ -136,7 +132,7 @@ pub fn run(
             .work_dir
             .clone()
             .unwrap_or_else(|| default_work_dir(local));
-        let executor = match Executor::new(root.clone(), KILL_GRACE) {
+        let executor = match Executor::new(root.clone(), exec::KILL_GRACE) {
             Ok(executor) => executor,
             Err(e) => {
                 return StartError::Io(format!(

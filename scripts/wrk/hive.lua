@@ -1,11 +1,15 @@
--- wrk script for Hive: submits tasks or asks the queen's health, and ends with one machine-readable
--- line that hive-bench parses (wrk's own summary above it is for people).
+-- wrk script for Hive: submits tasks, creates tasks or asks the queen something, and ends with one
+-- machine-readable line that hive-bench parses (wrk's own summary above it is for people).
 --
 --   wrk -t2 -c32 -d6s -s scripts/wrk/hive.lua http://127.0.0.1:8080/submit_task -- submit
+--   wrk -t2 -c32 -d6s -s scripts/wrk/hive.lua http://127.0.0.1:8080/tasks -- task
 --   wrk -t2 -c32 -d6s -s scripts/wrk/hive.lua http://127.0.0.1:8080/healthz
+--   wrk -t2 -c8 -d6s -s scripts/wrk/hive.lua 'http://127.0.0.1:8080/tasks?state=pending'
 --
--- With the argument `submit` every request is POST {"text": "hello"} as JSON; with none, a GET of
--- the URL. HIVE_TOKEN, when set, is sent as `Authorization: Bearer <token>`, as the scripts do.
+-- With the argument `submit` every request is POST {"text": "hello"} as JSON (the tutorial's
+-- task); with `task`, POST {"command": ["true"]} as JSON (a new task that runs `true`, for
+-- POST /tasks); with none, a GET of the URL. HIVE_TOKEN, when set, is sent as
+-- `Authorization: Bearer <token>`, as the scripts do.
 --
 -- The last line printed is
 --   HIVE-WRK {"requests":N,"duration_us":N,"errors":{"connect":N,"read":N,"write":N,"status":N,
@@ -14,7 +18,9 @@
 -- longer than wrk's --timeout (2 s by default; they are left out of the latencies), and every
 -- latency is in microseconds.
 
-local TASK_BODY = '{"text": "hello"}'
+-- The bodies: the tutorial's task for POST /submit_task, a command for POST /tasks.
+local SUBMIT_BODY = '{"text": "hello"}'
+local TASK_BODY = '{"command": ["true"]}'
 
 -- The percentiles reported, as wrk names them, and the keys they get in the line.
 local PERCENTILES = { { 50, "p50" }, { 90, "p90" }, { 99, "p99" }, { 99.9, "p99.9" } }
@@ -22,12 +28,15 @@ local PERCENTILES = { { 50, "p50" }, { 90, "p90" }, { 99, "p99" }, { 99.9, "p99.
 -- Runs once in each of wrk's threads, before its first request. wrk builds every request from the
 -- fields set here, once, so the script costs nothing per request.
 function init(args)
-   if args[1] == "submit" then
+   local bodies = { submit = SUBMIT_BODY, task = TASK_BODY }
+   if args[1] ~= nil then
+      local body = bodies[args[1]]
+      if body == nil then
+         error("hive.lua: unknown argument " .. args[1] .. " (use submit, task, or nothing for a GET)")
+      end
       wrk.method = "POST"
-      wrk.body = TASK_BODY
+      wrk.body = body
       wrk.headers["Content-Type"] = "application/json"
-   elseif args[1] ~= nil then
-      error("hive.lua: unknown argument " .. args[1] .. " (use submit, or nothing for a GET)")
    end
    local token = os.getenv("HIVE_TOKEN")
    if token ~= nil and token ~= "" then

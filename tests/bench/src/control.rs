@@ -1,5 +1,6 @@
 //! The bench's own calls to a queen, apart from the measured load: reading `/drones` and
-//! `/healthz`, and registering fake drones, through one HTTP client with a limit on every call.
+//! `/healthz` (and a drone's own `/healthz?verbose`), and registering fake drones, through one
+//! HTTP client with a limit on every call.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,6 +49,14 @@ impl QueenHealth {
     pub fn is_ready(&self) -> bool {
         self.status == READY
     }
+}
+
+/// A Hive drone's `GET /healthz?verbose` (to a caller with the token, or to anyone without one);
+/// only what the scenarios read.
+#[derive(Deserialize)]
+pub struct DroneHealth {
+    /// Slots its running attempts take now, by its own count.
+    pub used: u32,
 }
 
 /// A larve's `status` once it serves.
@@ -105,6 +114,11 @@ impl Control {
     /// The queen's `GET /healthz`, whatever her status (a queen not ready answers 200 too).
     pub fn health(&self, queen: &Larve) -> Result<QueenHealth> {
         self.get_json(&format!("http://{}/healthz", queen.address()))
+    }
+
+    /// A drone's own view of what it runs: its `GET /healthz?verbose`.
+    pub fn drone_health(&self, drone: &Larve) -> Result<DroneHealth> {
+        self.get_json(&format!("http://{}/healthz?verbose", drone.address()))
     }
 
     /// Whether `queen`'s `/healthz` lists every address in `addresses`.

@@ -1,11 +1,14 @@
-//! `hive-bench`: runs real larves on loopback and measures them against the performance issue's
-//! targets. Progress goes to stderr; one markdown table of every number goes to stdout.
-//! `scripts/bench.sh` builds the release binaries and runs it.
+//! `hive-bench`: runs real larves on loopback and measures them against the targets of the
+//! performance issue (scenarios 1 to 8) and of the tasks issue (9 to 14). Progress goes to
+//! stderr; one markdown table of every number goes to stdout. `scripts/bench.sh` builds the
+//! release binaries and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
 //! per scenario and the runner that calls them; [`control`] is the bench's own calls to a queen;
-//! [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`fleet`] simulates
-//! drones; [`heartbeat`] sets and reads a queen's heartbeat; [`report`] prints the table. What the
+//! [`tasks`] is its client of the task API (submits from many threads, blocking waits, listings,
+//! `/metrics`); [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`fleet`]
+//! simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`report`] prints the
+//! table. What the
 //! bench shares with the integration tests is in `hive-support` (`tests/support`): the process
 //! guards that start larves, etcd and wrk, raw HTTP where wrk cannot go (one connection's first
 //! answer, a body a server may never read), `/proc` readings, free ports, and the one way to wait.
@@ -20,6 +23,7 @@ mod heartbeat;
 mod options;
 mod report;
 mod scenarios;
+mod tasks;
 mod wrk;
 
 use std::process::ExitCode;
@@ -34,6 +38,7 @@ use control::Control;
 use options::Plan;
 use report::Report;
 use scenarios::Bench;
+use tasks::TaskClient;
 use wrk::Wrk;
 
 fn main() -> ExitCode {
@@ -65,6 +70,7 @@ fn run() -> Result<ExitCode> {
     let bench = Bench {
         launcher: Launcher::new(options.larve.clone(), workdir.path()),
         control: Control::new(),
+        tasks: TaskClient::new(),
         wrk: Wrk::new(options.wrk.clone(), workdir.path())?,
         etcd_binary: options.etcd.clone(),
         dir: workdir.path().to_path_buf(),

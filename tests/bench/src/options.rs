@@ -18,16 +18,21 @@ table to stdout.
 options:
   --larve PATH        the larve binary (default: larve next to this binary)
   --wrk PATH          the wrk binary (default: wrk on the PATH)
-  --etcd-binary PATH  the etcd binary scenario 8 starts (default: etcd on the PATH)
+  --etcd-binary PATH  the etcd binary scenarios 8 to 11 and 13 start (default: etcd on the PATH)
   --quick             one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter
-                      runs and fewer repetitions elsewhere, a 200-drone fleet
+                      runs and fewer repetitions elsewhere, a 200-drone fleet; 2,000 tasks in
+                      scenario 9, 20,000 in 12, 400 in 13
   --only LIST         run only these scenarios, e.g. --only 1,4 (default: all)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
                       fails)
   -h, --help          print this help
 
 scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint,
-6 burst, 7 big body, 8 several queens (etcd)";
+6 burst, 7 big body, 8 several queens (etcd); tasks that run commands: 9 task throughput (against
+the machine spawning them itself; and on etcd), 10 task submission (wrk on POST /tasks), 11 task
+latency (created to running at 100 tasks/s), 12 task queue scale (100,000 pending), 13 task
+failover (leader killed with 2,000 tasks in flight), 14 drone loss (a drone killed running 8
+tasks)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -69,6 +74,34 @@ const FULL_QUEENS_RATE_SECS: u64 = 6;
 const QUICK_QUEENS_RATE_SECS: u64 = 2;
 const FULL_QUEENS_FLEET: usize = 1000;
 const QUICK_QUEENS_FLEET: usize = 200;
+
+/// Scenario 9: tasks through each hive, and commands the baseline spawns.
+const FULL_THROUGHPUT_TASKS: usize = 10_000;
+const QUICK_THROUGHPUT_TASKS: usize = 2_000;
+
+/// Scenario 10: runs per store (each on fresh queens), and each wrk load's length.
+const FULL_SUBMISSION_RUNS: usize = 3;
+const QUICK_SUBMISSION_RUNS: usize = 1;
+const FULL_SUBMISSION_SECS: u64 = 6;
+const QUICK_SUBMISSION_SECS: u64 = 2;
+
+/// Scenario 11: how long tasks arrive (at 100 a second) on each store.
+const FULL_LATENCY_SECS: u64 = 30;
+const QUICK_LATENCY_SECS: u64 = 5;
+
+/// Scenario 12: pending tasks the queen holds, and the length of each wrk load on her.
+const FULL_QUEUE_TASKS: usize = 100_000;
+const QUICK_QUEUE_TASKS: usize = 20_000;
+const FULL_QUEUE_LOAD_SECS: u64 = 5;
+const QUICK_QUEUE_LOAD_SECS: u64 = 2;
+
+/// Scenario 13: tasks in flight when the leader is killed.
+const FULL_FAILOVER_TASKS: usize = 2_000;
+const QUICK_FAILOVER_TASKS: usize = 400;
+
+/// Scenario 14: drones killed, one after another, each running 8 tasks.
+const FULL_DRONE_LOSS_REPEATS: usize = 3;
+const QUICK_DRONE_LOSS_REPEATS: usize = 1;
 
 /// Length of each of scenario 4's submit loads.
 const FULL_SCALE_LOAD_SECS: u64 = 5;
@@ -172,6 +205,20 @@ pub struct Plan {
     pub queens_rate_runs: usize,
     pub queens_rate_length: Duration,
     pub queens_fleet: usize,
+    /// Scenario 9: tasks through each hive (and commands the baseline spawns).
+    pub throughput_tasks: usize,
+    /// Scenario 10: runs per store and each load's length.
+    pub submission_runs: usize,
+    pub submission_length: Duration,
+    /// Scenario 11: how long tasks arrive on each store.
+    pub latency_length: Duration,
+    /// Scenario 12: pending tasks held, and each load's length.
+    pub queue_tasks: usize,
+    pub queue_load: Duration,
+    /// Scenario 13: tasks in flight at the leader's kill.
+    pub failover_tasks: usize,
+    /// Scenario 14: drones killed.
+    pub drone_loss_repeats: usize,
 }
 
 impl Plan {
@@ -197,17 +244,34 @@ impl Plan {
                 QUICK_QUEENS_RATE_SECS,
             )),
             queens_fleet: pick(quick, FULL_QUEENS_FLEET, QUICK_QUEENS_FLEET),
+            throughput_tasks: pick(quick, FULL_THROUGHPUT_TASKS, QUICK_THROUGHPUT_TASKS),
+            submission_runs: pick(quick, FULL_SUBMISSION_RUNS, QUICK_SUBMISSION_RUNS),
+            submission_length: Duration::from_secs(pick(
+                quick,
+                FULL_SUBMISSION_SECS,
+                QUICK_SUBMISSION_SECS,
+            )),
+            latency_length: Duration::from_secs(pick(quick, FULL_LATENCY_SECS, QUICK_LATENCY_SECS)),
+            queue_tasks: pick(quick, FULL_QUEUE_TASKS, QUICK_QUEUE_TASKS),
+            queue_load: Duration::from_secs(pick(
+                quick,
+                FULL_QUEUE_LOAD_SECS,
+                QUICK_QUEUE_LOAD_SECS,
+            )),
+            failover_tasks: pick(quick, FULL_FAILOVER_TASKS, QUICK_FAILOVER_TASKS),
+            drone_loss_repeats: pick(quick, FULL_DRONE_LOSS_REPEATS, QUICK_DRONE_LOSS_REPEATS),
         }
     }
 
     /// What kind of run this is, for the report's run line.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({} of {} s per wrk load in scenario 1, fleet of {})",
+            "{} ({} of {} s per wrk load in scenario 1, fleet of {}, {} tasks in scenario 9)",
             if self.quick { "--quick" } else { "full" },
             report::runs(self.wrk_runs),
             self.wrk_length.as_secs(),
-            self.fleet.total()
+            self.fleet.total(),
+            self.throughput_tasks
         )
     }
 }

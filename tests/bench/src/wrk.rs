@@ -43,6 +43,10 @@ pub enum Call {
     Submit,
     /// `GET /healthz`: the script with no argument.
     Health,
+    /// `POST /tasks` with `{"command": ["true"]}`: the script's `task`.
+    CreateTask,
+    /// `GET /tasks?state=pending`: the first page of pending tasks, the script with no argument.
+    PendingTasks,
 }
 
 impl Call {
@@ -50,6 +54,8 @@ impl Call {
         match self {
             Call::Submit => "/submit_task",
             Call::Health => "/healthz",
+            Call::CreateTask => "/tasks",
+            Call::PendingTasks => "/tasks?state=pending",
         }
     }
 
@@ -57,7 +63,8 @@ impl Call {
     fn script_args(self) -> &'static [&'static str] {
         match self {
             Call::Submit => &["--", "submit"],
-            Call::Health => &[],
+            Call::CreateTask => &["--", "task"],
+            Call::Health | Call::PendingTasks => &[],
         }
     }
 }
@@ -108,11 +115,20 @@ impl Load {
     }
 
     /// The command line as a user types it in the repository, with `PORT` for the queen's port.
+    /// A URL with a query is quoted, so a shell takes its `?` as it is.
     pub fn command(&self) -> String {
-        format!(
-            "wrk {}",
-            self.args(SCRIPT_IN_REPOSITORY, "127.0.0.1:PORT").join(" ")
-        )
+        let args: Vec<String> = self
+            .args(SCRIPT_IN_REPOSITORY, "127.0.0.1:PORT")
+            .into_iter()
+            .map(|arg| {
+                if arg.contains('?') {
+                    format!("'{arg}'")
+                } else {
+                    arg
+                }
+            })
+            .collect();
+        format!("wrk {}", args.join(" "))
     }
 }
 

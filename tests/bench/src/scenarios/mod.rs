@@ -4,14 +4,29 @@
 //! adds its rows and notes to the report. Each starts its own larves and lets their guards stop
 //! them, so a scenario that fails leaves nothing running: the runner records its error as a row and
 //! goes on with the next one.
+//!
+//! Scenarios 1 to 8 measure the queen as the tutorial uses her: `/submit_task`, the heartbeat, the
+//! registry, several queens. Scenarios 9 to 14 measure tasks that run commands (`POST /tasks` on
+//! the queen, drones started with `--allow-exec`): [`task_throughput`] against the machine
+//! spawning the same commands itself, [`task_submission`] and [`task_latency`] for the queue's
+//! front, [`task_scale`] for a queen holding a large queue, [`task_failover`] and [`drone_loss`]
+//! for what a dead leader or a dead drone does to the tasks in flight. Those with an etcd part start
+//! their queens as [`group`] does.
 
 mod big_body;
 mod burst;
 mod detection;
+mod drone_loss;
 mod footprint;
+mod group;
 mod queens;
 mod scale;
 mod soak;
+mod task_failover;
+mod task_latency;
+mod task_scale;
+mod task_submission;
+mod task_throughput;
 mod throughput;
 
 use std::panic::{self, AssertUnwindSafe};
@@ -25,6 +40,7 @@ use hive_support::wait;
 use crate::control::Control;
 use crate::options::Plan;
 use crate::report::Report;
+use crate::tasks::TaskClient;
 use crate::wrk::Wrk;
 use crate::{Result, progress};
 
@@ -37,6 +53,8 @@ const REGISTER_POLL: Duration = Duration::from_millis(10);
 pub struct Bench {
     pub launcher: Launcher,
     pub control: Control,
+    /// The task API's client: submits, waits, listings, `/metrics`.
+    pub tasks: TaskClient,
     pub wrk: Wrk,
     /// The etcd binary.
     pub etcd_binary: PathBuf,
@@ -53,11 +71,17 @@ impl Bench {
         self.launcher.start(label, &args, &Launch::default())
     }
 
-    /// Starts a drone of `queens` (several when they share a registry in etcd) on a free port; it
-    /// registers itself with the first that answers.
-    fn drone(&self, label: &str, queens: &[&Larve]) -> Result<Larve> {
+    /// Starts a drone of `queens` (several when they share a registry in etcd) on a free port with
+    /// `extra` flags; it registers itself with the first that answers.
+    fn drone(&self, label: &str, queens: &[&Larve], extra: &[String]) -> Result<Larve> {
         let hosts: Vec<String> = queens.iter().map(|queen| queen.address()).collect();
-        let args = ["--queen-host", &hosts.join(","), "--port", "0"];
+        let mut args: Vec<String> = vec![
+            "--queen-host".into(),
+            hosts.join(","),
+            "--port".into(),
+            "0".into(),
+        ];
+        args.extend_from_slice(extra);
         self.launcher.start(label, &args, &Launch::default())
     }
 
@@ -81,8 +105,47 @@ impl Bench {
     /// Starts `count` drones of `queens` (sharing a registry in etcd when there are several) and
     /// waits until every one of them lists them all.
     pub fn drones_of(&self, queens: &[&Larve], label: &str, count: usize) -> Result<Vec<Larve>> {
+        self.start_drones(queens, label, count, |_| Vec::new())
+    }
+
+    /// Starts `count` drones of `queens` that run commands (`--allow-exec`) in `slots` slots each,
+    /// each with its work directory in the run's directory, and waits until every queen lists
+    /// them all.
+    pub fn exec_drones_of(
+        &self,
+        queens: &[&Larve],
+        label: &str,
+        count: usize,
+        slots: u32,
+    ) -> Result<Vec<Larve>> {
+        self.start_drones(queens, label, count, |name| {
+            vec![
+                "--allow-exec".into(),
+                "--slots".into(),
+                slots.to_string(),
+                "--work-dir".into(),
+                self.dir
+                    .join(format!("{name}.work"))
+                    .to_string_lossy()
+                    .into_owned(),
+            ]
+        })
+    }
+
+    /// Starts `count` drones of `queens` named `LABEL-I`, each with the flags `extra` gives for
+    /// its name, and waits until every queen lists them all.
+    fn start_drones(
+        &self,
+        queens: &[&Larve],
+        label: &str,
+        count: usize,
+        extra: impl Fn(&str) -> Vec<String>,
+    ) -> Result<Vec<Larve>> {
         let drones = (0..count)
-            .map(|i| self.drone(&format!("{label}-{i}"), queens))
+            .map(|i| {
+                let name = format!("{label}-{i}");
+                self.drone(&name, queens, &extra(&name))
+            })
             .collect::<Result<Vec<Larve>>>()?;
         let addresses: Vec<String> = drones.iter().map(Larve::address).collect();
         wait::until(
@@ -104,7 +167,7 @@ impl Bench {
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 8] = [
+const ALL: [(&str, Scenario); 14] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -113,6 +176,12 @@ const ALL: [(&str, Scenario); 8] = [
     (burst::LABEL, burst::run),
     (big_body::LABEL, big_body::run),
     (queens::LABEL, queens::run),
+    (task_throughput::LABEL, task_throughput::run),
+    (task_submission::LABEL, task_submission::run),
+    (task_latency::LABEL, task_latency::run),
+    (task_scale::LABEL, task_scale::run),
+    (task_failover::LABEL, task_failover::run),
+    (drone_loss::LABEL, drone_loss::run),
 ];
 
 /// How many scenarios there are, numbered from 1.

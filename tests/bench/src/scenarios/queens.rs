@@ -8,7 +8,6 @@
 //! the scenario's, after the other parts have added their rows.
 
 mod failover;
-mod group;
 mod rate;
 mod registration;
 

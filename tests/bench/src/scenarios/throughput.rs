@@ -134,7 +134,7 @@ fn add_queen_rows(report: &mut Report, connections: usize, queens: &[QueenRun]) 
     let goal = p99_target_ms(connections);
     for (i, what) in LOADS.iter().enumerate() {
         let runs: Vec<&Run> = queens.iter().map(|q| q.loads()[i]).collect();
-        add_load_rows(report, &format!("c{connections} {what}"), &runs, Some(goal));
+        report.load_rows(LABEL, &format!("c{connections} {what}"), &runs, Some(goal));
     }
     let share = |pick: fn(&QueenRun) -> &Run| {
         median(
@@ -186,36 +186,6 @@ fn add_queen_rows(report: &mut Report, connections: usize, queens: &[QueenRun]) 
     ));
 }
 
-/// Two rows for one load over its runs: medians of rate and latency (with the p99 target, if
-/// any), and sums of errors (none is the target).
-fn add_load_rows(report: &mut Report, what: &str, runs: &[&Run], p99_goal_ms: Option<f64>) {
-    let n = report::runs(runs.len());
-    let p99 = median(runs.iter().map(|r| r.p99_ms()));
-    report.row(
-        LABEL,
-        format!("{what}: req/s / p50 / p99 / max ms, median of {n}"),
-        format!(
-            "{:.0} / {} / {} / {}",
-            median(runs.iter().map(|r| r.per_sec())),
-            ms(median(runs.iter().map(|r| r.p50_ms()))),
-            ms(p99),
-            ms(median(runs.iter().map(|r| r.max_ms())))
-        ),
-        p99_goal_ms.map_or("-".to_string(), |goal| {
-            target(&format!("p99 ≤ {goal:.0}"), p99 <= goal)
-        }),
-    );
-    let non_2xx: u64 = runs.iter().map(|r| r.non_2xx()).sum();
-    let timeouts: u64 = runs.iter().map(|r| r.timeouts()).sum();
-    let socket: u64 = runs.iter().map(|r| r.socket_errors()).sum();
-    report.row(
-        LABEL,
-        format!("{what}: non-2xx / wrk timeouts / socket errors, sum of {n}"),
-        format!("{non_2xx} / {timeouts} / {socket}"),
-        target("0 / 0 / -", non_2xx == 0 && timeouts == 0),
-    );
-}
-
 /// The cold healthz rows: the worst run against the target, and the medians.
 fn add_cold_healthz_rows(report: &mut Report, runs: &[Run]) {
     let what = format!("cold healthz c{COLD_HEALTHZ_CONNECTIONS}");
@@ -245,5 +215,5 @@ fn add_cold_healthz_rows(report: &mut Report, runs: &[Run]) {
         );
     }
     let all: Vec<&Run> = runs.iter().collect();
-    add_load_rows(report, &what, &all, None);
+    report.load_rows(LABEL, &what, &all, None);
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use hive_support::etcd::Etcd;
 
 use super::LABEL;
-use super::group::{AGREE_POLL, AGREE_TIMEOUT, LEADER_TTL, Queens};
 use crate::report::{self, Report, median, target};
 use crate::scenarios::Bench;
+use crate::scenarios::group::{AGREE_POLL, AGREE_TIMEOUT, LEADER_TTL, Queens};
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 

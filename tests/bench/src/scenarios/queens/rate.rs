@@ -11,9 +11,9 @@ use std::time::Duration;
 use hive_support::etcd::Etcd;
 
 use super::LABEL;
-use super::group::{AGREE_TIMEOUT, Queens};
 use crate::report::{self, Report, median, target};
 use crate::scenarios::Bench;
+use crate::scenarios::group::{AGREE_TIMEOUT, Queens};
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 

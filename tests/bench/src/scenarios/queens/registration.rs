@@ -14,11 +14,11 @@ use hive_support::procfs::Sampler;
 use hive_support::wait;
 
 use super::LABEL;
-use super::group::{AGREE_TIMEOUT, QUEENS, Queens};
 use crate::control::{self, Control};
 use crate::fleet::{Fleet, FleetSize};
 use crate::report::{self, Report, mb, target};
 use crate::scenarios::Bench;
+use crate::scenarios::group::{AGREE_TIMEOUT, QUEENS, Queens};
 use crate::scenarios::scale::QUEEN_RSS_MB_TARGET;
 use crate::{Result, progress};
 

@@ -1,6 +1,7 @@
-//! Queens sharing one registry in etcd, as scenario 8 starts them: each on a free port, all under
-//! one key prefix of their own (so one part's drones and leader are never another's), and the one
-//! way to see that they agree on a leader.
+//! Queens sharing one store in etcd, as the scenarios start them (several queens, and the task
+//! scenarios' etcd parts): each on a free port, all under one key prefix of their own (so one
+//! part's drones, tasks and leader are never another's), and the one way to see that they agree on
+//! a leader.
 
 use std::time::Duration;
 
@@ -11,11 +12,12 @@ use hive_support::wait;
 use crate::Result;
 use crate::scenarios::Bench;
 
-/// The leader's lease every queen is started with: the larve's default, given explicitly so the
-/// failover target (TTL + 1 s) is computed from what the queens really run with.
+/// The leader's lease queens are started with unless a scenario asks for another: the larve's
+/// default, given explicitly so the failover target (TTL + 1 s) is computed from what the queens
+/// really run with.
 pub const LEADER_TTL: Duration = Duration::from_secs(5);
 
-/// Queens in each part of the scenario.
+/// Queens in each group.
 pub const QUEENS: usize = 3;
 
 /// How long fresh queens may take to agree on a leader: a campaign is one lease grant and one txn.
@@ -25,7 +27,7 @@ pub const AGREE_TIMEOUT: Duration = Duration::from_secs(15);
 /// which is also the failover's resolution.
 pub const AGREE_POLL: Duration = Duration::from_millis(10);
 
-/// The queens of one part of the scenario, alive ones only.
+/// The queens of one group, alive ones only.
 pub struct Queens<'a> {
     bench: &'a Bench,
     /// What follows `--queen --port 0` on every queen's command line.
@@ -37,18 +39,33 @@ pub struct Queens<'a> {
 }
 
 impl<'a> Queens<'a> {
-    /// Starts [`QUEENS`] queens on `etcd` under the key prefix `/{label}/`.
+    /// Starts [`QUEENS`] queens on `etcd` under the key prefix `/{label}/`, with the default
+    /// [`LEADER_TTL`].
     pub fn start(bench: &'a Bench, etcd: &Etcd, label: &str) -> Result<Queens<'a>> {
+        Queens::start_with(bench, etcd, label, LEADER_TTL, &[])
+    }
+
+    /// Starts [`QUEENS`] queens on `etcd` under the key prefix `/{label}/`, with a lease of
+    /// `leader_ttl` (whole seconds) and `extra` flags.
+    pub fn start_with(
+        bench: &'a Bench,
+        etcd: &Etcd,
+        label: &str,
+        leader_ttl: Duration,
+        extra: &[String],
+    ) -> Result<Queens<'a>> {
+        let mut args = vec![
+            "--etcd".into(),
+            etcd.urls(),
+            "--etcd-prefix".into(),
+            format!("/{label}/"),
+            "--leader-ttl".into(),
+            leader_ttl.as_secs().to_string(),
+        ];
+        args.extend_from_slice(extra);
         let mut queens = Queens {
             bench,
-            args: vec![
-                "--etcd".into(),
-                etcd.urls(),
-                "--etcd-prefix".into(),
-                format!("/{label}/"),
-                "--leader-ttl".into(),
-                LEADER_TTL.as_secs().to_string(),
-            ],
+            args,
             label: label.to_string(),
             started: 0,
             live: Vec::new(),

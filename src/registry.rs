@@ -165,6 +165,10 @@ impl Drone {
 #[derive(Default)]
 struct Inner {
     drones: HashMap<String, Drone>,
+    /// Addresses forgotten (deleted in the store at that revision) that the watch may not have
+    /// reached yet: an older record of them arriving late must not bring them back. Dropped once
+    /// the watch has passed their revision ([`Registry::settled`]).
+    forgotten: HashMap<String, i64>,
 }
 
 impl Inner {
@@ -201,6 +205,13 @@ impl Registry {
 
     fn apply_quietly(&self, record: &Record) -> Applied {
         let mut inner = self.inner.lock();
+        if inner
+            .forgotten
+            .get(&record.address)
+            .is_some_and(|deleted| record.revision < *deleted)
+        {
+            return Applied::Unchanged;
+        }
         match inner.drones.get_mut(&record.address) {
             Some(drone) if drone.name == record.name => {
                 if record.revision <= drone.revision {
@@ -270,12 +281,22 @@ impl Registry {
             return None;
         }
         let drone = inner.drones.remove(address)?;
+        inner.forgotten.insert(address.to_string(), revision);
         drop(inner);
         self.poke();
         Some(Target {
             address: address.to_string(),
             name: drone.name,
         })
+    }
+
+    /// The store's watch has applied every change up to `revision`: no older record can arrive
+    /// any more.
+    pub fn settled(&self, revision: i64) {
+        let mut inner = self.inner.lock();
+        if !inner.forgotten.is_empty() {
+            inner.forgotten.retain(|_, deleted| *deleted > revision);
+        }
     }
 
     /// The revision a removal of `target` must find unchanged (see [`Record::revision`]), if the
@@ -746,12 +767,34 @@ mod tests {
     }
 
     #[test]
+    fn a_late_older_record_does_not_bring_a_forgotten_drone_back() {
+        let registry = Registry::new();
+        registry.apply(&record("a:1", "drone-0", 5, 5));
+        assert!(
+            registry.forget("a:1", 9).is_some(),
+            "removed by this queen at 9"
+        );
+        // The watch, behind, now brings the registration at 5.
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-0", 5, 5)),
+            Applied::Unchanged
+        );
+        assert!(registry.names().is_empty());
+        registry.settled(9);
+        assert_eq!(
+            registry.apply(&record("a:1", "drone-1", 11, 11)),
+            Applied::Added
+        );
+    }
+
+    #[test]
     fn huge_times_from_the_store_are_clamped_not_a_panic() {
         let registry = Registry::new();
         for registered_at in [1e19, f64::MAX, f64::NAN, -5.0, f64::INFINITY] {
             let mut huge = record("a:1", "drone-0", 1, 1);
             huge.registered_at = registered_at;
             registry.forget("a:1", i64::MAX);
+            registry.settled(i64::MAX);
             registry.apply(&huge);
             assert_eq!(registry.list()[0].registered_at, 0.0, "{registered_at}");
         }

@@ -126,6 +126,9 @@ impl Store {
                             revision = revision.max(event.revision().saturating_add(1));
                             self.apply(event);
                         }
+                        // A message ends between revisions: everything before `revision` is in.
+                        self.registry.settled(revision - 1);
+                        self.tasks.settled(revision - 1);
                     }
                 }
             }

@@ -8,7 +8,7 @@
 //! condition variable of that task alone, so a thousand waiting clients cost nothing per change of
 //! other tasks.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,12 @@ pub struct Stored {
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<Arc<str>, Stored>,
+    /// A B-tree, not a hash map: a hash map of a hundred thousand tasks stops every create for
+    /// a moment each time it doubles.
+    by_id: BTreeMap<Arc<str>, Stored>,
+    /// Tasks deleted (at that revision) that the watch may not have reached yet, so an older
+    /// record arriving late does not bring one back; dropped by [`TaskIndex::settled`].
+    forgotten: HashMap<Arc<str>, i64>,
     /// Every task, per state, in creation order.
     by_state: [BTreeSet<Order>; 5],
     /// Tasks with a running attempt, by the address of the drone it runs on.
@@ -154,11 +159,15 @@ impl TaskIndex {
     pub fn put(&self, task: Task, kv: &Kv) -> bool {
         let id: Arc<str> = Arc::from(task.id.as_str());
         let mut inner = self.inner.lock();
-        if inner
+        let stale = inner
             .by_id
             .get(&id)
             .is_some_and(|old| old.revision >= kv.mod_revision)
-        {
+            || inner
+                .forgotten
+                .get(&id)
+                .is_some_and(|deleted| kv.mod_revision < *deleted);
+        if stale {
             return false;
         }
         let wakes = matches!(task.state, State::Pending)
@@ -205,6 +214,16 @@ impl TaskIndex {
             .is_some_and(|old| old.revision < revision)
         {
             inner.remove(id);
+            inner.forgotten.insert(Arc::from(id), revision);
+        }
+    }
+
+    /// The store's watch has applied every change up to `revision`: no older record can arrive
+    /// any more.
+    pub fn settled(&self, revision: i64) {
+        let mut inner = self.inner.lock();
+        if !inner.forgotten.is_empty() {
+            inner.forgotten.retain(|_, deleted| *deleted > revision);
         }
     }
 

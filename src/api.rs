@@ -245,6 +245,7 @@ mod tests {
         Request {
             method: method.into(),
             path: path.into(),
+            query: String::new(),
             authorization: None,
             peer: None,
             body: body.as_bytes().to_vec(),
@@ -267,7 +268,7 @@ mod tests {
                 advertise: None,
                 store: StoreConfig::Memory,
             },
-            None,
+            Default::default(),
             Arc::default(),
         )))
     }

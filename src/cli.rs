@@ -10,8 +10,10 @@ use log::LevelFilter;
 use crate::address;
 use crate::auth::Token;
 use crate::config::{
-    Config, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig, StoreConfig,
+    Config, ConnectionLimits, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig,
+    StoreConfig,
 };
+use crate::tls::{ClientTls, LarveTls};
 
 /// The help text, printed by `--help` and after every command-line error.
 pub const USAGE: &str = "\
@@ -29,9 +31,13 @@ options:
   --advertise HOST:PORT          address others are told: a drone's to its queen, a queen's
                                  to other queens (default bind:port; required with --bind
                                  0.0.0.0 or ::)
-  --etcd URL[,URL...]            queen: keep the registry in etcd (http://HOST:PORT of each
-                                 member), shared by every queen given the same; default: in
-                                 the queen's memory
+  --etcd URL[,URL...]            queen: keep the registry in etcd (http://HOST:PORT or
+                                 https://HOST:PORT of each member), shared by every queen
+                                 given the same; default: in the queen's memory
+  --etcd-ca PATH                 queen: CA certificate(s) (PEM) to verify etcd with; needed
+                                 with https:// endpoints
+  --etcd-cert PATH, --etcd-key PATH
+                                 queen: client certificate and key (PEM) shown to etcd
   --etcd-prefix PREFIX           queen: prefix of Hive's keys in etcd (default /hive/)
   --leader-ttl SECONDS           queen: the leader's lease, whole seconds (default 5)
   --heartbeat-interval SECONDS   queen: pause between heartbeat rounds (default 10)
@@ -41,7 +47,16 @@ options:
   --task-timeout SECONDS         queen: limit for handing a task to one drone (default 2)
   --token-file PATH              file holding the cluster token (or set HIVE_TOKEN); with a
                                  token, tasks, registration and the drone list need it
-  --insecure                     allow a non-loopback --bind without a token
+  --tls-cert PATH, --tls-key PATH
+                                 serve HTTPS with this certificate (chain) and key (PEM), and
+                                 call other larves over HTTPS showing them; needs --tls-ca
+  --tls-ca PATH                  CA certificate(s) (PEM) the larves this one calls must be
+                                 signed by
+  --tls-verify-clients           require every client to show a certificate signed by --tls-ca
+  --insecure                     serve plain HTTP on a non-loopback --bind without a warning
+                                 (a token is needed there all the same)
+  --max-connections N            client connections held at once (default 2048)
+  --max-connections-per-peer N   client connections from one address (default 512)
   --log-level LEVEL              error, warn, info, debug or trace (default info)
   -h, --help                     print this help
   -V, --version                  print the version";
@@ -106,9 +121,22 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         .opt_value_from_str("--token-file")
         .map_err(flag_error)?;
     let insecure = args.contains("--insecure");
+    let tls_cert: Option<PathBuf> = args.opt_value_from_str("--tls-cert").map_err(flag_error)?;
+    let tls_key: Option<PathBuf> = args.opt_value_from_str("--tls-key").map_err(flag_error)?;
+    let tls_ca: Option<PathBuf> = args.opt_value_from_str("--tls-ca").map_err(flag_error)?;
+    let verify_clients = args.contains("--tls-verify-clients");
+    let max_connections = args
+        .opt_value_from_fn("--max-connections", parse_count)
+        .map_err(|e| format!("--max-connections: {}", flag_error(e)))?;
+    let max_per_peer = args
+        .opt_value_from_fn("--max-connections-per-peer", parse_count)
+        .map_err(|e| format!("--max-connections-per-peer: {}", flag_error(e)))?;
     let etcd = args
         .opt_value_from_fn("--etcd", parse_etcd_endpoints)
         .map_err(|e| format!("--etcd: {}", flag_error(e)))?;
+    let etcd_ca: Option<PathBuf> = args.opt_value_from_str("--etcd-ca").map_err(flag_error)?;
+    let etcd_cert: Option<PathBuf> = args.opt_value_from_str("--etcd-cert").map_err(flag_error)?;
+    let etcd_key: Option<PathBuf> = args.opt_value_from_str("--etcd-key").map_err(flag_error)?;
     let etcd_prefix = args
         .opt_value_from_fn("--etcd-prefix", parse_prefix)
         .map_err(|e| format!("--etcd-prefix: {}", flag_error(e)))?;
@@ -144,11 +172,30 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         }
         (None, None) => None,
     };
-    if !bind.is_loopback() && token.is_none() && !insecure {
-        return Err(format!(
-            "--bind {bind} serves the network without a token, so anyone there can run tasks: set --token-file or HIVE_TOKEN, or add --insecure"
-        ));
-    }
+    let tls = match (tls_cert, tls_key, tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(LarveTls::load(&cert, &key, &ca, verify_clients)?)
+        }
+        (None, None, None) if verify_clients => {
+            return Err(
+                "--tls-verify-clients needs TLS: give --tls-cert, --tls-key and --tls-ca".into(),
+            );
+        }
+        (None, None, None) => None,
+        (_, _, None) => {
+            return Err("--tls-cert and --tls-key need --tls-ca: a larve calls other larves over HTTPS, and trusts only that CA".into());
+        }
+        _ => {
+            return Err("TLS needs all three of --tls-cert, --tls-key and --tls-ca".into());
+        }
+    };
+    let warnings = exposure(&Exposure {
+        bind,
+        token: token.is_some(),
+        tls: tls.is_some(),
+        insecure,
+    })?;
+    let connections = connection_limits(max_connections, max_per_peer)?;
 
     // A drone tells its queen where it is, and a queen sharing etcd tells the other queens.
     let told_to_others = !is_queen || etcd.is_some();
@@ -162,15 +209,21 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
             return Err("--queen-host is for drones; a queen does not register anywhere".into());
         }
         let store = match etcd {
-            Some(endpoints) => StoreConfig::Etcd(EtcdConfig {
+            Some((https, endpoints)) => StoreConfig::Etcd(EtcdConfig {
                 endpoints,
                 prefix: etcd_prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_string()),
                 leader_ttl: leader_ttl.unwrap_or(DEFAULT_LEADER_TTL),
+                tls: etcd_tls(https, etcd_ca, etcd_cert, etcd_key)?,
             }),
             None => {
-                if etcd_prefix.is_some() || leader_ttl.is_some() {
+                if etcd_prefix.is_some()
+                    || leader_ttl.is_some()
+                    || etcd_ca.is_some()
+                    || etcd_cert.is_some()
+                    || etcd_key.is_some()
+                {
                     return Err(
-                        "--etcd-prefix and --leader-ttl need --etcd (the registry is in memory without it)"
+                        "--etcd-prefix, --leader-ttl, --etcd-ca, --etcd-cert and --etcd-key need --etcd (the registry is in memory without it)"
                             .into(),
                     );
                 }
@@ -198,6 +251,9 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
             ("--etcd", etcd.is_some()),
             ("--etcd-prefix", etcd_prefix.is_some()),
             ("--leader-ttl", leader_ttl.is_some()),
+            ("--etcd-ca", etcd_ca.is_some()),
+            ("--etcd-cert", etcd_cert.is_some()),
+            ("--etcd-key", etcd_key.is_some()),
         ];
         if let Some((flag, _)) = queen_only.iter().find(|(_, given)| *given) {
             return Err(format!("{flag} is a queen setting; add --queen or drop it"));
@@ -212,8 +268,91 @@ pub fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Command, 
         port,
         log_level,
         token,
+        tls,
+        connections,
+        warnings,
         role,
     })))
+}
+
+/// How a larve faces the network.
+struct Exposure {
+    bind: IpAddr,
+    /// It has a cluster token.
+    token: bool,
+    /// It serves (and calls) over TLS.
+    tls: bool,
+    /// `--insecure`: plain HTTP on the network is meant.
+    insecure: bool,
+}
+
+/// What facing the network asks of a larve, decided in one place: the error that stops it, or the
+/// warnings it logs at start. Loopback asks nothing (the tutorial's set-up). Anything else needs
+/// the token: whoever reaches the port could otherwise run tasks, and `--insecure` never waives
+/// it. Without TLS the token and every task cross the network in clear text: the larve says so,
+/// unless `--insecure` says plain HTTP is meant.
+fn exposure(larve: &Exposure) -> Result<Vec<String>, String> {
+    let bind = larve.bind;
+    if bind.is_loopback() {
+        return Ok(Vec::new());
+    }
+    if !larve.token {
+        return Err(format!(
+            "--bind {bind} serves the network without a token, so anyone there can run tasks: set --token-file or HIVE_TOKEN (--insecure waives TLS, never the token)"
+        ));
+    }
+    if !larve.tls && !larve.insecure {
+        return Ok(vec![format!(
+            "serving plain HTTP on {bind}: the cluster token and every task cross the network in clear text; give --tls-cert, --tls-key and --tls-ca (or --insecure if plain HTTP is meant)"
+        )]);
+    }
+    Ok(Vec::new())
+}
+
+/// The connection caps: the defaults, or what the flags say; one address never gets more than
+/// all of them.
+fn connection_limits(
+    total: Option<usize>,
+    per_peer: Option<usize>,
+) -> Result<ConnectionLimits, String> {
+    let defaults = ConnectionLimits::default();
+    let total = total.unwrap_or(defaults.total);
+    match per_peer {
+        Some(per_peer) if per_peer > total => Err(format!(
+            "--max-connections-per-peer {per_peer} is more than --max-connections {total}"
+        )),
+        Some(per_peer) => Ok(ConnectionLimits { total, per_peer }),
+        None => Ok(ConnectionLimits {
+            total,
+            per_peer: defaults.per_peer.min(total),
+        }),
+    }
+}
+
+/// The TLS a queen reaches etcd with: none for `http://` endpoints, a CA and maybe a client
+/// certificate for `https://` ones.
+fn etcd_tls(
+    https: bool,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<ClientTls>, String> {
+    if !https {
+        if ca.is_some() || cert.is_some() || key.is_some() {
+            return Err(
+                "--etcd-ca, --etcd-cert and --etcd-key need https:// endpoints in --etcd".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let ca =
+        ca.ok_or("https:// etcd endpoints need --etcd-ca, the CA that signed etcd's certificate")?;
+    let identity = match (&cert, &key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
+        _ => return Err("--etcd-cert and --etcd-key go together".into()),
+    };
+    ClientTls::load(&ca, identity, ["--etcd-ca", "--etcd-cert", "--etcd-key"]).map(Some)
 }
 
 fn flag_error(e: pico_args::Error) -> String {
@@ -254,20 +393,30 @@ fn unique(list: Vec<String>) -> Result<Vec<String>, String> {
     Ok(list)
 }
 
-/// `http://host:port[,http://host:port...]`: the client URL of each etcd member. Hive speaks plain
-/// HTTP to etcd's JSON gateway, so TLS endpoints and paths are refused.
-fn parse_etcd_endpoints(s: &str) -> Result<Vec<String>, String> {
+/// `http://host:port[,...]` or `https://host:port[,...]`: the client URL of each etcd member, all
+/// with one scheme. Whether it is https, and each `host:port`; paths are refused.
+fn parse_etcd_endpoints(s: &str) -> Result<(bool, Vec<String>), String> {
+    let https = s.starts_with("https://");
+    let scheme = if https { "https://" } else { "http://" };
     let list = s
         .split(',')
         .map(|url| {
-            let authority = url.strip_prefix("http://").ok_or_else(|| {
-                format!("{url:?} is not an http://HOST:PORT URL (https is not supported)")
+            let authority = url.strip_prefix(scheme).ok_or_else(|| {
+                format!("{url:?} is not an {scheme}HOST:PORT URL (one scheme for every endpoint)")
             })?;
             let authority = authority.strip_suffix('/').unwrap_or(authority);
             address::validate(authority).map(|()| authority.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    unique(list)
+    Ok((https, unique(list)?))
+}
+
+/// A count of connections: from 1 to a million.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number from 1 to 1000000")),
+    }
 }
 
 /// A key prefix: starts with `/`, printable ASCII without spaces; a missing final `/` is added so
@@ -414,16 +563,6 @@ mod tests {
                 "queen setting",
             ),
             (
-                &[
-                    "--queen-host",
-                    "127.0.0.1:8080",
-                    "--bind",
-                    "0.0.0.0",
-                    "--insecure",
-                ][..],
-                "--advertise",
-            ),
-            (
                 &["--queen-host", "127.0.0.1:1,127.0.0.1:1"][..],
                 "listed twice",
             ),
@@ -437,10 +576,6 @@ mod tests {
                 "queen setting",
             ),
             (&["--queen", "--etcd", "127.0.0.1:2379"][..], "http://"),
-            (
-                &["--queen", "--etcd", "https://127.0.0.1:2379"][..],
-                "https",
-            ),
             (
                 &["--queen", "--etcd", "http://127.0.0.1:2379/v3"][..],
                 "is not a number",
@@ -466,15 +601,62 @@ mod tests {
                 "starts with /",
             ),
             (
+                &["--queen", "--tls-cert", "/x.pem", "--tls-key", "/x.key"][..],
+                "need --tls-ca",
+            ),
+            (&["--queen", "--tls-ca", "/ca.pem"][..], "all three"),
+            (&["--queen", "--tls-verify-clients"][..], "needs TLS"),
+            (
+                &[
+                    "--queen",
+                    "--tls-cert",
+                    "/nonexistent/x.pem",
+                    "--tls-key",
+                    "/x.key",
+                    "--tls-ca",
+                    "/ca.pem",
+                ][..],
+                "--tls-cert /nonexistent/x.pem",
+            ),
+            (
+                &["--queen", "--etcd", "https://127.0.0.1:2379"][..],
+                "need --etcd-ca",
+            ),
+            (
+                &["--queen", "--etcd", "http://a:1", "--etcd-ca", "/ca.pem"][..],
+                "need https://",
+            ),
+            (
+                &["--queen", "--etcd", "https://a:1,http://b:2"][..],
+                "one scheme",
+            ),
+            (
                 &[
                     "--queen",
                     "--etcd",
-                    "http://a:1",
-                    "--bind",
-                    "0.0.0.0",
-                    "--insecure",
+                    "https://a:1",
+                    "--etcd-ca",
+                    "/ca.pem",
+                    "--etcd-cert",
+                    "/c.pem",
                 ][..],
-                "--advertise",
+                "go together",
+            ),
+            (&["--queen", "--etcd-ca", "/ca.pem"][..], "need --etcd"),
+            (
+                &["--queen-host", "127.0.0.1:1", "--etcd-key", "/k.pem"][..],
+                "queen setting",
+            ),
+            (&["--queen", "--max-connections", "0"][..], "1 to 1000000"),
+            (
+                &[
+                    "--queen",
+                    "--max-connections",
+                    "10",
+                    "--max-connections-per-peer",
+                    "11",
+                ][..],
+                "more than --max-connections 10",
             ),
             (&["--queen", "--bind", "localhost"][..], "not an IP address"),
             (&["--queen", "--bind", "0.0.0.0"][..], "without a token"),
@@ -512,6 +694,7 @@ mod tests {
                 endpoints: vec!["127.0.0.1:2379".into(), "127.0.0.1:22379".into()],
                 prefix: "/hive-test/".into(),
                 leader_ttl: Duration::from_secs(2),
+                tls: None,
             })
         );
         let RoleConfig::Queen(alone) = run(&["--queen"]).unwrap().role else {
@@ -551,13 +734,57 @@ mod tests {
     }
 
     #[test]
-    fn the_network_needs_a_token_or_insecure() {
+    fn the_network_needs_a_token_and_plain_http_there_is_said_out_loud() {
         let secret = Some("0123456789abcdef0123");
-        assert!(run_with_token(&["--queen", "--bind", "0.0.0.0"], secret).is_ok());
-        assert!(run(&["--queen", "--bind", "0.0.0.0", "--insecure"]).is_ok());
+        let plain = run_with_token(&["--queen", "--bind", "0.0.0.0"], secret).unwrap();
+        assert_eq!(plain.warnings.len(), 1);
         assert!(
-            run(&["--queen", "--bind", "::1"]).is_ok(),
-            "loopback needs no token"
+            plain.warnings[0].contains("plain HTTP"),
+            "{:?}",
+            plain.warnings
         );
+        let meant = run_with_token(&["--queen", "--bind", "0.0.0.0", "--insecure"], secret);
+        assert_eq!(meant.unwrap().warnings, Vec::<String>::new());
+        for args in [
+            &["--queen", "--bind", "0.0.0.0"][..],
+            &["--queen", "--bind", "10.1.2.3", "--insecure"][..],
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains("without a token"), "{args:?}: {err}");
+            assert!(err.contains("never the token"), "{args:?}: {err}");
+        }
+        let local = run(&["--queen", "--bind", "::1"]).expect("loopback needs no token");
+        assert!(local.warnings.is_empty());
+        // A larve others are told about cannot tell them "everywhere".
+        for args in [
+            &["--queen-host", "127.0.0.1:8080", "--bind", "0.0.0.0"][..],
+            &["--queen", "--etcd", "http://a:1", "--bind", "0.0.0.0"][..],
+        ] {
+            let err = run_with_token(args, secret).unwrap_err();
+            assert!(err.contains("--advertise"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_default_and_per_peer_never_exceeds_the_total() {
+        let config = run(&["--queen"]).unwrap();
+        assert_eq!(config.connections, ConnectionLimits::default());
+        let small = run(&["--queen", "--max-connections", "100"]).unwrap();
+        assert_eq!(
+            small.connections,
+            ConnectionLimits {
+                total: 100,
+                per_peer: 100
+            }
+        );
+        let both = run(&[
+            "--queen",
+            "--max-connections",
+            "100",
+            "--max-connections-per-peer",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(both.connections.per_peer, 7);
     }
 }

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use parking_lot::Mutex;
 
-use crate::auth::Token;
-use crate::client::{CallError, Client};
+use crate::client::{CallError, Client, Credentials};
 use crate::config::{DroneConfig, StartError};
 use crate::error::{Error, Result};
 use crate::logging::{one_line, quoted};
@@ -80,7 +79,7 @@ impl Drone {
 pub fn run(
     drone: &Arc<Drone>,
     local: SocketAddr,
-    token: Option<Token>,
+    credentials: Credentials,
     config: DroneConfig,
 ) -> StartError {
     let advertise = config.advertise.unwrap_or_else(|| local.to_string());
@@ -90,7 +89,7 @@ pub fn run(
     );
     Registration {
         drone: drone.clone(),
-        client: Client::new(1, 1, token),
+        client: Client::new(1, 1, credentials),
         queens: config.queens,
         current: 0,
         advertise,

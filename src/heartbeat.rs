@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::auth::Token;
-use crate::client::{CallError, Client};
+use crate::client::{CallError, Client, Credentials};
 use crate::config::HeartbeatConfig;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
@@ -120,13 +119,13 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// A heartbeat over `registry`'s drones, removing the dead through `store`; `token` is sent
-    /// with every probe.
+    /// A heartbeat over `registry`'s drones, removing the dead through `store`; every probe shows
+    /// `credentials`.
     pub fn new(
         config: HeartbeatConfig,
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
-        token: Option<Token>,
+        credentials: Credentials,
         metrics: Arc<Metrics>,
     ) -> Heartbeat {
         Heartbeat {
@@ -135,7 +134,7 @@ impl Heartbeat {
             store,
             // No pool: a probe every interval per drone is rare, a pool over a large fleet is
             // costly, and the drone closes each connection (keeping the TIME_WAIT socket).
-            client: Client::new(0, 0, token),
+            client: Client::new(0, 0, credentials),
             metrics,
         }
     }

@@ -12,8 +12,10 @@
 //!                        │                            ├── recheck   (a drone that failed a task)
 //!                        │                            └── client    (every outbound call, with a timeout)
 //!                        ├── api    (routes requests to the role)
-//!                        └── server (HTTP, translates only) ── listener (tiny_http kept serving)
-//!                                                          └── sockets (what tiny_http hides)
+//!                        └── server (HTTP, translates only: tiny_http behind a Unix socket)
+//!                              └── front/ (the front door: accepts, limits, TLS, and hands
+//!                                          tiny_http only well-formed, bounded requests)
+//! tls: certificates and keys for the front (server side) and the client (HTTPS calls)
 //! metrics: what every part counts, for GET /metrics
 //! ```
 
@@ -25,17 +27,17 @@ pub mod client;
 pub mod config;
 pub mod drone;
 pub mod error;
+pub mod front;
 pub mod heartbeat;
 pub mod larve;
-pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod queen;
 pub mod recheck;
 pub mod registry;
 pub mod server;
-pub mod sockets;
 pub mod store;
+pub mod tls;
 
 /// The version every larve reports on `/healthz` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -22,7 +22,9 @@ const ENDPOINTS: [&str; 6] = [
 ];
 
 /// The statuses a larve answers with (see `error.rs`), each counted apart; anything else is `other`.
-const STATUSES: [u16; 10] = [200, 400, 401, 404, 405, 408, 413, 500, 502, 503];
+const STATUSES: [u16; 13] = [
+    200, 400, 401, 404, 405, 408, 413, 417, 431, 500, 502, 503, 505,
+];
 
 /// Bucket bounds of the submit latency histogram, in seconds: from a fast loopback hand-off (under
 /// a millisecond) to the task timeout and past it (a submit that tried several drones).
@@ -45,6 +47,24 @@ impl Counter {
 
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A count that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {
@@ -85,7 +105,7 @@ impl Histogram {
     }
 }
 
-/// Everything a larve counts. One per process, shared with `Arc` by the server, the listener and
+/// Everything a larve counts. One per process, shared with `Arc` by the front door, the server and
 /// the role's threads.
 #[derive(Debug)]
 pub struct Metrics {
@@ -113,13 +133,18 @@ pub struct Metrics {
     pub rechecks: Counter,
     /// How long each heartbeat round took.
     pub heartbeat_round: Histogram,
-    /// Connections kept for good because their declared body never arrived (see `server.rs`).
-    pub parked_connections: Counter,
-    /// Times tiny_http's accept loop was found dead and replaced (see `listener.rs`).
-    pub accept_loop_replacements: Counter,
-    /// Extra connections the listener's watchdog opened to free connections tiny_http had accepted
-    /// but left waiting for a thread (see `listener.rs`).
-    pub listener_nudges: Counter,
+    /// Client connections the front door holds now (see `front/`).
+    pub front_connections_open: Gauge,
+    /// Connections refused because the larve held `--max-connections` already.
+    front_refused_total_limit: Counter,
+    /// Connections refused because their address held `--max-connections-per-peer` already.
+    front_refused_peer_limit: Counter,
+    /// Connections closed because a request head passed the head limit.
+    pub front_heads_too_large: Counter,
+    /// Requests refused (413) because their body passed its path's limit.
+    pub front_bodies_refused: Counter,
+    /// TLS connections whose handshake failed or did not finish in time.
+    pub front_tls_handshakes_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -137,9 +162,12 @@ impl Default for Metrics {
             probes_failed: Counter::default(),
             rechecks: Counter::default(),
             heartbeat_round: Histogram::new(ROUND_BUCKETS_SECS),
-            parked_connections: Counter::default(),
-            accept_loop_replacements: Counter::default(),
-            listener_nudges: Counter::default(),
+            front_connections_open: Gauge::default(),
+            front_refused_total_limit: Counter::default(),
+            front_refused_peer_limit: Counter::default(),
+            front_heads_too_large: Counter::default(),
+            front_bodies_refused: Counter::default(),
+            front_tls_handshakes_failed: Counter::default(),
         }
     }
 }
@@ -156,6 +184,15 @@ impl Metrics {
             .position(|&known| known == status)
             .unwrap_or(STATUSES.len());
         self.requests[endpoint][status].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection refused by a cap: the per-peer one, or the total.
+    pub fn front_refused(&self, peer_limit: bool) {
+        if peer_limit {
+            self.front_refused_peer_limit.inc();
+        } else {
+            self.front_refused_total_limit.inc();
+        }
     }
 
     /// The metrics every larve has, as Prometheus text.
@@ -182,21 +219,41 @@ impl Metrics {
                 );
             }
         }
+        out.gauge(
+            "hive_front_connections_open",
+            "Client connections the front door holds now.",
+            self.front_connections_open.get() as f64,
+        );
+        out.family(
+            "hive_front_connections_refused_total",
+            "counter",
+            "Connections refused at once because a connection limit was reached, by limit.",
+        );
+        for (limit, counter) in [
+            ("total", &self.front_refused_total_limit),
+            ("peer", &self.front_refused_peer_limit),
+        ] {
+            out.sample(
+                "hive_front_connections_refused_total",
+                &[("limit", limit)],
+                counter.get() as f64,
+            );
+        }
         for (name, help, counter) in [
             (
-                "hive_parked_connections_total",
-                "Connections kept for good because their declared body was too large to discard.",
-                &self.parked_connections,
+                "hive_front_heads_too_large_total",
+                "Connections closed because a request head passed the head limit (answered 431).",
+                &self.front_heads_too_large,
             ),
             (
-                "hive_accept_loop_replacements_total",
-                "Times the HTTP accept loop stopped and was replaced.",
-                &self.accept_loop_replacements,
+                "hive_front_bodies_refused_total",
+                "Requests whose body passed its path's limit (answered 413, never read).",
+                &self.front_bodies_refused,
             ),
             (
-                "hive_listener_nudges_total",
-                "Connections the watchdog opened to free accepted connections left waiting for a thread.",
-                &self.listener_nudges,
+                "hive_front_tls_handshakes_failed_total",
+                "TLS connections whose handshake failed or did not finish in time.",
+                &self.front_tls_handshakes_failed,
             ),
         ] {
             out.counter(name, help, counter.get());

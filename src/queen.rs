@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::address;
-use crate::auth::Token;
-use crate::client::{CallError, Client};
+use crate::client::{CallError, Client, Credentials};
 use crate::config::StoreConfig;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
+use crate::front::BodyLimits;
 use crate::heartbeat::Heartbeat;
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
@@ -28,6 +28,11 @@ use crate::store::{Store, StoreHealth};
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
 pub const HANDLER_THREADS: usize = 32;
+
+/// Bodies a queen takes beyond the default 64 KiB: a drone's report carries a task's output.
+pub const BODY_LIMITS: BodyLimits = BodyLimits {
+    by_path: &[("/reports", 1024 * 1024)],
+};
 
 /// Drones out of rotation a submit tries when no available drone took its task.
 const MAX_TRIES_OUT_OF_ROTATION: usize = 2;
@@ -50,14 +55,15 @@ pub struct Queen {
     client: Client,
     recheck: Arc<Recheck>,
     config: QueenConfig,
-    token: Option<Token>,
+    /// What she shows drones with every task and probe: the token, and with TLS her certificate.
+    credentials: Credentials,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
 
 impl Queen {
-    /// A queen with an empty registry; `token` is sent to drones with every task and probe.
-    pub fn new(config: QueenConfig, token: Option<Token>, metrics: Arc<Metrics>) -> Queen {
+    /// A queen with an empty registry, who calls drones with `credentials`.
+    pub fn new(config: QueenConfig, credentials: Credentials, metrics: Arc<Metrics>) -> Queen {
         let registry = Arc::new(Registry::new());
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Memory => Arc::new(Memory::new(registry.clone())),
@@ -65,17 +71,21 @@ impl Queen {
         };
         let recheck = Recheck::new(
             registry.clone(),
-            token.clone(),
+            credentials.clone(),
             config.heartbeat.timeout,
             metrics.clone(),
         );
         Queen {
             registry,
             store,
-            client: Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token.clone()),
+            client: Client::new(
+                IDLE_CONNECTIONS_PER_DRONE,
+                IDLE_CONNECTIONS,
+                credentials.clone(),
+            ),
             recheck: Arc::new(recheck),
             config,
-            token,
+            credentials,
             metrics,
             ready: AtomicBool::new(false),
         }
@@ -261,7 +271,7 @@ impl Queen {
             heartbeat,
             self.registry.clone(),
             self.store.clone(),
-            self.token.clone(),
+            self.credentials.clone(),
             self.metrics.clone(),
         )
         .run()

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::tls::{self, Identity, Pki};
 use super::{SOON, eventually, free_port};
 
 static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
@@ -24,6 +25,15 @@ pub struct Etcd {
     members: Vec<Member>,
     dir: PathBuf,
     initial_cluster: String,
+    tls: Option<EtcdTls>,
+}
+
+/// How an etcd serves its clients over TLS, requiring a client certificate.
+struct EtcdTls {
+    ca: PathBuf,
+    server: Identity,
+    /// What the tests show it.
+    client: Identity,
 }
 
 impl Etcd {
@@ -35,6 +45,21 @@ impl Etcd {
     /// `size` members on loopback, ready to serve. Heartbeat 10 ms and election timeout 50 ms
     /// make them healthy in well under a second.
     pub fn cluster(size: usize) -> Etcd {
+        Etcd::start_cluster(size, None)
+    }
+
+    /// A single member that serves clients over TLS with a certificate from `pki`, and takes only
+    /// clients with one from `pki` (as etcd's `--client-cert-auth` does).
+    pub fn single_tls(pki: &Pki) -> Etcd {
+        let tls = EtcdTls {
+            ca: pki.ca(),
+            server: pki.issue("etcd-server"),
+            client: pki.issue("etcd-client"),
+        };
+        Etcd::start_cluster(1, Some(tls))
+    }
+
+    fn start_cluster(size: usize, tls: Option<EtcdTls>) -> Etcd {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("hive-etcd-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -56,6 +81,7 @@ impl Etcd {
             members,
             dir,
             initial_cluster,
+            tls,
         };
         for i in 0..size {
             etcd.start(i);
@@ -64,13 +90,30 @@ impl Etcd {
         etcd
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// What a queen's `--etcd` takes: every member's client URL.
     pub fn urls(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// What a queen adds to reach a TLS etcd: `--etcd-ca`, `--etcd-cert`, `--etcd-key`.
+    pub fn tls_flags(&self) -> Vec<String> {
+        let tls = self.tls.as_ref().expect("an etcd with TLS");
+        vec![
+            "--etcd-ca".into(),
+            tls.ca.display().to_string(),
+            "--etcd-cert".into(),
+            tls.client.cert.display().to_string(),
+            "--etcd-key".into(),
+            tls.client.key.display().to_string(),
+        ]
     }
 
     /// Starts member `i` (again), on its data directory.
@@ -78,9 +121,20 @@ impl Etcd {
         let member = &self.members[i];
         let data = self.dir.join(&member.name);
         let log = fs::File::create(self.dir.join(format!("{}.log", member.name))).expect("log");
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server.cert)
+                .arg("--key-file")
+                .arg(&tls.server.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&data)
@@ -120,15 +174,22 @@ impl Etcd {
 
     /// Waits until every running member says it is healthy (the cluster has a leader).
     pub fn wait_ready(&self) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_millis(500)))
-            .build()
-            .into();
+        let agent: ureq::Agent = match &self.tls {
+            Some(tls) => tls::agent(&tls.ca, Some(&tls.client)),
+            None => ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_millis(500)))
+                .build()
+                .into(),
+        };
         for member in self.members.iter().filter(|m| m.child.is_some()) {
             eventually(SOON, "etcd to be healthy", || {
                 let mut answer = agent
-                    .get(format!("http://127.0.0.1:{}/health", member.client_port))
+                    .get(format!(
+                        "{}://127.0.0.1:{}/health",
+                        self.scheme(),
+                        member.client_port
+                    ))
                     .call()
                     .ok()?;
                 let body = answer.body_mut().read_to_string().ok()?;

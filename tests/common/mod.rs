@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
 pub mod etcd;
+pub mod tls;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -152,6 +153,11 @@ impl Larve {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The URL of `path` on a larve serving HTTPS.
+    pub fn https(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
     }
 
     pub fn port(&self) -> u16 {
@@ -506,6 +512,41 @@ pub fn open_descriptors(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the process's descriptors")
         .count()
+}
+
+/// A connection to `addr` from the loopback address `source` (127.0.0.2, say): what another
+/// machine's client looks like to a larve's per-peer limit.
+pub fn connect_from(source: &str, addr: &str) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let from: SocketAddr = format!("{source}:0").parse().expect("a source address");
+    socket.bind(&from.into())?;
+    let to: SocketAddr = addr.parse().expect("an address");
+    socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// CPU time process `pid` has used, user and system, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 /// How many threads process `pid` runs.

@@ -171,7 +171,7 @@ impl Etcd {
     /// The registry in etcd, copied into `registry`. Nothing is called before [`Store::start`].
     pub fn new(config: EtcdConfig, registry: Arc<Registry>) -> Etcd {
         Etcd {
-            gateway: Gateway::new(config.endpoints.clone(), CALL_TIMEOUT),
+            gateway: Gateway::new(config.endpoints.clone(), config.tls.clone(), CALL_TIMEOUT),
             keys: Keys::new(&config.prefix),
             election: Election::new(config.leader_ttl),
             config,

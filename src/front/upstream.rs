@@ -11,10 +11,14 @@
 //!
 //! The requests a handler holds for a long time (long polls, `?wait=`) have a quota of their own,
 //! so they can never take every connection from the others; past it they are refused with 503.
+//! Requests that find every connection busy wait in line, and each connection given back goes to
+//! the one waiting longest, as tiny_http's own queue serves requests in order.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -56,8 +60,6 @@ pub struct Upstream {
     /// Connections each kind may hold at once: `[regular, long polls]`.
     quotas: [usize; 2],
     state: Mutex<State>,
-    /// Signalled when a connection comes back or a new one is open.
-    changed: Condvar,
 }
 
 #[derive(Default)]
@@ -66,6 +68,22 @@ struct State {
     busy: [usize; 2],
     /// A new connection is being opened and proven.
     growing: bool,
+    /// Requests waiting for a connection, by kind, first come first served: a connection given
+    /// back goes to the longest waiting, never to a request that arrived after it.
+    waiting: [VecDeque<Arc<Ticket>>; 2],
+}
+
+/// A waiting request's place in line, and what it is handed.
+struct Ticket {
+    handed: Mutex<Option<Handed>>,
+    ready: Condvar,
+}
+
+/// What a waiting request is handed.
+enum Handed {
+    Connection(UnixStream),
+    /// Its turn to open a new connection.
+    Growth,
 }
 
 /// Where an answer sits in the buffer [`Upstream::exchange`] filled.
@@ -85,7 +103,6 @@ impl Upstream {
             path,
             quotas: [regular.max(1), long_polls],
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
         }
     }
 
@@ -117,45 +134,104 @@ impl Upstream {
         if answer.is_ok() {
             state.idle.push(stream);
         }
+        self.hand_out(&mut state);
         drop(state);
-        self.changed.notify_one();
         answer.map_err(UpstreamError::Failed)
     }
 
     /// A connection for a request of `kind`: an idle one, a new one if the pool may grow now, or
-    /// the next one given back.
+    /// the one handed to it when its turn in line comes.
     fn take(&self, kind: Kind) -> Result<UnixStream, UpstreamError> {
-        let deadline = Instant::now() + WAIT_FOR_CONNECTION;
+        let mine = kind as usize;
         let mut state = self.state.lock();
-        loop {
-            let mine = kind as usize;
-            if state.busy[mine] < self.quotas[mine] {
-                if let Some(stream) = state.idle.pop() {
-                    state.busy[mine] += 1;
-                    return Ok(stream);
-                }
-                let open = state.idle.len() + state.busy[0] + state.busy[1];
-                if !state.growing && open < self.quotas[0] + self.quotas[1] {
-                    state.growing = true;
-                    state.busy[mine] += 1;
-                    drop(state);
-                    let opened = self.open();
-                    let mut state = self.state.lock();
-                    state.growing = false;
-                    if opened.is_err() {
-                        state.busy[mine] -= 1;
-                    }
-                    drop(state);
-                    self.changed.notify_all();
-                    return opened.map_err(|e| {
-                        UpstreamError::Failed(format!("opening a connection to the server: {e}"))
-                    });
-                }
-            } else if kind == Kind::LongPoll {
-                return Err(UpstreamError::Busy("too many requests are waiting already"));
+        if state.waiting[mine].is_empty() && state.busy[mine] < self.quotas[mine] {
+            if let Some(stream) = state.idle.pop() {
+                state.busy[mine] += 1;
+                return Ok(stream);
             }
-            if self.changed.wait_until(&mut state, deadline).timed_out() {
-                return Err(UpstreamError::Busy("the server is busy"));
+            if self.may_grow(&state) {
+                state.growing = true;
+                state.busy[mine] += 1;
+                drop(state);
+                return self.grow(kind);
+            }
+        }
+        if kind == Kind::LongPoll && state.busy[mine] >= self.quotas[mine] {
+            return Err(UpstreamError::Busy("too many requests are waiting already"));
+        }
+        let ticket = Arc::new(Ticket {
+            handed: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        state.waiting[mine].push_back(ticket.clone());
+        drop(state);
+
+        let deadline = Instant::now() + WAIT_FOR_CONNECTION;
+        let mut handed = ticket.handed.lock();
+        while handed.is_none() {
+            if ticket.ready.wait_until(&mut handed, deadline).timed_out() {
+                break;
+            }
+        }
+        let handed = match handed.take() {
+            Some(handed) => handed,
+            None => {
+                // Out of line, unless it was handed something meanwhile.
+                drop(handed);
+                let mut state = self.state.lock();
+                state.waiting[mine].retain(|waiting| !Arc::ptr_eq(waiting, &ticket));
+                drop(state);
+                match ticket.handed.lock().take() {
+                    Some(handed) => handed,
+                    None => return Err(UpstreamError::Busy("the server is busy")),
+                }
+            }
+        };
+        match handed {
+            Handed::Connection(stream) => Ok(stream),
+            Handed::Growth => self.grow(kind),
+        }
+    }
+
+    /// Whether a new connection may be opened now: none is being opened, and the pool is not full.
+    fn may_grow(&self, state: &State) -> bool {
+        let open = state.idle.len() + state.busy[0] + state.busy[1];
+        !state.growing && open < self.quotas[0] + self.quotas[1]
+    }
+
+    /// Opens a connection for a request of `kind`, whose place in the pool is already counted.
+    fn grow(&self, kind: Kind) -> Result<UnixStream, UpstreamError> {
+        let opened = self.open();
+        let mut state = self.state.lock();
+        state.growing = false;
+        if opened.is_err() {
+            state.busy[kind as usize] -= 1;
+        }
+        self.hand_out(&mut state);
+        drop(state);
+        opened
+            .map_err(|e| UpstreamError::Failed(format!("opening a connection to the server: {e}")))
+    }
+
+    /// Hands idle connections, or the turn to open one, to the requests waiting longest.
+    fn hand_out(&self, state: &mut State) {
+        for mine in 0..2 {
+            while let Some(ticket) = state.waiting[mine].front() {
+                if state.busy[mine] >= self.quotas[mine] {
+                    break;
+                }
+                let handed = if let Some(stream) = state.idle.pop() {
+                    Handed::Connection(stream)
+                } else if self.may_grow(state) {
+                    state.growing = true;
+                    Handed::Growth
+                } else {
+                    break;
+                };
+                state.busy[mine] += 1;
+                *ticket.handed.lock() = Some(handed);
+                ticket.ready.notify_one();
+                state.waiting[mine].pop_front();
             }
         }
     }
@@ -255,6 +331,94 @@ mod tests {
         );
         assert!(body_length(b"HTTP/1.1 200 OK\r\n\r\n", false).is_err());
         assert!(body_length(b"garbage\r\n\r\n", false).is_err());
+    }
+
+    /// A stand-in for tiny_http on a Unix socket in `dir`: it answers each request on each
+    /// connection in turn, a ping with 204, anything else with 200 and the request's first line,
+    /// which it also records.
+    fn stand_in(dir: &std::path::Path) -> (PathBuf, Arc<Mutex<Vec<String>>>) {
+        use std::io::BufRead;
+        let path = dir.join("stand-in.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (stream, record) = (stream.unwrap(), record.clone());
+                std::thread::spawn(move || {
+                    let mut lines = std::io::BufReader::new(stream.try_clone().unwrap()).lines();
+                    while let Some(Ok(first)) = lines.next() {
+                        while let Some(Ok(line)) = lines.next() {
+                            if line.is_empty() {
+                                break;
+                            }
+                        }
+                        let answer = if first.starts_with("OPTIONS *") {
+                            "HTTP/1.1 204 No Content\r\n\r\n".to_string()
+                        } else {
+                            std::thread::sleep(Duration::from_millis(20));
+                            record.lock().push(first.clone());
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{first}",
+                                first.len()
+                            )
+                        };
+                        (&stream).write_all(answer.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        (path, seen)
+    }
+
+    #[test]
+    fn requests_waiting_for_a_connection_get_one_in_the_order_they_came() {
+        let dir = std::env::temp_dir().join(format!("hive-upstream-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, seen) = stand_in(&dir);
+        // One connection for ordinary requests: every request after the first waits in line.
+        let upstream = Arc::new(Upstream::new(path, 1, 0));
+        let sent: Vec<_> = (0..5)
+            .map(|i| {
+                let pool = upstream.clone();
+                let handle = std::thread::spawn(move || {
+                    let request = format!("GET /{i} HTTP/1.1\r\n\r\n");
+                    let mut buffer = Vec::new();
+                    pool.exchange(Kind::Regular, request.as_bytes(), false, &mut buffer)
+                        .map(|answer| {
+                            String::from_utf8_lossy(&buffer[answer.head..answer.len]).into_owned()
+                        })
+                });
+                // The next request comes once this one holds the connection or waits in line.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while {
+                    let state = upstream.state.lock();
+                    state.busy[0] + state.waiting[0].len() <= i
+                } {
+                    assert!(Instant::now() < deadline, "request {i} never got in line");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                handle
+            })
+            .collect();
+        let answers: Vec<String> = sent
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        let order: Vec<String> = (0..5).map(|i| format!("GET /{i} HTTP/1.1")).collect();
+        assert_eq!(answers, order, "each request got its own answer");
+        assert_eq!(*seen.lock(), order, "first come, first served");
+        let long_poll = upstream.exchange(
+            Kind::LongPoll,
+            b"GET /?wait=1 HTTP/1.1\r\n\r\n",
+            false,
+            &mut Vec::new(),
+        );
+        assert!(
+            matches!(long_poll, Err(UpstreamError::Busy(_))),
+            "no quota for long polls"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

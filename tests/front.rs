@@ -173,17 +173,17 @@ fn endless_header_lines_cost_a_bounded_amount_of_memory() {
 }
 
 #[test]
-fn a_head_over_64_kib_is_answered_431_in_json() {
+fn a_head_over_32_kib_is_answered_431_in_json() {
     let queen = Larve::fast_queen();
     let mut request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
-    request.extend(vec![b'a'; 70 * 1024]);
+    request.extend(vec![b'a'; 40 * 1024]);
     request.extend_from_slice(b"\r\n\r\n");
     let answer = raw(&queen.addr, &request, SOON);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
-    assert!(answer.contains("larger than 65536 bytes"), "{answer}");
+    assert!(answer.contains("larger than 32768 bytes"), "{answer}");
     // Just under the limit is fine.
     let mut request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
-    request.extend(vec![b'a'; 60 * 1024]);
+    request.extend(vec![b'a'; 30 * 1024]);
     request.extend_from_slice(b"\r\n\r\n");
     assert!(raw(&queen.addr, &request, SOON).starts_with("HTTP/1.1 200"));
 }

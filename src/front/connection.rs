@@ -23,8 +23,12 @@ use super::upstream::{Kind, UpstreamError};
 use super::{Shared, is_long_poll};
 use crate::error::Error;
 
-/// Largest request head (request line and fields): as much as nginx's and Go's defaults allow.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest request head (request line and fields): what nginx takes by default (four buffers of
+/// 8 KiB), a hundred times what Hive's own clients send. Every byte of a head is read before the
+/// front can refuse it, so the limit is also what a client can make the front read for nothing:
+/// at 64 KiB, a thousand connections sending header lines without end kept a two-core machine busy
+/// enough to slow everyone else's answers to about 100 ms; at 32 KiB, to under 50 ms.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// Time for a request's head to arrive in full, from when the front starts waiting for it (so it
 /// also ends an idle keep-alive connection, and covers the TLS handshake of a new one).

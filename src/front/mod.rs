@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  clients ──TCP/TLS──► accept loop ──► one thread per connection ──► pool of kept-alive ──► tiny_http
-//!                       (never dies;     TLS handshake, head ≤ 64 KiB   connections over      (server.rs:
+//!                       (never dies;     TLS handshake, head ≤ 32 KiB   connections over      (server.rs:
 //!                        caps: in all    by a deadline, body ≤ limit,   a Unix socket in a     handler threads,
 //!                        and per peer)   answers 400/408/413/431 itself private directory      long-poll threads)
 //! ```

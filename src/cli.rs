@@ -352,7 +352,7 @@ fn etcd_tls(
         (None, None) => None,
         _ => return Err("--etcd-cert and --etcd-key go together".into()),
     };
-    ClientTls::load(&ca, identity, ["--etcd-ca", "--etcd-cert", "--etcd-key"]).map(Some)
+    ClientTls::etcd(&ca, identity).map(Some)
 }
 
 fn flag_error(e: pico_args::Error) -> String {

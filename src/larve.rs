@@ -10,7 +10,6 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::api::{self, Role};
-use crate::auth::Token;
 use crate::client::Credentials;
 use crate::config::{Config, RoleConfig, StartError};
 use crate::drone::{self, Drone};
@@ -26,27 +25,25 @@ pub fn run(config: Config) -> StartError {
         warn!("{warning}");
     }
     let metrics = Arc::new(Metrics::default());
-    let listen = SocketAddr::new(config.bind, config.port);
-    let token = config.token.clone();
     let credentials = Credentials {
-        token: token.clone(),
+        token: config.token.clone(),
         tls: config.tls.as_ref().map(|tls| tls.client.clone()),
     };
-    match config.role {
-        RoleConfig::Queen(ref settings) => {
+    match &config.role {
+        RoleConfig::Queen(settings) => {
             let queen = Arc::new(Queen::new(settings.clone(), credentials, metrics.clone()));
             let role = Role::Queen(queen.clone());
-            let serving = (queen::HANDLER_THREADS, queen::BODY_LIMITS);
-            match serve(&config, listen, serving, role, token, metrics) {
+            let limits = queen::BODY_LIMITS;
+            match serve(&config, queen::HANDLER_THREADS, limits, role, metrics) {
                 Ok(local) => queen.run(local),
                 Err(fatal) => fatal,
             }
         }
-        RoleConfig::Drone(ref settings) => {
+        RoleConfig::Drone(settings) => {
             let drone = Arc::new(Drone::new());
             let role = Role::Drone(drone.clone());
-            let serving = (drone::HANDLER_THREADS, BodyLimits { by_path: &[] });
-            match serve(&config, listen, serving, role, token, metrics) {
+            let limits = BodyLimits { by_path: &[] };
+            match serve(&config, drone::HANDLER_THREADS, limits, role, metrics) {
                 Ok(local) => drone::run(&drone, local, credentials, settings.clone()),
                 Err(fatal) => fatal,
             }
@@ -54,17 +51,17 @@ pub fn run(config: Config) -> StartError {
     }
 }
 
-/// Starts the HTTP server for `role` on `listen` with the role's handler threads and body limits;
+/// Starts the HTTP server for `role`, with its `workers` handler threads and its body limits;
 /// returns the address actually bound.
 fn serve(
     config: &Config,
-    listen: SocketAddr,
-    (workers, body_limits): (usize, BodyLimits),
+    workers: usize,
+    body_limits: BodyLimits,
     role: Role,
-    token: Option<Token>,
     metrics: Arc<Metrics>,
 ) -> Result<SocketAddr, StartError> {
-    let handler = api::handler(role, token, metrics.clone());
+    let listen = SocketAddr::new(config.bind, config.port);
+    let handler = api::handler(role, config.token.clone(), metrics.clone());
     let settings = server::Settings {
         workers,
         body_limits,

@@ -76,20 +76,16 @@ impl LarveTls {
 }
 
 impl ClientTls {
-    /// A client side that trusts the CA in `ca` and, given `identity` (certificate and key files),
-    /// shows that certificate: what a queen reaches etcd with.
-    pub fn load(
-        ca: &Path,
-        identity: Option<(&Path, &Path)>,
-        flags: [&str; 3],
-    ) -> Result<Self, String> {
-        let [ca_flag, cert_flag, key_flag] = flags;
-        let roots = certificates(ca, ca_flag)?;
+    /// What a queen reaches etcd with: trust in the CA in `ca` (`--etcd-ca`) and, given
+    /// `identity`, the certificate and key it shows (`--etcd-cert`, `--etcd-key`).
+    pub fn etcd(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, String> {
+        let roots = certificates(ca, "--etcd-ca")?;
         let mut files = vec![ca.to_path_buf()];
         let loaded = match identity {
             Some((cert, key)) => {
                 files.extend([cert.to_path_buf(), key.to_path_buf()]);
-                Some((certificates(cert, cert_flag)?, private_key(key, key_flag)?))
+                let chain = certificates(cert, "--etcd-cert")?;
+                Some((chain, private_key(key, "--etcd-key")?))
             }
             None => None,
         };

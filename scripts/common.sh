@@ -1,11 +1,17 @@
 # shellcheck shell=bash
-# Shared by the hive scripts; source it, do not run it. Defines ROOT and HIVE_DIR, and helpers to
-# install what a script needs, to find the hive's larves and to call the queen with the cluster
-# token.
+# Shared by the hive scripts; source it, do not run it. Defines ROOT and HIVE_DIR (.hive/ in the
+# repo root unless HIVE_DIR says otherwise), and helpers to install what a script needs, to find
+# the hive's larves and to call the queen with the cluster token (and, for a hive started with
+# --tls, over HTTPS with its certificates).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HIVE_DIR="$ROOT/.hive"
+HIVE_DIR="${HIVE_DIR:-$ROOT/.hive}"
+# HIVE_DIR as messages show it: relative to the repo root when inside it.
+SHOWN_DIR="${HIVE_DIR#"$ROOT"/}"
+TLS_DIR="$HIVE_DIR/tls"
 TOKEN="${TOKEN:-}"
+SCHEME=http
+CURL_TLS=()
 
 is_number() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
@@ -67,13 +73,22 @@ load_token() {
     if [[ -z "$TOKEN" && -r "$HIVE_DIR/token" ]]; then TOKEN="$(<"$HIVE_DIR/token")"; fi
 }
 
-# curl with the cluster token when there is one, passed through a file descriptor so it never
-# shows in ps.
+# For a hive started with --tls (its certificates are in .hive/tls/): sets SCHEME to https and
+# CURL_TLS to the curl options that trust the hive's CA and show the user's certificate.
+load_tls() {
+    if [[ -r "$TLS_DIR/user.pem" ]]; then
+        SCHEME=https
+        CURL_TLS=(--cacert "$TLS_DIR/ca.pem" --cert "$TLS_DIR/user.pem" --key "$TLS_DIR/user.key")
+    fi
+}
+
+# curl with the hive's TLS options (see load_tls) and the cluster token when there is one, the
+# token passed through a file descriptor so it never shows in ps.
 hive_curl() {
     if [[ -n "$TOKEN" ]]; then
-        curl -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "$@"
+        curl "${CURL_TLS[@]}" -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "$@"
     else
-        curl "$@"
+        curl "${CURL_TLS[@]}" "$@"
     fi
 }
 

@@ -13,7 +13,7 @@ say() { echo "hive-down: $*"; }
 shopt -s nullglob
 pidfiles=("$HIVE_DIR"/*.pid)
 if ((${#pidfiles[@]} == 0)); then
-    say "no hive is running (no pid files in .hive/); nothing to stop"
+    say "no hive is running (no pid files in $SHOWN_DIR/); nothing to stop"
     exit 0
 fi
 
@@ -58,7 +58,7 @@ for idx in "${!pids[@]}"; do
             sleep 0.1
         done
         if is_ours "$pid"; then
-            echo "hive-down: error: $name (pid $pid) survived SIGKILL; keeping .hive/$name.pid" >&2
+            echo "hive-down: error: $name (pid $pid) survived SIGKILL; keeping $SHOWN_DIR/$name.pid" >&2
             failed=1
             continue
         fi
@@ -71,4 +71,4 @@ done
 if ((failed)); then
     exit 1
 fi
-say "the hive is down (${#pids[@]} process(es) stopped); logs stay in .hive/"
+say "the hive is down (${#pids[@]} process(es) stopped); logs stay in $SHOWN_DIR/"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Starts a local hive in the background: one queen (or several sharing etcd) and N drones.
 #
-#   scripts/hive-up.sh [--queens Q] [N]
+#   scripts/hive-up.sh [--queens Q] [--tls] [N]
 #
 # N drones (default 3) and Q queens (1 to 9, default 1). Several queens share one registry in a
 # local etcd that this script starts (and installs, as Debian's etcd-server, when it is missing);
-# one of them leads.
+# one of them leads. With --tls, the script makes a CA and certificates with openssl (installing
+# Debian's openssl when it is missing) in .hive/tls/, and every larve (and etcd) serves and calls
+# over mutual TLS: ca.pem is the CA, larve.pem/.key the larves' certificate, etcd.pem/.key etcd's,
+# user.pem/.key the one curl, submit.sh and status.sh show.
 #
 # Environment: HIVE_PORT (first queen's port, default 8080; queens use HIVE_PORT .. HIVE_PORT+Q-1),
 # HIVE_DRONE_PORT (first drone port, default 5001; drones use HIVE_DRONE_PORT .. +N-1), HIVE_ETCD_PORT
@@ -13,19 +16,20 @@
 # in the repo root: queen-PORT.pid and queen-PORT.log (stderr), drone-PORT.pid, drone-PORT.log
 # (stderr), drone-PORT.out (stdout: the task texts the drone prints), etcd.pid, etcd.log and etcd/
 # (its data, new for every hive), and token: a new random cluster token for every hive, readable
-# only by you, which every larve loads with --token-file and submit.sh/status.sh send. Stop the hive
-# with scripts/hive-down.sh.
+# only by you, which every larve loads with --token-file and submit.sh/status.sh send. HIVE_DIR
+# puts all of it elsewhere; HIVE_LARVE names a larve binary to run instead of building one. Stop the
+# hive with scripts/hive-down.sh.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-LARVE="$ROOT/target/release/larve"
+LARVE="${HIVE_LARVE:-$ROOT/target/release/larve}"
 QUEEN_BASE="${HIVE_PORT:-8080}"
 DRONE_BASE="${HIVE_DRONE_PORT:-5001}"
 ETCD_PORT="${HIVE_ETCD_PORT:-12379}"
 DEADLINE_SECS=15
 DEMO_TEXT="hello from hive-up"
-USAGE="usage: scripts/hive-up.sh [--queens Q] [N]"
+USAGE="usage: scripts/hive-up.sh [--queens Q] [--tls] [N]"
 
 say() { echo "hive-up: $*"; }
 fail() {
@@ -47,12 +51,17 @@ log_tail() {
 
 QUEENS=1
 COUNT=3
+TLS=0
 while (($# > 0)); do
     case "$1" in
     --queens)
         (($# >= 2)) || fail "--queens needs a number; $USAGE"
         QUEENS="$2"
         shift 2
+        ;;
+    --tls)
+        TLS=1
+        shift
         ;;
     -h | --help)
         echo "$USAGE"
@@ -98,10 +107,14 @@ fi
 # Debian packages the script uses: curl (to call the queens), python3 (to read their JSON) and
 # util-linux's setsid (to detach the larves).
 install_missing hive-up curl:curl python3:python3 setsid:util-linux
+if ((TLS)); then
+    install_missing hive-up openssl:openssl
+    SCHEME=https
+fi
 
 QUEEN_PORTS=()
 for ((port = QUEEN_BASE; port <= QUEEN_LAST; port++)); do QUEEN_PORTS+=("$port"); done
-FIRST_QUEEN_URL="http://127.0.0.1:$QUEEN_BASE"
+FIRST_QUEEN_URL="$SCHEME://127.0.0.1:$QUEEN_BASE"
 
 # --- an existing hive? ---------------------------------------------------------------------------
 
@@ -130,9 +143,14 @@ fi
 
 # --- build ---------------------------------------------------------------------------------------
 
-say "building larve (cargo build --release --bin larve)"
-(cd "$ROOT" && cargo build --release --bin larve) || fail "cargo build failed"
-[[ -x "$LARVE" ]] || fail "build finished but $LARVE is missing"
+if [[ -n "${HIVE_LARVE:-}" ]]; then
+    [[ -x "$LARVE" ]] || fail "HIVE_LARVE names $LARVE, which is not an executable"
+    say "using $LARVE"
+else
+    say "building larve (cargo build --release --bin larve)"
+    (cd "$ROOT" && cargo build --release --bin larve) || fail "cargo build failed"
+    [[ -x "$LARVE" ]] || fail "build finished but $LARVE is missing"
+fi
 
 # --- cluster token -------------------------------------------------------------------------------
 
@@ -140,6 +158,31 @@ TOKEN_FILE="$HIVE_DIR/token"
 (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE") || fail "could not write $TOKEN_FILE"
 TOKEN="$(<"$TOKEN_FILE")"
 ((${#TOKEN} == 64)) || fail "could not read 32 random bytes from /dev/urandom"
+
+# --- certificates (--tls) -----------------------------------------------------------------------
+
+# A new CA and certificates for every hive, as the token: ECDSA P-256 keys readable only by you;
+# every certificate is good for 127.0.0.1 and localhost, as a server and as a client.
+rm -rf "$TLS_DIR"
+LARVE_TLS=()
+if ((TLS)); then
+    (umask 077 && mkdir -p "$TLS_DIR") || fail "could not create $TLS_DIR"
+    tls_log="$TLS_DIR/openssl.log"
+    new_key() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "$@" >>"$tls_log" 2>&1; }
+    (umask 077 && new_key -x509 -days 365 -subj "/CN=hive local CA" \
+        -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem") || fail "openssl could not make the CA; see $tls_log"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$TLS_DIR/ext.cnf"
+    for name in larve etcd user; do
+        (umask 077 && new_key -subj "/CN=hive $name" -keyout "$TLS_DIR/$name.key" -out "$TLS_DIR/$name.csr" &&
+            openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+                -CAcreateserial -days 365 -extfile "$TLS_DIR/ext.cnf" -out "$TLS_DIR/$name.pem" >>"$tls_log" 2>&1) ||
+            fail "openssl could not make the $name certificate; see $tls_log"
+    done
+    rm -f "$TLS_DIR"/*.csr "$TLS_DIR/ca.srl" "$TLS_DIR/ext.cnf"
+    say "made a CA and certificates in $SHOWN_DIR/tls/ (mutual TLS everywhere)"
+    LARVE_TLS=(--tls-cert "$TLS_DIR/larve.pem" --tls-key "$TLS_DIR/larve.key" --tls-ca "$TLS_DIR/ca.pem" --tls-verify-clients)
+    load_tls
+fi
 
 # --- start ---------------------------------------------------------------------------------------
 
@@ -208,7 +251,7 @@ check_alive() {
         # Reap it if it is our child, to learn its exit status.
         if wait "$pid" 2>/dev/null; then code=0; else code=$?; fi
         log_tail "$HIVE_DIR/$name.log"
-        fail "$name exited${code:+ with status $code} during startup; see .hive/$name.log"
+        fail "$name exited${code:+ with status $code} during startup; see $SHOWN_DIR/$name.log"
     fi
 }
 
@@ -225,34 +268,45 @@ until_ready() {
     shift
     until "$@"; do
         check_all_alive
-        ((SECONDS < deadline)) || fail "$what did not happen within ${DEADLINE_SECS}s; see the logs in .hive/"
+        ((SECONDS < deadline)) || fail "$what did not happen within ${DEADLINE_SECS}s; see the logs in $SHOWN_DIR/"
         sleep 0.1
     done
 }
 
 STORE_FLAGS=()
 if ((QUEENS > 1)); then
-    ETCD_URL="http://127.0.0.1:$ETCD_PORT"
+    ETCD_URL="$SCHEME://127.0.0.1:$ETCD_PORT"
     rm -rf "$HIVE_DIR/etcd"
-    say "starting etcd on port $ETCD_PORT (data in .hive/etcd/)"
+    say "starting etcd on port $ETCD_PORT (data in $SHOWN_DIR/etcd/)"
+    # One member, so its peer URL carries no traffic and stays plain.
+    ETCD_TLS=()
+    ETCD_CURL=()
+    if ((TLS)); then
+        ETCD_TLS=(--cert-file "$TLS_DIR/etcd.pem" --key-file "$TLS_DIR/etcd.key"
+            --trusted-ca-file "$TLS_DIR/ca.pem" --client-cert-auth)
+        ETCD_CURL=(--cacert "$TLS_DIR/ca.pem" --cert "$TLS_DIR/larve.pem" --key "$TLS_DIR/larve.key")
+    fi
     start etcd etcd --name hive --data-dir "$HIVE_DIR/etcd" \
         --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
         --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-        --initial-cluster "hive=http://127.0.0.1:$ETCD_PEER_PORT"
-    etcd_healthy() { [[ "$(curl -s --max-time 1 "$ETCD_URL/health" || true)" == *'"true"'* ]]; }
+        --initial-cluster "hive=http://127.0.0.1:$ETCD_PEER_PORT" "${ETCD_TLS[@]}"
+    etcd_healthy() { [[ "$(curl "${ETCD_CURL[@]}" -s --max-time 1 "$ETCD_URL/health" || true)" == *'"true"'* ]]; }
     until_ready "etcd answering on $ETCD_URL/health" etcd_healthy
     STORE_FLAGS=(--etcd "$ETCD_URL")
+    if ((TLS)); then
+        STORE_FLAGS+=(--etcd-ca "$TLS_DIR/ca.pem" --etcd-cert "$TLS_DIR/larve.pem" --etcd-key "$TLS_DIR/larve.key")
+    fi
 fi
 
 say "starting $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}"
 for port in "${QUEEN_PORTS[@]}"; do
-    start "queen-$port" "$LARVE" --queen --port "$port" --token-file "$TOKEN_FILE" "${STORE_FLAGS[@]}"
+    start "queen-$port" "$LARVE" --queen --port "$port" --token-file "$TOKEN_FILE" "${STORE_FLAGS[@]}" "${LARVE_TLS[@]}"
 done
 queens_ready() {
     local port health
     for port in "${QUEEN_PORTS[@]}"; do
-        health="$(curl -s --max-time 1 "http://127.0.0.1:$port/healthz" || true)"
+        health="$(curl "${CURL_TLS[@]}" -s --max-time 1 "$SCHEME://127.0.0.1:$port/healthz" || true)"
         [[ "$health" == *'"Status.READY"'* && "$health" == *'"Mode.QUEEN"'* ]] || return 1
     done
 }
@@ -260,7 +314,7 @@ until_ready "every queen answering READY on /healthz" queens_ready
 
 # The leader queen port $1 names on /healthz, or nothing.
 leader_of() {
-    { curl -s --max-time 1 "http://127.0.0.1:$1/healthz" || true; } | python3 -c '
+    { curl "${CURL_TLS[@]}" -s --max-time 1 "$SCHEME://127.0.0.1:$1/healthz" || true; } | python3 -c '
 import json, sys
 try:
     print(json.load(sys.stdin).get("leader") or "")
@@ -289,13 +343,13 @@ for port in "${QUEEN_PORTS[@]}"; do QUEEN_LIST+="${QUEEN_LIST:+,}127.0.0.1:$port
 say "starting $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST"
 expected=()
 for ((port = DRONE_BASE; port <= DRONE_LAST; port++)); do
-    start "drone-$port" "$LARVE" --queen-host "$QUEEN_LIST" --port "$port" --token-file "$TOKEN_FILE"
+    start "drone-$port" "$LARVE" --queen-host "$QUEEN_LIST" --port "$port" --token-file "$TOKEN_FILE" "${LARVE_TLS[@]}"
     expected+=("127.0.0.1:$port")
 done
 
 # How many of the expected drone addresses queen port $1 lists on /healthz (address -> name).
 registered() {
-    { hive_curl -s --max-time 1 "http://127.0.0.1:$1/healthz" || true; } | python3 -c '
+    { hive_curl -s --max-time 1 "$SCHEME://127.0.0.1:$1/healthz" || true; } | python3 -c '
 import json, sys
 try:
     drones = json.load(sys.stdin).get("drones") or {}
@@ -339,9 +393,9 @@ while [[ -z "$printed_by" ]] && ((SECONDS < deadline)); do
     [[ -n "$printed_by" ]] || sleep 0.1
 done
 if [[ -n "$printed_by" ]]; then
-    say "the demo task was printed by $printed_by (port ${printed_by#drone-}) in .hive/$printed_by.out"
+    say "the demo task was printed by $printed_by (port ${printed_by#drone-}) in $SHOWN_DIR/$printed_by.out"
 else
-    say "warning: no .hive/drone-*.out holds the demo text yet"
+    say "warning: no $SHOWN_DIR/drone-*.out holds the demo text yet"
 fi
 
 # --- done ----------------------------------------------------------------------------------------
@@ -352,14 +406,28 @@ SUCCESS=1
 say "queen health ($FIRST_QUEEN_URL/healthz):"
 health="$(hive_curl -s --max-time 2 "$FIRST_QUEEN_URL/healthz" || true)"
 python3 -m json.tool <<<"$health" 2>/dev/null || echo "$health"
-echo "hive-up: the hive is up: $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}, $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST; logs in .hive/"
-if ((QUEENS > 1)); then
-    echo "  the queens share etcd on $ETCD_URL; any queen takes tasks and registrations. Try:"
+echo "hive-up: the hive is up: $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}, $COUNT drone(s) on ports $DRONE_BASE..$DRONE_LAST; logs in $SHOWN_DIR/"
+# What curl needs to reach queen port $1: the scheme and address, and with --tls the certificates.
+curl_target() {
+    if ((TLS)); then
+        echo "--cacert $TLS_DIR/ca.pem --cert $TLS_DIR/user.pem --key $TLS_DIR/user.key https://127.0.0.1:$1"
+    else
+        echo "localhost:$1"
+    fi
+}
+if ((QUEENS > 1 || TLS)); then
+    if ((QUEENS > 1)); then
+        echo "  the queens share etcd on $ETCD_URL; any queen takes tasks and registrations. Try:"
+    else
+        echo "  every connection is mutual TLS; curl shows the user's certificate. Try:"
+    fi
     for port in "${QUEEN_PORTS[@]}"; do
-        echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" localhost:$port/healthz"
-        echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" -H 'Content-Type: application/json' -d '{\"text\": \"hello\"}' localhost:$port/submit_task"
+        echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" $(curl_target "$port")/healthz"
+        echo "  curl -H \"Authorization: Bearer \$(cat $TOKEN_FILE)\" -H 'Content-Type: application/json' -d '{\"text\": \"hello\"}' $(curl_target "$port")/submit_task"
     done
-    echo "  kill the leader (kill \$(cat .hive/queen-PORT.pid)) and another queen takes over within about 6 s (its 5 s lease, then an election)"
+fi
+if ((QUEENS > 1)); then
+    echo "  kill the leader (kill \$(cat $SHOWN_DIR/queen-PORT.pid)) and another queen takes over within about 6 s (its 5 s lease, then an election)"
 fi
 cat <<MSG
   submit a task: scripts/submit.sh TEXT
@@ -368,4 +436,7 @@ cat <<MSG
 MSG
 if [[ "$QUEEN_BASE" != 8080 ]]; then
     echo "  (submit.sh and status.sh need HIVE_PORT=$QUEEN_BASE set too)"
+fi
+if [[ "$HIVE_DIR" != "$ROOT/.hive" ]]; then
+    echo "  (submit.sh, status.sh and hive-down.sh need HIVE_DIR=$HIVE_DIR set too)"
 fi

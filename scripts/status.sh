@@ -2,15 +2,17 @@
 # Shows the local hive's queen: GET /healthz and GET /drones.
 #
 # Environment: HIVE_PORT (queen port, default 8080), HIVE_TOKEN (cluster token; default: the one in
-# .hive/token). Exits non-zero if the queen is unreachable.
+# .hive/token), HIVE_DIR (default .hive/). A hive started with --tls is called over HTTPS with the
+# certificates in .hive/tls/. Exits non-zero if the queen is unreachable.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 load_token
+load_tls
 
 PORT="${HIVE_PORT:-8080}"
-BASE="http://127.0.0.1:$PORT"
+BASE="$SCHEME://127.0.0.1:$PORT"
 
 command -v curl >/dev/null || { echo "status: error: curl is needed but not installed" >&2; exit 1; }
 

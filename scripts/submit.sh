@@ -4,15 +4,17 @@
 #   scripts/submit.sh TEXT...      (several words are joined with spaces)
 #
 # Environment: HIVE_PORT (queen port, default 8080), HIVE_TOKEN (cluster token; default: the one in
-# .hive/token). Exits non-zero unless the queen answers 2xx.
+# .hive/token), HIVE_DIR (default .hive/). A hive started with --tls is called over HTTPS with the
+# certificates in .hive/tls/. Exits non-zero unless the queen answers 2xx.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 load_token
+load_tls
 
 PORT="${HIVE_PORT:-8080}"
-URL="http://127.0.0.1:$PORT/submit_task"
+URL="$SCHEME://127.0.0.1:$PORT/submit_task"
 
 if (($# == 0)); then
     echo "usage: scripts/submit.sh TEXT...   (posts {\"text\": TEXT} to $URL; set HIVE_PORT for another port)" >&2

@@ -4,8 +4,8 @@
 #
 #   scripts/test.sh [ARGS...]     (ARGS go to cargo test, e.g. scripts/test.sh tutorial -- --nocapture)
 #
-# First makes sure what the tests need is installed: curl, etcd (Debian's etcd-server), rustfmt and
-# clippy.
+# First makes sure what the tests need is installed: curl, etcd (Debian's etcd-server), openssl,
+# rustfmt and clippy.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
@@ -19,8 +19,9 @@ fail() {
 }
 
 step "checking prerequisites"
-# Debian packages the tests need: curl (the tests call it) and etcd (the store of several queens).
-install_missing test curl:curl etcd:etcd-server
+# Debian packages the tests need: curl (the tests call it), etcd (the store of several queens) and
+# openssl (the TLS tests make their certificates with it).
+install_missing test curl:curl etcd:etcd-server openssl:openssl
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 for tool in fmt:rustfmt clippy:clippy; do
     sub="${tool%%:*}"
@@ -31,7 +32,7 @@ for tool in fmt:rustfmt clippy:clippy; do
         rustup component add "$component" || fail "could not install the $component component"
     fi
 done
-echo "curl, etcd, cargo, rustfmt and clippy are present"
+echo "curl, etcd, openssl, cargo, rustfmt and clippy are present"
 
 step "cargo fmt --all --check"
 cargo fmt --all --check

@@ -509,7 +509,7 @@ mod tests {
         };
         Role::Queen(Arc::new(crate::larve::build_queen(
             config,
-            None,
+            Default::default(),
             Arc::default(),
         )))
     }

@@ -9,13 +9,15 @@ use log::LevelFilter;
 
 use crate::address;
 use crate::auth::Token;
+use crate::client::Credentials;
 use crate::config::{
-    Config, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig, StoreConfig,
-    TaskConfig,
+    Config, ConnectionLimits, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig,
+    StoreConfig, TaskConfig,
 };
 use crate::control::{Request, Target};
 use crate::tasks::MAX_SLOTS;
 use crate::tasks::placement::Policy;
+use crate::tls::{ClientTls, LarveTls};
 
 /// The help text, printed by `--help` and after every command-line error.
 pub const USAGE: &str = "\
@@ -33,9 +35,13 @@ options:
   --advertise HOST:PORT          address others are told: a drone's to its queen, a queen's
                                  to other queens (default bind:port; required with --bind
                                  0.0.0.0 or ::)
-  --etcd URL[,URL...]            queen: keep the registry in etcd (http://HOST:PORT of each
-                                 member), shared by every queen given the same; default: in
-                                 the queen's memory
+  --etcd URL[,URL...]            queen: keep the registry in etcd (http://HOST:PORT or
+                                 https://HOST:PORT of each member), shared by every queen
+                                 given the same; default: in the queen's memory
+  --etcd-ca PATH                 queen: CA certificate(s) (PEM) to verify etcd with; needed
+                                 with https:// endpoints
+  --etcd-cert PATH, --etcd-key PATH
+                                 queen: client certificate and key (PEM) shown to etcd
   --etcd-prefix PREFIX           queen: prefix of Hive's keys in etcd (default /hive/)
   --leader-ttl SECONDS           queen: the leader's lease, whole seconds (default 5)
   --heartbeat-interval SECONDS   queen: pause between heartbeat rounds (default 10)
@@ -57,7 +63,16 @@ options:
                                  (default: hive-drone-IP-PORT in the temporary directory)
   --token-file PATH              file holding the cluster token (or set HIVE_TOKEN); with a
                                  token, tasks, registration and the drone list need it
-  --insecure                     allow a non-loopback --bind without a token
+  --tls-cert PATH, --tls-key PATH
+                                 serve HTTPS with this certificate (chain) and key (PEM), and
+                                 call other larves over HTTPS showing them; needs --tls-ca
+  --tls-ca PATH                  CA certificate(s) (PEM) the larves this one calls must be
+                                 signed by
+  --tls-verify-clients           require every client to show a certificate signed by --tls-ca
+  --insecure                     serve plain HTTP on a non-loopback --bind without a warning
+                                 (a token is needed there all the same)
+  --max-connections N            client connections held at once (default 2048)
+  --max-connections-per-peer N   client connections from one address (default 512)
   --log-level LEVEL              error, warn, info, debug or trace (default info)
   -h, --help                     print this help
   -V, --version                  print the version";
@@ -80,6 +95,9 @@ options:
   --queen-host HOST:PORT[,...]   the queen(s) to ask, tried in turn (default: HIVE_QUEEN, else
                                  127.0.0.1:8080)
   --token-file PATH              file holding the cluster token (or set HIVE_TOKEN)
+  --tls-ca PATH                  ask over HTTPS, trusting this CA (a hive with TLS)
+  --tls-cert PATH, --tls-key PATH
+                                 the certificate to show a queen that verifies clients
   -h, --help                     print this help";
 
 /// What the command line asks for.
@@ -145,7 +163,16 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
     let advertise = flag(&mut args, "--advertise", parse_address)?;
     let token_file = flag(&mut args, "--token-file", parse_path)?;
     let insecure = args.contains("--insecure");
+    let tls_cert = flag(&mut args, "--tls-cert", parse_path)?;
+    let tls_key = flag(&mut args, "--tls-key", parse_path)?;
+    let tls_ca = flag(&mut args, "--tls-ca", parse_path)?;
+    let verify_clients = args.contains("--tls-verify-clients");
+    let max_connections = flag(&mut args, "--max-connections", parse_connections)?;
+    let max_per_peer = flag(&mut args, "--max-connections-per-peer", parse_connections)?;
     let etcd = flag(&mut args, "--etcd", parse_etcd_endpoints)?;
+    let etcd_ca = flag(&mut args, "--etcd-ca", parse_path)?;
+    let etcd_cert = flag(&mut args, "--etcd-cert", parse_path)?;
+    let etcd_key = flag(&mut args, "--etcd-key", parse_path)?;
     let etcd_prefix = flag(&mut args, "--etcd-prefix", parse_prefix)?;
     let leader_ttl = flag(&mut args, "--leader-ttl", parse_ttl)?;
 
@@ -168,16 +195,31 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
     }
 
     let token = token(token_file, env_token)?;
-    if allow_exec && !bind.is_loopback() && token.is_none() {
-        return Err(format!(
-            "--allow-exec on --bind {bind} would run commands for anyone on the network: set --token-file or HIVE_TOKEN (--insecure does not waive this)"
-        ));
-    }
-    if !bind.is_loopback() && token.is_none() && !insecure {
-        return Err(format!(
-            "--bind {bind} serves the network without a token, so anyone there can run tasks: set --token-file or HIVE_TOKEN, or add --insecure"
-        ));
-    }
+    let tls = match (tls_cert, tls_key, tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(LarveTls::load(&cert, &key, &ca, verify_clients)?)
+        }
+        (None, None, None) if verify_clients => {
+            return Err(
+                "--tls-verify-clients needs TLS: give --tls-cert, --tls-key and --tls-ca".into(),
+            );
+        }
+        (None, None, None) => None,
+        (_, _, None) => {
+            return Err("--tls-cert and --tls-key need --tls-ca: a larve calls other larves over HTTPS, and trusts only that CA".into());
+        }
+        _ => {
+            return Err("TLS needs all three of --tls-cert, --tls-key and --tls-ca".into());
+        }
+    };
+    let warnings = exposure(&Exposure {
+        bind,
+        token: token.is_some(),
+        tls: tls.is_some(),
+        insecure,
+        allow_exec,
+    })?;
+    let connections = connection_limits(max_connections, max_per_peer)?;
 
     // A drone tells its queen where it is, and a queen sharing etcd tells the other queens.
     let told_to_others = !is_queen || etcd.is_some();
@@ -202,15 +244,21 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             return Err("--queen-host is for drones; a queen does not register anywhere".into());
         }
         let store = match etcd {
-            Some(endpoints) => StoreConfig::Etcd(EtcdConfig {
+            Some((https, endpoints)) => StoreConfig::Etcd(EtcdConfig {
                 endpoints,
                 prefix: etcd_prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_string()),
                 leader_ttl: leader_ttl.unwrap_or(DEFAULT_LEADER_TTL),
+                tls: etcd_tls(https, etcd_ca, etcd_cert, etcd_key)?,
             }),
             None => {
-                if etcd_prefix.is_some() || leader_ttl.is_some() {
+                if etcd_prefix.is_some()
+                    || leader_ttl.is_some()
+                    || etcd_ca.is_some()
+                    || etcd_cert.is_some()
+                    || etcd_key.is_some()
+                {
                     return Err(
-                        "--etcd-prefix and --leader-ttl need --etcd (the registry is in memory without it)"
+                        "--etcd-prefix, --leader-ttl, --etcd-ca, --etcd-cert and --etcd-key need --etcd (the registry is in memory without it)"
                             .into(),
                     );
                 }
@@ -246,6 +294,9 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             ("--max-pending", max_pending.is_some()),
             ("--keep-finished", keep_finished.is_some()),
             ("--placement", placement.is_some()),
+            ("--etcd-ca", etcd_ca.is_some()),
+            ("--etcd-cert", etcd_cert.is_some()),
+            ("--etcd-key", etcd_key.is_some()),
         ];
         if let Some((flag, _)) = queen_only.iter().find(|(_, given)| *given) {
             return Err(format!("{flag} is a queen setting; add --queen or drop it"));
@@ -272,6 +323,9 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
         port,
         log_level,
         token,
+        tls,
+        connections,
+        warnings,
         role,
     })))
 }
@@ -319,6 +373,17 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
     };
     let token_file = flag(&mut args, "--token-file", parse_path)?;
     let token = token(token_file, env.token.clone())?;
+    let tls_ca = flag(&mut args, "--tls-ca", parse_path)?;
+    let tls_cert = flag(&mut args, "--tls-cert", parse_path)?;
+    let tls_key = flag(&mut args, "--tls-key", parse_path)?;
+    let tls = match (tls_ca, tls_cert, tls_key) {
+        (None, None, None) => None,
+        (Some(ca), None, None) => Some(ClientTls::user(&ca, None)?),
+        (Some(ca), Some(cert), Some(key)) => Some(ClientTls::user(&ca, Some((&cert, &key)))?),
+        _ => {
+            return Err("--tls-cert and --tls-key go together, and need --tls-ca".into());
+        }
+    };
     let request = match (noun.as_str(), verb.as_str()) {
         ("task", "run") => {
             let mut task = serde_json::Map::new();
@@ -412,7 +477,10 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
         return Err(format!("unexpected argument {extra:?}"));
     }
     Ok(Command::Control(Box::new((
-        Target { queens, token },
+        Target {
+            queens,
+            credentials: Credentials { token, tls },
+        },
         request,
     ))))
 }
@@ -430,6 +498,102 @@ fn flag<T>(
     given
         .map(|value| parse(&value).map_err(|why| format!("{name}: {why}")))
         .transpose()
+}
+
+/// How a larve faces the network.
+struct Exposure {
+    bind: IpAddr,
+    /// It has a cluster token.
+    token: bool,
+    /// It serves (and calls) over TLS.
+    tls: bool,
+    /// `--insecure`: a network without a token, or plain HTTP on it, is meant.
+    insecure: bool,
+    /// A drone that runs commands (`--allow-exec`).
+    allow_exec: bool,
+}
+
+/// What facing the network asks of a larve, decided in one place: the error that stops it, or the
+/// warnings it logs at start. Loopback asks nothing (the tutorial's set-up).
+/// - A drone that runs commands needs the token, whatever the flags: running commands for anyone
+///   on the network is not a mode Hive offers. It needs TLS too, since the token alone would cross
+///   the network in clear text; `--insecure` waives the TLS, never the token.
+/// - Any other larve needs the token unless `--insecure` says an open larve is meant (the
+///   tutorial's Python larves send no token).
+/// - Without TLS the token and every task cross the network in clear text: the larve says so,
+///   loudly, unless `--insecure` says plain HTTP is meant.
+fn exposure(larve: &Exposure) -> Result<Vec<String>, String> {
+    let bind = larve.bind;
+    if bind.is_loopback() {
+        return Ok(Vec::new());
+    }
+    if larve.allow_exec && !larve.token {
+        return Err(format!(
+            "--allow-exec on --bind {bind} would run commands for anyone on the network: set --token-file or HIVE_TOKEN (--insecure does not waive this)"
+        ));
+    }
+    if larve.allow_exec && !larve.tls && !larve.insecure {
+        return Err(format!(
+            "--allow-exec on --bind {bind} needs TLS as well as the token, which would otherwise cross the network in clear text: give --tls-cert, --tls-key and --tls-ca (or --insecure if plain HTTP is meant)"
+        ));
+    }
+    if !larve.token && !larve.insecure {
+        return Err(format!(
+            "--bind {bind} serves the network without a token, so anyone there can run tasks: set --token-file or HIVE_TOKEN, or add --insecure"
+        ));
+    }
+    if !larve.tls && !larve.insecure {
+        return Ok(vec![format!(
+            "serving plain HTTP on {bind}: the cluster token and every task cross the network in clear text; give --tls-cert, --tls-key and --tls-ca (or --insecure if plain HTTP is meant)"
+        )]);
+    }
+    Ok(Vec::new())
+}
+
+/// The connection caps: the defaults, or what the flags say; one address never gets more than
+/// all of them.
+fn connection_limits(
+    total: Option<usize>,
+    per_peer: Option<usize>,
+) -> Result<ConnectionLimits, String> {
+    let defaults = ConnectionLimits::default();
+    let total = total.unwrap_or(defaults.total);
+    match per_peer {
+        Some(per_peer) if per_peer > total => Err(format!(
+            "--max-connections-per-peer {per_peer} is more than --max-connections {total}"
+        )),
+        Some(per_peer) => Ok(ConnectionLimits { total, per_peer }),
+        None => Ok(ConnectionLimits {
+            total,
+            per_peer: defaults.per_peer.min(total),
+        }),
+    }
+}
+
+/// The TLS a queen reaches etcd with: none for `http://` endpoints, a CA and maybe a client
+/// certificate for `https://` ones.
+fn etcd_tls(
+    https: bool,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<ClientTls>, String> {
+    if !https {
+        if ca.is_some() || cert.is_some() || key.is_some() {
+            return Err(
+                "--etcd-ca, --etcd-cert and --etcd-key need https:// endpoints in --etcd".into(),
+            );
+        }
+        return Ok(None);
+    }
+    let ca =
+        ca.ok_or("https:// etcd endpoints need --etcd-ca, the CA that signed etcd's certificate")?;
+    let identity = match (&cert, &key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
+        _ => return Err("--etcd-cert and --etcd-key go together".into()),
+    };
+    ClientTls::etcd(&ca, identity).map(Some)
 }
 
 fn flag_error(e: pico_args::Error) -> String {
@@ -511,20 +675,27 @@ fn unique(list: Vec<String>) -> Result<Vec<String>, String> {
     Ok(list)
 }
 
-/// `http://host:port[,http://host:port...]`: the client URL of each etcd member. Hive speaks plain
-/// HTTP to etcd's JSON gateway, so TLS endpoints and paths are refused.
-fn parse_etcd_endpoints(s: &str) -> Result<Vec<String>, String> {
+/// `http://host:port[,...]` or `https://host:port[,...]`: the client URL of each etcd member, all
+/// with one scheme. Whether it is https, and each `host:port`; paths are refused.
+fn parse_etcd_endpoints(s: &str) -> Result<(bool, Vec<String>), String> {
+    let https = s.starts_with("https://");
+    let scheme = if https { "https://" } else { "http://" };
     let list = s
         .split(',')
         .map(|url| {
-            let authority = url.strip_prefix("http://").ok_or_else(|| {
-                format!("{url:?} is not an http://HOST:PORT URL (https is not supported)")
+            let authority = url.strip_prefix(scheme).ok_or_else(|| {
+                format!("{url:?} is not an {scheme}HOST:PORT URL (one scheme for every endpoint)")
             })?;
             let authority = authority.strip_suffix('/').unwrap_or(authority);
             address::validate(authority).map(|()| authority.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    unique(list)
+    Ok((https, unique(list)?))
+}
+
+/// A count of connections: from 1 to a million.
+fn parse_connections(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, 1_000_000)
 }
 
 /// A key prefix: starts with `/`, printable ASCII without spaces; a missing final `/` is added so
@@ -663,16 +834,6 @@ mod tests {
                 "queen setting",
             ),
             (
-                &[
-                    "--queen-host",
-                    "127.0.0.1:8080",
-                    "--bind",
-                    "0.0.0.0",
-                    "--insecure",
-                ][..],
-                "--advertise",
-            ),
-            (
                 &["--queen-host", "127.0.0.1:1,127.0.0.1:1"][..],
                 "listed twice",
             ),
@@ -686,10 +847,6 @@ mod tests {
                 "queen setting",
             ),
             (&["--queen", "--etcd", "127.0.0.1:2379"][..], "http://"),
-            (
-                &["--queen", "--etcd", "https://127.0.0.1:2379"][..],
-                "https",
-            ),
             (
                 &["--queen", "--etcd", "http://127.0.0.1:2379/v3"][..],
                 "host:port alone",
@@ -715,15 +872,62 @@ mod tests {
                 "starts with /",
             ),
             (
+                &["--queen", "--tls-cert", "/x.pem", "--tls-key", "/x.key"][..],
+                "need --tls-ca",
+            ),
+            (&["--queen", "--tls-ca", "/ca.pem"][..], "all three"),
+            (&["--queen", "--tls-verify-clients"][..], "needs TLS"),
+            (
+                &[
+                    "--queen",
+                    "--tls-cert",
+                    "/nonexistent/x.pem",
+                    "--tls-key",
+                    "/x.key",
+                    "--tls-ca",
+                    "/ca.pem",
+                ][..],
+                "--tls-cert /nonexistent/x.pem",
+            ),
+            (
+                &["--queen", "--etcd", "https://127.0.0.1:2379"][..],
+                "need --etcd-ca",
+            ),
+            (
+                &["--queen", "--etcd", "http://a:1", "--etcd-ca", "/ca.pem"][..],
+                "need https://",
+            ),
+            (
+                &["--queen", "--etcd", "https://a:1,http://b:2"][..],
+                "one scheme",
+            ),
+            (
                 &[
                     "--queen",
                     "--etcd",
-                    "http://a:1",
-                    "--bind",
-                    "0.0.0.0",
-                    "--insecure",
+                    "https://a:1",
+                    "--etcd-ca",
+                    "/ca.pem",
+                    "--etcd-cert",
+                    "/c.pem",
                 ][..],
-                "--advertise",
+                "go together",
+            ),
+            (&["--queen", "--etcd-ca", "/ca.pem"][..], "need --etcd"),
+            (
+                &["--queen-host", "127.0.0.1:1", "--etcd-key", "/k.pem"][..],
+                "queen setting",
+            ),
+            (&["--queen", "--max-connections", "0"][..], "1 to 1000000"),
+            (
+                &[
+                    "--queen",
+                    "--max-connections",
+                    "10",
+                    "--max-connections-per-peer",
+                    "11",
+                ][..],
+                "more than --max-connections 10",
             ),
             (&["--queen", "--bind", "localhost"][..], "not an IP address"),
             (&["--queen", "--bind", "0.0.0.0"][..], "without a token"),
@@ -761,6 +965,7 @@ mod tests {
                 endpoints: vec!["127.0.0.1:2379".into(), "127.0.0.1:22379".into()],
                 prefix: "/hive-test/".into(),
                 leader_ttl: Duration::from_secs(2),
+                tls: None,
             })
         );
         let RoleConfig::Queen(alone) = run(&["--queen"]).unwrap().role else {
@@ -999,13 +1204,57 @@ mod tests {
     }
 
     #[test]
-    fn the_network_needs_a_token_or_insecure() {
+    fn the_network_needs_a_token_and_plain_http_there_is_said_out_loud() {
         let secret = Some("0123456789abcdef0123");
-        assert!(run_with_token(&["--queen", "--bind", "0.0.0.0"], secret).is_ok());
-        assert!(run(&["--queen", "--bind", "0.0.0.0", "--insecure"]).is_ok());
+        let plain = run_with_token(&["--queen", "--bind", "0.0.0.0"], secret).unwrap();
+        assert_eq!(plain.warnings.len(), 1);
         assert!(
-            run(&["--queen", "--bind", "::1"]).is_ok(),
-            "loopback needs no token"
+            plain.warnings[0].contains("plain HTTP"),
+            "{:?}",
+            plain.warnings
         );
+        let meant = run_with_token(&["--queen", "--bind", "0.0.0.0", "--insecure"], secret);
+        assert_eq!(meant.unwrap().warnings, Vec::<String>::new());
+        for args in [
+            &["--queen", "--bind", "0.0.0.0"][..],
+            &["--queen", "--bind", "10.1.2.3", "--insecure"][..],
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains("without a token"), "{args:?}: {err}");
+            assert!(err.contains("never the token"), "{args:?}: {err}");
+        }
+        let local = run(&["--queen", "--bind", "::1"]).expect("loopback needs no token");
+        assert!(local.warnings.is_empty());
+        // A larve others are told about cannot tell them "everywhere".
+        for args in [
+            &["--queen-host", "127.0.0.1:8080", "--bind", "0.0.0.0"][..],
+            &["--queen", "--etcd", "http://a:1", "--bind", "0.0.0.0"][..],
+        ] {
+            let err = run_with_token(args, secret).unwrap_err();
+            assert!(err.contains("--advertise"), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_default_and_per_peer_never_exceeds_the_total() {
+        let config = run(&["--queen"]).unwrap();
+        assert_eq!(config.connections, ConnectionLimits::default());
+        let small = run(&["--queen", "--max-connections", "100"]).unwrap();
+        assert_eq!(
+            small.connections,
+            ConnectionLimits {
+                total: 100,
+                per_peer: 100
+            }
+        );
+        let both = run(&[
+            "--queen",
+            "--max-connections",
+            "100",
+            "--max-connections-per-peer",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(both.connections.per_peer, 7);
     }
 }

@@ -1,5 +1,6 @@
-//! The one way Hive calls another larve (or etcd): plain HTTP/1.1 with JSON, a timeout on every
-//! call, kept-alive connections, and failures sorted into the few kinds the callers decide on.
+//! The one way Hive calls another larve (or etcd): HTTP/1.1 with JSON, over TLS when the larve has
+//! it, a timeout on every call, kept-alive connections, and failures sorted into the few kinds the
+//! callers decide on.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader};
@@ -12,6 +13,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::auth::Token;
+use crate::tls::ClientTls;
 
 /// Largest answer body read from a peer: a larve's answers are a few hundred bytes, a drone's list
 /// of attempts or a page of tasks some kilobytes, a task with its output some hundred.
@@ -86,6 +88,14 @@ impl From<ureq::Error> for CallError {
     }
 }
 
+/// What a larve shows the peers it calls, and how it trusts them: the cluster token, and with
+/// TLS its CA and certificate (every call is then HTTPS).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Credentials {
+    pub token: Option<Token>,
+    pub tls: Option<ClientTls>,
+}
+
 /// A pool of kept-alive connections to other larves. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct Client {
@@ -94,6 +104,8 @@ pub struct Client {
     token: Option<Token>,
     /// Ask the peer to close each connection after answering.
     close: bool,
+    /// `http` or, with TLS, `https`.
+    scheme: &'static str,
 }
 
 /// Buffers per connection. ureq's defaults (128 KiB each way) cost a queen that keeps connections
@@ -101,8 +113,8 @@ pub struct Client {
 const BUFFER_BYTES: usize = 16 * 1024;
 const MAX_REPLY_HEADER_BYTES: usize = 8 * 1024;
 
-/// Idle connections are closed after this long, well before a larve's server closes them
-/// ([`crate::listener::SOCKET_TIMEOUT`]), so a call never picks a connection the peer is closing.
+/// Idle connections are closed after this long, well before a larve's front door closes them
+/// ([`crate::front::HEAD_DEADLINE`]), so a call never picks a connection the peer is closing.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(5);
 
 impl Client {
@@ -111,9 +123,10 @@ impl Client {
     /// TIME_WAIT socket behind each time, which at thousands of calls a second runs out of ports).
     /// Keep `idle_total` small: ureq's pool work on each returned connection grows with the square
     /// of its size. A client with `idle_total` 0 asks each peer to close the connection after
-    /// answering, so the TIME_WAIT socket is the peer's, not ours.
-    pub fn new(idle_per_host: usize, idle_total: usize, token: Option<Token>) -> Client {
-        let config = Agent::config_builder()
+    /// answering, so the TIME_WAIT socket is the peer's, not ours. It shows the peers
+    /// `credentials`.
+    pub fn new(idle_per_host: usize, idle_total: usize, credentials: Credentials) -> Client {
+        let mut config = Agent::config_builder()
             .http_status_as_error(true)
             .max_redirects(0)
             .max_idle_connections(idle_total)
@@ -122,18 +135,29 @@ impl Client {
             .input_buffer_size(BUFFER_BYTES)
             .output_buffer_size(BUFFER_BYTES)
             .max_response_header_size(MAX_REPLY_HEADER_BYTES)
-            .user_agent(concat!("hive-larve/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("hive-larve/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = &credentials.tls {
+            config = config.tls_config(tls.ureq_config());
+        }
         Client {
-            agent: Agent::with_parts(config, DefaultConnector::default(), IpFirst::default()),
-            token,
+            agent: Agent::with_parts(
+                config.build(),
+                DefaultConnector::default(),
+                IpFirst::default(),
+            ),
+            token: credentials.token,
             close: idle_total == 0,
+            scheme: if credentials.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
         }
     }
 
-    /// `GET http://{address}{path}`; the 2xx body, or why not, within `timeout`.
+    /// `GET {scheme}://{address}{path}`; the 2xx body, or why not, within `timeout`.
     pub fn get(&self, address: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, CallError> {
-        let request = self.agent.get(format!("http://{address}{path}"));
+        let request = self.agent.get(self.url(address, path));
         let request = self.authorize(request);
         let mut reply = request
             .config()
@@ -143,14 +167,14 @@ impl Client {
         read_reply(&mut reply)
     }
 
-    /// `DELETE http://{address}{path}`; the 2xx body, or why not, within `timeout`.
+    /// `DELETE {scheme}://{address}{path}`; the 2xx body, or why not, within `timeout`.
     pub fn delete(
         &self,
         address: &str,
         path: &str,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        let request = self.agent.delete(format!("http://{address}{path}"));
+        let request = self.agent.delete(self.url(address, path));
         let mut reply = self
             .authorize(request)
             .config()
@@ -160,7 +184,7 @@ impl Client {
         read_reply(&mut reply)
     }
 
-    /// `method http://{address}{path}`, with a JSON body when one is given; the answer whatever its
+    /// `method {scheme}://{address}{path}`, with a JSON body when one is given; the answer whatever its
     /// status (the API's errors say why in their body), its body up to [`MAX_REPLY_BYTES`], within
     /// `timeout`. For the command-line client, which shows users what the queen said.
     pub fn exchange(
@@ -173,7 +197,7 @@ impl Client {
     ) -> Result<Reply, CallError> {
         let mut request = ureq::http::Request::builder()
             .method(method)
-            .uri(format!("http://{address}{path}"))
+            .uri(self.url(address, path))
             .header("Content-Type", "application/json");
         if let Some(token) = &self.token {
             request = request.header("Authorization", token.header());
@@ -198,12 +222,7 @@ impl Client {
         Ok(Reply { status, body })
     }
 
-    /// The cluster token this client sends, if any.
-    pub fn token(&self) -> Option<&Token> {
-        self.token.as_ref()
-    }
-
-    /// `POST http://{address}{path}` with a JSON body; the 2xx body, or why not, within `timeout`.
+    /// `POST {scheme}://{address}{path}` with a JSON body; the 2xx body, or why not, within `timeout`.
     /// The tutorial's Flask larve only reads JSON sent as `application/json`, so that is always set.
     pub fn post_json(
         &self,
@@ -215,7 +234,7 @@ impl Client {
         read_reply(&mut self.send(address, path, body, timeout)?)
     }
 
-    /// `POST http://{address}{path}` with a JSON body; the answer whatever its status (for peers
+    /// `POST {scheme}://{address}{path}` with a JSON body; the answer whatever its status (for peers
     /// whose error answers say why, like etcd's gateway), its body up to `max_bytes`, within
     /// `timeout`.
     pub fn post_for_reply(
@@ -236,7 +255,7 @@ impl Client {
         Ok(Reply { status, body })
     }
 
-    /// `POST http://{address}{path}` with a JSON body, for an answer that streams: its status, and
+    /// `POST {scheme}://{address}{path}` with a JSON body, for an answer that streams: its status, and
     /// a reader of its body as it arrives, with `headers` added to the request. The connection and
     /// the answer's head must come within `timeout` each; the whole call, stream included, ends
     /// after `lifetime` (etcd's watch sends nothing while nothing changes, so only a limit tells a
@@ -282,15 +301,19 @@ impl Client {
             .send(body.to_string().as_bytes())?)
     }
 
-    /// A JSON `POST http://{address}{path}` with the headers every call carries.
+    /// A JSON `POST {scheme}://{address}{path}` with the headers every call carries.
     fn request(
         &self,
         address: &str,
         path: &str,
     ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
-        let request = self.agent.post(format!("http://{address}{path}"));
+        let request = self.agent.post(self.url(address, path));
         self.authorize(request)
             .header("Content-Type", "application/json")
+    }
+
+    fn url(&self, address: &str, path: &str) -> String {
+        format!("{}://{address}{path}", self.scheme)
     }
 
     /// Adds the headers every call carries: the token, and `Connection: close` without a pool.

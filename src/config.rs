@@ -12,6 +12,7 @@ use log::LevelFilter;
 
 use crate::auth::Token;
 use crate::tasks::placement::Policy;
+use crate::tls::{ClientTls, LarveTls};
 
 /// Everything a larve needs to start, whichever role it plays.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +25,37 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// The cluster token; `None` leaves every endpoint open, as in the tutorial.
     pub token: Option<Token>,
+    /// TLS for what the larve serves and the larves it calls; `None` is plain HTTP, as in the
+    /// tutorial.
+    pub tls: Option<LarveTls>,
+    /// How many client connections the front door holds.
+    pub connections: ConnectionLimits,
+    /// Warnings to log as the larve starts: choices the command line allows but that expose it
+    /// (see `cli::exposure`).
+    pub warnings: Vec<String>,
     /// Queen or drone, with the settings only that role has.
     pub role: RoleConfig,
+}
+
+/// Caps on the client connections a larve holds at once (see `front/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// In all.
+    pub total: usize,
+    /// From one peer address.
+    pub per_peer: usize,
+}
+
+impl Default for ConnectionLimits {
+    /// A thread and a descriptor each: 2,048 is far below what a machine runs out of, and far above
+    /// a hive's own traffic. Every process on one machine shares the address 127.0.0.1, a laptop
+    /// hive's drones and load tools included, so one address may hold a quarter of them.
+    fn default() -> Self {
+        ConnectionLimits {
+            total: 2048,
+            per_peer: 512,
+        }
+    }
 }
 
 /// The two things a larve can be.
@@ -91,6 +121,8 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// Lifetime of the leader's lease: a leader that stops renewing it is replaced this long after.
     pub leader_ttl: Duration,
+    /// TLS to reach etcd (`https://` endpoints); `None` speaks plain HTTP to it.
+    pub tls: Option<ClientTls>,
 }
 
 /// How often and how patiently the queen probes each drone's `/healthz`.

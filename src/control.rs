@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::auth::Token;
-use crate::client::{Client, Reply};
+use crate::client::{Client, Credentials, Reply};
 
 /// Longest wait one `GET ?wait=` asks for; `--wait` asks again until the task ends.
 const WAIT_SECS: u32 = 60;
@@ -27,7 +26,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Target {
     /// `host:port` of each queen, tried in turn.
     pub queens: Vec<String>,
-    pub token: Option<Token>,
+    /// The token, and with TLS the CA to trust (and a certificate to show).
+    pub credentials: Credentials,
 }
 
 /// One command.
@@ -72,7 +72,7 @@ impl std::fmt::Display for Failure {
 /// Runs `request` against `target`; returns the process's exit status: 0 when done, the task's
 /// exit code for `task run --wait`, 1 when something failed (said on stderr).
 pub fn run(target: &Target, request: &Request) -> u8 {
-    let client = Client::new(1, 1, target.token.clone());
+    let client = Client::new(1, 1, target.credentials.clone());
     let session = Session { client, target };
     match session.execute(request) {
         Ok(code) => code,

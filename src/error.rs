@@ -25,6 +25,15 @@ pub enum Error {
     RequestTimeout,
     /// The body is larger than the server accepts.
     PayloadTooLarge(usize),
+    /// The `Expect` field asks for something other than `100-continue`.
+    ExpectationFailed,
+    /// The request head (request line and fields) is larger than the server reads.
+    HeadTooLarge(usize),
+    /// The request speaks an HTTP version other than 1.0 and 1.1.
+    VersionNotSupported,
+    /// The larve cannot take this request now (too many connections, or waiting requests); trying
+    /// again later may work.
+    Busy(String),
     /// The queen knows no drone that can take a task right now.
     NoDrones,
     /// Every drone the queen tried failed; the text says which and how.
@@ -57,10 +66,25 @@ impl Error {
             Error::TooManyRequests(_) => 429,
             Error::RequestTimeout => 408,
             Error::PayloadTooLarge(_) => 413,
+            Error::ExpectationFailed => 417,
+            Error::HeadTooLarge(_) => 431,
             Error::Internal(_) => 500,
             Error::AllDronesFailed(_) | Error::StoreFailed(_) => 502,
-            Error::NoDrones | Error::StoreUnavailable(_) | Error::NotReady(_) => 503,
+            Error::NoDrones | Error::StoreUnavailable(_) | Error::Busy(_) | Error::NotReady(_) => {
+                503
+            }
+            Error::VersionNotSupported => 505,
         }
+    }
+
+    /// The body every error is answered with, by a handler or by the front door alike:
+    /// `{"error": "..."}`, pretty-printed and ended by a newline, as the tutorial's Flask larve
+    /// prints JSON for curl.
+    pub fn json_body(&self) -> Vec<u8> {
+        let value = serde_json::json!({ "error": self.to_string() });
+        let mut body = serde_json::to_vec_pretty(&value).unwrap_or_else(|_| b"{}".to_vec());
+        body.push(b'\n');
+        body
     }
 }
 
@@ -82,6 +106,13 @@ impl fmt::Display for Error {
             Error::RequestTimeout => write!(f, "the request body did not arrive in time"),
             Error::MethodNotAllowed(allowed) => write!(f, "method not allowed here; use {allowed}"),
             Error::PayloadTooLarge(limit) => write!(f, "request body is larger than {limit} bytes"),
+            Error::ExpectationFailed => write!(f, "only Expect: 100-continue is supported"),
+            Error::HeadTooLarge(limit) => write!(
+                f,
+                "request head (request line and header fields) is larger than {limit} bytes"
+            ),
+            Error::VersionNotSupported => write!(f, "only HTTP/1.1 and HTTP/1.0 are supported"),
+            Error::Busy(why) => write!(f, "{why}; try again later"),
             Error::NoDrones => write!(
                 f,
                 "no live drone to take the task; is any drone registered?"
@@ -115,6 +146,10 @@ mod tests {
             (Error::TooManyRequests("x".into()), 429),
             (Error::RequestTimeout, 408),
             (Error::PayloadTooLarge(1), 413),
+            (Error::ExpectationFailed, 417),
+            (Error::HeadTooLarge(1), 431),
+            (Error::VersionNotSupported, 505),
+            (Error::Busy("x".into()), 503),
             (Error::Internal("x".into()), 500),
             (Error::AllDronesFailed("x".into()), 502),
             (Error::NoDrones, 503),

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::auth::Token;
-use crate::client::{CallError, Client};
+use crate::client::{CallError, Client, Credentials};
 use crate::config::HeartbeatConfig;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
@@ -128,13 +127,13 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// A heartbeat over `store`'s drones, removing the dead through it; `token` is sent with
-    /// every probe.
+    /// A heartbeat over `store`'s drones, removing the dead through it; every probe shows
+    /// `credentials`.
     pub fn new(
         config: HeartbeatConfig,
         store: Arc<Store>,
         scheduler: Arc<Scheduler>,
-        token: Option<Token>,
+        credentials: Credentials,
         metrics: Arc<Metrics>,
     ) -> Heartbeat {
         Heartbeat {
@@ -143,7 +142,7 @@ impl Heartbeat {
             scheduler,
             // No pool: a probe every interval per drone is rare, a pool over a large fleet is
             // costly, and the drone closes each connection (keeping the TIME_WAIT socket).
-            client: Client::new(0, 0, token),
+            client: Client::new(0, 0, credentials),
             metrics,
         }
     }

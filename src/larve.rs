@@ -8,25 +8,24 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use log::{info, warn};
+
 use crate::api::{self, Role};
-use crate::auth::Token;
-use crate::client::Client;
+use crate::client::{Client, Credentials};
 use crate::config::{Config, QueenConfig, RoleConfig, StartError, StoreConfig};
 use crate::drone::{self, Drone};
+use crate::front::BodyLimits;
 use crate::metrics::Metrics;
 use crate::queen::{self, Queen};
 use crate::recheck::Recheck;
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::store::leadership::Alone;
+use crate::server::{self, MAX_LONG_POLLS};
+use crate::signals;
+use crate::store::engine::Engine;
+use crate::store::etcd;
+use crate::store::leadership::{Alone, Leadership};
 use crate::store::memory::Memory;
 use crate::store::{Reachability, Store};
-use crate::store::{engine::Engine, etcd, leadership::Leadership};
-use crate::{server, signals};
-
-/// Paths whose bodies may be large (see `server.rs`): a drone's reports, on a queen; a queen's
-/// starts of many attempts, on a drone.
-const QUEEN_LARGE_BODIES: &[&str] = &["/reports"];
-const DRONE_LARGE_BODIES: &[&str] = &["/tasks"];
 
 /// Prefix of a queen alone's keys: the same layout as in etcd.
 const MEMORY_PREFIX: &str = "/hive/";
@@ -37,22 +36,28 @@ const MEMORY_PREFIX: &str = "/hive/";
 const IDLE_CONNECTIONS_PER_DRONE: usize = queen::HANDLER_THREADS;
 const IDLE_CONNECTIONS: usize = queen::HANDLER_THREADS;
 
-/// Starts the larve `config` describes and serves until the process is killed. Returns only when
-/// the larve cannot go on.
+/// Starts the larve `config` describes and serves until the process is killed or stopped
+/// cleanly. Returns only when the larve cannot go on.
 pub fn run(config: Config) -> StartError {
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
     let metrics = Arc::new(Metrics::default());
-    let listen = SocketAddr::new(config.bind, config.port);
-    let token = config.token;
-    match config.role {
+    let credentials = Credentials {
+        token: config.token.clone(),
+        tls: config.tls.as_ref().map(|tls| tls.client.clone()),
+    };
+    match &config.role {
         RoleConfig::Queen(settings) => {
-            let queen = Arc::new(build_queen(settings, token.clone(), metrics.clone()));
+            let queen = build_queen(settings.clone(), credentials, metrics.clone());
+            let queen = Arc::new(queen);
             let stopping = queen.clone();
             if let Err(e) = signals::on_stop(move |signal| stop(signal, || stopping.stop())) {
                 return StartError::Io(format!("cannot start the signal thread: {e}"));
             }
             let role = Role::Queen(queen.clone());
-            let workers = queen::HANDLER_THREADS;
-            match serve(listen, workers, role, token, metrics, QUEEN_LARGE_BODIES) {
+            let limits = queen::BODY_LIMITS;
+            match serve(&config, queen::HANDLER_THREADS, limits, role, metrics) {
                 Ok(local) => queen.run(local),
                 Err(fatal) => fatal,
             }
@@ -65,34 +70,27 @@ pub fn run(config: Config) -> StartError {
             }
             let drone = Arc::new(Drone::new(settings.exec_slots));
             let role = Role::Drone(drone.clone());
-            let workers = drone::HANDLER_THREADS;
-            match serve(
-                listen,
-                workers,
-                role,
-                token.clone(),
-                metrics,
-                DRONE_LARGE_BODIES,
-            ) {
-                Ok(local) => drone::run(&drone, local, token, settings),
+            let limits = drone::BODY_LIMITS;
+            match serve(&config, drone::HANDLER_THREADS, limits, role, metrics) {
+                Ok(local) => drone::run(&drone, local, credentials, settings.clone()),
                 Err(fatal) => fatal,
             }
         }
     }
 }
 
-/// A clean stop on `signal`: logs it, runs the role's `last_words`, and exits with status 0 once the
-/// log is written.
+/// A clean stop on `signal`: logs it, runs the role's `last_words`, and exits with status 0 once
+/// the log is written.
 fn stop(signal: &str, last_words: impl FnOnce()) {
-    log::info!("stopping on {signal}");
+    info!("stopping on {signal}");
     last_words();
     log::logger().flush();
     std::process::exit(0);
 }
 
 /// A queen and everything she owns: her store (in memory, or etcd with an election), her client
-/// for drones, the re-checks and the scheduler.
-pub fn build_queen(config: QueenConfig, token: Option<Token>, metrics: Arc<Metrics>) -> Queen {
+/// for drones, the re-checks and the scheduler; she calls drones with `credentials`.
+pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<Metrics>) -> Queen {
     let reach = Arc::new(Reachability::default());
     let (engine, leadership, prefix, shared): (Arc<dyn Engine>, Arc<dyn Leadership>, String, bool) =
         match &config.store {
@@ -108,10 +106,14 @@ pub fn build_queen(config: QueenConfig, token: Option<Token>, metrics: Arc<Metri
             }
         };
     let store = Arc::new(Store::new(engine, leadership, reach, &prefix, shared));
-    let client = Client::new(IDLE_CONNECTIONS_PER_DRONE, IDLE_CONNECTIONS, token.clone());
+    let client = Client::new(
+        IDLE_CONNECTIONS_PER_DRONE,
+        IDLE_CONNECTIONS,
+        credentials.clone(),
+    );
     let recheck = Arc::new(Recheck::new(
         store.registry().clone(),
-        token,
+        credentials.clone(),
         config.heartbeat.timeout,
         metrics.clone(),
     ));
@@ -125,19 +127,44 @@ pub fn build_queen(config: QueenConfig, token: Option<Token>, metrics: Arc<Metri
         },
         metrics.clone(),
     );
-    Queen::new(config, store, client, recheck, scheduler, metrics)
+    Queen::new(
+        config,
+        store,
+        client,
+        credentials,
+        recheck,
+        scheduler,
+        metrics,
+    )
 }
 
-/// Starts the HTTP server for `role` on `listen`; returns the address actually bound.
+/// Starts the HTTP server for `role`, with its `workers` handler threads and its body limits;
+/// returns the address actually bound.
 fn serve(
-    listen: SocketAddr,
+    config: &Config,
     workers: usize,
+    body_limits: BodyLimits,
     role: Role,
-    token: Option<Token>,
     metrics: Arc<Metrics>,
-    large_bodies: &'static [&'static str],
 ) -> Result<SocketAddr, StartError> {
-    let handler = api::handler(role, token, metrics.clone());
-    server::start(listen, workers, handler, metrics, large_bodies)
-        .map_err(|e| StartError::Io(format!("cannot listen on {listen}: {e}")))
+    let listen = SocketAddr::new(config.bind, config.port);
+    let handler = api::handler(role, config.token.clone(), metrics.clone());
+    let settings = server::Settings {
+        workers,
+        body_limits,
+        connections: config.connections,
+        tls: config.tls.as_ref().map(|tls| tls.server.clone()),
+        long_polls: MAX_LONG_POLLS,
+    };
+    let local = server::start(listen, settings, handler, metrics)
+        .map_err(|e| StartError::Io(format!("cannot listen on {listen}: {e}")))?;
+    if let Some(tls) = &config.tls {
+        let clients = if tls.server.verify_clients {
+            "clients must show a certificate signed by --tls-ca"
+        } else {
+            "any client may connect"
+        };
+        info!("serving HTTPS on {local}; {clients}; calling other larves over HTTPS");
+    }
+    Ok(local)
 }

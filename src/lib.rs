@@ -13,8 +13,10 @@
 //!                        │                            ├── exec      (a task's command, run on a drone)
 //!                        │                            └── client    (every outbound call, with a timeout)
 //!                        ├── api    (routes requests to the role)
-//!                        └── server (HTTP, translates only) ── listener (tiny_http kept serving)
-//!                                                          └── sockets (what tiny_http hides)
+//!                        └── server (HTTP, translates only: tiny_http behind a Unix socket)
+//!                              └── front/ (the front door: accepts, limits, TLS, and hands
+//!                                          tiny_http only well-formed, bounded requests)
+//! tls: certificates and keys for the front (server side) and the client (HTTPS calls)
 //! metrics: what every part counts, for GET /metrics
 //! ```
 
@@ -28,9 +30,9 @@ pub mod control;
 pub mod drone;
 pub mod error;
 pub mod exec;
+pub mod front;
 pub mod heartbeat;
 pub mod larve;
-pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod queen;
@@ -39,9 +41,9 @@ pub mod registry;
 pub mod scheduler;
 pub mod server;
 pub mod signals;
-pub mod sockets;
 pub mod store;
 pub mod tasks;
+pub mod tls;
 
 /// The version every larve reports on `/healthz` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

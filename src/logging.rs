@@ -27,30 +27,21 @@ pub fn init(level: LevelFilter) {
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .set_time_format_rfc3339()
-        // Hive's own lines only: tiny_http logs its accept errors (the listener logs what it does
-        // about them) and ureq logs every call at debug.
+        // Hive's own lines only: tiny_http logs its accept errors (the server logs what they mean),
+        // ureq logs every call at debug, and rustls every failed handshake (the front counts them).
         .add_filter_ignore_str("tiny_http")
         .add_filter_ignore_str("ureq")
+        .add_filter_ignore_str("rustls")
         .build();
     // A second init (only possible in tests) keeps the first logger, which is fine.
     let _ = WriteLogger::init(level, config, Lines::start());
     // A panic is one error line like any other, not a multi-line dump between log lines.
     std::panic::set_hook(Box::new(|info| {
-        PANICS.fetch_add(1, Ordering::Relaxed);
         log::error!(
             "panic: {}",
             quoted_up_to(&info.to_string(), MAX_PANIC_CHARS)
         );
     }));
-}
-
-/// Panics so far, in any thread. tiny_http's accept thread dies by panicking (when it cannot
-/// duplicate an accepted socket), so the listener's watchdog looks here (see `listener.rs`).
-static PANICS: AtomicU64 = AtomicU64::new(0);
-
-/// How many panics the process has had.
-pub fn panics() -> u64 {
-    PANICS.load(Ordering::Relaxed)
 }
 
 /// Where simplelog writes: each finished line goes to a thread of its own that writes to stderr.

@@ -26,8 +26,8 @@ const ENDPOINTS: [&str; 8] = [
 ];
 
 /// The statuses a larve answers with (see `error.rs`), each counted apart; anything else is `other`.
-const STATUSES: [u16; 14] = [
-    200, 202, 400, 401, 403, 404, 405, 408, 409, 413, 429, 500, 502, 503,
+const STATUSES: [u16; 17] = [
+    200, 202, 400, 401, 403, 404, 405, 408, 409, 413, 417, 429, 431, 500, 502, 503, 505,
 ];
 
 /// Bucket bounds of the submit latency histogram, in seconds: from a fast loopback hand-off (under
@@ -75,6 +75,24 @@ impl Counter {
     }
 }
 
+/// A count that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// How long something took, in fixed buckets: Prometheus computes quantiles from them.
 #[derive(Debug)]
 pub struct Histogram {
@@ -108,7 +126,7 @@ impl Histogram {
     }
 }
 
-/// Everything a larve counts. One per process, shared with `Arc` by the server, the listener and
+/// Everything a larve counts. One per process, shared with `Arc` by the front door, the server and
 /// the role's threads.
 #[derive(Debug)]
 pub struct Metrics {
@@ -140,13 +158,18 @@ pub struct Metrics {
     pub scheduling_latency: Histogram,
     /// Task state changes this queen wrote, by index in `TRANSITIONS`.
     transitions: Vec<Counter>,
-    /// Connections kept for good because their declared body never arrived (see `server.rs`).
-    pub parked_connections: Counter,
-    /// Times tiny_http's accept loop was found dead and replaced (see `listener.rs`).
-    pub accept_loop_replacements: Counter,
-    /// Extra connections the listener's watchdog opened to free connections tiny_http had accepted
-    /// but left waiting for a thread (see `listener.rs`).
-    pub listener_nudges: Counter,
+    /// Client connections the front door holds now (see `front/`).
+    pub front_connections_open: Gauge,
+    /// Connections refused because the larve held `--max-connections` already.
+    front_refused_total_limit: Counter,
+    /// Connections refused because their address held `--max-connections-per-peer` already.
+    front_refused_peer_limit: Counter,
+    /// Connections closed because a request head passed the head limit.
+    pub front_heads_too_large: Counter,
+    /// Requests refused (413) because their body passed its path's limit.
+    pub front_bodies_refused: Counter,
+    /// TLS connections whose handshake failed or did not finish in time.
+    pub front_tls_handshakes_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -166,9 +189,12 @@ impl Default for Metrics {
             heartbeat_round: Histogram::new(ROUND_BUCKETS_SECS),
             scheduling_latency: Histogram::new(SCHEDULING_BUCKETS_SECS),
             transitions: TRANSITIONS.iter().map(|_| Counter::default()).collect(),
-            parked_connections: Counter::default(),
-            accept_loop_replacements: Counter::default(),
-            listener_nudges: Counter::default(),
+            front_connections_open: Gauge::default(),
+            front_refused_total_limit: Counter::default(),
+            front_refused_peer_limit: Counter::default(),
+            front_heads_too_large: Counter::default(),
+            front_bodies_refused: Counter::default(),
+            front_tls_handshakes_failed: Counter::default(),
         }
     }
 }
@@ -231,6 +257,15 @@ impl Metrics {
         );
     }
 
+    /// Counts a connection refused by a cap: the per-peer one, or the total.
+    pub fn front_refused(&self, peer_limit: bool) {
+        if peer_limit {
+            self.front_refused_peer_limit.inc();
+        } else {
+            self.front_refused_total_limit.inc();
+        }
+    }
+
     /// The metrics every larve has, as Prometheus text.
     pub fn render(&self, out: &mut Exposition) {
         out.family(
@@ -255,21 +290,41 @@ impl Metrics {
                 );
             }
         }
+        out.gauge(
+            "hive_front_connections_open",
+            "Client connections the front door holds now.",
+            self.front_connections_open.get() as f64,
+        );
+        out.family(
+            "hive_front_connections_refused_total",
+            "counter",
+            "Connections refused at once because a connection limit was reached, by limit.",
+        );
+        for (limit, counter) in [
+            ("total", &self.front_refused_total_limit),
+            ("peer", &self.front_refused_peer_limit),
+        ] {
+            out.sample(
+                "hive_front_connections_refused_total",
+                &[("limit", limit)],
+                counter.get() as f64,
+            );
+        }
         for (name, help, counter) in [
             (
-                "hive_parked_connections_total",
-                "Connections kept for good because their declared body was too large to discard.",
-                &self.parked_connections,
+                "hive_front_heads_too_large_total",
+                "Connections closed because a request head passed the head limit (answered 431).",
+                &self.front_heads_too_large,
             ),
             (
-                "hive_accept_loop_replacements_total",
-                "Times the HTTP accept loop stopped and was replaced.",
-                &self.accept_loop_replacements,
+                "hive_front_bodies_refused_total",
+                "Requests whose body passed its path's limit (answered 413, never read).",
+                &self.front_bodies_refused,
             ),
             (
-                "hive_listener_nudges_total",
-                "Connections the watchdog opened to free accepted connections left waiting for a thread.",
-                &self.listener_nudges,
+                "hive_front_tls_handshakes_failed_total",
+                "TLS connections whose handshake failed or did not finish in time.",
+                &self.front_tls_handshakes_failed,
             ),
         ] {
             out.counter(name, help, counter.get());

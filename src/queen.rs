@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{info, warn};
 
 use crate::address;
-use crate::client::{CallError, Client};
+use crate::client::{CallError, Client, Credentials};
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
+use crate::front::BodyLimits;
 use crate::heartbeat::Heartbeat;
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
@@ -30,6 +31,11 @@ use crate::tasks::{State, Submission, Task, new_id};
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
 pub const HANDLER_THREADS: usize = 32;
+
+/// Bodies a queen takes beyond the default 64 KiB: a drone's report carries a task's output.
+pub const BODY_LIMITS: BodyLimits = BodyLimits {
+    by_path: &[("/reports", 1024 * 1024)],
+};
 
 /// Drones out of rotation a submit tries when no available drone took its task.
 const MAX_TRIES_OUT_OF_ROTATION: usize = 2;
@@ -55,6 +61,8 @@ pub struct Queen {
     recheck: Arc<Recheck>,
     scheduler: Arc<Scheduler>,
     config: QueenConfig,
+    /// What she shows drones with every probe: the token, and with TLS her certificate.
+    credentials: Credentials,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
@@ -69,11 +77,12 @@ pub enum Created {
 }
 
 impl Queen {
-    /// A queen over `store`; `client` calls drones (with the cluster token) for tasks and stops.
+    /// A queen over `store`; `client` calls drones (with `credentials`) for tasks and stops.
     pub fn new(
         config: QueenConfig,
         store: Arc<Store>,
         client: Client,
+        credentials: Credentials,
         recheck: Arc<Recheck>,
         scheduler: Arc<Scheduler>,
         metrics: Arc<Metrics>,
@@ -81,6 +90,7 @@ impl Queen {
         Queen {
             store,
             client,
+            credentials,
             recheck,
             scheduler,
             config,
@@ -526,7 +536,7 @@ impl Queen {
             heartbeat,
             self.store.clone(),
             self.scheduler.clone(),
-            self.client.token().cloned(),
+            self.credentials.clone(),
             self.metrics.clone(),
         )
         .run()

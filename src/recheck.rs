@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::auth::Token;
-use crate::client::Client;
+use crate::client::{Client, Credentials};
 use crate::heartbeat;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, Target};
@@ -37,10 +36,10 @@ pub struct Recheck {
 }
 
 impl Recheck {
-    /// Re-checks of `registry`'s drones, each probe limited by `timeout` and carrying `token`.
+    /// Re-checks of `registry`'s drones, each probe limited by `timeout` and showing `credentials`.
     pub fn new(
         registry: Arc<Registry>,
-        token: Option<Token>,
+        credentials: Credentials,
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Recheck {
@@ -49,7 +48,7 @@ impl Recheck {
             wake: Condvar::new(),
             registry,
             // No pool, like the heartbeat: re-checks are rare.
-            client: Client::new(0, 0, token),
+            client: Client::new(0, 0, credentials),
             timeout,
             metrics,
         }

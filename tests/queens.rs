@@ -509,7 +509,7 @@ fn a_removal_fenced_by_an_older_leader_key_or_drone_revision_deletes_nothing() {
     // The txns a leader's removal is, against real etcd: what makes a paused or cut-off ex-leader
     // harmless does not depend on her clock.
     let etcd = Etcd::single();
-    let gateway = Gateway::new(vec![etcd.urls().replace("http://", "")], SOON);
+    let gateway = Gateway::new(vec![etcd.urls().replace("http://", "")], None, SOON);
     let (leader, drone) = (b"/fence/leader".as_slice(), b"/fence/drones/a:1".as_slice());
     let lease = gateway.grant(TTL).unwrap();
     let hers = gateway
@@ -564,7 +564,7 @@ fn nonsense_in_etcd_neither_crashes_a_queen_nor_stops_her_following_it() {
     let refs: Vec<&Larve> = queens.iter().collect();
     agreed_leader(&refs, SOON);
     // Values another writer could leave under the prefix: huge numbers, forged names, garbage.
-    let gateway = Gateway::new(vec![etcd.urls().replace("http://", "")], SOON);
+    let gateway = Gateway::new(vec![etcd.urls().replace("http://", "")], None, SOON);
     for (address, value) in [
         (
             "127.0.0.1:7001",

@@ -21,11 +21,11 @@ use std::time::Instant;
 use log::info;
 use parking_lot::Mutex;
 
-use crate::auth::Token;
-use crate::client::Client;
+use crate::client::{Client, Credentials};
 use crate::config::{DroneConfig, StartError};
 use crate::error::{Error, Result};
 use crate::exec::{self, Executor};
+use crate::front::BodyLimits;
 use crate::logging::{one_line, quoted};
 use crate::tasks::new_boot;
 use crate::tasks::wire::{DroneStatus, StartAnswer, StartRequest};
@@ -34,6 +34,11 @@ use registration::Registration;
 
 /// Handler threads of a drone; a task is a print, so a few are plenty.
 pub const HANDLER_THREADS: usize = 8;
+
+/// Bodies a drone takes beyond the default 64 KiB: a queen starts many attempts in one request.
+pub const BODY_LIMITS: BodyLimits = BodyLimits {
+    by_path: &[("/tasks", 2 * 1024 * 1024)],
+};
 
 /// The drone's state and what it does on each request.
 pub struct Drone {
@@ -119,14 +124,14 @@ impl Drone {
 pub fn run(
     drone: &Arc<Drone>,
     local: SocketAddr,
-    token: Option<Token>,
+    credentials: Credentials,
     config: DroneConfig,
 ) -> StartError {
     let advertise = config
         .advertise
         .clone()
         .unwrap_or_else(|| local.to_string());
-    let client = Client::new(2, 2, token);
+    let client = Client::new(2, 2, credentials);
     if let Some(slots) = drone.exec_slots {
         let root = config
             .work_dir

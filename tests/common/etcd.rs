@@ -1,12 +1,15 @@
 //! Real etcd for the tests of several queens: `hive_support`'s etcd (one member or a cluster on free
 //! loopback ports, killed by a `Drop` guard) in a temporary directory of its own, whose members'
-//! logs are printed when a test fails.
+//! logs are printed when a test fails; plain, or serving its clients over mutual TLS.
 
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
 
+use hive_support::etcd::ServerTls;
 use hive_support::workdir::WorkDir;
+
+use super::tls::{Identity, Pki};
 
 /// The etcd binary, looked for on the `PATH` (`scripts/test.sh` installs Debian's etcd-server).
 const ETCD: &str = "etcd";
@@ -21,6 +24,8 @@ pub struct Etcd {
     etcd: hive_support::etcd::Etcd,
     /// Held for its `Drop`, which removes the members' data and logs.
     _dir: WorkDir,
+    /// With TLS: the CA, and the certificate a queen shows etcd.
+    tls: Option<(PathBuf, Identity)>,
 }
 
 impl Etcd {
@@ -34,7 +39,43 @@ impl Etcd {
         let dir = WorkDir::create("hive-etcd").expect("etcd's temp dir");
         let etcd = hive_support::etcd::Etcd::cluster(Path::new(ETCD), dir.path(), "m", size)
             .unwrap_or_else(|why| panic!("{why}"));
-        Etcd { etcd, _dir: dir }
+        Etcd {
+            etcd,
+            _dir: dir,
+            tls: None,
+        }
+    }
+
+    /// A single member that serves clients over TLS with a certificate from `pki`, and takes only
+    /// clients with one from `pki` (as etcd's `--client-cert-auth` does).
+    pub fn single_tls(pki: &Pki) -> Etcd {
+        let server = pki.issue("etcd-server");
+        let tls = ServerTls {
+            ca: pki.ca(),
+            cert: server.cert,
+            key: server.key,
+        };
+        let dir = WorkDir::create("hive-etcd").expect("etcd's temp dir");
+        let etcd = hive_support::etcd::Etcd::cluster_tls(Path::new(ETCD), dir.path(), "m", 1, tls)
+            .unwrap_or_else(|why| panic!("{why}"));
+        Etcd {
+            etcd,
+            _dir: dir,
+            tls: Some((pki.ca(), pki.issue("etcd-client"))),
+        }
+    }
+
+    /// What a queen adds to reach a TLS etcd: `--etcd-ca`, `--etcd-cert`, `--etcd-key`.
+    pub fn tls_flags(&self) -> Vec<String> {
+        let (ca, client) = self.tls.as_ref().expect("an etcd with TLS");
+        vec![
+            "--etcd-ca".into(),
+            ca.display().to_string(),
+            "--etcd-cert".into(),
+            client.cert.display().to_string(),
+            "--etcd-key".into(),
+            client.key.display().to_string(),
+        ]
     }
 }
 

@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)] // Each test binary uses its own part of this module.
 
 pub mod etcd;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,8 +25,8 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 pub use hive_support::larve::Launch;
-pub use hive_support::ports::{free_port, free_ports};
-pub use hive_support::procfs::open_descriptors;
+pub use hive_support::ports::{consecutive_free_ports, free_port, free_ports};
+pub use hive_support::procfs::{Usage, cpu_ticks, open_descriptors, rss_kib, threads};
 pub use hive_support::rawhttp::{exchange, read_response};
 pub use hive_support::wait::eventually;
 
@@ -122,6 +123,11 @@ impl Larve {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The URL of `path` on a larve serving HTTPS.
+    pub fn https(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
     }
 
     /// Its log once it holds every one of `needles`. A larve writes its log on a thread of its
@@ -290,6 +296,12 @@ pub fn wait_for_drones(queen: &Larve, addresses: &[&str], within: Duration) {
     );
 }
 
+/// Sends `bytes` on a new connection to `addr` and returns the whole answer, or what came before
+/// the connection ended or `within` passed (nothing if it could not connect).
+pub fn raw(addr: &str, bytes: &[u8], within: Duration) -> String {
+    exchange(addr, bytes, within).unwrap_or_default()
+}
+
 /// How a [`FakePeer`] answers a request line like `GET /healthz` (the query left out, as a Flask
 /// route leaves it) and the request's content type (empty if none): status, content type, body.
 pub type Answer = (u16, &'static str, String);
@@ -402,6 +414,18 @@ pub fn black_hole() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     (listener, addr)
+}
+
+/// A connection to `addr` from the loopback address `source` (127.0.0.2, say): what another
+/// machine's client looks like to a larve's per-peer limit.
+pub fn connect_from(source: &str, addr: &str) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let from: std::net::SocketAddr = format!("{source}:0").parse().expect("a source address");
+    socket.bind(&from.into())?;
+    let to: std::net::SocketAddr = addr.parse().expect("an address");
+    socket.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
 }
 
 /// `GET /metrics`, checked line by line against Prometheus' text format: every sample belongs to a

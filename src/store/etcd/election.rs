@@ -437,6 +437,7 @@ mod tests {
     fn a_lease_counts_for_no_more_than_was_asked() {
         let gateway = Arc::new(Gateway::new(
             vec!["127.0.0.1:1".into()],
+            None,
             Duration::from_secs(1),
         ));
         let election = Election::new(

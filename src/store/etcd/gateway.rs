@@ -26,8 +26,9 @@ use serde::de::{self, Deserializer};
 use serde_json::{Value, json};
 
 use super::base64;
-use crate::client::{CallError, Client};
+use crate::client::{CallError, Client, Credentials};
 use crate::store::engine::{Compare, Event, Kv, Op, StoreError, Txn, TxnResult, WatchMessage};
+use crate::tls::ClientTls;
 
 /// Largest answer read from etcd: a range over a few thousand drones is a few megabytes.
 const MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
@@ -138,11 +139,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway over `endpoints`, each try limited by `timeout`.
-    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Gateway {
+    /// A gateway over `endpoints`, reached over TLS when `tls` is given, each try limited by
+    /// `timeout`.
+    pub fn new(endpoints: Vec<String>, tls: Option<ClientTls>, timeout: Duration) -> Gateway {
+        let credentials = Credentials { token: None, tls };
         Gateway {
             // A few kept-alive connections per member: the registry's writes, the election, reads.
-            client: Client::new(4, 4 * endpoints.len(), None),
+            client: Client::new(4, 4 * endpoints.len(), credentials),
             endpoints,
             current: AtomicUsize::new(0),
             timeout,
@@ -679,7 +682,7 @@ mod tests {
             &[br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#],
             Duration::ZERO,
         );
-        let gateway = Gateway::new(vec![endpoint], Duration::from_secs(2));
+        let gateway = Gateway::new(vec![endpoint], None, Duration::from_secs(2));
         let mut watch = gateway
             .watch(b"/hive/", b"/hive0", 1, Duration::from_secs(2))
             .expect("the member answers");
@@ -702,7 +705,7 @@ mod tests {
             &[br#"{"result":{"header":{"revision":"3"},"created":true}}"#],
             Duration::from_millis(800),
         );
-        let gateway = Gateway::new(vec![endpoint], Duration::from_secs(1));
+        let gateway = Gateway::new(vec![endpoint], None, Duration::from_secs(1));
         let mut watch = gateway
             .watch(b"/hive/", b"/hive0", 1, Duration::from_millis(300))
             .expect("the member answers");

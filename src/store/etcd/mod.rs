@@ -38,7 +38,11 @@ pub struct EtcdEngine {
 /// The engine and the election of a queen on etcd, as `config` describes them; the election's
 /// calls tell `reach` whether etcd answers.
 pub fn connect(config: &EtcdConfig, reach: Arc<Reachability>) -> (Arc<EtcdEngine>, Arc<Election>) {
-    let gateway = Arc::new(Gateway::new(config.endpoints.clone(), CALL_TIMEOUT));
+    let gateway = Arc::new(Gateway::new(
+        config.endpoints.clone(),
+        config.tls.clone(),
+        CALL_TIMEOUT,
+    ));
     let keys = Keys::new(&config.prefix);
     let election = Election::new(
         gateway.clone(),

@@ -37,6 +37,18 @@ struct Member {
     process: Option<Process>,
 }
 
+/// What a member serves its clients over TLS with, requiring a client certificate signed by `ca`
+/// (etcd's `--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a TLS member logs once it serves its clients: it cannot be asked over plain HTTP.
+const SERVING_SECURELY: &str = "serving client requests on";
+
 /// A running etcd cluster of one member or more. Dropping it kills every member with SIGKILL,
 /// reaps them and removes their data.
 pub struct Etcd {
@@ -45,6 +57,8 @@ pub struct Etcd {
     members: Vec<Member>,
     /// `NAME=PEER-URL,...`: every member's `--initial-cluster`.
     initial_cluster: String,
+    /// TLS for clients; `None` serves plain HTTP.
+    tls: Option<ServerTls>,
 }
 
 impl Etcd {
@@ -54,6 +68,27 @@ impl Etcd {
     /// letting go, so another process could take one meanwhile: the member then dies, and its log
     /// says so in the error.
     pub fn cluster(binary: &Path, dir: &Path, label: &str, size: usize) -> Result<Etcd> {
+        Etcd::start_cluster(binary, dir, label, size, None)
+    }
+
+    /// [`Etcd::cluster`] serving clients over TLS only, with a client certificate required.
+    pub fn cluster_tls(
+        binary: &Path,
+        dir: &Path,
+        label: &str,
+        size: usize,
+        tls: ServerTls,
+    ) -> Result<Etcd> {
+        Etcd::start_cluster(binary, dir, label, size, Some(tls))
+    }
+
+    fn start_cluster(
+        binary: &Path,
+        dir: &Path,
+        label: &str,
+        size: usize,
+        tls: Option<ServerTls>,
+    ) -> Result<Etcd> {
         let ports = free_ports(2 * size)?;
         let members: Vec<Member> = ports
             .chunks(2)
@@ -76,6 +111,7 @@ impl Etcd {
             dir: dir.to_path_buf(),
             members,
             initial_cluster,
+            tls,
         };
         for i in 0..size {
             etcd.start(i)?;
@@ -88,7 +124,7 @@ impl Etcd {
     pub fn urls(&self) -> String {
         self.members
             .iter()
-            .map(|m| client_url(m.client_port))
+            .map(|m| self.client_url(m.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -136,16 +172,23 @@ impl Etcd {
     /// that exits meanwhile fails the wait at once, with the end of its log.
     pub fn wait_ready(&mut self) -> Result<()> {
         let dir = &self.dir;
+        let tls = self.tls.is_some();
         for member in &mut self.members {
             let Some(process) = &mut member.process else {
                 continue;
             };
             let log_path = log_path(dir, &member.name);
+            let ready = || match tls {
+                true => {
+                    fs::read_to_string(&log_path).is_ok_and(|log| log.contains(SERVING_SECURELY))
+                }
+                false => healthy(member.client_port),
+            };
             process.wait_ready(
                 &format!("etcd {}", member.name),
                 "to be healthy",
                 (HEALTHY_TIMEOUT, HEALTHY_POLL),
-                || healthy(member.client_port).then_some(()),
+                || ready().then_some(()),
                 || log_tail(&log_path),
             )?;
         }
@@ -164,9 +207,21 @@ impl Etcd {
     /// Member `i`'s arguments.
     fn args(&self, i: usize) -> Vec<String> {
         let member = &self.members[i];
-        let client = client_url(member.client_port);
+        let client = self.client_url(member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        vec![
+        let mut args: Vec<String> = match &self.tls {
+            Some(tls) => vec![
+                "--cert-file".into(),
+                tls.cert.to_string_lossy().into_owned(),
+                "--key-file".into(),
+                tls.key.to_string_lossy().into_owned(),
+                "--trusted-ca-file".into(),
+                tls.ca.to_string_lossy().into_owned(),
+                "--client-cert-auth".into(),
+            ],
+            None => Vec::new(),
+        };
+        args.extend([
             "--name".into(),
             member.name.clone(),
             "--data-dir".into(),
@@ -187,7 +242,14 @@ impl Etcd {
             HEARTBEAT_INTERVAL_MS.to_string(),
             "--election-timeout".into(),
             ELECTION_TIMEOUT_MS.to_string(),
-        ]
+        ]);
+        args
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://` with TLS: a member's client URL.
+    fn client_url(&self, port: u16) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{port}")
     }
 }
 
@@ -203,11 +265,6 @@ impl Drop for Etcd {
 /// Where the member called `name` logs, in `dir`.
 fn log_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
-}
-
-/// `http://127.0.0.1:PORT`: a member's client URL.
-fn client_url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
 }
 
 /// Whether the member with client port `port` answers `GET /health` healthy.

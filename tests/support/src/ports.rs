@@ -24,6 +24,20 @@ pub fn free_port() -> Result<u16> {
     Ok(free_ports(1)?[0])
 }
 
+/// The first of `count` consecutive loopback ports that were all free a moment ago, for a script
+/// that numbers its ports from one (`scripts/hive-up.sh`'s `HIVE_PORT`, `HIVE_DRONE_PORT`).
+pub fn consecutive_free_ports(count: u16) -> Result<u16> {
+    loop {
+        let base = free_port()?;
+        let held: Vec<TcpListener> = (0..count)
+            .filter_map(|i| TcpListener::bind(("127.0.0.1", base.checked_add(i)?)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return Ok(base);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,10 +33,37 @@ pub fn open_descriptors(pid: u32) -> Result<usize> {
 
 /// How many threads process `pid` runs: the `Threads:` line of `/proc/PID/status`.
 pub fn threads(pid: u32) -> Result<u64> {
+    status_number(pid, "Threads:")
+}
+
+/// Resident memory of process `pid`, in KiB: the `VmRSS:` line of `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    status_number(pid, "VmRSS:")
+}
+
+/// The number after `name` in process `pid`'s `/proc/PID/status`.
+fn status_number(pid: u32, name: &str) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    status_field(&status, "Threads:")
-        .ok_or_else(|| format!("no Threads: line in /proc/{pid}/status"))
+    status_field(&status, name).ok_or_else(|| format!("no {name} line in /proc/{pid}/status"))
+}
+
+/// CPU time process `pid` has used, user and system, in clock ticks (`/proc/PID/stat`).
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or_else(|| format!("/proc/{pid}/stat is not a stat line"))?
+        .1
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(user), Some(system)) => Ok(user + system),
+        _ => Err(format!("/proc/{pid}/stat has no CPU times")),
+    }
 }
 
 /// A process's open descriptors and threads at one instant: what a request may leave behind.

@@ -1,0 +1,305 @@
+//! The front door: Hive accepts every connection itself, bounds what a client can make it do, and
+//! hands tiny_http only requests that are well formed, bounded and complete.
+//!
+//! ```text
+//!  clients ──TCP/TLS──► accept loop ──► one thread per connection ──► pool of kept-alive ──► tiny_http
+//!                       (never dies;     TLS handshake, head ≤ 32 KiB   connections over      (server.rs:
+//!                        caps: in all    by a deadline, body ≤ limit,   a Unix socket in a     handler threads,
+//!                        and per peer)   answers 400/408/413/431 itself private directory      long-poll threads)
+//! ```
+//!
+//! tiny_http, which Hive keeps (it is not forked or patched), has no limits of its own: it reads a
+//! head line of any length into memory, allocates a declared body's whole length when a request is
+//! dropped, stops accepting for good at the first `accept()` error, and its thread pool can leave a
+//! new connection with no thread. Its TLS backends run the handshake on the accept thread (one
+//! silent client stops every new connection) or use a rustls line with an unfixed advisory. So
+//! tiny_http no longer faces the network: it serves a Unix socket only the front can reach
+//! (`socket_dir.rs`), and the front faces clients:
+//!
+//! - **Accept** (`accept_loop`): one loop that never ends. An `accept()` that fails (out of file
+//!   descriptors, of memory) is retried after a pause that doubles up to a second, as
+//!   mini-redis does, so a flood is waited out rather than fatal.
+//! - **Admission** (`admission.rs`): at most `--max-connections` connections, and at most
+//!   `--max-connections-per-peer` from one address; past either, a new connection is answered 503
+//!   (plain HTTP; a TLS one is closed) and counted.
+//! - **Each connection** (`connection.rs`) has a thread of its own (`threads.rs`: reused, and
+//!   gone a few seconds after its connection), so a slow client holds only its own: TLS, the
+//!   head (`head.rs`), the body (`body.rs`), each bounded in size and time.
+//! - **Upstream** (`upstream.rs`): requests go to tiny_http over a pool of kept-alive connections,
+//!   grown one at a time so tiny_http's pool never sees a burst, with a quota for long polls. The
+//!   client's address travels in a field only the front sets.
+
+mod admission;
+mod body;
+mod connection;
+mod head;
+mod input;
+mod socket_dir;
+mod threads;
+mod upstream;
+
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+
+use crate::config::ConnectionLimits;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::tls::ServerTls;
+
+use admission::{Admission, Refusal};
+use socket_dir::SocketDir;
+use threads::Threads;
+use upstream::Upstream;
+
+pub use connection::{BODY_DEADLINE, HEAD_DEADLINE, MAX_HEAD_BYTES, WRITE_TIMEOUT};
+pub use head::PEER_FIELD;
+
+/// Largest request body on any path the role does not name: a task text or an address is far
+/// smaller.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest body each path takes: what the role says, [`MAX_BODY_BYTES`] elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub by_path: &'static [(&'static str, usize)],
+}
+
+impl BodyLimits {
+    /// The limit for a request to `path`.
+    pub fn for_path(&self, path: &str) -> usize {
+        self.by_path
+            .iter()
+            .find(|(known, _)| *known == path)
+            .map_or(MAX_BODY_BYTES, |(_, limit)| *limit)
+    }
+}
+
+/// Whether a request with this query string is a long poll (it has a `wait=` parameter): its
+/// handler may hold it for up to a minute, so it is kept apart from other requests, here and in
+/// the server.
+pub fn is_long_poll(query: &str) -> bool {
+    query.split('&').any(|param| param.starts_with("wait="))
+}
+
+/// Connections the kernel queues before the accept loop takes them. std listens with 128, which
+/// a burst of 256 new connections overflows: the kernel drops the extra handshakes and those
+/// clients try again a second later. The kernel caps it at `net.core.somaxconn` (4096 on current
+/// Linux).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Pauses of the accept loop after a failed `accept()`: the first, and the longest it doubles to.
+const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(5);
+const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Stack of a connection's thread: a TLS handshake, a head and a body buffer (on the heap) need
+/// far less than std's 2 MiB, and a thousand connections should not reserve 2 GiB.
+const CONNECTION_STACK_BYTES: usize = 512 * 1024;
+
+unsafe extern "C" {
+    #[link_name = "listen"]
+    fn set_backlog(fd: i32, backlog: i32) -> i32;
+}
+
+/// What the front needs from the role and the command line.
+pub struct Settings {
+    pub connections: ConnectionLimits,
+    /// TLS for every connection; `None` serves plain HTTP.
+    pub tls: Option<ServerTls>,
+    pub body_limits: BodyLimits,
+    /// Connections to the server for ordinary requests: as many as it has handler threads.
+    pub upstream_regular: usize,
+    /// Connections to the server for long polls at once: as many as it serves.
+    pub upstream_long_polls: usize,
+}
+
+/// What every connection's thread shares.
+struct Shared {
+    threads: Threads,
+    tls: Option<ServerTls>,
+    upstream: Upstream,
+    body_limits: BodyLimits,
+    admission: Admission,
+    metrics: Arc<Metrics>,
+}
+
+/// A front bound to its address, before it accepts.
+pub struct Front {
+    listener: TcpListener,
+    dir: SocketDir,
+    settings: Settings,
+}
+
+impl Front {
+    /// Binds `listen` (the address clients reach) and the Unix socket the server is to serve,
+    /// returned for tiny_http.
+    pub fn bind(listen: SocketAddr, settings: Settings) -> io::Result<(Front, UnixListener)> {
+        let listener = TcpListener::bind(listen)?;
+        // SAFETY: a plain system call on a descriptor the listener owns; on a listening socket it
+        // only changes the backlog.
+        if unsafe { set_backlog(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let dir = SocketDir::create()?;
+        let backend = UnixListener::bind(dir.socket())?;
+        let front = Front {
+            listener,
+            dir,
+            settings,
+        };
+        Ok((front, backend))
+    }
+
+    /// Opens the first connections to the server (which must be serving by now), then accepts
+    /// clients on a thread of its own for the life of the process. Returns the address bound.
+    pub fn open(self, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
+        let local = self.listener.local_addr()?;
+        let settings = self.settings;
+        let upstream = Upstream::new(
+            self.dir.socket(),
+            settings.upstream_regular,
+            settings.upstream_long_polls,
+        );
+        upstream.open_ahead(settings.upstream_regular)?;
+        let shared = Arc::new(Shared {
+            threads: Threads::new("front", CONNECTION_STACK_BYTES),
+            tls: settings.tls,
+            upstream,
+            body_limits: settings.body_limits,
+            admission: Admission::new(settings.connections),
+            metrics,
+        });
+        let (listener, dir) = (self.listener, self.dir);
+        thread::Builder::new()
+            .name("front-accept".into())
+            .spawn(move || {
+                // The directory stays (and stays locked) as long as the front accepts: for good.
+                let _dir = dir;
+                accept_loop(&listener, &shared)
+            })?;
+        Ok(local)
+    }
+}
+
+/// Accepts connections forever (see the module docs).
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) -> ! {
+    let mut pause = FIRST_ACCEPT_PAUSE;
+    let mut failures: u64 = 0;
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if failures > 0 {
+                    info!("accepting connections again after {failures} failed accept()s");
+                    failures = 0;
+                    pause = FIRST_ACCEPT_PAUSE;
+                }
+                admit(stream, peer, shared);
+            }
+            // The client gave up before it was accepted, or a signal came: nothing to wait out.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                if failures == 0 {
+                    warn!(
+                        "accept() failed ({e}); retrying with a pause that doubles up to {MAX_ACCEPT_PAUSE:?}"
+                    );
+                }
+                failures += 1;
+                thread::sleep(pause);
+                pause = (pause * 2).min(MAX_ACCEPT_PAUSE);
+            }
+        }
+    }
+}
+
+/// Starts serving `stream` on a thread of its own, or refuses it when a cap is reached.
+fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let ip = peer.ip();
+    if let Err(refusal) = shared.admission.admit(ip) {
+        refuse(stream, peer, refusal, shared);
+        return;
+    }
+    shared.metrics.front_connections_open.inc();
+    let worker = shared.clone();
+    let started = shared.threads.run(move || {
+        let _admitted = Admitted {
+            shared: &worker,
+            ip,
+        };
+        connection::serve(stream, peer, &worker);
+    });
+    if let Err(e) = started {
+        // The connection went with the closure, and is closed.
+        release(shared, ip);
+        warn!("could not start a thread for a connection from {peer}: {e}");
+        thread::sleep(FIRST_ACCEPT_PAUSE);
+    }
+}
+
+/// A connection's place under the caps, given back when its thread ends (even by a panic).
+struct Admitted<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        release(self.shared, self.ip);
+    }
+}
+
+fn release(shared: &Shared, ip: IpAddr) {
+    shared.admission.release(ip);
+    shared.metrics.front_connections_open.dec();
+}
+
+/// Answers a connection over a cap with 503 (a TLS client cannot read a plain answer: it is just
+/// closed), counts it and closes it. The answer fits an empty socket buffer, so the write never
+/// waits; the accept loop moves on either way.
+fn refuse(mut stream: TcpStream, peer: SocketAddr, refusal: Refusal, shared: &Shared) {
+    let (limit, why) = match refusal {
+        Refusal::Total => ("total", "the larve holds as many connections as it takes"),
+        Refusal::Peer => (
+            "peer",
+            "this address holds as many connections as one address may",
+        ),
+    };
+    shared.metrics.front_refused(refusal == Refusal::Peer);
+    debug!("refused a connection from {peer}: {why} ({limit} limit)");
+    if shared.tls.is_none() && stream.set_nonblocking(true).is_ok() {
+        let _ = stream.write_all(&connection::answer(&Error::Busy(why.into())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_polls_are_told_by_their_wait_parameter() {
+        assert!(is_long_poll("wait=30"));
+        assert!(is_long_poll("a=1&wait=5"));
+        assert!(!is_long_poll(""));
+        assert!(!is_long_poll("await=5"));
+        assert!(!is_long_poll("wait"));
+    }
+
+    #[test]
+    fn a_path_the_role_names_has_its_own_body_limit() {
+        let limits = BodyLimits {
+            by_path: &[("/reports", 1 << 20)],
+        };
+        assert_eq!(limits.for_path("/reports"), 1 << 20);
+        assert_eq!(limits.for_path("/reports/x"), MAX_BODY_BYTES);
+        assert_eq!(limits.for_path("/submit_task"), MAX_BODY_BYTES);
+    }
+}

@@ -1,0 +1,445 @@
+//! The front's connections to tiny_http, over the Unix socket: kept alive, shared by every client
+//! connection (each request takes one, and gives it back once the answer is read), and opened one
+//! at a time.
+//!
+//! One at a time, because of tiny_http's thread pool: it gives a new connection a new thread only
+//! when no thread counts as idle, and a thread it has just woken still counts as idle until it
+//! runs. Two connections arriving together can therefore leave one queued with no thread, until
+//! some other connection closes. So a new connection is first proven with a ping, `OPTIONS *`,
+//! which the server answers at once (see `server.rs`): once that answer is back, a thread holds
+//! the connection, and only then may the next one be opened. tiny_http never sees a burst.
+//!
+//! The requests a handler holds for a long time (long polls, `?wait=`) have a quota of their own,
+//! so they can never take every connection from the others; past it they are refused with 503.
+//! Requests that find every connection busy wait in line, and each connection given back goes to
+//! the one waiting longest, as tiny_http's own queue serves requests in order.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+/// What a request does to a connection, for the quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Answered within the handler's own time limits.
+    Regular = 0,
+    /// Held by its handler for up to a minute.
+    LongPoll = 1,
+}
+
+/// Why no answer came from the server.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No connection was free in time, or the long polls' quota is used up: 503.
+    Busy(&'static str),
+    /// The connection failed, or what came back was not an answer: 502.
+    Failed(String),
+}
+
+/// Longest a request waits for a connection to the server before the client gets a 503.
+const WAIT_FOR_CONNECTION: Duration = Duration::from_secs(30);
+
+/// Longest a new connection's ping may take: the server answers it on the next free handler
+/// thread, which a burst of slow submits may hold for a few task timeouts.
+const PING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The ping: a request every HTTP/1.1 server must accept, which Hive's server answers 204.
+const PING: &[u8] = b"OPTIONS * HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+
+/// Room an answer is first read into; larger answers grow it.
+const ANSWER_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The pool of connections to the server.
+pub struct Upstream {
+    path: PathBuf,
+    /// Connections each kind may hold at once: `[regular, long polls]`.
+    quotas: [usize; 2],
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<UnixStream>,
+    busy: [usize; 2],
+    /// A new connection is being opened and proven.
+    growing: bool,
+    /// Requests waiting for a connection, by kind, first come first served: a connection given
+    /// back goes to the longest waiting, never to a request that arrived after it.
+    waiting: [VecDeque<Arc<Ticket>>; 2],
+}
+
+/// A waiting request's place in line, and what it is handed.
+struct Ticket {
+    handed: Mutex<Option<Handed>>,
+    ready: Condvar,
+}
+
+/// What a waiting request is handed.
+enum Handed {
+    Connection(UnixStream),
+    /// Its turn to open a new connection.
+    Growth,
+}
+
+/// Where an answer sits in the buffer [`Upstream::exchange`] filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// Length of the head, its final empty line included.
+    pub head: usize,
+    /// Length of the whole answer.
+    pub len: usize,
+}
+
+impl Upstream {
+    /// A pool of connections to the socket at `path`, up to `regular` for ordinary requests and
+    /// `long_polls` more for long polls.
+    pub fn new(path: PathBuf, regular: usize, long_polls: usize) -> Upstream {
+        Upstream {
+            path,
+            quotas: [regular.max(1), long_polls],
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Opens `count` connections, one after another, so the first requests find them ready.
+    pub fn open_ahead(&self, count: usize) -> io::Result<()> {
+        for _ in 0..count.min(self.quotas[0]) {
+            let stream = self.open()?;
+            self.state.lock().idle.push(stream);
+        }
+        Ok(())
+    }
+
+    /// Sends `request` on a connection of the pool and reads the whole answer into `buffer`; a
+    /// `HEAD` request's answer (`no_body`) has no body.
+    pub fn exchange(
+        &self,
+        kind: Kind,
+        request: &[u8],
+        no_body: bool,
+        buffer: &mut Vec<u8>,
+    ) -> Result<Answer, UpstreamError> {
+        let mut stream = self.take(kind)?;
+        let answer = stream
+            .write_all(request)
+            .map_err(|e| format!("sending the request: {e}"))
+            .and_then(|()| read_answer(&mut stream, no_body, buffer));
+        let mut state = self.state.lock();
+        state.busy[kind as usize] -= 1;
+        if answer.is_ok() {
+            state.idle.push(stream);
+        }
+        self.hand_out(&mut state);
+        drop(state);
+        answer.map_err(UpstreamError::Failed)
+    }
+
+    /// A connection for a request of `kind`: an idle one, a new one if the pool may grow now, or
+    /// the one handed to it when its turn in line comes.
+    fn take(&self, kind: Kind) -> Result<UnixStream, UpstreamError> {
+        let mine = kind as usize;
+        let mut state = self.state.lock();
+        if state.waiting[mine].is_empty() && state.busy[mine] < self.quotas[mine] {
+            if let Some(stream) = state.idle.pop() {
+                state.busy[mine] += 1;
+                return Ok(stream);
+            }
+            if self.may_grow(&state) {
+                state.growing = true;
+                state.busy[mine] += 1;
+                drop(state);
+                return self.grow(kind);
+            }
+        }
+        if kind == Kind::LongPoll && state.busy[mine] >= self.quotas[mine] {
+            return Err(UpstreamError::Busy("too many requests are waiting already"));
+        }
+        let ticket = Arc::new(Ticket {
+            handed: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        state.waiting[mine].push_back(ticket.clone());
+        drop(state);
+
+        let deadline = Instant::now() + WAIT_FOR_CONNECTION;
+        let mut handed = ticket.handed.lock();
+        while handed.is_none() {
+            if ticket.ready.wait_until(&mut handed, deadline).timed_out() {
+                break;
+            }
+        }
+        let handed = match handed.take() {
+            Some(handed) => handed,
+            None => {
+                // Out of line, unless it was handed something meanwhile.
+                drop(handed);
+                let mut state = self.state.lock();
+                state.waiting[mine].retain(|waiting| !Arc::ptr_eq(waiting, &ticket));
+                drop(state);
+                match ticket.handed.lock().take() {
+                    Some(handed) => handed,
+                    None => return Err(UpstreamError::Busy("the server is busy")),
+                }
+            }
+        };
+        match handed {
+            Handed::Connection(stream) => Ok(stream),
+            Handed::Growth => self.grow(kind),
+        }
+    }
+
+    /// Whether a new connection may be opened now: none is being opened, and the pool is not full.
+    fn may_grow(&self, state: &State) -> bool {
+        let open = state.idle.len() + state.busy[0] + state.busy[1];
+        !state.growing && open < self.quotas[0] + self.quotas[1]
+    }
+
+    /// Opens a connection for a request of `kind`, whose place in the pool is already counted.
+    fn grow(&self, kind: Kind) -> Result<UnixStream, UpstreamError> {
+        let opened = self.open();
+        let mut state = self.state.lock();
+        state.growing = false;
+        if opened.is_err() {
+            state.busy[kind as usize] -= 1;
+        }
+        self.hand_out(&mut state);
+        drop(state);
+        opened
+            .map_err(|e| UpstreamError::Failed(format!("opening a connection to the server: {e}")))
+    }
+
+    /// Hands idle connections, or the turn to open one, to the requests waiting longest.
+    fn hand_out(&self, state: &mut State) {
+        for mine in 0..2 {
+            while let Some(ticket) = state.waiting[mine].front() {
+                if state.busy[mine] >= self.quotas[mine] {
+                    break;
+                }
+                let handed = if let Some(stream) = state.idle.pop() {
+                    Handed::Connection(stream)
+                } else if self.may_grow(state) {
+                    state.growing = true;
+                    Handed::Growth
+                } else {
+                    break;
+                };
+                state.busy[mine] += 1;
+                *ticket.handed.lock() = Some(handed);
+                ticket.ready.notify_one();
+                state.waiting[mine].pop_front();
+            }
+        }
+    }
+
+    /// A new connection, proven by its ping (see the module docs).
+    fn open(&self) -> io::Result<UnixStream> {
+        let mut stream = UnixStream::connect(&self.path)?;
+        stream.set_read_timeout(Some(PING_TIMEOUT))?;
+        stream.write_all(PING)?;
+        let mut buffer = Vec::new();
+        read_answer(&mut stream, false, &mut buffer).map_err(io::Error::other)?;
+        stream.set_read_timeout(None)?;
+        Ok(stream)
+    }
+}
+
+/// Reads one answer from `stream` into `buffer`: its head, then `Content-Length` bytes (none for
+/// a `HEAD` request or a status that has no body). The server frames every answer so.
+fn read_answer(
+    stream: &mut UnixStream,
+    no_body: bool,
+    buffer: &mut Vec<u8>,
+) -> Result<Answer, String> {
+    if buffer.len() < ANSWER_BUFFER_BYTES {
+        buffer.resize(ANSWER_BUFFER_BYTES, 0);
+    }
+    let mut filled = 0;
+    let mut answer: Option<Answer> = None;
+    loop {
+        if filled == buffer.len() {
+            buffer.resize(buffer.len() * 2, 0);
+        }
+        let n = match stream.read(&mut buffer[filled..]) {
+            Ok(0) => return Err("the server closed the connection".into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        };
+        let looked = filled;
+        filled += n;
+        if answer.is_none()
+            && let Some(at) = buffer[looked.saturating_sub(3)..filled]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+        {
+            let head = looked.saturating_sub(3) + at + 4;
+            let body = body_length(&buffer[..head], no_body)?;
+            answer = Some(Answer {
+                head,
+                len: head + body,
+            });
+        }
+        if let Some(answer) = answer {
+            if filled > answer.len {
+                return Err("the server sent more than one answer".into());
+            }
+            if filled == answer.len {
+                return Ok(answer);
+            }
+        }
+    }
+}
+
+/// The length of the body that follows `head`.
+fn body_length(head: &[u8], no_body: bool) -> Result<usize, String> {
+    let status = head
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|_| head.starts_with(b"HTTP/1."))
+        .ok_or("an answer without a status line")?;
+    if no_body || status < 200 || status == 204 || status == 304 {
+        return Ok(0);
+    }
+    head.split(|&b| b == b'\n')
+        .find_map(|line| {
+            let (name, value) = line.split_at_checked(line.iter().position(|&b| b == b':')?)?;
+            name.eq_ignore_ascii_case(b"content-length")
+                .then(|| std::str::from_utf8(&value[1..]).ok()?.trim().parse().ok())?
+        })
+        .ok_or_else(|| "an answer without a Content-Length".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_framed_by_its_content_length() {
+        let head =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ncontent-length: 12\r\n\r\n";
+        assert_eq!(body_length(head, false), Ok(12));
+        assert_eq!(body_length(head, true), Ok(0), "HEAD");
+        assert_eq!(
+            body_length(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            Ok(0)
+        );
+        assert!(body_length(b"HTTP/1.1 200 OK\r\n\r\n", false).is_err());
+        assert!(body_length(b"garbage\r\n\r\n", false).is_err());
+    }
+
+    /// A stand-in for tiny_http on a Unix socket in `dir`: it answers each request on each
+    /// connection in turn, a ping with 204, anything else with 200 and the request's first line,
+    /// which it also records.
+    fn stand_in(dir: &std::path::Path) -> (PathBuf, Arc<Mutex<Vec<String>>>) {
+        use std::io::BufRead;
+        let path = dir.join("stand-in.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (stream, record) = (stream.unwrap(), record.clone());
+                std::thread::spawn(move || {
+                    let mut lines = std::io::BufReader::new(stream.try_clone().unwrap()).lines();
+                    while let Some(Ok(first)) = lines.next() {
+                        while let Some(Ok(line)) = lines.next() {
+                            if line.is_empty() {
+                                break;
+                            }
+                        }
+                        let answer = if first.starts_with("OPTIONS *") {
+                            "HTTP/1.1 204 No Content\r\n\r\n".to_string()
+                        } else {
+                            std::thread::sleep(Duration::from_millis(20));
+                            record.lock().push(first.clone());
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{first}",
+                                first.len()
+                            )
+                        };
+                        (&stream).write_all(answer.as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        (path, seen)
+    }
+
+    #[test]
+    fn requests_waiting_for_a_connection_get_one_in_the_order_they_came() {
+        let dir = std::env::temp_dir().join(format!("hive-upstream-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, seen) = stand_in(&dir);
+        // One connection for ordinary requests: every request after the first waits in line.
+        let upstream = Arc::new(Upstream::new(path, 1, 0));
+        let sent: Vec<_> = (0..5)
+            .map(|i| {
+                let pool = upstream.clone();
+                let handle = std::thread::spawn(move || {
+                    let request = format!("GET /{i} HTTP/1.1\r\n\r\n");
+                    let mut buffer = Vec::new();
+                    pool.exchange(Kind::Regular, request.as_bytes(), false, &mut buffer)
+                        .map(|answer| {
+                            String::from_utf8_lossy(&buffer[answer.head..answer.len]).into_owned()
+                        })
+                });
+                // The next request comes once this one holds the connection or waits in line.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while {
+                    let state = upstream.state.lock();
+                    state.busy[0] + state.waiting[0].len() <= i
+                } {
+                    assert!(Instant::now() < deadline, "request {i} never got in line");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                handle
+            })
+            .collect();
+        let answers: Vec<String> = sent
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        let order: Vec<String> = (0..5).map(|i| format!("GET /{i} HTTP/1.1")).collect();
+        assert_eq!(answers, order, "each request got its own answer");
+        assert_eq!(*seen.lock(), order, "first come, first served");
+        let long_poll = upstream.exchange(
+            Kind::LongPoll,
+            b"GET /?wait=1 HTTP/1.1\r\n\r\n",
+            false,
+            &mut Vec::new(),
+        );
+        assert!(
+            matches!(long_poll, Err(UpstreamError::Busy(_))),
+            "no quota for long polls"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn answers_are_read_whole_whatever_the_pieces() {
+        let (mut server, mut client) = UnixStream::pair().unwrap();
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let writer = std::thread::spawn(move || {
+            for piece in answer.chunks(7) {
+                server.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            server
+        });
+        let mut buffer = Vec::new();
+        let read = read_answer(&mut client, false, &mut buffer).unwrap();
+        assert_eq!(read, Answer { head: 38, len: 43 });
+        assert_eq!(&buffer[..read.len], answer);
+        drop(writer.join().unwrap());
+        assert!(
+            read_answer(&mut client, false, &mut buffer).is_err(),
+            "closed"
+        );
+    }
+}

@@ -918,7 +918,7 @@ mod tests {
                 &["--queen-host", "127.0.0.1:1", "--etcd-key", "/k.pem"][..],
                 "queen setting",
             ),
-            (&["--queen", "--max-connections", "0"][..], "1 to 1000000"),
+            (&["--queen", "--max-connections", "0"][..], "(1-1000000)"),
             (
                 &[
                     "--queen",
@@ -1087,7 +1087,8 @@ mod tests {
                     "--bind",
                     "0.0.0.0",
                     "--advertise",
-                    "10.0.0.1:8080"
+                    "10.0.0.1:8080",
+                    "--insecure"
                 ],
                 secret
             )
@@ -1215,14 +1216,31 @@ mod tests {
         );
         let meant = run_with_token(&["--queen", "--bind", "0.0.0.0", "--insecure"], secret);
         assert_eq!(meant.unwrap().warnings, Vec::<String>::new());
-        for args in [
-            &["--queen", "--bind", "0.0.0.0"][..],
-            &["--queen", "--bind", "10.1.2.3", "--insecure"][..],
-        ] {
-            let err = run(args).unwrap_err();
-            assert!(err.contains("without a token"), "{args:?}: {err}");
-            assert!(err.contains("never the token"), "{args:?}: {err}");
-        }
+        let err = run(&["--queen", "--bind", "0.0.0.0"]).unwrap_err();
+        assert!(err.contains("without a token"), "{err}");
+        let open = run(&["--queen", "--bind", "10.1.2.3", "--insecure"]);
+        assert!(
+            open.is_ok_and(|config| config.warnings.is_empty()),
+            "--insecure says an open larve is meant (a hive of the tutorial's Python larves)"
+        );
+        let tls = ["--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"];
+        let exec = [
+            "--queen-host",
+            "127.0.0.1:8080",
+            "--allow-exec",
+            "--bind",
+            "10.1.2.3",
+        ];
+        let err = run_with_token(&exec, secret).unwrap_err();
+        assert!(err.contains("needs TLS"), "{err}");
+        let err = run(&[&exec[..], &["--insecure"]].concat()).unwrap_err();
+        assert!(err.contains("does not waive"), "{err}");
+        assert!(run_with_token(&[&exec[..], &["--insecure"]].concat(), secret).is_ok());
+        let err = run_with_token(&[&exec[..], &tls[..]].concat(), secret).unwrap_err();
+        assert!(
+            !err.contains("needs TLS"),
+            "the TLS files are read (and missing here): {err}"
+        );
         let local = run(&["--queen", "--bind", "::1"]).expect("loopback needs no token");
         assert!(local.warnings.is_empty());
         // A larve others are told about cannot tell them "everywhere".

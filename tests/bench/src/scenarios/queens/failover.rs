@@ -1,7 +1,8 @@
 //! Scenario 8, failover: three queens on etcd and two drones; submits go through the two followers
-//! while the leader is killed with SIGKILL, and the time until both survivors name the same new
-//! leader, one of them, is measured, with every submit that failed meanwhile. A fresh queen then
-//! makes three again, and the next repetition kills whoever leads.
+//! while the leader is killed with SIGKILL, or stopped cleanly with SIGTERM (she hands leadership
+//! over as she goes), and the time until both survivors name the same new leader, one of them, is
+//! measured, with every submit that failed meanwhile. A fresh queen then makes three again, and
+//! the next repetition stops whoever leads.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,8 +42,30 @@ const LOAD_MARGIN: Duration = Duration::from_secs(5);
 /// The target's slack on top of the TTL.
 const SLACK: Duration = Duration::from_secs(1);
 
+/// A clean stop hands leadership over within this.
+const CLEAN_HANDOVER: Duration = Duration::from_secs(1);
+
+/// How the leader goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: her lease must expire.
+    Kill,
+    /// SIGTERM: she resigns.
+    Clean,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Kill => "kill -9",
+            Stop::Clean => "a clean stop (SIGTERM)",
+        }
+    }
+}
+
 /// What one leader kill did.
 struct Kill {
+    how: Stop,
     seconds: f64,
     old_leader: String,
     new_leader: String,
@@ -77,19 +100,26 @@ pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
         )
     };
     let mut kills = Vec::new();
-    for repeat in 1..=bench.plan.failover_repeats {
-        if repeat > 1 {
+    let repeats = bench.plan.failover_repeats;
+    for (repeat, how) in (1..=repeats)
+        .map(|_| Stop::Kill)
+        .chain((1..=repeats).map(|_| Stop::Clean))
+        .enumerate()
+    {
+        if repeat > 0 {
             queens.add()?;
         }
-        kills.push(kill_leader(bench, &mut queens, load, repeat)?);
+        kills.push(kill_leader(bench, &mut queens, load, repeat + 1, how)?);
     }
-    add_rows(report, &kills);
+    add_rows(report, &kills, Stop::Kill);
+    add_rows(report, &kills, Stop::Clean);
     report.note(format!(
         "{LABEL}, failover: three queens `{}` and {DRONES} drones `larve --queen-host \
          127.0.0.1:Q1,127.0.0.1:Q2,127.0.0.1:Q3 --port 0` (Q1-Q3: the first three queens' ports; \
          the drones stay for every repetition). Each repetition waits until every queen is ready \
          and names the same leader, starts `{}` on each follower (PORT: its port), waits {} s plus \
-         a random part of the {:.2} s lease renewal period, kills the leader with SIGKILL, and \
+         a random part of the {:.2} s lease renewal period, kills the leader with SIGKILL (the \
+         first half of the repetitions) or stops her with SIGTERM (the second half), and \
          reads both survivors' /healthz every {} ms until both name the same leader, one of them: \
          the seconds are from the kill to that. The loads go on {} s more and are then stopped \
          (SIGINT: wrk prints its summary); failed submits are non-2xx + wrk timeouts + socket \
@@ -105,7 +135,8 @@ pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
         .iter()
         .map(|k| {
             format!(
-                "{:.2} s ({} → {}, {}/{} failed)",
+                "{}: {:.2} s ({} → {}, {}/{} failed)",
+                k.how.name(),
                 k.seconds,
                 k.old_leader,
                 k.new_leader,
@@ -128,7 +159,13 @@ fn renewal() -> Duration {
 
 /// One repetition: once the queens agree, `load` through every follower, the leader killed, and
 /// the time until the survivors agree on one of them.
-fn kill_leader(bench: &Bench, queens: &mut Queens, load: Load, repeat: usize) -> Result<Kill> {
+fn kill_leader(
+    bench: &Bench,
+    queens: &mut Queens,
+    load: Load,
+    repeat: usize,
+    how: Stop,
+) -> Result<Kill> {
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
     let loads = queens
         .live()
@@ -143,7 +180,10 @@ fn kill_leader(bench: &Bench, queens: &mut Queens, load: Load, repeat: usize) ->
     thread::sleep(LEAD_IN + renewal().mul_f64(fastrand::f64()));
     let mut old = queens.take(leader);
     let killed = Instant::now();
-    old.kill();
+    match how {
+        Stop::Kill => old.kill(),
+        Stop::Clean => old.stop()?,
+    }
     let new = queens.agreed_leader(LEADER_TTL + GIVE_UP)?;
     let seconds = killed.elapsed().as_secs_f64();
     thread::sleep(TAIL);
@@ -152,14 +192,16 @@ fn kill_leader(bench: &Bench, queens: &mut Queens, load: Load, repeat: usize) ->
         .map(|load| load.stop())
         .collect::<Result<Vec<Run>>>()?;
     let kill = Kill {
+        how,
         seconds,
         old_leader: old.label.clone(),
         new_leader: queens.live()[new].label.clone(),
         loads,
     };
     progress(&format!(
-        "failover {repeat}: {} killed, {} leads after {seconds:.2} s; {} of {} submits failed",
+        "failover {repeat}: {} ({}), {} leads after {seconds:.2} s; {} of {} submits failed",
         kill.old_leader,
+        how.name(),
         kill.new_leader,
         kill.failed(),
         kill.made()
@@ -167,29 +209,46 @@ fn kill_leader(bench: &Bench, queens: &mut Queens, load: Load, repeat: usize) ->
     Ok(kill)
 }
 
-/// The failover rows: seconds against the target, and the submits.
-fn add_rows(report: &mut Report, kills: &[Kill]) {
+/// The failover rows of the repetitions that stopped the leader `how`: seconds against the
+/// target, and the submits.
+fn add_rows(report: &mut Report, all: &[Kill], how: Stop) {
+    let kills: Vec<&Kill> = all.iter().filter(|k| k.how == how).collect();
     let n = report::runs(kills.len());
     let seconds: Vec<f64> = kills.iter().map(|k| k.seconds).collect();
-    let goal = (LEADER_TTL + SLACK).as_secs_f64();
-    let goal_text = format!(
-        "≤ {goal:.0} s (TTL {} s + {} s)",
-        LEADER_TTL.as_secs(),
-        SLACK.as_secs()
-    );
+    let (goal, goal_text) = match how {
+        Stop::Kill => {
+            let goal = (LEADER_TTL + SLACK).as_secs_f64();
+            let text = format!(
+                "≤ {goal:.0} s (TTL {} s + {} s)",
+                LEADER_TTL.as_secs(),
+                SLACK.as_secs()
+            );
+            (goal, text)
+        }
+        Stop::Clean => {
+            let goal = CLEAN_HANDOVER.as_secs_f64();
+            (goal, format!("< {goal:.0} s"))
+        }
+    };
     let middle = median(seconds.iter().copied());
     let max = seconds.iter().copied().fold(0.0, f64::max);
     report.row(
         LABEL,
-        format!("failover: s from kill -9 of the leader until both survivors name one of them, median / max of {n}"),
+        format!(
+            "failover: s from {} of the leader until both survivors name one of them, median / max of {n}",
+            how.name()
+        ),
         format!("{middle:.2} / {max:.2} s"),
         target(&goal_text, max <= goal),
     );
-    let failed: u64 = kills.iter().map(Kill::failed).sum();
-    let made: u64 = kills.iter().map(Kill::made).sum();
+    let failed: u64 = kills.iter().map(|k| k.failed()).sum();
+    let made: u64 = kills.iter().map(|k| k.made()).sum();
     report.row(
         LABEL,
-        format!("failover: submits through the followers failed / made, sum of {n}"),
+        format!(
+            "failover by {}: submits through the followers failed / made, sum of {n}",
+            how.name()
+        ),
         format!("{failed} / {made}"),
         target("0 failed", failed == 0),
     );

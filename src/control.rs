@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::client::{Client, Credentials, Reply};
+use crate::tasks::shell_words;
 
 /// Longest wait one `GET ?wait=` asks for; `--wait` asks again until the task ends.
 const WAIT_SECS: u32 = 60;
@@ -241,12 +242,11 @@ fn task_table(page: &Value) -> String {
             .to_vec(),
     ];
     for task in page["tasks"].as_array().into_iter().flatten() {
-        let command: Vec<&str> = task["command"]
+        let command = task["command"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+            .filter_map(Value::as_str);
         rows.push(vec![
             task["id"].as_str().unwrap_or_default().to_string(),
             task["state"].as_str().unwrap_or_default().to_string(),
@@ -254,7 +254,7 @@ fn task_table(page: &Value) -> String {
             task["exit_code"]
                 .as_i64()
                 .map_or("-".into(), |c| c.to_string()),
-            shell_words(&command),
+            shell_words(command),
         ]);
     }
     let mut out = table(&rows);
@@ -325,25 +325,6 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A command line as a shell would read it back: arguments quoted where they need it.
-fn shell_words(words: &[&str]) -> String {
-    words
-        .iter()
-        .map(|word| {
-            let plain = !word.is_empty()
-                && word
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-            if plain {
-                word.to_string()
-            } else {
-                format!("'{}'", word.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,7 +343,7 @@ mod tests {
              bbbb  pending    0         -     true\n\
              (more: --after bbbb)\n"
         );
-        assert_eq!(shell_words(&["sh", "-c", "it's"]), r"sh -c 'it'\''s'");
+        assert_eq!(shell_words(["sh", "-c", "it's"]), r"sh -c 'it'\''s'");
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl Queen {
                     info!(
                         "task {} created: {} ({} slot{})",
                         stored.task.id,
-                        quoted(&spec.command.join(" ")),
+                        quoted(&spec.command_line()),
                         spec.slots,
                         if spec.slots == 1 { "" } else { "s" }
                     );
@@ -570,7 +570,7 @@ fn log_end(task: &Task, n: u32, from: &str) {
     }
     let what = attempt.reason.as_deref().unwrap_or("ended");
     info!(
-        "task {} attempt {n} on {} ended: {}; the task is {}",
+        "task {} attempt {n} on {} ended: {}; the task is now {}",
         task.id,
         attempt.drone,
         quoted(what),

@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,8 @@ pub struct Scheduler {
     poked: Mutex<bool>,
     wake: Condvar,
     seen: Mutex<HashMap<AttemptId, Seen>>,
+    /// Moves on each pass, so drones alike take turns (see `placement::place`).
+    turn: AtomicUsize,
 }
 
 impl Scheduler {
@@ -103,6 +106,7 @@ impl Scheduler {
             poked: Mutex::new(false),
             wake: Condvar::new(),
             seen: Mutex::new(HashMap::new()),
+            turn: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&scheduler);
         let poke: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -296,7 +300,8 @@ impl Scheduler {
             return next_due;
         }
         let wants: Vec<u32> = due.iter().map(|stored| stored.task.spec.slots).collect();
-        let chosen = placement::place(&wants, &mut capacities, self.config.policy);
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let chosen = placement::place(&wants, &mut capacities, self.config.policy, turn);
         let mut changes = Vec::new();
         for (stored, choice) in due.iter().zip(chosen) {
             let Some(i) = choice else { continue };

@@ -195,6 +195,32 @@ pub struct Summary<'a> {
     pub attempts: &'a [Attempt],
 }
 
+impl Spec {
+    /// The command as a shell would read it back: arguments quoted where they need it.
+    pub fn command_line(&self) -> String {
+        shell_words(self.command.iter().map(String::as_str))
+    }
+}
+
+/// `words` as a shell would read them back: each quoted where it needs it.
+pub fn shell_words<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
+    words
+        .into_iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if plain {
+                word.to_string()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Task {
     /// This task as a listing shows it.
     pub fn summary(&self) -> Summary<'_> {

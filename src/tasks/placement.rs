@@ -56,7 +56,17 @@ impl Capacity {
 
 /// For each of `tasks` (the slots each needs, in creation order), the index of the drone in
 /// `drones` it goes to, or `None` if none fits now. `drones` is updated with what was handed out.
-pub fn place(tasks: &[u32], drones: &mut [Capacity], policy: Policy) -> Vec<Option<usize>> {
+/// Among drones alike, the first from `turn` on (round the list) is chosen: a scheduler that moves
+/// `turn` on each pass spreads short tasks over idle drones instead of handing all to the first,
+/// and a pass stays reproducible.
+pub fn place(
+    tasks: &[u32],
+    drones: &mut [Capacity],
+    policy: Policy,
+    turn: usize,
+) -> Vec<Option<usize>> {
+    let count = drones.len().max(1);
+    let after_turn = |i: usize| (i + count - turn % count) % count;
     tasks
         .iter()
         .map(|&slots| {
@@ -65,9 +75,10 @@ pub fn place(tasks: &[u32], drones: &mut [Capacity], policy: Policy) -> Vec<Opti
                 .enumerate()
                 .filter(|(_, drone)| drone.free() >= slots);
             let chosen = match policy {
-                // Ties go to the drone listed first, so a pass is reproducible.
-                Policy::Spread => fits.min_by_key(|(i, drone)| (drone.used, *i)),
-                Policy::Binpack => fits.max_by_key(|(i, drone)| (drone.used, usize::MAX - i)),
+                Policy::Spread => fits.min_by_key(|(i, drone)| (drone.used, after_turn(*i))),
+                Policy::Binpack => {
+                    fits.max_by_key(|(i, drone)| (drone.used, usize::MAX - after_turn(*i)))
+                }
             }
             .map(|(i, _)| i);
             if let Some(i) = chosen {
@@ -92,22 +103,28 @@ mod tests {
     #[test]
     fn spread_levels_the_drones() {
         let mut fleet = drones(&[(4, 0), (4, 0)]);
-        let placed = place(&[1, 1, 1, 1], &mut fleet, Policy::Spread);
+        let placed = place(&[1, 1, 1, 1], &mut fleet, Policy::Spread, 0);
         assert_eq!(placed, [Some(0), Some(1), Some(0), Some(1)]);
         assert_eq!(fleet, drones(&[(4, 2), (4, 2)]));
+        let mut idle = drones(&[(4, 0), (4, 0), (4, 0)]);
+        assert_eq!(
+            place(&[1], &mut idle, Policy::Spread, 2),
+            [Some(2)],
+            "ties from the turn on"
+        );
     }
 
     #[test]
     fn binpack_fills_one_drone_before_the_next() {
         let mut fleet = drones(&[(4, 0), (4, 0)]);
-        let placed = place(&[1, 1, 1, 1, 1], &mut fleet, Policy::Binpack);
+        let placed = place(&[1, 1, 1, 1, 1], &mut fleet, Policy::Binpack, 0);
         assert_eq!(placed, [Some(0), Some(0), Some(0), Some(0), Some(1)]);
     }
 
     #[test]
     fn a_task_that_fits_nowhere_does_not_block_the_ones_behind_it() {
         let mut fleet = drones(&[(2, 0), (3, 1)]);
-        let placed = place(&[4, 1, 3, 2], &mut fleet, Policy::Spread);
+        let placed = place(&[4, 1, 3, 2], &mut fleet, Policy::Spread, 0);
         assert_eq!(placed, [None, Some(0), None, Some(1)]);
     }
 
@@ -116,7 +133,7 @@ mod tests {
         for policy in [Policy::Spread, Policy::Binpack] {
             let mut fleet = drones(&[(8, 3), (8, 8), (5, 0)]);
             let tasks: Vec<u32> = (0..40).map(|i| 1 + i % 3).collect();
-            let placed = place(&tasks, &mut fleet, policy);
+            let placed = place(&tasks, &mut fleet, policy, 1);
             for drone in &fleet {
                 assert!(drone.used <= drone.slots, "{policy}: {fleet:?}");
             }

@@ -54,6 +54,10 @@ const START_GRACE: Duration = Duration::from_millis(500);
 /// is skipped, and the next one may fit).
 const PLACEMENT_MARGIN: usize = 64;
 
+/// Bytes of specs (as JSON) one start call carries, about: a drone takes bodies of up to 2 MiB on
+/// `/tasks`.
+const START_CALL_BYTES: usize = 1024 * 1024;
+
 /// Finished tasks deleted per pass at most, so a large backlog goes in steps.
 const GC_PER_PASS: usize = 1000;
 
@@ -351,9 +355,30 @@ impl Scheduler {
                     .push(stored);
             }
         }
+        // Calls of at most about START_CALL_BYTES each: a drone takes 2 MiB at most.
+        let calls: Vec<(String, Vec<Stored>)> = by_drone
+            .into_iter()
+            .flat_map(|(address, tasks)| {
+                let mut chunks: Vec<Vec<Stored>> = vec![Vec::new()];
+                let mut bytes = 0;
+                for stored in tasks {
+                    let size = serde_json::to_vec(&stored.task.spec).map_or(0, |json| json.len());
+                    if bytes + size > START_CALL_BYTES && !chunks.last().is_some_and(Vec::is_empty)
+                    {
+                        chunks.push(Vec::new());
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    chunks.last_mut().expect("one chunk at least").push(stored);
+                }
+                chunks
+                    .into_iter()
+                    .map(move |chunk| (address.clone(), chunk))
+            })
+            .collect();
         let mut refused = Vec::new();
         thread::scope(|scope| {
-            let calls: Vec<_> = by_drone
+            let calls: Vec<_> = calls
                 .iter()
                 .map(|(address, tasks)| scope.spawn(move || (tasks, self.start_on(address, tasks))))
                 .collect();

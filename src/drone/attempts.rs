@@ -177,7 +177,7 @@ impl Attempts {
     }
 
     /// Waits up to `wait` for ended attempts to report, and gives up to about `max_bytes` of
-    /// their reports (they stay in the outbox until [`Attempts::recorded`]).
+    /// their reports as JSON (they stay in the outbox until [`Attempts::recorded`]).
     pub fn reports(&self, wait: Duration, max_bytes: usize) -> Vec<Report> {
         let mut inner = self.inner.lock();
         if inner.outbox.is_empty() {
@@ -186,16 +186,18 @@ impl Attempts {
         let mut bytes = 0;
         let mut reports = Vec::new();
         for ((task, attempt), ended) in &inner.outbox {
-            let size = ended.stdout.len() + ended.stderr.len() + ended.reason.len() + 128;
+            let report = Report {
+                task: task.clone(),
+                attempt: *attempt,
+                ended: ended.clone(),
+            };
+            // As sent: JSON escapes can make output several times its size.
+            let size = serde_json::to_vec(&report).map_or(0, |json| json.len());
             if !reports.is_empty() && bytes + size > max_bytes {
                 break;
             }
             bytes += size;
-            reports.push(Report {
-                task: task.clone(),
-                attempt: *attempt,
-                ended: ended.clone(),
-            });
+            reports.push(report);
         }
         reports
     }

@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
@@ -25,6 +25,11 @@ use crate::tasks::{MAX_SLOTS, MAX_TIMEOUT_SECS, valid_id};
 /// Attempts remembered as run since the drone started, so a start sent again is not run twice.
 /// Beyond this, the oldest are forgotten (a start would have to come that late to matter).
 const REMEMBERED_ATTEMPTS: usize = 100_000;
+
+/// How long ended attempts wait for others to end before they are reported together, while
+/// others run, and how many are enough to go at once.
+const REPORT_LINGER: Duration = Duration::from_millis(2);
+const REPORTS_PER_CALL: usize = 64;
 
 /// The attempt of task `.0` numbered `.1`.
 type Key = (String, u32);
@@ -136,7 +141,8 @@ impl Attempts {
             stderr: outcome.stderr.text,
             stderr_truncated: outcome.stderr.truncated,
         };
-        info!("task {} attempt {} ended: {}", key.0, key.1, ended.reason);
+        // The queen logs the end once it is recorded: here it is a detail.
+        debug!("task {} attempt {} ended: {}", key.0, key.1, ended.reason);
         let mut inner = self.inner.lock();
         if let Some((_, slots)) = inner.running.remove(&key) {
             inner.used -= slots;
@@ -182,6 +188,17 @@ impl Attempts {
         let mut inner = self.inner.lock();
         if inner.outbox.is_empty() {
             self.ended.wait_for(&mut inner, wait);
+        }
+        // While other attempts run, more ends are coming: waiting a moment for them sends one
+        // call for many, where a call per end would cost more than the attempts themselves.
+        let until = Instant::now() + REPORT_LINGER;
+        while !inner.outbox.is_empty()
+            && inner.outbox.len() < REPORTS_PER_CALL
+            && !inner.running.is_empty()
+        {
+            if self.ended.wait_until(&mut inner, until).timed_out() {
+                break;
+            }
         }
         let mut bytes = 0;
         let mut reports = Vec::new();

@@ -158,7 +158,7 @@ pub(super) struct Record {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -213,7 +213,8 @@ mod tests {
         assert_eq!(left.into_values().collect::<Vec<_>>(), [running]);
     }
 
-    fn record() -> Record {
+    /// A record as tests use it.
+    pub(crate) fn record() -> Record {
         Record {
             shard: 1,
             name: "t1.1.1".into(),

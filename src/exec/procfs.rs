@@ -99,19 +99,7 @@ pub(super) fn all_processes() -> Vec<Process> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record() -> Record {
-        Record {
-            shard: 1,
-            name: "t1.1.1".into(),
-            task: "t1".into(),
-            attempt: 1,
-            process_group: 100,
-            start_ticks: 5000,
-            session: 7,
-            boot_id: "boot".into(),
-        }
-    }
+    use crate::exec::journal::tests::record;
 
     fn process(pid: i32, state: char, group: i32, session: i32, start_ticks: u64) -> Process {
         Process {

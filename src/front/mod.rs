@@ -102,11 +102,6 @@ const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 /// far less than std's 2 MiB, and a thousand connections should not reserve 2 GiB.
 const CONNECTION_STACK_BYTES: usize = 512 * 1024;
 
-unsafe extern "C" {
-    #[link_name = "listen"]
-    fn set_backlog(fd: i32, backlog: i32) -> i32;
-}
-
 /// What the front needs from the role and the command line.
 pub struct Settings {
     pub connections: ConnectionLimits,
@@ -143,7 +138,7 @@ impl Front {
         let listener = TcpListener::bind(listen)?;
         // SAFETY: a plain system call on a descriptor the listener owns; on a listening socket it
         // only changes the backlog.
-        if unsafe { set_backlog(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
             return Err(io::Error::last_os_error());
         }
         let dir = SocketDir::create()?;

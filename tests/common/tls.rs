@@ -60,23 +60,7 @@ impl Pki {
         fs::create_dir_all(&dir).expect("the PKI's directory");
         let pki = Pki { dir };
         let (key, cert) = (pki.path("ca.key"), pki.path("ca.pem"));
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
+        new_key(&["-x509", "-days", "30"], &key, &cert, name);
         pki
     }
 
@@ -111,20 +95,7 @@ impl Pki {
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("the extensions file");
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
+        new_key(&[], &key, &csr, name);
         openssl(&[
             "x509",
             "-req",
@@ -197,4 +168,21 @@ pub fn get_with(agent: &ureq::Agent, url: &str) -> Result<(u16, Value), String> 
         .map_err(|e| e.to_string())?;
     let json = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     Ok((status, json))
+}
+
+/// A new P-256 key in `key`, and a request for `name` in `out` (with `-x509` among `extra`: a
+/// self-signed certificate).
+fn new_key(extra: &[&str], key: &str, out: &str, name: &str) {
+    let subject = format!("/CN={name}");
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["-keyout", key, "-out", out, "-subj", &subject]);
+    openssl(&args);
 }

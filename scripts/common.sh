@@ -1,14 +1,16 @@
 # shellcheck shell=bash
 # Shared by the hive scripts; source it, do not run it. Defines ROOT and HIVE_DIR (.hive/ in the
-# repo root unless HIVE_DIR says otherwise), and helpers to install what a script needs, to find
-# the hive's larves and to call the queen with the cluster token (and, for a hive started with
-# --tls, over HTTPS with its certificates).
+# repo root unless HIVE_DIR says otherwise), and helpers to install what a script needs, to read
+# the hive's shape and find its pieces, and to call its queens with the cluster token (and, for a
+# hive started with --tls, over HTTPS with its certificates), trying each in turn.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HIVE_DIR="${HIVE_DIR:-$ROOT/.hive}"
 # HIVE_DIR as messages show it: relative to the repo root when inside it.
+# shellcheck disable=SC2034 # for the sourcing script
 SHOWN_DIR="${HIVE_DIR#"$ROOT"/}"
 TLS_DIR="$HIVE_DIR/tls"
+SHAPE_FILE="$HIVE_DIR/shape"
 TOKEN="${TOKEN:-}"
 SCHEME=http
 CURL_TLS=()
@@ -67,6 +69,70 @@ is_ours() {
 # The pid in pid file $1, or nothing.
 pid_in() { tr -dc '0-9' <"$1" 2>/dev/null || true; }
 
+# The pid of the hive's piece $1 (queen-PORT, drone-PORT or etcd) if it runs, else nothing: the
+# process in its pid file, ours (see is_ours) and, where /proc shows it, running exactly the
+# command line recorded in NAME.cmd, so a pid the system gave to another process since is never
+# taken for the piece.
+piece_pid() {
+    local pid cmd="$HIVE_DIR/$1.cmd"
+    pid="$(pid_in "$HIVE_DIR/$1.pid")"
+    is_ours "$pid" || return 0
+    if [[ -r "$cmd" && -r "/proc/$pid/cmdline" ]] &&
+        [[ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null)" != "$(<"$cmd")" ]]; then
+        return 0
+    fi
+    echo "$pid"
+}
+
+# Reads the shape file scripts/hive-up.sh writes (see write_shape) into SHAPE_QUEENS and
+# SHAPE_DRONES (their ports), SHAPE_ETCD (etcd's client port, or nothing for a queen alone) and
+# SHAPE_TLS (1 or 0). Fails with nothing set if there is no shape file or it does not read as one.
+# shellcheck disable=SC2034 # the SHAPE_* variables are for the sourcing script
+read_shape() {
+    local key rest queens=() drones=() etcd="" tls="" port
+    [[ -r "$SHAPE_FILE" ]] || return 1
+    while read -r key rest; do
+        case "$key" in
+        queens) read -r -a queens <<<"$rest" ;;
+        drones) read -r -a drones <<<"$rest" ;;
+        etcd) etcd="$rest" ;;
+        tls) tls="$rest" ;;
+        esac
+    done <"$SHAPE_FILE"
+    ((${#queens[@]} > 0 && ${#drones[@]} > 0)) || return 1
+    for port in "${queens[@]}" "${drones[@]}" ${etcd:+"$etcd"}; do is_number "$port" || return 1; done
+    [[ "$tls" == [01] ]] || return 1
+    SHAPE_QUEENS=("${queens[@]}")
+    SHAPE_DRONES=("${drones[@]}")
+    SHAPE_ETCD="$etcd"
+    SHAPE_TLS="$tls"
+}
+
+# Records the hive's shape for read_shape: queen ports $1, drone ports $2 (each space-separated),
+# etcd's port $3 (empty for a queen alone) and TLS $4 (1 or 0).
+write_shape() {
+    cat >"$SHAPE_FILE" <<SHAPE
+# The hive scripts/hive-up.sh started here, read back to bring back what of it is missing;
+# scripts/hive-down.sh removes it. Each piece's command line is in NAME.cmd, one argument a line.
+queens $1
+drones $2
+tls $4
+SHAPE
+    if [[ -n "$3" ]]; then echo "etcd $3" >>"$SHAPE_FILE"; fi
+}
+
+# Sets QUEEN_PORTS to the queens to ask, in turn: HIVE_PORT alone when it is set, else every
+# queen of the hive's shape, else 8080.
+load_queens() {
+    if [[ -n "${HIVE_PORT:-}" ]]; then
+        QUEEN_PORTS=("$HIVE_PORT")
+    elif read_shape; then
+        QUEEN_PORTS=("${SHAPE_QUEENS[@]}")
+    else
+        QUEEN_PORTS=(8080)
+    fi
+}
+
 # Sets TOKEN to the cluster token: HIVE_TOKEN, else the one scripts/hive-up.sh wrote, else none.
 load_token() {
     TOKEN="${HIVE_TOKEN:-}"
@@ -90,6 +156,31 @@ hive_curl() {
     else
         curl "${CURL_TLS[@]}" "$@"
     fi
+}
+
+# ask_queens PATH CURL_OPTIONS...: hive_curl with the options to PATH on each queen of QUEEN_PORTS
+# in turn, until one takes the connection (a refused one sent nothing, so the next may be asked
+# the same); stdin goes with each try as QUEEN_BODY. Sets QUEEN_REPLY to what curl printed (its
+# errors too), ASKED_PORT to the queen that took it (none if none did) and DOWN_PORTS to those
+# that refused; returns curl's status for the last queen tried.
+# shellcheck disable=SC2034 # QUEEN_REPLY, ASKED_PORT and DOWN_PORTS are for the sourcing script
+ask_queens() {
+    local path="$1" port status=7
+    shift
+    QUEEN_REPLY=""
+    ASKED_PORT=""
+    DOWN_PORTS=()
+    for port in "${QUEEN_PORTS[@]}"; do
+        status=0
+        QUEEN_REPLY="$(hive_curl "$@" "$SCHEME://127.0.0.1:$port$path" 2>&1 <<<"${QUEEN_BODY:-}")" || status=$?
+        if ((status == 7)); then
+            DOWN_PORTS+=("$port")
+            continue
+        fi
+        ASKED_PORT="$port"
+        break
+    done
+    return "$status"
 }
 
 # Splits what `curl -w '\n%{http_code}'` printed into REPLY_BODY (without the queen's final

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Shows the local hive's queen: GET /healthz and GET /drones.
+# Shows the local hive through one of its queens: GET /healthz and GET /drones.
 #
-# Environment: HIVE_PORT (queen port, default 8080), HIVE_TOKEN (cluster token; default: the one in
-# .hive/token), HIVE_DIR (default .hive/). A hive started with --tls is called over HTTPS with the
-# certificates in .hive/tls/. Exits non-zero if the queen is unreachable.
+# Asks the hive's queens in turn (those scripts/hive-up.sh recorded in .hive/shape; 8080 for a
+# hive it did not start) until one takes the connection, and names any that refused it.
+# Environment: HIVE_PORT (ask only the queen on this port), HIVE_TOKEN (cluster token; default:
+# the one in .hive/token), HIVE_DIR (default .hive/). A hive started with --tls is called over
+# HTTPS with the certificates in .hive/tls/. Exits non-zero if no queen is reachable.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 load_token
 load_tls
-
-PORT="${HIVE_PORT:-8080}"
-BASE="$SCHEME://127.0.0.1:$PORT"
+load_queens
 
 command -v curl >/dev/null || { echo "status: error: curl is needed but not installed" >&2; exit 1; }
 
@@ -24,23 +24,37 @@ pretty() {
     echo "$1"
 }
 
-# show PATH: prints the queen's answer to GET PATH; fails unless it is 2xx.
+# show PATH: prints a queen's answer to GET PATH; fails unless it is 2xx.
 show() {
     local reply code
-    if ! reply="$(hive_curl -sS --max-time 5 -w '\n%{http_code}' "$BASE$1" 2>&1)"; then
-        echo "status: error: the queen at 127.0.0.1:$PORT is unreachable (${reply%%$'\n'*}); is the hive up? start it with scripts/hive-up.sh" >&2
+    if ! ask_queens "$1" -sS --max-time 5 -w '\n%{http_code}'; then
+        echo "status: error: no queen on 127.0.0.1 port(s) ${QUEEN_PORTS[*]} answered (${QUEEN_REPLY%%$'\n'*}); is the hive up? scripts/hive-up.sh starts it, or brings back what of it is missing" >&2
         return 1
     fi
-    split_reply "$reply"
+    split_reply "$QUEEN_REPLY"
     code="$REPLY_CODE"
     reply="$REPLY_BODY"
-    echo "GET $1 -> HTTP $code"
+    echo "GET $1 -> HTTP $code (queen on port $ASKED_PORT)"
     pretty "$reply"
     if [[ "$code" != 2?? ]]; then
-        echo "status: error: GET $1 answered HTTP $code (is port $PORT really the queen?)" >&2
+        echo "status: error: GET $1 answered HTTP $code (is port $ASKED_PORT really the queen?)" >&2
         return 1
     fi
 }
 
 show /healthz
 show /drones
+# The queens after the one that answered, not asked yet: are they there at all?
+down=("${DOWN_PORTS[@]}")
+after=0
+for port in "${QUEEN_PORTS[@]}"; do
+    if ((after)); then
+        status=0
+        hive_curl -s -o /dev/null --max-time 2 "$SCHEME://127.0.0.1:$port/healthz" || status=$?
+        if ((status == 7)); then down+=("$port"); fi
+    fi
+    if [[ "$port" == "$ASKED_PORT" ]]; then after=1; fi
+done
+if ((${#down[@]} > 0)); then
+    echo "status: the queen(s) on port(s) ${down[*]} refused the connection; scripts/hive-up.sh brings back what is missing of the hive" >&2
+fi

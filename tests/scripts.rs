@@ -1,6 +1,8 @@
-//! The scripts a user starts a hive with: `scripts/hive-up.sh --tls` brings up queens, drones and
-//! etcd over mutual TLS, and the curl lines it prints work as pasted, as do `submit.sh` and
-//! `status.sh`; `hive-down.sh` stops all of it.
+//! The scripts a user starts a hive with. `scripts/hive-up.sh` brings up queens and drones (and
+//! etcd, and mutual TLS with `--tls`), and the curl and larve lines it prints work as pasted, as do
+//! `submit.sh` and `status.sh`; it never joins a queen it did not start; run again after a queen
+//! died, it brings her back, and meanwhile the other scripts use the queen still there;
+//! `hive-down.sh` stops all of it.
 
 mod common;
 
@@ -8,25 +10,92 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A hive started by `scripts/hive-up.sh` in a directory of its own, stopped by
-/// `scripts/hive-down.sh` when dropped.
+/// A hive started by `scripts/hive-up.sh` in a directory of its own, on free ports. Dropping it
+/// runs `scripts/hive-down.sh` and then kills whatever still runs from its directory, so a failing
+/// test leaves nothing behind.
 struct Hive {
     dir: PathBuf,
     env: Vec<(&'static str, String)>,
 }
 
 impl Hive {
-    fn script(&self, name: &str, args: &[&str]) -> Output {
-        Command::new("bash")
+    /// A directory named for the test, and room for `queens` queens from `queen_port` (free ports
+    /// when `None`) and `drones` drones.
+    fn new(test: &str, queens: u16, drones: u16, queen_port: Option<u16>) -> Hive {
+        let dir = std::env::temp_dir().join(format!("hive-up-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let queen_port =
+            queen_port.unwrap_or_else(|| consecutive_free_ports(queens).expect("free ports"));
+        Hive {
+            env: vec![
+                ("HIVE_DIR", dir.display().to_string()),
+                ("HIVE_LARVE", LARVE.to_string()),
+                ("HIVE_PORT", queen_port.to_string()),
+                (
+                    "HIVE_DRONE_PORT",
+                    consecutive_free_ports(drones)
+                        .expect("free ports")
+                        .to_string(),
+                ),
+                (
+                    "HIVE_ETCD_PORT",
+                    consecutive_free_ports(2).expect("free ports").to_string(),
+                ),
+            ],
+            dir,
+        }
+    }
+
+    fn var(&self, name: &str) -> &str {
+        let (_, value) = self.env.iter().find(|(k, _)| *k == name).expect(name);
+        value
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        self.var(name).parse().expect("a port")
+    }
+
+    /// Runs `scripts/NAME` with the hive's environment; `unset` names variables it must not see.
+    fn script_without(&self, name: &str, args: &[&str], unset: &[&str]) -> Output {
+        let mut command = Command::new("bash");
+        command
             .arg(Path::new(ROOT).join("scripts").join(name))
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("HIVE_TOKEN")
-            .output()
-            .expect("run the script")
+            .env_remove("HIVE_TOKEN");
+        for name in unset {
+            command.env_remove(name);
+        }
+        command.output().expect("run the script")
+    }
+
+    fn script(&self, name: &str, args: &[&str]) -> Output {
+        self.script_without(name, args, &[])
+    }
+
+    /// `scripts/hive-up.sh ARGS`, which must succeed; what it printed.
+    fn up(&self, args: &[&str]) -> String {
+        let up = self.script("hive-up.sh", args);
+        let printed = text(&up.stdout);
+        assert!(up.status.success(), "{printed}\n{}", text(&up.stderr));
+        printed
+    }
+
+    /// The pid in `NAME.pid`.
+    fn pid(&self, piece: &str) -> u32 {
+        let file = self.dir.join(format!("{piece}.pid"));
+        let pid = std::fs::read_to_string(&file).unwrap_or_default();
+        pid.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {file:?}"))
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("token")).expect("the hive's token")
     }
 }
 
@@ -35,8 +104,9 @@ impl Drop for Hive {
         let down = self.script("hive-down.sh", &[]);
         if std::thread::panicking() {
             eprintln!(
-                "--- hive-down ---\n{}",
-                String::from_utf8_lossy(&down.stdout)
+                "--- hive-down ---\n{}{}",
+                text(&down.stdout),
+                text(&down.stderr)
             );
             for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
                 if entry.path().extension().is_some_and(|e| e == "log") {
@@ -46,6 +116,11 @@ impl Drop for Hive {
                 }
             }
         }
+        for pid in processes_of(&self.dir) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -54,65 +129,123 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-#[test]
-fn hive_up_with_tls_prints_curl_lines_that_work_as_pasted() {
-    let dir = std::env::temp_dir().join(format!("hive-up-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let hive = Hive {
-        env: vec![
-            ("HIVE_DIR", dir.display().to_string()),
-            ("HIVE_LARVE", LARVE.to_string()),
-            (
-                "HIVE_PORT",
-                consecutive_free_ports(2).expect("free ports").to_string(),
-            ),
-            (
-                "HIVE_DRONE_PORT",
-                consecutive_free_ports(2).expect("free ports").to_string(),
-            ),
-            (
-                "HIVE_ETCD_PORT",
-                consecutive_free_ports(2).expect("free ports").to_string(),
-            ),
-        ],
-        dir,
-    };
-    let up = hive.script("hive-up.sh", &["--tls", "--queens", "2", "2"]);
-    let printed = text(&up.stdout);
-    assert!(up.status.success(), "{printed}\n{}", text(&up.stderr));
-    let lines: Vec<&str> = printed
+/// The processes whose command line names `dir`: what a hive started there runs.
+fn processes_of(dir: &Path) -> Vec<u32> {
+    let dir = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&dir)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// True if something accepts connections on loopback port `port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Runs `line` as a user who pasted it into bash would, from a directory outside the repo.
+fn paste(line: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(line)
+        .current_dir(std::env::temp_dir())
+        .env_remove("HIVE_TOKEN")
+        .env_remove("HIVE_QUEEN")
+        .output()
+        .expect("run bash")
+}
+
+/// Runs every ready-to-paste line hive-up printed, as printed, and checks each does what it
+/// says: every queen's health lists the drones, the text task and the command task are taken, the
+/// task hive-up ran succeeded, and larve runs `echo hi`.
+fn run_printed_lines(printed: &str, queens: usize, drones: usize, tls: bool) {
+    let curls: Vec<&str> = printed
         .lines()
         .filter_map(|line| line.strip_prefix("  curl "))
         .collect();
     assert_eq!(
-        lines.len(),
-        4,
-        "a health and a submit line per queen:\n{printed}"
+        curls.len(),
+        queens + 3,
+        "each queen's health, /submit_task, POST /tasks, GET /tasks/ID:\n{printed}"
     );
-    for line in lines {
-        assert!(
+    let mut seen = Vec::new();
+    for line in curls {
+        assert!(line.contains("Authorization: Bearer $(cat "), "{line}");
+        assert_eq!(
             line.contains("--cert") && line.contains("https://"),
+            tls,
             "{line}"
         );
-        let ran = Command::new("bash")
-            .arg("-c")
-            .arg(format!("curl -sS --max-time 10 {line}"))
-            .output()
-            .expect("run curl");
+        let ran = paste(&format!("curl -sS --max-time 40 {line}"));
         let answer = text(&ran.stdout);
         assert!(
             ran.status.success(),
             "{line}\n{answer}{}",
             text(&ran.stderr)
         );
-        let json: serde_json::Value = serde_json::from_str(&answer).expect("a JSON answer");
+        let json: Value = serde_json::from_str(&answer).expect("a JSON answer");
         if line.ends_with("/healthz") {
             assert_eq!(json["status"], "Status.READY", "{answer}");
-            assert_eq!(json["drones"].as_object().map(|d| d.len()), Some(2));
-        } else {
+            assert_eq!(json["drones"].as_object().map(|d| d.len()), Some(drones));
+            seen.push("healthz");
+        } else if line.ends_with("/submit_task") {
             assert_eq!(json["result"], "OK", "{answer}");
+            seen.push("submit_task");
+        } else if line.ends_with("/tasks") {
+            assert_eq!(
+                json["command"],
+                serde_json::json!(["echo", "hi"]),
+                "{answer}"
+            );
+            assert!(json["id"].is_string(), "{answer}");
+            seen.push("POST /tasks");
+        } else if line.contains("/tasks/") && line.ends_with("?wait=30'") {
+            assert_eq!(json["state"], "succeeded", "{answer}");
+            assert_eq!(json["stdout"], "hi\n", "{answer}");
+            seen.push("GET /tasks/ID");
+        } else {
+            panic!("a curl line of no kind this test knows: {line}");
         }
     }
+    assert_eq!(seen.iter().filter(|s| **s == "healthz").count(), queens);
+
+    let larve: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.contains(" task run --wait "))
+        .collect();
+    assert_eq!(larve.len(), 1, "one larve line:\n{printed}");
+    let line = larve[0].trim();
+    assert!(
+        line.starts_with(LARVE) && line.ends_with(" -- echo hi"),
+        "{line}"
+    );
+    assert_eq!(line.matches("127.0.0.1:").count(), queens, "{line}");
+    assert_eq!(line.contains("--tls-cert"), tls, "{line}");
+    let ran = paste(line);
+    assert!(
+        ran.status.success(),
+        "{line}\n{}{}",
+        text(&ran.stdout),
+        text(&ran.stderr)
+    );
+    assert_eq!(text(&ran.stdout), "hi\n", "{line}");
+}
+
+#[test]
+fn hive_up_with_tls_prints_lines_that_work_as_pasted() {
+    let hive = Hive::new("tls", 2, 2, None);
+    let printed = hive.up(&["--tls", "--queens", "2", "2"]);
+    assert!(printed.contains("ran on drone-"), "{printed}");
+    run_printed_lines(&printed, 2, 2, true);
+
     let submitted = hive.script("submit.sh", &["from", "a", "test"]);
     assert!(
         submitted.status.success(),
@@ -125,11 +258,13 @@ fn hive_up_with_tls_prints_curl_lines_that_work_as_pasted() {
     assert!(status.status.success(), "{}", text(&status.stderr));
     assert!(text(&status.stdout).contains("GET /drones -> HTTP 200"));
     // Without a certificate, the queen is not reachable at all.
-    let port = &hive.env[2].1;
     let bare = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(hive.dir.join("tls/ca.pem"))
-        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .arg(format!(
+            "https://127.0.0.1:{}/healthz",
+            hive.var("HIVE_PORT")
+        ))
         .output()
         .expect("run curl");
     assert!(!bare.status.success(), "{}", text(&bare.stdout));
@@ -141,4 +276,167 @@ fn hive_up_with_tls_prints_curl_lines_that_work_as_pasted() {
         "{}",
         text(&down.stdout)
     );
+    assert!(
+        !hive.dir.join("shape").exists(),
+        "hive-down forgets the hive"
+    );
+}
+
+#[test]
+fn hive_up_with_one_queen_prints_lines_that_work_as_pasted() {
+    let hive = Hive::new("plain", 1, 2, None);
+    let printed = hive.up(&["2"]);
+    assert!(printed.contains("ran on drone-"), "{printed}");
+    run_printed_lines(&printed, 1, 2, false);
+}
+
+#[test]
+fn hive_up_refuses_a_port_held_by_a_queen_it_did_not_start() {
+    let foreign = Larve::queen(&[]);
+    let hive = Hive::new("foreign", 1, 2, Some(foreign.port()));
+    let up = hive.script("hive-up.sh", &["2"]);
+    let said = format!("{}{}", text(&up.stdout), text(&up.stderr));
+    assert!(!up.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "port {} (queen-{}) is in use by larve (pid {}",
+            foreign.port(),
+            foreign.port(),
+            foreign.pid()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("nothing started"), "{said}");
+
+    let (code, health) = get(&foreign.url("/healthz"));
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(
+        health["drones"],
+        serde_json::json!({}),
+        "no drone joined her"
+    );
+    assert_eq!(processes_of(&hive.dir), Vec::<u32>::new(), "{said}");
+    let drone_port = hive.port("HIVE_DRONE_PORT");
+    assert!(!listening(drone_port) && !listening(drone_port + 1));
+    let pid_files: Vec<_> = std::fs::read_dir(&hive.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .collect();
+    assert!(pid_files.is_empty(), "{pid_files:?}");
+}
+
+#[test]
+fn hive_up_brings_back_a_killed_queen_and_the_scripts_use_the_one_left() {
+    let hive = Hive::new("restart", 2, 1, None);
+    hive.up(&["--queens", "2", "1"]);
+    let first = hive.port("HIVE_PORT");
+    let token = hive.token();
+    let dead = hive.pid(&format!("queen-{first}"));
+    let killed = Command::new("kill")
+        .args(["-KILL", &dead.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    eventually(SOON, "the queen gone", || (!listening(first)).then_some(()));
+
+    // The scripts ask every queen of the hive in turn; HIVE_PORT would pin them to the dead one.
+    let submitted =
+        hive.script_without("submit.sh", &["while", "one", "is", "down"], &["HIVE_PORT"]);
+    let said = text(&submitted.stderr);
+    assert!(
+        submitted.status.success(),
+        "{}{said}",
+        text(&submitted.stdout)
+    );
+    assert!(text(&submitted.stdout).contains("\"result\": \"OK\""));
+    assert!(said.contains(&format!("port(s) {first} refused")), "{said}");
+    let status = hive.script_without("status.sh", &[], &["HIVE_PORT"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stdout).contains(&format!("HTTP 200 (queen on port {})", first + 1)),
+        "{}",
+        text(&status.stdout)
+    );
+
+    // Flags that do not match the hive are refused, and change nothing.
+    let bigger = hive.script("hive-up.sh", &["--queens", "3"]);
+    assert!(!bigger.status.success());
+    assert!(
+        text(&bigger.stderr).contains("stop it first with scripts/hive-down.sh"),
+        "{}",
+        text(&bigger.stderr)
+    );
+    assert!(!listening(first));
+
+    let printed = hive.up(&[]);
+    assert!(
+        printed.contains(&format!("restarted queen-{first} (pid ")),
+        "{printed}"
+    );
+    assert_eq!(hive.token(), token, "the same token");
+    let back = hive.pid(&format!("queen-{first}"));
+    assert_ne!(back, dead);
+    let (code, health) = get_as(
+        &format!("http://127.0.0.1:{first}/healthz"),
+        Some(token.trim()),
+    );
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(health["status"], "Status.READY", "{health}");
+    let drone = format!("127.0.0.1:{}", hive.var("HIVE_DRONE_PORT"));
+    assert!(health["drones"].get(&drone).is_some(), "{health}");
+    let (code, drones) = get_as(
+        &format!("http://127.0.0.1:{first}/drones"),
+        Some(token.trim()),
+    );
+    assert_eq!(code, 200, "the old token opens the new queen: {drones}");
+
+    // With all of it running, hive-up starts nothing.
+    let again = hive.up(&[]);
+    assert!(
+        again.contains("the hive is already running") && again.contains("nothing started"),
+        "{again}"
+    );
+    assert_eq!(hive.pid(&format!("queen-{first}")), back);
+}
+
+#[test]
+fn hive_up_help_lists_its_options_and_every_variable_it_reads() {
+    let help = Command::new("bash")
+        .arg(Path::new(ROOT).join("scripts/hive-up.sh"))
+        .arg("--help")
+        .output()
+        .expect("run hive-up.sh --help");
+    assert!(help.status.success());
+    let help = text(&help.stdout);
+    for option in ["--queens Q", "--tls", "N ", "-h, --help"] {
+        assert!(help.contains(option), "{option} in:\n{help}");
+    }
+    let mut read = String::new();
+    for script in ["hive-up.sh", "common.sh"] {
+        read += &std::fs::read_to_string(Path::new(ROOT).join("scripts").join(script))
+            .expect("read the script");
+    }
+    let mut variables: Vec<&str> = read
+        .match_indices("HIVE_")
+        .map(|(at, _)| {
+            let rest = &read[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|name| name.len() > "HIVE_".len() && !name.ends_with('_'))
+        .collect();
+    variables.sort_unstable();
+    variables.dedup();
+    assert!(variables.len() >= 5, "{variables:?}");
+    for variable in variables {
+        let listed = help
+            .lines()
+            .any(|line| line.trim_start().starts_with(&format!("{variable} ")));
+        assert!(listed, "{variable} with its default in:\n{help}");
+    }
+    assert!(help.contains("(default 8080)") && help.contains("(default 5001)"));
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the release binaries and benchmarks a local hive against the targets of the performance
-# issue (scenarios 1 to 8) and of the tasks issue (9 to 14: tasks that run commands), with wrk as
-# the load generator and etcd for the scenarios of several queens (each installed with apt-get
-# when missing and run as root: Debian's wrk and etcd-server).
+# issue (scenarios 1 to 8), of the tasks issue (9 to 14: tasks that run commands) and of the front
+# door (15: attacks by unauthenticated clients; 16: the front's cost), with wrk as the load
+# generator, etcd for the scenarios of several queens and openssl for the TLS certificates (each
+# installed with apt-get when missing and run as root: Debian's wrk, etcd-server and openssl).
 #
 #   scripts/bench.sh [--quick] [HIVE-BENCH OPTIONS...]
 #
@@ -11,9 +12,16 @@
 # directories under the run's directory.
 # Progress goes to stderr; the machine line and one markdown table of every number go to stdout, so
 #   scripts/bench.sh > bench.md
-# keeps just the table. The full run takes about 12 minutes, --quick about 3 (scenario 8 alone:
+# keeps just the table. The full run takes about 15 minutes, --quick about 4 (scenario 8 alone:
 # a minute and a half, or half a minute with --quick; each task scenario: at most a minute and a
-# quarter, or half a minute with --quick).
+# quarter, or half a minute with --quick; scenarios 15 and 16 together: two and a half minutes,
+# or under a minute with --quick).
+#
+# Scenario 16 compares this larve with the larve from before the front door (commit 047a915). That
+# one is built once, in a git worktree of the commit under the system's temporary directory with
+# its own target directory under target/ (the first build takes a minute or two), and reused by
+# later runs; without the commit (a shallow clone) or when its build fails, the bench runs without
+# it and scenario 16 says so in its row.
 # Other options (--only 9,13, --keep-logs) go to hive-bench; see target/release/hive-bench --help.
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail
@@ -27,8 +35,9 @@ fail() {
     exit 1
 }
 
-# Debian packages the bench needs: wrk (the load) and etcd-server (the store of several queens).
-install_missing bench wrk:wrk etcd:etcd-server
+# Debian packages the bench needs: wrk (the load), etcd-server (the store of several queens) and
+# openssl (the certificates of the TLS scenarios).
+install_missing bench wrk:wrk etcd:etcd-server openssl:openssl
 WRK="$(command -v wrk)"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 
@@ -40,4 +49,52 @@ BIN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/hive-bench-bin.XXXXXX")"
 trap 'rm -rf "$BIN_DIR"' EXIT
 cp target/release/larve target/release/hive-bench "$BIN_DIR/"
 
-"$BIN_DIR/hive-bench" --larve "$BIN_DIR/larve" --wrk "$WRK" "$@"
+# The larve from before the front door, for scenario 16.
+OLD_COMMIT=047a91515725343cc4ea08d16ba4b0e60ff7495f
+OLD_TREE="${TMPDIR:-/tmp}/hive-larve-${OLD_COMMIT:0:7}"
+OLD_TARGET="$ROOT/target/larve-${OLD_COMMIT:0:7}"
+
+# True unless the arguments choose scenarios (--only) without 16, or name an old larve themselves.
+wants_old_larve() {
+    local arg only=""
+    while (($# > 0)); do
+        arg="$1"
+        shift
+        case "$arg" in
+            --old-larve | --old-larve=* | -h | --help) return 1 ;;
+            --only) only="${1:-}" ;;
+            --only=*) only="${arg#--only=}" ;;
+        esac
+    done
+    [[ -z "$only" || ",${only// /}," == *,16,* ]]
+}
+
+# Builds the old larve (or finds it built) and copies it to $BIN_DIR; says why not on stderr.
+build_old_larve() {
+    if ! git rev-parse --verify --quiet "$OLD_COMMIT^{commit}" >/dev/null; then
+        echo "bench: commit ${OLD_COMMIT:0:7} is not in this clone's history (a shallow clone?); scenario 16 runs without the larve from before the front door" >&2
+        return 1
+    fi
+    if [[ "$(git -C "$OLD_TREE" rev-parse HEAD 2>/dev/null)" != "$OLD_COMMIT" ]]; then
+        rm -rf "$OLD_TREE"
+        git worktree prune
+        echo "bench: git worktree add --detach $OLD_TREE ${OLD_COMMIT:0:7}" >&2
+        if ! git worktree add --detach "$OLD_TREE" "$OLD_COMMIT" >&2; then
+            echo "bench: could not check out commit ${OLD_COMMIT:0:7}; scenario 16 runs without the larve from before the front door" >&2
+            return 1
+        fi
+    fi
+    echo "bench: cargo build --release --bin larve in $OLD_TREE (target: ${OLD_TARGET#"$ROOT"/})" >&2
+    if ! cargo build --release --bin larve --manifest-path "$OLD_TREE/Cargo.toml" --target-dir "$OLD_TARGET" >&2; then
+        echo "bench: the build of commit ${OLD_COMMIT:0:7} failed; scenario 16 runs without the larve from before the front door" >&2
+        return 1
+    fi
+    cp "$OLD_TARGET/release/larve" "$BIN_DIR/larve-${OLD_COMMIT:0:7}"
+}
+
+OLD_LARVE=()
+if wants_old_larve "$@" && build_old_larve; then
+    OLD_LARVE=(--old-larve "$BIN_DIR/larve-${OLD_COMMIT:0:7}")
+fi
+
+"$BIN_DIR/hive-bench" --larve "$BIN_DIR/larve" "${OLD_LARVE[@]}" --wrk "$WRK" "$@"

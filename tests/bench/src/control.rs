@@ -1,10 +1,12 @@
 //! The bench's own calls to a queen, apart from the measured load: reading `/drones` and
 //! `/healthz` (and a drone's own `/healthz?verbose`), and registering fake drones, through one
-//! HTTP client with a limit on every call.
+//! HTTP client with a limit on every call; over HTTPS for a hive that serves TLS.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hive::tls::ClientTls;
 use hive_support::larve::Larve;
 use serde::Deserialize;
 use ureq::Agent;
@@ -65,6 +67,8 @@ const READY: &str = "Status.READY";
 /// The control client.
 pub struct Control {
     agent: Agent,
+    /// `http`, or `https` for larves that serve TLS.
+    scheme: &'static str,
 }
 
 impl Control {
@@ -77,7 +81,32 @@ impl Control {
             .max_idle_connections_per_host(IDLE_CONNECTIONS_PER_QUEEN)
             .build()
             .into();
-        Control { agent }
+        Control {
+            agent,
+            scheme: "http",
+        }
+    }
+
+    /// [`Control::new`] over HTTPS, trusting the CA whose certificate is at `ca` and showing no
+    /// certificate of its own (as a user without one; the larves it asks must not require one).
+    pub fn https(ca: &Path) -> Result<Control> {
+        let tls = ClientTls::user(ca, None)?;
+        let agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(CONTROL_TIMEOUT))
+            .max_idle_connections_per_host(IDLE_CONNECTIONS_PER_QUEEN)
+            .tls_config(tls.ureq_config())
+            .build()
+            .into();
+        Ok(Control {
+            agent,
+            scheme: "https",
+        })
+    }
+
+    /// The URL of `path` on `larve`.
+    fn url(&self, larve: &Larve, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, larve.address())
     }
 
     /// The status and whole body of `GET url`.
@@ -108,17 +137,17 @@ impl Control {
 
     /// The queen's `GET /drones`.
     pub fn list(&self, queen: &Larve) -> Result<Vec<DroneEntry>> {
-        self.get_json(&format!("http://{}/drones", queen.address()))
+        self.get_json(&self.url(queen, "/drones"))
     }
 
     /// The queen's `GET /healthz`, whatever her status (a queen not ready answers 200 too).
     pub fn health(&self, queen: &Larve) -> Result<QueenHealth> {
-        self.get_json(&format!("http://{}/healthz", queen.address()))
+        self.get_json(&self.url(queen, "/healthz"))
     }
 
     /// A drone's own view of what it runs: its `GET /healthz?verbose`.
     pub fn drone_health(&self, drone: &Larve) -> Result<DroneHealth> {
-        self.get_json(&format!("http://{}/healthz?verbose", drone.address()))
+        self.get_json(&self.url(drone, "/healthz?verbose"))
     }
 
     /// Whether `queen`'s `/healthz` lists every address in `addresses`.
@@ -140,8 +169,8 @@ impl Control {
         match self.register_status(queen, address)? {
             200 => Ok(()),
             status => Err(format!(
-                "POST http://{}/register {address}: HTTP {status}",
-                queen.address()
+                "POST {} {address}: HTTP {status}",
+                self.url(queen, "/register")
             )),
         }
     }
@@ -150,7 +179,7 @@ impl Control {
     /// refusal (a queen on etcd answers 503 while etcd is slow). `Err` only when she did not
     /// answer at all.
     pub fn register_status(&self, queen: &Larve, address: &str) -> Result<u16> {
-        let url = format!("http://{}/register", queen.address());
+        let url = self.url(queen, "/register");
         let body = serde_json::json!({ "address": address }).to_string();
         let mut reply = self
             .agent

@@ -1,14 +1,15 @@
 //! `hive-bench`: runs real larves on loopback and measures them against the targets of the
-//! performance issue (scenarios 1 to 8) and of the tasks issue (9 to 14). Progress goes to
-//! stderr; one markdown table of every number goes to stdout. `scripts/bench.sh` builds the
-//! release binaries and runs it.
+//! performance issue (scenarios 1 to 8), of the tasks issue (9 to 14) and of the front door's
+//! (15 and 16: attacks, and the front's cost against the larve from before it, given with
+//! `--old-larve`). Progress goes to stderr; one markdown table of every number goes to stdout.
+//! `scripts/bench.sh` builds the release binaries (and that older larve) and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
 //! per scenario and the runner that calls them; [`control`] is the bench's own calls to a queen;
 //! [`tasks`] is its client of the task API (submits from many threads, blocking waits, listings,
 //! `/metrics`); [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`fleet`]
-//! simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`report`] prints the
-//! table. What the
+//! simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`tls`] makes certificates
+//! with openssl and times HTTPS requests; [`report`] prints the table. What the
 //! bench shares with the integration tests is in `hive-support` (`tests/support`): the process
 //! guards that start larves, etcd and wrk, raw HTTP where wrk cannot go (one connection's first
 //! answer, a body a server may never read), `/proc` readings, free ports, and the one way to wait.
@@ -24,6 +25,7 @@ mod options;
 mod report;
 mod scenarios;
 mod tasks;
+mod tls;
 mod wrk;
 
 use std::process::ExitCode;
@@ -63,12 +65,19 @@ fn run() -> Result<ExitCode> {
             options.larve.display()
         ));
     }
+    if let Some(old) = options.old_larve.as_ref().filter(|old| !old.is_file()) {
+        return Err(format!("no larve at {} (--old-larve)", old.display()));
+    }
     let mut workdir = WorkDir::create("hive-bench")?;
     if options.keep_logs {
         workdir.keep();
     }
     let bench = Bench {
         launcher: Launcher::new(options.larve.clone(), workdir.path()),
+        old_launcher: options
+            .old_larve
+            .clone()
+            .map(|old| Launcher::new(old, workdir.path())),
         control: Control::new(),
         tasks: TaskClient::new(),
         wrk: Wrk::new(options.wrk.clone(), workdir.path())?,

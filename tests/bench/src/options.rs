@@ -9,19 +9,23 @@ use crate::{report, scenarios};
 
 /// The help text, printed by `--help`.
 pub const USAGE: &str = "\
-usage: hive-bench [--larve PATH] [--wrk PATH] [--etcd-binary PATH] [--quick] [--only N[,N...]]
-                  [--keep-logs]
+usage: hive-bench [--larve PATH] [--old-larve PATH] [--wrk PATH] [--etcd-binary PATH] [--quick]
+                  [--only N[,N...]] [--keep-logs]
 
 Starts queens and drones on 127.0.0.1, loads them with wrk, measures them, and prints a markdown
 table to stdout.
 
 options:
   --larve PATH        the larve binary (default: larve next to this binary)
+  --old-larve PATH    the larve from before the front door (commit 047a915), which scenario 16
+                      compares with; scripts/bench.sh builds and passes it (default: none, and
+                      scenario 16 says the comparison was not measured)
   --wrk PATH          the wrk binary (default: wrk on the PATH)
   --etcd-binary PATH  the etcd binary scenarios 8 to 11 and 13 start (default: etcd on the PATH)
   --quick             one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter
                       runs and fewer repetitions elsewhere, a 200-drone fleet; 2,000 tasks in
-                      scenario 9, 20,000 in 12, 400 in 13
+                      scenario 9, 20,000 in 12, 400 in 13; one flood of 3 s in 15 (not three
+                      of 10 s); 2 rounds of 2 s in 16
   --only LIST         run only these scenarios, e.g. --only 1,4 (default: all)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
                       fails)
@@ -32,7 +36,9 @@ scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5
 the machine spawning them itself; and on etcd), 10 task submission (wrk on POST /tasks), 11 task
 latency (created to running at 100 tasks/s), 12 task queue scale (100,000 pending), 13 task
 failover (leader killed with 2,000 tasks in flight), 14 drone loss (a drone killed running 8
-tasks)";
+tasks); the front door: 15 under attack (10,000 huge declared bodies from one peer, 1,000 endless
+heads, 1,000 silent connections plain and TLS, close_notify after a ClientHello), 16 cost of the
+front (against the larve from before it, and TLS on every leg against plain)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -103,6 +109,24 @@ const QUICK_FAILOVER_TASKS: usize = 400;
 const FULL_DRONE_LOSS_REPEATS: usize = 3;
 const QUICK_DRONE_LOSS_REPEATS: usize = 1;
 
+/// Scenario 15: how long the attacker's connections are held once all are answered, how long the
+/// endless heads flood and how many times (each on a fresh queen), and how many new clients ask
+/// while silent connections are held.
+const FULL_ATTACK_HOLD_SECS: u64 = 3;
+const QUICK_ATTACK_HOLD_SECS: u64 = 1;
+const FULL_ENDLESS_SECS: u64 = 10;
+const QUICK_ENDLESS_SECS: u64 = 3;
+const FULL_ENDLESS_FLOODS: usize = 3;
+const QUICK_ENDLESS_FLOODS: usize = 1;
+const FULL_SLOW_PROBES: usize = 50;
+const QUICK_SLOW_PROBES: usize = 20;
+
+/// Scenario 16: rounds (one run of each hive each), and each run's length.
+const FULL_FRONT_COST_ROUNDS: usize = 5;
+const QUICK_FRONT_COST_ROUNDS: usize = 2;
+const FULL_FRONT_COST_SECS: u64 = 6;
+const QUICK_FRONT_COST_SECS: u64 = 2;
+
 /// Length of each of scenario 4's submit loads.
 const FULL_SCALE_LOAD_SECS: u64 = 5;
 const QUICK_SCALE_LOAD_SECS: u64 = 2;
@@ -110,6 +134,8 @@ const QUICK_SCALE_LOAD_SECS: u64 = 2;
 /// The command line.
 pub struct Options {
     pub larve: PathBuf,
+    /// The larve from before the front door, for scenario 16.
+    pub old_larve: Option<PathBuf>,
     pub wrk: PathBuf,
     pub etcd: PathBuf,
     pub quick: bool,
@@ -142,6 +168,9 @@ pub fn parse() -> Result<Option<Options>> {
     let larve: Option<PathBuf> = args
         .opt_value_from_os_str("--larve", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(|e| e.to_string())?;
+    let old_larve: Option<PathBuf> = args
+        .opt_value_from_os_str("--old-larve", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(|e| e.to_string())?;
     let wrk: Option<PathBuf> = args
         .opt_value_from_os_str("--wrk", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(|e| e.to_string())?;
@@ -162,6 +191,7 @@ pub fn parse() -> Result<Option<Options>> {
     let etcd = etcd.unwrap_or_else(|| found(ETCD));
     Ok(Some(Options {
         larve,
+        old_larve,
         wrk,
         etcd,
         quick,
@@ -219,6 +249,15 @@ pub struct Plan {
     pub failover_tasks: usize,
     /// Scenario 14: drones killed.
     pub drone_loss_repeats: usize,
+    /// Scenario 15: the hold of the attacker's connections, the endless heads' flood and its
+    /// repetitions, and the new clients asking while silent connections are held.
+    pub attack_hold: Duration,
+    pub endless_window: Duration,
+    pub endless_floods: usize,
+    pub slow_probes: usize,
+    /// Scenario 16: rounds, and each run's length.
+    pub front_cost_rounds: usize,
+    pub front_cost_length: Duration,
 }
 
 impl Plan {
@@ -260,6 +299,20 @@ impl Plan {
             )),
             failover_tasks: pick(quick, FULL_FAILOVER_TASKS, QUICK_FAILOVER_TASKS),
             drone_loss_repeats: pick(quick, FULL_DRONE_LOSS_REPEATS, QUICK_DRONE_LOSS_REPEATS),
+            attack_hold: Duration::from_secs(pick(
+                quick,
+                FULL_ATTACK_HOLD_SECS,
+                QUICK_ATTACK_HOLD_SECS,
+            )),
+            endless_window: Duration::from_secs(pick(quick, FULL_ENDLESS_SECS, QUICK_ENDLESS_SECS)),
+            endless_floods: pick(quick, FULL_ENDLESS_FLOODS, QUICK_ENDLESS_FLOODS),
+            slow_probes: pick(quick, FULL_SLOW_PROBES, QUICK_SLOW_PROBES),
+            front_cost_rounds: pick(quick, FULL_FRONT_COST_ROUNDS, QUICK_FRONT_COST_ROUNDS),
+            front_cost_length: Duration::from_secs(pick(
+                quick,
+                FULL_FRONT_COST_SECS,
+                QUICK_FRONT_COST_SECS,
+            )),
         }
     }
 

@@ -81,6 +81,9 @@ pub struct Load {
     /// wrk's `--timeout`: a request slower than this is counted as a timeout and left out of the
     /// latencies. `None` keeps wrk's default of 2 s.
     pub timeout: Option<Duration>,
+    /// Over HTTPS: wrk's URL starts `https://` (wrk shows no client certificate and checks none of
+    /// the server's).
+    pub tls: bool,
 }
 
 impl Load {
@@ -92,7 +95,13 @@ impl Load {
             connections,
             length,
             timeout: None,
+            tls: false,
         }
+    }
+
+    /// The same load over HTTPS.
+    pub fn over_tls(self) -> Load {
+        Load { tls: true, ..self }
     }
 
     /// wrk's arguments for this load against `address`, with the script at `script`.
@@ -108,7 +117,11 @@ impl Load {
         args.extend([
             "-s".to_string(),
             script.to_string(),
-            format!("http://{address}{}", self.call.path()),
+            format!(
+                "{}://{address}{}",
+                if self.tls { "https" } else { "http" },
+                self.call.path()
+            ),
         ]);
         args.extend(self.call.script_args().iter().map(|arg| arg.to_string()));
         args

@@ -139,6 +139,16 @@ fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
+/// The final answer's status in `bytes`, the first bytes a server sent (past any interim answer);
+/// [`Answer::Garbled`] when they are no HTTP answer, `None` while its head is not in yet.
+pub fn answer_in(bytes: &[u8]) -> Option<Answer> {
+    match parse(bytes) {
+        Parsed::Final { status, .. } => Some(Answer::Status(status)),
+        Parsed::Garbled => Some(Answer::Garbled),
+        Parsed::Partial => None,
+    }
+}
+
 /// Appends what `stream` has next to `bytes`, waiting no later than `deadline`: `Ok(0)` when the
 /// peer closed.
 fn read_more(stream: &mut TcpStream, bytes: &mut Vec<u8>, deadline: Instant) -> io::Result<usize> {
@@ -259,6 +269,8 @@ mod tests {
         );
         assert_eq!(parse(b"SSH-2.0-OpenSSH\r\n\r\n"), Parsed::Garbled);
         assert_eq!(parse(&[b'x'; MAX_HEAD_BYTES + 1]), Parsed::Garbled);
+        assert_eq!(answer_in(INTERIM_THEN_413), Some(Answer::Status(413)));
+        assert_eq!(answer_in(b"HTTP/1.1 431 Req"), None);
     }
 
     /// A server on a free loopback port that answers its first connection with `answer` once it

@@ -275,7 +275,7 @@ fn headers_only_client(address: &str) -> Answer {
 
 /// The queen's descriptors and threads once they stop changing: a fresh queen is still starting
 /// threads when she logs her address.
-fn steady_usage(queen: &Larve) -> Result<Usage> {
+pub(super) fn steady_usage(queen: &Larve) -> Result<Usage> {
     let (mut last, mut same) = (None, 0);
     wait::poll(
         STEADY_TIMEOUT,

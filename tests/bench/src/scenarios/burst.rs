@@ -34,6 +34,7 @@ const WARM_TRAFFIC: Load = Load {
     connections: 8,
     length: Duration::from_secs(2),
     timeout: None,
+    tls: false,
 };
 
 /// The slowest first answer each run must stay under.

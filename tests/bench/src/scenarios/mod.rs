@@ -12,12 +12,19 @@
 //! front, [`task_scale`] for a queen holding a large queue, [`task_failover`] and [`drone_loss`]
 //! for what a dead leader or a dead drone does to the tasks in flight. Those with an etcd part start
 //! their queens as [`group`] does.
+//!
+//! Scenarios 15 and 16 measure the front door, which accepts every connection before tiny_http
+//! sees a request: [`front_door`] attacks it as an unauthenticated client would (huge declared
+//! bodies, endless heads, silent connections, a TLS input that made rustls loop), and
+//! [`front_cost`] weighs what it costs against the larve from before it, and what TLS costs on top.
 
 mod big_body;
 mod burst;
 mod detection;
 mod drone_loss;
 mod footprint;
+mod front_cost;
+mod front_door;
 mod group;
 mod queens;
 mod scale;
@@ -52,6 +59,8 @@ const REGISTER_POLL: Duration = Duration::from_millis(10);
 /// start the etcd queens share, and the plan.
 pub struct Bench {
     pub launcher: Launcher,
+    /// Starts the larve from before the front door (`--old-larve`), for scenario 16's comparison.
+    pub old_launcher: Option<Launcher>,
     pub control: Control,
     /// The task API's client: submits, waits, listings, `/metrics`.
     pub tasks: TaskClient,
@@ -63,17 +72,27 @@ pub struct Bench {
     pub plan: Plan,
 }
 
+/// A queen and the drones that registered with her.
+pub struct Hive {
+    pub queen: Larve,
+    pub drones: Vec<Larve>,
+}
+
 impl Bench {
     /// Starts a queen on a free port with `extra` flags.
     pub fn queen(&self, label: &str, extra: &[String]) -> Result<Larve> {
-        let mut args: Vec<String> = ["--queen", "--port", "0"].map(String::from).into();
-        args.extend_from_slice(extra);
-        self.launcher.start(label, &args, &Launch::default())
+        queen_from(&self.launcher, label, extra)
     }
 
-    /// Starts a drone of `queens` (several when they share a registry in etcd) on a free port with
-    /// `extra` flags; it registers itself with the first that answers.
-    fn drone(&self, label: &str, queens: &[&Larve], extra: &[String]) -> Result<Larve> {
+    /// Starts a drone of `queens` (several when they share a registry in etcd) from `launcher`'s
+    /// binary on a free port with `extra` flags; it registers itself with the first that answers.
+    fn drone(
+        &self,
+        launcher: &Launcher,
+        label: &str,
+        queens: &[&Larve],
+        extra: &[String],
+    ) -> Result<Larve> {
         let hosts: Vec<String> = queens.iter().map(|queen| queen.address()).collect();
         let mut args: Vec<String> = vec![
             "--queen-host".into(),
@@ -82,7 +101,7 @@ impl Bench {
             "0".into(),
         ];
         args.extend_from_slice(extra);
-        self.launcher.start(label, &args, &Launch::default())
+        launcher.start(label, &args, &Launch::default())
     }
 
     /// Starts one etcd member named after `label` and waits until it is healthy.
@@ -105,7 +124,31 @@ impl Bench {
     /// Starts `count` drones of `queens` (sharing a registry in etcd when there are several) and
     /// waits until every one of them lists them all.
     pub fn drones_of(&self, queens: &[&Larve], label: &str, count: usize) -> Result<Vec<Larve>> {
-        self.start_drones(queens, label, count, |_| Vec::new())
+        self.start_drones(&self.launcher, &self.control, queens, label, count, |_| {
+            Vec::new()
+        })
+    }
+
+    /// Starts a queen from `launcher`'s binary with `queen_extra` flags and `count` drones of hers
+    /// with `drone_extra`, and waits until she lists them all, asking her through `control` (over
+    /// HTTPS for a queen that serves TLS).
+    pub fn hive(
+        &self,
+        (launcher, control): (&Launcher, &Control),
+        label: &str,
+        (queen_extra, drone_extra): (&[String], &[String]),
+        count: usize,
+    ) -> Result<Hive> {
+        let queen = queen_from(launcher, &format!("{label}-queen"), queen_extra)?;
+        let drones = self.start_drones(
+            launcher,
+            control,
+            &[&queen],
+            &format!("{label}-drone"),
+            count,
+            |_| drone_extra.to_vec(),
+        )?;
+        Ok(Hive { queen, drones })
     }
 
     /// Starts `count` drones of `queens` that run commands (`--allow-exec`) in `slots` slots each,
@@ -118,24 +161,34 @@ impl Bench {
         count: usize,
         slots: u32,
     ) -> Result<Vec<Larve>> {
-        self.start_drones(queens, label, count, |name| {
-            vec![
-                "--allow-exec".into(),
-                "--slots".into(),
-                slots.to_string(),
-                "--work-dir".into(),
-                self.dir
-                    .join(format!("{name}.work"))
-                    .to_string_lossy()
-                    .into_owned(),
-            ]
-        })
+        self.start_drones(
+            &self.launcher,
+            &self.control,
+            queens,
+            label,
+            count,
+            |name| {
+                vec![
+                    "--allow-exec".into(),
+                    "--slots".into(),
+                    slots.to_string(),
+                    "--work-dir".into(),
+                    self.dir
+                        .join(format!("{name}.work"))
+                        .to_string_lossy()
+                        .into_owned(),
+                ]
+            },
+        )
     }
 
-    /// Starts `count` drones of `queens` named `LABEL-I`, each with the flags `extra` gives for
-    /// its name, and waits until every queen lists them all.
+    /// Starts `count` drones of `queens` named `LABEL-I` from `launcher`'s binary, each with the
+    /// flags `extra` gives for its name, and waits until every queen lists them all, asking
+    /// through `control`.
     fn start_drones(
         &self,
+        launcher: &Launcher,
+        control: &Control,
         queens: &[&Larve],
         label: &str,
         count: usize,
@@ -144,7 +197,7 @@ impl Bench {
         let drones = (0..count)
             .map(|i| {
                 let name = format!("{label}-{i}");
-                self.drone(&name, queens, &extra(&name))
+                self.drone(launcher, &name, queens, &extra(&name))
             })
             .collect::<Result<Vec<Larve>>>()?;
         let addresses: Vec<String> = drones.iter().map(Larve::address).collect();
@@ -155,7 +208,7 @@ impl Bench {
             || {
                 queens
                     .iter()
-                    .all(|queen| self.control.lists_all(queen, &addresses))
+                    .all(|queen| control.lists_all(queen, &addresses))
                     .then_some(())
             },
         )?;
@@ -163,11 +216,18 @@ impl Bench {
     }
 }
 
+/// Starts a queen from `launcher`'s binary on a free port with `extra` flags.
+fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larve> {
+    let mut args: Vec<String> = ["--queen", "--port", "0"].map(String::from).into();
+    args.extend_from_slice(extra);
+    launcher.start(label, &args, &Launch::default())
+}
+
 /// One scenario.
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 14] = [
+const ALL: [(&str, Scenario); 16] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -182,6 +242,8 @@ const ALL: [(&str, Scenario); 14] = [
     (task_scale::LABEL, task_scale::run),
     (task_failover::LABEL, task_failover::run),
     (drone_loss::LABEL, drone_loss::run),
+    (front_door::LABEL, front_door::run),
+    (front_cost::LABEL, front_cost::run),
 ];
 
 /// How many scenarios there are, numbered from 1.

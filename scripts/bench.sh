@@ -18,9 +18,9 @@
 # or under a minute with --quick).
 #
 # Scenario 16 compares this larve with the larve from before the front door (commit 047a915). That
-# one is built once, in a git worktree of the commit under the system's temporary directory with
-# its own target directory under target/ (the first build takes a minute or two), and reused by
-# later runs; without the commit (a shallow clone) or when its build fails, the bench runs without
+# one is built once, from the commit's files unpacked under the system's temporary directory (out
+# of this workspace) with its own target directory under target/ (the first build takes a minute
+# or two), and reused by later runs; without the commit (a shallow clone) or when its build fails, the bench runs without
 # it and scenario 16 says so in its row.
 # Other options (--only 9,13, --keep-logs) go to hive-bench; see target/release/hive-bench --help.
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
@@ -51,7 +51,7 @@ cp target/release/larve target/release/hive-bench "$BIN_DIR/"
 
 # The larve from before the front door, for scenario 16.
 OLD_COMMIT=047a91515725343cc4ea08d16ba4b0e60ff7495f
-OLD_TREE="${TMPDIR:-/tmp}/hive-larve-${OLD_COMMIT:0:7}"
+OLD_TREE="${TMPDIR:-/tmp}/hive-larve-${OLD_COMMIT:0:7}-src"
 OLD_TARGET="$ROOT/target/larve-${OLD_COMMIT:0:7}"
 
 # True unless the arguments choose scenarios (--only) without 16, or name an old larve themselves.
@@ -75,12 +75,14 @@ build_old_larve() {
         echo "bench: commit ${OLD_COMMIT:0:7} is not in this clone's history (a shallow clone?); scenario 16 runs without the larve from before the front door" >&2
         return 1
     fi
-    if [[ "$(git -C "$OLD_TREE" rev-parse HEAD 2>/dev/null)" != "$OLD_COMMIT" ]]; then
-        rm -rf "$OLD_TREE"
-        git worktree prune
-        echo "bench: git worktree add --detach $OLD_TREE ${OLD_COMMIT:0:7}" >&2
-        if ! git worktree add --detach "$OLD_TREE" "$OLD_COMMIT" >&2; then
-            echo "bench: could not check out commit ${OLD_COMMIT:0:7}; scenario 16 runs without the larve from before the front door" >&2
+    if [[ ! -f "$OLD_TREE/Cargo.toml" ]]; then
+        # Unpacked beside it and then moved, so that an interrupted unpack is never taken as whole.
+        rm -rf "$OLD_TREE" "$OLD_TREE.part"
+        mkdir -p "$OLD_TREE.part"
+        echo "bench: git archive ${OLD_COMMIT:0:7} into $OLD_TREE" >&2
+        if ! git archive "$OLD_COMMIT" | tar -x -C "$OLD_TREE.part" || ! mv "$OLD_TREE.part" "$OLD_TREE"; then
+            rm -rf "$OLD_TREE.part"
+            echo "bench: could not unpack commit ${OLD_COMMIT:0:7}; scenario 16 runs without the larve from before the front door" >&2
             return 1
         fi
     fi

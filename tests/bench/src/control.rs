@@ -111,19 +111,7 @@ impl Control {
 
     /// The status and whole body of `GET url`.
     fn get(&self, url: &str) -> Result<(u16, Vec<u8>)> {
-        let mut reply = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = reply.status().as_u16();
-        let body = reply
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        Ok((status, body))
+        get(&self.agent, url, None)
     }
 
     /// `GET url` answered 200 with JSON of type `T`.
@@ -190,4 +178,25 @@ impl Control {
         let _ = reply.body_mut().read_to_vec();
         Ok(reply.status().as_u16())
     }
+}
+
+/// The status and whole body of `GET url` with `agent`, within `limit` when one is given (else the
+/// agent's own).
+pub fn get(agent: &Agent, url: &str, limit: Option<Duration>) -> Result<(u16, Vec<u8>)> {
+    let mut request = agent.get(url).config();
+    if let Some(limit) = limit {
+        request = request.timeout_global(Some(limit));
+    }
+    let mut reply = request
+        .build()
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = reply.status().as_u16();
+    let body = reply
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    Ok((status, body))
 }

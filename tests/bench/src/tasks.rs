@@ -258,21 +258,8 @@ impl TaskClient {
 
     /// The whole answer to `GET url` (200 expected) within `limit`.
     fn get_text(&self, url: &str, limit: Duration) -> Result<String> {
-        let mut reply = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(limit))
-            .build()
-            .call()
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = reply.status().as_u16();
-        let text = reply
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_string()
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let (status, body) = control::get(&self.agent, url, Some(limit))?;
+        let text = String::from_utf8(body).map_err(|e| format!("GET {url}: {e}"))?;
         if status != 200 {
             return Err(format!("GET {url}: HTTP {status}: {text}"));
         }

@@ -60,6 +60,7 @@ use upstream::Upstream;
 
 pub use connection::{BODY_DEADLINE, HEAD_DEADLINE, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 pub use head::PEER_FIELD;
+pub use threads::IDLE_LIFETIME;
 
 /// Largest request body on any path the role does not name: a task text or an address is far
 /// smaller.

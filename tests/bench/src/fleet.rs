@@ -229,7 +229,13 @@ fn serve_fake(stream: TcpStream, stop: &AtomicBool) -> io::Result<()> {
         if !read_exact_until_stopped(&mut reader, &mut body, stop)? {
             return Ok(());
         }
-        let (status, answer) = match (request.0.as_str(), request.1.as_str()) {
+        // The query is ignored, as the tutorial's Flask drone ignores it (a queen probes
+        // `/healthz?verbose`).
+        let path = request
+            .1
+            .split_once('?')
+            .map_or(request.1.as_str(), |(path, _)| path);
+        let (status, answer) = match (request.0.as_str(), path) {
             ("GET", "/healthz") => ("200 OK", FAKE_HEALTH_BODY),
             ("POST", "/do_task") => ("200 OK", FAKE_TASK_BODY),
             _ => ("404 Not Found", FAKE_NOT_FOUND_BODY),

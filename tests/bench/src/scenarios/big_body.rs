@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hive::front::IDLE_LIFETIME;
 use hive_support::larve::Larve;
 use hive_support::procfs::Usage;
 use hive_support::rawhttp::{self, Answer};
@@ -45,8 +46,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// (b)'s check that the queen still serves: `/healthz` within this.
 const HEALTHZ_LIMIT: Duration = Duration::from_millis(100);
 
-/// How long the queen may take to let go of what a request held, and how often she is looked at.
-const SETTLE: Duration = Duration::from_secs(1);
+/// How long the queen may take to let go of what a request held, and how often she is looked at:
+/// the front keeps a connection's thread for the next connection until it has been idle for
+/// [`IDLE_LIFETIME`], then a second more.
+const SETTLE: Duration = IDLE_LIFETIME.saturating_add(Duration::from_secs(1));
 const USAGE_POLL: Duration = Duration::from_millis(20);
 
 /// A fresh queen's threads and descriptors count as steady once this many readings in a row agree,
@@ -90,12 +93,14 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         "{LABEL}: each part on a fresh queen (no drones). Descriptors are the entries of \
          /proc/PID/fd, threads the Threads: line of /proc/PID/status; before is read once they \
          are steady ({STEADY_READINGS} equal readings {} ms apart), after is read once they are \
-         back to before or {} s after the clients closed, whichever is first. (a) writes the head, \
+         back to before or {} s after the clients closed, whichever is first (the front keeps an idle \
+         connection thread {} s for the next connection). (a) writes the head, \
          then the body in {} KiB writes with {} s for all of it, then reads the answer for up to {} \
          s; the time runs from connect() to the final status line (past any 100 Continue) or the \
          close",
         USAGE_POLL.as_millis(),
         SETTLE.as_secs(),
+        IDLE_LIFETIME.as_secs(),
         WRITE_CHUNK_BYTES / BYTES_PER_KIB,
         BODY_WRITE_TIMEOUT.as_secs(),
         ANSWER_TIMEOUT.as_secs()

@@ -72,11 +72,20 @@ struct Slot {
 /// The queue of writes waiting for a commit, and the turn to commit.
 #[derive(Default)]
 pub struct Batcher {
-    queue: Mutex<Vec<(Write, Arc<Slot>)>>,
+    queue: Mutex<Queue>,
     /// Held by the caller committing now.
     turn: Mutex<()>,
     /// Woken when a commit ends, so waiters look at their slots (or take the turn).
     committed: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    writes: Vec<(Write, Arc<Slot>)>,
+    /// Commits ended so far. A caller that finds the turn taken waits only if no commit has ended
+    /// since it last looked: a commit that ended in between (its wake-up already gone) may have
+    /// left the caller's writes queued and the turn free, with nobody else to take it.
+    ended: u64,
 }
 
 impl Batcher {
@@ -92,35 +101,43 @@ impl Batcher {
         writes: Vec<Write>,
     ) -> Vec<Outcome> {
         let slots: Vec<Arc<Slot>> = writes.iter().map(|_| Arc::default()).collect();
-        self.queue
-            .lock()
-            .extend(writes.into_iter().zip(slots.iter().cloned()));
+        let mut seen = {
+            let mut queue = self.queue.lock();
+            queue
+                .writes
+                .extend(writes.into_iter().zip(slots.iter().cloned()));
+            queue.ended
+        };
         loop {
             if let Some(outcomes) = taken(&slots) {
                 return outcomes;
             }
             let Some(turn) = self.turn.try_lock() else {
-                // Someone commits now: wait for the end of that commit, then look again.
+                // Someone commits now: wait for the end of that commit (unless it ended since we
+                // looked), then look again.
                 let mut queue = self.queue.lock();
-                if !slots.iter().all(|slot| slot.outcome.lock().is_some()) {
-                    self.committed.wait_for(&mut queue, COMMIT_POLL);
+                if queue.ended == seen && !slots.iter().all(|slot| slot.outcome.lock().is_some()) {
+                    self.committed.wait_for(&mut queue, COMMIT_BACKSTOP);
                 }
+                seen = queue.ended;
                 continue;
             };
-            let batch = std::mem::take(&mut *self.queue.lock());
+            let batch = std::mem::take(&mut self.queue.lock().writes);
             if !batch.is_empty() {
                 run(engine, leadership, batch);
             }
             drop(turn);
-            let _queue = self.queue.lock();
+            let mut queue = self.queue.lock();
+            queue.ended += 1;
+            seen = queue.ended;
             self.committed.notify_all();
         }
     }
 }
 
-/// A waiter looks again at least this often, in case it missed a wake-up between its look at its
-/// slots and its wait.
-const COMMIT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// The longest a waiter sleeps without a wake-up. Every commit's end wakes the waiters, so this
+/// only bounds the cost of a mistake here; it is not how waiters learn of commits.
+const COMMIT_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The outcomes of `slots`, once every one has one.
 fn taken(slots: &[Arc<Slot>]) -> Option<Vec<Outcome>> {

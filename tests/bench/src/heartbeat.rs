@@ -35,6 +35,18 @@ pub fn args(config: &HeartbeatConfig) -> Vec<String> {
     ]
 }
 
+/// How long `config` takes at most to notice a dead drone, as the formula with its values, for a
+/// report row (the value itself is `config.detection_bound()`).
+pub fn bound_formula(config: &HeartbeatConfig) -> String {
+    format!(
+        "interval + attempts × (timeout + retry delay) = {} + {} × ({} + {})",
+        config.interval.as_secs_f64(),
+        config.attempts,
+        config.timeout.as_secs_f64(),
+        config.retry_delay.as_secs_f64()
+    )
+}
+
 /// Drones a queen's log says the heartbeat removed.
 pub fn removals(log: &str) -> usize {
     log.matches(" removed drone-").count()

@@ -58,13 +58,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let goal_text = format!("≤ {goal:.1} s (bound + {SLACK_SECS} s)");
     report.row(
         LABEL,
-        format!(
-            "bound: interval + attempts × (timeout + retry delay) = {} + {} × ({} + {})",
-            heartbeat.interval.as_secs_f64(),
-            heartbeat.attempts,
-            heartbeat.timeout.as_secs_f64(),
-            heartbeat.retry_delay.as_secs_f64()
-        ),
+        format!("bound: {}", heartbeat::bound_formula(&heartbeat)),
         format!("{bound:.1} s"),
         "-",
     );

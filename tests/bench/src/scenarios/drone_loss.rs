@@ -76,13 +76,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let goal = bound + SLACK_SECS;
     report.row(
         LABEL,
-        format!(
-            "detection bound: interval + attempts × (timeout + retry delay) = {} + {} × ({} + {})",
-            heartbeat.interval.as_secs_f64(),
-            heartbeat.attempts,
-            heartbeat.timeout.as_secs_f64(),
-            heartbeat.retry_delay.as_secs_f64()
-        ),
+        format!("detection bound: {}", heartbeat::bound_formula(&heartbeat)),
         format!("{bound:.1} s"),
         "-",
     );

@@ -6,12 +6,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::tls::{Pki, agent, get_with};
 use common::*;
+use hive_support::pki::{CLOSE_NOTIFY, client_hello};
 use serde_json::json;
 
 const TOKEN: &str = "tls-test-token-0123456789";
@@ -138,18 +138,7 @@ fn a_close_notify_right_after_the_client_hello_leaves_no_thread_spinning() {
     );
     // A real ClientHello, made by rustls, then a close_notify alert in clear: the input that made
     // rustls before 0.23.5 loop forever (RUSTSEC-2024-0336).
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut hello = Vec::new();
-    client.write_tls(&mut hello).unwrap();
-    let close_notify = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00];
+    let hello = client_hello().expect("a ClientHello");
 
     let before = cpu_ticks(queen.pid()).expect("its CPU time");
     let started = Instant::now();
@@ -157,7 +146,7 @@ fn a_close_notify_right_after_the_client_hello_leaves_no_thread_spinning() {
     for _ in 0..20 {
         let mut stream = TcpStream::connect(&queen.addr).unwrap();
         stream.write_all(&hello).unwrap();
-        stream.write_all(&close_notify).unwrap();
+        stream.write_all(&CLOSE_NOTIFY).unwrap();
         stream.set_read_timeout(Some(SOON)).unwrap();
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);

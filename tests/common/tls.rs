@@ -1,135 +1,43 @@
-//! Certificates for the TLS tests, made with the `openssl` command as a user would, and HTTPS
-//! clients that show them.
+//! Certificates for the TLS tests (made by `hive_support::pki` with the `openssl` command, as a
+//! user would), and HTTPS clients that show them.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+pub use hive_support::pki::Identity;
 use serde_json::Value;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
-static NEXT_PKI: AtomicUsize = AtomicUsize::new(0);
-
-/// A certificate authority in a temporary directory, removed when dropped, and the certificates it
-/// signs: ECDSA P-256 keys, each certificate good for 127.0.0.1 and localhost, for servers and
-/// clients alike (as `scripts/hive-up.sh --tls` makes them).
-pub struct Pki {
-    pub dir: PathBuf,
-}
-
-/// A certificate and its key.
-#[derive(Clone)]
-pub struct Identity {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl Identity {
-    /// `--tls-cert CERT --tls-key KEY`.
-    pub fn flags(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.cert.display().to_string(),
-            "--tls-key".into(),
-            self.key.display().to_string(),
-        ]
-    }
-}
-
-fn openssl(args: &[&str]) {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl (scripts/test.sh installs it)");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+/// A certificate authority in a temporary directory, removed when dropped: `hive_support`'s, with
+/// calls that panic on what a test must never see.
+pub struct Pki(hive_support::pki::Pki);
 
 impl Pki {
     /// A new CA named `name`.
     pub fn new(name: &str) -> Pki {
-        let n = NEXT_PKI.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("hive-pki-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("the PKI's directory");
-        let pki = Pki { dir };
-        let (key, cert) = (pki.path("ca.key"), pki.path("ca.pem"));
-        new_key(&["-x509", "-days", "30"], &key, &cert, name);
-        pki
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
+        Pki(hive_support::pki::Pki::temporary(name).unwrap_or_else(|why| panic!("{why}")))
     }
 
     /// The CA's certificate, what `--tls-ca` takes.
     pub fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.0.ca()
     }
 
     /// A certificate for `name`, signed by this CA.
     pub fn issue(&self, name: &str) -> Identity {
-        self.issue_for_days(name, 30)
+        self.0.issue(name).unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// A certificate for `name` that expired yesterday.
     pub fn expired(&self, name: &str) -> Identity {
-        self.issue_for_days(name, -1)
-    }
-
-    fn issue_for_days(&self, name: &str, days: i32) -> Identity {
-        let (key, csr, cert, ext) = (
-            self.path(&format!("{name}.key")),
-            self.path(&format!("{name}.csr")),
-            self.path(&format!("{name}.pem")),
-            self.path(&format!("{name}.ext")),
-        );
-        fs::write(
-            &ext,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
-        )
-        .expect("the extensions file");
-        new_key(&[], &key, &csr, name);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &self.path("ca.pem"),
-            "-CAkey",
-            &self.path("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            &days.to_string(),
-            "-extfile",
-            &ext,
-        ]);
-        Identity {
-            cert: cert.into(),
-            key: key.into(),
-        }
+        self.0.expired(name).unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// What a larve of this PKI is started with: its certificate, and this CA to trust.
     pub fn larve_flags(&self, identity: &Identity) -> Vec<String> {
-        let mut flags = identity.flags();
-        flags.extend(["--tls-ca".into(), self.ca().display().to_string()]);
-        flags
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        self.0.larve_flags(identity)
     }
 }
 
@@ -168,21 +76,4 @@ pub fn get_with(agent: &ureq::Agent, url: &str) -> Result<(u16, Value), String> 
         .map_err(|e| e.to_string())?;
     let json = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     Ok((status, json))
-}
-
-/// A new P-256 key in `key`, and a request for `name` in `out` (with `-x509` among `extra`: a
-/// self-signed certificate).
-fn new_key(extra: &[&str], key: &str, out: &str, name: &str) {
-    let subject = format!("/CN={name}");
-    let mut args = vec![
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    args.extend_from_slice(extra);
-    args.extend(["-keyout", key, "-out", out, "-subj", &subject]);
-    openssl(&args);
 }

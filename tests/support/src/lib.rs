@@ -6,7 +6,7 @@
 //! from Cargo, the bench from its command line) and waits until they listen; [`etcd`] starts one
 //! etcd member or a cluster on free loopback ports; [`workdir`] is the temporary directory their
 //! data and logs go to; [`ports`] finds free loopback ports; [`rawhttp`] speaks HTTP/1.1 by hand on
-//! a plain socket; [`procfs`] reads a process's threads, memory and descriptors; [`wait`] is the
+//! a plain socket; [`pki`] makes TLS certificates with `openssl`; [`procfs`] reads a process's threads, memory and descriptors; [`wait`] is the
 //! one way to wait, polling with a deadline.
 //!
 //! Nothing here can hang or leak: every wait and read has a deadline, and every process, thread and
@@ -16,6 +16,7 @@
 
 pub mod etcd;
 pub mod larve;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod procfs;

@@ -18,9 +18,9 @@ use hive_support::procfs::cpu_ticks;
 use super::{Bench, Hive};
 use crate::control::Control;
 use crate::report::{self, Report, median, target};
-use crate::tls::Pki;
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
+use hive_support::pki::Pki;
 
 pub const LABEL: &str = "16. cost of the front";
 
@@ -96,9 +96,10 @@ impl Side {
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let length = bench.plan.front_cost_length;
     let plain = Load::new(Call::Submit, CONNECTIONS, length);
-    let pki = Pki::make(&bench.dir.join("s16-pki"))?;
+    let pki = Pki::create(&bench.dir.join("s16-pki"), "hive-bench CA")?;
+    let larve = pki.issue("larve")?;
     let https = Control::https(&pki.ca())?;
-    let tls_flags = pki.larve_flags();
+    let tls_flags = pki.larve_flags(&larve);
     let mut verifying = tls_flags.clone();
     verifying.push("--tls-verify-clients".into());
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use hive::front::HEAD_DEADLINE;
 use hive_support::larve::Larve;
+use hive_support::pki::{self, CLOSE_NOTIFY, Pki};
 use hive_support::procfs::{cpu_ticks, open_descriptors};
 use hive_support::rawhttp::{self, Answer};
 use hive_support::wait;
@@ -20,7 +21,7 @@ use super::{LABEL, Probes, address_of, attacker, connect_from};
 use crate::report::{Report, ms, target};
 use crate::scenarios::Bench;
 use crate::scenarios::big_body::steady_usage;
-use crate::tls::{self, CLOSE_NOTIFY, Pki, TlsClient};
+use crate::tls::TlsClient;
 use crate::{Result, progress};
 
 /// Silent connections held, spread over this many source addresses (under the per-address cap).
@@ -65,16 +66,17 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     held.row(report, "plain HTTP");
     drop(plain);
 
-    let pki = Pki::make(&bench.dir.join("s15-pki"))?;
+    let pki = Pki::create(&bench.dir.join("s15-pki"), "hive-bench CA")?;
+    let larve = pki.issue("larve")?;
     let client = TlsClient::trusting(&pki.ca())?;
-    let secure = bench.queen("s15-slow-tls-queen", &pki.larve_flags())?;
+    let secure = bench.queen("s15-slow-tls-queen", &pki.larve_flags(&larve))?;
     let held = hold_silent(&secure, probes, |address| {
         client.healthz(address, PROBE_LIMIT)
     })?;
     held.row(report, "TLS (handshake included)");
     drop(secure);
 
-    let notified = bench.queen("s15-notify-queen", &pki.larve_flags())?;
+    let notified = bench.queen("s15-notify-queen", &pki.larve_flags(&larve))?;
     close_notify(&notified, &client, report)?;
     report.note(format!(
         "{LABEL}: {PART} the silent connections come from {SOURCES} addresses (127.0.0.2 on) and \
@@ -175,7 +177,7 @@ fn close_notify(larve: &Larve, client: &TlsClient, report: &mut Report) -> Resul
     progress(&format!(
         "{PART}: {NOTIFIES} ClientHellos each followed by a close_notify"
     ));
-    let mut input = tls::client_hello()?;
+    let mut input = pki::client_hello()?;
     input.extend_from_slice(&CLOSE_NOTIFY);
     let mut closed_in = Vec::with_capacity(NOTIFIES);
     let mut held = Vec::with_capacity(NOTIFIES);

@@ -367,10 +367,14 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
     let id = run(&queen, json!({"command": ["sh", "-c", script]}));
     let pids = pids(&file, 2);
     let _reaper = Reaper(pids.clone());
+    // The drone and its reaper both killed (as by the OOM killer, or a kill of both): only the
+    // restart is left to end the task.
+    let reaper = reaper_of(drone.pid());
+    kill_9(reaper);
     drone.kill();
     assert!(
         pids.iter().all(|pid| alive(*pid)),
-        "kill -9 of the drone leaves its task running"
+        "kill -9 of the drone and its reaper leaves its task running"
     );
     let _drone = Larve::start(&args);
     eventually(SOON, "the old task's processes ended", || {
@@ -391,6 +395,63 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
         !left.iter().any(|name| name.starts_with(id.as_str())),
         "its directory is gone: {left:?}"
     );
+}
+
+#[test]
+fn a_drone_killed_with_kill_9_leaves_no_task_process_its_reaper_ends_them() {
+    let queen = queen();
+    let scratch = Scratch::new("reaper");
+    let work = scratch.path("work");
+    let args = [
+        "--queen-host",
+        &queen.addr,
+        "--port",
+        "0",
+        "--allow-exec",
+        "--slots",
+        "2",
+        "--work-dir",
+        &work,
+    ];
+    let mut drone = Larve::start(&args);
+    let file = scratch.path("pids");
+    let script = format!("sleep 300 & echo $! >> {file}; echo $$ >> {file}; wait");
+    let id = run(&queen, json!({"command": ["sh", "-c", script]}));
+    let pids = pids(&file, 2);
+    let _reaper = Reaper(pids.clone());
+    let reaper = reaper_of(drone.pid());
+    drone.kill();
+    eventually(SOON, "the task's processes ended without a restart", || {
+        pids.iter().all(|pid| !alive(*pid)).then_some(())
+    });
+    eventually(SOON, "the reaper ended", || (!alive(reaper)).then_some(()));
+    let left = names_under(Path::new(&work));
+    assert!(
+        !left.iter().any(|name| name.starts_with(id.as_str())),
+        "its directory is gone: {left:?}"
+    );
+}
+
+/// The reaper a drone with `--allow-exec` started beside itself: its child `larve reap ...`.
+fn reaper_of(drone: u32) -> u32 {
+    eventually(SOON, "the drone's reaper", || {
+        fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let parent: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_reap = cmdline.split(|b| *b == 0).nth(1) == Some(b"reap".as_slice());
+            (parent == drone && is_reap).then_some(pid)
+        })
+    })
+}
+
+fn kill_9(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -9 {pid}");
 }
 
 /// The names of everything under `dir`, at any depth.

@@ -8,6 +8,15 @@ use hive::{control, logging, signals};
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
+    // `larve reap ROOT`: the reaper a drone that runs commands starts beside itself.
+    if let [command, root] = &args[..]
+        && command == "reap"
+    {
+        logging::init(log::LevelFilter::Info);
+        let code = hive::exec::reaper::run(root.into());
+        log::logger().flush();
+        return ExitCode::from(code);
+    }
     let is_control = matches!(
         args.first().and_then(|a| a.to_str()),
         Some("task" | "drone")

@@ -132,11 +132,23 @@ pub fn run(
         .clone()
         .unwrap_or_else(|| local.to_string());
     let client = Client::new(2, 2, credentials);
+    // Held for the life of the process: the work root's lock, and the pipe to the reaper that ends
+    // this drone's attempts when the drone ends.
+    let mut _watched = None;
     if let Some(slots) = drone.exec_slots {
         let root = config
             .work_dir
             .clone()
             .unwrap_or_else(|| default_work_dir(local));
+        _watched = match exec::reaper::watch(&root) {
+            Ok(watched) => Some(watched),
+            Err(e) => {
+                return StartError::Io(format!(
+                    "cannot use the work directory {}: {e}",
+                    root.display()
+                ));
+            }
+        };
         let executor = match Executor::new(root.clone(), exec::KILL_GRACE) {
             Ok(executor) => executor,
             Err(e) => {

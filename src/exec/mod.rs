@@ -55,6 +55,7 @@
 mod journal;
 mod output;
 mod procfs;
+pub mod reaper;
 mod threads;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,153 @@
+//! The reaper: a small process a drone that runs commands starts beside itself, which ends the
+//! drone's attempts when the drone itself ends, however it ends (`kill -9` included).
+//!
+//! A drone ends its attempts' process groups when they time out, are cancelled or exit, and a
+//! drone restarted on the same work root ends what its previous run left. That leaves a drone
+//! that dies and is not restarted: its attempts would run on, although its queen has declared
+//! them lost and placed them again. So the drone starts `larve reap ROOT` with a pipe on its
+//! standard input, whose other end only the drone holds. When the drone ends, the kernel closes
+//! that end, the reaper reads the end of its input, and it does what a restarted drone does first
+//! ([`Executor::reap_leftovers`]): it kills the process group of every attempt in the journal and
+//! removes their directories. It lives in a process group of its own, so a Ctrl-C meant for the
+//! drone reaches it only through the drone's end.
+//!
+//! The work root's lock ([`lock_root`]) keeps the reaper and a drone from using one root at once:
+//! the drone holds it for its life; the reaper takes it only once the drone is gone, and gives up if
+//! a new drone took it first (that drone ends the leftovers itself).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::{Executor, KILL_GRACE};
+
+/// The lock file in a work root.
+const LOCK_FILE: &str = "lock";
+
+/// How long a drone waits for a work root that is locked: long enough for a reaper to end what the
+/// previous drone left; a root still locked after it has a live drone on it.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a locked root is tried again.
+const LOCK_RETRY: Duration = Duration::from_millis(20);
+
+/// Takes the work root's lock for as long as the returned file is open, waiting up to `wait`.
+pub fn lock_root(root: &Path, wait: Duration) -> io::Result<File> {
+    std::fs::create_dir_all(root)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(LOCK_FILE))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(e);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is in use by another drone (its lock is held)",
+                    root.display()
+                ),
+            ));
+        }
+        thread::sleep(LOCK_RETRY);
+    }
+}
+
+/// A drone's side of its reaper: the lock of its work root, and the end of the pipe whose closing
+/// wakes the reaper. Both are held for the life of the process.
+pub struct Watched {
+    _lock: File,
+    _pipe: Option<ChildStdin>,
+}
+
+/// Locks `root` for this drone (waiting for a reaper still at work on it) and starts its reaper.
+/// A reaper that cannot start is a warning, not an error: the drone still ends its leftovers when
+/// it restarts.
+pub fn watch(root: &Path) -> io::Result<Watched> {
+    let lock = lock_root(root, LOCK_WAIT)?;
+    let pipe = match start_reaper(root) {
+        Ok((child, pipe)) => {
+            wait_for(child);
+            Some(pipe)
+        }
+        Err(e) => {
+            warn!(
+                "cannot start the reaper of {}: {e}; if this drone is killed, its tasks run on until it restarts",
+                root.display()
+            );
+            None
+        }
+    };
+    Ok(Watched {
+        _lock: lock,
+        _pipe: pipe,
+    })
+}
+
+fn start_reaper(root: &Path) -> io::Result<(Child, ChildStdin)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("reap")
+        .arg(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let pipe = child.stdin.take().expect("stdin is piped");
+    Ok((child, pipe))
+}
+
+/// Waits for the reaper on a thread, so that it leaves no zombie and a reaper that ends while the
+/// drone lives is said.
+fn wait_for(mut child: Child) {
+    let spawned = thread::Builder::new()
+        .name("reaper-wait".into())
+        .spawn(move || match child.wait() {
+            Ok(status) => warn!(
+                "the reaper ended ({status}); if this drone is killed, its tasks run on until it restarts"
+            ),
+            Err(e) => warn!("cannot wait for the reaper: {e}"),
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the thread that waits for the reaper: {e}");
+    }
+}
+
+/// The reaper's life (`larve reap ROOT`): waits for the end of its input, then ends what the
+/// drone left on `root`. Returns the process's exit code.
+pub fn run(root: PathBuf) -> u8 {
+    let mut rest = Vec::new();
+    let _ = io::stdin().lock().read_to_end(&mut rest);
+    let _lock = match lock_root(&root, Duration::ZERO) {
+        Ok(lock) => lock,
+        // A new drone has the root: the leftovers are its to end.
+        Err(_) => return 0,
+    };
+    let executor = match Executor::new(root.clone(), KILL_GRACE) {
+        Ok(executor) => executor,
+        Err(e) => {
+            warn!("reaper: cannot open the work root {}: {e}", root.display());
+            return 1;
+        }
+    };
+    let leftovers = executor.reap_leftovers();
+    for leftover in &leftovers {
+        info!("reaper: the drone is gone; {leftover}");
+    }
+    0
+}

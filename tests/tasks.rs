@@ -350,22 +350,9 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
     let port = free_port().expect("a free port").to_string();
     let scratch = Scratch::new("restart");
     let work = scratch.path("work");
-    let args = [
-        "--queen-host",
-        &queen.addr,
-        "--port",
-        &port,
-        "--allow-exec",
-        "--slots",
-        "2",
-        "--work-dir",
-        &work,
-    ];
+    let args = drone_on(&queen, &port, &work);
     let mut drone = Larve::start(&args);
-    let file = scratch.path("pids");
-    let script = format!("sleep 300 & echo $! >> {file}; echo $$ >> {file}; wait");
-    let id = run(&queen, json!({"command": ["sh", "-c", script]}));
-    let pids = pids(&file, 2);
+    let (id, pids) = run_with_a_grandchild(&queen, &scratch);
     let _reaper = Reaper(pids.clone());
     // The drone and its reaper both killed (as by the OOM killer, or a kill of both): only the
     // restart is left to end the task.
@@ -402,22 +389,8 @@ fn a_drone_killed_with_kill_9_leaves_no_task_process_its_reaper_ends_them() {
     let queen = queen();
     let scratch = Scratch::new("reaper");
     let work = scratch.path("work");
-    let args = [
-        "--queen-host",
-        &queen.addr,
-        "--port",
-        "0",
-        "--allow-exec",
-        "--slots",
-        "2",
-        "--work-dir",
-        &work,
-    ];
-    let mut drone = Larve::start(&args);
-    let file = scratch.path("pids");
-    let script = format!("sleep 300 & echo $! >> {file}; echo $$ >> {file}; wait");
-    let id = run(&queen, json!({"command": ["sh", "-c", script]}));
-    let pids = pids(&file, 2);
+    let mut drone = Larve::start(&drone_on(&queen, "0", &work));
+    let (id, pids) = run_with_a_grandchild(&queen, &scratch);
     let _reaper = Reaper(pids.clone());
     let reaper = reaper_of(drone.pid());
     drone.kill();
@@ -430,6 +403,30 @@ fn a_drone_killed_with_kill_9_leaves_no_task_process_its_reaper_ends_them() {
         !left.iter().any(|name| name.starts_with(id.as_str())),
         "its directory is gone: {left:?}"
     );
+}
+
+/// A drone of `queen` on `port` that runs commands in 2 slots, its attempts under `work`.
+fn drone_on<'a>(queen: &'a Larve, port: &'a str, work: &'a str) -> [&'a str; 9] {
+    [
+        "--queen-host",
+        &queen.addr,
+        "--port",
+        port,
+        "--allow-exec",
+        "--slots",
+        "2",
+        "--work-dir",
+        work,
+    ]
+}
+
+/// Runs a task whose shell leaves a `sleep 300` child running, and waits until both have written
+/// their pids (the shell's last): the task's id, and the pids.
+fn run_with_a_grandchild(queen: &Larve, scratch: &Scratch) -> (String, Vec<u32>) {
+    let file = scratch.path("pids");
+    let script = format!("sleep 300 & echo $! >> {file}; echo $$ >> {file}; wait");
+    let id = run(queen, json!({"command": ["sh", "-c", script]}));
+    (id, pids(&file, 2))
 }
 
 /// The reaper a drone with `--allow-exec` started beside itself: its child `larve reap ...`.

@@ -4,20 +4,23 @@
 //! plane). The house is drawn in one direction:
 //!
 //! ```text
-//! cli ──► config ──► larve (composition root) ──► queen / drone (a role owns its threads)
-//!                        │                            ├── registry  (who the drones are)
-//!                        │                            ├── store/    (where membership lives:
-//!                        │                            │              memory, or etcd via gateway)
-//!                        │                            ├── heartbeat (who is still alive)
-//!                        │                            ├── recheck   (a drone that failed a task)
-//!                        │                            ├── exec      (a task's command, run on a drone)
-//!                        │                            └── client    (every outbound call, with a timeout)
+//! cli ──► config ──► larve (composition root) ──► queen/ or drone/ (a role owns its threads)
+//!                        │                          queen/: registry (who the drones are),
+//!                        │                                  heartbeat (who is still alive),
+//!                        │                                  recheck (a drone that failed a task),
+//!                        │                                  scheduler (placing and starting tasks)
+//!                        │                          drone/: registration, attempts, reports
+//!                        │                          exec/: one attempt's command, on a drone
+//!                        │                          store/: where a queen's state lives (memory,
+//!                        │                                  or etcd via its gateway)
+//!                        │                          client: every outbound call, with a timeout
 //!                        ├── api    (routes requests to the role)
 //!                        └── server (HTTP, translates only: tiny_http behind a Unix socket)
 //!                              └── front/ (the front door: accepts, limits, TLS, and hands
 //!                                          tiny_http only well-formed, bounded requests)
 //! tls: certificates and keys for the front (server side) and the client (HTTPS calls)
 //! metrics: what every part counts, for GET /metrics
+//! clock: the time as the store's records keep it
 //! ```
 
 pub mod address;
@@ -25,20 +28,17 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod drone;
 pub mod error;
 pub mod exec;
 pub mod front;
-pub mod heartbeat;
 pub mod larve;
 pub mod logging;
 pub mod metrics;
 pub mod queen;
-pub mod recheck;
-pub mod registry;
-pub mod scheduler;
 pub mod server;
 pub mod signals;
 pub mod store;

@@ -3,7 +3,7 @@
 //!
 //! A start is idempotent: an attempt this drone runs, or ran since it started, is never started
 //! again (a new leader asks again for every attempt it has not seen confirmed, see
-//! `scheduler.rs`). Slots are taken when an attempt starts and given back when it has ended and
+//! `queen/scheduler.rs`). Slots are taken when an attempt starts and given back when it has ended and
 //! nothing of it runs any more, so this drone never runs more than its slots, whatever queens ask.
 //! An attempt that ended waits in the outbox until a queen has recorded it; a probe lists it with
 //! the running ones, so the leader does not mistake it for lost meanwhile.

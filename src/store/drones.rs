@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use super::batch::{Write, Written};
 use super::engine::{Compare, Kv, Op, StoreError, Txn};
+use crate::clock::unix_seconds;
 use crate::error::{Error, Result};
 use crate::logging::quoted;
-use crate::registry::{Applied, Record, Registered, Registration, Target, unix_seconds};
+use crate::queen::registry::{Applied, Record, Registered, Registration, Target};
 
 /// A registration through a queen is done or refused within this, waiting for its turn included:
 /// a drone gives up on its call after 2 s.

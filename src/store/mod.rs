@@ -7,7 +7,7 @@
 //!   Store ── drones.rs, tasks.rs: records ⇄ keys, each change a compare-and-write (batch.rs)
 //!        │                                  ▲
 //!        ▼                                  │ sync.rs: list once, then watch
-//!   Engine (engine.rs): range · txn · watch ├──► Registry (registry.rs): drones, and this queen's
+//!   Engine (engine.rs): range · txn · watch ├──► Registry (queen/registry.rs): drones, and this queen's
 //!     ├── memory.rs  (a queen alone)        │    view of their health
 //!     └── etcd/      (queens sharing etcd)  └──► TaskIndex (tasks/index.rs): tasks by id, state,
 //!                                                 drone
@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::registry::Registry;
+use crate::queen::registry::Registry;
 use crate::tasks::index::TaskIndex;
 use batch::Batcher;
 use engine::{Engine, StoreError};

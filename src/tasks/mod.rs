@@ -153,7 +153,7 @@ pub struct Task {
     pub id: String,
     pub state: State,
     /// Why a task failed or was cancelled, or why it waits to be retried. `GET` fills it in for a
-    /// pending task from what the queen knows then (see `queen.rs`).
+    /// pending task from what the queen knows then (see `queen/mod.rs`).
     pub reason: Option<String>,
     #[serde(flatten)]
     pub spec: Spec,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use hive::config::HeartbeatConfig;
-use hive::heartbeat::MAX_PROBE_THREADS;
+use hive::queen::heartbeat::MAX_PROBE_THREADS;
 use hive_support::procfs::{PROBE_COUNT_EVERY_SAMPLES, SAMPLE_PERIOD, Sampler, sample_for};
 use hive_support::wait;
 

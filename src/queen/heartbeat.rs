@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::registry::Target;
+use super::scheduler::Scheduler;
 use crate::client::{CallError, Client, Credentials};
 use crate::config::HeartbeatConfig;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
-use crate::registry::Target;
-use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::tasks::wire::DroneStatus;
 

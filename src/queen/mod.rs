@@ -1,32 +1,43 @@
 //! The queen: keeps the registry and the tasks, hands the tutorial's tasks to live drones, takes
 //! drones' reports, and runs the heartbeat, the re-checks and the scheduler.
+//!
+//! - [`registry`]: the drones, as this queen knows them, and their health as she has seen it;
+//! - [`heartbeat`]: the loop that probes drones and removes the dead;
+//! - [`recheck`]: probing at once, then every second, a drone that failed a task;
+//! - [`scheduler`]: the leader's loop that places tasks, starts and stops attempts.
+
+pub mod heartbeat;
+pub mod recheck;
+pub mod registry;
+pub mod scheduler;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use crate::address;
 use crate::client::{CallError, Client, Credentials};
+use crate::clock::now;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
 use crate::front::BodyLimits;
-use crate::heartbeat::Heartbeat;
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
-use crate::recheck::Recheck;
-use crate::registry::{DroneInfo, Registration, Target, unix_seconds};
-use crate::scheduler::Scheduler;
 use crate::store::tasks::{Change, Changed};
 use crate::store::{Store, StoreHealth};
 use crate::tasks::index::{Page, Stored};
 use crate::tasks::lifecycle::{Event, Step, step};
 use crate::tasks::wire::{Reports, ReportsAnswer, attempt_key};
 use crate::tasks::{State, Submission, Task, new_id};
+use heartbeat::Heartbeat;
+use recheck::Recheck;
+use registry::{DroneInfo, Registration, Target};
+use scheduler::Scheduler;
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
@@ -623,11 +634,6 @@ fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
         return "no queen leads now, so nothing is placed (is the store reachable?)".into();
     }
     "waiting for the scheduler".into()
-}
-
-/// Now, as the Unix seconds the store's records use.
-pub fn now() -> f64 {
-    unix_seconds(SystemTime::now())
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::heartbeat;
+use super::registry::{Registry, Target};
 use crate::client::{Client, Credentials};
-use crate::heartbeat;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, Target};
 
 /// Pause between two re-checks of a drone whose probes keep failing.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
+use super::registry::Target;
 use crate::client::{CallError, Client};
+use crate::clock::now;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
-use crate::queen::now;
-use crate::registry::Target;
 use crate::store::Store;
 use crate::store::tasks::{Change, Changed};
 use crate::tasks::index::Stored;

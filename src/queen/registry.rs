@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+
+use crate::clock::unix_seconds;
 use serde::Serialize;
 
 /// One registration of one drone: its address and the name it was given. A drone that is removed
@@ -501,15 +503,6 @@ impl Registry {
             poke();
         }
     }
-}
-
-/// `time` as Unix seconds, to the millisecond: how `/drones` and the shared store write times.
-pub fn unix_seconds(time: SystemTime) -> f64 {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    (secs * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

@@ -18,17 +18,20 @@
 //! | `DELETE /tasks/ID?attempt=N` | drone |                      | the attempt is being stopped             |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
-//! for its Python larve read Hive's answers unchanged. With a cluster token, every endpoint but
-//! `/healthz` needs it, and `/healthz` shows the drone list only to holders of it.
+//! for its Python larve read Hive's answers unchanged. Who may call what is decided before a
+//! request gets here (the front asks `auth.rs`); handlers see the caller's identity, show the
+//! queen's drone list on `/healthz` only to a client with a token (or anyone on an open hive),
+//! task `env` values only to scopes above `read`, and log every change a client token makes once
+//! (an audit line).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use log::warn;
+use log::info;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::auth::Token;
+use crate::auth::Identity;
 use crate::drone::Drone;
 use crate::error::{Error, Result};
 use crate::logging::quoted;
@@ -51,18 +54,40 @@ pub enum Role {
     Drone(Arc<Drone>),
 }
 
-/// The request handler for a larve playing `role`, guarded by `token` when there is one;
+/// The request handler for a larve playing `role` in a hive that is `open` (no cluster token);
 /// `/metrics` shows `metrics`.
-pub fn handler(role: Role, token: Option<Token>, metrics: Arc<Metrics>) -> Arc<Handler> {
+pub fn handler(role: Role, open: bool, metrics: Arc<Metrics>) -> Arc<Handler> {
     let api = Api {
         role,
-        token,
+        open,
         metrics,
     };
     Arc::new(move |request: &Request| {
-        api.route(request)
-            .unwrap_or_else(|error| Response::error(&error))
+        let response = api
+            .route(request)
+            .unwrap_or_else(|error| Response::error(&error));
+        audit(request, response.status);
+        response
     })
+}
+
+/// The audit line of an accepted change a client token made: who, what, from where, and the
+/// answer's status. Never the secret: the identity holds only the token's name.
+fn audit(request: &Request, status: u16) {
+    let Some((name, scope)) = request.identity.client() else {
+        return;
+    };
+    if matches!(request.method.as_str(), "GET" | "HEAD") || status >= 400 {
+        return;
+    }
+    let from = request
+        .peer
+        .map_or_else(|| "an unknown peer".to_string(), |peer| peer.to_string());
+    info!(
+        "audit: {name} ({scope}) {} {} from {from}: {status}",
+        request.method,
+        quoted(&request.path)
+    );
 }
 
 /// `{"result": "OK", ...}` in the tutorial's key order, with what the endpoint adds.
@@ -108,7 +133,8 @@ struct Listing<'a> {
 
 struct Api {
     role: Role,
-    token: Option<Token>,
+    /// No cluster token: anyone may do what `admin` may.
+    open: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -125,7 +151,6 @@ impl Api {
                 let Role::Drone(drone) = &self.role else {
                     return Err(Error::BadRequest("In queen mode, not taking tasks".into()));
                 };
-                self.authorize(request)?;
                 let text = string_field(&request.body, "text")?;
                 drone.do_task(&text)?;
                 Ok(ok(json!({})))
@@ -133,7 +158,6 @@ impl Api {
             ["submit_task"] => {
                 allow(request, "POST")?;
                 let queen = self.queen("In drone mode, not scheduling tasks")?;
-                self.authorize(request)?;
                 let text = string_field(&request.body, "text")?;
                 let drone = queen.submit(&text)?;
                 Ok(ok(json!({ "drone": drone })))
@@ -141,28 +165,29 @@ impl Api {
             ["register"] => {
                 allow(request, "POST")?;
                 let queen = self.queen("In drone mode, not taking registration")?;
-                self.authorize(request)?;
                 let registration = registration(&request.body)?;
-                let name = queen.register(&registration)?;
+                let registered = queen.register(&registration)?;
                 let interval = queen.heartbeat_interval_secs();
-                Ok(ok(json!({ "name": name, "heartbeat_interval": interval })))
+                // The credential goes to the drone that registered, and nowhere else.
+                Ok(ok(json!({
+                    "name": registered.name,
+                    "heartbeat_interval": interval,
+                    "credential": registered.credential.secret(),
+                })))
             }
             ["drones"] => {
                 allow(request, "GET")?;
                 let queen = self.queen("In drone mode, no drone registry")?;
-                self.authorize(request)?;
                 Ok(Response::json(200, &queen.drones()))
             }
             ["drones", name, "drain"] => {
                 allow(request, "POST, DELETE")?;
                 let queen = self.queen("In drone mode, no drone registry")?;
-                self.authorize(request)?;
                 let drone = queen.drain(name, request.method == "POST")?;
                 Ok(Response::json(200, &drone))
             }
             ["metrics"] => {
                 allow(request, "GET")?;
-                self.authorize(request)?;
                 let mut out = Exposition::default();
                 self.metrics.render(&mut out);
                 if let Role::Queen(queen) = &self.role {
@@ -174,7 +199,6 @@ impl Api {
                 match &self.role {
                     Role::Queen(queen) => {
                         allow(request, "GET, POST")?;
-                        self.authorize(request)?;
                         if request.method == "POST" {
                             let submission =
                                 Submission::parse(&request.body).map_err(Error::BadRequest)?;
@@ -209,7 +233,6 @@ impl Api {
                     }
                     Role::Drone(drone) => {
                         allow(request, "POST")?;
-                        self.authorize(request)?;
                         let start: StartRequest =
                             serde_json::from_slice(&request.body).map_err(|e| {
                                 Error::BadRequest(format!(
@@ -228,7 +251,6 @@ impl Api {
                 match &self.role {
                     Role::Queen(queen) => {
                         allow(request, "GET, DELETE")?;
-                        self.authorize(request)?;
                         let task = if request.method == "DELETE" {
                             queen.cancel(id)?
                         } else {
@@ -252,7 +274,6 @@ impl Api {
                     }
                     Role::Drone(drone) => {
                         allow(request, "DELETE")?;
-                        self.authorize(request)?;
                         let attempt = query
                             .get("attempt")
                             .and_then(|n| n.parse::<u32>().ok())
@@ -269,7 +290,6 @@ impl Api {
             ["reports"] => {
                 allow(request, "POST")?;
                 let queen = self.queen("In drone mode, not taking reports")?;
-                self.authorize(request)?;
                 let reports: Reports = serde_json::from_slice(&request.body).map_err(|e| {
                     Error::BadRequest(format!("body is not a drone's reports ({e})"))
                 })?;
@@ -286,46 +306,25 @@ impl Api {
         }
     }
 
-    fn trusted(&self, request: &Request) -> bool {
-        self.token
-            .as_ref()
-            .is_none_or(|token| token.admits(request.authorization.as_deref()))
-    }
-
-    /// Refuses a request without the cluster token, when there is one. The log line names the
-    /// caller and the endpoint, never what it sent.
-    fn authorize(&self, request: &Request) -> Result<()> {
-        if self.trusted(request) {
-            return Ok(());
-        }
-        let what = match request.authorization {
-            Some(_) => "a wrong",
-            None => "no",
-        };
-        let from = request
-            .peer
-            .map_or_else(|| "an unknown peer".to_string(), |peer| peer.to_string());
-        warn!(
-            "refused {} {} from {from}: {what} cluster token",
-            quoted(&request.method),
-            quoted(&request.path)
-        );
-        Err(Error::Unauthorized)
-    }
-
     /// Liveness for anyone; the queen's drone list only for holders of the token.
     fn health(&self, request: &Request) -> Health {
         let mut shared = None;
         let mut drone_status = None;
         let (ready, mode, drones) = match &self.role {
             Role::Queen(queen) => {
-                let drones = self.trusted(request).then(|| queen.drone_names());
+                let drones = request
+                    .identity
+                    .reads(self.open)
+                    .then(|| queen.drone_names());
                 shared = queen.store_health();
                 (queen.is_ready(), "Mode.QUEEN", drones)
             }
             Role::Drone(drone) => {
-                // With a token, only the queen's probes (which carry it) say she still knows us.
-                if self.trusted(request) {
+                // Only a queen's probes (which show this drone's credential) say she still knows
+                // us; on an open hive, the tutorial's queen probes with nothing.
+                let from_queen = request.identity == Identity::Queen
+                    || (self.open && request.identity == Identity::Anonymous);
+                if from_queen {
                     drone.checked();
                     // Only asked for (by a Hive queen's probe), so the tutorial's answer stays
                     // exactly the tutorial's.
@@ -485,14 +484,14 @@ mod tests {
             method: method.into(),
             path: path.into(),
             query: query.into(),
-            authorization: None,
+            identity: Identity::Anonymous,
             peer: None,
             body: body.as_bytes().to_vec(),
         }
     }
 
     fn answer(role: &Role, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let response = handler(role.clone(), None, Arc::default())(&request(method, path, body));
+        let response = handler(role.clone(), true, Arc::default())(&request(method, path, body));
         (
             response.status,
             serde_json::from_slice(&response.body).expect("JSON body"),
@@ -505,6 +504,7 @@ mod tests {
             task_timeout: std::time::Duration::from_secs(1),
             advertise: None,
             store: StoreConfig::Memory,
+            clients: Default::default(),
             tasks: Default::default(),
         };
         Role::Queen(Arc::new(crate::larve::build_queen(
@@ -570,7 +570,7 @@ mod tests {
 
     #[test]
     fn a_405_names_the_allowed_method() {
-        let response = handler(queen(), None, Arc::default())(&request("DELETE", "/register", ""));
+        let response = handler(queen(), true, Arc::default())(&request("DELETE", "/register", ""));
         assert_eq!(response.status, 405);
         assert_eq!(response.headers, [("Allow", "POST".to_string())]);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::address;
-use crate::auth::Token;
+use crate::auth::{ClientTokens, Token};
 use crate::client::Credentials;
 use crate::config::{
     Config, ConnectionLimits, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig,
@@ -61,8 +61,11 @@ options:
   --slots N                      drone: slots of tasks run at once (default: the CPUs)
   --work-dir PATH                drone: where attempts run, each in a fresh directory
                                  (default: hive-drone-IP-PORT in the temporary directory)
-  --token-file PATH              file holding the cluster token (or set HIVE_TOKEN); with a
-                                 token, tasks, registration and the drone list need it
+  --token-file PATH              file holding the cluster token (or set HIVE_TOKEN): the join
+                                 secret of drones, and an admin's token; with it, every
+                                 endpoint but /healthz needs a token
+  --client-tokens PATH           queen: client tokens, one NAME SCOPE SECRET a line; SCOPE is
+                                 read, submit, operate or admin (needs a cluster token)
   --tls-cert PATH, --tls-key PATH
                                  serve HTTPS with this certificate (chain) and key (PEM), and
                                  call other larves over HTTPS showing them; needs --tls-ca
@@ -162,6 +165,7 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
     let queen_hosts = flag(&mut args, "--queen-host", parse_address_list)?;
     let advertise = flag(&mut args, "--advertise", parse_address)?;
     let token_file = flag(&mut args, "--token-file", parse_path)?;
+    let client_tokens = flag(&mut args, "--client-tokens", parse_path)?;
     let insecure = args.contains("--insecure");
     let tls_cert = flag(&mut args, "--tls-cert", parse_path)?;
     let tls_key = flag(&mut args, "--tls-key", parse_path)?;
@@ -243,6 +247,13 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
         if queen_hosts.is_some() {
             return Err("--queen-host is for drones; a queen does not register anywhere".into());
         }
+        let clients = match client_tokens {
+            None => ClientTokens::default(),
+            Some(_) if token.is_none() => {
+                return Err("--client-tokens needs a cluster token (--token-file or HIVE_TOKEN): without one the hive is open to anyone, and scopes would mean nothing".into());
+            }
+            Some(path) => ClientTokens::from_file(&path, token.as_ref())?,
+        };
         let store = match etcd {
             Some((https, endpoints)) => StoreConfig::Etcd(EtcdConfig {
                 endpoints,
@@ -275,6 +286,7 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             task_timeout: task_timeout.unwrap_or(Duration::from_secs(2)),
             advertise,
             store,
+            clients,
             tasks: TaskConfig {
                 max_pending: max_pending.unwrap_or(TaskConfig::default().max_pending),
                 keep_finished: keep_finished.unwrap_or(TaskConfig::default().keep_finished),
@@ -289,6 +301,7 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             ("--heartbeat-retry-delay", retry_delay.is_some()),
             ("--task-timeout", task_timeout.is_some()),
             ("--etcd", etcd.is_some()),
+            ("--client-tokens", client_tokens.is_some()),
             ("--etcd-prefix", etcd_prefix.is_some()),
             ("--leader-ttl", leader_ttl.is_some()),
             ("--max-pending", max_pending.is_some()),

@@ -88,8 +88,9 @@ impl From<ureq::Error> for CallError {
     }
 }
 
-/// What a larve shows the peers it calls, and how it trusts them: the cluster token, and with
-/// TLS its CA and certificate (every call is then HTTPS).
+/// What a larve shows the peers it calls, and how it trusts them: a token (the cluster token, to
+/// register; calls to one drone or queen show a credential of their own instead, see
+/// [`Client::bearing`]), and with TLS its CA and certificate (every call is then HTTPS).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Credentials {
     pub token: Option<Token>,
@@ -100,7 +101,7 @@ pub struct Credentials {
 #[derive(Clone)]
 pub struct Client {
     agent: Agent,
-    /// Sent on every call when the hive has a cluster token.
+    /// Sent on every call as `Authorization: Bearer`, when there is one.
     token: Option<Token>,
     /// Ask the peer to close each connection after answering.
     close: bool,
@@ -152,6 +153,17 @@ impl Client {
             } else {
                 "http"
             },
+        }
+    }
+
+    /// The same client (and pool), showing `bearer` instead: a drone's credential, for calls to
+    /// that drone or from it (see `auth.rs`); `None` shows nothing.
+    pub fn bearing(&self, bearer: Option<Token>) -> Client {
+        Client {
+            agent: self.agent.clone(),
+            token: bearer,
+            close: self.close,
+            scheme: self.scheme,
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::auth::Token;
+use crate::auth::{ClientTokens, Token};
 use crate::tasks::placement::Policy;
 use crate::tls::{ClientTls, LarveTls};
 
@@ -77,6 +77,8 @@ pub struct QueenConfig {
     pub advertise: Option<String>,
     /// Where the registry and the tasks live.
     pub store: StoreConfig,
+    /// The client tokens she takes, each with its scope (`--client-tokens`).
+    pub clients: ClientTokens,
     /// How tasks are queued, placed and kept.
     pub tasks: TaskConfig,
 }

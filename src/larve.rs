@@ -11,6 +11,7 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::api::{self, Role};
+use crate::auth::{ClientTokens, Gate, RoleKind};
 use crate::client::{Client, Credentials};
 use crate::config::{Config, QueenConfig, RoleConfig, StartError, StoreConfig};
 use crate::drone::{self, Drone};
@@ -55,9 +56,15 @@ pub fn run(config: Config) -> StartError {
             if let Err(e) = signals::on_stop(move |signal| stop(signal, || stopping.stop())) {
                 return StartError::Io(format!("cannot start the signal thread: {e}"));
             }
+            let gate = Gate::new(
+                RoleKind::Queen,
+                config.token.clone(),
+                settings.clients.clone(),
+                queen.keyring(),
+            );
             let role = Role::Queen(queen.clone());
             let limits = queen::BODY_LIMITS;
-            match serve(&config, queen::HANDLER_THREADS, limits, role, metrics) {
+            match serve(&config, gate, queen::HANDLER_THREADS, limits, role, metrics) {
                 Ok(local) => queen.run(local),
                 Err(fatal) => fatal,
             }
@@ -69,9 +76,15 @@ pub fn run(config: Config) -> StartError {
                 return StartError::Io(format!("cannot start the signal thread: {e}"));
             }
             let drone = Arc::new(Drone::new(settings.exec_slots));
+            let gate = Gate::new(
+                RoleKind::Drone,
+                config.token.clone(),
+                ClientTokens::default(),
+                drone.clone(),
+            );
             let role = Role::Drone(drone.clone());
             let limits = drone::BODY_LIMITS;
-            match serve(&config, drone::HANDLER_THREADS, limits, role, metrics) {
+            match serve(&config, gate, drone::HANDLER_THREADS, limits, role, metrics) {
                 Ok(local) => drone::run(&drone, local, credentials, settings.clone()),
                 Err(fatal) => fatal,
             }
@@ -89,8 +102,13 @@ fn stop(signal: &str, last_words: impl FnOnce()) {
 }
 
 /// A queen and everything she owns: her store (in memory, or etcd with an election), her client
-/// for drones, the re-checks and the scheduler; she calls drones with `credentials`.
+/// for drones, the re-checks and the scheduler; she calls drones with `credentials`' TLS and each
+/// drone's own credential, never the cluster token.
 pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<Metrics>) -> Queen {
+    let credentials = Credentials {
+        token: None,
+        ..credentials
+    };
     let reach = Arc::new(Reachability::default());
     let (engine, leadership, prefix, shared): (Arc<dyn Engine>, Arc<dyn Leadership>, String, bool) =
         match &config.store {
@@ -138,18 +156,20 @@ pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<M
     )
 }
 
-/// Starts the HTTP server for `role`, with its `workers` handler threads and its body limits;
-/// returns the address actually bound.
+/// Starts the HTTP server for `role` behind `gate`, with its `workers` handler threads and its
+/// body limits; returns the address actually bound.
 fn serve(
     config: &Config,
+    gate: Gate,
     workers: usize,
     body_limits: BodyLimits,
     role: Role,
     metrics: Arc<Metrics>,
 ) -> Result<SocketAddr, StartError> {
     let listen = SocketAddr::new(config.bind, config.port);
-    let handler = api::handler(role, config.token.clone(), metrics.clone());
+    let handler = api::handler(role, gate.open(), metrics.clone());
     let settings = server::Settings {
+        gate: Arc::new(gate),
         workers,
         body_limits,
         connections: config.connections,

@@ -21,6 +21,7 @@ use log::{error, warn};
 use serde::Serialize;
 use tiny_http::{Header, Method, StatusCode};
 
+use crate::auth::{Gate, IDENTITY_FIELD, Identity};
 use crate::config::ConnectionLimits;
 use crate::error::Error;
 use crate::front::{self, Front, PEER_FIELD, is_long_poll};
@@ -41,8 +42,8 @@ pub struct Request {
     pub path: String,
     /// The raw query string (after `?`), empty if none.
     pub query: String,
-    /// The `Authorization` header, if any.
-    pub authorization: Option<String>,
+    /// Who sent it, as the front's gate found out (see `auth.rs`).
+    pub identity: Identity,
     /// Who sent it, for log lines.
     pub peer: Option<SocketAddr>,
     pub body: Vec<u8>,
@@ -116,6 +117,8 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 /// How a larve serves: what the role says (threads, body limits) and what the command line says
 /// (connection limits, TLS).
 pub struct Settings {
+    /// Who may make which request (see `auth.rs`).
+    pub gate: Arc<Gate>,
     /// Handler threads.
     pub workers: usize,
     pub body_limits: BodyLimits,
@@ -148,6 +151,7 @@ pub fn start(
     let (front, backend) = Front::bind(
         addr,
         front::Settings {
+            gate: settings.gate,
             connections: settings.connections,
             tls: settings.tls,
             body_limits: settings.body_limits.clone(),
@@ -266,7 +270,10 @@ fn read_request(raw: &mut tiny_http::Request, limits: &BodyLimits) -> Result<Req
         method: raw.method().as_str().to_ascii_uppercase(),
         path: path(raw).to_string(),
         query: query(raw).to_string(),
-        authorization: header(raw, "Authorization"),
+        // The front always sets it; without it, the request is nobody's.
+        identity: header(raw, IDENTITY_FIELD)
+            .and_then(|field| Identity::from_field(&field))
+            .unwrap_or(Identity::Anonymous),
         peer: header(raw, PEER_FIELD).and_then(|peer| peer.parse().ok()),
         body,
     })
@@ -302,8 +309,23 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
+    /// Knows no credential: these tests call as clients of an open hive.
+    struct NoKeys;
+
+    impl crate::auth::Keyring for NoKeys {
+        fn identify(&self, _: &str) -> Option<Identity> {
+            None
+        }
+    }
+
     fn start_with(workers: usize, long_polls: usize, handler: Arc<Handler>) -> SocketAddr {
         let settings = Settings {
+            gate: Arc::new(Gate::new(
+                crate::auth::RoleKind::Queen,
+                None,
+                Default::default(),
+                Arc::new(NoKeys),
+            )),
             workers,
             body_limits: BodyLimits { by_path: &[] },
             connections: ConnectionLimits::default(),

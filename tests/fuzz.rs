@@ -312,6 +312,15 @@ fn string_field(body: &[u8], field: &str) -> Option<String> {
 
 /// The status the API documents for `request`, and what it should change.
 fn predict(request: &Request) -> (u16, Effect) {
+    // Whose credential would count is ambiguous: the front refuses the head.
+    let authorizations = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .count();
+    if authorizations > 1 {
+        return (400, Effect::Nothing);
+    }
     if request.body.len() > MAX_BODY {
         return (413, Effect::Nothing);
     }

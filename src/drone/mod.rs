@@ -21,6 +21,7 @@ use std::time::Instant;
 use log::info;
 use parking_lot::Mutex;
 
+use crate::auth::{Identity, Keyring, Token};
 use crate::client::{Client, Credentials};
 use crate::config::{DroneConfig, StartError};
 use crate::error::{Error, Result};
@@ -51,6 +52,9 @@ pub struct Drone {
     boot: String,
     /// Slots, with `--allow-exec`; `None`: this drone runs no commands.
     exec_slots: Option<u32>,
+    /// What its queens gave it at registration: it shows it to report, and takes attempts only
+    /// from callers that show it (see `auth.rs`). `None` until a Hive queen has registered it.
+    credential: Mutex<Option<Token>>,
     /// The attempts, once the drone serves (with `--allow-exec`).
     attempts: OnceLock<Arc<Attempts>>,
 }
@@ -63,8 +67,14 @@ impl Drone {
             last_checked: Mutex::new(Instant::now()),
             boot: new_boot(),
             exec_slots,
+            credential: Mutex::new(None),
             attempts: OnceLock::new(),
         }
+    }
+
+    /// The credential its queens gave it, if any yet.
+    pub fn credential(&self) -> Option<Token> {
+        self.credential.lock().clone()
     }
 
     /// True once serving and registered with the queen.
@@ -118,6 +128,17 @@ impl Drone {
     }
 }
 
+/// On a drone, a request showing this drone's credential is from one of its queens.
+impl Keyring for Drone {
+    fn identify(&self, authorization: &str) -> Option<Identity> {
+        self.credential
+            .lock()
+            .as_ref()
+            .is_some_and(|credential| credential.admits(Some(authorization)))
+            .then_some(Identity::Queen)
+    }
+}
+
 /// Once the drone serves at `local`: ends what a previous run left behind, starts the reporter
 /// (with `--allow-exec`), then registers with a queen and keeps registered, on this thread, for
 /// the life of the process. Returns only on a fatal error.
@@ -161,15 +182,15 @@ pub fn run(
         let attempts = Attempts::new(executor, slots, advertise.clone());
         attempts.reap_leftovers();
         let _ = drone.attempts.set(attempts.clone());
-        let (client, queens, address, boot) = (
+        let (reporter, client, queens, address) = (
+            drone.clone(),
             client.clone(),
             config.queens.clone(),
             advertise.clone(),
-            drone.boot.clone(),
         );
         let spawned = thread::Builder::new()
             .name("reports".into())
-            .spawn(move || reports::run(&attempts, &client, &queens, &address, &boot));
+            .spawn(move || reports::run(&attempts, &client, &queens, &address, &reporter));
         if let Err(e) = spawned {
             return StartError::Io(format!("cannot start the reporter thread: {e}"));
         }

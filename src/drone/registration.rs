@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::Drone;
+use crate::auth::Token;
 use crate::client::{CallError, Client};
 use crate::config::StartError;
 use crate::logging::quoted;
@@ -138,6 +139,16 @@ impl Registration {
             .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
             .filter(|d| !d.is_zero() && *d <= MAX_QUEEN_INTERVAL)
             .unwrap_or(DEFAULT_QUEEN_INTERVAL);
+        if let Some(credential) = reply["credential"].as_str() {
+            match Token::new(credential) {
+                Ok(credential) => *self.drone.credential.lock() = Some(credential),
+                Err(why) => {
+                    return Err(Refusal::Retry(format!(
+                        "the queen's answer holds a credential that is not one ({why})"
+                    )));
+                }
+            }
+        }
         match reply["name"].as_str() {
             Some(name) => info!(
                 "registered with queen {} as {}",

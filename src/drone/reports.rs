@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use log::warn;
 
+use super::Drone;
 use super::attempts::Attempts;
 use crate::client::Client;
 use crate::logging::quoted;
@@ -29,13 +30,14 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Sends `attempts`' reports to `queens`, forever; `address` and `boot` say who reports.
+/// Sends `attempts`' reports to `queens`, forever, as `drone` at `address` (with its boot id and
+/// credential).
 pub fn run(
     attempts: &Arc<Attempts>,
     client: &Client,
     queens: &[String],
     address: &str,
-    boot: &str,
+    drone: &Drone,
 ) -> ! {
     let mut current = 0;
     let mut backoff = FIRST_BACKOFF;
@@ -46,12 +48,13 @@ pub fn run(
         }
         let body = serde_json::to_value(Reports {
             address: address.to_string(),
-            boot: boot.to_string(),
+            boot: drone.boot.clone(),
             reports,
         })
         .expect("reports serialize");
         let queen = &queens[current % queens.len()];
         let sent = client
+            .bearing(drone.credential())
             .post_json(queen, "/reports", &body, REPORT_TIMEOUT)
             .map_err(|e| e.to_string())
             .and_then(|answer| {

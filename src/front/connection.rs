@@ -21,6 +21,7 @@ use super::head::{self, Framing, Head, PEER_FIELD};
 use super::input::{Input, ReadError, Source};
 use super::upstream::{Kind, UpstreamError};
 use super::{Shared, is_long_poll};
+use crate::auth::{IDENTITY_FIELD, Identity};
 use crate::error::Error;
 
 /// Largest request head (request line and fields): what nginx takes by default (four buffers of
@@ -237,9 +238,25 @@ impl Connection<'_> {
         }
     }
 
-    /// Reads the body of the request `head` opens, has the server answer it, and passes the answer on.
+    /// Asks the gate whether the request `head` opens may be made (before a byte of its body is
+    /// read), reads the body, has the server answer it, and passes the answer on.
     fn serve(&mut self, head: &Head) -> Next {
         let path = head.path();
+        let identity = match self.front.gate.admit(
+            head.method(),
+            path,
+            head.authorization.as_deref(),
+            Some(self.peer),
+        ) {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                self.refuse(path, &refusal);
+                // The body, if one comes, is not read: the connection cannot go on.
+                self.shut_writes();
+                linger(self.stream.tcp());
+                return Next::Close;
+            }
+        };
         let limit = self.front.body_limits.for_path(path);
         if let Framing::Length(length) = head.framing
             && length > limit as u64
@@ -288,19 +305,20 @@ impl Connection<'_> {
             }
             Err(BodyError::Gone) => return Next::Close,
         }
-        self.forward(head)
+        self.forward(head, &identity)
     }
 
-    /// Has the server answer the request, and passes the answer on.
-    fn forward(&mut self, head: &Head) -> Next {
+    /// Has the server answer the request from `identity`, and passes the answer on.
+    fn forward(&mut self, head: &Head, identity: &Identity) -> Next {
         let request = &mut self.request;
         request.clear();
         request.extend_from_slice(head.upstream());
         // Writing to a Vec cannot fail.
         let _ = write!(
             request,
-            "{PEER_FIELD}: {}\r\nContent-Length: {}\r\n\r\n",
+            "{PEER_FIELD}: {}\r\n{IDENTITY_FIELD}: {}\r\nContent-Length: {}\r\n\r\n",
             self.peer,
+            identity.to_field(),
             self.body.len()
         );
         request.extend_from_slice(&self.body);

@@ -46,6 +46,8 @@ pub struct Head {
     /// The connection ends after this request: the client said `Connection: close`, or speaks
     /// HTTP/1.0 (whose keep-alive the front does not offer).
     pub close: bool,
+    /// The `Authorization` field's value: the front's gate reads it, and it goes no further.
+    pub authorization: Option<String>,
 }
 
 impl Head {
@@ -129,6 +131,7 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
     let mut chunked = false;
     let mut expect_continue = false;
     let mut close = http10;
+    let mut authorization = None;
     let mut hop_by_hop: Vec<&str> = Vec::new();
     for line in fields.clone() {
         let (name, value) = field(line)?;
@@ -150,6 +153,10 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
                 return Err(Error::ExpectationFailed);
             }
             expect_continue = !http10;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            if authorization.replace(value.to_string()).is_some() {
+                return Err(bad("Authorization is given twice"));
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 if token.eq_ignore_ascii_case("close") {
@@ -203,10 +210,12 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
         framing,
         expect_continue,
         close,
+        authorization,
     })
 }
 
-/// Fields about this hop (or this front), never passed on, in lower case.
+/// Fields about this hop (or this front), never passed on, in lower case: the credential too,
+/// which the front has turned into an identity (see `auth.rs`).
 const THIS_HOP_ONLY: &[&str] = &[
     "connection",
     "keep-alive",
@@ -217,7 +226,9 @@ const THIS_HOP_ONLY: &[&str] = &[
     "upgrade",
     "content-length",
     "expect",
+    "authorization",
     "x-hive-peer",
+    "x-hive-identity",
 ];
 
 fn bad(why: &str) -> Error {
@@ -330,10 +341,11 @@ mod tests {
         assert_eq!(h.method(), "POST");
         assert_eq!((h.path(), h.query()), ("/tasks/7", "wait=30"));
         assert_eq!(h.framing, Framing::Length(15));
+        assert_eq!(h.authorization.as_deref(), Some("Bearer t"));
         assert!(!h.close && !h.expect_continue && !h.is_head());
         assert_eq!(
             h.into_buffer(),
-            "POST /tasks/7?wait=30 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+            "POST /tasks/7?wait=30 HTTP/1.1\r\nHost: x\r\n"
         );
     }
 

@@ -25,6 +25,9 @@
 //! - **Each connection** (`connection.rs`) has a thread of its own (`threads.rs`: reused, and
 //!   gone a few seconds after its connection), so a slow client holds only its own: TLS, the
 //!   head (`head.rs`), the body (`body.rs`), each bounded in size and time.
+//! - **The gate** (`auth.rs`): once a head is read, and before a byte of its body, the front asks
+//!   who sent it and whether they may; a refusal (401, 403) is answered and the connection closed.
+//!   The request goes on with the caller's identity in a field only the front sets.
 //! - **Upstream** (`upstream.rs`): requests go to tiny_http over a pool of kept-alive connections,
 //!   grown one at a time so tiny_http's pool never sees a burst, with a quota for long polls. The
 //!   client's address travels in a field only the front sets.
@@ -48,6 +51,7 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
+use crate::auth::Gate;
 use crate::config::ConnectionLimits;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -105,6 +109,8 @@ const CONNECTION_STACK_BYTES: usize = 512 * 1024;
 
 /// What the front needs from the role and the command line.
 pub struct Settings {
+    /// Who may make which request, asked on each head.
+    pub gate: Arc<Gate>,
     pub connections: ConnectionLimits,
     /// TLS for every connection; `None` serves plain HTTP.
     pub tls: Option<ServerTls>,
@@ -117,6 +123,7 @@ pub struct Settings {
 
 /// What every connection's thread shares.
 struct Shared {
+    gate: Arc<Gate>,
     threads: Threads,
     tls: Option<ServerTls>,
     upstream: Upstream,
@@ -164,6 +171,7 @@ impl Front {
         );
         upstream.open_ahead(settings.upstream_regular)?;
         let shared = Arc::new(Shared {
+            gate: settings.gate,
             threads: Threads::new("front", CONNECTION_STACK_BYTES),
             tls: settings.tls,
             upstream,

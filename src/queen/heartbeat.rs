@@ -193,7 +193,8 @@ impl Heartbeat {
             retry_delay,
             || {
                 let sent = Instant::now();
-                let body = self.client.get(&target.address, PROBE_PATH, timeout)?;
+                let client = self.client.bearing(registry.bearer(&target.address));
+                let body = client.get(&target.address, PROBE_PATH, timeout)?;
                 answer = Some((sent, body));
                 Ok(())
             },

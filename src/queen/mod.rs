@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::address;
+use crate::auth::Keyring;
 use crate::client::{CallError, Client, Credentials};
 use crate::clock::now;
 use crate::config::{QueenConfig, StartError};
@@ -36,7 +37,7 @@ use crate::tasks::wire::{Reports, ReportsAnswer, attempt_key};
 use crate::tasks::{State, Submission, Task, new_id};
 use heartbeat::Heartbeat;
 use recheck::Recheck;
-use registry::{DroneInfo, Registration, Target};
+use registry::{DroneInfo, Registered, Registration, Target};
 use scheduler::Scheduler;
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
@@ -120,8 +121,8 @@ impl Queen {
         self.store.health()
     }
 
-    /// Registers a drone (idempotently) and returns its name.
-    pub fn register(&self, registration: &Registration) -> Result<String> {
+    /// Registers a drone (idempotently) and returns its name and credential.
+    pub fn register(&self, registration: &Registration) -> Result<Registered> {
         address::validate(&registration.address).map_err(Error::BadRequest)?;
         let registered = self.store.register(registration)?;
         let address = quoted(&registration.address);
@@ -136,7 +137,7 @@ impl Queen {
         } else {
             info!("{} at {address} registered again{exec}", registered.name);
         }
-        Ok(registered.name)
+        Ok(registered)
     }
 
     /// The pause between heartbeat rounds, which drones are told so they notice a lost queen.
@@ -213,10 +214,11 @@ impl Queen {
         timeout: Duration,
     ) -> std::result::Result<(), String> {
         let task = serde_json::json!({ "text": text });
+        let registry = self.store.registry();
         let sent = self
             .client
+            .bearing(registry.bearer(&target.address))
             .post_json(&target.address, "/do_task", &task, timeout);
-        let registry = self.store.registry();
         match sent {
             Ok(_) => {
                 self.metrics.tasks_placed.inc();
@@ -474,6 +476,11 @@ impl Queen {
     /// Address → name of every drone.
     pub fn drone_names(&self) -> BTreeMap<String, String> {
         self.store.registry().names()
+    }
+
+    /// Her drones' credentials, for the front's gate: a request showing one is from that drone.
+    pub fn keyring(&self) -> Arc<dyn Keyring> {
+        self.store.registry().clone()
     }
 
     /// Everything the queen knows about every drone, with the slots their attempts use.

@@ -98,7 +98,8 @@ impl Recheck {
     }
 
     fn check(&self, target: &Target) {
-        match self.client.get(&target.address, "/healthz", self.timeout) {
+        let client = self.client.bearing(self.registry.bearer(&target.address));
+        match client.get(&target.address, "/healthz", self.timeout) {
             Ok(_) => {
                 if self.registry.record_alive(target) {
                     heartbeat::back_in_rotation(target, "a re-check");

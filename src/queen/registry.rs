@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use crate::auth::{Identity, Keyring, Token};
 use crate::clock::unix_seconds;
 use serde::Serialize;
 
@@ -31,6 +32,8 @@ pub struct Registered {
     pub name: String,
     /// False when this address was already registered: the registration refreshed it and kept its name.
     pub new: bool,
+    /// What the drone shows to report and renew, and what queens show it to run attempts.
+    pub credential: Token,
 }
 
 /// What a drone says of itself when it registers.
@@ -100,6 +103,9 @@ pub struct Record {
     pub draining: bool,
     /// Registrations under this name so far: when it grows, the drone showed life.
     pub registrations: u64,
+    /// The credential its last registration under a new boot was given (see `auth.rs`); `None`
+    /// for a record written before credentials were issued.
+    pub credential: Option<Token>,
 }
 
 /// What [`Registry::apply`] made of a record.
@@ -128,6 +134,7 @@ struct Drone {
     draining: bool,
     /// See [`Schedulable::stray_slots`].
     stray_slots: u32,
+    credential: Option<Token>,
     registered_at: SystemTime,
     last_seen: Instant,
     last_seen_wall: SystemTime,
@@ -147,6 +154,7 @@ impl Drone {
             slots: record.slots,
             draining: record.draining,
             stray_slots: 0,
+            credential: record.credential.clone(),
             registered_at,
             last_seen: Instant::now(),
             last_seen_wall: SystemTime::now(),
@@ -167,6 +175,9 @@ impl Drone {
 #[derive(Default)]
 struct Inner {
     drones: HashMap<String, Drone>,
+    /// Each drone's address, by the secret of its credential: who a report or a renewal is from.
+    /// (The map's hashing is keyed at random, so the time a lookup takes tells nothing useful.)
+    by_credential: HashMap<String, String>,
     /// Addresses forgotten (deleted in the store at that revision) that the watch may not have
     /// reached yet: an older record of them arriving late must not bring them back. Dropped once
     /// the watch has passed their revision ([`Registry::settled`]).
@@ -178,6 +189,44 @@ impl Inner {
         self.drones
             .get_mut(&target.address)
             .filter(|drone| drone.name == target.name)
+    }
+
+    /// Puts `drone` at `address`, replacing what was there, and keeps the credentials' map.
+    fn insert(&mut self, address: &str, drone: Drone) {
+        self.remove(address);
+        if let Some(credential) = &drone.credential {
+            self.by_credential
+                .insert(credential.secret().to_string(), address.to_string());
+        }
+        self.drones.insert(address.to_string(), drone);
+    }
+
+    fn remove(&mut self, address: &str) -> Option<Drone> {
+        let drone = self.drones.remove(address)?;
+        if let Some(credential) = &drone.credential {
+            self.by_credential.remove(credential.secret());
+        }
+        Some(drone)
+    }
+
+    /// A known drone's credential is now `credential`.
+    fn set_credential(&mut self, address: &str, credential: &Option<Token>) {
+        let Some(drone) = self.drones.get_mut(address) else {
+            return;
+        };
+        if drone.credential == *credential {
+            return;
+        }
+        if let Some(old) = drone.credential.take() {
+            self.by_credential.remove(old.secret());
+        }
+        if let Some(new) = credential {
+            self.by_credential
+                .insert(new.secret().to_string(), address.to_string());
+        }
+        if let Some(drone) = self.drones.get_mut(address) {
+            drone.credential = credential.clone();
+        }
     }
 }
 
@@ -224,12 +273,17 @@ impl Registry {
                 drone.exec = record.exec;
                 drone.slots = record.slots;
                 drone.draining = record.draining;
-                if record.registrations > drone.registrations {
+                let again = record.registrations > drone.registrations;
+                if again {
                     drone.registrations = record.registrations;
                     drone.refresh();
-                    return Applied::RegisteredAgain;
                 }
-                Applied::Updated
+                inner.set_credential(&record.address, &record.credential);
+                if again {
+                    Applied::RegisteredAgain
+                } else {
+                    Applied::Updated
+                }
             }
             Some(drone) if record.order <= drone.order => Applied::Unchanged,
             _ => {
@@ -238,9 +292,7 @@ impl Registry {
                     .ok()
                     .and_then(|d| UNIX_EPOCH.checked_add(d))
                     .unwrap_or(UNIX_EPOCH);
-                inner
-                    .drones
-                    .insert(record.address.clone(), Drone::new(record, registered_at));
+                inner.insert(&record.address, Drone::new(record, registered_at));
                 Applied::Added
             }
         }
@@ -258,18 +310,21 @@ impl Registry {
             .map(|r| (r.address.as_str(), r.name.as_str()))
             .collect();
         let mut inner = self.inner.lock();
-        let mut dropped = Vec::new();
-        inner.drones.retain(|address, drone| {
-            let keep = listed.get(address.as_str()) == Some(&drone.name.as_str())
-                || drone.revision > revision;
-            if !keep {
-                dropped.push(Target {
-                    address: address.clone(),
-                    name: drone.name.clone(),
-                });
-            }
-            keep
-        });
+        let dropped: Vec<Target> = inner
+            .drones
+            .iter()
+            .filter(|(address, drone)| {
+                listed.get(address.as_str()) != Some(&drone.name.as_str())
+                    && drone.revision <= revision
+            })
+            .map(|(address, drone)| Target {
+                address: address.clone(),
+                name: drone.name.clone(),
+            })
+            .collect();
+        for target in &dropped {
+            inner.remove(&target.address);
+        }
         drop(inner);
         self.poke();
         dropped
@@ -282,7 +337,7 @@ impl Registry {
         if inner.drones.get(address)?.revision >= revision {
             return None;
         }
-        let drone = inner.drones.remove(address)?;
+        let drone = inner.remove(address)?;
         inner.forgotten.insert(address.to_string(), revision);
         drop(inner);
         self.poke();
@@ -449,6 +504,11 @@ impl Registry {
             .map(|(address, _)| address.clone())
     }
 
+    /// The credential to call the drone at `address` with: the one its registration was given.
+    pub fn bearer(&self, address: &str) -> Option<Token> {
+        self.inner.lock().drones.get(address)?.credential.clone()
+    }
+
     /// The boot id the registration of `target` carries, if it is still here.
     pub fn boot_of(&self, target: &Target) -> Option<String> {
         self.inner
@@ -502,6 +562,24 @@ impl Registry {
         if let Some(poke) = poke {
             poke();
         }
+    }
+}
+
+/// On a queen, a request showing a drone's credential is from that drone.
+impl Keyring for Registry {
+    fn identify(&self, authorization: &str) -> Option<Identity> {
+        let secret = authorization.strip_prefix("Bearer ")?;
+        let inner = self.inner.lock();
+        let address = inner.by_credential.get(secret)?;
+        // The map found it by the secret; the comparison confirms it in constant time.
+        let drone = inner.drones.get(address)?;
+        drone
+            .credential
+            .as_ref()?
+            .admits(Some(authorization))
+            .then(|| Identity::Drone {
+                address: address.clone(),
+            })
     }
 }
 
@@ -676,7 +754,34 @@ mod tests {
             slots: 4,
             draining: false,
             registrations: 1,
+            credential: None,
         }
+    }
+
+    #[test]
+    fn a_drone_is_known_by_its_current_credential_only() {
+        let registry = Registry::new();
+        let first = Token::new("first-credential-0123456789").unwrap();
+        let second = Token::new("second-credential-0123456789").unwrap();
+        let mut a = record("a:1", "drone-0", 1, 1);
+        a.credential = Some(first.clone());
+        registry.apply(&a);
+        let drone_a = Some(Identity::Drone {
+            address: "a:1".into(),
+        });
+        assert_eq!(registry.identify(first.header()), drone_a);
+        assert_eq!(registry.bearer("a:1"), Some(first.clone()));
+        // Registered again under a new boot: a new credential, the old one is nobody's.
+        a.revision = 2;
+        a.registrations = 2;
+        a.credential = Some(second.clone());
+        registry.apply(&a);
+        assert_eq!(registry.identify(first.header()), None);
+        assert_eq!(registry.identify(second.header()), drone_a);
+        assert_eq!(registry.identify("Bearer nothing-like-it-0123456"), None);
+        registry.forget("a:1", 3);
+        assert_eq!(registry.identify(second.header()), None);
+        assert_eq!(registry.bearer("a:1"), None);
     }
 
     #[test]

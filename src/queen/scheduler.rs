@@ -413,6 +413,7 @@ impl Scheduler {
         let body = serde_json::to_value(StartRequest { attempts }).expect("a start serializes");
         let answer = self
             .client
+            .bearing(self.store.registry().bearer(address))
             .post_json(address, "/tasks", &body, self.config.call_timeout)?;
         serde_json::from_slice(&answer).map_err(|e| {
             CallError::Failed(format!("the drone's answer to a start is not one ({e})"))
@@ -575,7 +576,8 @@ impl Scheduler {
     /// Asks the drone at `address` to stop attempt `n` of task `id` (its whole process group).
     pub fn stop(&self, address: &str, id: &str, n: u32) {
         let path = format!("/tasks/{id}?attempt={n}");
-        if let Err(e) = self.client.delete(address, &path, self.config.call_timeout) {
+        let client = self.client.bearing(self.store.registry().bearer(address));
+        if let Err(e) = client.delete(address, &path, self.config.call_timeout) {
             warn!(
                 "could not ask {} to stop task {id} attempt {n}: {e}",
                 quoted(address)

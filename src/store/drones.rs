@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use super::batch::{Write, Written};
 use super::engine::{Compare, Kv, Op, StoreError, Txn};
+use crate::auth::Token;
 use crate::clock::unix_seconds;
 use crate::error::{Error, Result};
 use crate::logging::quoted;
@@ -51,6 +52,11 @@ pub struct StoredDrone {
     /// Registrations under this name so far: a registration, not a drain, is a sign of life.
     #[serde(default)]
     registrations: u64,
+    /// The secret a queen gave the drone at its last registration under a new boot: it shows it
+    /// to report and renew, queens show it to start and stop its attempts (see `auth.rs`). Every
+    /// queen reads it here; `/drones` never shows it.
+    #[serde(default)]
+    credential: String,
 }
 
 impl StoredDrone {
@@ -84,6 +90,7 @@ impl StoredDrone {
             slots: self.slots,
             draining: self.draining,
             registrations: self.registrations,
+            credential: Token::new(&self.credential).ok(),
         }
     }
 
@@ -109,9 +116,13 @@ impl StoredDrone {
 }
 
 impl Store {
-    /// Registers the drone (idempotently: a known address keeps its name) and returns its name.
+    /// Registers the drone (idempotently: a known address keeps its name, and under the same boot
+    /// its credential) and returns its name and credential.
     pub fn register(&self, registration: &Registration) -> Result<Registered> {
-        let registered = self.register_in_store(registration, Instant::now() + REGISTER_BUDGET);
+        let fresh = Token::generate()
+            .map_err(|e| Error::Internal(format!("no random bytes for a credential: {e}")))?;
+        let registered =
+            self.register_in_store(registration, fresh, Instant::now() + REGISTER_BUDGET);
         self.note(&registered);
         Ok(registered?)
     }
@@ -128,9 +139,12 @@ impl Store {
     ///
     /// A drone key whose value is not a registration (written by something else) is replaced by a
     /// fresh one, as if absent, so the address can register again.
+    /// A drone that registers under a new boot (it restarted) gets `fresh` as its credential: the
+    /// old one is no longer anyone's.
     fn register_in_store(
         &self,
         registration: &Registration,
+        fresh: Token,
         deadline: Instant,
     ) -> std::result::Result<Registered, StoreError> {
         let turn = match self.registering.try_lock() {
@@ -162,7 +176,15 @@ impl Store {
                 // now), so a removal decided before now no longer applies, and the other queens
                 // hear of it.
                 Some((kv, stored)) => {
+                    let same_boot =
+                        stored.boot == registration.boot && Token::new(&stored.credential).is_ok();
+                    let credential = if same_boot {
+                        stored.credential.clone()
+                    } else {
+                        fresh.secret().to_string()
+                    };
                     let stored = StoredDrone {
+                        credential,
                         queen: self.me().to_string(),
                         boot: registration.boot.clone(),
                         exec: registration.exec,
@@ -196,6 +218,7 @@ impl Store {
                         slots: registration.slots,
                         draining: false,
                         registrations: 1,
+                        credential: fresh.secret().to_string(),
                     };
                     let txn = match next_id {
                         Some(kv) => Txn::new().if_modified_at(counter, kv.mod_revision),
@@ -220,10 +243,12 @@ impl Store {
                     mod_revision: result.revision,
                     ..Kv::default()
                 };
-                self.registry.apply(&stored.record(&kv));
+                let record = stored.record(&kv);
+                self.registry.apply(&record);
                 return Ok(Registered {
                     name: stored.name,
                     new,
+                    credential: record.credential.unwrap_or_else(|| fresh.clone()),
                 });
             }
             seen = result.reads;

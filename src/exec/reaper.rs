@@ -133,7 +133,10 @@ fn wait_for(mut child: Child) {
 pub fn run(root: PathBuf) -> u8 {
     let mut rest = Vec::new();
     let _ = io::stdin().lock().read_to_end(&mut rest);
-    let _lock = match lock_root(&root, Duration::ZERO) {
+    // The kernel closes a dead drone's descriptors one by one: the pipe may close (and wake this
+    // process) before the lock is let go, so the lock is waited for. A new drone that takes the
+    // root meanwhile ends the leftovers itself.
+    let _lock = match lock_root(&root, LOCK_WAIT) {
         Ok(lock) => lock,
         // A new drone has the root: the leftovers are its to end.
         Err(_) => return 0,

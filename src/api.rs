@@ -41,7 +41,12 @@ use crate::queen::{Created, Queen};
 use crate::server::{Handler, Request, Response};
 use crate::store::StoreHealth;
 use crate::tasks::wire::{DroneStatus, Reports, StartRequest};
-use crate::tasks::{MAX_SLOTS, State, Submission, Summary, Task, valid_boot, valid_id};
+use crate::tasks::{
+    MAX_SLOTS, State, Submission, Summary, Task, valid_attempt_id, valid_boot, valid_id,
+};
+
+/// What a `read` token sees of a task's `env` values.
+const REDACTED: &str = "***";
 
 /// Longest page of `GET /tasks`, and the default.
 const MAX_PAGE: usize = 1000;
@@ -227,6 +232,10 @@ impl Api {
                             })?,
                         };
                             let (tasks, next) = queen.tasks(state, limit, query.get("after"))?;
+                            let tasks: Vec<Task> = tasks
+                                .into_iter()
+                                .map(|task| self.redacted(task, request))
+                                .collect();
                             let tasks = tasks.iter().map(Task::summary).collect();
                             Ok(Response::json(200, &Listing { tasks, next }))
                         }
@@ -244,12 +253,13 @@ impl Api {
                 }
             }
             ["tasks", id] => {
+                let queen = self.queen("In drone mode, no tasks: a drone runs attempts")?;
                 if !valid_id(id) {
                     return Err(Error::NotFound(format!("task {id:?}")));
                 }
                 let query = Query::parse(&request.query)?;
-                match &self.role {
-                    Role::Queen(queen) => {
+                {
+                    {
                         allow(request, "GET, DELETE")?;
                         let task = if request.method == "DELETE" {
                             queen.cancel(id)?
@@ -270,33 +280,47 @@ impl Api {
                                 .transpose()?;
                             queen.task(id, wait)?
                         };
-                        Ok(Response::json(200, &task))
-                    }
-                    Role::Drone(drone) => {
-                        allow(request, "DELETE")?;
-                        let attempt = query
-                            .get("attempt")
-                            .and_then(|n| n.parse::<u32>().ok())
-                            .ok_or_else(|| {
-                                Error::BadRequest(
-                                    "attempt: give ?attempt=N, the attempt to stop".into(),
-                                )
-                            })?;
-                        drone.stop(id, attempt)?;
-                        Ok(ok(json!({ "task": id, "attempt": attempt })))
+                        Ok(Response::json(200, &self.redacted(task, request)))
                     }
                 }
+            }
+            ["attempts", id] => {
+                let Role::Drone(drone) = &self.role else {
+                    return Err(Error::NotFound(format!("endpoint {:?}", request.path)));
+                };
+                allow(request, "DELETE")?;
+                if !valid_attempt_id(id) {
+                    return Err(Error::NotFound(format!("attempt {id:?} on this drone")));
+                }
+                drone.stop(id)?;
+                Ok(ok(json!({ "attempt": id })))
             }
             ["reports"] => {
                 allow(request, "POST")?;
                 let queen = self.queen("In drone mode, not taking reports")?;
+                let Identity::Drone { address } = &request.identity else {
+                    return Err(Error::Forbidden(
+                        "only a drone, by its own credential, reports its attempts".into(),
+                    ));
+                };
                 let reports: Reports = serde_json::from_slice(&request.body).map_err(|e| {
                     Error::BadRequest(format!("body is not a drone's reports ({e})"))
                 })?;
-                Ok(Response::json(200, &queen.report(&reports)?))
+                Ok(Response::json(200, &queen.report(address, &reports)?))
             }
             _ => Err(Error::NotFound(format!("endpoint {:?}", request.path))),
         }
+    }
+
+    /// `task` as the caller may see it: a `read` token sees `***` for every `env` value (they
+    /// may hold a task's secrets); whoever may submit tasks sees them as they are.
+    fn redacted(&self, mut task: Task, request: &Request) -> Task {
+        if !request.identity.sees_secrets(self.open) {
+            for value in task.spec.env.values_mut() {
+                *value = REDACTED.into();
+            }
+        }
+        task
     }
 
     fn queen(&self, wrong_mode: &str) -> Result<&Queen> {

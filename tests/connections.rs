@@ -133,9 +133,20 @@ fn a_path_the_role_names_takes_a_larger_body() {
     let body = format!("{{\"text\": \"{}\"}}", "x".repeat(100 * 1024));
     let (status, answer) = post(&queen.url("/submit_task"), &body);
     assert_eq!(status, 413, "{answer}");
-    // A queen takes drones' reports up to 1 MiB: whatever she answers, it is not a 413.
-    let (status, answer) = post(&queen.url("/reports"), &body);
-    assert_ne!(status, 413, "{answer}");
+    // A queen takes a drone's reports up to 1 MiB: a registered drone's 100 KiB is read (and,
+    // being no reports, refused as such).
+    let (status, registered) = register(&queen, "127.0.0.1:9");
+    assert_eq!(status, 200, "{registered}");
+    let credential = registered["credential"].as_str().expect("a credential");
+    let (status, answer) = post_as(&queen.url("/reports"), &body, Some(credential));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a drone's reports"),
+        "{answer}"
+    );
 }
 
 /// Connects to `addr`, asks for `/healthz` and waits for the first byte of the answer. Returns the

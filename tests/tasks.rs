@@ -716,7 +716,11 @@ fn every_task_endpoint_needs_the_token() {
         (&queen, "DELETE", "/drones/drone-0/drain"),
         (&queen, "POST", "/reports"),
         (&drone, "POST", "/tasks"),
-        (&drone, "DELETE", "/tasks/x?attempt=1"),
+        (
+            &drone,
+            "DELETE",
+            "/attempts/0123456789abcdef0123456789abcdef",
+        ),
     ] {
         let (status, _, answer) = call(method, &larve.url(path), Some("{}"), None, &[]);
         assert_eq!(status, 401, "{method} {path}: {answer}");

@@ -1,5 +1,6 @@
 //! A drone's attempts: which run, how many slots they take, and how those that ended wait to be
-//! reported.
+//! reported. Each is known by its id alone (unique for all time), so no start, stop or report can
+//! be taken for another run's.
 //!
 //! A start is idempotent: an attempt this drone runs, or ran since it started, is never started
 //! again (a new leader asks again for every attempt it has not seen confirmed, see
@@ -17,10 +18,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::exec::{self, Executor, Outcome};
-use crate::tasks::wire::{
-    Ended, Ending, Report, Start, StartAnswer, StartResult, Started, attempt_key,
-};
-use crate::tasks::{MAX_SLOTS, MAX_TIMEOUT_SECS, valid_id};
+use crate::tasks::wire::{Ended, Ending, Listed, Report, Start, StartAnswer, StartResult, Started};
+use crate::tasks::{MAX_SLOTS, MAX_TIMEOUT_SECS, valid_attempt_id, valid_id};
 
 /// Attempts remembered as run since the drone started, so a start sent again is not run twice.
 /// Beyond this, the oldest are forgotten (a start would have to come that late to matter).
@@ -31,8 +30,24 @@ const REMEMBERED_ATTEMPTS: usize = 100_000;
 const REPORT_LINGER: Duration = Duration::from_millis(2);
 const REPORTS_PER_CALL: usize = 64;
 
-/// The attempt of task `.0` numbered `.1`.
-type Key = (String, u32);
+/// An attempt's id.
+type Key = String;
+
+/// What the drone keeps of an attempt it runs.
+struct Run {
+    running: exec::Running,
+    slots: u32,
+    /// The attempt's task and number, for its report.
+    task: String,
+    n: u32,
+}
+
+/// An attempt that ended, waiting for a queen to record its report.
+struct Unreported {
+    task: String,
+    n: u32,
+    ended: Ended,
+}
 
 /// What this drone runs, and what waits to be reported.
 pub struct Attempts {
@@ -49,9 +64,9 @@ pub struct Attempts {
 #[derive(Default)]
 struct Inner {
     used: u32,
-    running: HashMap<Key, (exec::Running, u32)>,
+    running: HashMap<Key, Run>,
     /// Ended, and not yet recorded by a queen.
-    outbox: BTreeMap<Key, Ended>,
+    outbox: BTreeMap<Key, Unreported>,
     /// Every attempt run since this drone started (bounded), oldest first.
     ran: HashSet<Key>,
     ran_order: VecDeque<Key>,
@@ -82,7 +97,7 @@ impl Attempts {
         let mut results = Vec::with_capacity(starts.len());
         let mut inner = self.inner.lock();
         for start in starts {
-            let key: Key = (start.task.clone(), start.attempt);
+            let key: Key = start.id.clone();
             let result = if inner.running.contains_key(&key) {
                 Started::Running
             } else if inner.ran.contains(&key) {
@@ -99,6 +114,7 @@ impl Attempts {
                     inner.ran.remove(&oldest);
                 }
                 let spec = exec::Spec {
+                    id: start.id.clone(),
                     task: start.task.clone(),
                     attempt: start.attempt,
                     command: start.command,
@@ -113,12 +129,19 @@ impl Attempts {
                         attempts.finish(ended_key, outcome);
                     }
                 });
-                inner.running.insert(key, (running, start.slots));
+                inner.running.insert(
+                    key,
+                    Run {
+                        running,
+                        slots: start.slots,
+                        task: start.task,
+                        n: start.attempt,
+                    },
+                );
                 Started::Started
             };
             results.push(StartResult {
-                task: start.task,
-                attempt: start.attempt,
+                id: start.id,
                 result,
             });
         }
@@ -141,45 +164,65 @@ impl Attempts {
             stderr: outcome.stderr.text,
             stderr_truncated: outcome.stderr.truncated,
         };
-        // The queen logs the end once it is recorded: here it is a detail.
-        debug!("task {} attempt {} ended: {}", key.0, key.1, ended.reason);
         let mut inner = self.inner.lock();
-        if let Some((_, slots)) = inner.running.remove(&key) {
-            inner.used -= slots;
-        }
-        inner.outbox.insert(key, ended);
+        let Some(run) = inner.running.remove(&key) else {
+            return;
+        };
+        inner.used -= run.slots;
+        // The queen logs the end once it is recorded: here it is a detail.
+        debug!(
+            "task {} attempt {} ({key}) ended: {}",
+            run.task, run.n, ended.reason
+        );
+        inner.outbox.insert(
+            key,
+            Unreported {
+                task: run.task,
+                n: run.n,
+                ended,
+            },
+        );
         self.ended.notify_all();
     }
 
-    /// Stops attempt `attempt` of task `task` (its whole process group). An attempt that has ended
-    /// already is fine; one this drone never ran is not found.
-    pub fn stop(&self, task: &str, attempt: u32) -> Result<()> {
-        let key: Key = (task.to_string(), attempt);
+    /// Stops attempt `id` (its whole process group). An attempt that has ended already is fine;
+    /// one this drone never ran is not found.
+    pub fn stop(&self, id: &str) -> Result<()> {
         let inner = self.inner.lock();
-        if let Some((running, _)) = inner.running.get(&key) {
-            info!("stopping task {task} attempt {attempt}, as a queen asked");
-            running.stop();
+        if let Some(run) = inner.running.get(id) {
+            info!(
+                "stopping task {} attempt {} ({id}), as a queen asked",
+                run.task, run.n
+            );
+            run.running.stop();
             return Ok(());
         }
-        if inner.ran.contains(&key) {
+        if inner.ran.contains(id) {
             return Ok(());
         }
-        Err(Error::NotFound(format!(
-            "attempt {attempt} of task {task:?} on this drone"
-        )))
+        Err(Error::NotFound(format!("attempt {id:?} on this drone")))
     }
 
-    /// Slots in use now, and every attempt running or ended and not yet reported
-    /// (`task/attempt`).
-    pub fn status(&self) -> (u32, Vec<String>) {
+    /// Slots in use now, the attempts running, and those ended and not yet reported.
+    pub fn status(&self) -> (u32, Vec<Listed>, Vec<Listed>) {
         let inner = self.inner.lock();
-        let listed = inner
+        let running = inner
             .running
-            .keys()
-            .chain(inner.outbox.keys())
-            .map(|(task, n)| attempt_key(task, *n))
+            .iter()
+            .map(|(id, run)| Listed {
+                id: id.clone(),
+                task: run.task.clone(),
+            })
             .collect();
-        (inner.used, listed)
+        let ended = inner
+            .outbox
+            .iter()
+            .map(|(id, unreported)| Listed {
+                id: id.clone(),
+                task: unreported.task.clone(),
+            })
+            .collect();
+        (inner.used, running, ended)
     }
 
     /// Waits up to `wait` for ended attempts to report, and gives up to about `max_bytes` of
@@ -202,11 +245,12 @@ impl Attempts {
         }
         let mut bytes = 0;
         let mut reports = Vec::new();
-        for ((task, attempt), ended) in &inner.outbox {
+        for (id, unreported) in &inner.outbox {
             let report = Report {
-                task: task.clone(),
-                attempt: *attempt,
-                ended: ended.clone(),
+                id: id.clone(),
+                task: unreported.task.clone(),
+                attempt: unreported.n,
+                ended: unreported.ended.clone(),
             };
             // As sent: JSON escapes can make output several times its size.
             let size = serde_json::to_vec(&report).map_or(0, |json| json.len());
@@ -219,15 +263,11 @@ impl Attempts {
         reports
     }
 
-    /// A queen recorded these attempts (`task/attempt`): they leave the outbox.
-    pub fn recorded(&self, keys: &[String]) {
+    /// A queen recorded these attempts (by id): they leave the outbox.
+    pub fn recorded(&self, ids: &[String]) {
         let mut inner = self.inner.lock();
-        for key in keys {
-            if let Some((task, n)) = key.rsplit_once('/')
-                && let Ok(n) = n.parse::<u32>()
-            {
-                inner.outbox.remove(&(task.to_string(), n));
-            }
+        for id in ids {
+            inner.outbox.remove(id);
         }
     }
 
@@ -241,10 +281,10 @@ impl Attempts {
 
 /// Why a start cannot be run as it is, if it cannot.
 fn check(start: &Start) -> std::result::Result<(), String> {
-    if !valid_id(&start.task) || start.attempt == 0 {
+    if !valid_attempt_id(&start.id) || !valid_id(&start.task) || start.attempt == 0 {
         return Err(format!(
-            "{:?} attempt {} is not an attempt",
-            start.task, start.attempt
+            "{:?} attempt {} ({:?}) is not an attempt",
+            start.task, start.attempt, start.id
         ));
     }
     if start.command.is_empty() || start.command[0].is_empty() {

@@ -96,13 +96,14 @@ impl Drone {
 
     /// Who this drone is and what it runs, for a probe.
     pub fn status(&self) -> DroneStatus {
-        let (used, attempts) = self.attempts.get().map(|a| a.status()).unwrap_or_default();
+        let (used, running, ended) = self.attempts.get().map(|a| a.status()).unwrap_or_default();
         DroneStatus {
             boot: self.boot.clone(),
             exec: self.exec_slots.is_some(),
             slots: self.exec_slots.unwrap_or(0),
             used,
-            attempts,
+            running,
+            ended,
         }
     }
 
@@ -111,9 +112,9 @@ impl Drone {
         self.exec()?.start(request.attempts)
     }
 
-    /// Stops attempt `attempt` of task `task`.
-    pub fn stop(&self, task: &str, attempt: u32) -> Result<()> {
-        self.exec()?.stop(task, attempt)
+    /// Stops the attempt `id`.
+    pub fn stop(&self, id: &str) -> Result<()> {
+        self.exec()?.stop(id)
     }
 
     fn exec(&self) -> Result<&Arc<Attempts>> {

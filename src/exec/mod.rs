@@ -110,6 +110,8 @@ const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 /// An attempt to run: what the drone was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
+    /// The attempt's id, unique for all time; the command sees it as `HIVE_ATTEMPT_ID`.
+    pub id: String,
     /// The task's id; the command sees it as `HIVE_TASK_ID`.
     pub task: String,
     /// Which attempt at the task this is, from 1; the command sees it as `HIVE_ATTEMPT`.
@@ -450,6 +452,7 @@ impl Shared {
             .envs(&spec.env)
             .env("HIVE_TASK_ID", &spec.task)
             .env("HIVE_ATTEMPT", spec.attempt.to_string())
+            .env("HIVE_ATTEMPT_ID", &spec.id)
             .env("HIVE_DRONE_ADDRESS", &spec.drone_address)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -887,6 +890,7 @@ mod tests {
 
     fn spec(command: &[&str]) -> Spec {
         Spec {
+            id: "0123456789abcdef0123456789abcdef".into(),
             task: "t1".into(),
             attempt: 1,
             command: command.iter().map(|arg| arg.to_string()).collect(),

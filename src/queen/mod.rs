@@ -8,6 +8,7 @@
 
 pub mod heartbeat;
 pub mod recheck;
+pub mod reconcile;
 pub mod registry;
 pub mod scheduler;
 
@@ -33,7 +34,7 @@ use crate::store::tasks::{Change, Changed};
 use crate::store::{Store, StoreHealth};
 use crate::tasks::index::{Page, Stored};
 use crate::tasks::lifecycle::{Event, Step, step};
-use crate::tasks::wire::{Reports, ReportsAnswer, attempt_key};
+use crate::tasks::wire::{Reports, ReportsAnswer};
 use crate::tasks::{State, Submission, Task, new_id};
 use heartbeat::Heartbeat;
 use recheck::Recheck;
@@ -365,7 +366,7 @@ impl Queen {
         if stored.task.cancel_requested
             && let Some(attempt) = stored.task.running_attempt()
         {
-            self.scheduler.stop(&attempt.address, id, attempt.n);
+            self.scheduler.stop(&attempt.address, &attempt.id);
             if let Some(task) = tasks.wait(id, CANCEL_WAIT) {
                 return Ok(self.shown(&task, &self.drone_summary()));
             }
@@ -373,15 +374,45 @@ impl Queen {
         self.task(id, None)
     }
 
-    /// Records the ends of attempts a drone reports. Returns those recorded (or with nothing to
-    /// record: an unknown task, a duplicate); the others the drone sends again later.
-    pub fn report(&self, reports: &Reports) -> Result<ReportsAnswer> {
+    /// Records the ends of attempts the drone at `drone` (by its credential) reports. Returns the
+    /// ids recorded (or with nothing to record: an attempt no task here has, a duplicate); the
+    /// drone sends the others again later. A drone reports only for itself and only its own
+    /// attempts: anything else refuses the whole batch (403) and changes nothing.
+    pub fn report(&self, drone: &str, reports: &Reports) -> Result<ReportsAnswer> {
+        if reports.address != drone {
+            warn!(
+                "refused reports from {} in the name of {}",
+                quoted(drone),
+                quoted(&reports.address)
+            );
+            return Err(Error::Forbidden(format!(
+                "a drone reports only its own attempts: this credential is {drone}'s, not {}'s",
+                reports.address
+            )));
+        }
         let mut accepted = Vec::new();
         let mut pending: Vec<(usize, Stored)> = Vec::new();
         for (i, report) in reports.reports.iter().enumerate() {
-            match self.store.task_for_report(&report.task, report.attempt)? {
-                Some(stored) => pending.push((i, stored)),
-                None => accepted.push(attempt_key(&report.task, report.attempt)),
+            match self.store.task_for_report(&report.task, &report.id)? {
+                Some(stored) => {
+                    if let Some(attempt) = stored.task.attempt(&report.id)
+                        && attempt.address != drone
+                    {
+                        warn!(
+                            "refused reports from {}: attempt {} of task {} was placed on {}",
+                            quoted(drone),
+                            report.id,
+                            report.task,
+                            quoted(&attempt.address)
+                        );
+                        return Err(Error::Forbidden(format!(
+                            "attempt {} was placed on another drone; a drone reports only its own attempts",
+                            report.id
+                        )));
+                    }
+                    pending.push((i, stored));
+                }
+                None => accepted.push(report.id.clone()),
             }
         }
         for _ in 0..CHANGE_TRIES {
@@ -392,27 +423,12 @@ impl Queen {
             let mut asked = Vec::new();
             for (i, stored) in pending.drain(..) {
                 let report = &reports.reports[i];
-                let key = attempt_key(&report.task, report.attempt);
-                let from_elsewhere = stored
-                    .task
-                    .attempts
-                    .iter()
-                    .find(|a| a.n == report.attempt)
-                    .is_some_and(|a| a.address != reports.address);
-                if from_elsewhere {
-                    warn!(
-                        "ignored a report of attempt {key} from {}: it was placed on another drone",
-                        quoted(&reports.address)
-                    );
-                    accepted.push(key);
-                    continue;
-                }
                 let event = Event::End {
-                    attempt: report.attempt,
+                    attempt: &report.id,
                     ended: &report.ended,
                 };
                 match step(&stored.task, event, now()) {
-                    Step::Ignored(_) => accepted.push(key),
+                    Step::Ignored(_) => accepted.push(report.id.clone()),
                     Step::Changed(next) => {
                         asked.push((i, stored.task.state));
                         changes.push(Change {
@@ -425,16 +441,17 @@ impl Queen {
             let outcomes = self.store.change_tasks(changes, false);
             for ((i, from), outcome) in asked.into_iter().zip(outcomes) {
                 let report = &reports.reports[i];
-                let key = attempt_key(&report.task, report.attempt);
                 match outcome {
                     Ok(Changed::Done(stored)) => {
                         let task = &stored.task;
                         self.metrics.task_transition(Some(from), task.state);
-                        log_end(task, report.attempt, &reports.address);
-                        accepted.push(key);
+                        log_end(task, &report.id, drone);
+                        accepted.push(report.id.clone());
                     }
                     Ok(Changed::Conflict(Some(fresh))) => pending.push((i, fresh)),
-                    Ok(Changed::Conflict(None) | Changed::NotLeader) => accepted.push(key),
+                    Ok(Changed::Conflict(None) | Changed::NotLeader) => {
+                        accepted.push(report.id.clone())
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -573,11 +590,12 @@ fn same_spec(existing: Arc<Task>, submission: &Submission) -> Result<Created> {
     }
 }
 
-/// One log line for an attempt's end as recorded, and what it made of the task.
-fn log_end(task: &Task, n: u32, from: &str) {
-    let Some(attempt) = task.attempts.iter().find(|a| a.n == n) else {
+/// One log line for the end of attempt `id` as recorded, and what it made of the task.
+fn log_end(task: &Task, id: &str, from: &str) {
+    let Some(attempt) = task.attempt(id) else {
         return;
     };
+    let n = attempt.n;
     if attempt.late_report.is_some() {
         info!(
             "task {} attempt {n} reported by {} after it was replaced; recorded, nothing changes",

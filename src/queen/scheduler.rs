@@ -17,9 +17,13 @@
 //!
 //! An attempt is lost when its drone was removed (the heartbeat found it dead), when its drone
 //! registered again with a new boot id (it restarted, and ended what it ran: see `drone/`), or
-//! when its drone, asked by a probe, no longer lists an attempt it had confirmed. Probes also let
-//! the leader stop attempts that run where they no longer belong (declared lost, then placed
-//! elsewhere) and re-send the stop of a task whose cancel was asked for.
+//! when its drone, asked by a probe, no longer lists an attempt it had confirmed. What a probe
+//! finds is decided by `reconcile.rs` (pure) and applied here: attempts confirmed (a restarted or
+//! new leader adopts what its drones still run so), lost, expired on the queen's clock, and the
+//! ones a drone runs that no queen placed there, or whose cancel was asked for, stopped.
+//!
+//! A drone that had no room for a start (its slots taken by attempts being stopped) costs the task
+//! no retry: the placement is undone and the task placed again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,9 +34,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
+use super::reconcile::{self, Placed};
 use super::registry::Target;
 use crate::client::{CallError, Client};
 use crate::clock::now;
+use crate::exec::KILL_GRACE;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -40,8 +46,8 @@ use crate::store::tasks::{Change, Changed};
 use crate::tasks::index::Stored;
 use crate::tasks::lifecycle::{Event, Placement, Step, step};
 use crate::tasks::placement::{self, Capacity, Policy};
-use crate::tasks::wire::{DroneStatus, Start, StartAnswer, StartRequest, Started, attempt_key};
-use crate::tasks::{AttemptState, State};
+use crate::tasks::wire::{DroneStatus, Start, StartAnswer, StartRequest, Started};
+use crate::tasks::{State, new_attempt_id};
 
 /// A pass runs at least this often, to notice drones that went away and backoffs that ended.
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
@@ -61,8 +67,11 @@ const START_CALL_BYTES: usize = 1024 * 1024;
 /// Finished tasks deleted per pass at most, so a large backlog goes in steps.
 const GC_PER_PASS: usize = 1000;
 
-/// The attempt of task `.0` numbered `.1`.
-type AttemptId = (Arc<str>, u32);
+/// An attempt's id.
+type AttemptId = String;
+
+/// `(task, attempt id, why)`: an attempt to end, and why.
+type Ending = (Stored, String, String);
 
 /// What this queen has seen of a running attempt.
 #[derive(Debug, Clone, Copy)]
@@ -203,20 +212,28 @@ impl Scheduler {
                 }
                 Some(_) => continue,
             };
-            losses.push((stored.clone(), attempt.n, why));
+            losses.push((stored.clone(), attempt.id.clone(), why));
         }
         self.lose(losses);
     }
 
     /// Declares each `(task, attempt, why)` lost.
-    fn lose(&self, losses: Vec<(Stored, u32, String)>) {
-        self.end(losses, "lost", |n, why| Event::Lose { attempt: n, why });
+    fn lose(&self, losses: Vec<Ending>) {
+        self.end(losses, "lost", |id, why| Event::Lose { attempt: id, why });
     }
 
     /// Records starts the drones refused as failed attempts.
-    fn fail_starts(&self, refused: Vec<(Stored, u32, String)>) {
-        self.end(refused, "could not start", |n, why| Event::FailStart {
-            attempt: n,
+    fn fail_starts(&self, refused: Vec<Ending>) {
+        self.end(refused, "could not start", |id, why| Event::FailStart {
+            attempt: id,
+            why,
+        });
+    }
+
+    /// Undoes placements on drones that had no room for them: placed again, at no retry's cost.
+    fn unplace(&self, full: Vec<Ending>) {
+        self.end(full, "did not start", |id, why| Event::Unplace {
+            attempt: id,
             why,
         });
     }
@@ -225,14 +242,17 @@ impl Scheduler {
     /// attempt `what` (lost, could not start).
     fn end(
         &self,
-        ends: Vec<(Stored, u32, String)>,
+        ends: Vec<Ending>,
         what: &str,
-        event: impl for<'a> Fn(u32, &'a str) -> Event<'a>,
+        event: impl for<'a> Fn(&'a str, &'a str) -> Event<'a>,
     ) {
         let mut changes = Vec::new();
         let mut told = Vec::new();
-        for (stored, n, why) in ends {
-            if let Step::Changed(next) = step(&stored.task, event(n, &why), now()) {
+        for (stored, id, why) in ends {
+            let Some(n) = stored.task.attempt(&id).map(|attempt| attempt.n) else {
+                continue;
+            };
+            if let Step::Changed(next) = step(&stored.task, event(&id, &why), now()) {
                 told.push((stored.task.state, n, why));
                 changes.push(Change {
                     task: *next,
@@ -311,6 +331,7 @@ impl Scheduler {
             let Some(i) = choice else { continue };
             let drone = &drones[i];
             let placement = Placement {
+                attempt: new_attempt_id(),
                 drone: drone.target.name.clone(),
                 address: drone.target.address.clone(),
                 boot: drone.boot.clone(),
@@ -376,7 +397,7 @@ impl Scheduler {
                     .map(move |chunk| (address.clone(), chunk))
             })
             .collect();
-        let mut refused = Vec::new();
+        let (mut refused, mut full) = (Vec::new(), Vec::new());
         thread::scope(|scope| {
             let calls: Vec<_> = calls
                 .iter()
@@ -384,12 +405,17 @@ impl Scheduler {
                 .collect();
             for call in calls {
                 if let Ok((tasks, answers)) = call.join() {
-                    refused.extend(self.note_starts(tasks, answers));
+                    let (no, no_room) = self.note_starts(tasks, answers);
+                    refused.extend(no);
+                    full.extend(no_room);
                 }
             }
         });
         if !refused.is_empty() {
             self.fail_starts(refused);
+        }
+        if !full.is_empty() {
+            self.unplace(full);
         }
     }
 
@@ -401,6 +427,7 @@ impl Scheduler {
                 let task = &stored.task;
                 let attempt = task.running_attempt()?;
                 Some(Start {
+                    id: attempt.id.clone(),
                     task: task.id.clone(),
                     attempt: attempt.n,
                     command: task.spec.command.clone(),
@@ -420,12 +447,14 @@ impl Scheduler {
         })
     }
 
-    /// Records a drone's answers to starts; returns the attempts it refused, with why.
+    /// Records a drone's answers to starts; returns the attempts it refused, and those it had no
+    /// room for, with why.
     fn note_starts(
         &self,
         tasks: &[Stored],
         answer: Result<StartAnswer, CallError>,
-    ) -> Vec<(Stored, u32, String)> {
+    ) -> (Vec<Ending>, Vec<Ending>) {
+        let running = |stored: &Stored| Some(stored.task.running_attempt()?.id.clone());
         let answer = match answer {
             Ok(answer) => answer,
             Err(e) if e.is_client_error() => {
@@ -435,16 +464,11 @@ impl Scheduler {
                     }
                     other => format!("the drone refused it ({other})"),
                 };
-                return tasks
+                let refused = tasks
                     .iter()
-                    .filter_map(|stored| {
-                        Some((
-                            stored.clone(),
-                            stored.task.running_attempt()?.n,
-                            why.clone(),
-                        ))
-                    })
+                    .filter_map(|stored| Some((stored.clone(), running(stored)?, why.clone())))
                     .collect();
+                return (refused, Vec::new());
             }
             Err(e) => {
                 // It may or may not have them: asked again after the grace, or found by a probe.
@@ -457,29 +481,23 @@ impl Scheduler {
                     tasks.len(),
                     quoted(&address)
                 );
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
-        let by_key: HashMap<String, &Stored> = tasks
+        let by_id: HashMap<String, &Stored> = tasks
             .iter()
-            .filter_map(|stored| {
-                Some((
-                    attempt_key(&stored.task.id, stored.task.running_attempt()?.n),
-                    stored,
-                ))
-            })
+            .filter_map(|stored| Some((running(stored)?, stored)))
             .collect();
         let now = Instant::now();
-        let mut refused = Vec::new();
+        let mut full = Vec::new();
         let mut seen = self.seen.lock();
         for result in answer.results {
-            let Some(stored) = by_key.get(&attempt_key(&result.task, result.attempt)) else {
+            let Some(stored) = by_id.get(&result.id) else {
                 continue;
             };
             match result.result {
                 Started::Started | Started::Running | Started::Ended => {
-                    let id: AttemptId = (Arc::from(result.task.as_str()), result.attempt);
-                    seen.entry(id)
+                    seen.entry(result.id.clone())
                         .or_insert(Seen {
                             first: now,
                             confirmed: None,
@@ -490,96 +508,120 @@ impl Scheduler {
                         let attempt = stored.task.running_attempt().expect("keyed by it");
                         info!(
                             "task {} attempt {} started on {}",
-                            result.task, result.attempt, attempt.drone
+                            stored.task.id, attempt.n, attempt.drone
                         );
                     }
                 }
-                Started::Full => refused.push((
+                Started::Full => full.push((
                     (*stored).clone(),
-                    result.attempt,
+                    result.id,
                     "the drone had no free slots".to_string(),
                 )),
             }
         }
-        refused
+        (Vec::new(), full)
     }
 
-    /// What a probe of `target`, sent at `sent`, found it runs: confirms the attempts it lists,
-    /// loses confirmed ones it no longer lists, and stops the ones it should not run.
+    /// What a probe of `target`, sent at `sent`, found it runs: decided by `reconcile.rs`, applied
+    /// here (confirmed, lost, expired, stopped; the slots of what is being stopped noted).
     pub fn reconcile(&self, target: &Target, status: &DroneStatus, sent: Instant) {
         if !self.store.leads() {
             return;
         }
-        let tasks = self.store.tasks();
-        let listed: HashSet<&str> = status.attempts.iter().map(String::as_str).collect();
-        let mut losses = Vec::new();
+        let here: Vec<Stored> = self
+            .store
+            .tasks()
+            .running_on(&target.address)
+            .into_iter()
+            .filter(|stored| {
+                stored
+                    .task
+                    .running_attempt()
+                    .is_some_and(|attempt| attempt.drone == target.name)
+            })
+            .collect();
+        let placed: Vec<Placed> = {
+            let seen = self.seen.lock();
+            here.iter()
+                .filter_map(|stored| {
+                    let task = &stored.task;
+                    let attempt = task.running_attempt()?;
+                    let confirmed_before = seen
+                        .get(&attempt.id)
+                        .and_then(|seen| seen.confirmed)
+                        .is_some_and(|at| at < sent);
+                    Some(Placed {
+                        task: task.id.clone(),
+                        id: attempt.id.clone(),
+                        started_at: attempt.started_at,
+                        timeout_s: task.spec.timeout_s,
+                        kill_grace_s: KILL_GRACE.as_secs_f64(),
+                        slots: task.spec.slots,
+                        cancel_requested: task.cancel_requested,
+                        confirmed_before,
+                    })
+                })
+                .collect()
+        };
+        let plan = reconcile::reconcile(&placed, status, now());
         {
             let mut seen = self.seen.lock();
-            for stored in tasks.running_on(&target.address) {
-                let Some(attempt) = stored.task.running_attempt() else {
-                    continue;
-                };
-                if attempt.drone != target.name {
-                    continue;
-                }
-                let id: AttemptId = (Arc::from(stored.task.id.as_str()), attempt.n);
-                let entry = seen.entry(id).or_insert(Seen {
-                    first: Instant::now(),
-                    confirmed: None,
-                });
-                if listed.contains(attempt_key(&stored.task.id, attempt.n).as_str()) {
-                    entry.confirmed.get_or_insert(sent);
-                } else if entry.confirmed.is_some_and(|at| at < sent) {
-                    let n = attempt.n;
-                    losses.push((
-                        stored,
-                        n,
-                        format!("its drone {} no longer knows it", target.name),
-                    ));
-                }
+            for id in &plan.confirm {
+                seen.entry(id.clone())
+                    .or_insert(Seen {
+                        first: Instant::now(),
+                        confirmed: None,
+                    })
+                    .confirmed
+                    .get_or_insert(sent);
             }
         }
-        self.lose(losses);
-        // Slots taken on the drone by attempts the store does not count there.
-        let mut stray = 0;
-        for key in &status.attempts {
-            let Some((id, n)) = key
-                .rsplit_once('/')
-                .and_then(|(id, n)| Some((id, n.parse::<u32>().ok()?)))
-            else {
-                continue;
-            };
-            let Some(stored) = tasks.get(id) else {
-                continue;
-            };
-            let task = &stored.task;
-            let Some(attempt) = task.attempts.iter().find(|a| a.n == n) else {
-                continue;
-            };
-            let placed_here = attempt.address == target.address && attempt.drone == target.name;
-            if attempt.state == AttemptState::Lost
-                || (attempt.state == AttemptState::Running && !placed_here)
-            {
-                stray += task.spec.slots;
+        let by_task: HashMap<&str, &Stored> = here
+            .iter()
+            .map(|stored| (stored.task.id.as_str(), stored))
+            .collect();
+        let endings = |list: Vec<(String, String, String)>| -> Vec<Ending> {
+            list.into_iter()
+                .filter_map(|(task, id, why)| {
+                    Some(((*by_task.get(task.as_str())?).clone(), id, why))
+                })
+                .collect()
+        };
+        self.lose(endings(plan.lose));
+        self.expire(endings(plan.expire));
+        let placed_here: HashSet<&str> = placed.iter().map(|p| p.id.as_str()).collect();
+        for id in &plan.stop {
+            if !placed_here.contains(id.as_str()) {
+                let task = status
+                    .running
+                    .iter()
+                    .find(|listed| &listed.id == id)
+                    .map_or("", |listed| listed.task.as_str());
                 info!(
-                    "task {id} attempt {n} still runs on {} after it was replaced; stopping it",
-                    target.name
+                    "{} runs attempt {id} of task {} that no queen placed there (replaced, or another run's); stopping it",
+                    target.name,
+                    quoted(task)
                 );
-                self.stop(&target.address, id, n);
-            } else if attempt.state == AttemptState::Running && task.cancel_requested {
-                self.stop(&target.address, id, n);
             }
+            self.stop(&target.address, id);
         }
-        self.store.registry().record_stray(target, stray);
+        self.store.registry().record_stray(target, plan.stray_slots);
     }
 
-    /// Asks the drone at `address` to stop attempt `n` of task `id` (its whole process group).
-    pub fn stop(&self, address: &str, id: &str, n: u32) {
-        let path = format!("/tasks/{id}?attempt={n}");
+    /// Ends attempts that ran past their deadline on the queen's clock.
+    fn expire(&self, expired: Vec<Ending>) {
+        self.end(expired, "timed out on the queen's clock", |id, why| {
+            Event::Expire { attempt: id, why }
+        });
+    }
+
+    /// Asks the drone at `address` to stop attempt `id` (everything it runs).
+    pub fn stop(&self, address: &str, id: &str) {
+        let path = format!("/attempts/{id}");
         let client = self.client.bearing(self.store.registry().bearer(address));
         if let Err(e) = client.delete(address, &path, self.config.call_timeout) {
             warn!(
-                "could not ask {} to stop task {id} attempt {n}: {e}",
+                "could not ask {} to stop attempt {id}: {e}",
                 quoted(address)
             );
         }
@@ -602,8 +644,7 @@ impl Scheduler {
     }
 }
 
-/// The running attempt of `stored`'s task, as an id.
+/// The id of `stored`'s running attempt.
 fn attempt_id(stored: &Stored) -> Option<AttemptId> {
-    let attempt = stored.task.running_attempt()?;
-    Some((Arc::from(stored.task.id.as_str()), attempt.n))
+    Some(stored.task.running_attempt()?.id.clone())
 }

@@ -142,12 +142,12 @@ impl Store {
 }
 
 impl Store {
-    /// Task `id` for recording the end of its attempt `attempt`: from the index, or read from the
-    /// engine when the index does not know that attempt yet (the report came through a queen
-    /// whose watch has not brought the placement yet). `None`: no such task.
-    pub fn task_for_report(&self, id: &str, attempt: u32) -> Result<Option<Stored>, StoreError> {
+    /// Task `id` for recording the end of its attempt `attempt` (an id): from the index, or read
+    /// from the engine when the index does not know that attempt yet (the report came through a
+    /// queen whose watch has not brought the placement yet). `None`: no such task.
+    pub fn task_for_report(&self, id: &str, attempt: &str) -> Result<Option<Stored>, StoreError> {
         if let Some(stored) = self.tasks.get(id)
-            && stored.task.attempts.len() as u32 >= attempt
+            && stored.task.attempt(attempt).is_some()
         {
             return Ok(Some(stored));
         }

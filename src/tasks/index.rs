@@ -533,6 +533,7 @@ mod tests {
         let task = Task::new("t".into(), spec(), 1.0);
         assert!(index.put(task.clone(), &kv(5, 5)));
         let place = Placement {
+            attempt: "a1".into(),
             drone: "drone-0".into(),
             address: "a:1".into(),
             boot: "b".into(),
@@ -548,7 +549,7 @@ mod tests {
         let Step::Changed(lost) = step(
             &running,
             Event::Lose {
-                attempt: 1,
+                attempt: "a1",
                 why: "gone",
             },
             3.0,

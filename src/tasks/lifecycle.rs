@@ -6,38 +6,49 @@
 //! |----------------------------|---------------------------|-----------------------------------------------------|
 //! | [`Event::Place`]           | pending (due, not cancelled) | running, with a new running attempt              |
 //! | [`Event::End`] succeeded   | running (that attempt)    | succeeded                                           |
-//! | [`Event::End`] failed / timed out, [`Event::FailStart`] | running | pending after the backoff if retries are left, else failed |
+//! | [`Event::End`] failed / timed out, [`Event::FailStart`], [`Event::Expire`] | running | pending after the backoff if retries are left, else failed |
 //! | [`Event::Lose`]            | running (that attempt)    | pending at once if retries are left, else failed    |
+//! | [`Event::Unplace`]         | running (that attempt)    | pending at once; the attempt never ran, so it is forgotten and costs no retry |
 //! | [`Event::End`] cancelled   | running                   | cancelled                                           |
 //! | [`Event::Cancel`]          | pending / running         | cancelled / running with the cancel asked for       |
 //!
-//! A failed, timed-out or lost attempt of a task whose cancel was asked for ends it `cancelled`.
-//! A report of an attempt that was replaced (lost, then placed again) is recorded on that attempt
-//! and changes nothing else.
+//! Attempts are named by their id (see [`crate::tasks::Attempt::id`]), never by the task and a
+//! number, so an event about another run's attempt finds nothing here. A failed, timed-out or lost
+//! attempt of a task whose cancel was asked for ends it `cancelled`. A report of an attempt that
+//! was replaced (lost, then placed again) is recorded on that attempt and changes nothing else.
 
 use super::wire::{Ended, Ending};
 use super::{AttemptState, MAX_BACKOFF_SECS, State, Task};
 use crate::tasks::Attempt;
 
-/// Where an attempt is placed.
+/// Where an attempt is placed, and the id it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
+    /// A new attempt id ([`crate::tasks::new_attempt_id`]): decided by the caller, so that this
+    /// function stays pure.
+    pub attempt: String,
     pub drone: String,
     pub address: String,
     pub boot: String,
 }
 
-/// Something that happens to a task.
+/// Something that happens to a task. `attempt` is always an attempt id.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
     /// The scheduler placed it on a drone.
     Place(&'a Placement),
-    /// Its drone reports how attempt `attempt` ended.
-    End { attempt: u32, ended: &'a Ended },
-    /// Attempt `attempt` is lost: its drone was removed or restarted, or no longer knows it.
-    Lose { attempt: u32, why: &'a str },
-    /// The drone refused to start attempt `attempt`.
-    FailStart { attempt: u32, why: &'a str },
+    /// Its drone reports how the attempt ended.
+    End { attempt: &'a str, ended: &'a Ended },
+    /// The attempt is lost: its drone was removed or restarted, or no longer knows it.
+    Lose { attempt: &'a str, why: &'a str },
+    /// The drone refused to start the attempt.
+    FailStart { attempt: &'a str, why: &'a str },
+    /// The drone had no room for the attempt (its slots were taken by attempts the queen did not
+    /// count): it never ran, and the task is placed again without costing a retry.
+    Unplace { attempt: &'a str, why: &'a str },
+    /// The attempt ran past its timeout and kill grace and its drone still says it runs: the
+    /// queen ends it on her own clock, so no drone can keep a task running for ever.
+    Expire { attempt: &'a str, why: &'a str },
     /// A user asked to cancel it.
     Cancel,
 }
@@ -70,6 +81,7 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
             next.reason = None;
             next.not_before = None;
             next.attempts.push(Attempt {
+                id: placement.attempt.clone(),
                 n: task.attempts.len() as u32 + 1,
                 drone: placement.drone.clone(),
                 address: placement.address.clone(),
@@ -83,9 +95,9 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
             });
         }
         Event::End { attempt, ended } => {
-            if !runs(task, attempt) {
+            let Some(n) = running_number(task, attempt) else {
                 return record_late(task, next, attempt, ended);
-            }
+            };
             let state = match ended.state {
                 Ending::Succeeded => AttemptState::Succeeded,
                 Ending::Failed => AttemptState::Failed,
@@ -105,27 +117,49 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
                 }
                 Ending::Cancelled => cancelled(&mut next),
                 Ending::Failed | Ending::TimedOut => {
-                    let why = format!("attempt {attempt} {}: {}", past(state), ended.reason);
-                    after_failure(&mut next, attempt, false, why, now);
+                    let why = format!("attempt {n} {}: {}", past(state), ended.reason);
+                    after_failure(&mut next, n, false, why, now);
                 }
             }
         }
         Event::Lose { attempt, why } => {
-            if !runs(task, attempt) {
+            let Some(n) = running_number(task, attempt) else {
                 return Step::Ignored("that attempt does not run");
-            }
+            };
             end_attempt(&mut next, AttemptState::Lost, None, why, now);
-            let why = format!("attempt {attempt} was lost: {why}");
-            after_failure(&mut next, attempt, true, why, now);
+            let why = format!("attempt {n} was lost: {why}");
+            after_failure(&mut next, n, true, why, now);
         }
         Event::FailStart { attempt, why } => {
-            if !runs(task, attempt) {
+            let Some(n) = running_number(task, attempt) else {
                 return Step::Ignored("that attempt does not run");
-            }
+            };
             let why = format!("could not start: {why}");
             end_attempt(&mut next, AttemptState::Failed, None, &why, now);
-            let why = format!("attempt {attempt} {why}");
-            after_failure(&mut next, attempt, false, why, now);
+            let why = format!("attempt {n} {why}");
+            after_failure(&mut next, n, false, why, now);
+        }
+        Event::Unplace { attempt, why } => {
+            let Some(n) = running_number(task, attempt) else {
+                return Step::Ignored("that attempt does not run");
+            };
+            next.attempts.pop();
+            if task.cancel_requested {
+                cancelled(&mut next);
+            } else {
+                next.state = State::Pending;
+                next.reason = Some(format!(
+                    "attempt {n} did not start ({why}); placing it again"
+                ));
+            }
+        }
+        Event::Expire { attempt, why } => {
+            let Some(n) = running_number(task, attempt) else {
+                return Step::Ignored("that attempt does not run");
+            };
+            end_attempt(&mut next, AttemptState::TimedOut, None, why, now);
+            let why = format!("attempt {n} timed out: {why}");
+            after_failure(&mut next, n, false, why, now);
         }
         Event::Cancel => match task.state {
             State::Pending => {
@@ -141,9 +175,14 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
     Step::Changed(Box::new(next))
 }
 
-/// Whether attempt `n` is the one that runs now.
-fn runs(task: &Task, n: u32) -> bool {
-    task.state == State::Running && task.running_attempt().is_some_and(|a| a.n == n)
+/// The number of the attempt with id `id`, if it is the one that runs now.
+fn running_number(task: &Task, id: &str) -> Option<u32> {
+    if task.state != State::Running {
+        return None;
+    }
+    task.running_attempt()
+        .filter(|attempt| attempt.id == id)
+        .map(|attempt| attempt.n)
 }
 
 fn end_attempt(task: &mut Task, state: AttemptState, exit_code: Option<i32>, why: &str, now: f64) {
@@ -198,9 +237,9 @@ fn past(state: AttemptState) -> &'static str {
     }
 }
 
-/// A report of attempt `n`, which no longer runs: recorded on it if it was replaced, else nothing.
-fn record_late(task: &Task, mut next: Task, n: u32, ended: &Ended) -> Step {
-    let Some(index) = task.attempts.iter().position(|a| a.n == n) else {
+/// A report of attempt `id`, which no longer runs: recorded on it if it was replaced, else nothing.
+fn record_late(task: &Task, mut next: Task, id: &str, ended: &Ended) -> Step {
+    let Some(index) = task.attempts.iter().position(|a| a.id == id) else {
         return Step::Ignored("no such attempt");
     };
     let attempt = &task.attempts[index];
@@ -231,8 +270,10 @@ mod tests {
         Task::new("t".into(), spec, 100.0)
     }
 
-    fn here() -> Placement {
+    /// The placement of attempt `n`, whose id is `a{n}`.
+    fn here(n: u32) -> Placement {
         Placement {
+            attempt: format!("a{n}"),
             drone: "drone-0".into(),
             address: "127.0.0.1:5001".into(),
             boot: "b1".into(),
@@ -273,9 +314,9 @@ mod tests {
         let t = run(
             task(0),
             &[
-                Event::Place(&here()),
+                Event::Place(&here(1)),
                 Event::End {
-                    attempt: 1,
+                    attempt: "a1",
                     ended: &done,
                 },
             ],
@@ -303,9 +344,9 @@ mod tests {
         let mut t = run(
             task(2),
             &[
-                Event::Place(&here()),
+                Event::Place(&here(1)),
                 Event::End {
-                    attempt: 1,
+                    attempt: "a1",
                     ended: &failed,
                 },
             ],
@@ -316,17 +357,18 @@ mod tests {
             "1 s after attempt 1"
         );
         assert!(
-            matches!(step(&t, Event::Place(&here()), 102.5), Step::Ignored(_)),
+            matches!(step(&t, Event::Place(&here(2)), 102.5), Step::Ignored(_)),
             "not before its time"
         );
         for (n, now, wait) in [(2u32, 103.0, 2.0), (3, 110.0, 0.0)] {
-            let Step::Changed(placed) = step(&t, Event::Place(&here()), now) else {
+            let Step::Changed(placed) = step(&t, Event::Place(&here(n)), now) else {
                 panic!()
             };
+            let id = format!("a{n}");
             let Step::Changed(next) = step(
                 &placed,
                 Event::End {
-                    attempt: n,
+                    attempt: &id,
                     ended: &failed,
                 },
                 now + 1.0,
@@ -357,9 +399,9 @@ mod tests {
         let t = run(
             task(1),
             &[
-                Event::Place(&here()),
+                Event::Place(&here(1)),
                 Event::Lose {
-                    attempt: 1,
+                    attempt: "a1",
                     why: "its drone was removed",
                 },
             ],
@@ -369,9 +411,9 @@ mod tests {
         let t = run(
             task(0),
             &[
-                Event::Place(&here()),
+                Event::Place(&here(1)),
                 Event::Lose {
-                    attempt: 1,
+                    attempt: "a1",
                     why: "its drone restarted",
                 },
             ],
@@ -386,18 +428,18 @@ mod tests {
         let t = run(
             task(1),
             &[
-                Event::Place(&here()),
+                Event::Place(&here(1)),
                 Event::Lose {
-                    attempt: 1,
+                    attempt: "a1",
                     why: "gone",
                 },
-                Event::Place(&here()),
+                Event::Place(&here(2)),
             ],
         );
         let Step::Changed(late) = step(
             &t,
             Event::End {
-                attempt: 1,
+                attempt: "a1",
                 ended: &done,
             },
             200.0,
@@ -412,7 +454,7 @@ mod tests {
             step(
                 &late,
                 Event::End {
-                    attempt: 1,
+                    attempt: "a1",
                     ended: &done
                 },
                 201.0
@@ -423,7 +465,7 @@ mod tests {
             step(
                 &late,
                 Event::End {
-                    attempt: 7,
+                    attempt: "a7",
                     ended: &done
                 },
                 201.0
@@ -434,7 +476,7 @@ mod tests {
             step(
                 &late,
                 Event::Lose {
-                    attempt: 1,
+                    attempt: "a1",
                     why: "x"
                 },
                 201.0
@@ -447,7 +489,7 @@ mod tests {
     fn cancel_ends_a_pending_task_at_once_and_a_running_one_when_its_drone_stops_it() {
         let t = run(task(0), &[Event::Cancel]);
         assert_eq!(t.state, State::Cancelled);
-        let t = run(task(3), &[Event::Place(&here()), Event::Cancel]);
+        let t = run(task(3), &[Event::Place(&here(1)), Event::Cancel]);
         assert_eq!((t.state, t.cancel_requested), (State::Running, true));
         let stopped = Ended {
             state: Ending::Cancelled,
@@ -458,7 +500,7 @@ mod tests {
         let done = run(
             t.clone(),
             &[Event::End {
-                attempt: 1,
+                attempt: "a1",
                 ended: &stopped,
             }],
         );
@@ -466,7 +508,7 @@ mod tests {
         let failed = run(
             t.clone(),
             &[Event::End {
-                attempt: 1,
+                attempt: "a1",
                 ended: &ended(Ending::Failed, Some(143)),
             }],
         );
@@ -478,7 +520,7 @@ mod tests {
         let lost = run(
             t,
             &[Event::Lose {
-                attempt: 1,
+                attempt: "a1",
                 why: "gone",
             }],
         );
@@ -490,7 +532,7 @@ mod tests {
         assert!(matches!(
             step(
                 &run(task(0), &[Event::Cancel]),
-                Event::Place(&here()),
+                Event::Place(&here(1)),
                 300.0
             ),
             Step::Ignored(_)
@@ -498,13 +540,79 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_of_another_run_is_never_taken_for_this_one() {
+        // The same task id and attempt number, another id: what a queen that forgot, or a task
+        // id used again, would see from a drone still holding an older run.
+        let done = ended(Ending::Succeeded, Some(0));
+        let t = run(task(0), &[Event::Place(&here(1))]);
+        for event in [
+            Event::End {
+                attempt: "another-run",
+                ended: &done,
+            },
+            Event::Lose {
+                attempt: "another-run",
+                why: "x",
+            },
+            Event::Expire {
+                attempt: "another-run",
+                why: "x",
+            },
+        ] {
+            assert!(
+                matches!(step(&t, event, 200.0), Step::Ignored(_)),
+                "{event:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_drone_without_room_costs_no_retry() {
+        let t = run(
+            task(0),
+            &[
+                Event::Place(&here(1)),
+                Event::Unplace {
+                    attempt: "a1",
+                    why: "the drone had no free slots",
+                },
+            ],
+        );
+        assert_eq!((t.state, t.attempts.len()), (State::Pending, 0));
+        assert!(t.reason.as_deref().unwrap().contains("no free slots"));
+        let t = run(t, &[Event::Place(&here(2))]);
+        assert_eq!(
+            t.attempts[0].n, 1,
+            "the number is used again; the id is new"
+        );
+        assert_eq!(t.attempts[0].id, "a2");
+    }
+
+    #[test]
+    fn an_attempt_its_drone_keeps_running_past_its_deadline_times_out_on_the_queens_clock() {
+        let t = run(
+            task(1),
+            &[
+                Event::Place(&here(1)),
+                Event::Expire {
+                    attempt: "a1",
+                    why: "its drone still ran it 2 s after its timeout and kill grace",
+                },
+            ],
+        );
+        assert_eq!(t.attempts[0].state, AttemptState::TimedOut);
+        assert_eq!(t.state, State::Pending, "retries apply");
+        assert!(t.reason.unwrap().contains("attempt 1 timed out"));
+    }
+
+    #[test]
     fn a_start_the_drone_refuses_is_a_failed_attempt() {
         let t = run(
             task(0),
             &[
-                Event::Place(&here()),
+                Event::Place(&here(1)),
                 Event::FailStart {
-                    attempt: 1,
+                    attempt: "a1",
                     why: "no free slots",
                 },
             ],

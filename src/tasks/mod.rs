@@ -128,6 +128,11 @@ pub enum AttemptState {
 /// One try at running a task, on one drone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
+    /// Unique for all time, and not derived from the task: drones know an attempt, and report
+    /// it, only by this, so a queen that restarted or a task id used again can never take another
+    /// run's end for this one's.
+    #[serde(default)]
+    pub id: String,
     /// 1-based.
     pub n: u32,
     /// The drone's name and address when it was placed.
@@ -266,6 +271,11 @@ impl Task {
             .last()
             .filter(|attempt| attempt.state == AttemptState::Running)
     }
+
+    /// The attempt with id `id`, if it is this task's.
+    pub fn attempt(&self, id: &str) -> Option<&Attempt> {
+        self.attempts.iter().find(|attempt| attempt.id == id)
+    }
 }
 
 /// Whether `id` is a task id: `[a-z0-9][a-z0-9-]{0,62}`, as Kubernetes names are, so it is safe in
@@ -300,6 +310,20 @@ pub fn valid_boot(boot: &str) -> bool {
 /// A new boot id for a drone process.
 pub fn new_boot() -> String {
     format!("{:016x}", fastrand::u64(..))
+}
+
+/// A new attempt id: 128 random bits as 32 hex digits. It is a name, not a secret: knowing one
+/// lets nobody report or stop it (that takes the drone's credential).
+pub fn new_attempt_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Whether `id` is an attempt id: 32 lowercase hex digits (safe in paths, keys and log lines).
+pub fn valid_attempt_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A request to create a task: its spec, and the id the client chose, if any.
@@ -533,6 +557,9 @@ mod tests {
         }
         assert!(valid_id(&new_id()));
         assert!(valid_boot(&new_boot()) && valid_boot(""));
+        assert!(valid_attempt_id(&new_attempt_id()));
+        assert_ne!(new_attempt_id(), new_attempt_id());
+        assert!(!valid_attempt_id("../../etc") && !valid_attempt_id(&"A".repeat(32)));
         assert!(!valid_boot("XYZ") && !valid_boot(&"a".repeat(33)));
     }
 }

@@ -1,5 +1,8 @@
 //! What queens and drones send each other about attempts: the JSON of `POST /tasks` on a drone
 //! (start), `POST /reports` on a queen (ends), and the attempts a drone lists to a probe.
+//!
+//! An attempt is named by its id everywhere here (see [`crate::tasks::Attempt::id`]); the task id
+//! and the attempt's number travel beside it for the drone's directories, environment and logs.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +21,8 @@ pub enum Ending {
 /// One attempt to start: `POST /tasks` on a drone carries a list of these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Start {
+    /// The attempt's id.
+    pub id: String,
     pub task: String,
     pub attempt: u32,
     pub command: Vec<String>,
@@ -50,8 +55,8 @@ pub enum Started {
 /// One answer of `POST /tasks` on a drone, in the order of the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartResult {
-    pub task: String,
-    pub attempt: u32,
+    /// The attempt's id.
+    pub id: String,
     pub result: Started,
 }
 
@@ -80,6 +85,8 @@ pub struct Ended {
 /// One report: which attempt, and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// The attempt's id.
+    pub id: String,
     pub task: String,
     pub attempt: u32,
     #[serde(flatten)]
@@ -95,16 +102,18 @@ pub struct Reports {
     pub reports: Vec<Report>,
 }
 
-/// `POST /reports`' answer: the attempts the queen recorded (or found nothing to record for), by
-/// `task/attempt`; the drone forgets them, and sends the others again later.
+/// `POST /reports`' answer: the ids of the attempts the queen recorded (or found nothing to record
+/// for); the drone forgets them, and sends the others again later.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportsAnswer {
     pub accepted: Vec<String>,
 }
 
-/// The name of an attempt in lists: `task/attempt`.
-pub fn attempt_key(task: &str, attempt: u32) -> String {
-    format!("{task}/{attempt}")
+/// An attempt a drone lists: its id, and its task's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Listed {
+    pub id: String,
+    pub task: String,
 }
 
 /// What a Hive drone adds to its `/healthz` for a caller with the token: who it is and what it
@@ -120,7 +129,10 @@ pub struct DroneStatus {
     /// Slots its running attempts take now.
     #[serde(default)]
     pub used: u32,
-    /// Every attempt it knows of: running, or ended and not yet reported (`task/attempt`).
+    /// The attempts it runs now.
     #[serde(default)]
-    pub attempts: Vec<String>,
+    pub running: Vec<Listed>,
+    /// The attempts that have ended and whose reports no queen has recorded yet.
+    #[serde(default)]
+    pub ended: Vec<Listed>,
 }

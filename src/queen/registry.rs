@@ -552,6 +552,14 @@ impl Registry {
         }
     }
 
+    /// The drone said it had no room for a start: it takes no placement until it next lists what
+    /// it runs (which sets its stray slots to what they are), rather than be asked again at once.
+    pub fn record_full(&self, target: &Target) {
+        if let Some(drone) = self.inner.lock().get_mut(target) {
+            drone.stray_slots = drone.slots;
+        }
+    }
+
     /// Calls `poke` whenever drones come, go or change (the scheduler's wake-up).
     pub fn on_change(&self, poke: Arc<dyn Fn() + Send + Sync>) {
         *self.on_change.lock() = Some(poke);

@@ -512,11 +512,18 @@ impl Scheduler {
                         );
                     }
                 }
-                Started::Full => full.push((
-                    (*stored).clone(),
-                    result.id,
-                    "the drone had no free slots".to_string(),
-                )),
+                Started::Full => {
+                    let attempt = stored.task.running_attempt().expect("keyed by it");
+                    self.store.registry().record_full(&Target {
+                        address: attempt.address.clone(),
+                        name: attempt.drone.clone(),
+                    });
+                    full.push((
+                        (*stored).clone(),
+                        result.id,
+                        "the drone had no free slots".to_string(),
+                    ))
+                }
             }
         }
         (Vec::new(), full)

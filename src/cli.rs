@@ -98,9 +98,11 @@ options:
   --queen-host HOST:PORT[,...]   the queen(s) to ask, tried in turn (default: HIVE_QUEEN, else
                                  127.0.0.1:8080)
   --token-file PATH              file holding the cluster token (or set HIVE_TOKEN)
-  --tls-ca PATH                  ask over HTTPS, trusting this CA (a hive with TLS)
+  --tls-ca PATH                  ask over HTTPS, trusting this CA (a hive with TLS; or set
+                                 HIVE_TLS_CA)
   --tls-cert PATH, --tls-key PATH
-                                 the certificate to show a queen that verifies clients
+                                 the certificate to show a queen that verifies clients (or
+                                 set HIVE_TLS_CERT and HIVE_TLS_KEY)
   -h, --help                     print this help";
 
 /// What the command line asks for.
@@ -123,6 +125,25 @@ pub struct Environment {
     pub token: Option<String>,
     /// `HIVE_QUEEN`: the queens the command-line client asks.
     pub queen: Option<String>,
+    /// `HIVE_TLS_CA`, `HIVE_TLS_CERT`, `HIVE_TLS_KEY`: the command-line client's `--tls-ca`,
+    /// `--tls-cert` and `--tls-key` when those are not given.
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+impl Environment {
+    /// What the process's environment says.
+    pub fn read() -> Environment {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        Environment {
+            token: var("HIVE_TOKEN"),
+            queen: var("HIVE_QUEEN"),
+            tls_ca: var("HIVE_TLS_CA"),
+            tls_cert: var("HIVE_TLS_CERT"),
+            tls_key: var("HIVE_TLS_KEY"),
+        }
+    }
 }
 
 /// Where the command-line client asks when neither `--queen-host` nor `HIVE_QUEEN` says.
@@ -386,15 +407,17 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
     };
     let token_file = flag(&mut args, "--token-file", parse_path)?;
     let token = token(token_file, env.token.clone())?;
-    let tls_ca = flag(&mut args, "--tls-ca", parse_path)?;
-    let tls_cert = flag(&mut args, "--tls-cert", parse_path)?;
-    let tls_key = flag(&mut args, "--tls-key", parse_path)?;
+    let from_env =
+        |given: Option<PathBuf>, var: &Option<String>| given.or(var.clone().map(PathBuf::from));
+    let tls_ca = from_env(flag(&mut args, "--tls-ca", parse_path)?, &env.tls_ca);
+    let tls_cert = from_env(flag(&mut args, "--tls-cert", parse_path)?, &env.tls_cert);
+    let tls_key = from_env(flag(&mut args, "--tls-key", parse_path)?, &env.tls_key);
     let tls = match (tls_ca, tls_cert, tls_key) {
         (None, None, None) => None,
         (Some(ca), None, None) => Some(ClientTls::user(&ca, None)?),
         (Some(ca), Some(cert), Some(key)) => Some(ClientTls::user(&ca, Some((&cert, &key)))?),
         _ => {
-            return Err("--tls-cert and --tls-key go together, and need --tls-ca".into());
+            return Err("--tls-cert and --tls-key (HIVE_TLS_CERT, HIVE_TLS_KEY) go together, and need --tls-ca (HIVE_TLS_CA)".into());
         }
     };
     let request = match (noun.as_str(), verb.as_str()) {
@@ -772,7 +795,7 @@ mod tests {
     fn run_with_token(args: &[&str], token: Option<&str>) -> Result<Config, String> {
         let env = Environment {
             token: token.map(String::from),
-            queen: None,
+            ..Environment::default()
         };
         match parse(args.iter().map(OsString::from).collect(), &env)? {
             Command::Run(config) => Ok(*config),
@@ -1122,8 +1145,8 @@ mod tests {
 
     fn control(args: &[&str], queen: Option<&str>) -> Result<(Target, Request), String> {
         let env = Environment {
-            token: None,
             queen: queen.map(String::from),
+            ..Environment::default()
         };
         match parse(args.iter().map(OsString::from).collect(), &env)? {
             Command::Control(control) => Ok(*control),

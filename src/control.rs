@@ -193,7 +193,14 @@ impl Session<'_> {
                         error: reply.said(),
                     });
                 }
-                Err(e) => failures.push(format!("{queen}: {e}")),
+                Err(e) => {
+                    let e = e.to_string();
+                    let tls = self.target.credentials.tls.is_some();
+                    match tls_hint(&e, tls) {
+                        Some(hint) => failures.push(format!("{queen}: {e}; {hint}")),
+                        None => failures.push(format!("{queen}: {e}")),
+                    }
+                }
             }
         }
         Err(Failure::Unreachable(format!(
@@ -201,6 +208,36 @@ impl Session<'_> {
             failures.join("; ")
         )))
     }
+}
+
+/// What a user does about a call that failed with `error`, when it is TLS's doing: a client
+/// without TLS (`tls` false) that a queen speaking HTTPS hung up on, a queen that wants a client
+/// certificate, a certificate from another CA, or HTTPS to a queen that speaks plain HTTP.
+fn tls_hint(error: &str, tls: bool) -> Option<&'static str> {
+    let error = error.to_ascii_lowercase();
+    let has = |needle: &str| error.contains(needle);
+    if tls {
+        if has("certificaterequired") || has("certificate required") {
+            return Some(
+                "the queen wants a client certificate: add --tls-cert and --tls-key (or set HIVE_TLS_CERT and HIVE_TLS_KEY)",
+            );
+        }
+        if has("unknownissuer") || has("invalid peer certificate") {
+            return Some("the queen's certificate is not signed by --tls-ca (HIVE_TLS_CA)");
+        }
+        if has("corrupt message") || has("invalidcontenttype") || has("invalid content type") {
+            return Some(
+                "the queen speaks plain HTTP: drop --tls-ca (and HIVE_TLS_CA), or start her with TLS",
+            );
+        }
+        return None;
+    }
+    // A queen that speaks HTTPS answers a plain request with a TLS alert, which is no HTTP.
+    if has("http parse fail") || has("invalid http version") {
+        return Some("the queen speaks HTTPS: add --tls-ca (or set HIVE_TLS_CA)");
+    }
+    let hung_up = has("closed") || has("reset") || has("broken pipe") || has("eof");
+    hung_up.then_some("if the queen speaks HTTPS, add --tls-ca (or set HIVE_TLS_CA)")
 }
 
 fn print_json(value: &Value) {

@@ -224,3 +224,74 @@ fn tls_flags_are_checked_before_anything_starts() {
         assert!(larve.stderr().contains(needle), "{}", larve.stderr());
     }
 }
+
+/// `larve ARGS` as a user runs it, with `env` set (and no other `HIVE_*`): exit code and stderr.
+fn cli(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    let mut command = std::process::Command::new(LARVE);
+    command.args(args);
+    for name in [
+        "HIVE_TOKEN",
+        "HIVE_QUEEN",
+        "HIVE_TLS_CA",
+        "HIVE_TLS_CERT",
+        "HIVE_TLS_KEY",
+    ] {
+        command.env_remove(name);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("run larve");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_line_says_what_to_add_when_tls_is_missing_and_reads_the_tls_variables() {
+    let pki = Pki::new("hive-ca");
+    let mut flags = pki.larve_flags(&pki.issue("queen"));
+    flags.push("--tls-verify-clients".into());
+    let queen = start(&["--queen", "--port", "0"], &flags);
+    let plain = start(&["--queen", "--port", "0"], &[]);
+    let ca = pki.ca().to_string_lossy().into_owned();
+    let me = pki.issue("me");
+    let (cert, key) = (
+        me.cert.to_string_lossy().into_owned(),
+        me.key.to_string_lossy().into_owned(),
+    );
+    let token = ("HIVE_TOKEN", TOKEN.to_string());
+    let ls = |queen: &Larve| ["task", "ls", "--queen-host", &queen.addr].join(" ");
+
+    let (code, err) = cli(
+        &ls(&queen).split(' ').collect::<Vec<_>>(),
+        std::slice::from_ref(&token),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the queen speaks HTTPS: add --tls-ca"),
+        "{err}"
+    );
+
+    let with_ca = [token.clone(), ("HIVE_TLS_CA", ca.clone())];
+    let (code, err) = cli(&ls(&queen).split(' ').collect::<Vec<_>>(), &with_ca);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the queen wants a client certificate: add --tls-cert and --tls-key"),
+        "{err}"
+    );
+
+    let (code, err) = cli(&ls(&plain).split(' ').collect::<Vec<_>>(), &with_ca);
+    assert_eq!(code, 1);
+    assert!(err.contains("the queen speaks plain HTTP"), "{err}");
+
+    let everything = [
+        token,
+        ("HIVE_TLS_CA", ca),
+        ("HIVE_TLS_CERT", cert),
+        ("HIVE_TLS_KEY", key),
+    ];
+    let (code, err) = cli(&ls(&queen).split(' ').collect::<Vec<_>>(), &everything);
+    assert_eq!(code, 0, "{err}");
+}

@@ -21,10 +21,7 @@ fn main() -> ExitCode {
         args.first().and_then(|a| a.to_str()),
         Some("task" | "drone")
     );
-    let env = Environment {
-        token: std::env::var("HIVE_TOKEN").ok(),
-        queen: std::env::var("HIVE_QUEEN").ok(),
-    };
+    let env = Environment::read();
     match cli::parse(args, &env) {
         Ok(Command::Help) => println!("{}", cli::USAGE),
         Ok(Command::ControlHelp) => println!("{}", cli::CONTROL_USAGE),

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hive_support::larve::Larve;
+use hive_support::larve::{Larve, TOKEN_ENV};
 use hive_support::process::{Process, SIGINT};
 use hive_support::wait;
 use serde::Deserialize;
@@ -69,7 +69,7 @@ impl Call {
     }
 }
 
-/// One wrk run: what to call, over how many connections, for how long.
+/// One wrk run: what to call, over how many connections, for how long, and with which token.
 #[derive(Clone, Copy)]
 pub struct Load {
     pub call: Call,
@@ -84,6 +84,8 @@ pub struct Load {
     /// Over HTTPS: wrk's URL starts `https://` (wrk shows no client certificate and checks none of
     /// the server's).
     pub tls: bool,
+    /// Sent as `Authorization: Bearer` on every request (the script reads it from `HIVE_TOKEN`).
+    pub token: Option<&'static str>,
 }
 
 impl Load {
@@ -96,12 +98,21 @@ impl Load {
             length,
             timeout: None,
             tls: false,
+            token: None,
         }
     }
 
     /// The same load over HTTPS.
     pub fn over_tls(self) -> Load {
         Load { tls: true, ..self }
+    }
+
+    /// The same load with `token` on every request.
+    pub fn with_token(self, token: &'static str) -> Load {
+        Load {
+            token: Some(token),
+            ..self
+        }
     }
 
     /// wrk's arguments for this load against `address`, with the script at `script`.
@@ -340,7 +351,12 @@ impl Wrk {
         let args = load.args(&self.script.to_string_lossy(), &queen.address());
         progress(&format!("{label}: wrk {}", args.join(" ")));
         let started = Instant::now();
-        let process = Process::start(&self.binary, &args, &stdout_path, &stderr_path)?;
+        let mut command = std::process::Command::new(&self.binary);
+        command.args(&args).env_remove(TOKEN_ENV);
+        if let Some(token) = load.token {
+            command.env(TOKEN_ENV, token);
+        }
+        let process = Process::spawn(command, &stdout_path, &stderr_path)?;
         Ok(Running {
             process,
             label: label.to_string(),

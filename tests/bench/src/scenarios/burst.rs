@@ -35,6 +35,7 @@ const WARM_TRAFFIC: Load = Load {
     length: Duration::from_secs(2),
     timeout: None,
     tls: false,
+    token: None,
 };
 
 /// The slowest first answer each run must stay under.

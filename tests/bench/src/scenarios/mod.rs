@@ -28,6 +28,7 @@ mod front_door;
 mod group;
 mod queens;
 mod scale;
+mod scoped_tokens;
 mod soak;
 mod task_failover;
 mod task_latency;
@@ -82,6 +83,13 @@ impl Bench {
     /// Starts a queen on a free port with `extra` flags.
     pub fn queen(&self, label: &str, extra: &[String]) -> Result<Larve> {
         queen_from(&self.launcher, label, extra)
+    }
+
+    /// Starts a queen on a free port with `extra` flags and the cluster token `token`.
+    pub fn queen_with_token(&self, label: &str, extra: &[String], token: &str) -> Result<Larve> {
+        let mut args: Vec<String> = ["--queen", "--port", "0"].map(String::from).into();
+        args.extend_from_slice(extra);
+        self.launcher.start(label, &args, &Launch::token(token))
     }
 
     /// Starts a drone of `queens` (several when they share a registry in etcd) from `launcher`'s
@@ -227,7 +235,7 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 16] = [
+const ALL: [(&str, Scenario); 17] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -244,6 +252,7 @@ const ALL: [(&str, Scenario); 16] = [
     (drone_loss::LABEL, drone_loss::run),
     (front_door::LABEL, front_door::run),
     (front_cost::LABEL, front_cost::run),
+    (scoped_tokens::LABEL, scoped_tokens::run),
 ];
 
 /// How many scenarios there are, numbered from 1.

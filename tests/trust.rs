@@ -5,10 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use common::*;
@@ -292,86 +289,29 @@ fn a_queen_restarted_and_a_task_id_used_again_never_returns_another_runs_output(
     queen.log_with(&["that no queen placed there", "stopping it"]);
 }
 
-/// What a [`StalledDrone`] saw of one request: its method, path and `Authorization`.
-type Seen = (String, String, Option<String>);
+/// Each request a [`StalledDrone`] saw: its line and its `Authorization`.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 /// A drone of our own making that takes every start, lists what it started as running for ever,
-/// says it stops what it is told to stop and never does: a drone that stalls, or lies. It records
-/// every request's method, path and `Authorization`.
+/// says it stops what it is told to stop and never does: a drone that stalls, or lies. It
+/// records every request's line and `Authorization`.
 struct StalledDrone {
-    addr: String,
+    peer: FakePeer,
     boot: &'static str,
-    running: Arc<Mutex<BTreeMap<String, String>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    seen: Seen,
 }
 
 impl StalledDrone {
     fn start() -> StalledDrone {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let drone = StalledDrone {
-            addr: listener.local_addr().unwrap().to_string(),
-            boot: "0123456789abcdef",
-            running: Arc::default(),
-            seen: Arc::default(),
-        };
-        let (running, seen, boot) = (drone.running.clone(), drone.seen.clone(), drone.boot);
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (running, seen) = (running.clone(), seen.clone());
-                thread::spawn(move || serve_stalled(stream, &running, &seen, boot));
-            }
-        });
-        drone
-    }
-}
-
-fn serve_stalled(
-    stream: TcpStream,
-    running: &Mutex<BTreeMap<String, String>>,
-    seen: &Mutex<Vec<Seen>>,
-    boot: &str,
-) {
-    let _ = stream.set_read_timeout(Some(SOON));
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let (method, path) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or(""),
-        );
-        let path = path.split('?').next().unwrap_or("").to_string();
-        let (mut length, mut authorization) = (0, None);
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            if header.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if name.eq_ignore_ascii_case("authorization") {
-                    authorization = Some(value.trim().to_string());
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        seen.lock()
-            .push((method.clone(), path.clone(), authorization));
-        let answer = match (method.as_str(), path.as_str()) {
-            ("POST", "/tasks") => {
-                let start: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let boot = "0123456789abcdef";
+        let running: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+        let seen: Seen = Arc::default();
+        let saw = seen.clone();
+        let peer = FakePeer::reading(move |request| {
+            saw.lock()
+                .push((request.line.clone(), request.authorization.clone()));
+            let answer = if request.line == "POST /tasks" {
+                let start: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let mut results = Vec::new();
                 for attempt in start["attempts"].as_array().into_iter().flatten() {
                     let id = attempt["id"].as_str().unwrap_or_default().to_string();
@@ -380,8 +320,7 @@ fn serve_stalled(
                     results.push(json!({"id": id, "result": "started"}));
                 }
                 json!({ "results": results })
-            }
-            _ => {
+            } else {
                 let listed: Vec<Value> = running
                     .lock()
                     .iter()
@@ -390,16 +329,10 @@ fn serve_stalled(
                 json!({"status": "Status.READY", "version": "0", "mode": "Mode.DRONE",
                     "boot": boot, "exec": true, "slots": 1, "used": listed.len(),
                     "running": listed, "ended": []})
-            }
-        };
-        let text = answer.to_string();
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        if writer.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
+            };
+            (200, "application/json", answer.to_string())
+        });
+        StalledDrone { peer, boot, seen }
     }
 }
 
@@ -409,7 +342,7 @@ fn a_stalled_drones_attempt_times_out_on_the_queens_clock_and_never_sees_the_clu
     let queen = queen_with(&tokens);
     let stalled = StalledDrone::start();
     let registration =
-        json!({"address": stalled.addr, "boot": stalled.boot, "exec": true, "slots": 1});
+        json!({"address": stalled.peer.addr, "boot": stalled.boot, "exec": true, "slots": 1});
     let (status, registered) = ask("POST", &queen.url("/register"), &registration, Some(TOKEN));
     assert_eq!(status, 200, "{registered}");
     let credential = registered["credential"].as_str().unwrap().to_string();
@@ -435,19 +368,17 @@ fn a_stalled_drones_attempt_times_out_on_the_queens_clock_and_never_sees_the_clu
             .seen
             .lock()
             .iter()
-            .any(|(method, path, _)| {
-                method == "DELETE" && *path == format!("/attempts/{attempt_id}")
-            })
+            .any(|(line, _)| *line == format!("DELETE /attempts/{attempt_id}"))
             .then_some(())
     });
     // Every call the queen made to it showed its credential, never the cluster token.
     let seen = stalled.seen.lock().clone();
     assert!(!seen.is_empty());
-    for (method, path, authorization) in seen {
+    for (line, authorization) in seen {
         assert_eq!(
             authorization.as_deref(),
             Some(format!("Bearer {credential}").as_str()),
-            "{method} {path}"
+            "{line}"
         );
     }
 }

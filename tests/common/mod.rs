@@ -306,8 +306,18 @@ pub fn raw(addr: &str, bytes: &[u8], within: Duration) -> String {
 /// route leaves it) and the request's content type (empty if none): status, content type, body.
 pub type Answer = (u16, &'static str, String);
 
+/// A request as a [`FakePeer`] read it.
+pub struct PeerRequest {
+    /// Like `GET /healthz`: the method and the path without its query.
+    pub line: String,
+    /// Empty if none.
+    pub content_type: String,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// What a [`FakePeer`] calls for each request.
-type Responder = dyn Fn(&str, &str) -> Answer + Send + Sync;
+type Responder = dyn Fn(&PeerRequest) -> Answer + Send + Sync;
 
 /// A stand-in peer on a free loopback port (a drone or queen that is not ours) that answers each
 /// request by its request line, and records the request lines. Stops accepting when dropped.
@@ -324,6 +334,11 @@ impl FakePeer {
     }
 
     pub fn new(answer: impl Fn(&str, &str) -> Answer + Send + Sync + 'static) -> FakePeer {
+        FakePeer::reading(move |request| answer(&request.line, &request.content_type))
+    }
+
+    /// A peer that answers each request from all of it: headers and body too.
+    pub fn reading(answer: impl Fn(&PeerRequest) -> Answer + Send + Sync + 'static) -> FakePeer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         listener.set_nonblocking(true).expect("nonblocking");
@@ -373,8 +388,13 @@ fn serve_peer(stream: TcpStream, answer: &Responder, hits: &Mutex<Vec<String>>) 
             .map(|part| part.split_once('?').map_or(part, |(path, _)| path))
             .collect::<Vec<_>>()
             .join(" ");
+        let mut request = PeerRequest {
+            line: request_line,
+            content_type: String::new(),
+            authorization: None,
+            body: Vec::new(),
+        };
         let mut length = 0;
-        let mut content_type = String::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -384,20 +404,22 @@ fn serve_peer(stream: TcpStream, answer: &Responder, hits: &Mutex<Vec<String>>) 
                 break;
             }
             if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim().to_string();
                 if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if name.eq_ignore_ascii_case("content-type") {
-                    content_type = value.trim().to_string();
+                    length = value.parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("content-type") {
+                    request.content_type = value;
+                } else if name.eq_ignore_ascii_case("authorization") {
+                    request.authorization = Some(value);
                 }
             }
         }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
+        request.body = vec![0; length];
+        if reader.read_exact(&mut request.body).is_err() {
             return;
         }
-        hits.lock().push(request_line.clone());
-        let (status, reply_type, text) = answer(&request_line, &content_type);
+        hits.lock().push(request.line.clone());
+        let (status, reply_type, text) = answer(&request);
         let reply = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: {reply_type}\r\nContent-Length: {}\r\n\r\n{text}",
             text.len()

@@ -507,11 +507,10 @@ mod tests {
             store: StoreConfig::Memory,
             tasks: Default::default(),
         };
-        Role::Queen(Arc::new(crate::larve::build_queen(
-            config,
-            Default::default(),
-            Arc::default(),
-        )))
+        Role::Queen(Arc::new(
+            crate::larve::build_queen(config, Default::default(), Arc::default())
+                .expect("a queen in memory"),
+        ))
     }
 
     #[test]

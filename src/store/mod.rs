@@ -123,9 +123,12 @@ impl Store {
         &self.tasks
     }
 
-    /// Whether this queen leads now (a queen alone always does).
+    /// Whether this queen leads now, which she does only once she has read the state she leads:
+    /// a queen alone from her first read on (with a data dir, decisions on a half-read state would
+    /// place tasks on slots that are taken), one on etcd once elected (she campaigns only after
+    /// her first read).
     pub fn leads(&self) -> bool {
-        self.leadership.term().is_some()
+        self.ready() && self.leadership.term().is_some()
     }
 
     /// Whether any queen leads, as far as this one knows.

@@ -21,7 +21,7 @@ use crate::tls::{ClientTls, LarveTls};
 
 /// The help text, printed by `--help` and after every command-line error.
 pub const USAGE: &str = "\
-usage: larve --queen [--port 8080] [--etcd URL[,URL...]] [options]
+usage: larve --queen [--port 8080] [--data-dir DIR | --etcd URL[,URL...]] [options]
        larve --queen-host HOST:PORT[,HOST:PORT...] [--port 8080] [options]
 
 A larve is a drone (worker) by default; --queen makes it the queen (control plane).

@@ -407,7 +407,10 @@ fn hive_up_brings_back_a_lone_queen_killed_mid_task_with_her_tasks() {
     let printed = hive.up(&["1"]);
     let port = hive.port("HIVE_PORT");
     assert!(
-        printed.contains(&format!("data dir {}/queen-{port}.data/", hive.dir.display())),
+        printed.contains(&format!(
+            "data dir {}/queen-{port}.data/",
+            hive.dir.display()
+        )),
         "{printed}"
     );
     let token = hive.token();

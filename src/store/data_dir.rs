@@ -57,6 +57,9 @@ const FORMAT_VERSION: i32 = 1;
 /// user (a `sqlite3` shell reading it meanwhile holds it only for moments).
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How much of SQLite's check an error quotes.
+const MAX_CHECK_CHARS: usize = 200;
+
 /// The first bytes of every SQLite file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -351,7 +354,10 @@ fn check_format(db: &Connection, db_path: &Path) -> Result<(), DataDirError> {
         .query_row("PRAGMA quick_check", [], |row| row.get(0))
         .map_err(|e| damaged(db_path, &e.to_string()))?;
     if check != "ok" {
-        return Err(damaged(db_path, &format!("SQLite's check says: {check}")));
+        // Its first findings are enough to say what is wrong; the full list can be long.
+        let first: String = check.lines().collect::<Vec<_>>().join("; ");
+        let first: String = first.chars().take(MAX_CHECK_CHARS).collect();
+        return Err(damaged(db_path, &format!("SQLite's check says: {first}")));
     }
     Ok(())
 }

@@ -133,11 +133,6 @@ impl DataDir {
             kept,
         ))
     }
-
-    /// The dir's path, as given.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Keeper for DataDir {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release binaries and benchmarks a local hive against the targets of the performance
 # issue (scenarios 1 to 8), of the tasks issue (9 to 14: tasks that run commands) and of the front
-# door (15: attacks by unauthenticated clients; 16: the front's cost), with wrk as the load
+# door (15: attacks by unauthenticated clients; 16: the front's cost), and of the durable store
+# (named, not numbered: durable-store-task-submission, -task-throughput, -recovery), with wrk as the load
 # generator, etcd for the scenarios of several queens and openssl for the TLS certificates (each
 # installed with apt-get when missing and run as root: Debian's wrk, etcd-server and openssl).
 #
@@ -22,7 +23,9 @@
 # of this workspace) with its own target directory under target/ (the first build takes a minute
 # or two), and reused by later runs; without the commit (a shallow clone) or when its build fails, the bench runs without
 # it and scenario 16 says so in its row.
-# Other options (--only 9,13, --keep-logs) go to hive-bench; see target/release/hive-bench --help.
+# The durable store's three scenarios take about two minutes together.
+# Other options (--only 9,13,durable-store-recovery, --keep-logs) go to hive-bench; see
+# target/release/hive-bench --help.
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops the local hive started by scripts/hive-up.sh: exactly the larves (and the etcd of several
 # queens) named in .hive/*.pid, and forgets its shape (.hive/shape and the NAME.cmd files), so the
-# next scripts/hive-up.sh starts a new hive (new token, certificates and etcd data).
+# next scripts/hive-up.sh starts a new hive (new token, certificates, etcd data and queen's data
+# dir).
 # SIGTERM first (a clean stop: a leading queen hands leadership over at once), SIGKILL after ~5 s.
 # Safe to run when nothing is running.
 set -euo pipefail

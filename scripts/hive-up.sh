@@ -9,7 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LARVE="${HIVE_LARVE:-$ROOT/target/release/larve}"
 DEADLINE_SECS=15
 # A drone registers again once its queen has not checked on it for 3 heartbeat intervals (10 s
-# each by default), so a queen alone that restarts learns her drones within this.
+# each by default), so a queen alone without a data dir (a hive started before she had one) that
+# restarts learns her drones within this.
 REREGISTER_SECS=30
 # The leader's lease when --leader-ttl is not given (the queens are started without it).
 LEADER_TTL_SECS=5
@@ -29,7 +30,10 @@ It hands the hive the tutorial's demo task, runs one real command as a task, and
 ready-to-paste curl and larve lines. Every port it needs must be free: if one is taken, it says
 which and by what, and starts nothing. Run again, it brings back whatever of the hive it started
 is missing (a queen, a drone or etcd that died) with its old flags, token, certificates and etcd
-data, and starts nothing when all of it runs. Stop the hive with scripts/hive-down.sh.
+data, and starts nothing when all of it runs. A queen alone keeps her drones and tasks in a data
+dir (--data-dir), so one that died comes back with all of them, and the attempts her drones kept
+running end as if she never left. Stop the hive with scripts/hive-down.sh; the next hive starts
+with a new data dir, as with a new token.
 
 options:
   N             drones, 1 to 9999 (default 3)
@@ -60,6 +64,8 @@ files in HIVE_DIR:
                    (one argument a line, what a restart runs) and its log (stderr)
   drone-PORT.out   a drone's stdout (the demo task texts it prints)
   drone-PORT.work/ where a drone runs its tasks
+  queen-PORT.data/ a queen alone's data dir: her drones and tasks, kept across restarts, new for
+                   every hive (several queens keep theirs in etcd)
   etcd/            etcd's data, new for every hive, kept across restarts
 HELP
 }
@@ -241,7 +247,7 @@ if ((RESTART)); then
     fi
     kept="token"
     if ((TLS)); then kept+=", certificates"; fi
-    if [[ -n "$SHAPE_ETCD" ]]; then kept+=", etcd data"; fi
+    if [[ -n "$SHAPE_ETCD" ]]; then kept+=", etcd data"; else kept+=", the queen's data dir"; fi
     say "the hive in $SHOWN_DIR/ is not all running (missing: ${MISSING[*]}); restarting what is missing with its old flags, $kept"
     [[ -r "$TOKEN_FILE" ]] ||
         fail "the hive's token $SHOWN_DIR/token is gone, so nothing restarted could join it; stop the hive with scripts/hive-down.sh and start a new one"
@@ -522,7 +528,15 @@ if ((RESTART)); then
         fi
     done
 else
-    say "starting $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}"
+    if ((QUEENS == 1)); then
+        # A queen alone keeps her state in a data dir of her own, new for a new hive.
+        DATA_DIR="$HIVE_DIR/queen-${QUEEN_PORTS[0]}.data"
+        rm -rf "$DATA_DIR"
+        STORE_FLAGS=(--data-dir "$DATA_DIR")
+        say "starting 1 queen on port ${QUEEN_PORTS[0]} (data dir $SHOWN_DIR/queen-${QUEEN_PORTS[0]}.data/)"
+    else
+        say "starting $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}"
+    fi
     for port in "${QUEEN_PORTS[@]}"; do
         start "queen-$port" "$LARVE" --queen --port "$port" --token-file "$TOKEN_FILE" "${STORE_FLAGS[@]}" "${LARVE_TLS[@]}"
     done
@@ -618,9 +632,10 @@ all_registered() {
         (($(registered "$port") == COUNT)) || return 1
     done
 }
-if ((QUEENS == 1)) && started "queen-${QUEEN_PORTS[0]}" && ((RESTART)); then
-    # A queen alone keeps her registry in memory: the restarted one knows no drone until each
-    # notices that she has stopped checking on it and registers again.
+if ((QUEENS == 1)) && started "queen-${QUEEN_PORTS[0]}" && ((RESTART)) &&
+    ! grep -qx -- --data-dir "$HIVE_DIR/queen-${QUEEN_PORTS[0]}.cmd"; then
+    # A queen alone without a data dir keeps her registry in memory: the restarted one knows no
+    # drone until each notices that she has stopped checking on it and registers again.
     say "waiting for $COUNT drone(s) to register again with the restarted queen (a drone does once no queen has checked on it for 3 heartbeat intervals: about ${REREGISTER_SECS}s)"
     DEADLINE=$((DEADLINE_SECS + REREGISTER_SECS)) until_ready "every drone registering" all_registered
 else

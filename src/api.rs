@@ -531,11 +531,10 @@ mod tests {
             clients: Default::default(),
             tasks: Default::default(),
         };
-        Role::Queen(Arc::new(crate::larve::build_queen(
-            config,
-            Default::default(),
-            Arc::default(),
-        )))
+        Role::Queen(Arc::new(
+            crate::larve::build_queen(config, Default::default(), Arc::default())
+                .expect("a queen in memory"),
+        ))
     }
 
     #[test]

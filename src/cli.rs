@@ -21,7 +21,7 @@ use crate::tls::{ClientTls, LarveTls};
 
 /// The help text, printed by `--help` and after every command-line error.
 pub const USAGE: &str = "\
-usage: larve --queen [--port 8080] [--etcd URL[,URL...]] [options]
+usage: larve --queen [--port 8080] [--data-dir DIR | --etcd URL[,URL...]] [options]
        larve --queen-host HOST:PORT[,HOST:PORT...] [--port 8080] [options]
 
 A larve is a drone (worker) by default; --queen makes it the queen (control plane).
@@ -38,6 +38,9 @@ options:
   --etcd URL[,URL...]            queen: keep the registry in etcd (http://HOST:PORT or
                                  https://HOST:PORT of each member), shared by every queen
                                  given the same; default: in the queen's memory
+  --data-dir PATH                queen: keep the registry and the tasks on disk too, in this
+                                 directory (made if missing; one queen's at a time), so a
+                                 restart or a crash loses nothing; default: memory only
   --etcd-ca PATH                 queen: CA certificate(s) (PEM) to verify etcd with; needed
                                  with https:// endpoints
   --etcd-cert PATH, --etcd-key PATH
@@ -195,6 +198,7 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
     let max_connections = flag(&mut args, "--max-connections", parse_connections)?;
     let max_per_peer = flag(&mut args, "--max-connections-per-peer", parse_connections)?;
     let etcd = flag(&mut args, "--etcd", parse_etcd_endpoints)?;
+    let data_dir = flag(&mut args, "--data-dir", parse_path)?;
     let etcd_ca = flag(&mut args, "--etcd-ca", parse_path)?;
     let etcd_cert = flag(&mut args, "--etcd-cert", parse_path)?;
     let etcd_key = flag(&mut args, "--etcd-key", parse_path)?;
@@ -275,6 +279,12 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             }
             Some(path) => ClientTokens::from_file(&path, token.as_ref())?,
         };
+        if etcd.is_some() && data_dir.is_some() {
+            return Err(
+                "--data-dir and --etcd are two places for the same state: give one (queens sharing etcd keep it there)"
+                    .into(),
+            );
+        }
         let store = match etcd {
             Some((https, endpoints)) => StoreConfig::Etcd(EtcdConfig {
                 endpoints,
@@ -294,7 +304,10 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
                             .into(),
                     );
                 }
-                StoreConfig::Memory
+                match data_dir {
+                    Some(dir) => StoreConfig::DataDir(dir),
+                    None => StoreConfig::Memory,
+                }
             }
         };
         RoleConfig::Queen(QueenConfig {
@@ -323,6 +336,7 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             ("--task-timeout", task_timeout.is_some()),
             ("--etcd", etcd.is_some()),
             ("--client-tokens", client_tokens.is_some()),
+            ("--data-dir", data_dir.is_some()),
             ("--etcd-prefix", etcd_prefix.is_some()),
             ("--leader-ttl", leader_ttl.is_some()),
             ("--max-pending", max_pending.is_some()),
@@ -1008,6 +1022,26 @@ mod tests {
             panic!("not a queen")
         };
         assert_eq!(alone.store, StoreConfig::Memory);
+        let RoleConfig::Queen(kept) = run(&["--queen", "--data-dir", "/var/lib/hive"])
+            .unwrap()
+            .role
+        else {
+            panic!("not a queen")
+        };
+        assert_eq!(kept.store, StoreConfig::DataDir("/var/lib/hive".into()));
+        for (args, needle) in [
+            (
+                &["--queen", "--data-dir", "/d", "--etcd", "http://a:1"][..],
+                "give one",
+            ),
+            (
+                &["--queen-host", "127.0.0.1:1", "--data-dir", "/d"][..],
+                "--data-dir is a queen setting",
+            ),
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        }
 
         let drone = run(&["--queen-host", "127.0.0.1:8080,127.0.0.1:8081"]).unwrap();
         let RoleConfig::Drone(d) = drone.role else {

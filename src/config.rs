@@ -108,8 +108,11 @@ impl Default for TaskConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
     /// In her own memory, as in the tutorial: one queen, and a restart forgets every drone until
-    /// it registers again.
+    /// it registers again, and every task.
     Memory,
+    /// In her memory and, before she answers for any change, in a data dir on her disk
+    /// (`--data-dir`): one queen, and a restart (or a crash) forgets nothing.
+    DataDir(PathBuf),
     /// In etcd, shared with every queen that names the same endpoints and prefix.
     Etcd(EtcdConfig),
 }

@@ -22,14 +22,15 @@ use crate::queen::scheduler::{Scheduler, SchedulerConfig};
 use crate::queen::{self, Queen};
 use crate::server::{self, MAX_LONG_POLLS};
 use crate::signals;
+use crate::store::data_dir::DataDir;
 use crate::store::engine::Engine;
 use crate::store::etcd;
 use crate::store::leadership::{Alone, Leadership};
-use crate::store::memory::Memory;
+use crate::store::local::Local;
 use crate::store::{Reachability, Store};
 
-/// Prefix of a queen alone's keys: the same layout as in etcd.
-const MEMORY_PREFIX: &str = "/hive/";
+/// Prefix of a queen alone's keys (in memory or in a data dir): the same layout as in etcd.
+const LOCAL_PREFIX: &str = "/hive/";
 
 /// Idle kept-alive connections per drone, and in all, so steady task traffic reuses connections.
 /// No more than the handlers that may call drones at once: ureq's pool compares every idle
@@ -50,8 +51,10 @@ pub fn run(config: Config) -> StartError {
     };
     match &config.role {
         RoleConfig::Queen(settings) => {
-            let queen = build_queen(settings.clone(), credentials, metrics.clone());
-            let queen = Arc::new(queen);
+            let queen = match build_queen(settings.clone(), credentials, metrics.clone()) {
+                Ok(queen) => Arc::new(queen),
+                Err(fatal) => return fatal,
+            };
             let stopping = queen.clone();
             if let Err(e) = signals::on_stop(move |signal| stop(signal, || stopping.stop())) {
                 return StartError::Io(format!("cannot start the signal thread: {e}"));
@@ -101,10 +104,16 @@ fn stop(signal: &str, last_words: impl FnOnce()) {
     std::process::exit(0);
 }
 
-/// A queen and everything she owns: her store (in memory, or etcd with an election), her client
-/// for drones, the re-checks and the scheduler; she calls drones with `credentials`' TLS and each
-/// drone's own credential, never the cluster token.
-pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<Metrics>) -> Queen {
+/// A queen and everything she owns: her store (in memory, in a data dir, or etcd with an
+/// election), her client for drones, the re-checks and the scheduler; she calls drones with
+/// `credentials`' TLS and each drone's own credential, never the cluster token. A data dir is
+/// opened and read here, before anything serves: one that cannot be used is a mistake to fix
+/// (exit 2).
+pub fn build_queen(
+    config: QueenConfig,
+    credentials: Credentials,
+    metrics: Arc<Metrics>,
+) -> Result<Queen, StartError> {
     let credentials = Credentials {
         token: None,
         ..credentials
@@ -113,11 +122,28 @@ pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<M
     let (engine, leadership, prefix, shared): (Arc<dyn Engine>, Arc<dyn Leadership>, String, bool) =
         match &config.store {
             StoreConfig::Memory => (
-                Arc::new(Memory::new()),
+                Arc::new(Local::in_memory()),
                 Arc::new(Alone),
-                MEMORY_PREFIX.into(),
+                LOCAL_PREFIX.into(),
                 false,
             ),
+            StoreConfig::DataDir(path) => {
+                let (dir, kept) =
+                    DataDir::open(path).map_err(|e| StartError::Config(e.to_string()))?;
+                info!(
+                    "state in the data dir {}: {} keys read, revision {}",
+                    crate::logging::quoted(&path.display().to_string()),
+                    kept.kvs.len(),
+                    kept.revision
+                );
+                let engine = Local::kept_by(kept, Box::new(dir));
+                (
+                    Arc::new(engine),
+                    Arc::new(Alone),
+                    LOCAL_PREFIX.into(),
+                    false,
+                )
+            }
             StoreConfig::Etcd(etcd) => {
                 let (engine, election) = etcd::connect(etcd, reach.clone());
                 (engine, election, etcd.prefix.clone(), true)
@@ -145,7 +171,7 @@ pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<M
         },
         metrics.clone(),
     );
-    Queen::new(
+    Ok(Queen::new(
         config,
         store,
         client,
@@ -153,7 +179,7 @@ pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<M
         recheck,
         scheduler,
         metrics,
-    )
+    ))
 }
 
 /// Starts the HTTP server for `role` behind `gate`, with its `workers` handler threads and its

@@ -13,12 +13,20 @@ fn error_of(answer: &(u16, serde_json::Value)) -> &str {
 
 #[test]
 fn malformed_bodies_are_400_and_change_nothing() {
-    // The default heartbeat: under a fast one, a round would refresh the drone's last_seen between
-    // the two reads of the registry.
     let queen = Larve::queen(&[]);
     let drone = Larve::drone(&queen.addr);
     wait_for_drones(&queen, &[&drone.addr], SOON);
-    let (_, drones_before) = get(&queen.url("/drones"));
+    // What the registry holds, less when the heartbeat last saw each drone: a round may come
+    // between the two reads (the first one comes once the queen has read her state, which may be
+    // just after the drone registered).
+    let registry = || {
+        let (_, mut drones) = get(&queen.url("/drones"));
+        for drone in drones.as_array_mut().expect("a list of drones") {
+            drone.as_object_mut().expect("a drone").remove("last_seen");
+        }
+        drones
+    };
+    let drones_before = registry();
 
     for (body, needle) in [
         ("", "not valid JSON"),
@@ -46,11 +54,7 @@ fn malformed_bodies_are_400_and_change_nothing() {
         assert_eq!(answer.0, 400, "{body}: {answer:?}");
     }
     assert_eq!(drone.stdout(), "", "the drone printed nothing");
-    assert_eq!(
-        get(&queen.url("/drones")).1,
-        drones_before,
-        "the registry is unchanged"
-    );
+    assert_eq!(registry(), drones_before, "the registry is unchanged");
 }
 
 #[test]
@@ -203,6 +207,13 @@ fn bad_flags_exit_2_with_a_reason_and_usage() {
         &["--queen", "--log-level", "chatty"][..],
         &["--queen", "--frobnicate"][..],
         &["--queen-host", "127.0.0.1:8080/x"][..],
+        &[
+            "--queen",
+            "--data-dir",
+            "/tmp/d",
+            "--etcd",
+            "http://127.0.0.1:2379",
+        ][..],
     ] {
         let mut larve = Larve::spawn(args);
         let status = larve.wait_exit(SOON).expect("it exits");
@@ -285,4 +296,100 @@ fn help_and_version_exit_0() {
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("larve {}", hive::VERSION)
     );
+}
+
+/// A directory of the test's own, removed when dropped.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("hive-errors-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        Dir(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 path")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A queen started on `dir` exits 2, saying the path and `reason`; she serves nothing first.
+fn refused_data_dir(dir: &str, reason: &str) -> String {
+    let mut queen = Larve::spawn(&["--queen", "--port", "0", "--data-dir", dir]);
+    let status = queen.wait_exit(SOON).expect("it exits");
+    let log = queen.stderr();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains(dir) && log.contains(reason), "{log}");
+    assert!(!log.contains("queen listening"), "{log}");
+    log
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_used_exits_2_with_the_path_and_the_reason() {
+    // Not writable: a read-only directory, or for root (who writes anywhere else) sysfs.
+    let read_only = Dir::new("read-only");
+    let unwritable = if unsafe { libc::geteuid() } == 0 {
+        "/sys/kernel".to_string()
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(0o555);
+        std::fs::set_permissions(&read_only.0, perms).expect("chmod");
+        read_only.path().to_string()
+    };
+    refused_data_dir(&unwritable, "cannot write in it");
+
+    // Another queen's: held for her whole life, and free again once she is gone.
+    let held = Dir::new("held");
+    let mut first = Larve::queen(&["--data-dir", held.path()]);
+    let log = refused_data_dir(held.path(), "in use by another queen");
+    assert!(log.contains(&format!("pid {}", first.pid())), "{log}");
+    first.kill();
+    let again = Larve::queen(&["--data-dir", held.path()]);
+    assert_eq!(get(&again.url("/healthz")).0, 200);
+
+    // Someone else's files, or a file of another format where the store would be.
+    let foreign = Dir::new("foreign");
+    std::fs::create_dir(foreign.0.join("member")).expect("mkdir");
+    refused_data_dir(foreign.path(), "not a Hive store (member)");
+    let other = Dir::new("other-format");
+    std::fs::write(other.0.join("hive.db"), b"\x00redb\x1a\x0a\xa9\x0d\x0a").expect("write");
+    refused_data_dir(other.path(), "not a SQLite file");
+}
+
+#[test]
+fn a_damaged_store_stops_the_queen_and_is_left_as_it_was() {
+    let dir = Dir::new("damaged");
+    let mut queen = Larve::queen(&["--data-dir", dir.path()]);
+    // Enough tasks that SQLite moves them from its log into the file (every 4 MiB or so).
+    let padding = "x".repeat(48 * 1024);
+    for i in 0..120 {
+        let task = json!({"id": format!("big-{i}"), "command": ["true"], "env": {"PAD": padding}});
+        let (status, _) = post(&queen.url("/tasks"), &task.to_string());
+        assert_eq!(status, 202);
+    }
+    queen.kill();
+    // The log and its index lost, and the file's pages past the first scribbled over.
+    for name in ["hive.db-wal", "hive.db-shm"] {
+        let _ = std::fs::remove_file(dir.0.join(name));
+    }
+    let file = dir.0.join("hive.db");
+    let mut bytes = std::fs::read(&file).expect("the store");
+    assert!(bytes.len() > 1024 * 1024, "{} bytes", bytes.len());
+    for byte in &mut bytes[4096..] {
+        *byte = 0xa5;
+    }
+    std::fs::write(&file, &bytes).expect("write");
+    let log = refused_data_dir(dir.path(), "is damaged");
+    assert!(
+        log.contains("never resets it") && log.contains("docs/design/store.md"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(&file).expect("the store"), bytes, "untouched");
 }

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
 use common::*;
+use hive::config::EtcdConfig;
+use hive::store::Reachability;
+use hive::store::conformance::{self, Subject};
 use hive::store::engine::Txn;
-use hive::store::etcd::gateway::Gateway;
+use hive::store::etcd::{self, gateway::Gateway};
 use serde_json::{Value, json};
 
 /// The leader's lease in these tests: a dead leader is replaced within it (and a second).
@@ -502,6 +505,30 @@ fn a_gateway_that_answers_nonsense_is_an_error_never_a_crash() {
         assert!(!log.contains("panic"), "{log}");
         assert!(!gateway.hits().is_empty(), "the queen did call the gateway");
     }
+}
+
+#[test]
+fn etcd_keeps_the_contract_every_engine_keeps() {
+    // The same script the memory and durable engines pass in their unit tests (store::local).
+    let etcd = Etcd::single();
+    let endpoint = etcd.urls().replace("http://", "");
+    let config = EtcdConfig {
+        endpoints: vec![endpoint.clone()],
+        prefix: "/hive/".into(),
+        leader_ttl: TTL,
+        tls: None,
+    };
+    let (engine, _) = etcd::connect(&config, std::sync::Arc::new(Reachability::default()));
+    let compact = |revision: i64| {
+        let body = json!({"revision": revision.to_string(), "physical": true}).to_string();
+        let (status, answer) = post(&format!("http://{endpoint}/v3/kv/compaction"), &body);
+        assert_eq!(status, 200, "etcd's compaction: {answer}");
+    };
+    conformance::check(&Subject {
+        engine: engine.as_ref(),
+        prefix: "/conformance/",
+        compact: &compact,
+    });
 }
 
 #[test]

@@ -402,6 +402,50 @@ fn hive_up_brings_back_a_killed_queen_and_the_scripts_use_the_one_left() {
 }
 
 #[test]
+fn hive_up_brings_back_a_lone_queen_killed_mid_task_with_her_tasks() {
+    let hive = Hive::new("data-dir", 1, 1, None);
+    let printed = hive.up(&["1"]);
+    let port = hive.port("HIVE_PORT");
+    assert!(
+        printed.contains(&format!(
+            "data dir {}/queen-{port}.data/",
+            hive.dir.display()
+        )),
+        "{printed}"
+    );
+    let token = hive.token();
+    let token = Some(token.trim());
+    let queen = format!("http://127.0.0.1:{port}");
+    let body = serde_json::json!({"command": ["sleep", "1"]}).to_string();
+    let (code, task) = post_as(&format!("{queen}/tasks"), &body, token);
+    assert_eq!(code, 202, "{task}");
+    let id = task["id"].as_str().expect("an id").to_string();
+    eventually(SOON, "the task running", || {
+        let (_, task) = get_as(&format!("{queen}/tasks/{id}"), token);
+        (task["state"] == "running").then_some(())
+    });
+    let dead = hive.pid(&format!("queen-{port}"));
+    let killed = Command::new("kill")
+        .args(["-KILL", &dead.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    eventually(SOON, "the queen gone", || (!listening(port)).then_some(()));
+
+    let printed = hive.up(&[]);
+    assert!(printed.contains("the queen's data dir"), "{printed}");
+    assert!(
+        printed.contains(&format!("restarted queen-{port} (pid ")),
+        "{printed}"
+    );
+    // Her task is there, and ends once, on the attempt the drone kept running.
+    let (code, task) = get_as(&format!("{queen}/tasks/{id}?wait=30"), token);
+    assert_eq!(code, 200, "{task}");
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["attempts"].as_array().map(Vec::len), Some(1), "{task}");
+}
+
+#[test]
 fn hive_up_help_lists_its_options_and_every_variable_it_reads() {
     let help = Command::new("bash")
         .arg(Path::new(ROOT).join("scripts/hive-up.sh"))

@@ -6,8 +6,9 @@
 //! first caller to find no commit in progress commits everything queued so far, its own writes
 //! included; callers that arrive meanwhile queue theirs and wait, and the next of them commits the
 //! lot. Nobody waits on a timer: a lone write goes out at once, and under load batches grow by
-//! themselves. The memory engine takes the same path (its commits are microseconds, so batches
-//! stay small).
+//! themselves. The local engines take the same path: in memory a commit takes microseconds, so
+//! batches stay small; with a data dir each commit waits for a disk sync, and batches grow to
+//! share it, as on etcd.
 //!
 //! Each write keeps its own compares. A transaction is all or nothing, so a batch whose compares
 //! do not all hold is split into single writes, and each of those reports for itself whether it
@@ -278,7 +279,7 @@ fn commit_one(engine: &dyn Engine, fence: Option<&Fence>, write: &Write) -> Outc
 mod tests {
     use super::*;
     use crate::store::leadership::Alone;
-    use crate::store::memory::Memory;
+    use crate::store::local::Local;
 
     fn create(key: &str) -> Write {
         Write {
@@ -297,7 +298,7 @@ mod tests {
 
     #[test]
     fn writes_of_one_call_share_a_transaction_and_a_conflict_fails_only_its_own() {
-        let engine = Memory::new();
+        let engine = Local::in_memory();
         let batcher = Batcher::new();
         let first = batcher.commit(&engine, &Alone, vec![create("a")]);
         assert_eq!(first, vec![Ok(Written::Done { revision: 2 })]);
@@ -320,7 +321,7 @@ mod tests {
 
     #[test]
     fn two_writes_to_one_key_go_in_two_transactions() {
-        let engine = Memory::new();
+        let engine = Local::in_memory();
         let batcher = Batcher::new();
         let put = |value: &[u8]| Write {
             compare: vec![],
@@ -345,7 +346,7 @@ mod tests {
 
     #[test]
     fn many_threads_writing_at_once_all_get_their_outcome() {
-        let engine = Arc::new(Memory::new());
+        let engine = Arc::new(Local::in_memory());
         let batcher = Arc::new(Batcher::new());
         let threads: Vec<_> = (0..16)
             .map(|t| {

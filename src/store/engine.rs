@@ -7,9 +7,11 @@
 //! - **watch**: every change to a range of keys from a revision on, in the order they were made.
 //!
 //! Every write bumps the store's revision by one (a txn's writes share it); each key carries the
-//! revision that created it and the one that last wrote it. [`crate::store::memory`] keeps all of
-//! this in the queen's memory; [`crate::store::etcd`] is etcd behind the same trait. Nothing here
-//! knows Hive's keys or records: the typed views (`store::drones`, `store::tasks`) do.
+//! revision that created it and the one that last wrote it. [`crate::store::local`] keeps all of
+//! this in the queen's memory, and with a data dir on her disk too ([`crate::store::data_dir`]);
+//! [`crate::store::etcd`] is etcd behind the same trait. [`crate::store::conformance`] is the one
+//! contract all three are checked against. Nothing here knows Hive's keys or records: the typed
+//! views (`store::drones`, `store::tasks`) do.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -198,7 +200,7 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// A versioned key-value store: a queen's memory, or etcd.
+/// A versioned key-value store: a queen's memory (and data dir), or etcd.
 pub trait Engine: Send + Sync {
     /// The keys from `key` up to, not including, `end` (none: just `key`), sorted by key, and the
     /// store's revision they were read at.

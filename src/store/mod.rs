@@ -8,13 +8,14 @@
 //!        │                                  ▲
 //!        ▼                                  │ sync.rs: list once, then watch
 //!   Engine (engine.rs): range · txn · watch ├──► Registry (queen/registry.rs): drones, and this queen's
-//!     ├── memory.rs  (a queen alone)        │    view of their health
-//!     └── etcd/      (queens sharing etcd)  └──► TaskIndex (tasks/index.rs): tasks by id, state,
-//!                                                 drone
+//!     ├── local.rs   (a queen alone,        │    view of their health
+//!     │    + data_dir.rs with --data-dir)   └──► TaskIndex (tasks/index.rs): tasks by id, state,
+//!     └── etcd/      (queens sharing etcd)        drone
+//!   conformance.rs: the one contract every engine is checked against
 //!   Leadership (leadership.rs): Alone, or the etcd election; fences the leader's writes
 //! ```
 //!
-//! Both engines take the same path: every write is a transaction on the engine, every change
+//! Every engine takes the same path: every write is a transaction on the engine, every change
 //! reaches the views through the same watch, so a queen alone and queens on etcd differ only in
 //! the engine and the leadership they are built with (in `larve.rs`). A queen applies her own
 //! writes to her views at once (reads after writes see them); the watch brings the same change a
@@ -24,12 +25,14 @@
 //! they go on while etcd is away, with what was last known.
 
 pub mod batch;
+pub mod conformance;
+pub mod data_dir;
 pub mod drones;
 pub mod engine;
 pub mod etcd;
 pub mod keys;
 pub mod leadership;
-pub mod memory;
+pub mod local;
 mod sync;
 pub mod tasks;
 
@@ -120,9 +123,12 @@ impl Store {
         &self.tasks
     }
 
-    /// Whether this queen leads now (a queen alone always does).
+    /// Whether this queen leads now, which she does only once she has read the state she leads:
+    /// a queen alone from her first read on (with a data dir, decisions on a half-read state would
+    /// place tasks on slots that are taken), one on etcd once elected (she campaigns only after
+    /// her first read).
     pub fn leads(&self) -> bool {
-        self.leadership.term().is_some()
+        self.ready() && self.leadership.term().is_some()
     }
 
     /// Whether any queen leads, as far as this one knows.

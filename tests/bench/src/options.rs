@@ -26,7 +26,8 @@ options:
                       runs and fewer repetitions elsewhere, a 200-drone fleet; 2,000 tasks in
                       scenario 9, 20,000 in 12, 400 in 13; one flood of 3 s in 15 (not three
                       of 10 s); 2 rounds of 2 s in 16
-  --only LIST         run only these scenarios, e.g. --only 1,4 (default: all)
+  --only LIST         run only these scenarios, by number or name, e.g. --only
+                      1,4,durable-store-recovery (default: all)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
                       fails)
   -h, --help          print this help
@@ -38,7 +39,10 @@ latency (created to running at 100 tasks/s), 12 task queue scale (100,000 pendin
 failover (leader killed with 2,000 tasks in flight), 14 drone loss (a drone killed running 8
 tasks); the front door: 15 under attack (10,000 huge declared bodies from one peer, 1,000 endless
 heads, 1,000 silent connections plain and TLS, close_notify after a ClientHello), 16 cost of the
-front (against the larve from before it, and TLS on every leg against plain)";
+front (against the larve from before it, and TLS on every leg against plain); the durable store
+(--data-dir) beside the memory one: durable-store-task-submission (scenario 10's load),
+durable-store-task-throughput (scenario 9's hive), durable-store-recovery (a queen killed with
+100,000 tasks in her data dir, started again)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -140,8 +144,8 @@ pub struct Options {
     pub etcd: PathBuf,
     pub quick: bool,
     pub keep_logs: bool,
-    /// Scenario numbers to run; all when `None`.
-    pub only: Option<Vec<usize>>,
+    /// Scenarios to run, by number or name; all when `None`.
+    pub only: Option<Vec<String>>,
 }
 
 /// The options, or `None` when help was asked for.
@@ -152,15 +156,25 @@ pub fn parse() -> Result<Option<Options>> {
     }
     let quick = args.contains("--quick");
     let keep_logs = args.contains("--keep-logs");
-    let only: Option<Vec<usize>> = args
+    let only: Option<Vec<String>> = args
         .opt_value_from_fn("--only", |s| {
+            let names = scenarios::names();
             s.split(',')
-                .map(|n| match n.trim().parse::<usize>() {
-                    Ok(n) if (1..=scenarios::COUNT).contains(&n) => Ok(n),
-                    _ => Err(format!(
-                        "{s:?} is not a list of scenario numbers from 1 to {}, like 1,4",
-                        scenarios::COUNT
-                    )),
+                .map(|choice| {
+                    let choice = choice.trim();
+                    let numbered = choice
+                        .parse::<usize>()
+                        .is_ok_and(|n| (1..=scenarios::NUMBERED).contains(&n));
+                    if numbered || names.iter().any(|name| name == choice) {
+                        Ok(choice.to_string())
+                    } else {
+                        Err(format!(
+                            "{s:?} is not a list of scenario numbers from 1 to {} or names ({}), \
+                             like 1,4",
+                            scenarios::NUMBERED,
+                            names.join(", ")
+                        ))
+                    }
                 })
                 .collect()
         })

@@ -13,6 +13,9 @@
 //! for what a dead leader or a dead drone does to the tasks in flight. Those with an etcd part start
 //! their queens as [`group`] does.
 //!
+//! The named scenarios after them measure the durable store (`--data-dir`) beside the memory one:
+//! [`durable_submission`], [`durable_throughput`] and [`durable_recovery`].
+//!
 //! Scenarios 15 and 16 measure the front door, which accepts every connection before tiny_http
 //! sees a request: [`front_door`] attacks it as an unauthenticated client would (huge declared
 //! bodies, endless heads, silent connections, a TLS input that made rustls loop), and
@@ -22,6 +25,9 @@ mod big_body;
 mod burst;
 mod detection;
 mod drone_loss;
+mod durable_recovery;
+mod durable_submission;
+mod durable_throughput;
 mod footprint;
 mod front_cost;
 mod front_door;
@@ -235,7 +241,7 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 17] = [
+const ALL: [(&str, Scenario); 20] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -252,17 +258,38 @@ const ALL: [(&str, Scenario); 17] = [
     (drone_loss::LABEL, drone_loss::run),
     (front_door::LABEL, front_door::run),
     (front_cost::LABEL, front_cost::run),
+    (durable_submission::LABEL, durable_submission::run),
+    (durable_throughput::LABEL, durable_throughput::run),
+    (durable_recovery::LABEL, durable_recovery::run),
     (scoped_tokens::LABEL, scoped_tokens::run),
 ];
 
-/// How many scenarios there are, numbered from 1.
-pub const COUNT: usize = ALL.len();
+/// How many scenarios are numbered (from 1); the named ones come after them.
+pub const NUMBERED: usize = 16;
 
-/// Runs the scenarios numbered in `only` (all when `None`), each timed; true if any failed.
-pub fn run(bench: &Bench, only: Option<&[usize]>, report: &mut Report) -> bool {
+/// The names `--only` takes for the named scenarios: their labels, `-` for each space and `:`
+/// left out (`durable-store-recovery`).
+pub fn names() -> Vec<String> {
+    ALL[NUMBERED..]
+        .iter()
+        .map(|(label, _)| name(label))
+        .collect()
+}
+
+fn name(label: &str) -> String {
+    label.replace(':', "").replace(' ', "-")
+}
+
+/// Whether `label` is the scenario `choice` names: its number, or its name.
+fn chosen(label: &str, choice: &str) -> bool {
+    label.starts_with(&format!("{choice}.")) || name(label) == choice
+}
+
+/// Runs the scenarios `only` names (all when `None`), each timed; true if any failed.
+pub fn run(bench: &Bench, only: Option<&[String]>, report: &mut Report) -> bool {
     let mut failed = false;
     let chosen = ALL.into_iter().filter(|(label, _)| {
-        only.is_none_or(|only| only.iter().any(|n| label.starts_with(&format!("{n}."))))
+        only.is_none_or(|only| only.iter().any(|choice| chosen(label, choice)))
     });
     for (label, scenario) in chosen {
         progress(&format!("scenario {label}"));

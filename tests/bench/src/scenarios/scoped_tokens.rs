@@ -11,7 +11,7 @@ use crate::report::{self, Report, median, target};
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "17. scoped tokens";
+pub const LABEL: &str = "scoped tokens";
 
 /// wrk's connections (on its default 2 threads).
 const CONNECTIONS: usize = 32;
@@ -32,7 +32,7 @@ const WARM_UP: Duration = Duration::from_secs(1);
 const RATE_SHARE_TARGET: f64 = 0.95;
 
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
-    let tokens = bench.dir.join("s17-client-tokens");
+    let tokens = bench.dir.join("scoped-client-tokens");
     let mut lines = format!("submitter submit {SUBMIT_TOKEN}\n");
     for i in 0..OTHER_CLIENT_TOKENS {
         lines.push_str(&format!(
@@ -46,7 +46,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         "--client-tokens".to_string(),
         tokens.to_string_lossy().into_owned(),
     ];
-    let queen = bench.queen_with_token("s17-queen", &args, CLUSTER_TOKEN)?;
+    let queen = bench.queen_with_token("scoped-queen", &args, CLUSTER_TOKEN)?;
     let length = bench.plan.submission_length;
     let cluster = Load::new(Call::CreateTask, CONNECTIONS, length).with_token(CLUSTER_TOKEN);
     let scoped = Load::new(Call::CreateTask, CONNECTIONS, length).with_token(SUBMIT_TOKEN);
@@ -54,19 +54,19 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         length: WARM_UP,
         ..cluster
     };
-    bench.wrk.run("s17-warm-up", warm_up, &queen)?;
+    bench.wrk.run("scoped-warm-up", warm_up, &queen)?;
     let (mut with_cluster, mut with_scoped) = (Vec::new(), Vec::new());
     for round in 1..=bench.plan.submission_runs {
         progress(&format!("{LABEL}: round {round}"));
         with_cluster.push(
             bench
                 .wrk
-                .run(&format!("s17-r{round}-cluster"), cluster, &queen)?,
+                .run(&format!("scoped-r{round}-cluster"), cluster, &queen)?,
         );
         with_scoped.push(
             bench
                 .wrk
-                .run(&format!("s17-r{round}-scoped"), scoped, &queen)?,
+                .run(&format!("scoped-r{round}-scoped"), scoped, &queen)?,
         );
     }
     report.load_rows(

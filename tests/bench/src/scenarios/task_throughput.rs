@@ -26,11 +26,11 @@ use crate::{Result, control, progress};
 pub const LABEL: &str = "9. task throughput";
 
 /// Threads submitting tasks.
-const CLIENTS: usize = 8;
+pub(super) const CLIENTS: usize = 8;
 
 /// Drones of each hive, and the slots of each.
-const DRONES: usize = 4;
-const SLOTS: u32 = 8;
+pub(super) const DRONES: usize = 4;
+pub(super) const SLOTS: u32 = 8;
 
 /// Commands the baseline runs at once: the hive's slots.
 const BASELINE_PARALLEL: usize = DRONES * SLOTS as usize;
@@ -50,22 +50,22 @@ const MS_PER_SEC: f64 = 1000.0;
 const END_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What one hive did with the tasks.
-struct HiveRun {
-    submitted: Submitted,
-    tally: Tally,
+pub(super) struct HiveRun {
+    pub(super) submitted: Submitted,
+    pub(super) tally: Tally,
     /// Per task, in milliseconds: from creation to placement, and from placement until the queen
     /// recorded the end (the drone started the command, it ended, the drone reported).
     queued_ms: Vec<f64>,
     ran_ms: Vec<f64>,
     /// Seconds from just before the first submit to the last end the queen recorded.
-    secs: f64,
+    pub(super) secs: f64,
     /// Seconds from just before the first submit until the bench saw every task ended.
     seen_secs: f64,
 }
 
 impl HiveRun {
     /// Tasks per second, end to end.
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.submitted.ids.len() as f64 / self.secs
     }
 }
@@ -118,6 +118,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     );
     add_hive_rows(
         report,
+        LABEL,
         &format!("memory store (1 queen, {DRONES} drones × {SLOTS} slots, {CLIENTS} clients)"),
         &memory,
         n,
@@ -145,6 +146,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let etcd = etcd?;
     add_hive_rows(
         report,
+        LABEL,
         &format!(
             "etcd (3 queens, submits spread over them, {DRONES} drones × {SLOTS} slots, \
              {CLIENTS} clients)"
@@ -186,16 +188,22 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// The rows of one hive: its time and rate, and what became of the tasks.
-fn add_hive_rows(report: &mut Report, what: &str, hive: &HiveRun, n: usize) {
+/// The rows of one hive under `scenario`: its time and rate, and what became of the tasks.
+pub(super) fn add_hive_rows(
+    report: &mut Report,
+    scenario: &'static str,
+    what: &str,
+    hive: &HiveRun,
+    n: usize,
+) {
     report.row(
-        LABEL,
+        scenario,
         format!("{what}: s from the first submit to the last end / tasks per s"),
         format!("{:.2} s / {:.0}/s", hive.secs, hive.rate()),
         "-",
     );
     report.row(
-        LABEL,
+        scenario,
         format!("{what}: tasks succeeded / with more than one attempt / in another state (of {n})"),
         hive.tally.summary(n),
         target(&format!("{n} / 0 / 0"), hive.tally.all_succeeded_once(n)),
@@ -208,7 +216,7 @@ fn add_hive_rows(report: &mut Report, what: &str, hive: &HiveRun, n: usize) {
         )
     };
     report.row(
-        LABEL,
+        scenario,
         format!(
             "{what}: per task, p50 / p99 ms: created → placed; placed → end recorded (the drone \
              ran the command and reported)"
@@ -217,7 +225,7 @@ fn add_hive_rows(report: &mut Report, what: &str, hive: &HiveRun, n: usize) {
         "-",
     );
     report.row(
-        LABEL,
+        scenario,
         format!("{what}: submits answered \"try again later\" (503, 429) and sent again"),
         hive.submitted.refusals.to_string(),
         target("0", hive.submitted.refusals == 0),
@@ -225,7 +233,7 @@ fn add_hive_rows(report: &mut Report, what: &str, hive: &HiveRun, n: usize) {
 }
 
 /// The queen flags of every queen of this scenario: finished tasks are kept until read back.
-fn queen_args(n: usize) -> Vec<String> {
+pub(super) fn queen_args(n: usize) -> Vec<String> {
     vec!["--keep-finished".into(), n.to_string()]
 }
 
@@ -238,7 +246,7 @@ fn client_alone(bench: &Bench, n: usize) -> Result<Submitted> {
 }
 
 /// The scenario's tasks, with ids starting `prefix`.
-fn batch(prefix: &str) -> Batch<'_> {
+pub(super) fn batch(prefix: &str) -> Batch<'_> {
     Batch {
         prefix,
         command: &COMMAND,
@@ -248,9 +256,22 @@ fn batch(prefix: &str) -> Batch<'_> {
 
 /// `n` tasks through one queen with the memory store.
 fn memory_hive(bench: &Bench, n: usize) -> Result<HiveRun> {
-    let queen = bench.queen("s9-memory-queen", &queen_args(n))?;
-    let _drones = bench.exec_drones_of(&[&queen], "s9-memory-drone", DRONES, SLOTS)?;
-    through(bench, &[&queen], &queen, &batch("s9-memory"), n)
+    one_queen_hive(bench, "s9-memory", &[], n)
+}
+
+/// `n` tasks through one queen started with `extra` flags and [`DRONES`] drones of [`SLOTS`]
+/// slots; `label` names them and their tasks.
+pub(super) fn one_queen_hive(
+    bench: &Bench,
+    label: &str,
+    extra: &[String],
+    n: usize,
+) -> Result<HiveRun> {
+    let mut args = queen_args(n);
+    args.extend_from_slice(extra);
+    let queen = bench.queen(&format!("{label}-queen"), &args)?;
+    let _drones = bench.exec_drones_of(&[&queen], &format!("{label}-drone"), DRONES, SLOTS)?;
+    through(bench, &[&queen], &queen, &batch(label), n)
 }
 
 /// `n` tasks through three queens on one etcd, submitted to all of them.

@@ -3,8 +3,11 @@
 //!
 //! A start is idempotent: an attempt this drone runs, or ran since it started, is never started
 //! again (a new leader asks again for every attempt it has not seen confirmed, see
-//! `queen/scheduler.rs`). Slots are taken when an attempt starts and given back when it has ended and
-//! nothing of it runs any more, so this drone never runs more than its slots, whatever queens ask.
+//! `queen/scheduler.rs`). Slots (and the memory and cpus attempts ask for) are taken when an
+//! attempt starts and given back when it has ended and nothing of it runs any more, so this drone
+//! never runs more than it offers, whatever queens ask. An attempt for which no thread can be made
+//! ends at once, `failed`, reported like any other: nothing here waits on the executor while
+//! holding the lock its end takes.
 //! An attempt that ended waits in the outbox until a queen has recorded it; a probe lists it with
 //! the running ones, so the leader does not mistake it for lost meanwhile.
 
@@ -16,11 +19,15 @@ use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::exec::{self, Executor, Outcome};
+use crate::exec::{self, Executor, Limits, Outcome};
+use crate::tasks::placement::{Capacity, Want};
 use crate::tasks::wire::{
     Ended, Ending, Report, Start, StartAnswer, StartResult, Started, attempt_key,
 };
-use crate::tasks::{MAX_SLOTS, MAX_TIMEOUT_SECS, valid_id};
+use crate::tasks::{
+    MAX_CPUS, MAX_KILL_TIMEOUT_SECS, MAX_MEMORY_MB, MAX_PIDS, MAX_SLOTS, MAX_TIMEOUT_SECS,
+    MIN_CPUS, MIN_MEMORY_MB, millicpus, valid_id,
+};
 
 /// Attempts remembered as run since the drone started, so a start sent again is not run twice.
 /// Beyond this, the oldest are forgotten (a start would have to come that late to matter).
@@ -39,6 +46,9 @@ pub struct Attempts {
     executor: Executor,
     /// Slots this drone runs at most.
     slots: u32,
+    /// The memory (MiB) and cpus (thousandths) its attempts may ask for together.
+    memory_mb: u64,
+    millicpus: u32,
     /// The drone's address, given to each attempt as `HIVE_DRONE_ADDRESS`.
     address: String,
     inner: Mutex<Inner>,
@@ -48,8 +58,9 @@ pub struct Attempts {
 
 #[derive(Default)]
 struct Inner {
-    used: u32,
-    running: HashMap<Key, (exec::Running, u32)>,
+    /// What the running attempts take.
+    used: Want,
+    running: HashMap<Key, (exec::Running, Want)>,
     /// Ended, and not yet recorded by a queen.
     outbox: BTreeMap<Key, Ended>,
     /// Every attempt run since this drone started (bounded), oldest first.
@@ -58,11 +69,19 @@ struct Inner {
 }
 
 impl Attempts {
-    /// The attempts of a drone at `address` with `slots`, run by `executor`.
-    pub fn new(executor: Executor, slots: u32, address: String) -> Arc<Attempts> {
+    /// The attempts of a drone at `address` with `slots`, `memory_mb` and `cpus`, run by
+    /// `executor`.
+    pub fn new(
+        executor: Executor,
+        slots: u32,
+        (memory_mb, cpus): (u64, f64),
+        address: String,
+    ) -> Arc<Attempts> {
         Arc::new(Attempts {
             executor,
             slots,
+            memory_mb,
+            millicpus: millicpus(cpus),
             address,
             inner: Mutex::new(Inner::default()),
             ended: Condvar::new(),
@@ -71,6 +90,29 @@ impl Attempts {
 
     pub fn slots(&self) -> u32 {
         self.slots
+    }
+
+    /// The memory (MiB) and cpus this drone offers.
+    pub fn offer(&self) -> (u64, f64) {
+        (self.memory_mb, f64::from(self.millicpus) / 1000.0)
+    }
+
+    /// How this drone contains its attempts.
+    pub fn level(&self) -> exec::Level {
+        self.executor.level()
+    }
+
+    /// Whether `want` fits beside what `used` takes.
+    fn fits(&self, used: &Want, want: &Want) -> bool {
+        Capacity {
+            slots: self.slots,
+            used: used.slots,
+            memory_mb: self.memory_mb,
+            used_memory_mb: used.memory_mb,
+            millicpus: self.millicpus,
+            used_millicpus: used.millicpus,
+        }
+        .fits(want)
     }
 
     /// Starts each attempt of `starts` that fits and that this drone has not run, and says what
@@ -83,14 +125,18 @@ impl Attempts {
         let mut inner = self.inner.lock();
         for start in starts {
             let key: Key = (start.task.clone(), start.attempt);
+            let want = Want {
+                slots: start.slots,
+                memory_mb: start.resources.memory_mb.unwrap_or(0),
+                millicpus: start.resources.millicpus(),
+            };
             let result = if inner.running.contains_key(&key) {
                 Started::Running
             } else if inner.ran.contains(&key) {
                 Started::Ended
-            } else if inner.used + start.slots > self.slots {
+            } else if !self.fits(&inner.used, &want) {
                 Started::Full
             } else {
-                inner.used += start.slots;
                 inner.ran.insert(key.clone());
                 inner.ran_order.push_back(key.clone());
                 if inner.ran_order.len() > REMEMBERED_ATTEMPTS
@@ -104,16 +150,38 @@ impl Attempts {
                     command: start.command,
                     env: start.env,
                     timeout: Duration::from_secs_f64(start.timeout_s),
+                    kill_grace: Duration::from_secs_f64(start.kill_timeout_s),
+                    limits: Limits {
+                        memory_bytes: start.resources.memory_mb.map(|mb| mb << 20),
+                        millicpus: start.resources.cpus.map(millicpus),
+                        pids: start.resources.pids,
+                    },
                     drone_address: self.address.clone(),
                 };
                 let me: Weak<Attempts> = Arc::downgrade(self);
                 let ended_key = key.clone();
-                let running = self.executor.start(spec, move |outcome| {
+                let started = self.executor.start(spec, move |outcome| {
                     if let Some(attempts) = me.upgrade() {
                         attempts.finish(ended_key, outcome);
                     }
                 });
-                inner.running.insert(key, (running, start.slots));
+                match started {
+                    Ok(running) => {
+                        inner.used.slots += want.slots;
+                        inner.used.memory_mb += want.memory_mb;
+                        inner.used.millicpus += want.millicpus;
+                        inner.running.insert(key, (running, want));
+                    }
+                    Err(e) => {
+                        warn!(
+                            "task {} attempt {} could not start: no thread to run it on: {e}",
+                            start.task, start.attempt
+                        );
+                        let why = format!("could not start: no thread to run it on: {e}");
+                        inner.outbox.insert(key, failed(why));
+                        self.ended.notify_all();
+                    }
+                }
                 Started::Started
             };
             results.push(StartResult {
@@ -125,7 +193,8 @@ impl Attempts {
         Ok(StartAnswer { results })
     }
 
-    /// An attempt has ended and nothing of it runs: give back its slots, and queue its report.
+    /// An attempt has ended and nothing of it runs: give back what it took, and queue its
+    /// report.
     fn finish(&self, key: Key, outcome: Outcome) {
         let ended = Ended {
             state: match outcome.ending {
@@ -133,8 +202,11 @@ impl Attempts {
                 exec::Ending::Failed => Ending::Failed,
                 exec::Ending::TimedOut => Ending::TimedOut,
                 exec::Ending::Cancelled => Ending::Cancelled,
+                exec::Ending::OomKilled => Ending::OomKilled,
             },
             exit_code: outcome.exit_code,
+            exit_signal: outcome.exit_signal,
+            peak_memory_bytes: outcome.peak_memory_bytes,
             reason: outcome.reason,
             stdout: outcome.stdout.text,
             stdout_truncated: outcome.stdout.truncated,
@@ -144,8 +216,10 @@ impl Attempts {
         // The queen logs the end once it is recorded: here it is a detail.
         debug!("task {} attempt {} ended: {}", key.0, key.1, ended.reason);
         let mut inner = self.inner.lock();
-        if let Some((_, slots)) = inner.running.remove(&key) {
-            inner.used -= slots;
+        if let Some((_, want)) = inner.running.remove(&key) {
+            inner.used.slots -= want.slots;
+            inner.used.memory_mb -= want.memory_mb;
+            inner.used.millicpus -= want.millicpus;
         }
         inner.outbox.insert(key, ended);
         self.ended.notify_all();
@@ -179,7 +253,7 @@ impl Attempts {
             .chain(inner.outbox.keys())
             .map(|(task, n)| attempt_key(task, *n))
             .collect();
-        (inner.used, listed)
+        (inner.used.slots, listed)
     }
 
     /// Waits up to `wait` for ended attempts to report, and gives up to about `max_bytes` of
@@ -264,5 +338,35 @@ fn check(start: &Start) -> std::result::Result<(), String> {
     if !(start.timeout_s.is_finite() && (1.0..=MAX_TIMEOUT_SECS).contains(&start.timeout_s)) {
         return Err(format!("task {}: timeout out of range", start.task));
     }
+    let kill = start.kill_timeout_s;
+    if !(kill.is_finite() && (0.0..=MAX_KILL_TIMEOUT_SECS).contains(&kill)) {
+        return Err(format!("task {}: kill_timeout_s out of range", start.task));
+    }
+    let resources = &start.resources;
+    let in_range = resources
+        .memory_mb
+        .is_none_or(|mb| (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb))
+        && resources
+            .cpus
+            .is_none_or(|cpus| cpus.is_finite() && (MIN_CPUS..=MAX_CPUS).contains(&cpus))
+        && (1..=MAX_PIDS).contains(&resources.pids);
+    if !in_range {
+        return Err(format!("task {}: resources out of range", start.task));
+    }
     Ok(())
+}
+
+/// The report of an attempt that failed before its command could run.
+fn failed(reason: String) -> Ended {
+    Ended {
+        state: Ending::Failed,
+        exit_code: None,
+        exit_signal: None,
+        peak_memory_bytes: None,
+        reason,
+        stdout: String::new(),
+        stdout_truncated: false,
+        stderr: String::new(),
+        stderr_truncated: false,
+    }
 }

@@ -39,7 +39,7 @@ use crate::store::Store;
 use crate::store::tasks::{Change, Changed};
 use crate::tasks::index::Stored;
 use crate::tasks::lifecycle::{Event, Placement, Step, step};
-use crate::tasks::placement::{self, Capacity, Policy};
+use crate::tasks::placement::{self, Capacity, Policy, Want};
 use crate::tasks::wire::{DroneStatus, Start, StartAnswer, StartRequest, Started, attempt_key};
 use crate::tasks::{AttemptState, State};
 
@@ -281,12 +281,19 @@ impl Scheduler {
     /// them. Returns when the next pending task's backoff ends, if one waits.
     fn place(&self) -> Option<f64> {
         let drones = self.store.registry().schedulable();
-        let used = self.store.tasks().used_slots();
+        let used = self.store.tasks().used();
         let mut capacities: Vec<Capacity> = drones
             .iter()
-            .map(|drone| Capacity {
-                slots: drone.slots,
-                used: used.get(&drone.target.address).copied().unwrap_or(0) + drone.stray_slots,
+            .map(|drone| {
+                let used = used.get(&drone.target.address).copied().unwrap_or_default();
+                Capacity {
+                    slots: drone.slots,
+                    used: used.slots + drone.stray_slots,
+                    memory_mb: drone.offer.memory_mb,
+                    used_memory_mb: used.memory_mb,
+                    millicpus: drone.offer.millicpus,
+                    used_millicpus: used.millicpus,
+                }
             })
             .collect();
         let free: u32 = capacities
@@ -303,7 +310,7 @@ impl Scheduler {
         if free == 0 || due.is_empty() {
             return next_due;
         }
-        let wants: Vec<u32> = due.iter().map(|stored| stored.task.spec.slots).collect();
+        let wants: Vec<Want> = due.iter().map(|stored| stored.task.spec.want()).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let chosen = placement::place(&wants, &mut capacities, self.config.policy, turn);
         let mut changes = Vec::new();
@@ -407,6 +414,8 @@ impl Scheduler {
                     env: task.spec.env.clone(),
                     timeout_s: task.spec.timeout_s,
                     slots: task.spec.slots,
+                    resources: task.spec.resources.clone(),
+                    kill_timeout_s: task.spec.kill_timeout_s,
                 })
             })
             .collect();

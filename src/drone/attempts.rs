@@ -225,7 +225,7 @@ impl Attempts {
         self.ended.notify_all();
     }
 
-    /// Stops attempt `attempt` of task `task` (its whole process group). An attempt that has ended
+    /// Stops attempt `attempt` of task `task` (every process of it). An attempt that has ended
     /// already is fine; one this drone never ran is not found.
     pub fn stop(&self, task: &str, attempt: u32) -> Result<()> {
         let key: Key = (task.to_string(), attempt);

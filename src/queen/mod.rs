@@ -59,8 +59,9 @@ const SUBMIT_BUDGET_TASK_TIMEOUTS: u32 = 2;
 /// Tries of one change to a task that keeps losing races with other writers of the same task.
 const CHANGE_TRIES: usize = 5;
 
-/// A cancel of a running task waits this long for its drone to stop it (SIGTERM, then SIGKILL
-/// 5 s later), so the answer usually shows the task `cancelled`.
+/// A cancel of a running task waits this long for its drone to stop it (SIGTERM to every process
+/// of it, and SIGKILL after its `kill_timeout_s`, 5 s unless it says), so the answer usually shows
+/// the task `cancelled`.
 const CANCEL_WAIT: Duration = Duration::from_secs(6);
 
 /// Longest `?wait=` a `GET /tasks/ID` may ask for.
@@ -340,8 +341,8 @@ impl Queen {
         ))
     }
 
-    /// Cancels task `id`: a pending one at once; a running one is stopped by its drone (its whole
-    /// process group), and ends `cancelled` when the drone says it has; an ended one stays as it is.
+    /// Cancels task `id`: a pending one at once; a running one is stopped by its drone (all its
+    /// processes), and ends `cancelled` when the drone says it has; an ended one stays as it is.
     pub fn cancel(&self, id: &str) -> Result<Task> {
         let tasks = self.store.tasks();
         let mut stored = tasks
@@ -437,6 +438,13 @@ impl Queen {
                     Ok(Changed::Done(stored)) => {
                         let task = &stored.task;
                         self.metrics.task_transition(Some(from), task.state);
+                        if task
+                            .attempts
+                            .iter()
+                            .any(|a| a.n == report.attempt && a.late_report.is_none())
+                        {
+                            self.metrics.attempt_ended(task, report.attempt);
+                        }
                         log_end(task, report.attempt, &reports.address);
                         accepted.push(key);
                     }

@@ -245,6 +245,7 @@ impl Scheduler {
         {
             if let Ok(Changed::Done(stored)) = outcome {
                 self.metrics.task_transition(Some(from), stored.task.state);
+                self.metrics.attempt_ended(&stored.task, n);
                 warn!(
                     "task {} attempt {n} {what}: {why}; the task is {}",
                     stored.task.id, stored.task.state
@@ -581,7 +582,7 @@ impl Scheduler {
         self.store.registry().record_stray(target, stray);
     }
 
-    /// Asks the drone at `address` to stop attempt `n` of task `id` (its whole process group).
+    /// Asks the drone at `address` to stop attempt `n` of task `id` (every process of it).
     pub fn stop(&self, address: &str, id: &str, n: u32) {
         let path = format!("/tasks/{id}?attempt={n}");
         if let Err(e) = self.client.delete(address, &path, self.config.call_timeout) {

@@ -66,7 +66,7 @@ pub struct Spec {
     pub command: Vec<String>,
     /// How much of a drone's capacity it takes while it runs.
     pub slots: u32,
-    /// Longest an attempt may run before its process group is ended.
+    /// Longest an attempt may run before it is stopped.
     pub timeout_s: f64,
     /// Further attempts after a failed, timed-out or lost one.
     pub retries: u32,

@@ -110,12 +110,7 @@ impl Drop for Scratch {
 
 /// Whether process `pid` is alive (a zombie counts as gone).
 fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-            state.flatten().is_some_and(|s| s != 'Z')
-        })
-        .unwrap_or(false)
+    runs(pid)
 }
 
 /// The pids written, one per line, in `file`, once it holds `count` of them.
@@ -433,48 +428,6 @@ fn run_with_a_grandchild(queen: &Larve, scratch: &Scratch) -> (String, Vec<u32>)
 }
 
 /// The reaper a drone with `--allow-exec` started beside itself: its child `larve reap ...`.
-/// A drone whose work root is in a test's scratch directory. Dropped (before the directory), it
-/// is killed and its reaper waited for, so that the reaper ends its attempts and removes its
-/// cgroups before the directory that names them goes, whether the test passed or not.
-struct RootedDrone(Larve);
-
-impl Drop for RootedDrone {
-    fn drop(&mut self) {
-        let reaper = find_reaper(self.0.pid());
-        self.0.kill();
-        let deadline = Instant::now() + SOON;
-        while reaper.is_some_and(alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl std::ops::Deref for RootedDrone {
-    type Target = Larve;
-
-    fn deref(&self) -> &Larve {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for RootedDrone {
-    fn deref_mut(&mut self) -> &mut Larve {
-        &mut self.0
-    }
-}
-
-/// The reaper of `drone`, if it has one now.
-fn find_reaper(drone: u32) -> Option<u32> {
-    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let parent: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let is_reap = cmdline.split(|b| *b == 0).nth(1) == Some(b"reap".as_slice());
-        (parent == drone && is_reap).then_some(pid)
-    })
-}
-
 fn reaper_of(drone: u32) -> u32 {
     eventually(SOON, "the drone's reaper", || find_reaper(drone))
 }

@@ -27,7 +27,7 @@
 //! services to.
 //!
 //! # Joining
-//! The command's process joins its groups between fork and exec, by writing `0` (itself) to each
+//! The command's process joins its groups between its clone and its exec, by writing `0` (itself) to each
 //! group's `cgroup.procs` through descriptors its parent opened (see `child.rs`), so nothing it
 //! runs is ever outside them, and its memory is counted from its first page.
 

@@ -1,4 +1,5 @@
-//! What an attempt's command process does between fork and exec, in order:
+//! What an attempt's command process does between its clone and its exec (see `spawn.rs`), in
+//! order:
 //! 1. every signal back to its default action, then none blocked: a drone blocks SIGTERM and
 //!    SIGINT in all its threads (see `signals.rs`) and may have been started with some ignored,
 //!    and a child inherits both; a task must get its SIGTERM, and may handle it;
@@ -11,12 +12,11 @@
 //!    not searchable by the user it becomes, and std's `current_dir` would change directory only
 //!    after the change of user);
 //! 5. the user it runs as: its groups, its group, then its id, with the raw system calls, which
-//!    change only this thread (the only one a forked child has).
+//!    change only the process that makes them, not the drone whose memory it shares.
 //!
-//! This runs in a child forked from a threaded process, so it may only make async-signal-safe
-//! calls: no allocation, no lock. Everything it needs is prepared by the parent beforehand.
-//! (Forking rather than std's `posix_spawn` costs the parent its page tables' copy; scripts/bench.sh
-//! measures what a cgroup attempt costs in all.)
+//! This runs in a child that shares the drone's memory until its exec, cloned from a threaded
+//! process, so it makes system calls only: no allocation, no lock, nothing that writes memory but
+//! its own stack. Everything it needs is prepared by the parent beforehand.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -28,7 +28,7 @@ const TASK_OOM_SCORE_ADJ: &[u8] = b"900";
 const LAST_SIGNAL: libc::c_int = 64;
 const SIGSET_BYTES: usize = 8;
 
-/// Everything the command's process needs to set itself up, prepared before the fork.
+/// Everything the command's process needs to set itself up, prepared before the clone.
 pub(super) struct ChildSetup {
     /// An empty signal set, to unblock every signal with.
     unblocked: libc::sigset_t,
@@ -66,9 +66,9 @@ impl ChildSetup {
         }
     }
 
-    /// The steps of the module docs, in the forked child. Only async-signal-safe calls.
+    /// The steps of the module docs, in the cloned child. System calls only.
     pub(super) fn run(&self) -> io::Result<()> {
-        // SAFETY (every block below): plain system calls on values prepared before the fork;
+        // SAFETY (every block below): plain system calls on values prepared before the clone;
         // none allocates or takes a lock.
         // The kernel's own sigaction, all zeros: SIG_DFL, no flags, no mask. Through the raw
         // call, so that the C library's internal signals (32 and 33), which its wrapper

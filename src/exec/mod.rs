@@ -7,8 +7,8 @@
 //!
 //! Here: the attempt's life, from its directory to its outcome. Beside it: `containment.rs` (what
 //! holds an attempt's processes: the one seam between a cgroup and a process group) and
-//! `cgroup.rs` (the cgroups themselves); `child.rs` (what the command's process does between fork
-//! and exec); `user.rs` and `env.rs` (who a command runs as, and its environment); `output.rs`
+//! `cgroup.rs` (the cgroups themselves); `spawn.rs` (starting the command as `posix_spawn` does)
+//! and `child.rs` (what its process does between its clone and its exec); `user.rs` and `env.rs` (who a command runs as, and its environment); `output.rs`
 //! (reading and keeping what the command prints); `journal.rs` (the records of the attempts that
 //! run); `procfs.rs` (what `/proc` says, and whether a recorded group is still its attempt's);
 //! `remove.rs` (removing what an attempt left in its directory); `threads.rs` (the threads
@@ -69,6 +69,7 @@ mod output;
 mod procfs;
 pub mod reaper;
 mod remove;
+mod spawn;
 mod threads;
 pub mod user;
 
@@ -78,10 +79,10 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -99,6 +100,7 @@ pub use env::BaseEnv;
 use journal::{Journal, Record};
 use output::Streams;
 use procfs::{Process, all_processes, leftover_group, read_process};
+use spawn::{Leader, Program};
 use threads::Threads;
 pub use user::User;
 
@@ -710,20 +712,16 @@ impl Shared {
             .as_ref()
             .map_or_else(Vec::new, AttemptGroup::join_fds);
         let setup = ChildSetup::new(dir.as_raw_fd(), joins, ids);
-        let mut command = Command::new(program);
-        command
-            .args(&spec.command[1..])
-            .env_clear()
-            .envs(self.env.for_attempt(spec, &self.user, &place.work))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        // SAFETY: `ChildSetup::run` makes only async-signal-safe calls (see child.rs), and the
-        // descriptors it uses (`dir`, the cgroup's) stay open until `spawn` has returned.
-        unsafe { command.pre_exec(move || setup.run()) };
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        let command = Program {
+            program,
+            args: &spec.command[1..],
+            env: self
+                .env
+                .for_attempt(spec, &self.user, &place.work)
+                .collect(),
+        };
+        let (leader, pipes) = match spawn::spawn(&command, &setup) {
+            Ok(started) => started,
             Err(e) => {
                 if let Some(cgroup) = cgroup {
                     let _ = cgroup.remove();
@@ -732,28 +730,9 @@ impl Shared {
                 return (failed, false);
             }
         };
-        let pipes = [
-            child
-                .stdout
-                .take()
-                .map(|out| File::from(OwnedFd::from(out))),
-            child
-                .stderr
-                .take()
-                .map(|err| File::from(OwnedFd::from(err))),
-        ];
-        let mut streams = Streams::new(pipes);
+        let mut streams = Streams::new(pipes.map(Some));
         let held_by_cgroup = cgroup.is_some();
-        let group = Group::new(child, cgroup);
-        let pidfd = match pidfd_open(group.id()) {
-            Ok(pidfd) => pidfd,
-            Err(e) => {
-                return (
-                    group.abandon(format!("could not watch its process: {e}")),
-                    false,
-                );
-            }
-        };
+        let group = Group::new(leader, cgroup);
         if !held_by_cgroup && let Err(e) = self.record(place, spec, Some(group.id()), Vec::new()) {
             let journal = self.journal.path.display();
             return (
@@ -761,7 +740,7 @@ impl Shared {
                 false,
             );
         }
-        let stopped = self.watch(&group, &pidfd, wake, &mut streams, spec);
+        let stopped = self.watch(&group, wake, &mut streams, spec);
         let end = group.end();
         if let Err(e) = &end.removal {
             warn!(
@@ -822,11 +801,11 @@ impl Shared {
     fn watch(
         &self,
         group: &Group,
-        pidfd: &OwnedFd,
         wake: &OwnedFd,
         streams: &mut Streams,
         spec: &Spec,
     ) -> Option<StopReason> {
+        let pidfd = group.leader.pidfd();
         // A timeout too long to add to the clock never comes.
         let deadline = Instant::now().checked_add(spec.timeout);
         // Why the attempt was stopped, and when its SIGKILL is due (`None` once it is sent).
@@ -1001,7 +980,7 @@ struct Watched {
 /// through here, and [`Group::end`] takes the group away, so no signal can follow the reaping.
 /// Dropped before its end (an early return, a panic), it kills everything and reaps.
 struct Group {
-    leader: Child,
+    leader: Leader,
     reaped: bool,
     cgroup: Option<AttemptGroup>,
 }
@@ -1015,7 +994,7 @@ struct GroupEnd {
 }
 
 impl Group {
-    fn new(leader: Child, cgroup: Option<AttemptGroup>) -> Group {
+    fn new(leader: Leader, cgroup: Option<AttemptGroup>) -> Group {
         Group {
             leader,
             reaped: false,
@@ -1025,8 +1004,7 @@ impl Group {
 
     /// The leader's pid, which is its process group's id.
     fn id(&self) -> i32 {
-        // A pid fits an i32: that is its type in the kernel.
-        self.leader.id() as i32
+        self.leader.id()
     }
 
     /// SIGTERM to every process: its cgroup's each, or its process group.
@@ -1184,6 +1162,7 @@ mod tests {
     use journal::records_left;
     use std::io::Write;
     use std::path::Path;
+    use std::process::{Child, Command, Stdio};
     use std::sync::mpsc;
     use std::thread;
 

@@ -4,7 +4,7 @@
 //! protects nothing and is said at start.
 //!
 //! Looked up once, at start, from the system's user database; the command's process takes the
-//! user's groups, group and id itself, between fork and exec (see `child.rs`).
+//! user's groups, group and id itself, between its clone and its exec (see `child.rs`).
 
 use std::ffi::{CStr, CString};
 use std::io;

@@ -26,7 +26,8 @@ options:
                       runs and fewer repetitions elsewhere, a 200-drone fleet; 2,000 tasks in
                       scenario 9, 20,000 in 12, 400 in 13; one flood of 3 s in 15 (not three
                       of 10 s); 2 rounds of 2 s in 16
-  --only LIST         run only these scenarios, e.g. --only 1,4 (default: all)
+  --only LIST         run only these scenarios, by number or name, e.g. --only 1,4,containment
+                      (default: all)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
                       fails)
   -h, --help          print this help
@@ -38,7 +39,9 @@ latency (created to running at 100 tasks/s), 12 task queue scale (100,000 pendin
 failover (leader killed with 2,000 tasks in flight), 14 drone loss (a drone killed running 8
 tasks); the front door: 15 under attack (10,000 huge declared bodies from one peer, 1,000 endless
 heads, 1,000 silent connections plain and TLS, close_notify after a ClientHello), 16 cost of the
-front (against the larve from before it, and TLS on every leg against plain)";
+front (against the larve from before it, and TLS on every leg against plain); named: containment
+(10,000 `true` tasks with cgroups against process groups, the containment's CPU per attempt, fork
+against posix_spawn, cancels of tasks that handle SIGTERM)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -121,6 +124,14 @@ const QUICK_ENDLESS_FLOODS: usize = 1;
 const FULL_SLOW_PROBES: usize = 50;
 const QUICK_SLOW_PROBES: usize = 20;
 
+/// Containment: tasks through each hive per round, rounds, and cancels measured.
+const FULL_CONTAINMENT_TASKS: usize = 10_000;
+const QUICK_CONTAINMENT_TASKS: usize = 2_000;
+const FULL_CONTAINMENT_ROUNDS: usize = 2;
+const QUICK_CONTAINMENT_ROUNDS: usize = 1;
+const FULL_CANCELS: usize = 100;
+const QUICK_CANCELS: usize = 20;
+
 /// Scenario 16: rounds (one run of each hive each), and each run's length.
 const FULL_FRONT_COST_ROUNDS: usize = 5;
 const QUICK_FRONT_COST_ROUNDS: usize = 2;
@@ -140,8 +151,8 @@ pub struct Options {
     pub etcd: PathBuf,
     pub quick: bool,
     pub keep_logs: bool,
-    /// Scenario numbers to run; all when `None`.
-    pub only: Option<Vec<usize>>,
+    /// Scenarios to run, by number or name; all when `None`.
+    pub only: Option<Vec<String>>,
 }
 
 /// The options, or `None` when help was asked for.
@@ -152,15 +163,18 @@ pub fn parse() -> Result<Option<Options>> {
     }
     let quick = args.contains("--quick");
     let keep_logs = args.contains("--keep-logs");
-    let only: Option<Vec<usize>> = args
+    let only: Option<Vec<String>> = args
         .opt_value_from_fn("--only", |s| {
             s.split(',')
-                .map(|n| match n.trim().parse::<usize>() {
-                    Ok(n) if (1..=scenarios::COUNT).contains(&n) => Ok(n),
-                    _ => Err(format!(
-                        "{s:?} is not a list of scenario numbers from 1 to {}, like 1,4",
-                        scenarios::COUNT
-                    )),
+                .map(|pick| {
+                    let pick = pick.trim();
+                    if scenarios::known(pick) {
+                        Ok(pick.to_string())
+                    } else {
+                        Err(format!(
+                            "{pick:?} names no scenario: give their numbers or names, like 1,4,containment"
+                        ))
+                    }
                 })
                 .collect()
         })
@@ -258,6 +272,10 @@ pub struct Plan {
     /// Scenario 16: rounds, and each run's length.
     pub front_cost_rounds: usize,
     pub front_cost_length: Duration,
+    /// Containment: tasks through each hive per round, rounds, and cancels measured.
+    pub containment_tasks: usize,
+    pub containment_rounds: usize,
+    pub cancels: usize,
 }
 
 impl Plan {
@@ -313,6 +331,9 @@ impl Plan {
                 FULL_FRONT_COST_SECS,
                 QUICK_FRONT_COST_SECS,
             )),
+            containment_tasks: pick(quick, FULL_CONTAINMENT_TASKS, QUICK_CONTAINMENT_TASKS),
+            containment_rounds: pick(quick, FULL_CONTAINMENT_ROUNDS, QUICK_CONTAINMENT_ROUNDS),
+            cancels: pick(quick, FULL_CANCELS, QUICK_CANCELS),
         }
     }
 

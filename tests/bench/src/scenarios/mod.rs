@@ -17,9 +17,14 @@
 //! sees a request: [`front_door`] attacks it as an unauthenticated client would (huge declared
 //! bodies, endless heads, silent connections, a TLS input that made rustls loop), and
 //! [`front_cost`] weighs what it costs against the larve from before it, and what TLS costs on top.
+//!
+//! Scenarios from here on are named, not numbered: [`containment`] weighs what holding every
+//! attempt in a cgroup costs against process groups, and how fast a cancel ends a task that
+//! handles SIGTERM.
 
 mod big_body;
 mod burst;
+mod containment;
 mod detection;
 mod drone_loss;
 mod footprint;
@@ -161,6 +166,18 @@ impl Bench {
         count: usize,
         slots: u32,
     ) -> Result<Vec<Larve>> {
+        self.exec_drones_with(queens, label, count, slots, &[])
+    }
+
+    /// [`Bench::exec_drones_of`] with `extra` flags for each drone.
+    pub fn exec_drones_with(
+        &self,
+        queens: &[&Larve],
+        label: &str,
+        count: usize,
+        slots: u32,
+        extra: &[String],
+    ) -> Result<Vec<Larve>> {
         self.start_drones(
             &self.launcher,
             &self.control,
@@ -168,7 +185,7 @@ impl Bench {
             label,
             count,
             |name| {
-                vec![
+                let mut args: Vec<String> = vec![
                     "--allow-exec".into(),
                     "--slots".into(),
                     slots.to_string(),
@@ -177,7 +194,9 @@ impl Bench {
                         .join(format!("{name}.work"))
                         .to_string_lossy()
                         .into_owned(),
-                ]
+                ];
+                args.extend_from_slice(extra);
+                args
             },
         )
     }
@@ -226,8 +245,9 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 /// One scenario.
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
-/// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 16] = [
+/// Every scenario, in the order they run; `--only` picks one by its label's number or by its
+/// name (the label after the number; a scenario without a number has only its name).
+const ALL: [(&str, Scenario); 17] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -244,17 +264,26 @@ const ALL: [(&str, Scenario); 16] = [
     (drone_loss::LABEL, drone_loss::run),
     (front_door::LABEL, front_door::run),
     (front_cost::LABEL, front_cost::run),
+    (containment::LABEL, containment::run),
 ];
 
-/// How many scenarios there are, numbered from 1.
-pub const COUNT: usize = ALL.len();
+/// Whether `label` is what `pick` (a number or a name, as `--only` takes them) names.
+pub fn picks(pick: &str, label: &str) -> bool {
+    let name = label.split_once(". ").map_or(label, |(_, name)| name);
+    label.starts_with(&format!("{pick}.")) || name == pick
+}
 
-/// Runs the scenarios numbered in `only` (all when `None`), each timed; true if any failed.
-pub fn run(bench: &Bench, only: Option<&[usize]>, report: &mut Report) -> bool {
+/// Whether `pick` names a scenario.
+pub fn known(pick: &str) -> bool {
+    ALL.iter().any(|(label, _)| picks(pick, label))
+}
+
+/// Runs the scenarios `only` names (all when `None`), each timed; true if any failed.
+pub fn run(bench: &Bench, only: Option<&[String]>, report: &mut Report) -> bool {
     let mut failed = false;
-    let chosen = ALL.into_iter().filter(|(label, _)| {
-        only.is_none_or(|only| only.iter().any(|n| label.starts_with(&format!("{n}."))))
-    });
+    let chosen = ALL
+        .into_iter()
+        .filter(|(label, _)| only.is_none_or(|only| only.iter().any(|pick| picks(pick, label))));
     for (label, scenario) in chosen {
         progress(&format!("scenario {label}"));
         let started = Instant::now();

@@ -26,11 +26,11 @@ use crate::{Result, control, progress};
 pub const LABEL: &str = "9. task throughput";
 
 /// Threads submitting tasks.
-const CLIENTS: usize = 8;
+pub(super) const CLIENTS: usize = 8;
 
 /// Drones of each hive, and the slots of each.
-const DRONES: usize = 4;
-const SLOTS: u32 = 8;
+pub(super) const DRONES: usize = 4;
+pub(super) const SLOTS: u32 = 8;
 
 /// Commands the baseline runs at once: the hive's slots.
 const BASELINE_PARALLEL: usize = DRONES * SLOTS as usize;
@@ -50,22 +50,22 @@ const MS_PER_SEC: f64 = 1000.0;
 const END_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What one hive did with the tasks.
-struct HiveRun {
-    submitted: Submitted,
-    tally: Tally,
+pub(super) struct HiveRun {
+    pub(super) submitted: Submitted,
+    pub(super) tally: Tally,
     /// Per task, in milliseconds: from creation to placement, and from placement until the queen
     /// recorded the end (the drone started the command, it ended, the drone reported).
     queued_ms: Vec<f64>,
     ran_ms: Vec<f64>,
     /// Seconds from just before the first submit to the last end the queen recorded.
-    secs: f64,
+    pub(super) secs: f64,
     /// Seconds from just before the first submit until the bench saw every task ended.
     seen_secs: f64,
 }
 
 impl HiveRun {
     /// Tasks per second, end to end.
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.submitted.ids.len() as f64 / self.secs
     }
 }
@@ -225,7 +225,7 @@ fn add_hive_rows(report: &mut Report, what: &str, hive: &HiveRun, n: usize) {
 }
 
 /// The queen flags of every queen of this scenario: finished tasks are kept until read back.
-fn queen_args(n: usize) -> Vec<String> {
+pub(super) fn queen_args(n: usize) -> Vec<String> {
     vec!["--keep-finished".into(), n.to_string()]
 }
 
@@ -270,7 +270,7 @@ fn etcd_hive(bench: &Bench, n: usize) -> Result<HiveRun> {
 
 /// Submits `n` tasks of `batch` through `queens`, waits until `reader` sees every one ended, and
 /// reads them back from her.
-fn through(
+pub(super) fn through(
     bench: &Bench,
     queens: &[&Larve],
     reader: &Larve,

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the release binaries and benchmarks a local hive against the targets of the performance
-# issue (scenarios 1 to 8), of the tasks issue (9 to 14: tasks that run commands) and of the front
-# door (15: attacks by unauthenticated clients; 16: the front's cost), with wrk as the load
+# issue (scenarios 1 to 8), of the tasks issue (9 to 14: tasks that run commands), of the front
+# door (15: attacks by unauthenticated clients; 16: the front's cost) and of containment (the named
+# scenario `containment`: cgroups against process groups, and cancels), with wrk as the load
 # generator, etcd for the scenarios of several queens and openssl for the TLS certificates (each
 # installed with apt-get when missing and run as root: Debian's wrk, etcd-server and openssl).
 #
 #   scripts/bench.sh [--quick] [HIVE-BENCH OPTIONS...]
 #
 # Every scenario starts its own queens and drones (and etcd) on 127.0.0.1 (free ports) and stops
-# them after; the drones of the task scenarios run commands (`true`, `sleep`, `sh`) in work
+# them after; the drones of the task scenarios run commands (`true`, `sleep`, `sh`, `python3`) in work
 # directories under the run's directory.
 # Progress goes to stderr; the machine line and one markdown table of every number go to stdout, so
 #   scripts/bench.sh > bench.md
@@ -22,7 +23,8 @@
 # of this workspace) with its own target directory under target/ (the first build takes a minute
 # or two), and reused by later runs; without the commit (a shallow clone) or when its build fails, the bench runs without
 # it and scenario 16 says so in its row.
-# Other options (--only 9,13, --keep-logs) go to hive-bench; see target/release/hive-bench --help.
+# Other options (--only 9,13,containment, --keep-logs) go to hive-bench; see
+# target/release/hive-bench --help.
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail
 
@@ -35,9 +37,10 @@ fail() {
     exit 1
 }
 
-# Debian packages the bench needs: wrk (the load), etcd-server (the store of several queens) and
-# openssl (the certificates of the TLS scenarios).
-install_missing bench wrk:wrk etcd:etcd-server openssl:openssl
+# Debian packages the bench needs: wrk (the load), etcd-server (the store of several queens),
+# openssl (the certificates of the TLS scenarios) and python3 (the tasks the containment scenario
+# cancels handle SIGTERM in Python).
+install_missing bench wrk:wrk etcd:etcd-server openssl:openssl python3:python3
 WRK="$(command -v wrk)"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 

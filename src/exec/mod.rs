@@ -1047,9 +1047,15 @@ impl Group {
     /// Kills whatever is left, waits until nothing of it runs, reaps the leader and removes the
     /// cgroup.
     fn end(mut self) -> GroupEnd {
-        self.kill();
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.wait_empty();
+        match &self.cgroup {
+            // Nothing can join an empty cgroup but through this drone: one that emptied as its
+            // command exited (the common end) needs no kill.
+            Some(cgroup) if cgroup.is_empty() => {}
+            Some(cgroup) => {
+                cgroup.kill();
+                cgroup.wait_empty();
+            }
+            None => self.kill(),
         }
         self.reaped = true;
         let status = self.leader.wait();

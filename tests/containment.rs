@@ -386,8 +386,9 @@ fn a_quarter_cpu_keeps_a_busy_loop_near_a_quarter_of_a_core() {
     let share = (cpu_used(&cgroup) - used).as_secs_f64() / started.elapsed().as_secs_f64();
     cancel(&queen, &id);
     eprintln!("{test}: the busy loop used {share:.3} of a core");
-    // The quota is 25 ms in each 100 ms; a loaded machine may give it less, never more.
-    assert!((0.1..=0.3).contains(&share), "{share:.3} of a core");
+    // The quota is 25 ms in each 100 ms: never more (the slack is the period's edges). A machine
+    // busy with other work may give it much less, so below, it need only have run.
+    assert!((0.05..=0.3).contains(&share), "{share:.3} of a core");
 }
 
 #[test]

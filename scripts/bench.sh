@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Builds the release binaries and benchmarks a local hive against the targets of the performance
-# issue (scenarios 1 to 8), of the tasks issue (9 to 14: tasks that run commands) and of the front
-# door (15: attacks by unauthenticated clients; 16: the front's cost), and of the durable store
-# (named, not numbered: durable-store-task-submission, -task-throughput, -recovery), with wrk as the load
+# issue (scenarios 1 to 8), of the tasks issue (9 to 14: tasks that run commands), of the front
+# door (15: attacks by unauthenticated clients; 16: the front's cost), and, named rather than
+# numbered, of the durable store (durable-store-task-submission, -task-throughput, -recovery), of
+# containment (containment: cgroups against process groups, and cancels) and of scoped tokens
+# (scoped-tokens), with wrk as the load
 # generator, etcd for the scenarios of several queens and openssl for the TLS certificates (each
 # installed with apt-get when missing and run as root: Debian's wrk, etcd-server and openssl).
 #
 #   scripts/bench.sh [--quick] [HIVE-BENCH OPTIONS...]
 #
 # Every scenario starts its own queens and drones (and etcd) on 127.0.0.1 (free ports) and stops
-# them after; the drones of the task scenarios run commands (`true`, `sleep`, `sh`) in work
+# them after; the drones of the task scenarios run commands (`true`, `sleep`, `sh`, `python3`) in work
 # directories under the run's directory.
 # Progress goes to stderr; the machine line and one markdown table of every number go to stdout, so
 #   scripts/bench.sh > bench.md
@@ -24,7 +26,7 @@
 # or two), and reused by later runs; without the commit (a shallow clone) or when its build fails, the bench runs without
 # it and scenario 16 says so in its row.
 # The durable store's three scenarios take about two minutes together.
-# Other options (--only 9,13,durable-store-recovery, --keep-logs) go to hive-bench; see
+# Other options (--only 9,13,durable-store-recovery,containment, --keep-logs) go to hive-bench; see
 # target/release/hive-bench --help.
 # The wrk loads can be run by hand against any queen with scripts/wrk/hive.lua (see its header).
 set -euo pipefail
@@ -38,9 +40,10 @@ fail() {
     exit 1
 }
 
-# Debian packages the bench needs: wrk (the load), etcd-server (the store of several queens) and
-# openssl (the certificates of the TLS scenarios).
-install_missing bench wrk:wrk etcd:etcd-server openssl:openssl
+# Debian packages the bench needs: wrk (the load), etcd-server (the store of several queens),
+# openssl (the certificates of the TLS scenarios) and python3 (the tasks the containment scenario
+# cancels handle SIGTERM in Python).
+install_missing bench wrk:wrk etcd:etcd-server openssl:openssl python3:python3
 WRK="$(command -v wrk)"
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 

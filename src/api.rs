@@ -34,15 +34,17 @@ use serde_json::{Value, json};
 use crate::auth::Identity;
 use crate::drone::Drone;
 use crate::error::{Error, Result};
+use crate::exec::CONTAINMENT_LEVELS;
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
-use crate::queen::registry::Registration;
+use crate::queen::registry::{Offer, Registration};
 use crate::queen::{Created, Queen};
 use crate::server::{Handler, Request, Response};
 use crate::store::StoreHealth;
 use crate::tasks::wire::{DroneStatus, Reports, StartRequest};
 use crate::tasks::{
-    MAX_SLOTS, State, Submission, Summary, Task, valid_attempt_id, valid_boot, valid_id,
+    MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, State, Submission, Summary, Task, millicpus,
+    valid_attempt_id, valid_boot, valid_id,
 };
 
 /// What a `read` token sees of a task's `env` values.
@@ -472,6 +474,46 @@ fn registration(body: &[u8]) -> Result<Registration> {
         boot,
         exec,
         slots,
+        offer: offer(&fields)?,
+    })
+}
+
+/// What a Hive drone that runs commands adds to its registration: its memory and cpus, and how it
+/// contains its attempts. Each is optional; a drone that does not say offers none.
+fn offer(fields: &Value) -> Result<Offer> {
+    let memory_mb = match fields.get("memory_mb") {
+        None | Some(Value::Null) => 0,
+        Some(n) => n.as_u64().filter(|n| *n <= MAX_MEMORY_MB).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "field \"memory_mb\" must be a whole number of MiB from 0 to {MAX_MEMORY_MB}"
+            ))
+        })?,
+    };
+    let cpus = match fields.get("cpus") {
+        None | Some(Value::Null) => 0.0,
+        Some(n) => n
+            .as_f64()
+            .filter(|n| n.is_finite() && (0.0..=MAX_CPUS).contains(n))
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "field \"cpus\" must be a number of cores from 0 to {MAX_CPUS}"
+                ))
+            })?,
+    };
+    let containment = match fields.get("containment") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(level)) if CONTAINMENT_LEVELS.contains(&level.as_str()) => level.clone(),
+        Some(_) => {
+            return Err(Error::BadRequest(format!(
+                "field \"containment\" must be one of {}",
+                CONTAINMENT_LEVELS.join(", ")
+            )));
+        }
+    };
+    Ok(Offer {
+        memory_mb,
+        millicpus: millicpus(cpus),
+        containment,
     })
 }
 

@@ -15,8 +15,9 @@ use crate::config::{
     StoreConfig, TaskConfig,
 };
 use crate::control::{Request, Target};
-use crate::tasks::MAX_SLOTS;
+use crate::exec::Mode;
 use crate::tasks::placement::Policy;
+use crate::tasks::{MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, MIN_CPUS};
 use crate::tls::{ClientTls, LarveTls};
 
 /// The help text, printed by `--help` and after every command-line error.
@@ -64,6 +65,18 @@ options:
   --slots N                      drone: slots of tasks run at once (default: the CPUs)
   --work-dir PATH                drone: where attempts run, each in a fresh directory
                                  (default: hive-drone-IP-PORT in the temporary directory)
+  --containment MODE             drone: what holds each attempt: cgroup (a cgroup of its own,
+                                 with its limits; the drone does not start without), process-group
+                                 (no limits; a process that calls setsid escapes), or auto (a
+                                 cgroup where the drone may make one; default)
+  --cgroup-parent PATH           drone: the cgroup under which attempts' cgroups are made, as a
+                                 path in the hierarchies (default: hive under the drone's own)
+  --run-as USER                  drone: the user attempts run as (default: nobody for a drone
+                                 run as root, else the drone's own user)
+  --pass-env NAME                drone: pass this variable of the drone's environment to its
+                                 commands too (repeatable; no HIVE_ variable is ever passed)
+  --memory-mb MB, --cpus N       drone: the memory and cpus tasks may ask for here together
+                                 (default: what the machine, or the drone's cgroup, has)
   --token-file PATH              file holding the cluster token (or set HIVE_TOKEN): the join
                                  secret of drones, and an admin's token; with it, every
                                  endpoint but /healthz needs a token
@@ -87,6 +100,7 @@ options:
 /// and after its errors.
 pub const CONTROL_USAGE: &str = "\
 usage: larve task run [--slots N] [--timeout S] [--retries N] [--retry-delay S]
+                      [--memory-mb MB] [--cpus N] [--pids N] [--kill-timeout S]
                       [--env NAME=VALUE]... [--id ID] [--wait] -- COMMAND [ARGS...]
        larve task get ID
        larve task ls [--state STATE] [--limit N] [--after ID]
@@ -217,12 +231,29 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
     let allow_exec = args.contains("--allow-exec");
     let slots = flag(&mut args, "--slots", parse_slots)?;
     let work_dir = flag(&mut args, "--work-dir", parse_path)?;
+    let containment = flag(&mut args, "--containment", |s| s.parse::<Mode>())?;
+    let cgroup_parent = flag(&mut args, "--cgroup-parent", parse_cgroup_parent)?;
+    let run_as = flag(&mut args, "--run-as", parse_text)?;
+    let pass_env: Vec<String> = args
+        .values_from_str::<_, String>("--pass-env")
+        .map_err(|e| format!("--pass-env: {}", flag_error(e)))?
+        .iter()
+        .map(|name| parse_pass_env(name).map_err(|why| format!("--pass-env: {why}")))
+        .collect::<Result<_, _>>()?;
+    let memory_mb = flag(&mut args, "--memory-mb", parse_memory_mb)?;
+    let cpus = flag(&mut args, "--cpus", parse_cpus)?;
 
     let rest = args.finish();
     if let Some(extra) = rest.first() {
         return Err(format!("unexpected argument {extra:?}"));
     }
 
+    if allow_exec && !is_queen {
+        // What a drone's tasks must never read: they may run as another user of this machine.
+        for path in [&token_file, &tls_key].into_iter().flatten() {
+            private_to_owner(path)?;
+        }
+    }
     let token = token(token_file, env_token)?;
     let tls = match (tls_cert, tls_key, tls_ca) {
         (Some(cert), Some(key), Some(ca)) => {
@@ -262,6 +293,12 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             ("--allow-exec", allow_exec),
             ("--slots", slots.is_some()),
             ("--work-dir", work_dir.is_some()),
+            ("--containment", containment.is_some()),
+            ("--cgroup-parent", cgroup_parent.is_some()),
+            ("--run-as", run_as.is_some()),
+            ("--pass-env", !pass_env.is_empty()),
+            ("--memory-mb", memory_mb.is_some()),
+            ("--cpus", cpus.is_some()),
         ] {
             if given {
                 return Err(format!(
@@ -349,20 +386,40 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
         if let Some((flag, _)) = queen_only.iter().find(|(_, given)| *given) {
             return Err(format!("{flag} is a queen setting; add --queen or drop it"));
         }
-        if !allow_exec && (slots.is_some() || work_dir.is_some()) {
+        let exec_only = [
+            ("--slots", slots.is_some()),
+            ("--work-dir", work_dir.is_some()),
+            ("--containment", containment.is_some()),
+            ("--cgroup-parent", cgroup_parent.is_some()),
+            ("--run-as", run_as.is_some()),
+            ("--pass-env", !pass_env.is_empty()),
+            ("--memory-mb", memory_mb.is_some()),
+            ("--cpus", cpus.is_some()),
+        ];
+        if !allow_exec && let Some((flag, _)) = exec_only.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{flag} is for a drone that runs commands: add --allow-exec"
+            ));
+        }
+        if containment == Some(Mode::ProcessGroup) && cgroup_parent.is_some() {
             return Err(
-                "--slots and --work-dir are for a drone that runs commands: add --allow-exec"
-                    .into(),
+                "--cgroup-parent needs cgroups, and --containment process-group makes none".into(),
             );
         }
         let queens = queen_hosts
             .ok_or("a drone needs --queen-host HOST:PORT (or pass --queen to start a queen)")?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let machine_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         RoleConfig::Drone(DroneConfig {
             queens,
             advertise,
-            exec_slots: allow_exec.then(|| slots.unwrap_or(cpus) as u32),
+            exec_slots: allow_exec.then(|| slots.unwrap_or(machine_cpus) as u32),
             work_dir,
+            containment: containment.unwrap_or_default(),
+            cgroup_parent,
+            run_as,
+            pass_env,
+            memory_mb,
+            cpus,
         })
     };
 
@@ -454,6 +511,24 @@ fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, 
             number("timeout_s", "--timeout", &mut args)?;
             number("retries", "--retries", &mut args)?;
             number("retry_delay_s", "--retry-delay", &mut args)?;
+            number("kill_timeout_s", "--kill-timeout", &mut args)?;
+            let mut resources = serde_json::Map::new();
+            for (name, flag) in [
+                ("memory_mb", "--memory-mb"),
+                ("cpus", "--cpus"),
+                ("pids", "--pids"),
+            ] {
+                let given: Option<String> = args.opt_value_from_str(flag).map_err(flag_error)?;
+                if let Some(given) = given {
+                    let value: serde_json::Number = given
+                        .parse()
+                        .map_err(|_| format!("{flag}: {given:?} is not a number"))?;
+                    resources.insert(name.into(), value.into());
+                }
+            }
+            if !resources.is_empty() {
+                task.insert("resources".into(), resources.into());
+            }
             let env_vars: Vec<String> = args.values_from_str("--env").map_err(flag_error)?;
             let mut vars = serde_json::Map::new();
             for var in env_vars {
@@ -763,6 +838,76 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     })
 }
 
+/// A cgroup path, as `--cgroup-parent` takes it: from the hierarchies' root, like `/hive`, with
+/// plain names only (no `.` or `..`, nothing a cgroup file is named).
+fn parse_cgroup_parent(s: &str) -> Result<String, String> {
+    let names: Vec<&str> = s.split('/').skip(1).filter(|n| !n.is_empty()).collect();
+    let plain = |name: &&str| {
+        *name != "."
+            && *name != ".."
+            && !name.starts_with("cgroup.")
+            && name.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if !s.starts_with('/') || names.is_empty() || !names.iter().all(plain) {
+        return Err(format!(
+            "{s:?} is not a cgroup path: it starts with / and names groups, like /hive or /system.slice/larve.service/tasks"
+        ));
+    }
+    Ok(format!("/{}", names.join("/")))
+}
+
+/// A variable name `--pass-env` may name: never one of Hive's own (`HIVE_TOKEN` is the cluster
+/// token, and the others are the drone's settings or what a task is told of itself).
+fn parse_pass_env(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains(['=', '\0']) {
+        return Err(format!("{s:?} is not a variable name"));
+    }
+    if s.starts_with("HIVE_") {
+        return Err(format!(
+            "{s} is Hive's own (HIVE_TOKEN is the cluster token): no HIVE_ variable of the drone's reaches a task"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// MiB of memory a drone offers.
+fn parse_memory_mb(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(mb) if (1..=MAX_MEMORY_MB).contains(&mb) => Ok(mb),
+        _ => Err(format!(
+            "{s:?} is not a whole number of MiB (1-{MAX_MEMORY_MB})"
+        )),
+    }
+}
+
+/// Cpus a drone offers.
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(cpus) if cpus.is_finite() && (MIN_CPUS..=MAX_CPUS).contains(&cpus) => Ok(cpus),
+        _ => Err(format!(
+            "{s:?} is not a number of cpus ({MIN_CPUS}-{MAX_CPUS})"
+        )),
+    }
+}
+
+/// Refuses a secret file (a token, a TLS key) that anyone but its owner may read: a drone's
+/// tasks run as another user of the machine.
+fn private_to_owner(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Reading it says what is wrong.
+        return Ok(());
+    };
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} may be read by users other than its owner, and a drone's tasks run as another user: chmod 600 {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Whole seconds: etcd's leases have no finer grain.
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
@@ -836,6 +981,12 @@ mod tests {
                 advertise: None,
                 exec_slots: None,
                 work_dir: None,
+                containment: Mode::Auto,
+                cgroup_parent: None,
+                run_as: None,
+                pass_env: Vec::new(),
+                memory_mb: None,
+                cpus: None,
             })
         );
     }
@@ -1105,6 +1256,48 @@ mod tests {
             panic!()
         };
         assert_eq!(d.exec_slots, None, "off by default");
+        let RoleConfig::Drone(d) = run(&[
+            "--queen-host",
+            "127.0.0.1:8080",
+            "--allow-exec",
+            "--containment",
+            "cgroup",
+            "--cgroup-parent",
+            "/system.slice//larve.service/",
+            "--run-as",
+            "builder",
+            "--pass-env",
+            "HTTP_PROXY",
+            "--pass-env",
+            "GOPATH",
+            "--memory-mb",
+            "2048",
+            "--cpus",
+            "1.5",
+        ])
+        .unwrap()
+        .role
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                d.containment,
+                d.cgroup_parent.as_deref(),
+                d.run_as.as_deref(),
+                d.pass_env.as_slice(),
+                d.memory_mb,
+                d.cpus
+            ),
+            (
+                Mode::Cgroup,
+                Some("/system.slice/larve.service"),
+                Some("builder"),
+                &["HTTP_PROXY".to_string(), "GOPATH".to_string()][..],
+                Some(2048),
+                Some(1.5)
+            )
+        );
         for (args, needle) in [
             (
                 &["--queen", "--placement", "random"][..],
@@ -1129,6 +1322,93 @@ mod tests {
             (
                 &["--queen-host", "127.0.0.1:8080", "--max-pending", "5"][..],
                 "queen setting",
+            ),
+            (
+                &["--queen-host", "127.0.0.1:8080", "--run-as", "nobody"][..],
+                "--run-as is for a drone that runs commands",
+            ),
+            (&["--queen", "--containment", "cgroup"][..], "drone setting"),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--containment",
+                    "jail",
+                ][..],
+                "not auto, cgroup or process-group",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--pass-env",
+                    "HIVE_TOKEN",
+                ][..],
+                "--pass-env: HIVE_TOKEN is Hive's own",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--pass-env",
+                    "A=B",
+                ][..],
+                "not a variable name",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--cgroup-parent",
+                    "/hive/../../etc",
+                ][..],
+                "not a cgroup path",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--cgroup-parent",
+                    "hive",
+                ][..],
+                "not a cgroup path",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--containment",
+                    "process-group",
+                    "--cgroup-parent",
+                    "/hive",
+                ][..],
+                "needs cgroups",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--cpus",
+                    "0",
+                ][..],
+                "--cpus",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--allow-exec",
+                    "--memory-mb",
+                    "0",
+                ][..],
+                "--memory-mb",
             ),
             (
                 &[
@@ -1198,6 +1478,14 @@ mod tests {
                 "2",
                 "--env",
                 "A=b=c",
+                "--memory-mb",
+                "64",
+                "--cpus",
+                "0.25",
+                "--pids",
+                "20",
+                "--kill-timeout",
+                "30",
                 "--wait",
                 "--",
                 "sh",
@@ -1211,7 +1499,13 @@ mod tests {
         assert_eq!(
             request,
             Request::Run {
-                task: serde_json::json!({"slots": 2, "env": {"A": "b=c"}, "command": ["sh", "-c", "echo --wait"]}),
+                task: serde_json::json!({
+                    "slots": 2,
+                    "kill_timeout_s": 30,
+                    "resources": {"memory_mb": 64, "cpus": 0.25, "pids": 20},
+                    "env": {"A": "b=c"},
+                    "command": ["sh", "-c", "echo --wait"]
+                }),
                 wait: true,
             }
         );
@@ -1269,9 +1563,26 @@ mod tests {
 
         let path = std::env::temp_dir().join(format!("hive-cli-token-{}", std::process::id()));
         std::fs::write(&path, format!("{secret}\n")).unwrap();
-        let from_file = run(&["--queen", "--token-file", path.to_str().unwrap()]);
+        let file = path.to_str().unwrap();
+        let from_file = run(&["--queen", "--token-file", file]);
+        // A drone whose tasks run as another user refuses a token file they could read.
+        let exec = [
+            "--queen-host",
+            "127.0.0.1:8080",
+            "--allow-exec",
+            "--token-file",
+            file,
+        ];
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let readable = run(&exec);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let private = run(&exec);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(from_file.unwrap().token, Some(Token::new(secret).unwrap()));
+        let err = readable.unwrap_err();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert_eq!(private.unwrap().token, Some(Token::new(secret).unwrap()));
     }
 
     #[test]

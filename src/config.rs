@@ -11,6 +11,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::auth::{ClientTokens, Token};
+use crate::exec::Mode;
 use crate::tasks::placement::Policy;
 use crate::tls::{ClientTls, LarveTls};
 
@@ -175,6 +176,18 @@ pub struct DroneConfig {
     /// Where attempts run, each in a fresh directory; `None`: a directory per address under the
     /// system's temporary directory.
     pub work_dir: Option<PathBuf>,
+    /// What holds its attempts: `--containment`.
+    pub containment: Mode,
+    /// Under which cgroup its attempts' are made (a path in the hierarchies); `None`: a `hive`
+    /// group under the drone's own.
+    pub cgroup_parent: Option<String>,
+    /// The user attempts run as; `None`: `nobody` for a drone run as root, else its own.
+    pub run_as: Option<String>,
+    /// Variables of the drone's environment its commands get beyond the allowed ones.
+    pub pass_env: Vec<String>,
+    /// The memory (MiB) and cpus its attempts may take together; `None`: what the machine has.
+    pub memory_mb: Option<u64>,
+    pub cpus: Option<f64>,
 }
 
 /// Why a larve could not start or had to stop. Each maps to the process exit status in `exit_code`.

@@ -309,6 +309,9 @@ fn drone_table(drones: &Value) -> String {
             "ADDRESS",
             "SLOTS",
             "USED",
+            "MEMORY_MB",
+            "CPUS",
+            "CONTAINMENT",
             "EXEC",
             "DRAINING",
             "AVAILABLE",
@@ -318,6 +321,7 @@ fn drone_table(drones: &Value) -> String {
     ];
     for drone in drones.as_array().into_iter().flatten() {
         let field = |name: &str| match &drone[name] {
+            Value::String(s) if s.is_empty() => "-".into(),
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
@@ -327,6 +331,9 @@ fn drone_table(drones: &Value) -> String {
                 "address",
                 "slots",
                 "used",
+                "memory_mb",
+                "cpus",
+                "containment",
                 "exec",
                 "draining",
                 "available",
@@ -381,6 +388,22 @@ mod tests {
              (more: --after bbbb)\n"
         );
         assert_eq!(shell_words(["sh", "-c", "it's"]), r"sh -c 'it'\''s'");
+    }
+
+    #[test]
+    fn the_drone_table_shows_capacity_and_containment() {
+        let drones = json!([
+            {"name": "drone-0", "address": "127.0.0.1:5001", "slots": 4, "used": 1, "memory_mb": 2048,
+             "cpus": 2.0, "containment": "cgroup-hybrid", "exec": true, "draining": false, "available": true},
+            {"name": "drone-1", "address": "127.0.0.1:5002", "slots": 0, "used": 0, "memory_mb": 0,
+             "cpus": 0.0, "containment": "", "exec": false, "draining": false, "available": true},
+        ]);
+        assert_eq!(
+            drone_table(&drones),
+            "NAME     ADDRESS         SLOTS  USED  MEMORY_MB  CPUS  CONTAINMENT    EXEC   DRAINING  AVAILABLE\n\
+             drone-0  127.0.0.1:5001  4      1     2048       2.0   cgroup-hybrid  true   false     true\n\
+             drone-1  127.0.0.1:5002  0      0     0          0.0   -              false  false     true\n"
+        );
     }
 
     #[test]

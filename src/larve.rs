@@ -73,8 +73,7 @@ pub fn run(config: Config) -> StartError {
             }
         }
         RoleConfig::Drone(settings) => {
-            // What a drone runs keeps running (as a kubelet's pods do); a drone started again on
-            // its address ends what is left of it (see `drone/`).
+            // A clean stop ends the drone; its reaper then ends what it ran (see exec/reaper.rs).
             if let Err(e) = signals::on_stop(|signal| stop(signal, || {})) {
                 return StartError::Io(format!("cannot start the signal thread: {e}"));
             }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::tasks::State;
+use crate::tasks::{AttemptState, State, Task};
 
 /// The endpoints requests are counted by. Anything else is counted as `other`, so a client probing
 /// random paths cannot grow the metrics without bound.
@@ -158,6 +158,8 @@ pub struct Metrics {
     pub scheduling_latency: Histogram,
     /// Task state changes this queen wrote, by index in `TRANSITIONS`.
     transitions: Vec<Counter>,
+    /// Attempt ends this queen recorded, by index in `AttemptState::ENDED`.
+    attempts_ended: Vec<Counter>,
     /// Client connections the front door holds now (see `front/`).
     pub front_connections_open: Gauge,
     /// Connections refused because the larve held `--max-connections` already.
@@ -189,6 +191,10 @@ impl Default for Metrics {
             heartbeat_round: Histogram::new(ROUND_BUCKETS_SECS),
             scheduling_latency: Histogram::new(SCHEDULING_BUCKETS_SECS),
             transitions: TRANSITIONS.iter().map(|_| Counter::default()).collect(),
+            attempts_ended: AttemptState::ENDED
+                .iter()
+                .map(|_| Counter::default())
+                .collect(),
             front_connections_open: Gauge::default(),
             front_refused_total_limit: Counter::default(),
             front_refused_peer_limit: Counter::default(),
@@ -227,6 +233,16 @@ impl Metrics {
         }
     }
 
+    /// Counts the end of `task`'s attempt `id`, as this queen just recorded it.
+    pub fn attempt_ended(&self, task: &Task, id: &str) {
+        let Some(attempt) = task.attempt(id) else {
+            return;
+        };
+        if let Some(i) = AttemptState::ENDED.iter().position(|s| *s == attempt.state) {
+            self.attempts_ended[i].inc();
+        }
+    }
+
     /// The tasks' metrics: how many are in each state now (`counts`, in `State::ALL` order), the
     /// changes this queen made, and how long tasks waited to be placed.
     pub fn render_tasks(&self, out: &mut Exposition, counts: [usize; 5]) {
@@ -247,6 +263,18 @@ impl Metrics {
             out.sample(
                 "hive_task_transitions_total",
                 &[("from", from), ("to", to.as_str())],
+                counter.get() as f64,
+            );
+        }
+        out.family(
+            "hive_attempts_ended_total",
+            "counter",
+            "Attempt ends this queen recorded, by how they ended (oom_killed: over their memory).",
+        );
+        for (state, counter) in AttemptState::ENDED.iter().zip(&self.attempts_ended) {
+            out.sample(
+                "hive_attempts_ended_total",
+                &[("state", state.as_str())],
                 counter.get() as f64,
             );
         }

@@ -204,16 +204,36 @@ fn dispatch(raw: tiny_http::Request, shared: &Arc<Shared>) {
         return;
     }
     let waiting = shared.clone();
+    let unanswered = Unanswered(Some((raw, shared.clone())));
     let spawned = thread::Builder::new()
         .name("http-wait".into())
         .spawn(move || {
-            serve(raw, &waiting);
+            serve(unanswered.take(), &waiting);
             waiting.long_polls.fetch_sub(1, Ordering::Relaxed);
         });
     if let Err(e) = spawned {
         shared.long_polls.fetch_sub(1, Ordering::Relaxed);
-        // The request went with the closure: tiny_http answers a dropped request 500 itself.
+        // The request went with the closure, which answered it 503 as it was dropped.
         warn!("could not start a thread for a long poll: {e}");
+    }
+}
+
+/// A long poll on its way to its thread. Dropped before it got there (no thread could be
+/// started), it is answered 503, where tiny_http would answer a dropped request 500.
+struct Unanswered(Option<(tiny_http::Request, Arc<Shared>)>);
+
+impl Unanswered {
+    fn take(mut self) -> tiny_http::Request {
+        self.0.take().expect("taken once").0
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((raw, shared)) = self.0.take() {
+            let error = Error::Busy("this larve cannot start a thread for the request now".into());
+            respond(raw, &Response::error(&error), &shared);
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,8 @@ fn task(queen: &Larve, id: &str) -> Value {
     task
 }
 
-/// A directory of the test's own for files tasks write, removed when dropped.
+/// A directory of the test's own for files tasks write, removed when dropped. Anyone may write
+/// in it: a drone run as root runs its tasks as `nobody`.
 struct Scratch(PathBuf);
 
 impl Scratch {
@@ -91,6 +93,7 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("hive-tasks-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).unwrap();
         Scratch(dir)
     }
 
@@ -107,12 +110,7 @@ impl Drop for Scratch {
 
 /// Whether process `pid` is alive (a zombie counts as gone).
 fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-            state.flatten().is_some_and(|s| s != 'Z')
-        })
-        .unwrap_or(false)
+    runs(pid)
 }
 
 /// The pids written, one per line, in `file`, once it holds `count` of them.
@@ -351,7 +349,7 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
     let scratch = Scratch::new("restart");
     let work = scratch.path("work");
     let args = drone_on(&queen, &port, &work);
-    let mut drone = Larve::start(&args);
+    let mut drone = RootedDrone(Larve::start(&args));
     let (id, pids) = run_with_a_grandchild(&queen, &scratch);
     let _reaper = Reaper(pids.clone());
     // The drone and its reaper both killed (as by the OOM killer, or a kill of both): only the
@@ -363,7 +361,7 @@ fn a_drone_restarted_after_kill_9_leaves_no_old_task_process() {
         pids.iter().all(|pid| alive(*pid)),
         "kill -9 of the drone and its reaper leaves its task running"
     );
-    let _drone = Larve::start(&args);
+    let _drone = RootedDrone(Larve::start(&args));
     eventually(SOON, "the old task's processes ended", || {
         pids.iter().all(|pid| !alive(*pid)).then_some(())
     });
@@ -389,7 +387,7 @@ fn a_drone_killed_with_kill_9_leaves_no_task_process_its_reaper_ends_them() {
     let queen = queen();
     let scratch = Scratch::new("reaper");
     let work = scratch.path("work");
-    let mut drone = Larve::start(&drone_on(&queen, "0", &work));
+    let mut drone = RootedDrone(Larve::start(&drone_on(&queen, "0", &work)));
     let (id, pids) = run_with_a_grandchild(&queen, &scratch);
     let _reaper = Reaper(pids.clone());
     let reaper = reaper_of(drone.pid());
@@ -431,16 +429,7 @@ fn run_with_a_grandchild(queen: &Larve, scratch: &Scratch) -> (String, Vec<u32>)
 
 /// The reaper a drone with `--allow-exec` started beside itself: its child `larve reap ...`.
 fn reaper_of(drone: u32) -> u32 {
-    eventually(SOON, "the drone's reaper", || {
-        fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let parent: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let is_reap = cmdline.split(|b| *b == 0).nth(1) == Some(b"reap".as_slice());
-            (parent == drone && is_reap).then_some(pid)
-        })
-    })
+    eventually(SOON, "the drone's reaper", || find_reaper(drone))
 }
 
 fn kill_9(pid: u32) {

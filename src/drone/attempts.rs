@@ -4,8 +4,11 @@
 //!
 //! A start is idempotent: an attempt this drone runs, or ran since it started, is never started
 //! again (a new leader asks again for every attempt it has not seen confirmed, see
-//! `queen/scheduler.rs`). Slots are taken when an attempt starts and given back when it has ended and
-//! nothing of it runs any more, so this drone never runs more than its slots, whatever queens ask.
+//! `queen/scheduler.rs`). Slots (and the memory and cpus attempts ask for) are taken when an
+//! attempt starts and given back when it has ended and nothing of it runs any more, so this drone
+//! never runs more than it offers, whatever queens ask. An attempt for which no thread can be made
+//! ends at once, `failed`, reported like any other: nothing here waits on the executor while
+//! holding the lock its end takes.
 //! An attempt that ended waits in the outbox until a queen has recorded it; a probe lists it with
 //! the running ones, so the leader does not mistake it for lost meanwhile.
 
@@ -17,9 +20,13 @@ use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::exec::{self, Executor, Outcome};
+use crate::exec::{self, Executor, Limits, Outcome};
+use crate::tasks::placement::{Capacity, Want};
 use crate::tasks::wire::{Ended, Ending, Listed, Report, Start, StartAnswer, StartResult, Started};
-use crate::tasks::{MAX_SLOTS, MAX_TIMEOUT_SECS, valid_attempt_id, valid_id};
+use crate::tasks::{
+    MAX_CPUS, MAX_KILL_TIMEOUT_SECS, MAX_MEMORY_MB, MAX_PIDS, MAX_SLOTS, MAX_TIMEOUT_SECS,
+    MIN_CPUS, MIN_MEMORY_MB, millicpus, valid_attempt_id, valid_id,
+};
 
 /// Attempts remembered as run since the drone started, so a start sent again is not run twice.
 /// Beyond this, the oldest are forgotten (a start would have to come that late to matter).
@@ -36,7 +43,8 @@ type Key = String;
 /// What the drone keeps of an attempt it runs.
 struct Run {
     running: exec::Running,
-    slots: u32,
+    /// What it takes of the drone.
+    want: Want,
     /// The attempt's task and number, for its report.
     task: String,
     n: u32,
@@ -54,6 +62,9 @@ pub struct Attempts {
     executor: Executor,
     /// Slots this drone runs at most.
     slots: u32,
+    /// The memory (MiB) and cpus (thousandths) its attempts may ask for together.
+    memory_mb: u64,
+    millicpus: u32,
     /// The drone's address, given to each attempt as `HIVE_DRONE_ADDRESS`.
     address: String,
     inner: Mutex<Inner>,
@@ -63,7 +74,8 @@ pub struct Attempts {
 
 #[derive(Default)]
 struct Inner {
-    used: u32,
+    /// What the running attempts take.
+    used: Want,
     running: HashMap<Key, Run>,
     /// Ended, and not yet recorded by a queen.
     outbox: BTreeMap<Key, Unreported>,
@@ -73,11 +85,19 @@ struct Inner {
 }
 
 impl Attempts {
-    /// The attempts of a drone at `address` with `slots`, run by `executor`.
-    pub fn new(executor: Executor, slots: u32, address: String) -> Arc<Attempts> {
+    /// The attempts of a drone at `address` with `slots`, `memory_mb` and `cpus`, run by
+    /// `executor`.
+    pub fn new(
+        executor: Executor,
+        slots: u32,
+        (memory_mb, cpus): (u64, f64),
+        address: String,
+    ) -> Arc<Attempts> {
         Arc::new(Attempts {
             executor,
             slots,
+            memory_mb,
+            millicpus: millicpus(cpus),
             address,
             inner: Mutex::new(Inner::default()),
             ended: Condvar::new(),
@@ -86,6 +106,29 @@ impl Attempts {
 
     pub fn slots(&self) -> u32 {
         self.slots
+    }
+
+    /// The memory (MiB) and cpus this drone offers.
+    pub fn offer(&self) -> (u64, f64) {
+        (self.memory_mb, f64::from(self.millicpus) / 1000.0)
+    }
+
+    /// How this drone contains its attempts.
+    pub fn level(&self) -> exec::Level {
+        self.executor.level()
+    }
+
+    /// Whether `want` fits beside what `used` takes.
+    fn fits(&self, used: &Want, want: &Want) -> bool {
+        Capacity {
+            slots: self.slots,
+            used: used.slots,
+            memory_mb: self.memory_mb,
+            used_memory_mb: used.memory_mb,
+            millicpus: self.millicpus,
+            used_millicpus: used.millicpus,
+        }
+        .fits(want)
     }
 
     /// Starts each attempt of `starts` that fits and that this drone has not run, and says what
@@ -98,14 +141,18 @@ impl Attempts {
         let mut inner = self.inner.lock();
         for start in starts {
             let key: Key = start.id.clone();
+            let want = Want {
+                slots: start.slots,
+                memory_mb: start.resources.memory_mb.unwrap_or(0),
+                millicpus: start.resources.millicpus(),
+            };
             let result = if inner.running.contains_key(&key) {
                 Started::Running
             } else if inner.ran.contains(&key) {
                 Started::Ended
-            } else if inner.used + start.slots > self.slots {
+            } else if !self.fits(&inner.used, &want) {
                 Started::Full
             } else {
-                inner.used += start.slots;
                 inner.ran.insert(key.clone());
                 inner.ran_order.push_back(key.clone());
                 if inner.ran_order.len() > REMEMBERED_ATTEMPTS
@@ -120,24 +167,49 @@ impl Attempts {
                     command: start.command,
                     env: start.env,
                     timeout: Duration::from_secs_f64(start.timeout_s),
+                    kill_grace: Duration::from_secs_f64(start.kill_timeout_s),
+                    limits: Limits {
+                        memory_bytes: start.resources.memory_mb.map(|mb| mb << 20),
+                        millicpus: start.resources.cpus.map(millicpus),
+                        pids: start.resources.pids,
+                    },
                     drone_address: self.address.clone(),
                 };
                 let me: Weak<Attempts> = Arc::downgrade(self);
                 let ended_key = key.clone();
-                let running = self.executor.start(spec, move |outcome| {
+                let started = self.executor.start(spec, move |outcome| {
                     if let Some(attempts) = me.upgrade() {
                         attempts.finish(ended_key, outcome);
                     }
                 });
-                inner.running.insert(
-                    key,
-                    Run {
-                        running,
-                        slots: start.slots,
-                        task: start.task,
-                        n: start.attempt,
-                    },
-                );
+                match started {
+                    Ok(running) => {
+                        inner.used.slots += want.slots;
+                        inner.used.memory_mb += want.memory_mb;
+                        inner.used.millicpus += want.millicpus;
+                        let run = Run {
+                            running,
+                            want,
+                            task: start.task,
+                            n: start.attempt,
+                        };
+                        inner.running.insert(key, run);
+                    }
+                    Err(e) => {
+                        warn!(
+                            "task {} attempt {} could not start: no thread to run it on: {e}",
+                            start.task, start.attempt
+                        );
+                        let why = format!("could not start: no thread to run it on: {e}");
+                        let unreported = Unreported {
+                            task: start.task,
+                            n: start.attempt,
+                            ended: failed(why),
+                        };
+                        inner.outbox.insert(key, unreported);
+                        self.ended.notify_all();
+                    }
+                }
                 Started::Started
             };
             results.push(StartResult {
@@ -148,7 +220,8 @@ impl Attempts {
         Ok(StartAnswer { results })
     }
 
-    /// An attempt has ended and nothing of it runs: give back its slots, and queue its report.
+    /// An attempt has ended and nothing of it runs: give back what it took, and queue its
+    /// report.
     fn finish(&self, key: Key, outcome: Outcome) {
         let ended = Ended {
             state: match outcome.ending {
@@ -156,8 +229,11 @@ impl Attempts {
                 exec::Ending::Failed => Ending::Failed,
                 exec::Ending::TimedOut => Ending::TimedOut,
                 exec::Ending::Cancelled => Ending::Cancelled,
+                exec::Ending::OomKilled => Ending::OomKilled,
             },
             exit_code: outcome.exit_code,
+            exit_signal: outcome.exit_signal,
+            peak_memory_bytes: outcome.peak_memory_bytes,
             reason: outcome.reason,
             stdout: outcome.stdout.text,
             stdout_truncated: outcome.stdout.truncated,
@@ -168,25 +244,25 @@ impl Attempts {
         let Some(run) = inner.running.remove(&key) else {
             return;
         };
-        inner.used -= run.slots;
+        inner.used.slots -= run.want.slots;
+        inner.used.memory_mb -= run.want.memory_mb;
+        inner.used.millicpus -= run.want.millicpus;
         // The queen logs the end once it is recorded: here it is a detail.
         debug!(
             "task {} attempt {} ({key}) ended: {}",
             run.task, run.n, ended.reason
         );
-        inner.outbox.insert(
-            key,
-            Unreported {
-                task: run.task,
-                n: run.n,
-                ended,
-            },
-        );
+        let unreported = Unreported {
+            task: run.task,
+            n: run.n,
+            ended,
+        };
+        inner.outbox.insert(key, unreported);
         self.ended.notify_all();
     }
 
-    /// Stops attempt `id` (its whole process group). An attempt that has ended already is fine;
-    /// one this drone never ran is not found.
+    /// Stops attempt `id` (every process of it). An attempt that has ended already is fine; one
+    /// this drone never ran is not found.
     pub fn stop(&self, id: &str) -> Result<()> {
         let inner = self.inner.lock();
         if let Some(run) = inner.running.get(id) {
@@ -222,7 +298,7 @@ impl Attempts {
                 task: unreported.task.clone(),
             })
             .collect();
-        (inner.used, running, ended)
+        (inner.used.slots, running, ended)
     }
 
     /// Waits up to `wait` for ended attempts to report, and gives up to about `max_bytes` of
@@ -304,5 +380,35 @@ fn check(start: &Start) -> std::result::Result<(), String> {
     if !(start.timeout_s.is_finite() && (1.0..=MAX_TIMEOUT_SECS).contains(&start.timeout_s)) {
         return Err(format!("task {}: timeout out of range", start.task));
     }
+    let kill = start.kill_timeout_s;
+    if !(kill.is_finite() && (0.0..=MAX_KILL_TIMEOUT_SECS).contains(&kill)) {
+        return Err(format!("task {}: kill_timeout_s out of range", start.task));
+    }
+    let resources = &start.resources;
+    let in_range = resources
+        .memory_mb
+        .is_none_or(|mb| (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb))
+        && resources
+            .cpus
+            .is_none_or(|cpus| cpus.is_finite() && (MIN_CPUS..=MAX_CPUS).contains(&cpus))
+        && (1..=MAX_PIDS).contains(&resources.pids);
+    if !in_range {
+        return Err(format!("task {}: resources out of range", start.task));
+    }
     Ok(())
+}
+
+/// The report of an attempt that failed before its command could run.
+fn failed(reason: String) -> Ended {
+    Ended {
+        state: Ending::Failed,
+        exit_code: None,
+        exit_signal: None,
+        peak_memory_bytes: None,
+        reason,
+        stdout: String::new(),
+        stdout_truncated: false,
+        stderr: String::new(),
+        stderr_truncated: false,
+    }
 }

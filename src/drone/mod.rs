@@ -3,12 +3,16 @@
 //!
 //! - [`registration`]: registering, and registering again when no queen checks on it any more;
 //! - [`attempts`]: the attempts it runs, its slots, and the ended ones waiting to be reported;
+//! - [`capacity`]: the memory and cpus it offers, found on the machine at start;
+//! - [`setup`]: how it runs commands: their containment, their user, their environment;
 //! - [`reports`]: the thread that sends those reports to a queen until one records them;
 //! - `exec` (at the crate's top): running one attempt's command.
 
 pub mod attempts;
+mod capacity;
 mod registration;
 mod reports;
+mod setup;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -153,6 +157,7 @@ pub fn run(
         .advertise
         .clone()
         .unwrap_or_else(|| local.to_string());
+    let token = credentials.token.clone();
     let client = Client::new(2, 2, credentials);
     // Held for the life of the process: the work root's lock, and the pipe to the reaper that ends
     // this drone's attempts when the drone ends.
@@ -162,8 +167,8 @@ pub fn run(
             .work_dir
             .clone()
             .unwrap_or_else(|| default_work_dir(local));
-        _watched = match exec::reaper::watch(&root) {
-            Ok(watched) => Some(watched),
+        let lock = match exec::reaper::lock_root(&root, exec::reaper::LOCK_WAIT) {
+            Ok(lock) => lock,
             Err(e) => {
                 return StartError::Io(format!(
                     "cannot use the work directory {}: {e}",
@@ -171,7 +176,14 @@ pub fn run(
                 ));
             }
         };
-        let executor = match Executor::new(root.clone(), exec::KILL_GRACE) {
+        // Before the reaper starts: on cgroup v2 the drone may have to move itself into a group
+        // of its own (see exec/cgroup.rs), which a process beside it would prevent.
+        let settings = match setup::settings(&config, &root, token.as_ref()) {
+            Ok(settings) => settings,
+            Err(why) => return StartError::Config(why),
+        };
+        _watched = Some(exec::reaper::watch(&root, lock));
+        let executor = match Executor::new(root.clone(), settings) {
             Ok(executor) => executor,
             Err(e) => {
                 return StartError::Io(format!(
@@ -180,7 +192,10 @@ pub fn run(
                 ));
             }
         };
-        let attempts = Attempts::new(executor, slots, advertise.clone());
+        let offer = capacity::offered(config.memory_mb, config.cpus);
+        setup::announce(&executor, slots, offer, &root);
+        capacity::protect_this_process();
+        let attempts = Attempts::new(executor, slots, offer, advertise.clone());
         attempts.reap_leftovers();
         let _ = drone.attempts.set(attempts.clone());
         let (reporter, client, queens, address) = (
@@ -195,10 +210,6 @@ pub fn run(
         if let Err(e) = spawned {
             return StartError::Io(format!("cannot start the reporter thread: {e}"));
         }
-        info!(
-            "drone runs commands in {slots} slots, in fresh directories under {}",
-            root.display()
-        );
     }
     info!(
         "drone listening on {local}, known to queens as {}",

@@ -109,16 +109,20 @@ impl Registration {
     /// One registration with `queen`; the interval she announced. A 4xx other than 408 or 429 is
     /// final, with what she said (her `error`, or the start of her answer).
     fn register_once(&self, queen: &str) -> std::result::Result<Duration, Refusal> {
-        let (exec, slots) = match self.drone.attempts.get() {
-            Some(attempts) => (true, attempts.slots()),
-            None => (false, 0),
-        };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "address": self.advertise,
             "boot": self.drone.boot,
-            "exec": exec,
-            "slots": slots,
+            "exec": false,
+            "slots": 0,
         });
+        if let Some(attempts) = self.drone.attempts.get() {
+            let (memory_mb, cpus) = attempts.offer();
+            body["exec"] = true.into();
+            body["slots"] = attempts.slots().into();
+            body["memory_mb"] = memory_mb.into();
+            body["cpus"] = cpus.into();
+            body["containment"] = attempts.level().as_str().into();
+        }
         let reply = self
             .client
             .exchange("POST", queen, "/register", Some(&body), REGISTER_TIMEOUT)

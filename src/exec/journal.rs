@@ -1,5 +1,6 @@
 //! The journal of the attempts that run: one file of lines, one appended when an attempt's command
-//! has started (its `Record`) and one when the attempt has ended.
+//! has started (its `Record`; in a cgroup, when its cgroup is made, before the command starts) and
+//! one when the attempt has ended. Only the drone's user may read or write it (mode 0600).
 //!
 //! A file per record cost as much to make and remove on ext4 as the attempt's directory; appending
 //! a line costs a fraction of that. Each line is one write to a file opened for appending, so lines
@@ -9,8 +10,9 @@
 //! passed over.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use log::warn;
@@ -130,7 +132,13 @@ fn rewrite(path: &Path, records: &Records) -> io::Result<JournalFile> {
         lines.push(b'\n');
     }
     let aside = path.with_extension("new");
-    fs::write(&aside, &lines)?;
+    let _ = fs::remove_file(&aside);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&aside)?
+        .write_all(&lines)?;
     fs::rename(&aside, path)?;
     Ok(JournalFile {
         file: File::options().append(true).open(path)?,
@@ -147,14 +155,21 @@ pub(super) struct Record {
     pub(super) name: String,
     pub(super) task: String,
     pub(super) attempt: u32,
-    /// The group's id: its leader's pid.
+    /// The group's id: its leader's pid; 0 for an attempt held by a cgroup, which is recorded
+    /// before its command starts.
+    #[serde(default)]
     pub(super) process_group: i32,
     /// When the leader started, in clock ticks since boot: tells it from a later process that
     /// got the same pid.
+    #[serde(default)]
     pub(super) start_ticks: u64,
     /// The leader's session; what the attempt's processes are in (they are the drone's).
+    #[serde(default)]
     pub(super) session: i32,
     pub(super) boot_id: String,
+    /// The attempt's cgroups, the v2 one first; none for an attempt held by its process group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) cgroups: Vec<PathBuf>,
 }
 
 #[cfg(test)]
@@ -224,6 +239,7 @@ pub(crate) mod tests {
             start_ticks: 5000,
             session: 7,
             boot_id: "boot".into(),
+            cgroups: Vec::new(),
         }
     }
 }

@@ -1,73 +1,88 @@
-//! Running one attempt of a task on a drone: its command in a process group and a directory of its
-//! own, its output kept, and nothing of it left running once it has ended.
+//! Running one attempt of a task on a drone: its command in a cgroup (or a process group) and a
+//! directory of its own, as another user, with an environment built for it; its output kept, and
+//! nothing of it left running once it has ended.
 //!
-//! Linux only: it watches processes through pidfds (Linux 5.3 and later) and `/proc`.
+//! Linux only: it watches processes through pidfds (Linux 5.3 and later) and `/proc`, and holds
+//! them in cgroups where it may (`cgroup.kill`: Linux 5.14).
 //!
-//! Here: the attempt's life, from its directory to its outcome. Beside it: `output.rs` (reading
-//! and keeping what the command prints), `journal.rs` (the records of the attempts that run),
-//! `procfs.rs` (what `/proc` says, and whether a recorded group is still its attempt's) and
-//! `threads.rs` (the threads attempts run on).
+//! Here: the attempt's life, from its directory to its outcome. Beside it: `containment.rs` (what
+//! holds an attempt's processes: the one seam between a cgroup and a process group) and
+//! `cgroup.rs` (the cgroups themselves); `spawn.rs` (starting the command as `posix_spawn` does)
+//! and `child.rs` (what its process does between its clone and its exec); `user.rs` and `env.rs` (who a command runs as, and its environment); `output.rs`
+//! (reading and keeping what the command prints); `journal.rs` (the records of the attempts that
+//! run); `procfs.rs` (what `/proc` says, and whether a recorded group is still its attempt's);
+//! `remove.rs` (removing what an attempt left in its directory); `threads.rs` (the threads
+//! attempts run on); `reaper.rs` (what ends a drone's attempts when the drone dies).
 //!
 //! # One thread per attempt
 //! [`Executor::start`] hands an attempt to a thread of its own, a new one or one that has ended
-//! an attempt before and waits for the next. The thread makes the attempt's directory, spawns the
-//! command with std's `Command` (with no `pre_exec` closure, so std keeps its `posix_spawn` fast
-//! path; `process_group(0)` and `current_dir` are part of it), records it in the journal, and then
-//! waits in one `poll` on four descriptors: the command's stdout and stderr, read as they fill; a
-//! pidfd of the command, readable once it has exited; and an eventfd that [`Running::stop`] writes
-//! to. The poll's timeout is the next deadline: the attempt's timeout, then the end of the grace
-//! after SIGTERM.
+//! an attempt before and waits for the next; when no thread can be made it says so at once and
+//! runs nothing. The thread makes the attempt's directory (owned by the user the command runs
+//! as) and its cgroup (recorded in the journal before the command starts, so that no moment
+//! leaves a process unrecorded), spawns the command, and then waits in one `poll` on the command's
+//! stdout and stderr, read as they fill; a pidfd of the command, readable once it has exited; an
+//! eventfd that [`Running::stop`] writes to; and, while the attempt is being stopped, its cgroup's
+//! `cgroup.events`, which changes when the cgroup empties. The poll's timeout is the next
+//! deadline: the attempt's timeout, then the end of the grace after SIGTERM (the task's
+//! `kill_timeout_s`).
 //!
-//! # Ending a group without racing PID reuse
-//! The command leads a new process group, whose id is the command's pid. Signalling that group is
-//! safe only while the id cannot name anything else, and it cannot while the leader is unreaped: a
-//! zombie keeps its pid, and so the id of its group. So the attempt's thread is the only one that
-//! signals the group and the only one that reaps the leader, and it signals only before it reaps
-//! (`Group` makes that order the only one its methods allow):
-//! - when the pidfd turns readable the leader has exited and is a zombie; the thread kills the
-//!   whole group (whatever the command left behind, a `sleep 100 &`), and only then reaps it;
-//! - a timeout or a stop sends SIGTERM to the group, and SIGKILL when the grace has passed and the
-//!   leader has not exited; its exit is then handled as above. A leader that exits within the grace
-//!   ends the grace for its whole group: a task that wants its children to clean up waits for them.
-//!
-//! Once the group is killed the pipes are read to their end, which comes when the last process
-//! holding them has died. A process that left the group (`setsid`) is out of a process group's
-//! reach, and only a cgroup could contain it; the pipes it holds are read for at most
-//! `DRAIN_WAIT` more.
+//! # Ending every process of an attempt
+//! When the command exits, everything it left is killed at once. When a timeout or a stop ends
+//! an attempt, every process of it gets SIGTERM; the attempt ends as soon as none is left (a task
+//! that exits on SIGTERM ends at once), or gets SIGKILL when the grace has passed. `Group` makes
+//! that the only way its methods allow; what "every process" is depends on the containment:
+//! - in a cgroup, exactly that: every process in the attempt's cgroup, `setsid` and double forks
+//!   included, killed whole with `cgroup.kill`, and the attempt ends only when `cgroup.events`
+//!   says `populated 0`;
+//! - in a process group (where no cgroup can be made), the group the command leads. Signalling
+//!   it is safe only while its id cannot name anything else, which holds while the leader is
+//!   unreaped (a zombie keeps its pid, and so its group's id): the attempt's thread signals the
+//!   group only before it reaps the leader, and the leader's exit ends the grace for the whole
+//!   group. A process that left the group (`setsid`) is out of reach; the pipes it holds are
+//!   read for at most `DRAIN_WAIT` more.
 //!
 //! # Directories, records and restarts
-//! Under the work root (mode 0700, and refused when others may write to it, because what it holds
-//! decides which processes are killed) an attempt is named from its task id, its number and a
-//! counter (`build-42.3.17`), with every character outside `[a-z0-9-]` replaced, so that no id can
-//! name a path outside the root. `work/<shard>/<name>/` is the command's working directory, made
-//! new and empty (only if missing, so no two attempts share one) and removed once the attempt has
-//! ended; `SHARDS` says why attempts are spread over subdirectories. The journal `running.log`
-//! records each attempt just after its spawn (its process group, the leader's start time and
-//! session, the machine's boot id) and again once it has ended.
+//! Under the work root (refused when others may write to it, because what it holds decides which
+//! processes are killed; mode 0700, or 0711 when commands run as another user, who may pass
+//! through it to their own directory but list and read nothing of it) an attempt is named from
+//! its task id, its number and a counter (`build-42.3.17`), with every character outside
+//! `[a-z0-9-]` replaced, so that no id can name a path outside the root. `work/<shard>/<name>/` is
+//! the command's working directory, made new and empty (only if missing, so no two attempts
+//! share one) and removed once the attempt has ended, whatever modes its command left in it;
+//! `SHARDS` says why attempts are spread over subdirectories. The journal `running.log` (0600)
+//! records each attempt (in a cgroup: its cgroups, before the command starts; else its process
+//! group, the leader's start time and session, just after the spawn; and the machine's boot id)
+//! and again once it has ended. The file `cgroups` (0600) names the drone's own cgroups.
 //!
-//! A drone that dies leaves its attempts running, in their own groups. The next executor on the
-//! same root finds their directories and records; [`Executor::reap_leftovers`] kills each group
-//! that is still its attempt's (`procfs.rs` says how that is told from a group that reuses its id),
-//! removes the directories and records the ends. A drone that dies between a spawn and its record
-//! leaves a directory without a record: it goes, and a process the next run cannot know of may
-//! remain.
+//! A drone that dies leaves its attempts running. Its reaper (see `reaper.rs`), or the next
+//! executor on the same root, finds their directories and records; [`Executor::reap_leftovers`]
+//! kills each recorded cgroup and each process group that is still its attempt's (`procfs.rs`
+//! says how that is told from a group that reuses its id), then whatever is left in the drone's
+//! cgroups, removes the directories and records the ends.
 
+mod cgroup;
+mod child;
+pub mod containment;
+mod env;
 mod journal;
 mod output;
 mod procfs;
 pub mod reaper;
+mod remove;
+mod spawn;
 mod threads;
+pub mod user;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File};
-use std::io;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -76,13 +91,18 @@ use log::warn;
 use parking_lot::Mutex;
 
 use crate::logging::quoted;
+use crate::tasks::DEFAULT_PIDS;
+use cgroup::{AttemptGroup, Cgroups, Owned, Usage};
+pub use cgroup::{drone_group_name, own_memory_limit_bytes};
+use child::{ChildSetup, Ids};
+pub use containment::{CONTAINMENT_LEVELS, Containment, Level, Mode};
+pub use env::BaseEnv;
 use journal::{Journal, Record};
 use output::Streams;
 use procfs::{Process, all_processes, leftover_group, read_process};
+use spawn::{Leader, Program};
 use threads::Threads;
-
-/// How long a drone's attempts get between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub use user::User;
 
 /// How much of each output stream an outcome carries: its last bytes.
 pub const KEPT_OUTPUT_BYTES: usize = 64 * 1024;
@@ -91,9 +111,11 @@ pub const KEPT_OUTPUT_BYTES: usize = 64 * 1024;
 /// they die; only a process that left the group keeps them open longer.
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
-/// Under the work root: the attempts' working directories, and the journal of those that run.
+/// Under the work root: the attempts' working directories, the journal of those that run, and
+/// the drone's own cgroups.
 const WORK_DIR: &str = "work";
 const JOURNAL_FILE: &str = "running.log";
+const CGROUPS_FILE: &str = "cgroups";
 
 /// Into how many subdirectories of `work/` the attempts are spread. Making or removing an entry
 /// takes its directory's lock, and on a disk file system that is slow enough for attempts in one
@@ -107,6 +129,11 @@ const MAX_NAME_TASK_CHARS: usize = 63;
 /// Changes at every boot; a record from another boot names no process that still runs.
 const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
+/// Modes of the work root and the directories above the attempts': closed to everyone else, or
+/// passable (not listable) by the user commands run as, when that is another user.
+const CLOSED_MODE: u32 = 0o700;
+const PASSABLE_MODE: u32 = 0o711;
+
 /// An attempt to run: what the drone was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -118,12 +145,37 @@ pub struct Spec {
     pub attempt: u32,
     /// The program and its arguments, run without a shell.
     pub command: Vec<String>,
-    /// Added to the drone's own environment for the command.
+    /// The task's own variables, added to what the drone gives every command (see `env.rs`).
     pub env: BTreeMap<String, String>,
-    /// How long the command may run before its group is stopped.
+    /// How long the command may run before it is stopped.
     pub timeout: Duration,
+    /// How long a stopped attempt's processes get between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// What its cgroup enforces.
+    pub limits: Limits,
     /// The drone's address as its queen knows it; the command sees it as `HIVE_DRONE_ADDRESS`.
     pub drone_address: String,
+}
+
+/// What an attempt's cgroup enforces (nothing in a process group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most memory, swap included; `None`: no limit.
+    pub memory_bytes: Option<u64>,
+    /// Most CPU, in thousandths of a core; `None`: no limit.
+    pub millicpus: Option<u32>,
+    /// Most processes and threads at once.
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory_bytes: None,
+            millicpus: None,
+            pids: DEFAULT_PIDS,
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -133,10 +185,12 @@ pub enum Ending {
     Succeeded,
     /// The command exited with another code, was killed by a signal, or could not start.
     Failed,
-    /// The attempt's timeout passed and its group was stopped.
+    /// The attempt's timeout passed and it was stopped.
     TimedOut,
-    /// [`Running::stop`] was called and its group was stopped.
+    /// [`Running::stop`] was called and it was stopped.
     Cancelled,
+    /// The kernel killed its processes for memory (its limit, or the machine's).
+    OomKilled,
 }
 
 /// What an attempt printed on one stream: the last [`KEPT_OUTPUT_BYTES`] of it.
@@ -154,6 +208,10 @@ pub struct Outcome {
     pub ending: Ending,
     /// The command's exit code; `None` when it was killed by a signal or never ran.
     pub exit_code: Option<i32>,
+    /// The signal that killed the command, when one did.
+    pub exit_signal: Option<i32>,
+    /// The most memory the attempt held at once, where its cgroup counts it.
+    pub peak_memory_bytes: Option<u64>,
     /// One line for people: "exit code 3", "killed by signal 9", "timed out after 2 s", ...
     pub reason: String,
     pub stdout: Output,
@@ -163,23 +221,45 @@ pub struct Outcome {
     pub ended_at: SystemTime,
 }
 
+/// How an executor runs its attempts.
+#[derive(Debug, Default)]
+pub struct Settings {
+    /// What holds each attempt's processes.
+    pub containment: Containment,
+    /// Who commands run as; `None`: the drone's own user.
+    pub user: Option<User>,
+    /// What of the drone's environment commands get.
+    pub env: BaseEnv,
+}
+
 /// Runs attempts, each in a directory of its own under one work root.
 pub struct Executor {
     shared: Arc<Shared>,
-    /// What a previous run left under the root: attempts with a directory or a record, by shard
-    /// and name, with their record when there is one.
-    previous: Mutex<BTreeMap<(u64, String), Option<Record>>>,
+    /// What a previous run left under the root, until [`Executor::reap_leftovers`] ends it.
+    previous: Mutex<Previous>,
     threads: Arc<Threads>,
+}
+
+/// What a previous run left: attempts with a directory or a record, by shard and name, with their
+/// record when there is one; and the cgroups it made for itself.
+#[derive(Default)]
+struct Previous {
+    attempts: BTreeMap<(u64, String), Option<Record>>,
+    cgroups: Owned,
 }
 
 /// What every attempt's thread needs from its executor.
 struct Shared {
     root: PathBuf,
-    kill_grace: Duration,
     boot_id: String,
     /// Makes every attempt's name new, even for the same task and attempt.
     next_name: AtomicU64,
     journal: Journal,
+    containment: Containment,
+    user: User,
+    /// The ids a command takes, when they are not the drone's.
+    ids: Option<(u32, u32, Vec<u32>)>,
+    env: BaseEnv,
 }
 
 /// An attempt that has been started; the way to cancel it.
@@ -190,27 +270,27 @@ pub struct Running {
 /// What an attempt of a previous run left, and what [`Executor::reap_leftovers`] did about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {
-    /// The attempt's working directory.
+    /// The attempt's working directory (its cgroup, for one found only in the drone's cgroup).
     pub dir: PathBuf,
     /// Its task id and attempt number, when its record could be read.
     pub attempt: Option<(String, u32)>,
-    /// The process group that was killed; `None` when nothing of the attempt ran any more.
-    pub killed_group: Option<i32>,
-    /// Why the directory or the record is still there, if either could not be removed.
+    /// What was killed ("its cgroup ...", "its process group 42"); `None` when nothing of the
+    /// attempt ran any more.
+    pub killed: Option<String>,
+    /// Why the directory, the cgroup or the record is still there, if one could not be removed.
     pub removal_error: Option<String>,
 }
 
 impl Executor {
-    /// An executor whose attempts live under `work_root`, made with mode 0700 if it is missing.
-    /// `kill_grace` is the time between SIGTERM and SIGKILL ([`KILL_GRACE`] on a drone). Fails
-    /// when the root cannot be made, or others could write to it: its records say which process
-    /// groups to kill. One executor at a time per root: a second would take the first's attempts
-    /// for leftovers.
-    pub fn new(work_root: PathBuf, kill_grace: Duration) -> io::Result<Executor> {
+    /// An executor whose attempts live under `work_root`, made if missing, and run as `settings`
+    /// say. Fails when the root cannot be made, or others could write to it: its records say
+    /// which processes to kill. One executor at a time per root: a second would take the first's
+    /// attempts for leftovers.
+    pub fn new(work_root: PathBuf, settings: Settings) -> io::Result<Executor> {
         let root = std::path::absolute(work_root)?;
         DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(CLOSED_MODE)
             .create(&root)?;
         let meta = fs::metadata(&root)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
@@ -224,15 +304,28 @@ impl Executor {
                 ),
             ));
         }
+        let user = settings.user.unwrap_or_else(User::of_this_process);
+        let ids = (!user.is_this_process()).then(|| (user.uid, user.gid, user.groups.clone()));
+        let mode = if ids.is_some() {
+            PASSABLE_MODE
+        } else {
+            CLOSED_MODE
+        };
+        fs::set_permissions(&root, fs::Permissions::from_mode(mode))?;
         let (journal, records) = Journal::open(root.join(JOURNAL_FILE))?;
         let mut previous: BTreeMap<_, _> = records
             .into_iter()
             .map(|(place, record)| (place, Some(record)))
             .collect();
+        let work = root.join(WORK_DIR);
+        for dir in
+            std::iter::once(work.clone()).chain((0..SHARDS).map(|s| work.join(s.to_string())))
+        {
+            DirBuilder::new().recursive(true).mode(mode).create(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))?;
+        }
         for shard in 0..SHARDS {
-            let dir = root.join(WORK_DIR).join(shard.to_string());
-            DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-            for entry in fs::read_dir(&dir)? {
+            for entry in fs::read_dir(work.join(shard.to_string()))? {
                 if let Some(name) = entry?.file_name().to_str()
                     && is_attempt_name(name)
                 {
@@ -240,6 +333,11 @@ impl Executor {
                 }
             }
         }
+        // The cgroups a previous run made, and these: both are named in the file until the
+        // previous ones are ended (see `reap_leftovers`).
+        let previous_cgroups = read_owned(&root)?;
+        let current = settings.containment.owned();
+        write_owned(&root, &union(&previous_cgroups, &current))?;
         // New attempts are numbered past every one a previous run left, so none shares a name.
         let next_name = previous
             .keys()
@@ -252,59 +350,151 @@ impl Executor {
         Ok(Executor {
             shared: Arc::new(Shared {
                 root,
-                kill_grace,
                 boot_id,
                 next_name: AtomicU64::new(next_name),
                 journal,
+                containment: settings.containment,
+                user,
+                ids,
+                env: settings.env,
             }),
-            previous: Mutex::new(previous),
+            previous: Mutex::new(Previous {
+                attempts: previous,
+                cgroups: previous_cgroups,
+            }),
             threads: Arc::default(),
         })
     }
 
+    /// How this executor contains its attempts.
+    pub fn level(&self) -> Level {
+        self.shared.containment.level()
+    }
+
+    /// The user commands run as.
+    pub fn user(&self) -> &User {
+        &self.shared.user
+    }
+
     /// Ends what a previous run of a drone on this work root left running, removes its
-    /// directories and records; returns what it found, for a log line each. Kills with SIGKILL at once: the
-    /// drone that started those attempts is gone, and nobody waits for their outcome. Only the
-    /// first call does anything; call it before starting attempts.
+    /// directories, records and cgroups; returns what it found, for a log line each. Kills with
+    /// SIGKILL at once: the drone that started those attempts is gone, and nobody waits for
+    /// their outcome. Only the first call does anything; call it before starting attempts.
     pub fn reap_leftovers(&self) -> Vec<Leftover> {
-        let previous = std::mem::take(&mut *self.previous.lock());
-        if previous.is_empty() {
-            return Vec::new();
-        }
-        let processes = all_processes();
-        previous
+        let Previous {
+            attempts: previous,
+            cgroups: previous_cgroups,
+        } = std::mem::take(&mut *self.previous.lock());
+        let processes = if previous.is_empty() {
+            Vec::new()
+        } else {
+            all_processes()
+        };
+        let mut leftovers: Vec<Leftover> = previous
             .into_iter()
             .map(|((shard, name), record)| {
                 let place = self.shared.place(shard, name);
                 self.shared.reap(&place, record, &processes)
             })
-            .collect()
+            .collect();
+        // Attempts' cgroups no record names: made by a drone that died before it could record
+        // them, so nothing ran in them; or, were the journal lost, anything.
+        for (dir, ended) in Cgroups::sweep(&previous_cgroups) {
+            let (killed, removal_error) = match ended {
+                Ok(ran) => (ran.then(|| "what ran in it".to_string()), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            leftovers.push(Leftover {
+                dir,
+                attempt: None,
+                killed,
+                removal_error,
+            });
+        }
+        let current = self.shared.containment.owned();
+        let gone = Owned {
+            groups: previous_cgroups
+                .groups
+                .into_iter()
+                .filter(|group| !current.groups.contains(group))
+                .collect(),
+            parents: previous_cgroups
+                .parents
+                .into_iter()
+                .filter(|parent| !current.parents.contains(parent))
+                .collect(),
+        };
+        Cgroups::remove(&gone);
+        if let Err(e) = write_owned(&self.shared.root, &current) {
+            warn!(
+                "could not update {}: {e}",
+                self.shared.root.join(CGROUPS_FILE).display()
+            );
+        }
+        leftovers
     }
 
     /// Starts the attempt on a thread of its own and returns at once. `on_end` is called exactly
     /// once, from that thread, when the attempt has ended and nothing of it runs any more; also
-    /// when it could not start. (Only when no thread can be started is it called before `start`
-    /// returns, from the caller's thread.)
-    pub fn start(&self, spec: Spec, on_end: impl FnOnce(Outcome) + Send + 'static) -> Running {
+    /// when it could not start. Fails, without calling `on_end`, only when no thread can be made
+    /// for it.
+    pub fn start(
+        &self,
+        spec: Spec,
+        on_end: impl FnOnce(Outcome) + Send + 'static,
+    ) -> io::Result<Running> {
         let stop = Arc::new(StopRequest::new());
         let (shared, thread_stop) = (self.shared.clone(), stop.clone());
-        self.threads.run(Box::new(move |thread| {
-            on_end(match thread {
-                Ok(()) => shared.run(&spec, &thread_stop),
-                Err(e) => {
-                    let reason = format!("could not start: no thread to run it on: {e}");
-                    Ended::failed(reason).at(SystemTime::now())
-                }
-            })
-        }));
-        Running { stop }
+        self.threads
+            .run(Box::new(move || on_end(shared.run(&spec, &thread_stop))))?;
+        Ok(Running { stop })
     }
 }
 
+/// The cgroups the file in `root` names: none when there is no file.
+fn read_owned(root: &Path) -> io::Result<Owned> {
+    match fs::read(root.join(CGROUPS_FILE)) {
+        Ok(text) => Ok(serde_json::from_slice(&text).unwrap_or_default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Owned::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the file in `root` that names `owned` (mode 0600), written aside and renamed over the
+/// old one so that it is always one or the other whole.
+fn write_owned(root: &Path, owned: &Owned) -> io::Result<()> {
+    let path = root.join(CGROUPS_FILE);
+    let aside = path.with_extension("new");
+    let _ = fs::remove_file(&aside);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&aside)?
+        .write_all(&serde_json::to_vec(owned)?)?;
+    fs::rename(&aside, &path)
+}
+
+/// Both `a` and `b`, each named once.
+fn union(a: &Owned, b: &Owned) -> Owned {
+    let mut both = a.clone();
+    for group in &b.groups {
+        if !both.groups.contains(group) {
+            both.groups.push(group.clone());
+        }
+    }
+    for parent in &b.parents {
+        if !both.parents.contains(parent) {
+            both.parents.push(parent.clone());
+        }
+    }
+    both
+}
+
 impl Running {
-    /// Cancels the attempt: SIGTERM to its group now, SIGKILL when the grace has passed. The
-    /// outcome is [`Ending::Cancelled`] unless the attempt had already ended. Calling it again,
-    /// or after the end, changes nothing.
+    /// Cancels the attempt: SIGTERM to each of its processes now, SIGKILL when the grace has
+    /// passed. The outcome is [`Ending::Cancelled`] unless the attempt had already ended.
+    /// Calling it again, or after the end, changes nothing.
     pub fn stop(&self) {
         self.stop.asked.store(true, Ordering::SeqCst);
         if let Ok(wake) = &self.stop.wake {
@@ -344,6 +534,8 @@ impl StopRequest {
 struct Ended {
     ending: Ending,
     exit_code: Option<i32>,
+    exit_signal: Option<i32>,
+    peak_memory_bytes: Option<u64>,
     reason: String,
     stdout: Output,
     stderr: Output,
@@ -354,6 +546,8 @@ impl Ended {
         Ended {
             ending: Ending::Failed,
             exit_code: None,
+            exit_signal: None,
+            peak_memory_bytes: None,
             reason,
             stdout: Output::default(),
             stderr: Output::default(),
@@ -364,6 +558,8 @@ impl Ended {
         Outcome {
             ending: self.ending,
             exit_code: self.exit_code,
+            exit_signal: self.exit_signal,
+            peak_memory_bytes: self.peak_memory_bytes,
             reason: self.reason,
             stdout: self.stdout,
             stderr: self.stderr,
@@ -373,7 +569,7 @@ impl Ended {
     }
 }
 
-/// Why the attempt's thread stopped the group, when it did.
+/// Why the attempt's thread stopped the attempt, when it did.
 #[derive(Clone, Copy)]
 enum StopReason {
     TimedOut,
@@ -381,8 +577,8 @@ enum StopReason {
 }
 
 impl Shared {
-    /// The whole attempt, on its thread. A panic here (a bug) still ends the attempt's group (see
-    /// [`Group`]) and still gives the caller its outcome.
+    /// The whole attempt, on its thread. A panic here (a bug) still ends the attempt's processes
+    /// (see [`Group`]) and still gives the caller its outcome.
     fn run(&self, spec: &Spec, stop: &StopRequest) -> Outcome {
         let started_at = SystemTime::now();
         let ended = panic::catch_unwind(AssertUnwindSafe(|| self.run_attempt(spec, stop)))
@@ -444,51 +640,48 @@ impl Shared {
         }
     }
 
-    /// Spawns the command in its place, records it, watches it until it ends, and ends its group.
-    fn run_in(&self, place: &Place, spec: &Spec, program: &str, wake: &OwnedFd) -> Ended {
-        let mut child = match Command::new(program)
-            .args(&spec.command[1..])
-            .current_dir(&place.work)
-            .envs(&spec.env)
-            .env("HIVE_TASK_ID", &spec.task)
-            .env("HIVE_ATTEMPT", spec.attempt.to_string())
-            .env("HIVE_ATTEMPT_ID", &spec.id)
-            .env("HIVE_DRONE_ADDRESS", &spec.drone_address)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => return Ended::failed(format!("could not start {}: {e}", quoted(program))),
-        };
-        let pipes = [
-            child
-                .stdout
-                .take()
-                .map(|out| File::from(OwnedFd::from(out))),
-            child
-                .stderr
-                .take()
-                .map(|err| File::from(OwnedFd::from(err))),
-        ];
-        let mut streams = Streams::new(pipes);
-        let group = Group::new(child);
-        let pidfd = match pidfd_open(group.id()) {
-            Ok(pidfd) => pidfd,
-            Err(e) => return group.abandon(format!("could not watch its process: {e}")),
-        };
-        if let Err(e) = self.record(place, spec, group.id()) {
-            let journal = self.journal.path.display();
-            return group.abandon(format!("could not record it in {journal}: {e}"));
+    /// The attempt's directory, open for its command to enter, and owned by the user the
+    /// command runs as.
+    fn open_place(&self, place: &Place) -> io::Result<File> {
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&place.work)?;
+        if let Some((uid, gid, _)) = &self.ids {
+            std::os::unix::fs::fchown(&dir, Some(*uid), Some(*gid))?;
         }
-        let stopped = self.watch(&group, &pidfd, wake, &mut streams, spec.timeout);
-        // The leader has exited and is a zombie, so the group's id still names only its group:
-        // kill whatever the command left in it, then reap.
-        group.signal(libc::SIGKILL);
-        let status = group.reap();
-        if let Err(e) = self.journal.ended(place.shard, &place.name) {
+        Ok(dir)
+    }
+
+    /// Holds the attempt (its cgroup recorded before anything runs in it), spawns its command,
+    /// watches it until it ends, and ends everything of it.
+    fn run_in(&self, place: &Place, spec: &Spec, program: &str, wake: &OwnedFd) -> Ended {
+        let dir = match self.open_place(place) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let dir = place.work.display();
+                return Ended::failed(format!("could not start: its directory {dir}: {e}"));
+            }
+        };
+        let cgroup = match self.containment.attempt(&place.name, &spec.limits) {
+            Ok(cgroup) => cgroup,
+            Err(why) => return Ended::failed(format!("could not start: {why}")),
+        };
+        if let Some(dirs) = cgroup.as_ref().map(AttemptGroup::dirs)
+            && let Err(e) = self.record(place, spec, None, dirs)
+        {
+            if let Some(cgroup) = cgroup {
+                let _ = cgroup.remove();
+            }
+            let journal = self.journal.path.display();
+            return Ended::failed(format!("could not record it in {journal}: {e}"));
+        }
+        let recorded_before = cgroup.is_some();
+        let (ended, recorded_after) =
+            self.spawn_and_watch(place, spec, program, wake, &dir, cgroup);
+        if (recorded_before || recorded_after)
+            && let Err(e) = self.journal.ended(place.shard, &place.name)
+        {
             // The next run finds the record, and that nothing of it runs.
             warn!(
                 "could not record the end of attempt {} of task {} in {}: {e}",
@@ -497,92 +690,195 @@ impl Shared {
                 self.journal.path.display()
             );
         }
+        ended
+    }
+
+    /// Spawns the command held by `cgroup` (or its own process group), watches it and ends it.
+    /// Returns how it ended, and whether it was recorded here (a process group's record, made
+    /// once its leader runs).
+    fn spawn_and_watch(
+        &self,
+        place: &Place,
+        spec: &Spec,
+        program: &str,
+        wake: &OwnedFd,
+        dir: &File,
+        cgroup: Option<AttemptGroup>,
+    ) -> (Ended, bool) {
+        let ids = self.ids.as_ref().map(|(uid, gid, groups)| Ids {
+            uid: *uid,
+            gid: *gid,
+            groups: groups.clone(),
+        });
+        let joins = cgroup
+            .as_ref()
+            .map_or_else(Vec::new, AttemptGroup::join_fds);
+        let setup = ChildSetup::new(dir.as_raw_fd(), joins, ids);
+        let command = Program {
+            program,
+            args: &spec.command[1..],
+            env: self
+                .env
+                .for_attempt(spec, &self.user, &place.work)
+                .collect(),
+        };
+        let (leader, pipes) = match spawn::spawn(&command, &setup) {
+            Ok(started) => started,
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    let _ = cgroup.remove();
+                }
+                let failed = Ended::failed(format!("could not start {}: {e}", quoted(program)));
+                return (failed, false);
+            }
+        };
+        let mut streams = Streams::new(pipes.map(Some));
+        let held_by_cgroup = cgroup.is_some();
+        let group = Group::new(leader, cgroup);
+        if !held_by_cgroup && let Err(e) = self.record(place, spec, Some(group.id()), Vec::new()) {
+            let journal = self.journal.path.display();
+            return (
+                group.abandon(format!("could not record it in {journal}: {e}")),
+                false,
+            );
+        }
+        let stopped = self.watch(&group, wake, &mut streams, spec);
+        let end = group.end();
+        if let Err(e) = &end.removal {
+            warn!(
+                "attempt {} of task {}: {e}",
+                spec.attempt,
+                quoted(&spec.task)
+            );
+        }
         streams.drain(Instant::now() + DRAIN_WAIT);
         let (stdout, stderr) = streams.into_outputs();
-        let (ending, exit_code, reason) = ending(stopped, status, spec.timeout);
-        Ended {
+        let (ending, exit_code, exit_signal, reason) = ending(stopped, end.status, spec, end.usage);
+        let ended = Ended {
             ending,
             exit_code,
+            exit_signal,
+            peak_memory_bytes: end.usage.peak_memory_bytes,
             reason,
             stdout,
             stderr,
-        }
+        };
+        (ended, !held_by_cgroup)
     }
 
-    /// Records what a later run needs to end this attempt if this drone dies first.
-    fn record(&self, place: &Place, spec: &Spec, pid: i32) -> io::Result<()> {
-        let leader = read_process(pid)
-            .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat cannot be read")))?;
+    /// Records what a later run needs to end this attempt if this drone dies first: its
+    /// cgroups, or its process group (`leader`).
+    fn record(
+        &self,
+        place: &Place,
+        spec: &Spec,
+        leader: Option<i32>,
+        cgroups: Vec<PathBuf>,
+    ) -> io::Result<()> {
+        let (process_group, start_ticks, session) = match leader {
+            Some(pid) => {
+                let leader = read_process(pid)
+                    .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat cannot be read")))?;
+                (pid, leader.start_ticks, leader.session)
+            }
+            None => (0, 0, 0),
+        };
         self.journal.started(Record {
             shard: place.shard,
             name: place.name.clone(),
             task: spec.task.clone(),
             attempt: spec.attempt,
-            process_group: pid,
-            start_ticks: leader.start_ticks,
-            session: leader.session,
+            process_group,
+            start_ticks,
+            session,
             boot_id: self.boot_id.clone(),
+            cgroups,
         })
     }
 
-    /// Reads the pipes until the leader exits, stopping its group when its time is up or a stop
-    /// is asked: SIGTERM, then SIGKILL after the grace. Returns why it stopped the group, if it
-    /// did.
+    /// Reads the pipes until the command exits, stopping the attempt when its time is up or a
+    /// stop is asked: SIGTERM to each of its processes, then SIGKILL after the grace. A stopped
+    /// attempt ends as soon as nothing of it runs (in a process group: its leader has exited).
+    /// Returns why it stopped the attempt, if it did.
     fn watch(
         &self,
         group: &Group,
-        pidfd: &OwnedFd,
         wake: &OwnedFd,
         streams: &mut Streams,
-        timeout: Duration,
+        spec: &Spec,
     ) -> Option<StopReason> {
+        let pidfd = group.leader.pidfd();
         // A timeout too long to add to the clock never comes.
-        let deadline = Instant::now().checked_add(timeout);
-        // Why the group was stopped, and when its SIGKILL is due (`None` once it is sent).
+        let deadline = Instant::now().checked_add(spec.timeout);
+        // Why the attempt was stopped, and when its SIGKILL is due (`None` once it is sent).
         let mut stopping: Option<(StopReason, Option<Instant>)> = None;
+        let mut leader_exited = false;
         loop {
             let now = Instant::now();
             match &mut stopping {
                 None if deadline.is_some_and(|due| now >= due) => {
-                    group.signal(libc::SIGTERM);
-                    stopping = Some((StopReason::TimedOut, now.checked_add(self.kill_grace)));
+                    group.terminate();
+                    stopping = Some((StopReason::TimedOut, now.checked_add(spec.kill_grace)));
                 }
                 Some((_, kill_at)) if kill_at.is_some_and(|due| now >= due) => {
-                    group.signal(libc::SIGKILL);
+                    group.kill();
                     *kill_at = None;
                 }
                 _ => {}
             }
-            // A stop asked while stopping changes nothing, so the eventfd is watched only before.
-            let (until, wake_fd) = match stopping {
-                None => (deadline, Some(wake.as_raw_fd())),
-                Some((_, kill_at)) => (kill_at, None),
+            // A stop asked while stopping changes nothing, so the eventfd is watched only
+            // before; the cgroup's emptying only after.
+            let watched = Watched {
+                exited: (!leader_exited).then(|| pidfd.as_raw_fd()),
+                wake: stopping.is_none().then(|| wake.as_raw_fd()),
+                emptied: stopping.and(group.events_fd()),
             };
-            let woke = streams.pump(Some(pidfd.as_raw_fd()), wake_fd, until);
-            if woke.exited {
-                return stopping.map(|(why, _)| why);
+            let until = match stopping {
+                None => deadline,
+                Some((_, kill_at)) => kill_at,
+            };
+            let woke = streams.pump(&watched, until);
+            leader_exited |= woke.exited;
+            match stopping {
+                None if leader_exited => return None,
+                Some((why, _)) if group.is_empty(leader_exited) => return Some(why),
+                _ => {}
             }
             if woke.stop_asked {
-                group.signal(libc::SIGTERM);
+                group.terminate();
                 stopping = Some((
                     StopReason::Cancelled,
-                    Instant::now().checked_add(self.kill_grace),
+                    Instant::now().checked_add(spec.kill_grace),
                 ));
             }
         }
     }
 
-    /// Ends one attempt a previous run left: kills its group if it still runs, removes its
-    /// directory, and records its end.
+    /// Ends one attempt a previous run left: kills its cgroup or its process group if anything
+    /// of it still runs, removes its directory, and records its end.
     fn reap(&self, place: &Place, record: Option<Record>, processes: &[Process]) -> Leftover {
-        let killed_group = record
-            .as_ref()
-            .and_then(|record| leftover_group(record, &self.boot_id, processes));
-        if let Some(group) = killed_group {
-            // SAFETY: a plain system call; `leftover_group` found the group to be the attempt's.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
+        let mut removal_error = None;
+        let killed = match &record {
+            Some(record) if !record.cgroups.is_empty() => {
+                match cgroup::end_leftover(&record.cgroups) {
+                    Ok(ran) => ran.then(|| format!("its cgroup {}", record.cgroups[0].display())),
+                    Err(e) => {
+                        removal_error = Some(e.to_string());
+                        None
+                    }
+                }
+            }
+            Some(record) => leftover_group(record, &self.boot_id, processes).map(|group| {
+                // SAFETY: a plain system call; `leftover_group` found the group to be the
+                // attempt's.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+                format!("its process group {group}")
+            }),
+            None => None,
+        };
+        if let Err(e) = place.remove() {
+            removal_error.get_or_insert(e.to_string());
         }
-        let mut removal_error = place.remove().err().map(|e| e.to_string());
         if record.is_some()
             && let Err(e) = self.journal.ended(place.shard, &place.name)
         {
@@ -591,7 +887,7 @@ impl Shared {
         Leftover {
             dir: place.work.clone(),
             attempt: record.map(|record| (record.task, record.attempt)),
-            killed_group,
+            killed,
             removal_error,
         }
     }
@@ -605,85 +901,179 @@ struct Place {
 }
 
 impl Place {
-    /// Removes the working directory, if it is there.
+    /// Removes the working directory, if it is there, whatever modes its command left in it.
     fn remove(&self) -> io::Result<()> {
-        let removed = match fs::remove_dir(&self.work) {
-            // Most commands leave their directory empty: then one call removes it.
-            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
-                fs::remove_dir_all(&self.work)
-            }
-            removed => removed,
-        };
-        match removed {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            removed => removed,
-        }
+        remove::remove_tree(&self.work)
     }
 }
 
-/// The ending, exit code and reason of an attempt whose leader has been reaped.
+/// The ending, exit code, signal and reason of an attempt whose processes have all ended.
 fn ending(
     stopped: Option<StopReason>,
     status: io::Result<ExitStatus>,
-    timeout: Duration,
-) -> (Ending, Option<i32>, String) {
+    spec: &Spec,
+    usage: Usage,
+) -> (Ending, Option<i32>, Option<i32>, String) {
     let status = match status {
         Ok(status) => status,
-        Err(e) => return (Ending::Failed, None, format!("its end is unknown: {e}")),
+        Err(e) => {
+            return (
+                Ending::Failed,
+                None,
+                None,
+                format!("its end is unknown: {e}"),
+            );
+        }
     };
-    let exit_code = status.code();
+    let (exit_code, exit_signal) = (status.code(), status.signal());
     match stopped {
         Some(StopReason::TimedOut) => (
             Ending::TimedOut,
             exit_code,
-            format!("timed out after {} s", timeout.as_secs_f64()),
+            exit_signal,
+            format!("timed out after {} s", spec.timeout.as_secs_f64()),
         ),
-        Some(StopReason::Cancelled) => (Ending::Cancelled, exit_code, "cancelled".into()),
-        None => match (exit_code, status.signal()) {
-            (Some(0), _) => (Ending::Succeeded, exit_code, "exit code 0".into()),
-            (Some(code), _) => (Ending::Failed, exit_code, format!("exit code {code}")),
-            (None, Some(signal)) => (Ending::Failed, None, format!("killed by signal {signal}")),
-            (None, None) => (Ending::Failed, None, format!("ended: {status}")),
+        Some(StopReason::Cancelled) => (
+            Ending::Cancelled,
+            exit_code,
+            exit_signal,
+            "cancelled".into(),
+        ),
+        None if exit_code == Some(0) => (Ending::Succeeded, exit_code, None, "exit code 0".into()),
+        None if usage.oom_kills > 0 => {
+            let limit = match spec.limits.memory_bytes {
+                Some(bytes) => format!("its limit of {} MiB", bytes >> 20),
+                None => "the machine's memory".into(),
+            };
+            let how = match (exit_code, exit_signal) {
+                (_, Some(signal)) => format!("signal {signal}"),
+                (Some(code), _) => format!("exit code {code}"),
+                (None, None) => status.to_string(),
+            };
+            let reason = format!("killed for memory: it reached {limit} ({how})");
+            (Ending::OomKilled, exit_code, exit_signal, reason)
+        }
+        None => match (exit_code, exit_signal) {
+            (Some(code), _) => (Ending::Failed, exit_code, None, format!("exit code {code}")),
+            (None, Some(signal)) => (
+                Ending::Failed,
+                None,
+                Some(signal),
+                format!("killed by signal {signal}"),
+            ),
+            (None, None) => (Ending::Failed, None, None, format!("ended: {status}")),
         },
     }
 }
 
-/// The command's process group while its leader is unreaped, the only time the group's id
-/// surely names it. Signals go only through here, and [`Group::reap`] takes the group away, so no
-/// signal can follow the reaping. Dropped unreaped (an early return, a panic), it kills and reaps.
+/// What an attempt's thread watches besides the pipes: see [`Shared::watch`].
+struct Watched {
+    /// The leader's pidfd, until it has exited.
+    exited: Option<RawFd>,
+    /// The stop's eventfd, until a stop or timeout.
+    wake: Option<RawFd>,
+    /// The cgroup's `cgroup.events`, while the attempt is being stopped.
+    emptied: Option<RawFd>,
+}
+
+/// The command's processes: its leader, unreaped until the end (so that in a process group the
+/// group's id names only its group), and, with cgroups, the attempt's cgroup, which holds every
+/// process the command starts and is what is signalled, waited for and killed. Signals go only
+/// through here, and [`Group::end`] takes the group away, so no signal can follow the reaping.
+/// Dropped before its end (an early return, a panic), it kills everything and reaps.
 struct Group {
-    leader: Child,
+    leader: Leader,
     reaped: bool,
+    cgroup: Option<AttemptGroup>,
+}
+
+/// What is left to know once a [`Group`] has ended.
+struct GroupEnd {
+    status: io::Result<ExitStatus>,
+    usage: Usage,
+    /// Whether its cgroup could be removed.
+    removal: io::Result<()>,
 }
 
 impl Group {
-    fn new(leader: Child) -> Group {
+    fn new(leader: Leader, cgroup: Option<AttemptGroup>) -> Group {
         Group {
             leader,
             reaped: false,
+            cgroup,
         }
     }
 
-    /// The group's id, which is its leader's pid.
+    /// The leader's pid, which is its process group's id.
     fn id(&self) -> i32 {
-        // A pid fits an i32: that is its type in the kernel.
-        self.leader.id() as i32
+        self.leader.id()
     }
 
-    fn signal(&self, signal: i32) {
-        // SAFETY: a plain system call. The leader is not reaped yet, so the id is still its group's.
-        unsafe { libc::kill(-self.id(), signal) };
+    /// SIGTERM to every process: its cgroup's each, or its process group.
+    fn terminate(&self) {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.signal_each(libc::SIGTERM),
+            // SAFETY: a plain system call. The leader is not reaped yet, so the id is still its
+            // group's.
+            None => unsafe {
+                libc::kill(-self.id(), libc::SIGTERM);
+            },
+        }
     }
 
-    fn reap(mut self) -> io::Result<ExitStatus> {
+    /// SIGKILL to every process: its cgroup (`cgroup.kill`), or its process group.
+    fn kill(&self) {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.kill(),
+            // SAFETY: as in `terminate`.
+            None => unsafe {
+                libc::kill(-self.id(), libc::SIGKILL);
+            },
+        }
+    }
+
+    /// What turns ready when its cgroup empties, if it has one.
+    fn events_fd(&self) -> Option<RawFd> {
+        self.cgroup.as_ref().and_then(AttemptGroup::events_fd)
+    }
+
+    /// Whether nothing of it runs: its cgroup is empty, or (in a process group) its leader has
+    /// exited.
+    fn is_empty(&self, leader_exited: bool) -> bool {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.is_empty(),
+            None => leader_exited,
+        }
+    }
+
+    /// Kills whatever is left, waits until nothing of it runs, reaps the leader and removes the
+    /// cgroup.
+    fn end(mut self) -> GroupEnd {
+        match &self.cgroup {
+            // Nothing can join an empty cgroup but through this drone: one that emptied as its
+            // command exited (the common end) needs no kill.
+            Some(cgroup) if cgroup.is_empty() => {}
+            Some(cgroup) => {
+                cgroup.kill();
+                cgroup.wait_empty();
+            }
+            None => self.kill(),
+        }
         self.reaped = true;
-        self.leader.wait()
+        let status = self.leader.wait();
+        let cgroup = self.cgroup.take();
+        let usage = cgroup.as_ref().map(AttemptGroup::usage).unwrap_or_default();
+        let removal = cgroup.map_or(Ok(()), AttemptGroup::remove);
+        GroupEnd {
+            status,
+            usage,
+            removal,
+        }
     }
 
     /// Ends a command that cannot be watched or recorded, and says why it failed.
     fn abandon(self, reason: String) -> Ended {
-        self.signal(libc::SIGKILL);
-        let _ = self.reap();
+        let _ = self.end();
         Ended::failed(reason)
     }
 }
@@ -691,8 +1081,12 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         if !self.reaped {
-            self.signal(libc::SIGKILL);
+            self.kill();
             let _ = self.leader.wait();
+            if let Some(cgroup) = self.cgroup.take() {
+                cgroup.wait_empty();
+                let _ = cgroup.remove();
+            }
         }
     }
 }
@@ -707,9 +1101,9 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// The name of an attempt's directory and record: its task id with every character outside
-/// `[a-z0-9-]` replaced by `_`, so the name is never a path (no `/`, no `..`), then the attempt
-/// and a number.
+/// The name of an attempt's directory, record and cgroup: its task id with every character
+/// outside `[a-z0-9-]` replaced by `_`, so the name is never a path (no `/`, no `..`), then the
+/// attempt and a number.
 fn attempt_name(task: &str, attempt: u32, number: u64) -> String {
     let mut name: String = task
         .chars()
@@ -758,8 +1152,8 @@ impl fmt::Display for Leftover {
             )?,
             None => write!(f, "an unrecorded attempt left by a previous run")?,
         }
-        match (self.killed_group, &self.attempt) {
-            (Some(group), _) => write!(f, ": killed its process group {group}")?,
+        match (&self.killed, &self.attempt) {
+            (Some(what), _) => write!(f, ": killed {what}")?,
             (None, Some(_)) => write!(f, ": nothing of it ran any more")?,
             (None, None) => write!(f, ": no record says what it ran")?,
         }
@@ -776,6 +1170,7 @@ mod tests {
     use journal::records_left;
     use std::io::Write;
     use std::path::Path;
+    use std::process::{Child, Command, Stdio};
     use std::sync::mpsc;
     use std::thread;
 
@@ -812,7 +1207,26 @@ mod tests {
         }
 
         fn executor(&self) -> Executor {
-            Executor::new(self.root(), GRACE).unwrap()
+            Executor::new(self.root(), Settings::default()).unwrap()
+        }
+
+        /// An executor whose attempts run in cgroups under a drone group of this scratch's own,
+        /// or `None` (said on stderr) where the machine gives this test none.
+        fn cgroup_executor(&self, test: &str) -> Option<Executor> {
+            let name = drone_group_name(&self.root());
+            match Containment::set_up(Mode::Cgroup, None, &name) {
+                Ok((containment, _)) => {
+                    let settings = Settings {
+                        containment,
+                        ..Settings::default()
+                    };
+                    Some(Executor::new(self.root(), settings).unwrap())
+                }
+                Err(why) => {
+                    eprintln!("{test}: skipped, no cgroups here: {why}");
+                    None
+                }
+            }
         }
 
         pub(super) fn file(&self, name: &str) -> PathBuf {
@@ -849,7 +1263,14 @@ mod tests {
     }
 
     impl Drop for Scratch {
+        /// Ends what any executor on the root left (its cgroups included), as a drone's reaper
+        /// does, then removes the directory.
         fn drop(&mut self) {
+            if self.root().join(CGROUPS_FILE).exists()
+                && let Ok(executor) = Executor::new(self.root(), Settings::default())
+            {
+                executor.reap_leftovers();
+            }
             let _ = fs::remove_dir_all(&self.path);
         }
     }
@@ -878,9 +1299,11 @@ mod tests {
 
     fn start(executor: &Executor, spec: Spec) -> Started {
         let (sender, ended) = mpsc::channel();
-        let running = executor.start(spec, move |outcome| {
-            let _ = sender.send(outcome);
-        });
+        let running = executor
+            .start(spec, move |outcome| {
+                let _ = sender.send(outcome);
+            })
+            .expect("a thread for the attempt");
         Started { running, ended }
     }
 
@@ -896,6 +1319,8 @@ mod tests {
             command: command.iter().map(|arg| arg.to_string()).collect(),
             env: BTreeMap::new(),
             timeout: PATIENCE,
+            kill_grace: GRACE,
+            limits: Limits::default(),
             drone_address: "127.0.0.1:7001".into(),
         }
     }
@@ -1026,6 +1451,84 @@ mod tests {
             outcome.stdout.text,
             "hello world|build-7|3|127.0.0.1:7001|drone path\n"
         );
+    }
+
+    #[test]
+    fn the_command_gets_only_the_allowed_and_passed_variables_of_the_drone() {
+        let scratch = Scratch::new();
+        let drone = [
+            ("PATH", "/usr/bin:/bin"),
+            ("LANG", "C.UTF-8"),
+            ("HIVE_TOKEN", "0123456789abcdef0123"),
+            ("CLOUD_SECRET", "hunter2"),
+            ("HOME", "/root"),
+            ("PASSED", "yes"),
+        ]
+        .map(|(name, value)| (name.into(), value.into()));
+        let settings = Settings {
+            env: BaseEnv::from(drone, &["PASSED".into()]),
+            ..Settings::default()
+        };
+        let executor = Executor::new(scratch.root(), settings).unwrap();
+        let mut spec = spec(&["env"]);
+        spec.env.insert("GREETING".into(), "hi".into());
+        spec.env.insert("LANG".into(), "fr_FR.UTF-8".into());
+        let outcome = run(&executor, spec);
+        let mut seen: Vec<&str> = outcome.stdout.text.lines().collect();
+        seen.sort();
+        let home = User::of_this_process().home;
+        let tmpdir = seen
+            .iter()
+            .find_map(|line| line.strip_prefix("TMPDIR="))
+            .unwrap_or_default();
+        assert!(scratch.holds(Path::new(tmpdir)), "{tmpdir}");
+        let expected = [
+            "GREETING=hi".to_string(),
+            "HIVE_ATTEMPT=1".into(),
+            "HIVE_ATTEMPT_ID=0123456789abcdef0123456789abcdef".into(),
+            "HIVE_DRONE_ADDRESS=127.0.0.1:7001".into(),
+            "HIVE_TASK_ID=t1".into(),
+            format!("HOME={}", home.display()),
+            "LANG=fr_FR.UTF-8".into(),
+            "PASSED=yes".into(),
+            "PATH=/usr/bin:/bin".into(),
+            format!("TMPDIR={tmpdir}"),
+        ];
+        assert_eq!(
+            seen,
+            expected.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_command_starts_with_no_signal_blocked_or_ignored() {
+        let scratch = Scratch::new();
+        // What a drone does to itself (signals.rs), and what it may have been started with.
+        // SIGUSR2 is ignored in the whole test process: nothing else here uses it.
+        let mut blocked = unsafe { std::mem::zeroed::<libc::sigset_t>() };
+        // SAFETY: plain calls on a set of this thread's; the old mask is given back below.
+        let mut old = unsafe { std::mem::zeroed::<libc::sigset_t>() };
+        unsafe {
+            libc::sigemptyset(&mut blocked);
+            libc::sigaddset(&mut blocked, libc::SIGTERM);
+            libc::sigaddset(&mut blocked, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut old);
+            libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        }
+        let executors = [Some(scratch.executor()), scratch.cgroup_executor("signals")];
+        for executor in executors.iter().flatten() {
+            let outcome = run(
+                executor,
+                spec(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]),
+            );
+            assert_eq!(
+                outcome.stdout.text,
+                "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+                "{:?}",
+                executor.level()
+            );
+        }
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     }
 
     #[test]
@@ -1166,6 +1669,113 @@ mod tests {
     }
 
     #[test]
+    fn in_a_cgroup_a_process_that_left_the_group_ends_with_its_attempt() {
+        let scratch = Scratch::new();
+        let test = "in_a_cgroup_a_process_that_left_the_group_ends_with_its_attempt";
+        let Some(executor) = scratch.cgroup_executor(test) else {
+            return;
+        };
+        let script = format!("setsid sleep 100 & {PRINT_LAST_BACKGROUND}; exit 0");
+        let outcome = run(&executor, sh(&script));
+        let escaped = strays(&outcome.stdout.text);
+        assert_eq!(outcome.ending, Ending::Succeeded, "{}", outcome.reason);
+        assert_eq!(escaped.len(), 1, "{:?}", outcome.stdout);
+        // The outcome comes once the cgroup is empty: the escapee is gone already.
+        assert!(!escaped[0].runs(), "it outlived its attempt");
+        assert_eq!(scratch.left_in_root(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn in_a_cgroup_a_stop_ends_as_soon_as_every_process_exits_on_sigterm() {
+        let scratch = Scratch::new();
+        let test = "in_a_cgroup_a_stop_ends_as_soon_as_every_process_exits_on_sigterm";
+        let Some(executor) = scratch.cgroup_executor(test) else {
+            return;
+        };
+        let ready = scratch.file("ready");
+        // The shell cleans up and exits; its child, which handles nothing, dies of its SIGTERM.
+        let script =
+            r#"trap 'echo cleaning up; exit 0' TERM; setsid sleep 100 & touch "$READY"; wait"#;
+        let mut spec = with_env(sh(script), "READY", &ready);
+        spec.kill_grace = Duration::from_secs(20);
+        let started = start(&executor, spec);
+        wait_until("the task runs", || ready.exists());
+        let stopped_at = Instant::now();
+        started.running.stop();
+        let outcome = started.outcome();
+        assert_eq!(
+            (outcome.ending, outcome.stdout.text.as_str()),
+            (Ending::Cancelled, "cleaning up\n")
+        );
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(5),
+            "took {:?}: it waited for the grace",
+            stopped_at.elapsed()
+        );
+    }
+
+    #[test]
+    fn in_a_cgroup_an_attempt_over_its_memory_is_killed_for_it_and_says_its_peak() {
+        let scratch = Scratch::new();
+        let test = "in_a_cgroup_an_attempt_over_its_memory_is_killed_for_it_and_says_its_peak";
+        let Some(executor) = scratch.cgroup_executor(test) else {
+            return;
+        };
+        // The shell holds what the command substitution prints: 100 MB.
+        let mut spec = sh(r#"x=$(head -c 100000000 /dev/zero | tr '\0' x); echo survived"#);
+        spec.limits.memory_bytes = Some(32 << 20);
+        let outcome = run(&executor, spec);
+        assert_eq!(outcome.ending, Ending::OomKilled, "{}", outcome.reason);
+        assert!(
+            outcome
+                .reason
+                .starts_with("killed for memory: it reached its limit of 32 MiB"),
+            "{}",
+            outcome.reason
+        );
+        let peak = outcome.peak_memory_bytes.unwrap();
+        assert!((16 << 20..=33 << 20).contains(&peak), "peak {peak}");
+        assert!(outcome.exit_signal.is_some() || outcome.exit_code.is_some());
+    }
+
+    #[test]
+    fn as_another_user_a_command_owns_its_directory_and_reads_nothing_of_the_drone_s() {
+        let scratch = Scratch::new();
+        if !User::of_this_process().is_this_process() || unsafe { libc::geteuid() } != 0 {
+            eprintln!("as_another_user...: skipped, only root may run commands as another user");
+            return;
+        }
+        let nobody = User::named("nobody").unwrap();
+        let settings = Settings {
+            user: Some(nobody.clone()),
+            ..Settings::default()
+        };
+        let executor = Executor::new(scratch.root(), settings).unwrap();
+        let script = r#"id -u; stat -c %u .; f=$(mktemp) && echo tmp ok; cat ../../../running.log; ls ../../..; ls .."#;
+        let outcome = run(&executor, sh(script));
+        assert_eq!(
+            outcome.stdout.text,
+            format!("{}\n{}\ntmp ok\n", nobody.uid, nobody.uid),
+            "{}",
+            outcome.stderr.text
+        );
+        assert_eq!(
+            outcome.stderr.text.matches("Permission denied").count(),
+            3,
+            "{}",
+            outcome.stderr.text
+        );
+        let mode = fs::metadata(scratch.root()).unwrap().mode() & 0o777;
+        assert_eq!(mode, PASSABLE_MODE);
+        let journal = fs::metadata(scratch.root().join(JOURNAL_FILE))
+            .unwrap()
+            .mode()
+            & 0o777;
+        assert_eq!(journal, 0o600);
+        assert_eq!(scratch.left_in_root(), Vec::<String>::new());
+    }
+
+    #[test]
     fn attempts_started_together_run_together_on_threads_that_are_reused() {
         let scratch = Scratch::new();
         let executor = scratch.executor();
@@ -1273,19 +1883,36 @@ mod tests {
     /// Set for the test binary run as a drone that dies with an attempt running.
     const PREVIOUS_ROOT_VAR: &str = "HIVE_EXEC_TEST_PREVIOUS_ROOT";
     const PIDS_VAR: &str = "HIVE_EXEC_TEST_PIDS";
+    /// Set (to anything) when that drone holds its attempt in a cgroup.
+    const CGROUP_VAR: &str = "HIVE_EXEC_TEST_CGROUP";
 
-    /// Not a test: the previous drone of the test below, run by it in a process of its own.
-    /// Starts an attempt with a background process, and waits to be killed.
+    /// Not a test: the previous drone of the tests below, run by them in a process of its own.
+    /// Starts an attempt with a background process (one that left its session too, in a
+    /// cgroup), and waits to be killed.
     #[test]
-    #[ignore = "run by reap_leftovers_ends_what_a_dead_drone_left_running"]
+    #[ignore = "run by the reap_leftovers tests"]
     fn previous_drone() {
         let (Ok(root), Ok(pids)) = (std::env::var(PREVIOUS_ROOT_VAR), std::env::var(PIDS_VAR))
         else {
             return;
         };
-        let executor = Executor::new(root.into(), GRACE).unwrap();
+        let root = PathBuf::from(root);
+        let (executor, background) = if std::env::var_os(CGROUP_VAR).is_some() {
+            let name = drone_group_name(&root);
+            let (containment, _) = Containment::set_up(Mode::Cgroup, None, &name).unwrap();
+            let settings = Settings {
+                containment,
+                ..Settings::default()
+            };
+            (Executor::new(root, settings).unwrap(), "setsid sleep 100")
+        } else {
+            (
+                Executor::new(root, Settings::default()).unwrap(),
+                "sleep 100",
+            )
+        };
         let script = format!(
-            r#"sleep 100 & echo "$$ $(cut -d' ' -f22 /proc/$$/stat)" > "$PIDS.part"; {PRINT_LAST_BACKGROUND} >> "$PIDS.part"; mv "$PIDS.part" "$PIDS"; wait"#
+            r#"{background} & echo "$$ $(cut -d' ' -f22 /proc/$$/stat)" > "$PIDS.part"; {PRINT_LAST_BACKGROUND} >> "$PIDS.part"; mv "$PIDS.part" "$PIDS"; wait"#
         );
         let mut spec = with_env(sh(&script), "PIDS", Path::new(&pids));
         spec.task = "previous".into();
@@ -1295,18 +1922,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reap_leftovers_ends_what_a_dead_drone_left_running() {
-        let scratch = Scratch::new();
+    /// Runs [`previous_drone`] on `scratch`'s root (in a cgroup when `cgroup`), kills it once its
+    /// attempt runs, and returns the attempt's two processes, still running.
+    fn a_drone_that_died(scratch: &Scratch, cgroup: bool) -> Vec<Stray> {
         let pids = scratch.file("pids");
-        let mut previous = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args(["exec::tests::previous_drone", "--exact", "--ignored"])
             .env(PREVIOUS_ROOT_VAR, scratch.root())
             .env(PIDS_VAR, &pids)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        if cgroup {
+            command.env(CGROUP_VAR, "1");
+        }
+        let mut previous = command.spawn().unwrap();
         struct Killed<'a>(&'a mut Child);
         impl Drop for Killed<'_> {
             fn drop(&mut self) {
@@ -1323,13 +1953,22 @@ mod tests {
             left.iter().all(Stray::runs),
             "a dead drone's attempt runs on"
         );
+        left
+    }
 
+    #[test]
+    fn reap_leftovers_ends_what_a_dead_drone_left_running() {
+        let scratch = Scratch::new();
+        let left = a_drone_that_died(&scratch, false);
         let executor = scratch.executor();
         let leftovers = executor.reap_leftovers();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
         let leftover = &leftovers[0];
         assert_eq!(leftover.attempt, Some(("previous".into(), 1)));
-        assert_eq!(leftover.killed_group, Some(left[0].pid));
+        assert_eq!(
+            leftover.killed,
+            Some(format!("its process group {}", left[0].pid))
+        );
         assert_eq!(leftover.removal_error, None);
         assert!(leftover.to_string().contains("killed its process group"));
         for stray in &left {
@@ -1337,6 +1976,32 @@ mod tests {
         }
         assert_eq!(scratch.left_in_root(), Vec::<String>::new());
         assert_eq!(executor.reap_leftovers(), Vec::new());
+    }
+
+    #[test]
+    fn reap_leftovers_kills_a_dead_drone_s_cgroups_setsid_and_all() {
+        let scratch = Scratch::new();
+        let test = "reap_leftovers_kills_a_dead_drone_s_cgroups_setsid_and_all";
+        let Some(probe) = scratch.cgroup_executor(test) else {
+            return;
+        };
+        let groups = read_owned(&scratch.root()).unwrap().groups;
+        drop(probe);
+        let left = a_drone_that_died(&scratch, true);
+        // What the reaper does: an executor with no containment of its own ends the cgroups the
+        // journal and the cgroups file name.
+        let executor = scratch.executor();
+        let leftovers = executor.reap_leftovers();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+        let killed = leftovers[0].killed.clone().unwrap();
+        assert!(killed.starts_with("its cgroup /sys/fs/cgroup"), "{killed}");
+        for stray in &left {
+            stray.wait_gone();
+        }
+        assert_eq!(scratch.left_in_root(), Vec::<String>::new());
+        for group in groups {
+            assert!(!group.exists(), "{} is left", group.display());
+        }
     }
 
     #[test]
@@ -1360,6 +2025,7 @@ mod tests {
             start_ticks: me.start_ticks + 1,
             session: me.session,
             boot_id: fs::read_to_string(BOOT_ID_FILE).unwrap().trim().into(),
+            cgroups: Vec::new(),
         };
         let path = scratch.root().join(JOURNAL_FILE);
         Journal::open(path.clone())
@@ -1379,7 +2045,7 @@ mod tests {
                 (
                     l.dir.clone(),
                     l.attempt.clone(),
-                    l.killed_group,
+                    l.killed.clone(),
                     l.removal_error.clone(),
                 )
             })

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
-use super::{KEPT_OUTPUT_BYTES, Output};
+use super::{KEPT_OUTPUT_BYTES, Output, Watched};
 
 /// How much is read from a pipe at once: a whole pipe buffer of Linux's default size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -38,25 +38,23 @@ impl Streams {
         }
     }
 
-    /// Waits until a pipe has bytes or closes, `pidfd` (the leader exited) or `wake` (a stop was
-    /// asked) is readable, or `until` passes; takes in what the pipes have.
-    pub(super) fn pump(
-        &mut self,
-        pidfd: Option<RawFd>,
-        wake: Option<RawFd>,
-        until: Option<Instant>,
-    ) -> Woke {
-        let watched = |fd: Option<RawFd>| libc::pollfd {
+    /// Waits until a pipe has bytes or closes, one of `watched` is ready (the leader exited, a
+    /// stop was asked, the cgroup's population changed), or `until` passes; takes in what the
+    /// pipes have.
+    pub(super) fn pump(&mut self, watched: &Watched, until: Option<Instant>) -> Woke {
+        let poll_for = |fd: Option<RawFd>, events| libc::pollfd {
             // poll skips negative descriptors.
             fd: fd.unwrap_or(-1),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         };
         let mut fds = [
-            watched(self.pipes[0].as_ref().map(AsRawFd::as_raw_fd)),
-            watched(self.pipes[1].as_ref().map(AsRawFd::as_raw_fd)),
-            watched(pidfd),
-            watched(wake),
+            poll_for(self.pipes[0].as_ref().map(AsRawFd::as_raw_fd), libc::POLLIN),
+            poll_for(self.pipes[1].as_ref().map(AsRawFd::as_raw_fd), libc::POLLIN),
+            poll_for(watched.exited, libc::POLLIN),
+            poll_for(watched.wake, libc::POLLIN),
+            // cgroup files report a change as POLLPRI (with POLLERR).
+            poll_for(watched.emptied, libc::POLLPRI),
         ];
         let timeout_ms = until.map_or(-1, |until| {
             let left = until.saturating_duration_since(Instant::now());
@@ -93,7 +91,12 @@ impl Streams {
     /// Reads the pipes to their end, or until `until`.
     pub(super) fn drain(&mut self, until: Instant) {
         while self.pipes.iter().any(Option::is_some) && Instant::now() < until {
-            self.pump(None, None, Some(until));
+            let nothing = Watched {
+                exited: None,
+                wake: None,
+                emptied: None,
+            };
+            self.pump(&nothing, Some(until));
         }
     }
 

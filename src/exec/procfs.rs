@@ -18,7 +18,8 @@ const STAT_LINE_BYTES: usize = 1024;
 
 /// The group of an attempt a previous run left, if any of it still runs: see the module docs.
 pub(super) fn leftover_group(record: &Record, boot_id: &str, processes: &[Process]) -> Option<i32> {
-    if record.boot_id != boot_id {
+    // A record without a group (a cgroup's, made before its command ran) names none.
+    if record.boot_id != boot_id || record.process_group <= 0 {
         return None;
     }
     let group = record.process_group;

@@ -7,17 +7,19 @@
 //! them lost and placed them again. So the drone starts `larve reap ROOT` with a pipe on its
 //! standard input, whose other end only the drone holds. When the drone ends, the kernel closes
 //! that end, the reaper reads the end of its input, and it does what a restarted drone does first
-//! ([`Executor::reap_leftovers`]): it kills the process group of every attempt in the journal and
-//! removes their directories. It lives in a process group of its own, so a Ctrl-C meant for the
+//! ([`Executor::reap_leftovers`]): it kills the cgroup or the process group of every attempt in
+//! the journal and removes their directories, then removes the drone's own cgroups. It lives in a process group of its own, so a Ctrl-C meant for the
 //! drone reaches it only through the drone's end.
 //!
 //! The work root's lock ([`lock_root`]) keeps the reaper and a drone from using one root at once:
-//! the drone holds it for its life; the reaper takes it only once the drone is gone, and gives up if
-//! a new drone took it first (that drone ends the leftovers itself).
+//! the drone holds it for its life; the reaper takes it only once the drone is gone (waiting for
+//! the kernel to let go of a dead drone's lock), and gives up if a new drone took it first (that
+//! drone ends the leftovers itself).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -26,25 +28,27 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::{Executor, KILL_GRACE};
+use super::{Executor, Settings};
 
 /// The lock file in a work root.
 const LOCK_FILE: &str = "lock";
 
 /// How long a drone waits for a work root that is locked: long enough for a reaper to end what the
 /// previous drone left; a root still locked after it has a live drone on it.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// How often a locked root is tried again.
 const LOCK_RETRY: Duration = Duration::from_millis(20);
 
 /// Takes the work root's lock for as long as the returned file is open, waiting up to `wait`.
+/// Makes the root (mode 0700) and the lock file (0600) if they are missing.
 pub fn lock_root(root: &Path, wait: Duration) -> io::Result<File> {
-    std::fs::create_dir_all(root)?;
+    DirBuilder::new().recursive(true).mode(0o700).create(root)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(root.join(LOCK_FILE))?;
     let deadline = Instant::now() + wait;
     loop {
@@ -76,11 +80,10 @@ pub struct Watched {
     _pipe: Option<ChildStdin>,
 }
 
-/// Locks `root` for this drone (waiting for a reaper still at work on it) and starts its reaper.
-/// A reaper that cannot start is a warning, not an error: the drone still ends its leftovers when
+/// Starts the reaper of the drone that holds `lock`, the lock of `root` (see [`lock_root`]). A
+/// reaper that cannot start is a warning, not an error: the drone still ends its leftovers when
 /// it restarts.
-pub fn watch(root: &Path) -> io::Result<Watched> {
-    let lock = lock_root(root, LOCK_WAIT)?;
+pub fn watch(root: &Path, lock: File) -> Watched {
     let pipe = match start_reaper(root) {
         Ok((child, pipe)) => {
             wait_for(child);
@@ -94,10 +97,10 @@ pub fn watch(root: &Path) -> io::Result<Watched> {
             None
         }
     };
-    Ok(Watched {
+    Watched {
         _lock: lock,
         _pipe: pipe,
-    })
+    }
 }
 
 fn start_reaper(root: &Path) -> io::Result<(Child, ChildStdin)> {
@@ -141,7 +144,8 @@ pub fn run(root: PathBuf) -> u8 {
         // A new drone has the root: the leftovers are its to end.
         Err(_) => return 0,
     };
-    let executor = match Executor::new(root.clone(), KILL_GRACE) {
+    // Ending needs nothing of the drone's settings: the journal and the cgroups file say all.
+    let executor = match Executor::new(root.clone(), Settings::default()) {
         Ok(executor) => executor,
         Err(e) => {
             warn!("reaper: cannot open the work root {}: {e}", root.display());

@@ -234,18 +234,49 @@ fn admit(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     }
     shared.metrics.front_connections_open.inc();
     let worker = shared.clone();
+    let unserved = Unserved {
+        stream: Some(stream),
+        plain: shared.tls.is_none(),
+    };
     let started = shared.threads.run(move || {
         let _admitted = Admitted {
             shared: &worker,
             ip,
         };
-        connection::serve(stream, peer, &worker);
+        connection::serve(unserved.take(), peer, &worker);
     });
     if let Err(e) = started {
-        // The connection went with the closure, and is closed.
+        // The connection went with the closure, which answered it 503 as it was dropped.
         release(shared, ip);
         warn!("could not start a thread for a connection from {peer}: {e}");
         thread::sleep(FIRST_ACCEPT_PAUSE);
+    }
+}
+
+/// A connection on its way to its thread. Dropped before it got there (no thread could be
+/// started: the machine or the user is out of them), it is answered 503, as a connection over a
+/// cap is (a TLS one is just closed), so its client hears why at once.
+struct Unserved {
+    stream: Option<TcpStream>,
+    /// It speaks plain HTTP, which an answer can be written in without a handshake.
+    plain: bool,
+}
+
+impl Unserved {
+    fn take(mut self) -> TcpStream {
+        self.stream.take().expect("taken once")
+    }
+}
+
+impl Drop for Unserved {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.stream.take()
+            && self.plain
+            && stream.set_nonblocking(true).is_ok()
+        {
+            let why = "this larve cannot start a thread for the connection now";
+            let _ = stream.write_all(&connection::answer(&Error::Busy(why.into())));
+        }
     }
 }
 

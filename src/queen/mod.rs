@@ -34,8 +34,9 @@ use crate::store::tasks::{Change, Changed};
 use crate::store::{Store, StoreHealth};
 use crate::tasks::index::{Page, Stored};
 use crate::tasks::lifecycle::{Event, Step, step};
+use crate::tasks::placement::{Capacity, Want};
 use crate::tasks::wire::{Reports, ReportsAnswer};
-use crate::tasks::{State, Submission, Task, new_id};
+use crate::tasks::{State, Submission, Task, millicpus, new_id};
 use heartbeat::Heartbeat;
 use recheck::Recheck;
 use registry::{DroneInfo, Registered, Registration, Target};
@@ -60,8 +61,9 @@ const SUBMIT_BUDGET_TASK_TIMEOUTS: u32 = 2;
 /// Tries of one change to a task that keeps losing races with other writers of the same task.
 const CHANGE_TRIES: usize = 5;
 
-/// A cancel of a running task waits this long for its drone to stop it (SIGTERM, then SIGKILL
-/// 5 s later), so the answer usually shows the task `cancelled`.
+/// A cancel of a running task waits this long for its drone to stop it (SIGTERM to every process
+/// of it, and SIGKILL after its `kill_timeout_s`, 5 s unless it says), so the answer usually shows
+/// the task `cancelled`.
 const CANCEL_WAIT: Duration = Duration::from_secs(6);
 
 /// Longest `?wait=` a `GET /tasks/ID` may ask for.
@@ -266,6 +268,14 @@ impl Queen {
         {
             return same_spec(existing.task, &submission);
         }
+        if let Some(cpus) = submission.spec.resources.cpus
+            && let Some(most) = self.most_cpus()
+            && cpus > most
+        {
+            return Err(Error::BadRequest(format!(
+                "field \"resources.cpus\": {cpus} is more than any drone has (the most is {most})"
+            )));
+        }
         if tasks.pending() >= self.config.tasks.max_pending {
             return Err(Error::TooManyRequests(format!(
                 "{} tasks are pending, the most this queen keeps (--max-pending); try again later",
@@ -334,8 +344,8 @@ impl Queen {
         ))
     }
 
-    /// Cancels task `id`: a pending one at once; a running one is stopped by its drone (its whole
-    /// process group), and ends `cancelled` when the drone says it has; an ended one stays as it is.
+    /// Cancels task `id`: a pending one at once; a running one is stopped by its drone (all its
+    /// processes), and ends `cancelled` when the drone says it has; an ended one stays as it is.
     pub fn cancel(&self, id: &str) -> Result<Task> {
         let tasks = self.store.tasks();
         let mut stored = tasks
@@ -445,6 +455,12 @@ impl Queen {
                     Ok(Changed::Done(stored)) => {
                         let task = &stored.task;
                         self.metrics.task_transition(Some(from), task.state);
+                        if task
+                            .attempt(&report.id)
+                            .is_some_and(|a| a.late_report.is_none())
+                        {
+                            self.metrics.attempt_ended(task, &report.id);
+                        }
                         log_end(task, &report.id, drone);
                         accepted.push(report.id.clone());
                     }
@@ -500,12 +516,16 @@ impl Queen {
         self.store.registry().clone()
     }
 
-    /// Everything the queen knows about every drone, with the slots their attempts use.
+    /// Everything the queen knows about every drone, with the slots, memory and cpus their
+    /// attempts use.
     pub fn drones(&self) -> Vec<DroneInfo> {
-        let used = self.store.tasks().used_slots();
+        let used = self.store.tasks().used();
         let mut drones = self.store.registry().list();
         for drone in &mut drones {
-            drone.used = used.get(&drone.address).copied().unwrap_or(0);
+            let used = used.get(&drone.address).copied().unwrap_or_default();
+            drone.used = used.slots;
+            drone.used_memory_mb = used.memory_mb;
+            drone.used_cpus = f64::from(used.millicpus) / 1000.0;
         }
         drones
     }
@@ -513,22 +533,28 @@ impl Queen {
     /// What the reasons of pending tasks are worked out from, once per answer.
     fn drone_summary(&self) -> DroneSummary {
         let drones = self.drones();
-        let usable: Vec<&DroneInfo> = drones
+        let usable = drones
             .iter()
             .filter(|d| d.exec && d.available && !d.draining)
+            .map(|d| (d.name.clone(), capacity(d)))
             .collect();
         DroneSummary {
             registered: drones.len(),
             exec: drones.iter().filter(|d| d.exec).count(),
-            most_slots: usable.iter().map(|d| d.slots).max().unwrap_or(0),
-            most_free: usable
-                .iter()
-                .map(|d| d.slots.saturating_sub(d.used))
-                .max()
-                .unwrap_or(0),
-            usable: usable.len(),
+            usable,
             led: self.store.has_leader(),
         }
+    }
+
+    /// The most cpus any drone that runs commands has, if any such drone is registered.
+    fn most_cpus(&self) -> Option<f64> {
+        self.store
+            .registry()
+            .list()
+            .iter()
+            .filter(|d| d.exec)
+            .map(|d| d.cpus)
+            .reduce(f64::max)
     }
 
     /// `task` as the API shows it: a pending task says why it waits.
@@ -615,14 +641,26 @@ fn log_end(task: &Task, id: &str, from: &str) {
 }
 
 /// What the queen knows of her drones, to say why a task waits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DroneSummary {
     registered: usize,
     exec: usize,
-    usable: usize,
-    most_slots: u32,
-    most_free: u32,
+    /// The drones that may take attempts (they run commands, are in rotation and not draining),
+    /// by name, with what they have and what is taken.
+    usable: Vec<(String, Capacity)>,
     led: bool,
+}
+
+/// What placement counts of `drone`.
+fn capacity(drone: &DroneInfo) -> Capacity {
+    Capacity {
+        slots: drone.slots,
+        used: drone.used,
+        memory_mb: drone.memory_mb,
+        used_memory_mb: drone.used_memory_mb,
+        millicpus: millicpus(drone.cpus),
+        used_millicpus: millicpus(drone.used_cpus),
+    }
 }
 
 /// Why pending `task` waits, at Unix time `now`.
@@ -636,29 +674,89 @@ fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
             at - now
         );
     }
-    let slots = task.spec.slots;
+    let want = task.spec.want();
     if drones.exec == 0 {
         return format!(
             "no drone runs commands ({} registered, none started with --allow-exec)",
             drones.registered
         );
     }
-    if drones.usable == 0 {
+    if drones.usable.is_empty() {
         return "every drone that runs commands is draining or failing its probes".into();
     }
-    if drones.most_slots < slots {
-        return format!(
-            "no drone has {slots} slots (the most any has is {})",
-            drones.most_slots
-        );
+    if !drones.usable.iter().any(|(_, c)| c.could_ever_fit(&want)) {
+        return never_fits(&want, &drones.usable);
     }
-    if drones.most_free < slots {
-        return format!("no drone has {slots} free slots now; it is placed when one has");
+    if !drones.usable.iter().any(|(_, c)| c.fits(&want)) {
+        return format!(
+            "no drone has {} free now; it is placed when one has",
+            amounts(&want)
+        );
     }
     if !drones.led {
         return "no queen leads now, so nothing is placed (is the store reachable?)".into();
     }
     "waiting for the scheduler".into()
+}
+
+/// Why `want` fits on none of `usable` even idle: the first of slots, memory and cpus that no
+/// drone has enough of, naming the drone with the most.
+fn never_fits(want: &Want, usable: &[(String, Capacity)]) -> String {
+    let most = |key: fn(&Capacity) -> u64| {
+        usable
+            .iter()
+            .rev()
+            .max_by_key(|(_, c)| key(c))
+            .map(|(name, c)| (name.as_str(), key(c)))
+            .unwrap_or_default()
+    };
+    let (name, slots) = most(|c| u64::from(c.slots));
+    if slots < u64::from(want.slots) {
+        return format!(
+            "no drone has {} slots (the most any has is {slots}, on {name})",
+            want.slots
+        );
+    }
+    let (name, memory_mb) = most(|c| c.memory_mb);
+    if memory_mb < want.memory_mb {
+        return format!(
+            "no drone has {} MiB of memory for it (the largest is {name}, with {memory_mb} MiB)",
+            want.memory_mb
+        );
+    }
+    let (name, millicpus) = most(|c| u64::from(c.millicpus));
+    if millicpus < u64::from(want.millicpus) {
+        return format!(
+            "no drone has {} cpus for it (the most any has is {}, on {name})",
+            cpus(want.millicpus),
+            cpus(millicpus as u32)
+        );
+    }
+    format!("no drone has {} at once", amounts(want))
+}
+
+/// `want` in words: "2 slots", "1 slot, 512 MiB and 0.5 cpus".
+fn amounts(want: &Want) -> String {
+    let mut parts = vec![format!(
+        "{} slot{}",
+        want.slots,
+        if want.slots == 1 { "" } else { "s" }
+    )];
+    if want.memory_mb > 0 {
+        parts.push(format!("{} MiB", want.memory_mb));
+    }
+    if want.millicpus > 0 {
+        parts.push(format!("{} cpus", cpus(want.millicpus)));
+    }
+    match parts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => parts.join(""),
+    }
+}
+
+/// Thousandths of a core as cores, as a user wrote them: 0.25, 2.
+fn cpus(millicpus: u32) -> f64 {
+    f64::from(millicpus) / 1000.0
 }
 
 #[cfg(test)]
@@ -674,8 +772,22 @@ mod tests {
             retries: 0,
             retry_delay_s: 1.0,
             env: Default::default(),
+            resources: Default::default(),
+            kill_timeout_s: 5.0,
         };
         Task::new("t".into(), spec, 1.0)
+    }
+
+    /// A drone named `name` with `slots`, of which `used` are taken, and 4 GiB and 2 cpus free.
+    fn drone(name: &str, slots: u32, used: u32) -> (String, Capacity) {
+        let capacity = Capacity {
+            slots,
+            used,
+            memory_mb: 4096,
+            millicpus: 2000,
+            ..Capacity::default()
+        };
+        (name.into(), capacity)
     }
 
     #[test]
@@ -683,26 +795,28 @@ mod tests {
         let none = DroneSummary {
             registered: 2,
             exec: 0,
-            usable: 0,
-            most_slots: 0,
-            most_free: 0,
+            usable: Vec::new(),
             led: true,
         };
         assert!(pending_reason(&pending(1), &none, 2.0).contains("--allow-exec"));
         let draining = DroneSummary { exec: 1, ..none };
         assert!(pending_reason(&pending(1), &draining, 2.0).contains("draining"));
         let small = DroneSummary {
-            usable: 1,
-            most_slots: 2,
-            most_free: 2,
-            ..draining
+            usable: vec![drone("drone-0", 2, 0), drone("drone-1", 1, 0)],
+            ..draining.clone()
         };
-        assert!(pending_reason(&pending(4), &small, 2.0).contains("no drone has 4 slots"));
+        assert_eq!(
+            pending_reason(&pending(4), &small, 2.0),
+            "no drone has 4 slots (the most any has is 2, on drone-0)"
+        );
         let busy = DroneSummary {
-            most_free: 0,
-            ..small
+            usable: vec![drone("drone-0", 2, 2)],
+            ..draining.clone()
         };
-        assert!(pending_reason(&pending(1), &busy, 2.0).contains("free slots"));
+        assert_eq!(
+            pending_reason(&pending(1), &busy, 2.0),
+            "no drone has 1 slot free now; it is placed when one has"
+        );
         let mut waiting = pending(1);
         waiting.not_before = Some(5.0);
         waiting.reason = Some("attempt 1 failed: exit code 3".into());
@@ -710,6 +824,39 @@ mod tests {
         assert!(
             reason.contains("exit code 3") && reason.contains("3.0 s more"),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_task_no_drone_can_ever_fit_names_the_largest_drone() {
+        let mut big = drone("drone-1", 4, 0);
+        big.1.memory_mb = 8192;
+        let drones = DroneSummary {
+            registered: 2,
+            exec: 2,
+            usable: vec![drone("drone-0", 4, 0), big],
+            led: true,
+        };
+        let mut hungry = pending(1);
+        hungry.spec.resources.memory_mb = Some(10_000);
+        assert_eq!(
+            pending_reason(&hungry, &drones, 2.0),
+            "no drone has 10000 MiB of memory for it (the largest is drone-1, with 8192 MiB)"
+        );
+        let mut busy = pending(1);
+        busy.spec.resources.cpus = Some(3.0);
+        assert_eq!(
+            pending_reason(&busy, &drones, 2.0),
+            "no drone has 3 cpus for it (the most any has is 2, on drone-0)"
+        );
+        let mut both = pending(2);
+        both.spec.resources.memory_mb = Some(6000);
+        both.spec.resources.cpus = Some(0.5);
+        let mut full = drones.clone();
+        full.usable[1].1.used_memory_mb = 4000;
+        assert_eq!(
+            pending_reason(&both, &full, 2.0),
+            "no drone has 2 slots, 6000 MiB and 0.5 cpus free now; it is placed when one has"
         );
     }
 }

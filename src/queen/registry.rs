@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::auth::{Identity, Keyring, Token};
 use crate::clock::unix_seconds;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One registration of one drone: its address and the name it was given. A drone that is removed
 /// and registers again is a new registration with a new name, so late news about the old one (a
@@ -48,6 +48,21 @@ pub struct Registration {
     pub exec: bool,
     /// How many slots of tasks it runs at once.
     pub slots: u32,
+    /// Its memory, cpus and containment.
+    pub offer: Offer,
+}
+
+/// What a drone that runs commands offers beside its slots: the memory and cpus its attempts may
+/// take together, and how it contains them. A drone that does not say offers none of either, so
+/// only tasks that ask for no memory and no cpus are placed on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// MiB.
+    pub memory_mb: u64,
+    /// Thousandths of a core.
+    pub millicpus: u32,
+    /// `cgroup-v2`, `cgroup-hybrid` or `process-group`; empty when the drone does not say.
+    pub containment: String,
 }
 
 /// What `/drones` shows of one drone.
@@ -69,6 +84,14 @@ pub struct DroneInfo {
     /// How many slots of tasks it runs at once, and how many its running attempts take.
     pub slots: u32,
     pub used: u32,
+    /// Its memory (MiB) and cpus, and how much of them its running attempts asked for.
+    pub memory_mb: u64,
+    pub used_memory_mb: u64,
+    pub cpus: f64,
+    pub used_cpus: f64,
+    /// How it contains its attempts: `cgroup-v2`, `cgroup-hybrid` or `process-group` (empty
+    /// when it does not say).
+    pub containment: String,
     /// Whether new placements on it are stopped.
     pub draining: bool,
 }
@@ -79,6 +102,7 @@ pub struct Schedulable {
     pub target: Target,
     pub boot: String,
     pub slots: u32,
+    pub offer: Offer,
     /// Slots its last probe showed taken by attempts the store does not count there (declared
     /// lost, yet still running until the drone has stopped them).
     pub stray_slots: u32,
@@ -100,6 +124,7 @@ pub struct Record {
     pub boot: String,
     pub exec: bool,
     pub slots: u32,
+    pub offer: Offer,
     pub draining: bool,
     /// Registrations under this name so far: when it grows, the drone showed life.
     pub registrations: u64,
@@ -131,6 +156,7 @@ struct Drone {
     boot: String,
     exec: bool,
     slots: u32,
+    offer: Offer,
     draining: bool,
     /// See [`Schedulable::stray_slots`].
     stray_slots: u32,
@@ -152,6 +178,7 @@ impl Drone {
             boot: record.boot.clone(),
             exec: record.exec,
             slots: record.slots,
+            offer: record.offer.clone(),
             draining: record.draining,
             stray_slots: 0,
             credential: record.credential.clone(),
@@ -272,6 +299,7 @@ impl Registry {
                 drone.boot.clone_from(&record.boot);
                 drone.exec = record.exec;
                 drone.slots = record.slots;
+                drone.offer.clone_from(&record.offer);
                 drone.draining = record.draining;
                 let again = record.registrations > drone.registrations;
                 if again {
@@ -384,6 +412,11 @@ impl Registry {
                     exec: drone.exec,
                     slots: drone.slots,
                     used: 0,
+                    memory_mb: drone.offer.memory_mb,
+                    used_memory_mb: 0,
+                    cpus: f64::from(drone.offer.millicpus) / 1000.0,
+                    used_cpus: 0.0,
+                    containment: drone.offer.containment.clone(),
                     draining: drone.draining,
                 };
                 (drone.order, info)
@@ -535,6 +568,7 @@ impl Registry {
                     },
                     boot: drone.boot.clone(),
                     slots: drone.slots,
+                    offer: drone.offer.clone(),
                     stray_slots: drone.stray_slots,
                 };
                 (drone.order, schedulable)
@@ -760,6 +794,7 @@ mod tests {
             boot: String::new(),
             exec: true,
             slots: 4,
+            offer: Offer::default(),
             draining: false,
             registrations: 1,
             credential: None,

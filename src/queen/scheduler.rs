@@ -38,14 +38,13 @@ use super::reconcile::{self, Placed};
 use super::registry::Target;
 use crate::client::{CallError, Client};
 use crate::clock::now;
-use crate::exec::KILL_GRACE;
 use crate::logging::quoted;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::tasks::{Change, Changed};
 use crate::tasks::index::Stored;
 use crate::tasks::lifecycle::{Event, Placement, Step, step};
-use crate::tasks::placement::{self, Capacity, Policy};
+use crate::tasks::placement::{self, Capacity, Policy, Want};
 use crate::tasks::wire::{DroneStatus, Start, StartAnswer, StartRequest, Started};
 use crate::tasks::{State, new_attempt_id};
 
@@ -253,18 +252,19 @@ impl Scheduler {
                 continue;
             };
             if let Step::Changed(next) = step(&stored.task, event(&id, &why), now()) {
-                told.push((stored.task.state, n, why));
+                told.push((stored.task.state, n, id, why));
                 changes.push(Change {
                     task: *next,
                     revision: stored.revision,
                 });
             }
         }
-        for ((from, n, why), outcome) in
+        for ((from, n, id, why), outcome) in
             told.into_iter().zip(self.store.change_tasks(changes, true))
         {
             if let Ok(Changed::Done(stored)) = outcome {
                 self.metrics.task_transition(Some(from), stored.task.state);
+                self.metrics.attempt_ended(&stored.task, &id);
                 warn!(
                     "task {} attempt {n} {what}: {why}; the task is {}",
                     stored.task.id, stored.task.state
@@ -301,12 +301,19 @@ impl Scheduler {
     /// them. Returns when the next pending task's backoff ends, if one waits.
     fn place(&self) -> Option<f64> {
         let drones = self.store.registry().schedulable();
-        let used = self.store.tasks().used_slots();
+        let used = self.store.tasks().used();
         let mut capacities: Vec<Capacity> = drones
             .iter()
-            .map(|drone| Capacity {
-                slots: drone.slots,
-                used: used.get(&drone.target.address).copied().unwrap_or(0) + drone.stray_slots,
+            .map(|drone| {
+                let used = used.get(&drone.target.address).copied().unwrap_or_default();
+                Capacity {
+                    slots: drone.slots,
+                    used: used.slots + drone.stray_slots,
+                    memory_mb: drone.offer.memory_mb,
+                    used_memory_mb: used.memory_mb,
+                    millicpus: drone.offer.millicpus,
+                    used_millicpus: used.millicpus,
+                }
             })
             .collect();
         let free: u32 = capacities
@@ -323,7 +330,7 @@ impl Scheduler {
         if free == 0 || due.is_empty() {
             return next_due;
         }
-        let wants: Vec<u32> = due.iter().map(|stored| stored.task.spec.slots).collect();
+        let wants: Vec<Want> = due.iter().map(|stored| stored.task.spec.want()).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let chosen = placement::place(&wants, &mut capacities, self.config.policy, turn);
         let mut changes = Vec::new();
@@ -434,6 +441,8 @@ impl Scheduler {
                     env: task.spec.env.clone(),
                     timeout_s: task.spec.timeout_s,
                     slots: task.spec.slots,
+                    resources: task.spec.resources.clone(),
+                    kill_timeout_s: task.spec.kill_timeout_s,
                 })
             })
             .collect();
@@ -562,7 +571,7 @@ impl Scheduler {
                         id: attempt.id.clone(),
                         started_at: attempt.started_at,
                         timeout_s: task.spec.timeout_s,
-                        kill_grace_s: KILL_GRACE.as_secs_f64(),
+                        kill_grace_s: task.spec.kill_timeout_s,
                         slots: task.spec.slots,
                         cancel_requested: task.cancel_requested,
                         confirmed_before,

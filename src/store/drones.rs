@@ -19,7 +19,7 @@ use crate::auth::Token;
 use crate::clock::unix_seconds;
 use crate::error::{Error, Result};
 use crate::logging::quoted;
-use crate::queen::registry::{Applied, Record, Registered, Registration, Target};
+use crate::queen::registry::{Applied, Offer, Record, Registered, Registration, Target};
 
 /// A registration through a queen is done or refused within this, waiting for its turn included:
 /// a drone gives up on its call after 2 s.
@@ -46,6 +46,9 @@ pub struct StoredDrone {
     /// How many slots of tasks it runs at once.
     #[serde(default)]
     slots: u32,
+    /// Its memory and cpus, and how it contains attempts.
+    #[serde(default)]
+    offer: Offer,
     /// Whether new placements on it are stopped.
     #[serde(default)]
     draining: bool,
@@ -88,6 +91,7 @@ impl StoredDrone {
             boot: self.boot.clone(),
             exec: self.exec,
             slots: self.slots,
+            offer: self.offer.clone(),
             draining: self.draining,
             registrations: self.registrations,
             credential: Token::new(&self.credential).ok(),
@@ -189,6 +193,7 @@ impl Store {
                         boot: registration.boot.clone(),
                         exec: registration.exec,
                         slots: registration.slots,
+                        offer: registration.offer.clone(),
                         registrations: stored.registrations + 1,
                         ..stored
                     };
@@ -216,6 +221,7 @@ impl Store {
                         boot: registration.boot.clone(),
                         exec: registration.exec,
                         slots: registration.slots,
+                        offer: registration.offer.clone(),
                         draining: false,
                         registrations: 1,
                         credential: fresh.secret().to_string(),

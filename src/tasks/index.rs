@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::placement::Want;
 use super::{State, Task};
 use crate::store::engine::Kv;
 
@@ -391,18 +392,20 @@ impl TaskIndex {
             .unwrap_or_default()
     }
 
-    /// Slots taken by running attempts, per drone address.
-    pub fn used_slots(&self) -> HashMap<String, u32> {
+    /// Slots, memory and cpus taken by running attempts, per drone address.
+    pub fn used(&self) -> HashMap<String, Want> {
         let inner = self.inner.lock();
         inner
             .running_on
             .iter()
             .map(|(address, ids)| {
-                let used = ids
-                    .iter()
-                    .filter_map(|id| inner.by_id.get(id))
-                    .map(|stored| stored.task.spec.slots)
-                    .sum();
+                let mut used = Want::default();
+                for stored in ids.iter().filter_map(|id| inner.by_id.get(id)) {
+                    let want = stored.task.spec.want();
+                    used.slots += want.slots;
+                    used.memory_mb += want.memory_mb;
+                    used.millicpus += want.millicpus;
+                }
                 (address.clone(), used)
             })
             .collect()
@@ -482,6 +485,8 @@ mod tests {
             retries: 0,
             retry_delay_s: 1.0,
             env: BTreeMap::new(),
+            resources: Default::default(),
+            kill_timeout_s: 5.0,
         }
     }
 
@@ -544,7 +549,7 @@ mod tests {
         assert!(index.put(*running.clone(), &kv(5, 7)));
         assert!(!index.put(task, &kv(5, 6)), "an older record arriving late");
         assert_eq!(index.counts(), [0, 1, 0, 0, 0]);
-        assert_eq!(index.used_slots()["a:1"], 2);
+        assert_eq!(index.used()["a:1"].slots, 2);
         assert_eq!(index.running_on("a:1").len(), 1);
         let Step::Changed(lost) = step(
             &running,
@@ -559,7 +564,7 @@ mod tests {
         assert_eq!(lost.attempts[0].state, AttemptState::Lost);
         index.put(*lost, &kv(5, 8));
         assert_eq!(index.counts(), [0, 0, 0, 1, 0]);
-        assert!(index.used_slots().is_empty());
+        assert!(index.used().is_empty());
         assert_eq!(index.finished_beyond(0, 10).len(), 1);
         index.forget("t", 8);
         assert_eq!(

@@ -6,7 +6,7 @@
 //! |----------------------------|---------------------------|-----------------------------------------------------|
 //! | [`Event::Place`]           | pending (due, not cancelled) | running, with a new running attempt              |
 //! | [`Event::End`] succeeded   | running (that attempt)    | succeeded                                           |
-//! | [`Event::End`] failed / timed out, [`Event::FailStart`], [`Event::Expire`] | running | pending after the backoff if retries are left, else failed |
+//! | [`Event::End`] failed / timed out / oom killed, [`Event::FailStart`], [`Event::Expire`] | running | pending after the backoff if retries are left, else failed |
 //! | [`Event::Lose`]            | running (that attempt)    | pending at once if retries are left, else failed    |
 //! | [`Event::Unplace`]         | running (that attempt)    | pending at once; the attempt never ran, so it is forgotten and costs no retry |
 //! | [`Event::End`] cancelled   | running                   | cancelled                                           |
@@ -90,6 +90,8 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
                 started_at: now,
                 ended_at: None,
                 exit_code: None,
+                exit_signal: None,
+                peak_memory_bytes: None,
                 reason: None,
                 late_report: None,
             });
@@ -103,8 +105,12 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
                 Ending::Failed => AttemptState::Failed,
                 Ending::TimedOut => AttemptState::TimedOut,
                 Ending::Cancelled => AttemptState::Cancelled,
+                Ending::OomKilled => AttemptState::OomKilled,
             };
             end_attempt(&mut next, state, ended.exit_code, &ended.reason, now);
+            let last = next.attempts.last_mut().expect("the attempt just ended");
+            last.exit_signal = ended.exit_signal;
+            last.peak_memory_bytes = ended.peak_memory_bytes;
             next.exit_code = ended.exit_code;
             next.stdout = ended.stdout.clone();
             next.stdout_truncated = ended.stdout_truncated;
@@ -116,7 +122,7 @@ pub fn step(task: &Task, event: Event, now: f64) -> Step {
                     next.reason = None;
                 }
                 Ending::Cancelled => cancelled(&mut next),
-                Ending::Failed | Ending::TimedOut => {
+                Ending::Failed | Ending::TimedOut | Ending::OomKilled => {
                     let why = format!("attempt {n} {}: {}", past(state), ended.reason);
                     after_failure(&mut next, n, false, why, now);
                 }
@@ -233,6 +239,7 @@ pub fn backoff(retry_delay_s: f64, n: u32) -> f64 {
 fn past(state: AttemptState) -> &'static str {
     match state {
         AttemptState::TimedOut => "timed out",
+        AttemptState::OomKilled => "was killed for memory",
         _ => "failed",
     }
 }
@@ -266,6 +273,8 @@ mod tests {
             retries,
             retry_delay_s: 1.0,
             env: BTreeMap::new(),
+            resources: Default::default(),
+            kill_timeout_s: 5.0,
         };
         Task::new("t".into(), spec, 100.0)
     }
@@ -284,6 +293,8 @@ mod tests {
         Ended {
             state,
             exit_code,
+            exit_signal: None,
+            peak_memory_bytes: None,
             reason: match exit_code {
                 Some(code) => format!("exit code {code}"),
                 None => "timed out after 60 s".into(),
@@ -603,6 +614,51 @@ mod tests {
         assert_eq!(t.attempts[0].state, AttemptState::TimedOut);
         assert_eq!(t.state, State::Pending, "retries apply");
         assert!(t.reason.unwrap().contains("attempt 1 timed out"));
+    }
+
+    #[test]
+    fn an_attempt_killed_for_memory_is_retried_like_a_failed_one_and_keeps_its_peak() {
+        let oom = Ended {
+            exit_signal: Some(9),
+            peak_memory_bytes: Some(64 << 20),
+            reason: "killed for memory: over its 64 MiB".into(),
+            ..ended(Ending::OomKilled, None)
+        };
+        let t = run(
+            task(1),
+            &[
+                Event::Place(&here(1)),
+                Event::End {
+                    attempt: "a1",
+                    ended: &oom,
+                },
+            ],
+        );
+        assert_eq!((t.state, t.not_before), (State::Pending, Some(103.0)));
+        let first = &t.attempts[0];
+        assert_eq!(
+            (first.state, first.exit_signal, first.peak_memory_bytes),
+            (AttemptState::OomKilled, Some(9), Some(64 << 20))
+        );
+        assert!(
+            t.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("attempt 1 was killed for memory: "),
+            "{:?}",
+            t.reason
+        );
+        let t = run(
+            task(0),
+            &[
+                Event::Place(&here(1)),
+                Event::End {
+                    attempt: "a1",
+                    ended: &oom,
+                },
+            ],
+        );
+        assert_eq!(t.state, State::Failed);
     }
 
     #[test]

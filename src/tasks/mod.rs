@@ -40,6 +40,25 @@ pub const MAX_RETRY_DELAY_SECS: f64 = 86_400.0;
 /// Longest wait between a failed attempt and the next: the exponential backoff stops here.
 pub const MAX_BACKOFF_SECS: f64 = 60.0;
 
+/// Bounds of a spec's `resources`: below 4 MB no program starts; the highest values are far past
+/// any machine, so a typo cannot overflow what the kernel is given.
+pub const MIN_MEMORY_MB: u64 = 4;
+pub const MAX_MEMORY_MB: u64 = 1 << 30;
+/// A cgroup's cpu quota is at least 1 ms per 100 ms period.
+pub const MIN_CPUS: f64 = 0.01;
+pub const MAX_CPUS: f64 = 4096.0;
+/// The kernel's highest `pid_max`.
+pub const MAX_PIDS: u32 = 4_194_304;
+
+/// How many processes an attempt may hold at once when its task does not say: enough for any
+/// build, few enough that a fork loop stops long before the machine's table fills.
+pub const DEFAULT_PIDS: u32 = 4096;
+
+/// How long a stopped attempt's processes get between SIGTERM and SIGKILL, unless the task says,
+/// and the longest a task may ask for.
+pub const DEFAULT_KILL_TIMEOUT_SECS: f64 = 5.0;
+pub const MAX_KILL_TIMEOUT_SECS: f64 = 300.0;
+
 /// What a user asks to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
@@ -47,15 +66,67 @@ pub struct Spec {
     pub command: Vec<String>,
     /// How much of a drone's capacity it takes while it runs.
     pub slots: u32,
-    /// Longest an attempt may run before its process group is ended.
+    /// Longest an attempt may run before it is stopped.
     pub timeout_s: f64,
     /// Further attempts after a failed, timed-out or lost one.
     pub retries: u32,
     /// Pause before the second attempt; it doubles with each attempt after (at most 60 s).
     pub retry_delay_s: f64,
-    /// Added to the drone's environment.
+    /// The command's environment beyond what the drone gives every command (see `exec/env.rs`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// What an attempt may use, enforced in its cgroup, and what placement counts on a drone.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Seconds between the SIGTERM that stops an attempt (cancelled, timed out) and the SIGKILL.
+    #[serde(default = "default_kill_timeout")]
+    pub kill_timeout_s: f64,
+}
+
+/// What one attempt of a task may use. Memory and cpus are also what the scheduler counts
+/// against a drone's capacity; `None` asks for no limit and counts nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Most memory its processes hold together, in MiB, swap included (there is none to use).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Most CPU time it gets, in cores: 0.25 is 25 ms in every 100 ms.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Most processes (and threads) it holds at once.
+    #[serde(default = "default_pids")]
+    pub pids: u32,
+}
+
+impl Default for Resources {
+    fn default() -> Resources {
+        Resources {
+            memory_mb: None,
+            cpus: None,
+            pids: DEFAULT_PIDS,
+        }
+    }
+}
+
+impl Resources {
+    /// The cpus asked for in thousandths of a core (0 when none), the unit placement adds up in,
+    /// so that sums of fractions never drift.
+    pub fn millicpus(&self) -> u32 {
+        self.cpus.map_or(0, millicpus)
+    }
+}
+
+/// `cpus` in thousandths of a core, rounded up so that a request is never counted smaller.
+pub fn millicpus(cpus: f64) -> u32 {
+    (cpus * 1000.0).ceil().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+fn default_pids() -> u32 {
+    DEFAULT_PIDS
+}
+
+fn default_kill_timeout() -> f64 {
+    DEFAULT_KILL_TIMEOUT_SECS
 }
 
 /// A task's state.
@@ -123,6 +194,32 @@ pub enum AttemptState {
     /// Its drone was removed or restarted, or no longer knows it.
     Lost,
     Cancelled,
+    /// The kernel killed it for going over its `memory_mb`.
+    OomKilled,
+}
+
+impl AttemptState {
+    /// Every state an attempt ends in, in the order `/metrics` lists them.
+    pub const ENDED: [AttemptState; 6] = [
+        AttemptState::Succeeded,
+        AttemptState::Failed,
+        AttemptState::TimedOut,
+        AttemptState::OomKilled,
+        AttemptState::Cancelled,
+        AttemptState::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptState::Running => "running",
+            AttemptState::Succeeded => "succeeded",
+            AttemptState::Failed => "failed",
+            AttemptState::TimedOut => "timed_out",
+            AttemptState::Lost => "lost",
+            AttemptState::Cancelled => "cancelled",
+            AttemptState::OomKilled => "oom_killed",
+        }
+    }
 }
 
 /// One try at running a task, on one drone.
@@ -145,6 +242,13 @@ pub struct Attempt {
     pub started_at: f64,
     pub ended_at: Option<f64>,
     pub exit_code: Option<i32>,
+    /// The signal that killed its command, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<i32>,
+    /// The most memory its processes held at once, in bytes, where its drone measures it (in a
+    /// cgroup with the memory controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
     pub reason: Option<String>,
     /// What its drone reported after the attempt had been replaced (lost, then placed again):
     /// recorded, and it changes nothing.
@@ -201,6 +305,15 @@ pub struct Summary<'a> {
 }
 
 impl Spec {
+    /// What an attempt of it takes on its drone, as placement counts it.
+    pub fn want(&self) -> placement::Want {
+        placement::Want {
+            slots: self.slots,
+            memory_mb: self.resources.memory_mb.unwrap_or(0),
+            millicpus: self.resources.millicpus(),
+        }
+    }
+
     /// The command as a shell would read it back: arguments quoted where they need it.
     pub fn command_line(&self) -> String {
         shell_words(self.command.iter().map(String::as_str))
@@ -379,6 +492,22 @@ impl Submission {
         let timeout_s = seconds(&mut fields, "timeout_s", 60.0, 1.0, MAX_TIMEOUT_SECS)?;
         let retries = whole(&mut fields, "retries", 0, 0, u64::from(MAX_RETRIES))? as u32;
         let retry_delay_s = seconds(&mut fields, "retry_delay_s", 1.0, 0.0, MAX_RETRY_DELAY_SECS)?;
+        let kill_timeout_s = seconds(
+            &mut fields,
+            "kill_timeout_s",
+            DEFAULT_KILL_TIMEOUT_SECS,
+            0.0,
+            MAX_KILL_TIMEOUT_SECS,
+        )?;
+        let resources = match fields.remove("resources") {
+            None | Some(Value::Null) => Resources::default(),
+            Some(Value::Object(asked)) => resources(asked)?,
+            Some(_) => {
+                return Err(
+                    "field \"resources\" must be an object like {\"memory_mb\": 512, \"cpus\": 0.5, \"pids\": 100}".into(),
+                );
+            }
+        };
         let env = match fields.remove("env") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(vars)) => vars
@@ -411,7 +540,7 @@ impl Submission {
         };
         if let Some(unknown) = fields.keys().next() {
             return Err(format!(
-                "unknown field {unknown:?}; a task has command, slots, timeout_s, retries, retry_delay_s, env and id"
+                "unknown field {unknown:?}; a task has command, slots, timeout_s, retries, retry_delay_s, env, resources, kill_timeout_s and id"
             ));
         }
         Ok(Submission {
@@ -423,9 +552,57 @@ impl Submission {
                 retries,
                 retry_delay_s,
                 env,
+                resources,
+                kill_timeout_s,
             },
         })
     }
+}
+
+/// A spec's `resources` object: each field optional, every mistake named as `resources.FIELD`.
+fn resources(mut asked: Map<String, Value>) -> Result<Resources, String> {
+    let memory_mb = match asked.remove("memory_mb") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(
+            n.as_u64()
+                .filter(|n| (MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "field \"resources.memory_mb\" must be a whole number of MiB from {MIN_MEMORY_MB} to {MAX_MEMORY_MB}"
+                    )
+                })?,
+        ),
+    };
+    let cpus = match asked.remove("cpus") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(
+            n.as_f64()
+                .filter(|n| n.is_finite() && (MIN_CPUS..=MAX_CPUS).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "field \"resources.cpus\" must be a number of cores above 0, from {MIN_CPUS} to {MAX_CPUS}"
+                    )
+                })?,
+        ),
+    };
+    let pids = whole(
+        &mut asked,
+        "pids",
+        u64::from(DEFAULT_PIDS),
+        1,
+        u64::from(MAX_PIDS),
+    )
+    .map_err(|why| why.replacen("\"pids\"", "\"resources.pids\"", 1))? as u32;
+    if let Some(unknown) = asked.keys().next() {
+        return Err(format!(
+            "unknown field \"resources.{unknown}\"; resources are memory_mb, cpus and pids"
+        ));
+    }
+    Ok(Resources {
+        memory_mb,
+        cpus,
+        pids,
+    })
 }
 
 /// The whole number `field` of `fields`, `default` when absent, within `low..=high`.
@@ -488,6 +665,12 @@ mod tests {
                     retries: 0,
                     retry_delay_s: 1.0,
                     env: BTreeMap::new(),
+                    resources: Resources {
+                        memory_mb: None,
+                        cpus: None,
+                        pids: 4096,
+                    },
+                    kill_timeout_s: 5.0,
                 }
             }
         );
@@ -498,6 +681,25 @@ mod tests {
         assert_eq!(full.id.as_deref(), Some("build-7"));
         assert_eq!((full.spec.slots, full.spec.retries), (2, 3));
         assert_eq!(full.spec.env["K"], "V");
+        let limited = Submission::parse(
+            br#"{"command": ["true"], "resources": {"memory_mb": 64, "cpus": 0.25, "pids": 20}, "kill_timeout_s": 30}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            limited.spec.resources,
+            Resources {
+                memory_mb: Some(64),
+                cpus: Some(0.25),
+                pids: 20
+            }
+        );
+        assert_eq!(
+            (
+                limited.spec.resources.millicpus(),
+                limited.spec.kill_timeout_s
+            ),
+            (250, 30.0)
+        );
     }
 
     #[test]
@@ -534,6 +736,35 @@ mod tests {
             (
                 r#"{"command": ["true"], "retires": 3}"#,
                 "unknown field \"retires\"",
+            ),
+            (
+                r#"{"command": ["true"], "resources": {"memory_mb": 3}}"#,
+                "\"resources.memory_mb\"",
+            ),
+            (
+                r#"{"command": ["true"], "resources": {"memory_mb": 1.5}}"#,
+                "\"resources.memory_mb\"",
+            ),
+            (
+                r#"{"command": ["true"], "resources": {"cpus": 0}}"#,
+                "\"resources.cpus\"",
+            ),
+            (
+                r#"{"command": ["true"], "resources": {"cpus": -1}}"#,
+                "\"resources.cpus\"",
+            ),
+            (
+                r#"{"command": ["true"], "resources": {"pids": 0}}"#,
+                "\"resources.pids\"",
+            ),
+            (
+                r#"{"command": ["true"], "resources": {"disk_mb": 5}}"#,
+                "\"resources.disk_mb\"",
+            ),
+            (r#"{"command": ["true"], "resources": 5}"#, "\"resources\""),
+            (
+                r#"{"command": ["true"], "kill_timeout_s": 301}"#,
+                "\"kill_timeout_s\"",
             ),
         ] {
             let err = Submission::parse(body.as_bytes()).unwrap_err();

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::{DEFAULT_KILL_TIMEOUT_SECS, Resources};
+
 /// How an attempt ended, as its drone saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -16,6 +18,8 @@ pub enum Ending {
     Failed,
     TimedOut,
     Cancelled,
+    /// The kernel killed it for going over its memory limit.
+    OomKilled,
 }
 
 /// One attempt to start: `POST /tasks` on a drone carries a list of these.
@@ -30,6 +34,16 @@ pub struct Start {
     pub env: BTreeMap<String, String>,
     pub timeout_s: f64,
     pub slots: u32,
+    /// The limits its cgroup enforces.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Seconds from SIGTERM to SIGKILL when it is stopped.
+    #[serde(default = "default_kill_timeout")]
+    pub kill_timeout_s: f64,
+}
+
+fn default_kill_timeout() -> f64 {
+    DEFAULT_KILL_TIMEOUT_SECS
 }
 
 /// `POST /tasks` on a drone.
@@ -71,6 +85,12 @@ pub struct StartAnswer {
 pub struct Ended {
     pub state: Ending,
     pub exit_code: Option<i32>,
+    /// The signal that killed the command, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<i32>,
+    /// The most memory the attempt's processes held at once, where the drone measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
     pub reason: String,
     #[serde(default)]
     pub stdout: String,

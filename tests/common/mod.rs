@@ -173,6 +173,61 @@ impl Drop for Larve {
     }
 }
 
+/// A drone whose work root is in a test's scratch directory. Dropped (before the directory), it
+/// is killed and its reaper waited for, so that the reaper ends its attempts and removes its
+/// cgroups before the directory that names them goes, whether the test passed or not.
+pub struct RootedDrone(pub Larve);
+
+impl Drop for RootedDrone {
+    fn drop(&mut self) {
+        let reaper = find_reaper(self.0.pid());
+        self.0.kill();
+        let deadline = std::time::Instant::now() + SOON;
+        while reaper.is_some_and(runs) && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl std::ops::Deref for RootedDrone {
+    type Target = Larve;
+
+    fn deref(&self) -> &Larve {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RootedDrone {
+    fn deref_mut(&mut self) -> &mut Larve {
+        &mut self.0
+    }
+}
+
+/// The reaper of `drone`, if it has one now.
+pub fn find_reaper(drone: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let parent: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let is_reap = cmdline.split(|b| *b == 0).nth(1) == Some(b"reap".as_slice());
+            (parent == drone && is_reap).then_some(pid)
+        })
+}
+
+/// Whether process `pid` runs (a zombie does not: it runs no code and holds nothing).
+pub fn runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            state.flatten().is_some_and(|s| s != 'Z')
+        })
+        .unwrap_or(false)
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -27,7 +27,7 @@ options:
                       scenario 9, 20,000 in 12, 400 in 13; one flood of 3 s in 15 (not three
                       of 10 s); 2 rounds of 2 s in 16
   --only LIST         run only these scenarios, by number or name, e.g. --only
-                      1,4,durable-store-recovery (default: all)
+                      1,4,durable-store-recovery,containment (default: all)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
                       fails)
   -h, --help          print this help
@@ -42,7 +42,10 @@ heads, 1,000 silent connections plain and TLS, close_notify after a ClientHello)
 front (against the larve from before it, and TLS on every leg against plain); the durable store
 (--data-dir) beside the memory one: durable-store-task-submission (scenario 10's load),
 durable-store-task-throughput (scenario 9's hive), durable-store-recovery (a queen killed with
-100,000 tasks in her data dir, started again)";
+100,000 tasks in her data dir, started again); containment (10,000 `true` tasks with cgroups
+against process groups, the containment's CPU per attempt, fork against posix_spawn, cancels of
+tasks that handle SIGTERM); scoped-tokens (POST /tasks with a submit client token against the
+cluster token)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -124,6 +127,14 @@ const FULL_ENDLESS_FLOODS: usize = 3;
 const QUICK_ENDLESS_FLOODS: usize = 1;
 const FULL_SLOW_PROBES: usize = 50;
 const QUICK_SLOW_PROBES: usize = 20;
+
+/// Containment: tasks through each hive per round, rounds, and cancels measured.
+const FULL_CONTAINMENT_TASKS: usize = 10_000;
+const QUICK_CONTAINMENT_TASKS: usize = 2_000;
+const FULL_CONTAINMENT_ROUNDS: usize = 2;
+const QUICK_CONTAINMENT_ROUNDS: usize = 1;
+const FULL_CANCELS: usize = 100;
+const QUICK_CANCELS: usize = 20;
 
 /// Scenario 16: rounds (one run of each hive each), and each run's length.
 const FULL_FRONT_COST_ROUNDS: usize = 5;
@@ -272,6 +283,10 @@ pub struct Plan {
     /// Scenario 16: rounds, and each run's length.
     pub front_cost_rounds: usize,
     pub front_cost_length: Duration,
+    /// Containment: tasks through each hive per round, rounds, and cancels measured.
+    pub containment_tasks: usize,
+    pub containment_rounds: usize,
+    pub cancels: usize,
 }
 
 impl Plan {
@@ -327,6 +342,9 @@ impl Plan {
                 FULL_FRONT_COST_SECS,
                 QUICK_FRONT_COST_SECS,
             )),
+            containment_tasks: pick(quick, FULL_CONTAINMENT_TASKS, QUICK_CONTAINMENT_TASKS),
+            containment_rounds: pick(quick, FULL_CONTAINMENT_ROUNDS, QUICK_CONTAINMENT_ROUNDS),
+            cancels: pick(quick, FULL_CANCELS, QUICK_CANCELS),
         }
     }
 

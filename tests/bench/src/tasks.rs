@@ -256,6 +256,26 @@ impl TaskClient {
         }
     }
 
+    /// `DELETE /tasks/ID` on `queen`: the task as her answer shows it (cancelled once its drone
+    /// has stopped it, if that took less than her wait).
+    pub fn cancel(&self, queen: &Larve, id: &str) -> Result<TaskView> {
+        let url = format!("http://{}/tasks/{id}", queen.address());
+        let mut reply = self
+            .agent
+            .delete(&url)
+            .call()
+            .map_err(|e| format!("DELETE {url}: {e}"))?;
+        let status = reply.status().as_u16();
+        let text = reply
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("DELETE {url}: {e}"))?;
+        if status != 200 {
+            return Err(format!("DELETE {url}: HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("DELETE {url}: {e}"))
+    }
+
     /// The whole answer to `GET url` (200 expected) within `limit`.
     fn get_text(&self, url: &str, limit: Duration) -> Result<String> {
         let (status, body) = control::get(&self.agent, url, Some(limit))?;

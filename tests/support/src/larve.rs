@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -30,6 +31,10 @@ pub struct Launch {
     pub env: Vec<(&'static str, String)>,
     /// A lower limit on open file descriptors (`ulimit -n`).
     pub max_open_files: Option<u32>,
+    /// A user id to run as (its group id the same, no other groups) instead of the caller's.
+    pub user: Option<u32>,
+    /// A limit on the processes and threads its user may have at once (`RLIMIT_NPROC`).
+    pub max_processes: Option<u32>,
 }
 
 impl Launch {
@@ -92,6 +97,26 @@ impl Launcher {
         command.args(args).env_remove(TOKEN_ENV);
         for (name, value) in &launch.env {
             command.env(name, value);
+        }
+        if let Some(user) = launch.user {
+            // std drops the supplementary groups too when root changes its user.
+            command.uid(user).gid(user);
+        }
+        if let Some(most) = launch.max_processes {
+            let limit = libc::rlimit {
+                rlim_cur: libc::rlim_t::from(most),
+                rlim_max: libc::rlim_t::from(most),
+            };
+            // SAFETY: setrlimit is async-signal-safe, and `limit` is a copy the closure owns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NPROC, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         Ok(Larve {
             process: Process::spawn(command, &stdout_path, &stderr_path)?,

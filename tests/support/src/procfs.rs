@@ -66,6 +66,46 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
     }
 }
 
+/// CPU time process `pid` has used with its children it has waited for, user and system, in clock
+/// ticks (`/proc/PID/stat`): what a drone spends on the commands it runs, theirs included.
+pub fn cpu_ticks_with_children(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or_else(|| format!("/proc/{pid}/stat is not a stat line"))?
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 to 17 of the line: utime, stime, cutime, cstime.
+    (11..15)
+        .map(|i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum::<Option<u64>>()
+        .ok_or_else(|| format!("/proc/{pid}/stat has no CPU times"))
+}
+
+/// CPU time the whole machine has spent doing anything but waiting, in clock ticks (the `cpu`
+/// line of `/proc/stat`: user, nice, system, irq, softirq and steal). It counts what no one
+/// process does, such as the kernel's workers.
+pub fn machine_busy_ticks() -> Result<u64> {
+    let stat = fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    let line = stat
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .ok_or("/proc/stat has no cpu line")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    Ok(busy)
+}
+
 /// A process's open descriptors and threads at one instant: what a request may leave behind.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Usage {

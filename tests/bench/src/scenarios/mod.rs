@@ -20,9 +20,14 @@
 //! sees a request: [`front_door`] attacks it as an unauthenticated client would (huge declared
 //! bodies, endless heads, silent connections, a TLS input that made rustls loop), and
 //! [`front_cost`] weighs what it costs against the larve from before it, and what TLS costs on top.
+//!
+//! Scenarios from here on are named, not numbered: [`containment`] weighs what holding every
+//! attempt in a cgroup costs against process groups, and how fast a cancel ends a task that
+//! handles SIGTERM.
 
 mod big_body;
 mod burst;
+mod containment;
 mod detection;
 mod drone_loss;
 mod durable_recovery;
@@ -175,6 +180,18 @@ impl Bench {
         count: usize,
         slots: u32,
     ) -> Result<Vec<Larve>> {
+        self.exec_drones_with(queens, label, count, slots, &[])
+    }
+
+    /// [`Bench::exec_drones_of`] with `extra` flags for each drone.
+    pub fn exec_drones_with(
+        &self,
+        queens: &[&Larve],
+        label: &str,
+        count: usize,
+        slots: u32,
+        extra: &[String],
+    ) -> Result<Vec<Larve>> {
         self.start_drones(
             &self.launcher,
             &self.control,
@@ -182,7 +199,7 @@ impl Bench {
             label,
             count,
             |name| {
-                vec![
+                let mut args: Vec<String> = vec![
                     "--allow-exec".into(),
                     "--slots".into(),
                     slots.to_string(),
@@ -191,7 +208,9 @@ impl Bench {
                         .join(format!("{name}.work"))
                         .to_string_lossy()
                         .into_owned(),
-                ]
+                ];
+                args.extend_from_slice(extra);
+                args
             },
         )
     }
@@ -241,7 +260,7 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 20] = [
+const ALL: [(&str, Scenario); 21] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -261,6 +280,7 @@ const ALL: [(&str, Scenario); 20] = [
     (durable_submission::LABEL, durable_submission::run),
     (durable_throughput::LABEL, durable_throughput::run),
     (durable_recovery::LABEL, durable_recovery::run),
+    (containment::LABEL, containment::run),
     (scoped_tokens::LABEL, scoped_tokens::run),
 ];
 

@@ -291,7 +291,7 @@ fn etcd_hive(bench: &Bench, n: usize) -> Result<HiveRun> {
 
 /// Submits `n` tasks of `batch` through `queens`, waits until `reader` sees every one ended, and
 /// reads them back from her.
-fn through(
+pub(super) fn through(
     bench: &Bench,
     queens: &[&Larve],
     reader: &Larve,

@@ -17,7 +17,7 @@ use crate::config::{Config, QueenConfig, RoleConfig, StartError, StoreConfig};
 use crate::drone::{self, Drone};
 use crate::front::BodyLimits;
 use crate::metrics::Metrics;
-use crate::queen::recheck::Recheck;
+use crate::queen::liveness::Liveness;
 use crate::queen::scheduler::{Scheduler, SchedulerConfig};
 use crate::queen::{self, Queen};
 use crate::server::{self, MAX_LONG_POLLS};
@@ -102,7 +102,7 @@ fn stop(signal: &str, last_words: impl FnOnce()) {
 }
 
 /// A queen and everything she owns: her store (in memory, or etcd with an election), her client
-/// for drones, the re-checks and the scheduler; she calls drones with `credentials`' TLS and each
+/// for drones, liveness and the scheduler; she calls drones with `credentials`' TLS and each
 /// drone's own credential, never the cluster token.
 pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<Metrics>) -> Queen {
     let credentials = Credentials {
@@ -129,12 +129,6 @@ pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<M
         IDLE_CONNECTIONS,
         credentials.clone(),
     );
-    let recheck = Arc::new(Recheck::new(
-        store.registry().clone(),
-        credentials.clone(),
-        config.heartbeat.timeout,
-        metrics.clone(),
-    ));
     let scheduler = Scheduler::new(
         store.clone(),
         client.clone(),
@@ -145,15 +139,14 @@ pub fn build_queen(config: QueenConfig, credentials: Credentials, metrics: Arc<M
         },
         metrics.clone(),
     );
-    Queen::new(
-        config,
-        store,
-        client,
-        credentials,
-        recheck,
-        scheduler,
-        metrics,
-    )
+    let liveness = Arc::new(Liveness::new(
+        config.heartbeat,
+        store.clone(),
+        scheduler.clone(),
+        credentials.tls.as_ref().map(|tls| tls.rustls_config()),
+        metrics.clone(),
+    ));
+    Queen::new(config, store, client, liveness, scheduler, metrics)
 }
 
 /// Starts the HTTP server for `role` behind `gate`, with its `workers` handler threads and its

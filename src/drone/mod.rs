@@ -1,12 +1,14 @@
 //! The drone: does the tasks it is handed, runs the attempts queens place on it (with
 //! `--allow-exec`), reports how they ended, and keeps itself registered with its queens.
 //!
-//! - [`registration`]: registering, and registering again when no queen checks on it any more;
+//! - [`registration`]: registering, and registering again when its queens no longer know it;
+//! - [`lease`]: renewing its lease with the leader every interval (with a Hive queen);
 //! - [`attempts`]: the attempts it runs, its slots, and the ended ones waiting to be reported;
 //! - [`reports`]: the thread that sends those reports to a queen until one records them;
 //! - `exec` (at the crate's top): running one attempt's command.
 
 pub mod attempts;
+mod lease;
 mod registration;
 mod reports;
 
@@ -153,7 +155,8 @@ pub fn run(
         .advertise
         .clone()
         .unwrap_or_else(|| local.to_string());
-    let client = Client::new(2, 2, credentials);
+    let client = Client::new(2, 2, credentials.clone());
+    let renewals = Client::new(0, 0, credentials);
     // Held for the life of the process: the work root's lock, and the pipe to the reaper that ends
     // this drone's attempts when the drone ends.
     let mut _watched = None;
@@ -207,6 +210,7 @@ pub fn run(
     Registration {
         drone: drone.clone(),
         client,
+        renewals,
         queens: config.queens,
         current: 0,
         advertise,

@@ -1,13 +1,13 @@
 //! The queen: keeps the registry and the tasks, hands the tutorial's tasks to live drones, takes
-//! drones' reports, and runs the heartbeat, the re-checks and the scheduler.
+//! drones' reports and lease renewals, and runs liveness and the scheduler.
 //!
 //! - [`registry`]: the drones, as this queen knows them, and their health as she has seen it;
-//! - [`heartbeat`]: the loop that probes drones and removes the dead;
-//! - [`recheck`]: probing at once, then every second, a drone that failed a task;
-//! - [`scheduler`]: the leader's loop that places tasks, starts and stops attempts.
+//! - [`liveness`]: leases, probes of the drones that are due, re-checks of drones that failed a
+//!   task, and removal of the dead;
+//! - [`scheduler`]: the leader's loop that places tasks, starts and stops attempts;
+//! - [`reconcile`]: what the leader makes of a drone's list of attempts (pure).
 
-pub mod heartbeat;
-pub mod recheck;
+pub mod liveness;
 pub mod reconcile;
 pub mod registry;
 pub mod scheduler;
@@ -16,14 +16,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use crate::address;
 use crate::auth::Keyring;
-use crate::client::{CallError, Client, Credentials};
+use crate::client::{CallError, Client};
 use crate::clock::now;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
@@ -34,20 +33,20 @@ use crate::store::tasks::{Change, Changed};
 use crate::store::{Store, StoreHealth};
 use crate::tasks::index::{Page, Stored};
 use crate::tasks::lifecycle::{Event, Step, step};
-use crate::tasks::wire::{Reports, ReportsAnswer};
+use crate::tasks::wire::{Renewal, RenewalAnswer, Reports, ReportsAnswer};
 use crate::tasks::{State, Submission, Task, new_id};
-use heartbeat::Heartbeat;
-use recheck::Recheck;
-use registry::{DroneInfo, Registered, Registration, Target};
+use liveness::Liveness;
+use registry::{DroneInfo, Registered, Registration, Summary, Target};
 use scheduler::Scheduler;
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
 pub const HANDLER_THREADS: usize = 32;
 
-/// Bodies a queen takes beyond the default 64 KiB: a drone's report carries a task's output.
+/// Bodies a queen takes beyond the default 64 KiB: a drone's report carries a task's output, and
+/// its lease renewal the list of every attempt it runs or has ended.
 pub const BODY_LIMITS: BodyLimits = BodyLimits {
-    by_path: &[("/reports", 1024 * 1024)],
+    by_path: &[("/reports", 1024 * 1024), ("/lease", 1024 * 1024)],
 };
 
 /// Drones out of rotation a submit tries when no available drone took its task.
@@ -71,13 +70,20 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 pub struct Queen {
     store: Arc<Store>,
     client: Client,
-    recheck: Arc<Recheck>,
+    liveness: Arc<Liveness>,
     scheduler: Arc<Scheduler>,
     config: QueenConfig,
-    /// What she shows drones with every probe: the token, and with TLS her certificate.
-    credentials: Credentials,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+}
+
+/// Why a queen did not take a renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRenewed {
+    /// She does not lead; the leader, as far as she knows, is at this address.
+    Leader(String),
+    /// Something the caller can act on otherwise (no queen leads now, no such drone).
+    Error(Error),
 }
 
 /// What became of a `POST /tasks`.
@@ -90,21 +96,20 @@ pub enum Created {
 }
 
 impl Queen {
-    /// A queen over `store`; `client` calls drones (with `credentials`) for tasks and stops.
+    /// A queen over `store`; `client` calls drones for tasks and stops, `liveness` knows which
+    /// drones are alive.
     pub fn new(
         config: QueenConfig,
         store: Arc<Store>,
         client: Client,
-        credentials: Credentials,
-        recheck: Arc<Recheck>,
+        liveness: Arc<Liveness>,
         scheduler: Arc<Scheduler>,
         metrics: Arc<Metrics>,
     ) -> Queen {
         Queen {
             store,
             client,
-            credentials,
-            recheck,
+            liveness,
             scheduler,
             config,
             metrics,
@@ -141,9 +146,50 @@ impl Queen {
         Ok(registered)
     }
 
-    /// The pause between heartbeat rounds, which drones are told so they notice a lost queen.
+    /// The interval of leases and probes, which drones are told: a Hive drone renews its lease
+    /// every interval, a tutorial drone notices a lost queen after three without a probe.
     pub fn heartbeat_interval_secs(&self) -> f64 {
         self.config.heartbeat.interval.as_secs_f64()
+    }
+
+    /// Renews the lease of the drone at `drone` (by its credential) with what `renewal` says it
+    /// runs. Only the leader takes renewals: they live in her memory, never in the store.
+    pub fn renew(
+        &self,
+        drone: &str,
+        renewal: &Renewal,
+    ) -> std::result::Result<RenewalAnswer, NotRenewed> {
+        if !self.store.leads() {
+            return Err(match self.store.other_leader() {
+                Some(leader) => NotRenewed::Leader(leader),
+                None => NotRenewed::Error(Error::NotReady(
+                    "no queen leads now, so no lease is renewed; try again shortly".into(),
+                )),
+            });
+        }
+        let now = Instant::now();
+        let Some(renewed) = self.store.registry().renew(drone, renewal.after, now) else {
+            return Err(NotRenewed::Error(Error::NotFound(format!(
+                "drone at {drone:?}; it was removed: register again"
+            ))));
+        };
+        self.metrics.leases_renewed.inc();
+        let target = &renewed.target;
+        if renewed.back_in_rotation {
+            info!(
+                "{} ({}) renewed its lease; it takes tasks",
+                target.name,
+                quoted(&target.address)
+            );
+        }
+        if !renewal.status.boot.is_empty() {
+            self.scheduler
+                .reconcile(target, &renewal.status, renewed.listed_after, now);
+        }
+        Ok(RenewalAnswer {
+            lease_interval: self.heartbeat_interval_secs(),
+            renewal: renewed.id,
+        })
     }
 
     /// Hands `text` to a drone and returns the name of the drone that took it: the available drones
@@ -165,27 +211,35 @@ impl Queen {
     /// At least once: a drone that timed out may have run the task before another one runs it too.
     fn place(&self, text: &str) -> Result<String> {
         let registry = self.store.registry();
-        let (mut available, mut out_of_rotation) = registry.rotation();
-        if available.is_empty() && out_of_rotation.is_empty() {
+        if registry.is_empty() {
             return Err(match self.store.unreachable() {
                 Some(why) => Error::StoreUnavailable(why),
                 None => Error::NoDrones,
             });
         }
-        fastrand::shuffle(&mut available);
-        fastrand::shuffle(&mut out_of_rotation);
-        out_of_rotation.truncate(MAX_TRIES_OUT_OF_ROTATION);
         let deadline = Instant::now() + self.config.task_timeout * SUBMIT_BUDGET_TASK_TIMEOUTS;
         let mut failures = Vec::new();
-        for target in available.into_iter().chain(out_of_rotation) {
+        let mut tried: Vec<Target> = Vec::new();
+        let mut out_of_rotation = 0;
+        loop {
+            // Drones in rotation first, then a few out of it; each drawn when its turn comes, so
+            // a submit costs the same among ten drones or ten thousand.
+            let target = match registry.pick(true, &tried) {
+                Some(target) => target,
+                None if out_of_rotation < MAX_TRIES_OUT_OF_ROTATION => {
+                    out_of_rotation += 1;
+                    match registry.pick(false, &tried) {
+                        Some(target) => target,
+                        None => break,
+                    }
+                }
+                None => break,
+            };
+            tried.push(target.clone());
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 failures.push("no time left for the other drones".to_string());
                 break;
-            }
-            // The heartbeat may have removed it meanwhile.
-            if !registry.contains(&target) {
-                continue;
             }
             let timeout = self.config.task_timeout.min(left);
             match self.hand_over(text, &target, failures.len(), timeout) {
@@ -244,7 +298,7 @@ impl Queen {
                 } else {
                     "it was out of rotation already"
                 };
-                self.recheck.suspect(target);
+                self.liveness.suspect(target);
                 warn!(
                     "task {} not taken by {} ({}): {e}; {consequence}",
                     quoted(text),
@@ -311,7 +365,7 @@ impl Queen {
             None => self.store.tasks().get(id).map(|stored| stored.task),
         };
         let task = task.ok_or_else(|| Error::NotFound(format!("task {id:?}")))?;
-        Ok(self.shown(&task, &self.drone_summary()))
+        Ok(self.shown(&task, &mut None))
     }
 
     /// A page of tasks, newest first.
@@ -327,9 +381,12 @@ impl Queen {
                 after.unwrap_or_default()
             ))
         })?;
-        let drones = self.drone_summary();
+        let mut drones = None;
         Ok((
-            tasks.iter().map(|task| self.shown(task, &drones)).collect(),
+            tasks
+                .iter()
+                .map(|task| self.shown(task, &mut drones))
+                .collect(),
             next,
         ))
     }
@@ -368,7 +425,7 @@ impl Queen {
         {
             self.scheduler.stop(&attempt.address, &attempt.id);
             if let Some(task) = tasks.wait(id, CANCEL_WAIT) {
-                return Ok(self.shown(&task, &self.drone_summary()));
+                return Ok(self.shown(&task, &mut None));
             }
         }
         self.task(id, None)
@@ -510,38 +567,29 @@ impl Queen {
         drones
     }
 
-    /// What the reasons of pending tasks are worked out from, once per answer.
+    /// What the reasons of pending tasks are worked out from: a look at every drone, so taken
+    /// only for an answer that shows a pending task, and once per answer.
     fn drone_summary(&self) -> DroneSummary {
-        let drones = self.drones();
-        let usable: Vec<&DroneInfo> = drones
-            .iter()
-            .filter(|d| d.exec && d.available && !d.draining)
-            .collect();
+        let used = self.store.tasks().used_slots();
         DroneSummary {
-            registered: drones.len(),
-            exec: drones.iter().filter(|d| d.exec).count(),
-            most_slots: usable.iter().map(|d| d.slots).max().unwrap_or(0),
-            most_free: usable
-                .iter()
-                .map(|d| d.slots.saturating_sub(d.used))
-                .max()
-                .unwrap_or(0),
-            usable: usable.len(),
+            drones: self.store.registry().summary(&used),
             led: self.store.has_leader(),
         }
     }
 
-    /// `task` as the API shows it: a pending task says why it waits.
-    fn shown(&self, task: &Task, drones: &DroneSummary) -> Task {
+    /// `task` as the API shows it: a pending task says why it waits. `drones` is the summary the
+    /// answer worked out so far, if any.
+    fn shown(&self, task: &Task, drones: &mut Option<DroneSummary>) -> Task {
         let mut shown = task.clone();
         if task.state == State::Pending {
+            let drones = drones.get_or_insert_with(|| self.drone_summary());
             shown.reason = Some(pending_reason(task, drones, now()));
         }
         shown
     }
 
-    /// Runs the queen's threads once her server is up at `local`: the store's, re-checks and the
-    /// scheduler on threads of their own, the heartbeat on this one, for the life of the process.
+    /// Runs the queen's threads once her server is up at `local`: the store's and the scheduler
+    /// on threads of their own, liveness on this one, for the life of the process.
     pub fn run(&self, local: SocketAddr) -> StartError {
         let me = self
             .config
@@ -551,30 +599,17 @@ impl Queen {
         if let Err(e) = self.store.start(me) {
             return StartError::Io(format!("cannot start the store's threads: {e}"));
         }
-        let recheck = self.recheck.clone();
-        if let Err(e) = thread::Builder::new()
-            .name("recheck".into())
-            .spawn(move || recheck.run())
-        {
-            return StartError::Io(format!("cannot start the re-check thread: {e}"));
-        }
         if let Err(e) = self.scheduler.clone().start() {
             return StartError::Io(format!("cannot start the scheduler thread: {e}"));
         }
         self.ready.store(true, Ordering::Relaxed);
         let heartbeat = self.config.heartbeat;
         info!(
-            "queen listening on {local}; heartbeat every {:?}, {} tries of {:?}, {:?} apart",
+            "queen listening on {local}; leases and probes every {:?}, probes of {} tries of {:?}, {:?} apart",
             heartbeat.interval, heartbeat.attempts, heartbeat.timeout, heartbeat.retry_delay
         );
-        Heartbeat::new(
-            heartbeat,
-            self.store.clone(),
-            self.scheduler.clone(),
-            self.credentials.clone(),
-            self.metrics.clone(),
-        )
-        .run()
+        let e = self.liveness.run();
+        StartError::Io(format!("cannot start the liveness thread: {e}"))
     }
 }
 
@@ -617,16 +652,13 @@ fn log_end(task: &Task, id: &str, from: &str) {
 /// What the queen knows of her drones, to say why a task waits.
 #[derive(Debug, Clone, Copy)]
 struct DroneSummary {
-    registered: usize,
-    exec: usize,
-    usable: usize,
-    most_slots: u32,
-    most_free: u32,
+    drones: Summary,
     led: bool,
 }
 
 /// Why pending `task` waits, at Unix time `now`.
-fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
+fn pending_reason(task: &Task, summary: &DroneSummary, now: f64) -> String {
+    let drones = &summary.drones;
     if let Some(at) = task.not_before
         && at > now
     {
@@ -655,7 +687,7 @@ fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
     if drones.most_free < slots {
         return format!("no drone has {slots} free slots now; it is placed when one has");
     }
-    if !drones.led {
+    if !summary.led {
         return "no queen leads now, so nothing is placed (is the store reachable?)".into();
     }
     "waiting for the scheduler".into()
@@ -680,28 +712,26 @@ mod tests {
 
     #[test]
     fn a_pending_task_says_why_it_waits() {
-        let none = DroneSummary {
+        let summary = |drones: Summary| DroneSummary { drones, led: true };
+        let none = Summary {
             registered: 2,
-            exec: 0,
-            usable: 0,
-            most_slots: 0,
-            most_free: 0,
-            led: true,
+            ..Summary::default()
         };
-        assert!(pending_reason(&pending(1), &none, 2.0).contains("--allow-exec"));
-        let draining = DroneSummary { exec: 1, ..none };
-        assert!(pending_reason(&pending(1), &draining, 2.0).contains("draining"));
-        let small = DroneSummary {
+        assert!(pending_reason(&pending(1), &summary(none), 2.0).contains("--allow-exec"));
+        let draining = Summary { exec: 1, ..none };
+        assert!(pending_reason(&pending(1), &summary(draining), 2.0).contains("draining"));
+        let small = Summary {
             usable: 1,
             most_slots: 2,
             most_free: 2,
             ..draining
         };
+        let small = summary(small);
         assert!(pending_reason(&pending(4), &small, 2.0).contains("no drone has 4 slots"));
-        let busy = DroneSummary {
+        let busy = summary(Summary {
             most_free: 0,
-            ..small
-        };
+            ..small.drones
+        });
         assert!(pending_reason(&pending(1), &busy, 2.0).contains("free slots"));
         let mut waiting = pending(1);
         waiting.not_before = Some(5.0);

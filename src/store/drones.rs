@@ -57,6 +57,10 @@ pub struct StoredDrone {
     /// queen reads it here; `/drones` never shows it.
     #[serde(default)]
     credential: String,
+    /// Whether it renews a lease (a Hive drone), so every queen, and the next leader, know
+    /// which drones to probe on a schedule.
+    #[serde(default)]
+    renews: bool,
 }
 
 impl StoredDrone {
@@ -91,6 +95,7 @@ impl StoredDrone {
             draining: self.draining,
             registrations: self.registrations,
             credential: Token::new(&self.credential).ok(),
+            renews: self.renews,
         }
     }
 
@@ -189,6 +194,7 @@ impl Store {
                         boot: registration.boot.clone(),
                         exec: registration.exec,
                         slots: registration.slots,
+                        renews: registration.renews,
                         registrations: stored.registrations + 1,
                         ..stored
                     };
@@ -219,6 +225,7 @@ impl Store {
                         draining: false,
                         registrations: 1,
                         credential: fresh.secret().to_string(),
+                        renews: registration.renews,
                     };
                     let txn = match next_id {
                         Some(kv) => Txn::new().if_modified_at(counter, kv.mod_revision),

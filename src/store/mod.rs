@@ -125,6 +125,12 @@ impl Store {
         self.leadership.term().is_some()
     }
 
+    /// The `host:port` of the queen that leads, when another one does, as far as this one knows.
+    pub fn other_leader(&self) -> Option<String> {
+        let (leads, leader) = self.leadership.view();
+        leader.filter(|leader| !leads && leader != self.me())
+    }
+
     /// Whether any queen leads, as far as this one knows.
     pub fn has_leader(&self) -> bool {
         let (leads, leader) = self.leadership.view();

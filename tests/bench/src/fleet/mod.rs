@@ -1,48 +1,59 @@
-//! A simulated fleet: fake drones on loopback, so a queen can heartbeat a thousand of them (the
-//! scale scenario) and queens can take a thousand registrations (several queens). Answering drones
-//! speak just enough HTTP/1.1 to pass probes and take tasks; refusing drones are ports that were
-//! bound and closed; never-answering drones are listeners that never accept. Dropping the
-//! [`Fleet`] stops every thread it started.
+//! A simulated fleet: fake drones on loopback, ten thousand in one process, so a queen can be
+//! measured holding a fleet (the liveness scenarios) and queens can take a thousand registrations
+//! (several queens).
+//!
+//! - **Answering drones** ([`server`]): one thread serves every one of them, their listeners and
+//!   connections on one epoll. Some **renew leases** as Hive drones do ([`leases`]: registered by
+//!   [`Fleet::join`], renewed by a few threads for all of them); the others (**good**) only answer
+//!   probes, as the tutorial's do, and are registered by the caller.
+//! - **Refusing drones** are ports that were bound and closed: a probe is refused at once.
+//! - **Silent drones** are listeners that never accept: the kernel completes connections into
+//!   their backlog and nothing ever answers, so each probe try waits out its timeout.
+//!
+//! The process's descriptor limit is raised to what the fleet needs. Dropping the [`Fleet`] stops
+//! every thread it started.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod leases;
+mod server;
+
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use hive_support::wait;
+use socket2::{Domain, Socket, Type};
 
 use crate::{Result, progress};
+use leases::Lease;
+pub use leases::Renewals;
+pub use server::Asked;
+use server::{Answering, TUTORIAL_HEALTH};
 
-/// Fake drones' threads: they parse a few header lines, so a small stack keeps thousands cheap.
-const FAKE_STACK_BYTES: usize = 64 * 1024;
+/// Descriptors beyond one per drone: connections being served, the bench's own calls, wrk's
+/// output, the larves' logs.
+const DESCRIPTOR_MARGIN: u64 = 4096;
 
-/// A fake drone's connection thread wakes this often to see whether the fleet is stopping.
-const FAKE_READ_POLL: Duration = Duration::from_millis(200);
+/// Threads that renew the leases of every renewing drone: several, so a slow queen's answers do
+/// not make the others late.
+pub const RENEW_THREADS: usize = 16;
 
-/// Most header lines a fake drone reads in one request, and the largest body it accepts.
-const MAX_FAKE_HEADERS: usize = 64;
-const MAX_FAKE_BODY_BYTES: usize = 64 * 1024;
+/// Registrations of renewing drones, retried on anything but a 200 until this passes.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Pause after a failed accept (out of descriptors), so the accept loop does not spin.
-const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// Connections a fake drone's kernel completes before it accepts them: std's own.
+const LISTEN_BACKLOG: i32 = 128;
 
-/// Limit for the connection that wakes a fake drone's accept loop at shutdown.
-const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// How long stopping the fake fleet waits for its threads to end, and how often it looks.
-const FLEET_STOP_TIMEOUT: Duration = Duration::from_secs(3);
-const FLEET_STOP_POLL: Duration = Duration::from_millis(10);
-
-/// What a fake drone answers: a larve drone's `/healthz` and `/do_task`.
-const FAKE_HEALTH_BODY: &str = r#"{"status":"Status.READY","version":"0.0.1","mode":"Mode.DRONE"}"#;
-const FAKE_TASK_BODY: &str = r#"{"result":"OK"}"#;
-const FAKE_NOT_FOUND_BODY: &str = r#"{"error":"not found"}"#;
+/// How long stopping the fleet waits for its threads.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many fake drones of each kind to simulate.
 #[derive(Clone, Copy)]
 pub struct FleetSize {
+    /// Answering drones that renew leases (as Hive drones do).
+    pub renewing: usize,
+    /// Answering drones that only answer probes (as the tutorial's do).
     pub good: usize,
     pub refusing: usize,
     pub silent: usize,
@@ -50,52 +61,81 @@ pub struct FleetSize {
 
 impl FleetSize {
     pub fn total(&self) -> usize {
-        self.good + self.refusing + self.silent
+        self.answering() + self.refusing + self.silent
+    }
+
+    /// Drones that answer: renewing and good.
+    pub fn answering(&self) -> usize {
+        self.renewing + self.good
     }
 }
 
-/// The fleet's addresses by kind. Answering drones keep connections alive and read Content-Length
-/// bodies; never-answering drones are bound listeners that never accept, so the kernel completes
-/// connections into their backlog and nothing ever replies.
+/// The fleet's addresses by kind, what its drones were asked, and what its leases did.
 pub struct Fleet {
+    pub renewing: Vec<String>,
     pub good: Vec<String>,
     pub refusing: Vec<String>,
     pub silent: Vec<String>,
+    /// Probes and tasks the answering drones were asked for.
+    pub asked: Arc<Asked>,
+    /// What the renewing drones' leases did.
+    pub renewals: Arc<Renewals>,
+    /// Each renewing drone's boot id.
+    boots: Vec<String>,
     /// Held open, never accepted from.
     silent_listeners: Vec<TcpListener>,
     stop: Arc<AtomicBool>,
-    live_threads: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Fleet {
-    /// Binds every fake drone and starts the answering ones.
+    /// Binds every fake drone and starts serving the answering ones.
     pub fn start(size: FleetSize) -> Result<Fleet> {
+        let limit = server::raise_descriptor_limit(size.total() as u64 + DESCRIPTOR_MARGIN)?;
+        if size.total() > 1000 {
+            progress(&format!("descriptor limit {limit}"));
+        }
         let bind = || {
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .map_err(|e| format!("cannot bind a fake drone: {e}"))?;
+            let listener = bind().map_err(|e| format!("cannot bind a fake drone: {e}"))?;
             let address = listener
                 .local_addr()
                 .map_err(|e| format!("fake drone address: {e}"))?
                 .to_string();
             Ok::<_, String>((listener, address))
         };
-        // Built first, so the threads already started are stopped if a later step fails.
         let mut fleet = Fleet {
+            renewing: Vec::new(),
             good: Vec::new(),
             refusing: Vec::new(),
             silent: Vec::new(),
+            asked: Arc::default(),
+            renewals: Arc::default(),
+            boots: Vec::new(),
             silent_listeners: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
-            live_threads: Arc::new(AtomicUsize::new(0)),
+            threads: Vec::new(),
         };
-        for _ in 0..size.good {
+        let mut answering = Vec::new();
+        for i in 0..size.answering() {
             let (listener, address) = bind()?;
-            let (stop, live) = (Arc::clone(&fleet.stop), Arc::clone(&fleet.live_threads));
-            spawn_counted(&fleet.live_threads, move || {
-                accept_loop(listener, stop, live)
-            })
-            .map_err(|e| format!("cannot start a fake drone: {e}"))?;
-            fleet.good.push(address);
+            let renews = i < size.renewing;
+            let health = if renews {
+                let boot = format!("{:032x}", fastrand::u128(..));
+                let health = format!(
+                    r#"{{"status":"Status.READY","version":"0.0.1","mode":"Mode.DRONE","boot":"{boot}","exec":false,"slots":0,"used":0,"running":[],"ended":[]}}"#
+                );
+                fleet.boots.push(boot);
+                fleet.renewing.push(address);
+                health
+            } else {
+                fleet.good.push(address);
+                TUTORIAL_HEALTH.to_string()
+            };
+            answering.push(Answering {
+                listener,
+                health,
+                renews,
+            });
         }
         for _ in 0..size.silent {
             let (listener, address) = bind()?;
@@ -111,186 +151,88 @@ impl Fleet {
             fleet.refusing.push(address);
         }
         drop(closing);
+        let served = server::start(answering, fleet.stop.clone(), fleet.asked.clone())
+            .map_err(|e| format!("cannot start the fleet's server: {e}"))?;
+        fleet.threads.push(served);
         Ok(fleet)
     }
+
+    /// Registers every renewing drone as a Hive drone does, drone i through `queens[i mod n]`
+    /// (each told every queen, to renew with the others when one fails), from `clients` threads,
+    /// then starts renewing their leases.
+    pub fn join(&mut self, queens: &[String], clients: usize) -> Result<()> {
+        let leases: Vec<Lease> = self
+            .renewing
+            .iter()
+            .zip(&self.boots)
+            .enumerate()
+            .map(|(i, (address, boot))| Lease::new(address, boot, queens, i))
+            .collect();
+        let clients = clients.max(1);
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        let mut shares: Vec<Vec<Lease>> = (0..clients).map(|_| Vec::new()).collect();
+        for (i, lease) in leases.into_iter().enumerate() {
+            shares[i % clients].push(lease);
+        }
+        let registered: Vec<Lease> = thread::scope(|scope| {
+            let workers: Vec<_> = shares
+                .into_iter()
+                .map(|mut share| {
+                    scope.spawn(move || -> Result<Vec<Lease>> {
+                        for lease in &mut share {
+                            while let Err(why) = lease.register() {
+                                if Instant::now() > deadline {
+                                    return Err(format!(
+                                        "gave up registering {}: {why}",
+                                        lease.address
+                                    ));
+                                }
+                                thread::sleep(JOIN_RETRY_PAUSE);
+                            }
+                        }
+                        Ok(share)
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for worker in workers {
+                all.extend(
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| Err("a registering thread panicked".into()))?,
+                );
+            }
+            Ok::<_, String>(all)
+        })?;
+        let started = leases::start(registered, RENEW_THREADS, &self.stop, &self.renewals)
+            .map_err(|e| format!("cannot start the fleet's renewing threads: {e}"))?;
+        self.threads.extend(started);
+        Ok(())
+    }
+}
+
+/// A listener on a free loopback port. Not with `SO_REUSEADDR`, as std's `bind` sets it: with it,
+/// Linux looks for a free port in a way that slows with every port taken (11,000 took 40 s).
+fn bind() -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.silent_listeners.clear();
-        for address in &self.good {
-            // A connection wakes the accept loop, which then sees the stop flag.
-            if let Ok(address) = address.parse::<SocketAddr>() {
-                let _ = TcpStream::connect_timeout(&address, WAKE_CONNECT_TIMEOUT);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for thread in self.threads.drain(..) {
+            // A thread still running after the deadline is a fake drone's, harmless to leave.
+            while !thread.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
             }
         }
-        // A thread still running after the deadline is a fake drone's, harmless to leave.
-        let _ = wait::until(
-            FLEET_STOP_TIMEOUT,
-            FLEET_STOP_POLL,
-            "the fake fleet's threads",
-            || (self.live_threads.load(Ordering::SeqCst) == 0).then_some(()),
-        );
     }
-}
-
-/// Starts a fake-fleet thread, counted in `live` while it runs.
-fn spawn_counted(live: &Arc<AtomicUsize>, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    live.fetch_add(1, Ordering::SeqCst);
-    let counter = Arc::clone(live);
-    let spawned = thread::Builder::new()
-        .name("fake-drone".into())
-        .stack_size(FAKE_STACK_BYTES)
-        .spawn(move || {
-            work();
-            counter.fetch_sub(1, Ordering::SeqCst);
-        });
-    match spawned {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            live.fetch_sub(1, Ordering::SeqCst);
-            Err(e)
-        }
-    }
-}
-
-/// An answering fake drone: a thread per connection, until the fleet stops.
-fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, live: Arc<AtomicUsize>) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else {
-            thread::sleep(ACCEPT_RETRY_PAUSE);
-            continue;
-        };
-        let stopping = Arc::clone(&stop);
-        if let Err(e) = spawn_counted(&live, move || {
-            let _ = serve_fake(stream, &stopping);
-        }) {
-            progress(&format!("cannot start a fake drone connection thread: {e}"));
-        }
-    }
-}
-
-/// Answers requests on one kept-alive connection as a larve drone would, until the peer closes it,
-/// it breaks, or the fleet stops.
-fn serve_fake(stream: TcpStream, stop: &AtomicBool) -> io::Result<()> {
-    stream.set_read_timeout(Some(FAKE_READ_POLL))?;
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if !read_line_until_stopped(&mut reader, &mut line, stop)? {
-            return Ok(());
-        }
-        let mut words = line.split_whitespace();
-        let request = (
-            words.next().unwrap_or_default().to_string(),
-            words.next().unwrap_or_default().to_string(),
-        );
-        let mut length = 0;
-        let mut close = false;
-        let mut ended = false;
-        for _ in 0..MAX_FAKE_HEADERS {
-            line.clear();
-            if !read_line_until_stopped(&mut reader, &mut line, stop)? {
-                return Ok(());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                ended = true;
-                break;
-            }
-            let Some((name, value)) = header.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n <= MAX_FAKE_BODY_BYTES)
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad length"))?;
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
-        }
-        if !ended {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "too many headers",
-            ));
-        }
-        let mut body = vec![0; length];
-        if !read_exact_until_stopped(&mut reader, &mut body, stop)? {
-            return Ok(());
-        }
-        // The query is ignored, as the tutorial's Flask drone ignores it (a queen probes
-        // `/healthz?verbose`).
-        let path = request
-            .1
-            .split_once('?')
-            .map_or(request.1.as_str(), |(path, _)| path);
-        let (status, answer) = match (request.0.as_str(), path) {
-            ("GET", "/healthz") => ("200 OK", FAKE_HEALTH_BODY),
-            ("POST", "/do_task") => ("200 OK", FAKE_TASK_BODY),
-            _ => ("404 Not Found", FAKE_NOT_FOUND_BODY),
-        };
-        let reply = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        writer.write_all(reply.as_bytes())?;
-        if close {
-            return Ok(());
-        }
-    }
-}
-
-/// A read that timed out (the socket's poll period passed with nothing to read).
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Appends one line to `line`, waiting out read timeouts. False at end of stream or when stopping.
-fn read_line_until_stopped(
-    reader: &mut impl BufRead,
-    line: &mut String,
-    stop: &AtomicBool,
-) -> io::Result<bool> {
-    loop {
-        match reader.read_line(line) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(e) if is_timeout(&e) && !stop.load(Ordering::Relaxed) => {}
-            Err(e) if is_timeout(&e) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Fills `buf`, waiting out read timeouts. False at end of stream or when stopping.
-fn read_exact_until_stopped(
-    reader: &mut impl Read,
-    buf: &mut [u8],
-    stop: &AtomicBool,
-) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(e) if is_timeout(&e) && !stop.load(Ordering::Relaxed) => {}
-            Err(e) if is_timeout(&e) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }

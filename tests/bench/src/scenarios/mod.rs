@@ -6,7 +6,8 @@
 //! goes on with the next one.
 //!
 //! Scenarios 1 to 8 measure the queen as the tutorial uses her: `/submit_task`, the heartbeat, the
-//! registry, several queens. Scenarios 9 to 14 measure tasks that run commands (`POST /tasks` on
+//! registry, several queens. The [`fleet`] scenarios, named rather than numbered (`fleet`,
+//! `fleet-etcd`), hold ten thousand simulated drones on one queen and through three on etcd. Scenarios 9 to 14 measure tasks that run commands (`POST /tasks` on
 //! the queen, drones started with `--allow-exec`): [`task_throughput`] against the machine
 //! spawning the same commands itself, [`task_submission`] and [`task_latency`] for the queue's
 //! front, [`task_scale`] for a queen holding a large queue, [`task_failover`] and [`drone_loss`]
@@ -22,12 +23,12 @@ mod big_body;
 mod burst;
 mod detection;
 mod drone_loss;
+mod fleet;
 mod footprint;
 mod front_cost;
 mod front_door;
 mod group;
 mod queens;
-mod scale;
 mod soak;
 mod task_failover;
 mod task_latency;
@@ -226,13 +227,15 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 /// One scenario.
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
-/// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 16] = [
+/// Every scenario, in the order they run; what `--only` picks is the label's number (`4.`) or name
+/// (`fleet:`), before its first `.` or `:`.
+const ALL: [(&str, Scenario); 17] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
     (footprint::LABEL, footprint::run),
-    (scale::LABEL, scale::run),
+    (fleet::alone::LABEL, fleet::alone::run),
+    (fleet::etcd::LABEL, fleet::etcd::run),
     (burst::LABEL, burst::run),
     (big_body::LABEL, big_body::run),
     (queens::LABEL, queens::run),
@@ -246,14 +249,26 @@ const ALL: [(&str, Scenario); 16] = [
     (front_cost::LABEL, front_cost::run),
 ];
 
-/// How many scenarios there are, numbered from 1.
-pub const COUNT: usize = ALL.len();
+/// What `--only` picks a scenario by: its label's number or name.
+fn pick_of(label: &str) -> &str {
+    label.split(['.', ':']).next().unwrap_or(label)
+}
 
-/// Runs the scenarios numbered in `only` (all when `None`), each timed; true if any failed.
-pub fn run(bench: &Bench, only: Option<&[usize]>, report: &mut Report) -> bool {
+/// Whether `pick` names a scenario.
+pub fn exists(pick: &str) -> bool {
+    ALL.iter().any(|(label, _)| pick_of(label) == pick)
+}
+
+/// Every pick, as `--help` lists them.
+pub fn picks() -> Vec<&'static str> {
+    ALL.iter().map(|(label, _)| pick_of(label)).collect()
+}
+
+/// Runs the scenarios picked in `only` (all when `None`), each timed; true if any failed.
+pub fn run(bench: &Bench, only: Option<&[String]>, report: &mut Report) -> bool {
     let mut failed = false;
     let chosen = ALL.into_iter().filter(|(label, _)| {
-        only.is_none_or(|only| only.iter().any(|n| label.starts_with(&format!("{n}."))))
+        only.is_none_or(|only| only.iter().any(|pick| pick_of(label) == pick))
     });
     for (label, scenario) in chosen {
         progress(&format!("scenario {label}"));

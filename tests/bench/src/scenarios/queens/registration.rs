@@ -18,8 +18,8 @@ use crate::control::{self, Control};
 use crate::fleet::{Fleet, FleetSize};
 use crate::report::{self, Report, mb, target};
 use crate::scenarios::Bench;
+use crate::scenarios::footprint::QUEEN_RSS_MB_TARGET;
 use crate::scenarios::group::{AGREE_TIMEOUT, QUEENS, Queens};
-use crate::scenarios::scale::QUEEN_RSS_MB_TARGET;
 use crate::{Result, progress};
 
 const CLIENTS: usize = 32;
@@ -75,6 +75,7 @@ impl Tally {
 pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
     let size = bench.plan.queens_fleet;
     let fleet = Fleet::start(FleetSize {
+        renewing: 0,
         good: size,
         refusing: 0,
         silent: 0,

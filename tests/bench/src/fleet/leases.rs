@@ -47,7 +47,15 @@ pub struct Renewals {
     pub registered_again: AtomicU64,
     /// Renewals that failed (no answer, or an answer other than 2xx, 401, 404, 421).
     pub failed: AtomicU64,
+    /// Renewals started [`LATE_START`] or more after they were due (the renewing thread was
+    /// behind), and calls that took that long: what makes a lease late at the queen.
+    pub started_late: AtomicU64,
+    pub slow_calls: AtomicU64,
 }
+
+/// What counts as a renewal started late, or a slow call: a tenth of the default interval, the
+/// margin a renewal has before its lease is late.
+const LATE_START: Duration = Duration::from_secs(1);
 
 /// One drone that renews.
 pub struct Lease {
@@ -222,7 +230,13 @@ fn renew_all(mut leases: Vec<Lease>, stop: &AtomicBool, renewals: &Renewals) {
             continue;
         }
         due.pop();
+        if now - at >= LATE_START {
+            renewals.started_late.fetch_add(1, Ordering::Relaxed);
+        }
         let next = leases[i].renew(now, renewals);
+        if now.elapsed() >= LATE_START {
+            renewals.slow_calls.fetch_add(1, Ordering::Relaxed);
+        }
         due.push(Reverse((next, i)));
     }
 }

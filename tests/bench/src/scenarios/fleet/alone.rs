@@ -10,8 +10,7 @@ use hive::config::HeartbeatConfig;
 use hive_support::procfs::Sampler;
 
 use super::{
-    CLIENTS, DETECTION_POLL, DETECTION_SLACK_SECS, answering_lost, describe, register_all, steady,
-    time_removals,
+    CLIENTS, DETECTION_SLACK_SECS, answering_lost, describe, register_all, steady, time_removals,
 };
 use crate::fleet::{Fleet, RENEW_THREADS};
 use crate::report::{self, Report, mb, ms, target};
@@ -78,7 +77,6 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     ));
     let bound = config.detection_bound().as_secs_f64();
     let removals = time_removals(
-        &bench.control,
         &queen,
         &bad,
         &registered,
@@ -248,16 +246,18 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let count = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     report.row(
         LABEL,
-        "the fleet's leases over the scenario: renewed / failed / registered again / redirected",
+        "the fleet's leases over the scenario: renewed / failed / registered again / redirected / started a second late / calls of a second or more",
         format!(
-            "{} / {} / {} / {}",
+            "{} / {} / {} / {} / {} / {}",
             count(&renewals.renewed),
             count(&renewals.failed),
             count(&renewals.registered_again),
-            count(&renewals.redirected)
+            count(&renewals.redirected),
+            count(&renewals.started_late),
+            count(&renewals.slow_calls)
         ),
         target(
-            "- / 0 / 0 / 0",
+            "- / 0 / 0 / 0 / - / -",
             count(&renewals.failed) + count(&renewals.registered_again) == 0,
         ),
     );
@@ -267,13 +267,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          Hive drones do; the others are registered as the tutorial's drone registers, by \
          address). Both queens run `larve --queen --port 0 {}` (the default heartbeat); the \
          second holds only {BASE_DRONES} of the answering drones. A bad drone's time runs from \
-         its registration's answer to the first read of /drones (every {} ms) without it. \
+         its registration's answer to the time of the queen's log line that removes it. \
          Steady state starts {SETTLE_INTERVALS} intervals after the last registration; CPU is \
          /proc/PID/stat's user + system over the window. Loads are `{}` and the same on \
          /submit_task, each queen in turn, {} round(s) of {} s",
         RENEW_THREADS,
         args.join(" "),
-        DETECTION_POLL.as_millis(),
         Load::new(Call::LatestTask, CONNECTIONS, length).command(),
         rounds,
         length.as_secs()

@@ -76,7 +76,6 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     ));
     let leader_queen = &queens.live()[leader];
     let removals = time_removals(
-        &bench.control,
         leader_queen,
         &bad,
         &registered,

@@ -174,7 +174,8 @@ fn a_drone_that_renews_nothing_is_probed_every_interval_on_a_slot_of_its_own() {
     for (drone, _) in &drones {
         assert_eq!(register(&queen, &drone.addr).0, 200);
     }
-    // Each is probed an interval after it registered, then every interval on its slot.
+    // Each is probed half an interval to an interval after it registered, then every interval on
+    // its slot.
     eventually(SOON, "five probes of each", || {
         drones
             .iter()

@@ -443,7 +443,14 @@ impl Registry {
                     .ok()
                     .and_then(|d| UNIX_EPOCH.checked_add(d))
                     .unwrap_or(UNIX_EPOCH);
-                let due = inner.timetable.after_registration(Instant::now());
+                let kind = if record.renews {
+                    Kind::Renews
+                } else {
+                    Kind::Probed
+                };
+                let due = inner
+                    .timetable
+                    .after_registration(kind, &record.address, Instant::now());
                 inner.insert(&record.address, Drone::new(record, registered_at, due));
                 Applied::Added
             }
@@ -1288,11 +1295,18 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     #[test]
-    fn nobody_is_due_within_an_interval_of_registering() {
+    fn nobody_is_due_within_half_an_interval_of_registering() {
         let (registry, registered) = two_kinds(10 * SECOND);
-        assert!(due_at(&registry, registered + 9 * SECOND).is_empty());
+        assert!(due_at(&registry, registered + 4 * SECOND).is_empty());
+        let mut due = due_at(&registry, registered + 9 * SECOND);
+        assert!(
+            !due.contains(&"a:1".to_string()),
+            "a drone that renews gets the whole interval"
+        );
         let late = registered + 11 * SECOND;
-        assert_eq!(due_at(&registry, late), ["a:1", "b:1"]);
+        due.extend(due_at(&registry, late));
+        due.sort();
+        assert_eq!(due, ["a:1", "b:1"]);
         assert!(
             due_at(&registry, late).is_empty(),
             "being probed: not handed out twice"

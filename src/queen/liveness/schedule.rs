@@ -11,8 +11,10 @@
 //! - A drone that **renews nothing** (the tutorial's) shows life only to probes, so it is probed
 //!   every interval, on slots of its own: `epoch + phase + k × interval`, where its phase within
 //!   the interval comes from a hash of its address. A fleet registered all at once is then probed
-//!   evenly across the interval instead of in one burst. Its first probe comes an interval after
-//!   it registered (the registration was a sign of life); the next ones on its slots.
+//!   evenly across the interval instead of in one burst. Its first probe comes between half an
+//!   interval and an interval after it registered (the registration was a sign of life), at a
+//!   point of that half drawn from the same hash, so a fleet registered in one burst is not
+//!   probed in one either; the next ones on its slots.
 //! - A queen that starts leading has seen neither renewals nor probes: she gives every drone an
 //!   interval from then (a drone that renews finds her within it), and probes the others on their
 //!   slots from then.
@@ -80,10 +82,18 @@ impl Timetable {
         first + Duration::from_nanos(u64::try_from(passed * interval_ns).unwrap_or(u64::MAX / 2))
     }
 
-    /// When a drone that registered (again) at `now` is due: an interval later, whatever its
-    /// kind (the registration was a sign of life).
-    pub fn after_registration(&self, now: Instant) -> Instant {
-        now + self.interval
+    /// When a drone of `kind` at `address` that registered at `now` is first due: one that renews
+    /// an interval later (its first renewal comes before); one that does not within the second
+    /// half of the interval, spread by its phase.
+    pub fn after_registration(&self, kind: Kind, address: &str, now: Instant) -> Instant {
+        match kind {
+            Kind::Renews => now + self.interval,
+            Kind::Probed => {
+                let half = self.interval / 2;
+                let fraction = self.phase(address).as_secs_f64() / self.interval.as_secs_f64();
+                now + half + half.mul_f64(fraction)
+            }
+        }
     }
 
     /// When a drone that renews is due after a renewal (or another sign of life) at `now`.
@@ -211,7 +221,12 @@ mod tests {
     fn a_drone_is_never_left_unprobed_for_more_than_an_interval_after_life() {
         let (table, epoch) = timetable();
         let registered = epoch + Duration::from_millis(1234);
-        assert_eq!(table.after_registration(registered), registered + INTERVAL);
+        assert_eq!(
+            table.after_registration(Kind::Renews, "127.0.0.1:5001", registered),
+            registered + INTERVAL
+        );
+        let first = table.after_registration(Kind::Probed, "127.0.0.1:5001", registered);
+        assert!(first >= registered + INTERVAL / 2 && first <= registered + INTERVAL);
         for kind in [Kind::Renews, Kind::Probed] {
             // Probed at its due time, passing 300 ms later: next due within an interval of the pass.
             let passed = registered + INTERVAL + Duration::from_millis(300);
@@ -220,6 +235,22 @@ mod tests {
         }
         let renewed = epoch + Duration::from_secs(3);
         assert_eq!(table.after_renewal(renewed), renewed + INTERVAL);
+    }
+
+    #[test]
+    fn a_fleet_registered_at_once_is_first_probed_over_half_an_interval() {
+        let (table, epoch) = timetable();
+        let firsts: Vec<Duration> = (20_000..21_000)
+            .map(|port| {
+                table.after_registration(Kind::Probed, &format!("127.0.0.1:{port}"), epoch) - epoch
+            })
+            .collect();
+        let (earliest, latest) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+        assert!(*earliest >= INTERVAL / 2 && *latest <= INTERVAL);
+        assert!(
+            *latest - *earliest >= INTERVAL * 4 / 10,
+            "{earliest:?} to {latest:?}"
+        );
     }
 
     #[test]

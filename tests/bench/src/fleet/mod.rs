@@ -211,13 +211,21 @@ impl Fleet {
     }
 }
 
-/// A listener on a free loopback port. Not with `SO_REUSEADDR`, as std's `bind` sets it: with it,
-/// Linux looks for a free port in a way that slows with every port taken (11,000 took 40 s).
+/// A listener on a free loopback port. First without `SO_REUSEADDR`, which std's `bind` sets: with
+/// it, Linux looks for a free port in a way that slows with every port taken (11,000 took 40 s).
+/// Without it a port that still has connections in TIME_WAIT is not free, so when those fill the
+/// range (an earlier fleet's), std's way is the one that finds a port.
 fn bind() -> std::io::Result<TcpListener> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
+    match socket.bind(&loopback.into()) {
+        Ok(()) => {
+            socket.listen(LISTEN_BACKLOG)?;
+            Ok(socket.into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => TcpListener::bind(loopback),
+        Err(e) => Err(e),
+    }
 }
 
 impl Drop for Fleet {

@@ -58,7 +58,7 @@ struct Connection {
     drone: usize,
     input: Vec<u8>,
     output: Vec<u8>,
-    /// Close once `output` is written: the peer asked to, or sent something unreadable.
+    /// The peer asked to close after the answer: no more requests are read.
     closing: bool,
     /// Whether epoll is asked for writability too.
     writing: bool,
@@ -217,9 +217,8 @@ impl Connection {
             match self.answer_one(drone, asked) {
                 Some(true) => {}
                 Some(false) => break,
-                None => {
-                    self.closing = true;
-                }
+                // Not a request: nothing to answer, and nothing to wait for.
+                None => return false,
             }
         }
         while !self.output.is_empty() {
@@ -232,7 +231,10 @@ impl Connection {
                 Err(_) => return false,
             }
         }
-        let done = self.closing || closed || self.input.len() > MAX_REQUEST_BYTES;
+        // A connection asked to close is closed once the peer has read the answer and closed its
+        // end: the peer's kernel, not this drone's port, then keeps the TIME_WAIT, so the ports of
+        // a fleet stay free for the next one.
+        let done = closed || self.input.len() > MAX_REQUEST_BYTES;
         !(done && self.output.is_empty())
     }
 

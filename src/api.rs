@@ -125,7 +125,7 @@ struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     drones: Option<BTreeMap<String, String>>,
     /// A Hive drone asked `?verbose` by a holder of the token: who it is and what it runs (the
-    /// heartbeat reads it).
+    /// leader's probe reads it; a renewal carries the same).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     drone: Option<DroneStatus>,
 }

@@ -2,7 +2,7 @@
 //!
 //! A drone's key is `drones/<host:port>`; its value is a [`StoredDrone`]. Registrations go
 //! through any queen, in a txn that bumps the name counter (`next_id`) and creates the drone's key
-//! together, so two queens never give out one name. Removals are the leader's (the heartbeat's):
+//! together, so two queens never give out one name. Removals are the leader's (liveness'):
 //! fenced, and guarded by the revision the decision was made on, so a drone that registered again
 //! meanwhile stays. Draining is a flag on the record, so every queen sees it and it outlives a
 //! drone's restart, as a cordon on a Kubernetes node does.
@@ -265,7 +265,7 @@ impl Store {
         ))
     }
 
-    /// Removes `target`, which failed every probe of a heartbeat round that started at `since`,
+    /// Removes `target`, which failed every try of a probe that started at `since`,
     /// unless it showed life after that or this queen no longer leads. Returns whether it was
     /// removed.
     pub fn remove(&self, target: &Target, since: Instant) -> bool {

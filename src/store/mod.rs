@@ -1,7 +1,7 @@
 //! Where a queen's state lives: one versioned key-value engine, and typed views over it.
 //!
 //! ```text
-//!   queen, API, heartbeat, scheduler
+//!   queen, API, liveness, scheduler
 //!        │ register / remove / drain        │ create / change tasks
 //!        ▼                                  ▼
 //!   Store ── drones.rs, tasks.rs: records ⇄ keys, each change a compare-and-write (batch.rs)

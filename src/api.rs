@@ -5,7 +5,8 @@
 //! | `GET /healthz`      | both  |                               | status, version, mode (queen: + drones; on etcd: + role, leader, store) |
 //! | `POST /do_task`     | drone | `{"text": "hello"}`           | `{"result": "OK"}`                       |
 //! | `POST /submit_task` | queen | `{"text": "hello"}`           | `{"result": "OK", "drone": "drone-0"}`   |
-//! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval"}` |
+//! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval", "lease_interval", "credential"}` |
+//! | `POST /lease`       | queen | a drone's status (`/healthz?verbose`'s fields) and `after` | `{"result": "OK", "lease_interval", "renewal"}`; 421 and the leader's address from a queen that does not lead |
 //! | `GET /drones`       | queen |                               | every drone with its times and failures  |
 //! | `GET /metrics`      | both  |                               | Prometheus text (see `metrics.rs`)       |
 //! | `POST /tasks`       | queen | `{"command": [...], ...}`     | 202 and the task (200 if its id existed) |
@@ -38,10 +39,10 @@ use crate::exec::CONTAINMENT_LEVELS;
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::queen::registry::{Offer, Registration};
-use crate::queen::{Created, Queen};
+use crate::queen::{Created, NotRenewed, Queen};
 use crate::server::{Handler, Request, Response};
 use crate::store::StoreHealth;
-use crate::tasks::wire::{DroneStatus, Reports, StartRequest};
+use crate::tasks::wire::{DroneStatus, Renewal, Reports, StartRequest};
 use crate::tasks::{
     MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, State, Submission, Summary, Task, millicpus,
     valid_attempt_id, valid_boot, valid_id,
@@ -126,7 +127,7 @@ struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     drones: Option<BTreeMap<String, String>>,
     /// A Hive drone asked `?verbose` by a holder of the token: who it is and what it runs (the
-    /// heartbeat reads it).
+    /// leader's probe reads it; a renewal carries the same).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     drone: Option<DroneStatus>,
 }
@@ -175,12 +176,37 @@ impl Api {
                 let registration = registration(&request.body)?;
                 let registered = queen.register(&registration)?;
                 let interval = queen.heartbeat_interval_secs();
-                // The credential goes to the drone that registered, and nowhere else.
+                // The credential goes to the drone that registered, and nowhere else. A lease
+                // interval tells a Hive drone this queen takes renewals (the tutorial's does not).
                 Ok(ok(json!({
                     "name": registered.name,
                     "heartbeat_interval": interval,
+                    "lease_interval": interval,
                     "credential": registered.credential.secret(),
                 })))
+            }
+            ["lease"] => {
+                allow(request, "POST")?;
+                let queen = self.queen("In drone mode, no leases")?;
+                let Identity::Drone { address } = &request.identity else {
+                    return Err(Error::Forbidden(
+                        "only a drone, by its own credential, renews its lease".into(),
+                    ));
+                };
+                let renewal: Renewal = serde_json::from_slice(&request.body)
+                    .map_err(|e| Error::BadRequest(format!("body is not a lease renewal ({e})")))?;
+                match queen.renew(address, &renewal) {
+                    Ok(answer) => Ok(ok(answer)),
+                    // 421: this request went to the wrong queen; the leader takes it.
+                    Err(NotRenewed::Leader(leader)) => Ok(Response::json(
+                        421,
+                        &json!({
+                            "error": format!("this queen does not lead; renew with the leader at {leader}"),
+                            "leader": leader,
+                        }),
+                    )),
+                    Err(NotRenewed::Error(e)) => Err(e),
+                }
             }
             ["drones"] => {
                 allow(request, "GET")?;
@@ -469,12 +495,22 @@ fn registration(body: &[u8]) -> Result<Registration> {
                 ))
             })? as u32,
     };
+    let renews = match fields.get("renews") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(renews)) => *renews,
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "field \"renews\" must be true or false".into(),
+            ));
+        }
+    };
     Ok(Registration {
         address,
         boot,
         exec,
         slots,
         offer: offer(&fields)?,
+        renews,
     })
 }
 

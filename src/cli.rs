@@ -48,8 +48,9 @@ options:
                                  queen: client certificate and key (PEM) shown to etcd
   --etcd-prefix PREFIX           queen: prefix of Hive's keys in etcd (default /hive/)
   --leader-ttl SECONDS           queen: the leader's lease, whole seconds (default 5)
-  --heartbeat-interval SECONDS   queen: pause between heartbeat rounds (default 10)
-  --heartbeat-attempts N         queen: tries per drone per round before removal (default 4)
+  --heartbeat-interval SECONDS   queen: drones renew leases this often; one that shows no
+                                 life for this long is probed (default 10)
+  --heartbeat-attempts N         queen: tries of a probe before removal (default 4)
   --heartbeat-timeout SECONDS    queen: limit for one try, connect + answer (default 1)
   --heartbeat-retry-delay SECS   queen: pause between tries (default 0.5)
   --task-timeout SECONDS         queen: limit for handing a task to one drone, or starting

@@ -131,12 +131,13 @@ pub struct EtcdConfig {
     pub tls: Option<ClientTls>,
 }
 
-/// How often and how patiently the queen probes each drone's `/healthz`.
+/// How often drones must show life, and how patiently the queen probes one that does not.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeartbeatConfig {
-    /// Pause between the end of one round and the start of the next.
+    /// Drones renew their leases every interval; one that showed no life for an interval is
+    /// probed (a drone that renews nothing, every interval on a slot of its own).
     pub interval: Duration,
-    /// Tries per drone per round; a drone that fails them all is removed.
+    /// Tries of one probe; a drone that fails them all is removed.
     pub attempts: u32,
     /// Limit for one try, connect and answer together.
     pub timeout: Duration,
@@ -145,7 +146,8 @@ pub struct HeartbeatConfig {
 }
 
 impl HeartbeatConfig {
-    /// The longest a dead drone can stay registered: a full pause, then every try timing out.
+    /// The longest a dead drone can stay registered after its last sign of life: an interval,
+    /// then every try of its probe timing out.
     pub fn detection_bound(&self) -> Duration {
         self.interval + (self.timeout + self.retry_delay) * self.attempts
     }

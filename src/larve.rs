@@ -17,7 +17,7 @@ use crate::config::{Config, QueenConfig, RoleConfig, StartError, StoreConfig};
 use crate::drone::{self, Drone};
 use crate::front::BodyLimits;
 use crate::metrics::Metrics;
-use crate::queen::recheck::Recheck;
+use crate::queen::liveness::Liveness;
 use crate::queen::scheduler::{Scheduler, SchedulerConfig};
 use crate::queen::{self, Queen};
 use crate::server::{self, MAX_LONG_POLLS};
@@ -104,7 +104,7 @@ fn stop(signal: &str, last_words: impl FnOnce()) {
 }
 
 /// A queen and everything she owns: her store (in memory, in a data dir, or etcd with an
-/// election), her client for drones, the re-checks and the scheduler; she calls drones with
+/// election), her client for drones, liveness and the scheduler; she calls drones with
 /// `credentials`' TLS and each drone's own credential, never the cluster token. A data dir is
 /// opened and read here, before anything serves: one that cannot be used is a mistake to fix
 /// (exit 2).
@@ -154,12 +154,6 @@ pub fn build_queen(
         IDLE_CONNECTIONS,
         credentials.clone(),
     );
-    let recheck = Arc::new(Recheck::new(
-        store.registry().clone(),
-        credentials.clone(),
-        config.heartbeat.timeout,
-        metrics.clone(),
-    ));
     let scheduler = Scheduler::new(
         store.clone(),
         client.clone(),
@@ -170,14 +164,15 @@ pub fn build_queen(
         },
         metrics.clone(),
     );
+    let liveness = Arc::new(Liveness::new(
+        config.heartbeat,
+        store.clone(),
+        scheduler.clone(),
+        credentials.tls.as_ref().map(|tls| tls.rustls_config()),
+        metrics.clone(),
+    ));
     Ok(Queen::new(
-        config,
-        store,
-        client,
-        credentials,
-        recheck,
-        scheduler,
-        metrics,
+        config, store, client, liveness, scheduler, metrics,
     ))
 }
 

@@ -6,10 +6,10 @@
 //! ```text
 //! cli ──► config ──► larve (composition root) ──► queen/ or drone/ (a role owns its threads)
 //!                        │                          queen/: registry (who the drones are),
-//!                        │                                  heartbeat (who is still alive),
-//!                        │                                  recheck (a drone that failed a task),
+//!                        │                                  liveness (leases, probes, re-checks:
+//!                        │                                  who is still alive),
 //!                        │                                  scheduler (placing and starting tasks)
-//!                        │                          drone/: registration, attempts, reports
+//!                        │                          drone/: registration, lease, attempts, reports
 //!                        │                          exec/: one attempt's command, on a drone
 //!                        │                          store/: where a queen's state lives (memory,
 //!                        │                                  or etcd via its gateway)

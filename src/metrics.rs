@@ -14,7 +14,7 @@ use crate::tasks::{AttemptState, State, Task};
 
 /// The endpoints requests are counted by. Anything else is counted as `other`, so a client probing
 /// random paths cannot grow the metrics without bound.
-const ENDPOINTS: [&str; 8] = [
+const ENDPOINTS: [&str; 9] = [
     "/healthz",
     "/do_task",
     "/submit_task",
@@ -23,6 +23,7 @@ const ENDPOINTS: [&str; 8] = [
     "/metrics",
     "/tasks",
     "/reports",
+    "/lease",
 ];
 
 /// The statuses a larve answers with (see `error.rs`), each counted apart; anything else is `other`.
@@ -53,9 +54,11 @@ const TRANSITIONS: [(&str, State); 7] = [
     ("running", State::Cancelled),
 ];
 
-/// Bucket bounds of the heartbeat round histogram, in seconds: a round over live drones takes
-/// milliseconds; one with a frozen drone takes attempts × (timeout + retry delay), seconds.
-const ROUND_BUCKETS_SECS: &[f64] = &[0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Bucket bounds of the probe histogram, in seconds: a probe of a live drone takes a millisecond;
+/// one of a dead or frozen drone takes attempts × (timeout + retry delay), seconds.
+const PROBE_BUCKETS_SECS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// A count that only goes up.
 #[derive(Debug, Default)]
@@ -146,14 +149,20 @@ pub struct Metrics {
     pub tasks_failed: Counter,
     /// Registrations that added a drone (not re-registrations of a known one).
     pub drones_registered: Counter,
-    /// Drones the heartbeat removed.
+    /// Drones liveness removed.
     pub drones_removed: Counter,
-    /// Probe tries that failed, in heartbeat rounds and re-checks alike.
+    /// Lease renewals this queen took (as the leader).
+    pub leases_renewed: Counter,
+    /// Leases found late (no sign of life for an interval), each then probed.
+    pub leases_late: Counter,
+    /// Probe tries started, of due drones and re-checks alike.
+    pub probes: Counter,
+    /// Probe tries that failed, of due drones and re-checks alike.
     pub probes_failed: Counter,
     /// Out-of-band probes of drones that failed a task.
     pub rechecks: Counter,
-    /// How long each heartbeat round took.
-    pub heartbeat_round: Histogram,
+    /// How long each probe of a due drone took, from its first try to its verdict.
+    pub probe_duration: Histogram,
     /// Time from a task's creation to its first placement.
     pub scheduling_latency: Histogram,
     /// Task state changes this queen wrote, by index in `TRANSITIONS`.
@@ -186,9 +195,12 @@ impl Default for Metrics {
             tasks_failed: Counter::default(),
             drones_registered: Counter::default(),
             drones_removed: Counter::default(),
+            leases_renewed: Counter::default(),
+            leases_late: Counter::default(),
+            probes: Counter::default(),
             probes_failed: Counter::default(),
             rechecks: Counter::default(),
-            heartbeat_round: Histogram::new(ROUND_BUCKETS_SECS),
+            probe_duration: Histogram::new(PROBE_BUCKETS_SECS),
             scheduling_latency: Histogram::new(SCHEDULING_BUCKETS_SECS),
             transitions: TRANSITIONS.iter().map(|_| Counter::default()).collect(),
             attempts_ended: AttemptState::ENDED
@@ -375,8 +387,23 @@ impl Metrics {
             ),
             (
                 "hive_drones_removed_total",
-                "Drones the heartbeat removed.",
+                "Drones removed for failing every try of a probe.",
                 &self.drones_removed,
+            ),
+            (
+                "hive_leases_renewed_total",
+                "Lease renewals this queen took, as the leader.",
+                &self.leases_renewed,
+            ),
+            (
+                "hive_leases_late_total",
+                "Leases found late (no sign of life for an interval), each then probed.",
+                &self.leases_late,
+            ),
+            (
+                "hive_probes_total",
+                "Probe tries started, of due drones and re-checks.",
+                &self.probes,
             ),
             (
                 "hive_tasks_placed_total",
@@ -400,7 +427,7 @@ impl Metrics {
             ),
             (
                 "hive_probes_failed_total",
-                "Probe tries that failed, in heartbeat rounds and re-checks.",
+                "Probe tries that failed, of due drones and re-checks.",
                 &self.probes_failed,
             ),
             (
@@ -417,9 +444,9 @@ impl Metrics {
             &self.submit_latency,
         );
         out.histogram(
-            "hive_heartbeat_round_duration_seconds",
-            "How long each heartbeat round took.",
-            &self.heartbeat_round,
+            "hive_probe_duration_seconds",
+            "How long each probe of a due drone took, from its first try to its verdict.",
+            &self.probe_duration,
         );
     }
 }

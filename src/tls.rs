@@ -41,6 +41,9 @@ pub struct ServerTls {
 #[derive(Clone)]
 pub struct ClientTls {
     config: TlsConfig,
+    /// The same trust and certificate as rustls takes them, for calls made on sockets of Hive's
+    /// own (the queen's prober drives a `rustls::ClientConnection` itself).
+    rustls: Arc<ClientConfig>,
     files: Vec<PathBuf>,
 }
 
@@ -59,7 +62,7 @@ impl LarveTls {
         let private = private_key(key, "--tls-key")?;
         let roots = certificates(ca, "--tls-ca")?;
         let server = server_config(&chain, &private, &roots, verify_clients)?;
-        let client = client_config(&roots, Some((&chain, &private)))?;
+        let (client, rustls) = client_config(&roots, Some((&chain, &private)))?;
         let files = vec![cert.to_path_buf(), key.to_path_buf(), ca.to_path_buf()];
         Ok(LarveTls {
             server: ServerTls {
@@ -69,6 +72,7 @@ impl LarveTls {
             },
             client: ClientTls {
                 config: client,
+                rustls: Arc::new(rustls),
                 files,
             },
         })
@@ -105,13 +109,23 @@ impl ClientTls {
             }
             None => None,
         };
-        let config = client_config(&roots, loaded.as_ref().map(|(c, k)| (c.as_slice(), k)))?;
-        Ok(ClientTls { config, files })
+        let (config, rustls) =
+            client_config(&roots, loaded.as_ref().map(|(c, k)| (c.as_slice(), k)))?;
+        Ok(ClientTls {
+            config,
+            rustls: Arc::new(rustls),
+            files,
+        })
     }
 
     /// The configuration a ureq agent takes.
     pub fn ureq_config(&self) -> TlsConfig {
         self.config.clone()
+    }
+
+    /// The configuration a `rustls::ClientConnection` takes.
+    pub fn rustls_config(&self) -> Arc<ClientConfig> {
+        self.rustls.clone()
     }
 }
 
@@ -179,12 +193,12 @@ fn server_config(
         .map_err(|e| format!("--tls-cert and --tls-key do not make a usable pair: {e}"))
 }
 
-/// ureq's TLS settings; built here once as a rustls configuration too, so a certificate ureq could
-/// not use is refused now with a reason rather than when the first call is made.
+/// ureq's TLS settings, and the same as a rustls configuration: built here once, so a certificate
+/// ureq could not use is refused now with a reason rather than when the first call is made.
 fn client_config(
     roots: &[CertificateDer<'static>],
     identity: Option<(&[CertificateDer<'static>], &Key)>,
-) -> Result<TlsConfig, String> {
+) -> Result<(TlsConfig, ClientConfig), String> {
     let provider = provider();
     let check = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -197,9 +211,9 @@ fn client_config(
     let mut config = TlsConfig::builder()
         .root_certs(RootCerts::new_with_certs(&roots))
         .unversioned_rustls_crypto_provider(provider);
-    match identity {
+    let rustls = match identity {
         Some((chain, key)) => {
-            check
+            let rustls = check
                 .with_client_auth_cert(chain.to_vec(), key.rustls.clone_key())
                 .map_err(|e| format!("the client certificate and key are not usable: {e}"))?;
             let chain: Vec<Certificate<'static>> = chain
@@ -208,10 +222,11 @@ fn client_config(
                 .collect();
             let identity = ClientCert::new_with_certs(&chain, key.ureq.to_owned());
             config = config.client_cert(Some(identity));
+            rustls
         }
-        None => drop(check.with_no_client_auth()),
-    }
-    Ok(config.build())
+        None => check.with_no_client_auth(),
+    };
+    Ok((config.build(), rustls))
 }
 
 impl fmt::Debug for ServerTls {

@@ -37,7 +37,7 @@ fn our_queen_registers_probes_and_tasks_a_flask_drone() {
         (200, Some("drone-0")),
         "{reply}"
     );
-    eventually(SOON, "a few heartbeat rounds", || {
+    eventually(SOON, "a few probes", || {
         (drone.hits().iter().filter(|h| *h == "GET /healthz").count() >= 3).then_some(())
     });
     assert!(

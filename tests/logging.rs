@@ -61,8 +61,9 @@ fn control_characters_in_a_task_cannot_forge_lines() {
 #[test]
 fn debug_level_logs_probe_results() {
     let queen = Larve::queen(&[FAST, &["--log-level", "debug"]].concat());
-    let drone = Larve::drone(&queen.addr);
-    wait_for_drones(&queen, &[&drone.addr], SOON);
+    // A drone that renews no lease, as the tutorial's: the queen probes it every interval.
+    let drone = FakePeer::answering(200, "application/json", "{}");
+    assert_eq!(register(&queen, &drone.addr).0, 200);
     eventually(SOON, "a logged probe", || {
         queen.stderr().contains("probe of drone-0").then_some(())
     });

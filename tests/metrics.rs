@@ -42,20 +42,28 @@ fn counters_move_when_tasks_are_placed_and_drones_removed() {
         "a drone has no registry"
     );
 
+    eventually(SOON, "the drone to renew its lease", || {
+        (metrics(&queen)["hive_leases_renewed_total"] >= 1.0).then_some(())
+    });
     drone.kill();
-    // A round's duration is observed when the round ends, just after the removal it made.
+    // Its lease goes late, it is probed, and every try fails: the probe's duration is observed
+    // as it ends, beside the removal it asked for.
     let gone = eventually(
         FAST_REMOVAL,
-        "the drone's removal and its round to be counted",
+        "the drone's removal and its probe to be counted",
         || {
             let now = metrics(&queen);
             (now["hive_drones_removed_total"] == 1.0
-                && now["hive_heartbeat_round_duration_seconds_count"] >= 1.0)
+                && now["hive_probe_duration_seconds_count"] >= 1.0)
                 .then_some(now)
         },
     );
     assert_eq!(gone["hive_drones"], 0.0);
-    assert!(gone["hive_probes_failed_total"] >= 1.0);
+    assert!(gone["hive_leases_late_total"] >= 1.0, "its lease went late");
+    assert!(
+        gone["hive_probes_failed_total"] >= 2.0,
+        "and both tries failed"
+    );
 }
 
 #[test]

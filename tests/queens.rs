@@ -429,11 +429,12 @@ fn a_queen_started_while_etcd_is_down_is_not_ready_until_she_has_read_the_regist
 }
 
 #[test]
-fn a_drone_moves_to_the_next_queen_when_its_queen_stops_answering() {
+fn a_drone_renews_with_the_next_queen_when_its_queen_stops_answering() {
     let etcd = Etcd::single();
     let mut queens = queens(&etcd, 2);
-    // The drone's first queen is the leader, the one that probes it: when she dies, no queen
-    // probes it until the other one leads, so it registers again, and she does not answer.
+    // The drone's first queen is the leader, the one that takes its renewals: when she dies, its
+    // renewals fail until the other one leads, and then go to her. The new leader knows the drone
+    // from etcd, so it never needs to register again.
     let first = leader_index(&queens);
     let (gone, stays) = {
         let (a, b) = queens.split_at_mut(1);
@@ -450,15 +451,28 @@ fn a_drone_moves_to_the_next_queen_when_its_queen_stops_answering() {
     gone.kill();
     eventually(
         TTL + SOON,
-        "the drone to register through the other queen",
+        "the drone to renew its lease with the other queen",
         || {
             drone
                 .stderr()
-                .contains(&format!("registered with queen \"{}\"", stays.addr))
+                .contains(&format!(
+                    "renewed this drone's lease with queen \"{}\"",
+                    stays.addr
+                ))
                 .then_some(())
         },
     );
+    assert!(
+        !drone.stderr().contains("registering again"),
+        "{}",
+        drone.stderr()
+    );
     assert_eq!(submit(stays, "still served").0, 200);
+    assert!(
+        !stays.stderr().contains("removed drone-"),
+        "{}",
+        stays.stderr()
+    );
 }
 
 #[test]

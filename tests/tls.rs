@@ -111,7 +111,7 @@ fn queen_drone_and_etcd_talk_over_tls_end_to_end() {
     eventually(SOON, "the task printed", || {
         (drone.stdout() == "over tls\n").then_some(())
     });
-    // Heartbeat rounds (every 0.2 s) pass over HTTPS: after many of them the drone is still there,
+    // Lease renewals (every 0.2 s) go over HTTPS: after many of them the drone is still there,
     // and never registered again.
     std::thread::sleep(Duration::from_secs(2));
     let listed = json(with_token(user.get(queen.https("/drones"))).call().unwrap());
@@ -294,4 +294,86 @@ fn the_command_line_says_what_to_add_when_tls_is_missing_and_reads_the_tls_varia
     ];
     let (code, err) = cli(&ls(&queen).split(' ').collect::<Vec<_>>(), &everything);
     assert_eq!(code, 0, "{err}");
+}
+
+/// A stand-in for the tutorial's drone that serves HTTPS with a certificate from `pki`: it renews
+/// nothing, so a queen probes it; every request is answered 200 and counted.
+fn tls_stand_in(pki: &Pki) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let identity = pki.issue("stand-in");
+    let tls = hive::tls::LarveTls::load(&identity.cert, &identity.key, &pki.ca(), false)
+        .expect("the stand-in's certificate");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("an address").to_string();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counted = answered.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (config, counted) = (tls.server.config.clone(), counted.clone());
+            std::thread::spawn(move || {
+                stream.set_read_timeout(Some(SOON)).ok();
+                let connection = rustls::ServerConnection::new(config).expect("a TLS connection");
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => request.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+                if tls.write_all(answer.as_bytes()).is_ok() {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    (address, answered)
+}
+
+#[test]
+fn a_drone_that_renews_nothing_is_probed_over_mutual_tls() {
+    let pki = Pki::new("hive-ca");
+    let mut queen_flags = pki.larve_flags(&pki.issue("queen"));
+    queen_flags.push("--tls-verify-clients".into());
+    // A timeout for handshakes made by a test build's rustls on a busy machine.
+    let queen = start(
+        &[
+            "--queen",
+            "--port",
+            "0",
+            "--heartbeat-interval",
+            "0.2",
+            "--heartbeat-timeout",
+            "2",
+        ],
+        &queen_flags,
+    );
+    let user = agent(&pki.ca(), Some(&pki.issue("user")));
+    let (address, probed) = tls_stand_in(&pki);
+    let answer = user
+        .post(queen.https("/register"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Content-Type", "application/json")
+        .send(json!({ "address": address }).to_string())
+        .expect("the queen answers");
+    assert_eq!(answer.status().as_u16(), 200);
+    // Probed every 0.2 s, each probe a TLS connection of the queen's own prober.
+    eventually(SOON, "five probes over TLS", || {
+        (probed.load(std::sync::atomic::Ordering::Relaxed) >= 5).then_some(())
+    });
+    let mut listed = user
+        .get(queen.https("/drones"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .call()
+        .expect("drones");
+    let listed: serde_json::Value =
+        serde_json::from_str(&listed.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(listed[0]["address"], address.as_str(), "{listed}");
+    assert_eq!(listed[0]["renews"], false, "{listed}");
+    assert_eq!(listed[0]["failures"], 0, "every probe passed: {listed}");
 }

@@ -1,7 +1,8 @@
 //! The drone: does the tasks it is handed, runs the attempts queens place on it (with
 //! `--allow-exec`), reports how they ended, and keeps itself registered with its queens.
 //!
-//! - [`registration`]: registering, and registering again when no queen checks on it any more;
+//! - [`registration`]: registering, and registering again when its queens no longer know it;
+//! - [`lease`]: renewing its lease with the leader every interval (with a Hive queen);
 //! - [`attempts`]: the attempts it runs, its slots, and the ended ones waiting to be reported;
 //! - [`capacity`]: the memory and cpus it offers, found on the machine at start;
 //! - [`setup`]: how it runs commands: their containment, their user, their environment;
@@ -10,6 +11,7 @@
 
 pub mod attempts;
 mod capacity;
+mod lease;
 mod registration;
 mod reports;
 mod setup;
@@ -158,7 +160,8 @@ pub fn run(
         .clone()
         .unwrap_or_else(|| local.to_string());
     let token = credentials.token.clone();
-    let client = Client::new(2, 2, credentials);
+    let client = Client::new(2, 2, credentials.clone());
+    let renewals = Client::new(0, 0, credentials);
     // Held for the life of the process: the work root's lock, and the pipe to the reaper that ends
     // this drone's attempts when the drone ends.
     let mut _watched = None;
@@ -218,6 +221,7 @@ pub fn run(
     Registration {
         drone: drone.clone(),
         client,
+        renewals,
         queens: config.queens,
         current: 0,
         advertise,

@@ -1,5 +1,7 @@
-//! The drone's side of staying known to its queens: register, then register again when no queen
-//! has checked on it for a while.
+//! The drone's side of staying known to its queens: register, then keep known: with a Hive queen
+//! by renewing a lease (`lease.rs`), registering again as soon as a queen says she does not know
+//! it; with the tutorial's queen, which takes no lease, by registering again when no queen has
+//! checked on it for a while.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::Drone;
+use super::{Drone, lease};
 use crate::auth::Token;
 use crate::client::{CallError, Client};
 use crate::config::StartError;
@@ -30,6 +32,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest interval a queen may announce; anything longer is treated as unknown.
 const MAX_QUEEN_INTERVAL: Duration = Duration::from_secs(86_400);
 
+/// What a queen that took a registration said.
+struct Taken {
+    /// Her heartbeat interval.
+    interval: Duration,
+    /// Whether she takes lease renewals (a Hive queen says so; the tutorial's does not).
+    lease: bool,
+}
+
 /// Why a registration did not work.
 enum Refusal {
     /// The queen understood and refused: trying again cannot help.
@@ -42,6 +52,8 @@ enum Refusal {
 pub(super) struct Registration {
     pub(super) drone: Arc<Drone>,
     pub(super) client: Client,
+    /// Renews the lease: a client that asks each queen to close the connection after answering.
+    pub(super) renewals: Client,
     /// Every queen it may register with (several share one registry through etcd).
     pub(super) queens: Vec<String>,
     /// The queen it registered with last, and tries first.
@@ -55,12 +67,24 @@ impl Registration {
     /// on etcd are between leaders).
     pub(super) fn run(mut self) -> StartError {
         loop {
-            let interval = match self.register_until_answered() {
-                Ok(interval) => interval,
+            let Taken { interval, lease } = match self.register_until_answered() {
+                Ok(taken) => taken,
                 Err(fatal) => return fatal,
             };
             *self.drone.last_checked.lock() = Instant::now();
             self.drone.ready.store(true, Ordering::Relaxed);
+            if lease {
+                let why = lease::renew(
+                    &self.drone,
+                    &self.renewals,
+                    &self.queens,
+                    self.current,
+                    interval,
+                );
+                warn!("{why}");
+                self.drone.ready.store(false, Ordering::Relaxed);
+                continue;
+            }
             let deadline = interval * MISSED_INTERVALS;
             let pause = (interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
             loop {
@@ -78,15 +102,14 @@ impl Registration {
     }
 
     /// Tries each queen in turn, from the current one, with capped backoff after every round of
-    /// failures; returns the heartbeat interval of the queen that accepted. A 4xx is a
-    /// configuration error.
-    fn register_until_answered(&mut self) -> std::result::Result<Duration, StartError> {
+    /// failures; returns what the queen that accepted said. A 4xx is a configuration error.
+    fn register_until_answered(&mut self) -> std::result::Result<Taken, StartError> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             for _ in 0..self.queens.len() {
                 let queen = self.queens[self.current].clone();
                 match self.register_once(&queen) {
-                    Ok(interval) => return Ok(interval),
+                    Ok(taken) => return Ok(taken),
                     Err(Refusal::Final(said)) => {
                         return Err(StartError::Config(format!(
                             "queen {} refused this drone's registration: {said}; is --queen-host really a queen, and is {} an address she accepts?",
@@ -106,14 +129,15 @@ impl Registration {
         }
     }
 
-    /// One registration with `queen`; the interval she announced. A 4xx other than 408 or 429 is
-    /// final, with what she said (her `error`, or the start of her answer).
-    fn register_once(&self, queen: &str) -> std::result::Result<Duration, Refusal> {
+    /// One registration with `queen`; what she announced. A 4xx other than 408 or 429 is final,
+    /// with what she said (her `error`, or the start of her answer).
+    fn register_once(&self, queen: &str) -> std::result::Result<Taken, Refusal> {
         let mut body = serde_json::json!({
             "address": self.advertise,
             "boot": self.drone.boot,
             "exec": false,
             "slots": 0,
+            "renews": true,
         });
         if let Some(attempts) = self.drone.attempts.get() {
             let (memory_mb, cpus) = attempts.offer();
@@ -143,6 +167,10 @@ impl Registration {
             .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
             .filter(|d| !d.is_zero() && *d <= MAX_QUEEN_INTERVAL)
             .unwrap_or(DEFAULT_QUEEN_INTERVAL);
+        let lease = reply["lease_interval"]
+            .as_f64()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .filter(|d| !d.is_zero() && *d <= MAX_QUEEN_INTERVAL);
         if let Some(credential) = reply["credential"].as_str() {
             match Token::new(credential) {
                 Ok(credential) => *self.drone.credential.lock() = Some(credential),
@@ -161,6 +189,9 @@ impl Registration {
             ),
             None => info!("registered with queen {}", quoted(queen)),
         }
-        Ok(interval)
+        Ok(Taken {
+            interval: lease.unwrap_or(interval),
+            lease: lease.is_some(),
+        })
     }
 }

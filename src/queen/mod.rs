@@ -1,13 +1,13 @@
 //! The queen: keeps the registry and the tasks, hands the tutorial's tasks to live drones, takes
-//! drones' reports, and runs the heartbeat, the re-checks and the scheduler.
+//! drones' reports and lease renewals, and runs liveness and the scheduler.
 //!
 //! - [`registry`]: the drones, as this queen knows them, and their health as she has seen it;
-//! - [`heartbeat`]: the loop that probes drones and removes the dead;
-//! - [`recheck`]: probing at once, then every second, a drone that failed a task;
-//! - [`scheduler`]: the leader's loop that places tasks, starts and stops attempts.
+//! - [`liveness`]: leases, probes of the drones that are due, re-checks of drones that failed a
+//!   task, and removal of the dead;
+//! - [`scheduler`]: the leader's loop that places tasks, starts and stops attempts;
+//! - [`reconcile`]: what the leader makes of a drone's list of attempts (pure).
 
-pub mod heartbeat;
-pub mod recheck;
+pub mod liveness;
 pub mod reconcile;
 pub mod registry;
 pub mod scheduler;
@@ -16,14 +16,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use crate::address;
 use crate::auth::Keyring;
-use crate::client::{CallError, Client, Credentials};
+use crate::client::{CallError, Client};
 use crate::clock::now;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
@@ -35,20 +34,20 @@ use crate::store::{Store, StoreHealth};
 use crate::tasks::index::{Page, Stored};
 use crate::tasks::lifecycle::{Event, Step, step};
 use crate::tasks::placement::{Capacity, Want};
-use crate::tasks::wire::{Reports, ReportsAnswer};
-use crate::tasks::{State, Submission, Task, millicpus, new_id};
-use heartbeat::Heartbeat;
-use recheck::Recheck;
-use registry::{DroneInfo, Registered, Registration, Target};
+use crate::tasks::wire::{Renewal, RenewalAnswer, Reports, ReportsAnswer};
+use crate::tasks::{State, Submission, Task, new_id};
+use liveness::Liveness;
+use registry::{DroneInfo, Registered, Registration, Summary, Target};
 use scheduler::Scheduler;
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
 /// enough that a few slow drones cannot starve `/healthz` and `/register`.
 pub const HANDLER_THREADS: usize = 32;
 
-/// Bodies a queen takes beyond the default 64 KiB: a drone's report carries a task's output.
+/// Bodies a queen takes beyond the default 64 KiB: a drone's report carries a task's output, and
+/// its lease renewal the list of every attempt it runs or has ended.
 pub const BODY_LIMITS: BodyLimits = BodyLimits {
-    by_path: &[("/reports", 1024 * 1024)],
+    by_path: &[("/reports", 1024 * 1024), ("/lease", 1024 * 1024)],
 };
 
 /// Drones out of rotation a submit tries when no available drone took its task.
@@ -73,13 +72,20 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 pub struct Queen {
     store: Arc<Store>,
     client: Client,
-    recheck: Arc<Recheck>,
+    liveness: Arc<Liveness>,
     scheduler: Arc<Scheduler>,
     config: QueenConfig,
-    /// What she shows drones with every probe: the token, and with TLS her certificate.
-    credentials: Credentials,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+}
+
+/// Why a queen did not take a renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRenewed {
+    /// She does not lead; the leader, as far as she knows, is at this address.
+    Leader(String),
+    /// Something the caller can act on otherwise (no queen leads now, no such drone).
+    Error(Error),
 }
 
 /// What became of a `POST /tasks`.
@@ -92,21 +98,20 @@ pub enum Created {
 }
 
 impl Queen {
-    /// A queen over `store`; `client` calls drones (with `credentials`) for tasks and stops.
+    /// A queen over `store`; `client` calls drones for tasks and stops, `liveness` knows which
+    /// drones are alive.
     pub fn new(
         config: QueenConfig,
         store: Arc<Store>,
         client: Client,
-        credentials: Credentials,
-        recheck: Arc<Recheck>,
+        liveness: Arc<Liveness>,
         scheduler: Arc<Scheduler>,
         metrics: Arc<Metrics>,
     ) -> Queen {
         Queen {
             store,
             client,
-            credentials,
-            recheck,
+            liveness,
             scheduler,
             config,
             metrics,
@@ -143,9 +148,50 @@ impl Queen {
         Ok(registered)
     }
 
-    /// The pause between heartbeat rounds, which drones are told so they notice a lost queen.
+    /// The interval of leases and probes, which drones are told: a Hive drone renews its lease
+    /// every interval, a tutorial drone notices a lost queen after three without a probe.
     pub fn heartbeat_interval_secs(&self) -> f64 {
         self.config.heartbeat.interval.as_secs_f64()
+    }
+
+    /// Renews the lease of the drone at `drone` (by its credential) with what `renewal` says it
+    /// runs. Only the leader takes renewals: they live in her memory, never in the store.
+    pub fn renew(
+        &self,
+        drone: &str,
+        renewal: &Renewal,
+    ) -> std::result::Result<RenewalAnswer, NotRenewed> {
+        if !self.store.leads() {
+            return Err(match self.store.other_leader() {
+                Some(leader) => NotRenewed::Leader(leader),
+                None => NotRenewed::Error(Error::NotReady(
+                    "no queen leads now, so no lease is renewed; try again shortly".into(),
+                )),
+            });
+        }
+        let now = Instant::now();
+        let Some(renewed) = self.store.registry().renew(drone, renewal.after, now) else {
+            return Err(NotRenewed::Error(Error::NotFound(format!(
+                "drone at {drone:?}; it was removed: register again"
+            ))));
+        };
+        self.metrics.leases_renewed.inc();
+        let target = &renewed.target;
+        if renewed.back_in_rotation {
+            info!(
+                "{} ({}) renewed its lease; it takes tasks",
+                target.name,
+                quoted(&target.address)
+            );
+        }
+        if !renewal.status.boot.is_empty() {
+            self.scheduler
+                .reconcile(target, &renewal.status, renewed.listed_after, now);
+        }
+        Ok(RenewalAnswer {
+            lease_interval: self.heartbeat_interval_secs(),
+            renewal: renewed.id,
+        })
     }
 
     /// Hands `text` to a drone and returns the name of the drone that took it: the available drones
@@ -167,27 +213,35 @@ impl Queen {
     /// At least once: a drone that timed out may have run the task before another one runs it too.
     fn place(&self, text: &str) -> Result<String> {
         let registry = self.store.registry();
-        let (mut available, mut out_of_rotation) = registry.rotation();
-        if available.is_empty() && out_of_rotation.is_empty() {
+        if registry.is_empty() {
             return Err(match self.store.unreachable() {
                 Some(why) => Error::StoreUnavailable(why),
                 None => Error::NoDrones,
             });
         }
-        fastrand::shuffle(&mut available);
-        fastrand::shuffle(&mut out_of_rotation);
-        out_of_rotation.truncate(MAX_TRIES_OUT_OF_ROTATION);
         let deadline = Instant::now() + self.config.task_timeout * SUBMIT_BUDGET_TASK_TIMEOUTS;
         let mut failures = Vec::new();
-        for target in available.into_iter().chain(out_of_rotation) {
+        let mut tried: Vec<Target> = Vec::new();
+        let mut out_of_rotation = 0;
+        loop {
+            // Drones in rotation first, then a few out of it; each drawn when its turn comes, so
+            // a submit costs the same among ten drones or ten thousand.
+            let target = match registry.pick(true, &tried) {
+                Some(target) => target,
+                None if out_of_rotation < MAX_TRIES_OUT_OF_ROTATION => {
+                    out_of_rotation += 1;
+                    match registry.pick(false, &tried) {
+                        Some(target) => target,
+                        None => break,
+                    }
+                }
+                None => break,
+            };
+            tried.push(target.clone());
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 failures.push("no time left for the other drones".to_string());
                 break;
-            }
-            // The heartbeat may have removed it meanwhile.
-            if !registry.contains(&target) {
-                continue;
             }
             let timeout = self.config.task_timeout.min(left);
             match self.hand_over(text, &target, failures.len(), timeout) {
@@ -246,7 +300,7 @@ impl Queen {
                 } else {
                     "it was out of rotation already"
                 };
-                self.recheck.suspect(target);
+                self.liveness.suspect(target);
                 warn!(
                     "task {} not taken by {} ({}): {e}; {consequence}",
                     quoted(text),
@@ -269,7 +323,7 @@ impl Queen {
             return same_spec(existing.task, &submission);
         }
         if let Some(cpus) = submission.spec.resources.cpus
-            && let Some(most) = self.most_cpus()
+            && let Some(most) = self.store.registry().most_cpus()
             && cpus > most
         {
             return Err(Error::BadRequest(format!(
@@ -321,7 +375,7 @@ impl Queen {
             None => self.store.tasks().get(id).map(|stored| stored.task),
         };
         let task = task.ok_or_else(|| Error::NotFound(format!("task {id:?}")))?;
-        Ok(self.shown(&task, &self.drone_summary()))
+        Ok(self.shown(&task, &mut None))
     }
 
     /// A page of tasks, newest first.
@@ -337,9 +391,12 @@ impl Queen {
                 after.unwrap_or_default()
             ))
         })?;
-        let drones = self.drone_summary();
+        let mut drones = None;
         Ok((
-            tasks.iter().map(|task| self.shown(task, &drones)).collect(),
+            tasks
+                .iter()
+                .map(|task| self.shown(task, &mut drones))
+                .collect(),
             next,
         ))
     }
@@ -378,7 +435,7 @@ impl Queen {
         {
             self.scheduler.stop(&attempt.address, &attempt.id);
             if let Some(task) = tasks.wait(id, CANCEL_WAIT) {
-                return Ok(self.shown(&task, &self.drone_summary()));
+                return Ok(self.shown(&task, &mut None));
             }
         }
         self.task(id, None)
@@ -530,44 +587,29 @@ impl Queen {
         drones
     }
 
-    /// What the reasons of pending tasks are worked out from, once per answer.
+    /// What the reasons of pending tasks are worked out from: a look at every drone, so taken
+    /// only for an answer that shows a pending task, and once per answer.
     fn drone_summary(&self) -> DroneSummary {
-        let drones = self.drones();
-        let usable = drones
-            .iter()
-            .filter(|d| d.exec && d.available && !d.draining)
-            .map(|d| (d.name.clone(), capacity(d)))
-            .collect();
+        let used = self.store.tasks().used();
         DroneSummary {
-            registered: drones.len(),
-            exec: drones.iter().filter(|d| d.exec).count(),
-            usable,
+            drones: self.store.registry().summary(&used),
             led: self.store.has_leader(),
         }
     }
 
-    /// The most cpus any drone that runs commands has, if any such drone is registered.
-    fn most_cpus(&self) -> Option<f64> {
-        self.store
-            .registry()
-            .list()
-            .iter()
-            .filter(|d| d.exec)
-            .map(|d| d.cpus)
-            .reduce(f64::max)
-    }
-
-    /// `task` as the API shows it: a pending task says why it waits.
-    fn shown(&self, task: &Task, drones: &DroneSummary) -> Task {
+    /// `task` as the API shows it: a pending task says why it waits. `drones` is the summary the
+    /// answer worked out so far, if any.
+    fn shown(&self, task: &Task, drones: &mut Option<DroneSummary>) -> Task {
         let mut shown = task.clone();
         if task.state == State::Pending {
+            let drones = drones.get_or_insert_with(|| self.drone_summary());
             shown.reason = Some(pending_reason(task, drones, now()));
         }
         shown
     }
 
-    /// Runs the queen's threads once her server is up at `local`: the store's, re-checks and the
-    /// scheduler on threads of their own, the heartbeat on this one, for the life of the process.
+    /// Runs the queen's threads once her server is up at `local`: the store's and the scheduler
+    /// on threads of their own, liveness on this one, for the life of the process.
     pub fn run(&self, local: SocketAddr) -> StartError {
         let me = self
             .config
@@ -577,30 +619,17 @@ impl Queen {
         if let Err(e) = self.store.start(me) {
             return StartError::Io(format!("cannot start the store's threads: {e}"));
         }
-        let recheck = self.recheck.clone();
-        if let Err(e) = thread::Builder::new()
-            .name("recheck".into())
-            .spawn(move || recheck.run())
-        {
-            return StartError::Io(format!("cannot start the re-check thread: {e}"));
-        }
         if let Err(e) = self.scheduler.clone().start() {
             return StartError::Io(format!("cannot start the scheduler thread: {e}"));
         }
         self.ready.store(true, Ordering::Relaxed);
         let heartbeat = self.config.heartbeat;
         info!(
-            "queen listening on {local}; heartbeat every {:?}, {} tries of {:?}, {:?} apart",
+            "queen listening on {local}; leases and probes every {:?}, probes of {} tries of {:?}, {:?} apart",
             heartbeat.interval, heartbeat.attempts, heartbeat.timeout, heartbeat.retry_delay
         );
-        Heartbeat::new(
-            heartbeat,
-            self.store.clone(),
-            self.scheduler.clone(),
-            self.credentials.clone(),
-            self.metrics.clone(),
-        )
-        .run()
+        let e = self.liveness.run();
+        StartError::Io(format!("cannot start the liveness thread: {e}"))
     }
 }
 
@@ -643,28 +672,13 @@ fn log_end(task: &Task, id: &str, from: &str) {
 /// What the queen knows of her drones, to say why a task waits.
 #[derive(Debug, Clone)]
 struct DroneSummary {
-    registered: usize,
-    exec: usize,
-    /// The drones that may take attempts (they run commands, are in rotation and not draining),
-    /// by name, with what they have and what is taken.
-    usable: Vec<(String, Capacity)>,
+    drones: Summary,
     led: bool,
 }
 
-/// What placement counts of `drone`.
-fn capacity(drone: &DroneInfo) -> Capacity {
-    Capacity {
-        slots: drone.slots,
-        used: drone.used,
-        memory_mb: drone.memory_mb,
-        used_memory_mb: drone.used_memory_mb,
-        millicpus: millicpus(drone.cpus),
-        used_millicpus: millicpus(drone.used_cpus),
-    }
-}
-
 /// Why pending `task` waits, at Unix time `now`.
-fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
+fn pending_reason(task: &Task, summary: &DroneSummary, now: f64) -> String {
+    let drones = &summary.drones;
     if let Some(at) = task.not_before
         && at > now
     {
@@ -693,7 +707,7 @@ fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
             amounts(&want)
         );
     }
-    if !drones.led {
+    if !summary.led {
         return "no queen leads now, so nothing is placed (is the store reachable?)".into();
     }
     "waiting for the scheduler".into()
@@ -792,27 +806,27 @@ mod tests {
 
     #[test]
     fn a_pending_task_says_why_it_waits() {
-        let none = DroneSummary {
+        let summary = |drones: Summary| DroneSummary { drones, led: true };
+        let none = Summary {
             registered: 2,
             exec: 0,
             usable: Vec::new(),
-            led: true,
         };
-        assert!(pending_reason(&pending(1), &none, 2.0).contains("--allow-exec"));
-        let draining = DroneSummary { exec: 1, ..none };
-        assert!(pending_reason(&pending(1), &draining, 2.0).contains("draining"));
-        let small = DroneSummary {
+        assert!(pending_reason(&pending(1), &summary(none.clone()), 2.0).contains("--allow-exec"));
+        let draining = Summary { exec: 1, ..none };
+        assert!(pending_reason(&pending(1), &summary(draining.clone()), 2.0).contains("draining"));
+        let small = summary(Summary {
             usable: vec![drone("drone-0", 2, 0), drone("drone-1", 1, 0)],
             ..draining.clone()
-        };
+        });
         assert_eq!(
             pending_reason(&pending(4), &small, 2.0),
             "no drone has 4 slots (the most any has is 2, on drone-0)"
         );
-        let busy = DroneSummary {
+        let busy = summary(Summary {
             usable: vec![drone("drone-0", 2, 2)],
-            ..draining.clone()
-        };
+            ..draining
+        });
         assert_eq!(
             pending_reason(&pending(1), &busy, 2.0),
             "no drone has 1 slot free now; it is placed when one has"
@@ -832,9 +846,11 @@ mod tests {
         let mut big = drone("drone-1", 4, 0);
         big.1.memory_mb = 8192;
         let drones = DroneSummary {
-            registered: 2,
-            exec: 2,
-            usable: vec![drone("drone-0", 4, 0), big],
+            drones: Summary {
+                registered: 2,
+                exec: 2,
+                usable: vec![drone("drone-0", 4, 0), big],
+            },
             led: true,
         };
         let mut hungry = pending(1);
@@ -853,7 +869,7 @@ mod tests {
         both.spec.resources.memory_mb = Some(6000);
         both.spec.resources.cpus = Some(0.5);
         let mut full = drones.clone();
-        full.usable[1].1.used_memory_mb = 4000;
+        full.drones.usable[1].1.used_memory_mb = 4000;
         assert_eq!(
             pending_reason(&both, &full, 2.0),
             "no drone has 2 slots, 6000 MiB and 0.5 cpus free now; it is placed when one has"

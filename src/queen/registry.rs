@@ -2,9 +2,14 @@
 //!
 //! The drones themselves live in the store (`store/drones.rs`); this is a queen's copy of them, kept
 //! current by the store's watch ([`Registry::apply`]), plus what this queen has seen of their
-//! health herself (probes and tasks that failed). Every method takes the lock for a few map
-//! operations and never while doing I/O: callers copy what they need out ([`Registry::targets`]),
-//! talk to drones unlocked, and report back.
+//! health herself: renewals of their leases, probes and tasks that failed, and when each is to be
+//! probed next (`liveness/schedule.rs` decides; the registry keeps the queue, under the same lock
+//! as the drones it orders). Renewals live here only, in the leader's memory: the store is written
+//! when a drone's state changes, never because it is alive.
+//!
+//! Every method takes the lock for a few map operations, never for all drones on a request's path
+//! (a submit picks drones at random, [`Registry::pick`]), and never while doing I/O: callers copy
+//! what they need out ([`Registry::due`]), talk to drones unlocked, and report back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,9 +17,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use super::liveness::schedule::{Kind, Queue, Timetable};
+use super::liveness::tries::Failure;
 use crate::auth::{Identity, Keyring, Token};
 use crate::clock::unix_seconds;
+use crate::config::HeartbeatConfig;
+use crate::tasks::placement::{Capacity, Want};
 use serde::{Deserialize, Serialize};
+
+/// Random draws a pick makes before it looks at every drone: enough that a pick among mostly
+/// eligible drones never scans, few enough that one among mostly ineligible ones soon does.
+const PICK_DRAWS: usize = 8;
+
+/// Renewal ids stay below 2^53, so any JSON reader keeps them exact.
+const MAX_RENEWAL_ID: u64 = 1 << 53;
 
 /// One registration of one drone: its address and the name it was given. A drone that is removed
 /// and registers again is a new registration with a new name, so late news about the old one (a
@@ -50,6 +66,8 @@ pub struct Registration {
     pub slots: u32,
     /// Its memory, cpus and containment.
     pub offer: Offer,
+    /// Whether it renews a lease (a Hive drone says so), rather than wait for probes.
+    pub renews: bool,
 }
 
 /// What a drone that runs commands offers beside its slots: the memory and cpus its attempts may
@@ -72,7 +90,7 @@ pub struct DroneInfo {
     pub address: String,
     /// Unix time in seconds of the first registration under this name.
     pub registered_at: f64,
-    /// Unix time in seconds of the last sign of life: a registration or a passed probe.
+    /// Unix time in seconds of the last sign of life: a registration, a renewal or a passed probe.
     pub last_seen: f64,
     /// Failed probes and tasks since the last sign of life.
     pub failures: u32,
@@ -94,6 +112,9 @@ pub struct DroneInfo {
     pub containment: String,
     /// Whether new placements on it are stopped.
     pub draining: bool,
+    /// Whether it renews a lease with the leader (a Hive drone), rather than wait for probes (the
+    /// tutorial's).
+    pub renews: bool,
 }
 
 /// A drone the scheduler may place attempts on, as one pass sees it.
@@ -131,6 +152,43 @@ pub struct Record {
     /// The credential its last registration under a new boot was given (see `auth.rs`); `None`
     /// for a record written before credentials were issued.
     pub credential: Option<Token>,
+    /// Whether it renews a lease (see [`Registration::renews`]).
+    pub renews: bool,
+}
+
+/// A renewal taken in: whose, its id (the drone sends it back with the next one), and since when
+/// the list of attempts it carried is known to be current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    pub target: Target,
+    pub id: u64,
+    /// When this queen answered the renewal the drone says came before this one: the drone made
+    /// this one's list after that, so what this queen saw confirmed before then and the list
+    /// lacks, the drone no longer runs. `None` when the drone names no renewal of this queen's.
+    pub listed_after: Option<Instant>,
+    /// This renewal brought the drone back into rotation.
+    pub back_in_rotation: bool,
+}
+
+/// A drone that is due for a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub target: Target,
+    /// It renews a lease, and the lease is late.
+    pub late_lease: bool,
+    /// How long since its last sign of life.
+    pub silent_for: Duration,
+}
+
+/// What the registry says of its drones as a whole, to say why a task waits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub registered: usize,
+    /// Drones that run commands.
+    pub exec: usize,
+    /// Of those, the ones in rotation and not draining, by name, with what they have and what is
+    /// taken.
+    pub usable: Vec<(String, Capacity)>,
 }
 
 /// What [`Registry::apply`] made of a record.
@@ -166,10 +224,22 @@ struct Drone {
     last_seen_wall: SystemTime,
     failures: u32,
     available: bool,
+    renews: bool,
+    /// When it is to be probed next, if it shows no life before (see `liveness/schedule.rs`).
+    due: Instant,
+    /// Its entry in the queue: when, and the ticket that names it. `None` while a probe of it is
+    /// under way (queued again when the probe ends).
+    queued: Option<(Instant, u64)>,
+    /// A probe of it (for being due) is under way.
+    probing: bool,
+    /// The last renewal this queen took from it: its id, and when she answered it.
+    renewal: Option<(u64, Instant)>,
+    /// Where it sits in [`Inner::order`].
+    slot: usize,
 }
 
 impl Drone {
-    fn new(record: &Record, registered_at: SystemTime) -> Drone {
+    fn new(record: &Record, registered_at: SystemTime, due: Instant) -> Drone {
         Drone {
             name: record.name.clone(),
             order: record.order,
@@ -187,19 +257,40 @@ impl Drone {
             last_seen_wall: SystemTime::now(),
             failures: 0,
             available: true,
+            renews: record.renews,
+            due,
+            queued: None,
+            probing: false,
+            renewal: None,
+            slot: 0,
         }
     }
 
-    /// A registration or a passed probe: alive now, no failures, in rotation.
-    fn refresh(&mut self) {
-        self.last_seen = Instant::now();
+    /// A registration, a renewal or a passed probe at `now`: alive, no failures, in rotation.
+    /// Returns whether it was out of rotation.
+    fn refresh(&mut self, now: Instant) -> bool {
+        self.last_seen = now;
         self.last_seen_wall = SystemTime::now();
         self.failures = 0;
-        self.available = true;
+        !std::mem::replace(&mut self.available, true)
+    }
+
+    fn kind(&self) -> Kind {
+        if self.renews {
+            Kind::Renews
+        } else {
+            Kind::Probed
+        }
+    }
+
+    fn target(&self, address: &str) -> Target {
+        Target {
+            address: address.to_string(),
+            name: self.name.clone(),
+        }
     }
 }
 
-#[derive(Default)]
 struct Inner {
     drones: HashMap<String, Drone>,
     /// Each drone's address, by the secret of its credential: who a report or a renewal is from.
@@ -209,6 +300,24 @@ struct Inner {
     /// reached yet: an older record of them arriving late must not bring them back. Dropped once
     /// the watch has passed their revision ([`Registry::settled`]).
     forgotten: HashMap<String, i64>,
+    /// Every address, in no order, so a drone can be drawn at random without a scan.
+    order: Vec<String>,
+    /// The drones by when they are due for a probe.
+    queue: Queue,
+    timetable: Timetable,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            drones: HashMap::new(),
+            by_credential: HashMap::new(),
+            forgotten: HashMap::new(),
+            order: Vec::new(),
+            queue: Queue::default(),
+            timetable: Timetable::new(HeartbeatConfig::default().interval, Instant::now()),
+        }
+    }
 }
 
 impl Inner {
@@ -218,13 +327,17 @@ impl Inner {
             .filter(|drone| drone.name == target.name)
     }
 
-    /// Puts `drone` at `address`, replacing what was there, and keeps the credentials' map.
-    fn insert(&mut self, address: &str, drone: Drone) {
+    /// Puts `drone` at `address`, replacing what was there, queues it at its due time, and keeps
+    /// the credentials' map and the order.
+    fn insert(&mut self, address: &str, mut drone: Drone) {
         self.remove(address);
         if let Some(credential) = &drone.credential {
             self.by_credential
                 .insert(credential.secret().to_string(), address.to_string());
         }
+        drone.slot = self.order.len();
+        self.order.push(address.to_string());
+        drone.queued = Some((drone.due, self.queue.push(address, drone.due)));
         self.drones.insert(address.to_string(), drone);
     }
 
@@ -233,7 +346,27 @@ impl Inner {
         if let Some(credential) = &drone.credential {
             self.by_credential.remove(credential.secret());
         }
+        // Its queue entry stays behind, stale; its slot in the order goes to the last address.
+        self.order.swap_remove(drone.slot);
+        if let Some(moved) = self.order.get(drone.slot)
+            && let Some(other) = self.drones.get_mut(moved)
+        {
+            other.slot = drone.slot;
+        }
         Some(drone)
+    }
+
+    /// `address` is due at `at` from now on: queued again if that is earlier than its entry (a
+    /// later time is found when the entry fires), or when its probe ends if one is under way.
+    fn reschedule(&mut self, address: &str, at: Instant) {
+        let Some(drone) = self.drones.get_mut(address) else {
+            return;
+        };
+        drone.due = at;
+        if drone.probing || drone.queued.is_some_and(|(queued, _)| queued <= at) {
+            return;
+        }
+        drone.queued = Some((at, self.queue.push(address, at)));
     }
 
     /// A known drone's credential is now `credential`.
@@ -270,6 +403,16 @@ impl Registry {
         Registry::default()
     }
 
+    /// Probes (and leases) are `interval` apart. Set once, before any drone registers.
+    pub fn probe_every(&self, interval: Duration) {
+        self.inner.lock().timetable = Timetable::new(interval, Instant::now());
+    }
+
+    /// The interval probes and leases are counted in.
+    pub fn interval(&self) -> Duration {
+        self.inner.lock().timetable.interval()
+    }
+
     /// Takes in a registration from the shared store: new, registered again, or already known.
     /// Records can arrive out of order (a queen applies her own registration while her watch
     /// delivers newer ones), so an older one than what is here changes nothing.
@@ -301,12 +444,19 @@ impl Registry {
                 drone.slots = record.slots;
                 drone.offer.clone_from(&record.offer);
                 drone.draining = record.draining;
+                drone.renews = record.renews;
                 let again = record.registrations > drone.registrations;
+                let now = Instant::now();
                 if again {
                     drone.registrations = record.registrations;
-                    drone.refresh();
+                    drone.refresh(now);
                 }
+                let renews = drone.renews;
                 inner.set_credential(&record.address, &record.credential);
+                if again && renews {
+                    let due = inner.timetable.after_renewal(now);
+                    inner.reschedule(&record.address, due);
+                }
                 if again {
                     Applied::RegisteredAgain
                 } else {
@@ -320,7 +470,15 @@ impl Registry {
                     .ok()
                     .and_then(|d| UNIX_EPOCH.checked_add(d))
                     .unwrap_or(UNIX_EPOCH);
-                inner.insert(&record.address, Drone::new(record, registered_at));
+                let kind = if record.renews {
+                    Kind::Renews
+                } else {
+                    Kind::Probed
+                };
+                let due = inner
+                    .timetable
+                    .after_registration(kind, &record.address, Instant::now());
+                inner.insert(&record.address, Drone::new(record, registered_at, due));
                 Applied::Added
             }
         }
@@ -418,6 +576,7 @@ impl Registry {
                     used_cpus: 0.0,
                     containment: drone.offer.containment.clone(),
                     draining: drone.draining,
+                    renews: drone.renews,
                 };
                 (drone.order, info)
             })
@@ -437,36 +596,89 @@ impl Registry {
             .collect()
     }
 
-    /// Every registered drone, to probe.
-    pub fn targets(&self) -> Vec<Target> {
+    /// A drone to try a task on, drawn at random from those `in_rotation` (or, with it false, out
+    /// of rotation: they failed a probe, or a task other than by timing out, since they last
+    /// showed life) and not in `tried`. Draws cost no scan while most drones are eligible, so a
+    /// submit costs the same among ten drones or ten thousand.
+    pub fn pick(&self, in_rotation: bool, tried: &[Target]) -> Option<Target> {
+        let inner = self.inner.lock();
+        let eligible = |address: &String| {
+            inner.drones.get(address).is_some_and(|d| {
+                d.available == in_rotation && !tried.iter().any(|t| t.address == *address)
+            })
+        };
+        let count = inner.order.len();
+        if count == 0 {
+            return None;
+        }
+        let drawn = (0..PICK_DRAWS)
+            .map(|_| &inner.order[fastrand::usize(..count)])
+            .find(|address| eligible(address));
+        let address = match drawn {
+            Some(address) => address,
+            None => {
+                let all: Vec<&String> = inner.order.iter().filter(|a| eligible(a)).collect();
+                if all.is_empty() {
+                    return None;
+                }
+                all[fastrand::usize(..all.len())]
+            }
+        };
+        Some(inner.drones[address].target(address))
+    }
+
+    /// Whether no drone is registered.
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().drones.is_empty()
+    }
+
+    /// The registry as a whole, with `used` slots per drone address (from the tasks), to say
+    /// why a task waits. Only asked when a pending task is shown.
+    pub fn summary(&self, used: &HashMap<String, Want>) -> Summary {
+        let inner = self.inner.lock();
+        let mut summary = Summary {
+            registered: inner.drones.len(),
+            ..Summary::default()
+        };
+        let mut usable = Vec::new();
+        for (address, drone) in &inner.drones {
+            if !drone.exec {
+                continue;
+            }
+            summary.exec += 1;
+            if drone.available && !drone.draining {
+                let used = used.get(address).copied().unwrap_or_default();
+                let capacity = Capacity {
+                    slots: drone.slots,
+                    used: used.slots,
+                    memory_mb: drone.offer.memory_mb,
+                    used_memory_mb: used.memory_mb,
+                    millicpus: drone.offer.millicpus,
+                    used_millicpus: used.millicpus,
+                };
+                usable.push((drone.order, drone.name.clone(), capacity));
+            }
+        }
+        drop(inner);
+        // Oldest registration first, as `/drones` lists them: "the largest" names the same drone
+        // on every answer.
+        usable.sort_by_key(|(order, _, _)| *order);
+        summary.usable = usable
+            .into_iter()
+            .map(|(_, name, capacity)| (name, capacity))
+            .collect();
+        summary
+    }
+
+    /// The most cpus any drone that runs commands offers, if any such drone is registered.
+    pub fn most_cpus(&self) -> Option<f64> {
         let inner = self.inner.lock();
         inner
             .drones
-            .iter()
-            .map(|(address, drone)| Target {
-                address: address.clone(),
-                name: drone.name.clone(),
-            })
-            .collect()
-    }
-
-    /// The drones that may take a task, and those out of rotation (they failed a probe, or a task
-    /// other than by timing out, since a probe last saw them alive), at one moment.
-    pub fn rotation(&self) -> (Vec<Target>, Vec<Target>) {
-        let inner = self.inner.lock();
-        let mut rotation = (Vec::new(), Vec::new());
-        for (address, drone) in &inner.drones {
-            let target = Target {
-                address: address.clone(),
-                name: drone.name.clone(),
-            };
-            if drone.available {
-                rotation.0.push(target);
-            } else {
-                rotation.1.push(target);
-            }
-        }
-        rotation
+            .values()
+            .filter(|drone| drone.exec)
+            .map(|drone| f64::from(drone.offer.millicpus) / 1000.0)
+            .reduce(f64::max)
     }
 
     /// How many drones are registered, and how many of them are available.
@@ -481,29 +693,137 @@ impl Registry {
         self.inner.lock().get_mut(target).is_some()
     }
 
-    /// A probe reached the drone: it is alive now, has no failures, and may take tasks again.
-    /// Returns whether this brought it back into rotation.
-    pub fn record_alive(&self, target: &Target) -> bool {
+    /// A probe reached the drone at `now`: it is alive, has no failures, and may take tasks
+    /// again; a drone that renews is not late for another interval. Returns whether this brought
+    /// it back into rotation.
+    pub fn record_alive(&self, target: &Target, now: Instant) -> bool {
         let mut inner = self.inner.lock();
         let Some(drone) = inner.get_mut(target) else {
             return false;
         };
-        let was_available = drone.available;
-        drone.refresh();
+        let back = drone.refresh(now);
+        if drone.renews {
+            let due = inner.timetable.after_renewal(now);
+            inner.reschedule(&target.address, due);
+        }
         drop(inner);
-        if !was_available {
+        if back {
             self.poke();
         }
-        !was_available
+        back
     }
 
-    /// A probe try failed: the drone takes no tasks until a probe passes. Returns whether this
-    /// took it out of rotation, or `None` if the registration is gone.
-    pub fn record_probe_failure(&self, target: &Target) -> Option<bool> {
+    /// A renewal of the lease of the drone at `address` at `now`, which says it follows the
+    /// renewal `after` (`None`: it names none). A sign of life: alive, no failures, in rotation,
+    /// not late for another interval. `None` if no drone is registered there.
+    pub fn renew(&self, address: &str, after: Option<u64>, now: Instant) -> Option<Renewed> {
         let mut inner = self.inner.lock();
-        let drone = inner.get_mut(target)?;
+        let due = inner.timetable.after_renewal(now);
+        let drone = inner.drones.get_mut(address)?;
+        let listed_after = match (after, drone.renewal) {
+            (Some(after), Some((id, answered))) if after == id => Some(answered),
+            _ => None,
+        };
+        let back = drone.refresh(now);
+        let id = fastrand::u64(1..MAX_RENEWAL_ID);
+        drone.renewal = Some((id, now));
+        let target = drone.target(address);
+        inner.reschedule(address, due);
+        drop(inner);
+        if back {
+            self.poke();
+        }
+        Some(Renewed {
+            target,
+            id,
+            listed_after,
+            back_in_rotation: back,
+        })
+    }
+
+    /// A probe try that started at `since` failed: counted against the drone (it takes no tasks
+    /// until it shows life), unless it is gone or showed life after `since`.
+    pub fn record_probe_failure(&self, target: &Target, since: Instant) -> Failure {
+        let mut inner = self.inner.lock();
+        let Some(drone) = inner.get_mut(target) else {
+            return Failure::Gone;
+        };
+        if drone.last_seen > since {
+            return Failure::ShowedLife;
+        }
         drone.failures += 1;
-        Some(std::mem::replace(&mut drone.available, false))
+        Failure::Counted {
+            left_rotation: std::mem::replace(&mut drone.available, false),
+        }
+    }
+
+    /// Takes out of the queue every drone due at `now` (its lease late, or its slot come) and
+    /// marks each as being probed, until [`Registry::probe_ended`].
+    pub fn due(&self, now: Instant) -> Vec<Due> {
+        let mut inner = self.inner.lock();
+        let Inner { drones, queue, .. } = &mut *inner;
+        let mut due = Vec::new();
+        while let Some((address, ticket)) = queue.pop_due(now) {
+            let Some(drone) = drones.get_mut(&address) else {
+                continue;
+            };
+            if drone.queued.map(|(_, current)| current) != Some(ticket) {
+                continue;
+            }
+            drone.queued = None;
+            if drone.due > now {
+                // It showed life since it was queued: not due yet.
+                drone.queued = Some((drone.due, queue.push(&address, drone.due)));
+                continue;
+            }
+            drone.probing = true;
+            due.push(Due {
+                target: drone.target(&address),
+                late_lease: drone.renews,
+                silent_for: now.saturating_duration_since(drone.last_seen),
+            });
+        }
+        due
+    }
+
+    /// When the next drone is due (or a little before: waking early is harmless).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.inner.lock().queue.next()
+    }
+
+    /// A probe of `target` for being due ended at `ended`, whatever its verdict: it is queued at
+    /// its next due time.
+    pub fn probe_ended(&self, target: &Target, ended: Instant) {
+        let mut inner = self.inner.lock();
+        let timetable = inner.timetable;
+        let Some(drone) = inner.get_mut(target) else {
+            return;
+        };
+        drone.probing = false;
+        let next = timetable.after_probe(drone.kind(), &target.address, ended);
+        drone.queued = None;
+        inner.reschedule(&target.address, next);
+    }
+
+    /// This queen leads from `now`: she has seen no renewal nor probe of any drone, so each is
+    /// given an interval from now (one that renews finds her within it), and the others are
+    /// probed on their slots from now.
+    pub fn take_lead(&self, now: Instant) {
+        let mut inner = self.inner.lock();
+        let Inner {
+            drones,
+            queue,
+            timetable,
+            ..
+        } = &mut *inner;
+        queue.clear();
+        for (address, drone) in drones.iter_mut() {
+            drone.due = timetable.on_taking_lead(drone.kind(), address, now);
+            drone.queued = None;
+            if !drone.probing {
+                drone.queued = Some((drone.due, queue.push(address, drone.due)));
+            }
+        }
     }
 
     /// Handing it a task failed in a way that shows the drone unwell (refused, reset, an error
@@ -663,7 +983,7 @@ mod tests {
         let first = registry.list()[0].name.clone();
         let a = target(&registry, "a:1");
         registry.record_task_failure(&a);
-        registry.record_probe_failure(&a);
+        registry.record_probe_failure(&a, Instant::now());
         add(&registry, "a:1");
         let info = &registry.list()[0];
         assert_eq!(info.name, first);
@@ -676,7 +996,7 @@ mod tests {
         let registry = Registry::new();
         registry.apply(&record("a:1", "drone-0", 5, 5));
         let a = target(&registry, "a:1");
-        registry.record_probe_failure(&a);
+        registry.record_probe_failure(&a, Instant::now());
         let drained = Record {
             draining: true,
             ..record("a:1", "drone-0", 5, 6)
@@ -689,13 +1009,17 @@ mod tests {
 
     /// The addresses in rotation and out of it.
     fn rotation(registry: &Registry) -> (Vec<String>, Vec<String>) {
-        let (available, out) = registry.rotation();
-        let addresses = |targets: Vec<Target>| {
-            let mut addresses: Vec<String> = targets.into_iter().map(|t| t.address).collect();
-            addresses.sort();
-            addresses
-        };
-        (addresses(available), addresses(out))
+        let (mut available, mut out) = (Vec::new(), Vec::new());
+        for drone in registry.list() {
+            if drone.available {
+                available.push(drone.address);
+            } else {
+                out.push(drone.address);
+            }
+        }
+        available.sort();
+        out.sort();
+        (available, out)
     }
 
     #[test]
@@ -710,8 +1034,8 @@ mod tests {
             rotation(&registry),
             (vec!["b:1".into()], vec!["a:1".into()])
         );
-        assert_eq!(registry.targets().len(), 2, "it is still probed");
-        registry.record_alive(&a);
+        assert_eq!(registry.names().len(), 2, "it is still registered");
+        registry.record_alive(&a, Instant::now());
         assert_eq!(rotation(&registry).0.len(), 2);
     }
 
@@ -738,13 +1062,17 @@ mod tests {
         add(&registry, "a:1");
         let a = target(&registry, "a:1");
         assert_eq!(
-            registry.record_probe_failure(&a),
-            Some(true),
+            registry.record_probe_failure(&a, Instant::now()),
+            Failure::Counted {
+                left_rotation: true
+            },
             "it leaves rotation"
         );
         assert_eq!(
-            registry.record_probe_failure(&a),
-            Some(false),
+            registry.record_probe_failure(&a, Instant::now()),
+            Failure::Counted {
+                left_rotation: false
+            },
             "it was out already"
         );
         assert_eq!(registry.list()[0].failures, 2);
@@ -752,8 +1080,14 @@ mod tests {
             rotation(&registry).0.is_empty(),
             "a failing drone takes no tasks"
         );
-        assert!(registry.record_alive(&a), "it comes back into rotation");
-        assert!(!registry.record_alive(&a), "it was back already");
+        assert!(
+            registry.record_alive(&a, Instant::now()),
+            "it comes back into rotation"
+        );
+        assert!(
+            !registry.record_alive(&a, Instant::now()),
+            "it was back already"
+        );
         assert_eq!(registry.list()[0].failures, 0);
     }
 
@@ -764,7 +1098,10 @@ mod tests {
         let old = target(&registry, "a:1");
         assert!(registry.forget("a:1", 6).is_some());
         registry.apply(&record("a:1", "drone-1", 7, 7));
-        assert_eq!(registry.record_probe_failure(&old), None);
+        assert_eq!(
+            registry.record_probe_failure(&old, Instant::now()),
+            Failure::Gone
+        );
         registry.record_task_failure(&old);
         assert_eq!(registry.removal_revision(&old, Instant::now()), None);
         let info = &registry.list()[0];
@@ -798,6 +1135,7 @@ mod tests {
             draining: false,
             registrations: 1,
             credential: None,
+            renews: false,
         }
     }
 
@@ -986,5 +1324,199 @@ mod tests {
         let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["drone-0", "drone-1", "drone-2"]);
         assert!(list[0].registered_at > 1.6e9 && list[0].last_seen >= list[0].registered_at);
+    }
+
+    /// A registry whose probes are `interval` apart, with a drone at `a:1` that renews and one at
+    /// `b:1` that does not, registered now.
+    fn two_kinds(interval: Duration) -> (Registry, Instant) {
+        let registry = Registry::new();
+        registry.probe_every(interval);
+        let registered = Instant::now();
+        registry.apply(&Record {
+            renews: true,
+            ..record("a:1", "drone-0", 1, 1)
+        });
+        registry.apply(&record("b:1", "drone-1", 2, 2));
+        (registry, registered)
+    }
+
+    fn due_at(registry: &Registry, at: Instant) -> Vec<String> {
+        let mut due: Vec<String> = registry
+            .due(at)
+            .into_iter()
+            .map(|due| due.target.address)
+            .collect();
+        due.sort();
+        due
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn nobody_is_due_within_half_an_interval_of_registering() {
+        let (registry, registered) = two_kinds(10 * SECOND);
+        assert!(due_at(&registry, registered + 4 * SECOND).is_empty());
+        let mut due = due_at(&registry, registered + 9 * SECOND);
+        assert!(
+            !due.contains(&"a:1".to_string()),
+            "a drone that renews gets the whole interval"
+        );
+        let late = registered + 11 * SECOND;
+        due.extend(due_at(&registry, late));
+        due.sort();
+        assert_eq!(due, ["a:1", "b:1"]);
+        assert!(
+            due_at(&registry, late).is_empty(),
+            "being probed: not handed out twice"
+        );
+    }
+
+    #[test]
+    fn a_renewing_drone_is_due_only_when_its_lease_is_late() {
+        let (registry, registered) = two_kinds(10 * SECOND);
+        let mut renewed = registered;
+        for _ in 0..5 {
+            renewed += 8 * SECOND;
+            let taken = registry.renew("a:1", None, renewed).expect("registered");
+            assert_eq!(taken.target.name, "drone-0");
+            assert!(!due_at(&registry, renewed).contains(&"a:1".to_string()));
+        }
+        assert!(
+            !due_at(&registry, renewed + 9 * SECOND).contains(&"a:1".to_string()),
+            "an interval after its last renewal it is not late yet"
+        );
+        let due = registry.due(renewed + 11 * SECOND);
+        let late: Vec<&Due> = due.iter().filter(|d| d.target.address == "a:1").collect();
+        assert_eq!(late.len(), 1, "{due:?}");
+        assert!(late[0].late_lease);
+        assert_eq!(late[0].silent_for, 11 * SECOND);
+    }
+
+    #[test]
+    fn a_drone_that_renews_nothing_is_probed_on_its_slots_every_interval() {
+        let (registry, registered) = two_kinds(10 * SECOND);
+        let first = registered + 10 * SECOND + SECOND / 10;
+        assert_eq!(due_at(&registry, first), ["a:1", "b:1"]);
+        let b = target(&registry, "b:1");
+        registry.probe_ended(&b, first);
+        // Its next probe is on its slot: within an interval of the last, and then an interval on.
+        let next = registry.next_due().expect("queued again");
+        let mut slot = None;
+        for tenth in 1..=100 {
+            let at = first + SECOND / 10 * tenth;
+            if due_at(&registry, at) == ["b:1"] {
+                slot = Some(at);
+                break;
+            }
+        }
+        let slot = slot.expect("due within an interval of its last probe");
+        assert!(slot >= next);
+        registry.probe_ended(&b, slot);
+        assert!(due_at(&registry, slot + 9 * SECOND).is_empty());
+        assert_eq!(due_at(&registry, slot + 10 * SECOND), ["b:1"]);
+    }
+
+    #[test]
+    fn a_renewal_names_the_renewal_it_follows_so_its_list_is_known_fresh() {
+        let (registry, registered) = two_kinds(10 * SECOND);
+        let first = registry.renew("a:1", None, registered).unwrap();
+        assert_eq!(first.listed_after, None);
+        let later = registered + 8 * SECOND;
+        let second = registry.renew("a:1", Some(first.id), later).unwrap();
+        assert_eq!(second.listed_after, Some(registered));
+        let third = registry
+            .renew("a:1", Some(first.id), later + SECOND)
+            .unwrap();
+        assert_eq!(third.listed_after, None, "an older renewal proves nothing");
+        assert!(
+            registry.renew("c:1", None, later).is_none(),
+            "no such drone"
+        );
+    }
+
+    #[test]
+    fn a_renewal_or_a_registration_keeps_a_drone_being_probed() {
+        let (registry, registered) = two_kinds(10 * SECOND);
+        let a = target(&registry, "a:1");
+        let probe_started = registered + 11 * SECOND;
+        assert_eq!(due_at(&registry, probe_started), ["a:1", "b:1"]);
+        registry.renew("a:1", None, probe_started + SECOND);
+        assert_eq!(
+            registry.record_probe_failure(&a, probe_started),
+            Failure::ShowedLife
+        );
+        assert_eq!(registry.removal_revision(&a, probe_started), None);
+    }
+
+    #[test]
+    fn a_new_leader_gives_every_drone_an_interval_from_then() {
+        let (registry, registered) = two_kinds(10 * SECOND);
+        let lead = registered + 60 * SECOND;
+        registry.take_lead(lead);
+        assert!(
+            !due_at(&registry, lead).contains(&"a:1".to_string()),
+            "a renewing drone gets an interval to find her"
+        );
+        assert!(
+            due_at(&registry, lead + 9 * SECOND)
+                .iter()
+                .all(|a| a != "a:1")
+        );
+        assert!(due_at(&registry, lead + 10 * SECOND).contains(&"a:1".to_string()));
+    }
+
+    #[test]
+    fn a_pick_draws_only_from_the_side_asked_and_never_twice() {
+        let registry = Registry::new();
+        for i in 0..100 {
+            add(&registry, &format!("d:{i}"));
+        }
+        let sick = target(&registry, "d:7");
+        registry.record_task_failure(&sick);
+        assert_eq!(registry.pick(false, &[]), Some(sick.clone()));
+        assert_eq!(registry.pick(false, std::slice::from_ref(&sick)), None);
+        let mut tried = Vec::new();
+        while let Some(target) = registry.pick(true, &tried) {
+            assert_ne!(target.address, "d:7");
+            assert!(!tried.contains(&target));
+            tried.push(target);
+        }
+        assert_eq!(tried.len(), 99, "every drone in rotation, once each");
+        registry.forget("d:3", i64::MAX);
+        assert_eq!(registry.names().len(), 99);
+        assert!(registry.pick(true, &[]).is_some());
+        assert!(Registry::new().pick(true, &[]).is_none());
+    }
+
+    #[test]
+    fn a_summary_counts_what_a_pending_task_waits_for() {
+        let registry = Registry::new();
+        registry.apply(&record("a:1", "drone-0", 1, 1));
+        registry.apply(&Record {
+            exec: false,
+            ..record("b:1", "drone-1", 2, 2)
+        });
+        let used = HashMap::from([(
+            "a:1".to_string(),
+            Want {
+                slots: 3,
+                ..Want::default()
+            },
+        )]);
+        assert_eq!(
+            registry.summary(&used),
+            Summary {
+                registered: 2,
+                exec: 1,
+                usable: vec![(
+                    "drone-0".to_string(),
+                    Capacity {
+                        slots: 4,
+                        used: 3,
+                        ..Capacity::default()
+                    }
+                )],
+            }
+        );
     }
 }

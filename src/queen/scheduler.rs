@@ -15,12 +15,13 @@
 //! it first saw it): the drone starts it, says it runs it already, or says it ran it and it ended.
 //! No attempt is started twice on a drone, and none is lost to a failover.
 //!
-//! An attempt is lost when its drone was removed (the heartbeat found it dead), when its drone
+//! An attempt is lost when its drone was removed (liveness found it dead), when its drone
 //! registered again with a new boot id (it restarted, and ended what it ran: see `drone/`), or
-//! when its drone, asked by a probe, no longer lists an attempt it had confirmed. What a probe
-//! finds is decided by `reconcile.rs` (pure) and applied here: attempts confirmed (a restarted or
-//! new leader adopts what its drones still run so), lost, expired on the queen's clock, and the
-//! ones a drone runs that no queen placed there, or whose cancel was asked for, stopped.
+//! when its drone's list of attempts (a lease renewal carries one, and so does a probe's answer)
+//! no longer holds an attempt it had confirmed. What a list says is decided by `reconcile.rs`
+//! (pure) and applied here: attempts confirmed (a restarted or new leader adopts what its drones
+//! still run so), lost, expired on the queen's clock, and the ones a drone runs that no queen
+//! placed there, or whose cancel was asked for, stopped.
 //!
 //! A drone that had no room for a start (its slots taken by attempts being stopped) costs the task
 //! no retry: the placement is undone and the task placed again.
@@ -76,7 +77,7 @@ type Ending = (Stored, String, String);
 #[derive(Debug, Clone, Copy)]
 struct Seen {
     first: Instant,
-    /// When its drone confirmed it has it (a start's answer, or a probe listing it).
+    /// When its drone confirmed it has it (a start's answer, or a list of its attempts).
     confirmed: Option<Instant>,
 }
 
@@ -480,7 +481,7 @@ impl Scheduler {
                 return (refused, Vec::new());
             }
             Err(e) => {
-                // It may or may not have them: asked again after the grace, or found by a probe.
+                // It may or may not have them: asked again after the grace, or found in its list.
                 let address = tasks
                     .first()
                     .and_then(|stored| Some(stored.task.running_attempt()?.address.clone()))
@@ -538,9 +539,18 @@ impl Scheduler {
         (Vec::new(), full)
     }
 
-    /// What a probe of `target`, sent at `sent`, found it runs: decided by `reconcile.rs`, applied
-    /// here (confirmed, lost, expired, stopped; the slots of what is being stopped noted).
-    pub fn reconcile(&self, target: &Target, status: &DroneStatus, sent: Instant) {
+    /// What `target` says it runs, in a list it made after `made_after` (a probe's sending, or
+    /// the answer to the renewal before; `None`: unknown) and before `made_by`: decided by
+    /// `reconcile.rs`, applied here (confirmed, lost, expired, stopped; the slots of what is being
+    /// stopped noted). Only a list known to be made after the queen saw an attempt confirmed can
+    /// say its drone lost it.
+    pub fn reconcile(
+        &self,
+        target: &Target,
+        status: &DroneStatus,
+        made_after: Option<Instant>,
+        made_by: Instant,
+    ) {
         if !self.store.leads() {
             return;
         }
@@ -562,10 +572,11 @@ impl Scheduler {
                 .filter_map(|stored| {
                     let task = &stored.task;
                     let attempt = task.running_attempt()?;
-                    let confirmed_before = seen
-                        .get(&attempt.id)
-                        .and_then(|seen| seen.confirmed)
-                        .is_some_and(|at| at < sent);
+                    let confirmed = seen.get(&attempt.id).and_then(|seen| seen.confirmed);
+                    let confirmed_before = match (confirmed, made_after) {
+                        (Some(at), Some(after)) => at < after,
+                        _ => false,
+                    };
                     Some(Placed {
                         task: task.id.clone(),
                         id: attempt.id.clone(),
@@ -581,6 +592,7 @@ impl Scheduler {
         };
         let plan = reconcile::reconcile(&placed, status, now());
         {
+            // The drone had them by the time its list came: confirmed then.
             let mut seen = self.seen.lock();
             for id in &plan.confirm {
                 seen.entry(id.clone())
@@ -589,7 +601,7 @@ impl Scheduler {
                         confirmed: None,
                     })
                     .confirmed
-                    .get_or_insert(sent);
+                    .get_or_insert(made_by);
             }
         }
         let by_task: HashMap<&str, &Stored> = here

@@ -2,7 +2,7 @@
 //!
 //! A drone's key is `drones/<host:port>`; its value is a [`StoredDrone`]. Registrations go
 //! through any queen, in a txn that bumps the name counter (`next_id`) and creates the drone's key
-//! together, so two queens never give out one name. Removals are the leader's (the heartbeat's):
+//! together, so two queens never give out one name. Removals are the leader's (liveness'):
 //! fenced, and guarded by the revision the decision was made on, so a drone that registered again
 //! meanwhile stays. Draining is a flag on the record, so every queen sees it and it outlives a
 //! drone's restart, as a cordon on a Kubernetes node does.
@@ -60,6 +60,10 @@ pub struct StoredDrone {
     /// queen reads it here; `/drones` never shows it.
     #[serde(default)]
     credential: String,
+    /// Whether it renews a lease (a Hive drone), so every queen, and the next leader, know
+    /// which drones to probe on a schedule.
+    #[serde(default)]
+    renews: bool,
 }
 
 impl StoredDrone {
@@ -95,6 +99,7 @@ impl StoredDrone {
             draining: self.draining,
             registrations: self.registrations,
             credential: Token::new(&self.credential).ok(),
+            renews: self.renews,
         }
     }
 
@@ -194,6 +199,7 @@ impl Store {
                         exec: registration.exec,
                         slots: registration.slots,
                         offer: registration.offer.clone(),
+                        renews: registration.renews,
                         registrations: stored.registrations + 1,
                         ..stored
                     };
@@ -225,6 +231,7 @@ impl Store {
                         draining: false,
                         registrations: 1,
                         credential: fresh.secret().to_string(),
+                        renews: registration.renews,
                     };
                     let txn = match next_id {
                         Some(kv) => Txn::new().if_modified_at(counter, kv.mod_revision),
@@ -264,7 +271,7 @@ impl Store {
         ))
     }
 
-    /// Removes `target`, which failed every probe of a heartbeat round that started at `since`,
+    /// Removes `target`, which failed every try of a probe that started at `since`,
     /// unless it showed life after that or this queen no longer leads. Returns whether it was
     /// removed.
     pub fn remove(&self, target: &Target, since: Instant) -> bool {

@@ -1,7 +1,7 @@
 //! Where a queen's state lives: one versioned key-value engine, and typed views over it.
 //!
 //! ```text
-//!   queen, API, heartbeat, scheduler
+//!   queen, API, liveness, scheduler
 //!        │ register / remove / drain        │ create / change tasks
 //!        ▼                                  ▼
 //!   Store ── drones.rs, tasks.rs: records ⇄ keys, each change a compare-and-write (batch.rs)
@@ -129,6 +129,12 @@ impl Store {
     /// her first read).
     pub fn leads(&self) -> bool {
         self.ready() && self.leadership.term().is_some()
+    }
+
+    /// The `host:port` of the queen that leads, when another one does, as far as this one knows.
+    pub fn other_leader(&self) -> Option<String> {
+        let (leads, leader) = self.leadership.view();
+        leader.filter(|leader| !leads && leader != self.me())
     }
 
     /// Whether any queen leads, as far as this one knows.

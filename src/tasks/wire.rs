@@ -156,3 +156,24 @@ pub struct DroneStatus {
     #[serde(default)]
     pub ended: Vec<Listed>,
 }
+
+/// `POST /lease` on a queen: a drone renewing its lease, with what it runs (the same fields its
+/// verbose `/healthz` gives), so the leader reconciles its attempts without probing it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Renewal {
+    /// The `renewal` of the queen's answer to the drone's previous renewal: this one's list was
+    /// made after that answer. Absent from a drone's first renewal with a queen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    #[serde(flatten)]
+    pub status: DroneStatus,
+}
+
+/// What a queen answers a renewal she took (after the tutorial's `"result": "OK"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenewalAnswer {
+    /// Seconds until the next renewal is due: the drone renews a little before.
+    pub lease_interval: f64,
+    /// This renewal's id, for the next renewal's `after`.
+    pub renewal: u64,
+}

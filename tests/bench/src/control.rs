@@ -152,17 +152,6 @@ impl Control {
         Ok(self.list(queen)?.into_iter().map(|d| d.address).collect())
     }
 
-    /// Registers `address` with the queen by hand, as a drone would.
-    pub fn register(&self, queen: &Larve, address: &str) -> Result<()> {
-        match self.register_status(queen, address)? {
-            200 => Ok(()),
-            status => Err(format!(
-                "POST {} {address}: HTTP {status}",
-                self.url(queen, "/register")
-            )),
-        }
-    }
-
     /// Registers `address` with the queen by hand and returns her answer's status, which may be a
     /// refusal (a queen on etcd answers 503 while etcd is slow). `Err` only when she did not
     /// answer at all.

@@ -56,15 +56,3 @@ pub fn removals(log: &str) -> usize {
 pub fn tasks_not_taken(log: &str) -> usize {
     log.matches(" not taken by drone-").count()
 }
-
-/// Every `heartbeat round over N drones took X ms` in a queen's log, as (N, X), in order.
-pub fn rounds(log: &str) -> Vec<(usize, u64)> {
-    log.lines()
-        .filter_map(|line| {
-            let (_, rest) = line.split_once("heartbeat round over ")?;
-            let (n, rest) = rest.split_once(" drones took ")?;
-            let (ms, _) = rest.split_once(" ms")?;
-            Some((n.parse().ok()?, ms.parse().ok()?))
-        })
-        .collect()
-}

@@ -10,7 +10,7 @@ use crate::{report, scenarios};
 /// The help text, printed by `--help`.
 pub const USAGE: &str = "\
 usage: hive-bench [--larve PATH] [--old-larve PATH] [--wrk PATH] [--etcd-binary PATH] [--quick]
-                  [--only N[,N...]] [--keep-logs]
+                  [--only PICK[,PICK...]] [--keep-logs]
 
 Starts queens and drones on 127.0.0.1, loads them with wrk, measures them, and prints a markdown
 table to stdout.
@@ -21,19 +21,22 @@ options:
                       compares with; scripts/bench.sh builds and passes it (default: none, and
                       scenario 16 says the comparison was not measured)
   --wrk PATH          the wrk binary (default: wrk on the PATH)
-  --etcd-binary PATH  the etcd binary scenarios 8 to 11 and 13 start (default: etcd on the PATH)
+  --etcd-binary PATH  the etcd binary scenarios 8 to 11 and 13 and fleet-etcd start (default:
+                      etcd on the PATH)
   --quick             one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter
-                      runs and fewer repetitions elsewhere, a 200-drone fleet; 2,000 tasks in
+                      runs and fewer repetitions elsewhere, a 1,000-drone fleet; 2,000 tasks in
                       scenario 9, 20,000 in 12, 400 in 13; one flood of 3 s in 15 (not three
                       of 10 s); 2 rounds of 2 s in 16
   --only LIST         run only these scenarios, by number or name, e.g. --only
-                      1,4,durable-store-recovery,containment (default: all)
+                      1,fleet-one-queen,durable-store-recovery,containment (default: all)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
                       fails)
   -h, --help          print this help
 
-scenarios: 1 wrk, 2 failure detection, 3 no false removals, 4 heartbeat scale, 5 footprint,
-6 burst, 7 big body, 8 several queens (etcd); tasks that run commands: 9 task throughput (against
+scenarios: 1 wrk, 2 failure detection, 3 no false removals, 5 footprint, 6 burst, 7 big body,
+8 several queens (etcd); fleet (10,000 simulated drones on one queen: detection, liveness CPU,
+API and submit against a queen without them), fleet-etcd (the same fleet through three queens on
+etcd: writes in steady state, a leader's kill -9); tasks that run commands: 9 task throughput (against
 the machine spawning them itself; and on etcd), 10 task submission (wrk on POST /tasks), 11 task
 latency (created to running at 100 tasks/s), 12 task queue scale (100,000 pending), 13 task
 failover (leader killed with 2,000 tasks in flight), 14 drone loss (a drone killed running 8
@@ -65,17 +68,27 @@ const QUICK_BURST_RUNS: usize = 1;
 const FULL_SOAK_SECS: u64 = 60;
 const QUICK_SOAK_SECS: u64 = 4;
 
-/// Scenario 4's simulated fleet: (answering, refusing connections, never answering).
+/// The fleet scenarios' simulated fleet.
 const FULL_FLEET: FleetSize = FleetSize {
-    good: 800,
-    refusing: 100,
-    silent: 100,
+    renewing: 4500,
+    good: 4500,
+    refusing: 500,
+    silent: 500,
 };
 const QUICK_FLEET: FleetSize = FleetSize {
-    good: 160,
-    refusing: 20,
-    silent: 20,
+    renewing: 450,
+    good: 450,
+    refusing: 50,
+    silent: 50,
 };
+
+/// The fleet scenarios: the steady-state window, each wrk load's length, and rounds of loads.
+const FULL_FLEET_STEADY_SECS: u64 = 30;
+const QUICK_FLEET_STEADY_SECS: u64 = 10;
+const FULL_FLEET_LOAD_SECS: u64 = 5;
+const QUICK_FLEET_LOAD_SECS: u64 = 2;
+const FULL_FLEET_ROUNDS: usize = 3;
+const QUICK_FLEET_ROUNDS: usize = 1;
 
 /// Scenario 8: leader kills measured, submit runs per side (in-memory queen, follower on etcd) and
 /// their length, and drones registered through three queens.
@@ -142,10 +155,6 @@ const QUICK_FRONT_COST_ROUNDS: usize = 2;
 const FULL_FRONT_COST_SECS: u64 = 6;
 const QUICK_FRONT_COST_SECS: u64 = 2;
 
-/// Length of each of scenario 4's submit loads.
-const FULL_SCALE_LOAD_SECS: u64 = 5;
-const QUICK_SCALE_LOAD_SECS: u64 = 2;
-
 /// The command line.
 pub struct Options {
     pub larve: PathBuf,
@@ -169,21 +178,15 @@ pub fn parse() -> Result<Option<Options>> {
     let keep_logs = args.contains("--keep-logs");
     let only: Option<Vec<String>> = args
         .opt_value_from_fn("--only", |s| {
-            let names = scenarios::names();
             s.split(',')
-                .map(|choice| {
-                    let choice = choice.trim();
-                    let numbered = choice
-                        .parse::<usize>()
-                        .is_ok_and(|n| (1..=scenarios::NUMBERED).contains(&n));
-                    if numbered || names.iter().any(|name| name == choice) {
-                        Ok(choice.to_string())
+                .map(|pick| {
+                    let pick = pick.trim();
+                    if scenarios::exists(pick) {
+                        Ok(pick.to_string())
                     } else {
                         Err(format!(
-                            "{s:?} is not a list of scenario numbers from 1 to {} or names ({}), \
-                             like 1,4",
-                            scenarios::NUMBERED,
-                            names.join(", ")
+                            "{pick:?} is no scenario; pick among {}",
+                            scenarios::names().join(", ")
                         ))
                     }
                 })
@@ -252,8 +255,11 @@ pub struct Plan {
     pub wrk_length: Duration,
     pub detection_repeats: usize,
     pub soak: Duration,
+    /// The fleet scenarios: the fleet, the steady-state window, each load's length and rounds.
     pub fleet: FleetSize,
-    pub scale_load: Duration,
+    pub fleet_steady: Duration,
+    pub fleet_load: Duration,
+    pub fleet_rounds: usize,
     pub burst_runs: usize,
     /// Scenario 8: leader kills, submit runs per side and their length, drones registered.
     pub failover_repeats: usize,
@@ -298,11 +304,17 @@ impl Plan {
             detection_repeats: pick(quick, FULL_DETECTION_REPEATS, QUICK_DETECTION_REPEATS),
             soak: Duration::from_secs(pick(quick, FULL_SOAK_SECS, QUICK_SOAK_SECS)),
             fleet: pick(quick, FULL_FLEET, QUICK_FLEET),
-            scale_load: Duration::from_secs(pick(
+            fleet_steady: Duration::from_secs(pick(
                 quick,
-                FULL_SCALE_LOAD_SECS,
-                QUICK_SCALE_LOAD_SECS,
+                FULL_FLEET_STEADY_SECS,
+                QUICK_FLEET_STEADY_SECS,
             )),
+            fleet_load: Duration::from_secs(pick(
+                quick,
+                FULL_FLEET_LOAD_SECS,
+                QUICK_FLEET_LOAD_SECS,
+            )),
+            fleet_rounds: pick(quick, FULL_FLEET_ROUNDS, QUICK_FLEET_ROUNDS),
             burst_runs: pick(quick, FULL_BURST_RUNS, QUICK_BURST_RUNS),
             failover_repeats: pick(quick, FULL_FAILOVER_REPEATS, QUICK_FAILOVER_REPEATS),
             queens_rate_runs: pick(quick, FULL_QUEENS_RATE_RUNS, QUICK_QUEENS_RATE_RUNS),

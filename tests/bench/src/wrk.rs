@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hive_support::larve::{Larve, TOKEN_ENV};
 use hive_support::process::{Process, SIGINT};
@@ -47,6 +47,8 @@ pub enum Call {
     CreateTask,
     /// `GET /tasks?state=pending`: the first page of pending tasks, the script with no argument.
     PendingTasks,
+    /// `GET /tasks?limit=1`: the newest task, a read that touches no drone.
+    LatestTask,
 }
 
 impl Call {
@@ -56,6 +58,18 @@ impl Call {
             Call::Health => "/healthz",
             Call::CreateTask => "/tasks",
             Call::PendingTasks => "/tasks?state=pending",
+            Call::LatestTask => "/tasks?limit=1",
+        }
+    }
+
+    /// What the report calls it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::Submit => "POST /submit_task",
+            Call::Health => "GET /healthz",
+            Call::CreateTask => "POST /tasks",
+            Call::PendingTasks => "GET /tasks?state=pending",
+            Call::LatestTask => "GET /tasks?limit=1",
         }
     }
 
@@ -64,7 +78,7 @@ impl Call {
         match self {
             Call::Submit => &["--", "submit"],
             Call::CreateTask => &["--", "task"],
-            Call::Health | Call::PendingTasks => &[],
+            Call::Health | Call::PendingTasks | Call::LatestTask => &[],
         }
     }
 }
@@ -188,8 +202,6 @@ struct Latency {
 /// What one wrk run saw.
 pub struct Run {
     summary: Summary,
-    /// Just before wrk started.
-    pub started: Instant,
 }
 
 impl Run {
@@ -269,7 +281,6 @@ pub struct Running {
     load: Load,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
-    started: Instant,
 }
 
 impl Running {
@@ -299,10 +310,7 @@ impl Running {
         };
         let summary = serde_json::from_str(line)
             .map_err(|e| format!("wrk ({label}): cannot read {line:?}: {e}"))?;
-        Ok(Run {
-            summary,
-            started: self.started,
-        })
+        Ok(Run { summary })
     }
 
     /// Ends the run now rather than at its length: on SIGINT wrk stops its threads, then prints
@@ -350,7 +358,6 @@ impl Wrk {
         let stderr_path = self.dir.join(format!("{label}.wrk.err"));
         let args = load.args(&self.script.to_string_lossy(), &queen.address());
         progress(&format!("{label}: wrk {}", args.join(" ")));
-        let started = Instant::now();
         let mut command = std::process::Command::new(&self.binary);
         command.args(&args).env_remove(TOKEN_ENV);
         if let Some(token) = load.token {
@@ -363,7 +370,6 @@ impl Wrk {
             load,
             stdout_path,
             stderr_path,
-            started,
         })
     }
 }

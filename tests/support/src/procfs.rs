@@ -12,9 +12,6 @@ use crate::Result;
 /// How often a [`Sampler`] reads `/proc/PID/status`.
 pub const SAMPLE_PERIOD: Duration = Duration::from_millis(20);
 
-/// Every this many samples, also count the threads named `probe` (reading one file per thread).
-pub const PROBE_COUNT_EVERY_SAMPLES: u32 = 5;
-
 /// Longest a sampler runs, whatever happens to the scenario that started it.
 pub const MAX_SAMPLING: Duration = Duration::from_secs(600);
 
@@ -137,7 +134,6 @@ pub struct Peak {
     pub rss_kb: u64,
     /// The kernel's own high-water mark, `VmHWM`, at the last reading, in kB.
     pub hwm_kb: u64,
-    pub max_probe_threads: usize,
 }
 
 impl Peak {
@@ -160,17 +156,6 @@ impl Peak {
     }
 }
 
-/// The threads of `pid` named `probe`: the heartbeat's workers.
-fn probe_threads(pid: u32) -> usize {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim() == "probe")
-        .count()
-}
-
 /// Samples a process's threads and memory every [`SAMPLE_PERIOD`] on its own thread until finished
 /// (or dropped, or the process is gone, or [`MAX_SAMPLING`] has passed).
 pub struct Sampler {
@@ -186,16 +171,11 @@ impl Sampler {
         let handle = thread::spawn(move || {
             let mut peak = Peak::default();
             let started = Instant::now();
-            let mut samples: u32 = 0;
             while !stopping.load(Ordering::Relaxed) && started.elapsed() < MAX_SAMPLING {
                 let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
                     break;
                 };
                 peak.add(&status);
-                if samples.is_multiple_of(PROBE_COUNT_EVERY_SAMPLES) {
-                    peak.max_probe_threads = peak.max_probe_threads.max(probe_threads(pid));
-                }
-                samples += 1;
                 thread::sleep(SAMPLE_PERIOD);
             }
             peak

@@ -1,6 +1,6 @@
 //! Scenario 2, failure detection: seconds from kill -9 (and from SIGSTOP) of a drone until the
 //! queen no longer lists it, under a fast heartbeat. The two series run side by side, each with its
-//! own queen, so one queen's long rounds over a frozen drone cannot delay the other's verdict on a
+//! own queen, so one queen's long probes of a frozen drone cannot delay the other's verdict on a
 //! killed one.
 
 use std::thread;

@@ -1,5 +1,5 @@
-//! Scenario 5, footprint (idle part): an idle queen and an idle drone. The queen holding a fleet is
-//! measured in the scale scenario, which adds its rows here.
+//! Scenario 5, footprint: an idle queen and an idle drone. A queen holding a fleet is measured in
+//! the fleet scenarios.
 
 use std::time::Duration;
 
@@ -10,6 +10,9 @@ use crate::Result;
 use crate::report::{Report, mb};
 
 pub const LABEL: &str = "5. footprint";
+
+/// The performance issue's target for a queen holding a thousand drones (several queens reads it).
+pub const QUEEN_RSS_MB_TARGET: f64 = 64.0;
 
 /// Window over which an idle queen or drone is sampled; nothing happens in it but its own timers.
 const IDLE_WINDOW: Duration = Duration::from_millis(500);

@@ -6,7 +6,8 @@
 //! goes on with the next one.
 //!
 //! Scenarios 1 to 8 measure the queen as the tutorial uses her: `/submit_task`, the heartbeat, the
-//! registry, several queens. Scenarios 9 to 14 measure tasks that run commands (`POST /tasks` on
+//! registry, several queens. The [`fleet`] scenarios, named rather than numbered (`fleet`,
+//! `fleet-etcd`), hold ten thousand simulated drones on one queen and through three on etcd. Scenarios 9 to 14 measure tasks that run commands (`POST /tasks` on
 //! the queen, drones started with `--allow-exec`): [`task_throughput`] against the machine
 //! spawning the same commands itself, [`task_submission`] and [`task_latency`] for the queue's
 //! front, [`task_scale`] for a queen holding a large queue, [`task_failover`] and [`drone_loss`]
@@ -33,12 +34,12 @@ mod drone_loss;
 mod durable_recovery;
 mod durable_submission;
 mod durable_throughput;
+mod fleet;
 mod footprint;
 mod front_cost;
 mod front_door;
 mod group;
 mod queens;
-mod scale;
 mod scoped_tokens;
 mod soak;
 mod task_failover;
@@ -259,13 +260,15 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 /// One scenario.
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
-/// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 21] = [
+/// Every scenario, in the order they run; `--only` picks one by its label's number, if it has
+/// one, or by its name (see [`name`]).
+const ALL: [(&str, Scenario); 22] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
     (footprint::LABEL, footprint::run),
-    (scale::LABEL, scale::run),
+    (fleet::alone::LABEL, fleet::alone::run),
+    (fleet::etcd::LABEL, fleet::etcd::run),
     (burst::LABEL, burst::run),
     (big_body::LABEL, big_body::run),
     (queens::LABEL, queens::run),
@@ -284,33 +287,34 @@ const ALL: [(&str, Scenario); 21] = [
     (scoped_tokens::LABEL, scoped_tokens::run),
 ];
 
-/// How many scenarios are numbered (from 1); the named ones come after them.
-pub const NUMBERED: usize = 16;
-
-/// The names `--only` takes for the named scenarios: their labels, `-` for each space and `:`
-/// left out (`durable-store-recovery`).
-pub fn names() -> Vec<String> {
-    ALL[NUMBERED..]
-        .iter()
-        .map(|(label, _)| name(label))
-        .collect()
-}
-
+/// A scenario's name, as `--only` takes it: its label after the number, if any, in lower case,
+/// `:` left out and `-` for each space (`durable-store-recovery`, `burst`).
 fn name(label: &str) -> String {
-    label.replace(':', "").replace(' ', "-")
+    let name = label.split_once(". ").map_or(label, |(_, name)| name);
+    name.to_lowercase().replace(':', "").replace(' ', "-")
 }
 
-/// Whether `label` is the scenario `choice` names: its number, or its name.
-fn chosen(label: &str, choice: &str) -> bool {
-    label.starts_with(&format!("{choice}.")) || name(label) == choice
+/// Whether `label` is the scenario `pick` names: its number, or its name.
+fn picked(label: &str, pick: &str) -> bool {
+    label.starts_with(&format!("{pick}.")) || name(label) == pick
 }
 
-/// Runs the scenarios `only` names (all when `None`), each timed; true if any failed.
+/// Whether `pick` names a scenario.
+pub fn exists(pick: &str) -> bool {
+    ALL.iter().any(|(label, _)| picked(label, pick))
+}
+
+/// Every scenario's name, as `--help` lists them.
+pub fn names() -> Vec<String> {
+    ALL.iter().map(|(label, _)| name(label)).collect()
+}
+
+/// Runs the scenarios picked in `only` (all when `None`), each timed; true if any failed.
 pub fn run(bench: &Bench, only: Option<&[String]>, report: &mut Report) -> bool {
     let mut failed = false;
-    let chosen = ALL.into_iter().filter(|(label, _)| {
-        only.is_none_or(|only| only.iter().any(|choice| chosen(label, choice)))
-    });
+    let chosen = ALL
+        .into_iter()
+        .filter(|(label, _)| only.is_none_or(|only| only.iter().any(|pick| picked(label, pick))));
     for (label, scenario) in chosen {
         progress(&format!("scenario {label}"));
         let started = Instant::now();

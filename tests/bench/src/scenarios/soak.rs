@@ -24,7 +24,8 @@ const SOAK_POLL: Duration = Duration::from_millis(50);
 /// Extra time the load may run past its length before the polling stops waiting for it.
 const LOAD_GRACE: Duration = Duration::from_secs(10);
 
-/// A gap between two `last_seen` values longer than this many intervals is a late round.
+/// A gap between two `last_seen` values longer than this many intervals is a late sign of life
+/// (a renewal or a probe that came late).
 const LATE_GAP_INTERVALS: f64 = 2.0;
 
 /// Runs the load while polling `/drones`, and adds the rows.
@@ -84,7 +85,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let mut late = 0;
     let mut max_gap: f64 = 0.0;
     for values in seen.values() {
-        // The time since the last advance counts too: rounds that stopped altogether are late.
+        // The time since the last advance counts too: signs of life that stopped altogether are late.
         let ends = values.iter().copied().chain([now]);
         for (a, b) in values.iter().zip(ends.skip(1)) {
             let gap = b - a;
@@ -109,7 +110,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     );
     report.row(
         LABEL,
-        format!("last_seen gaps > 2 × interval ({late_gap} s): late rounds, all drones"),
+        format!("last_seen gaps > 2 × interval ({late_gap} s): late signs of life, all drones"),
         late.to_string(),
         target("0 expected", late == 0),
     );

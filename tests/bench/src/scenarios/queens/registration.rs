@@ -18,8 +18,8 @@ use crate::control::{self, Control};
 use crate::fleet::{Fleet, FleetSize};
 use crate::report::{self, Report, mb, target};
 use crate::scenarios::Bench;
+use crate::scenarios::footprint::QUEEN_RSS_MB_TARGET;
 use crate::scenarios::group::{AGREE_TIMEOUT, QUEENS, Queens};
-use crate::scenarios::scale::QUEEN_RSS_MB_TARGET;
 use crate::{Result, progress};
 
 const CLIENTS: usize = 32;
@@ -38,9 +38,10 @@ const LISTED_POLL: Duration = Duration::from_millis(50);
 /// The issue's target from the first registration until every queen lists every drone.
 const LISTED_SECS_TARGET: f64 = 10.0;
 
-/// How long the leader may take to probe every drone once all are listed: her rounds are 10 s
-/// apart (the default), and one may have started before the last registration, so two intervals,
-/// a round over the fleet, and slack. And how often her `/drones` is read meanwhile.
+/// How long the leader may take to probe every drone once all are listed: these drones renew
+/// nothing, so each is probed within an interval (10 s, the default) of its registration and then
+/// on its slot; two intervals, the probes' time, and slack. And how often her `/drones` is read
+/// meanwhile.
 const PROBED_TIMEOUT: Duration = Duration::from_secs(40);
 const PROBED_POLL: Duration = Duration::from_millis(200);
 
@@ -75,6 +76,7 @@ impl Tally {
 pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
     let size = bench.plan.queens_fleet;
     let fleet = Fleet::start(FleetSize {
+        renewing: 0,
         good: size,
         refusing: 0,
         silent: 0,
@@ -153,7 +155,7 @@ pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
     )?;
     report.row(
         LABEL,
-        "fleet drones the leader removed in her first round over them all (default heartbeat)",
+        "fleet drones the leader removed in her first probes of them all (default heartbeat)",
         lost.to_string(),
         target("0", lost == 0),
     );
@@ -190,7 +192,7 @@ pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
          every queen's /healthz drones map is read every {} ms until each lists every drone. Once \
          the leader's /drones shows every drone probed after that (last_seen later), the leader's \
          and a follower's /proc/PID/status are sampled for {} ms: VmHWM is the kernel's peak over \
-         the queen's life (registrations, the watch, one heartbeat round), VmRSS the largest seen; \
+         the queen's life (registrations, the watch, a probe of every drone), VmRSS the largest seen; \
          the in-memory queen's figures are in 5. footprint",
         queens.command(),
         RETRY_PAUSE.as_millis(),

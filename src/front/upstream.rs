@@ -330,23 +330,27 @@ fn wait_readable(stream: &UnixStream, timeout: Option<Duration>) -> io::Result<(
     }
 }
 
-/// The length of the body that follows `head`.
+/// Most header fields in one of the server's answers: tiny_http sends four or five.
+const MAX_ANSWER_FIELDS: usize = 16;
+
+/// The length of the body that follows `head`, an answer's head from the server.
 fn body_length(head: &[u8], no_body: bool) -> Result<usize, String> {
-    let status = head
-        .get(9..12)
-        .and_then(|code| std::str::from_utf8(code).ok())
-        .and_then(|code| code.parse::<u16>().ok())
-        .filter(|_| head.starts_with(b"HTTP/1."))
-        .ok_or("an answer without a status line")?;
+    let mut fields = [httparse::EMPTY_HEADER; MAX_ANSWER_FIELDS];
+    let mut answer = httparse::Response::new(&mut fields);
+    match answer.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("an answer with an unfinished head".into()),
+        Err(e) => return Err(format!("an answer whose head does not parse ({e})")),
+    }
+    let status = answer.code.ok_or("an answer without a status line")?;
     if no_body || status < 200 || status == 204 || status == 304 {
         return Ok(0);
     }
-    head.split(|&b| b == b'\n')
-        .find_map(|line| {
-            let (name, value) = line.split_at_checked(line.iter().position(|&b| b == b':')?)?;
-            name.eq_ignore_ascii_case(b"content-length")
-                .then(|| std::str::from_utf8(&value[1..]).ok()?.trim().parse().ok())?
-        })
+    answer
+        .headers
+        .iter()
+        .find(|field| field.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|field| std::str::from_utf8(field.value).ok()?.parse().ok())
         .ok_or_else(|| "an answer without a Content-Length".to_string())
 }
 

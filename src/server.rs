@@ -2,7 +2,7 @@
 //! handlers see plain owned requests and responses.
 //!
 //! tiny_http serves only the front's Unix socket, and gets only well-formed requests whose bodies
-//! are complete and bounded. A fixed pool of handler threads calls `recv()`; each turns the
+//! are complete and within their limits (the front's). A fixed pool of handler threads calls `recv()`; each turns the
 //! tiny_http request into a [`Request`], calls the role's handler inside `catch_unwind`, and writes
 //! the [`Response`]. So handlers are plain functions, testable without sockets, and a panic in one
 //! answers 500 instead of shrinking the pool. A long poll (a `wait=` parameter) may hold its
@@ -10,7 +10,7 @@
 //! [`MAX_LONG_POLLS`] at once: the pool stays free for everything else. Every answer is counted
 //! in [`Metrics`].
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -133,7 +133,6 @@ pub struct Settings {
 struct Shared {
     handler: Arc<Handler>,
     metrics: Arc<Metrics>,
-    body_limits: BodyLimits,
     /// Long polls being served now, and how many may be.
     long_polls: AtomicUsize,
     max_long_polls: usize,
@@ -154,7 +153,7 @@ pub fn start(
             gate: settings.gate,
             connections: settings.connections,
             tls: settings.tls,
-            body_limits: settings.body_limits.clone(),
+            body_limits: settings.body_limits,
             upstream_regular: settings.workers,
             upstream_long_polls: settings.long_polls,
         },
@@ -164,7 +163,6 @@ pub fn start(
     let shared = Arc::new(Shared {
         handler,
         metrics: metrics.clone(),
-        body_limits: settings.body_limits,
         long_polls: AtomicUsize::new(0),
         max_long_polls: settings.long_polls,
     });
@@ -218,7 +216,7 @@ fn dispatch(raw: tiny_http::Request, shared: &Arc<Shared>) {
 }
 
 fn serve(mut raw: tiny_http::Request, shared: &Shared) {
-    let response = match read_request(&mut raw, &shared.body_limits) {
+    let response = match read_request(&mut raw) {
         Ok(request) => call(shared.handler.as_ref(), &request),
         Err(error) => Response::error(&error),
     };
@@ -263,9 +261,12 @@ fn header(raw: &tiny_http::Request, name: &'static str) -> Option<String> {
         .map(|h| h.value.to_string())
 }
 
-fn read_request(raw: &mut tiny_http::Request, limits: &BodyLimits) -> Result<Request, Error> {
-    let limit = limits.for_path(path(raw));
-    let body = read_body(raw.as_reader(), limit)?;
+fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
+    // The front has read the body whole, within its path's limit, and framed it by length.
+    let mut body = Vec::new();
+    raw.as_reader()
+        .read_to_end(&mut body)
+        .map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
     Ok(Request {
         method: raw.method().as_str().to_ascii_uppercase(),
         path: path(raw).to_string(),
@@ -277,19 +278,6 @@ fn read_request(raw: &mut tiny_http::Request, limits: &BodyLimits) -> Result<Req
         peer: header(raw, PEER_FIELD).and_then(|peer| peer.parse().ok()),
         body,
     })
-}
-
-/// Reads a body of at most `limit` bytes. The front has read it whole already, so nothing here
-/// waits on a client; the limit is checked again all the same.
-fn read_body(reader: &mut dyn Read, limit: usize) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
-    match reader.take(limit as u64 + 1).read_to_end(&mut body) {
-        Ok(n) if n > limit => Err(Error::PayloadTooLarge(limit)),
-        Ok(_) => Ok(body),
-        Err(e) => Err(Error::BadRequest(format!(
-            "could not read the request body: {e}"
-        ))),
-    }
 }
 
 fn call(handler: &Handler, request: &Request) -> Response {
@@ -439,19 +427,5 @@ mod tests {
         for poll in polls {
             assert_eq!(poll.join().unwrap(), 200);
         }
-    }
-
-    #[test]
-    fn a_body_over_the_limit_is_413_whatever_it_declared() {
-        let mut big = io::repeat(b'x').take(MAX_BODY_BYTES as u64 + 1);
-        assert_eq!(
-            read_body(&mut big, MAX_BODY_BYTES),
-            Err(Error::PayloadTooLarge(MAX_BODY_BYTES))
-        );
-        let mut fits = io::repeat(b'x').take(MAX_BODY_BYTES as u64);
-        assert_eq!(
-            read_body(&mut fits, MAX_BODY_BYTES).map(|b| b.len()),
-            Ok(MAX_BODY_BYTES)
-        );
     }
 }

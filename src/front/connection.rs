@@ -4,8 +4,8 @@
 //!
 //! What a client can make this thread do is bounded at every step: the handshake and each head
 //! must be complete by [`HEAD_DEADLINE`] (a keep-alive connection's wait for its next request
-//! counts too), a head is at most [`MAX_HEAD_BYTES`], a body at most its path's limit and
-//! complete by [`BODY_DEADLINE`], and an answer the client does not read is abandoned after
+//! counts too), a head is at most [`MAX_HEAD_BYTES`], a body is within its path's limits (see
+//! `body.rs`), and an answer the client does not read is abandoned after
 //! [`WRITE_TIMEOUT`]. Whatever the front refuses it answers itself, as JSON, and then closes the
 //! connection: after a broken head it cannot know where the next request would start.
 
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use log::debug;
 use rustls::{ServerConnection, StreamOwned};
 
-use super::body::{self, BodyError};
-use super::head::{self, Framing, Head, PEER_FIELD};
+use super::body::{BodyError, Expected};
+use super::head::{self, Head, PEER_FIELD};
 use super::input::{Input, ReadError, Source};
 use super::upstream::{Kind, UpstreamError};
 use super::{Shared, is_long_poll};
@@ -34,9 +34,6 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Time for a request's head to arrive in full, from when the front starts waiting for it (so it
 /// also ends an idle keep-alive connection, and covers the TLS handshake of a new one).
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Time for a request's body to arrive in full, once its head has.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Longest one write to a client may wait for the client to read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -258,11 +255,9 @@ impl Connection<'_> {
             }
         };
         let limit = self.front.body_limits.for_path(path);
-        if let Framing::Length(length) = head.framing
-            && length > limit as u64
-        {
+        let Ok(expected) = Expected::new(head.framing, limit) else {
             return self.refuse_body(path, limit);
-        }
+        };
         if head.expect_continue
             && self
                 .stream
@@ -272,25 +267,7 @@ impl Connection<'_> {
         {
             return Next::Close;
         }
-        self.body.clear();
-        let deadline = Instant::now() + BODY_DEADLINE;
-        let read = match head.framing {
-            Framing::Empty => Ok(()),
-            Framing::Length(length) => body::read_length(
-                &mut self.input,
-                &mut self.stream,
-                length as usize,
-                deadline,
-                &mut self.body,
-            ),
-            Framing::Chunked => body::read_chunked(
-                &mut self.input,
-                &mut self.stream,
-                limit,
-                deadline,
-                &mut self.body,
-            ),
-        };
+        let read = expected.read(&mut self.input, &mut self.stream, &mut self.body);
         match read {
             Ok(()) => {}
             Err(BodyError::TooLarge) => return self.refuse_body(path, limit),

@@ -24,7 +24,8 @@
 //!   (plain HTTP; a TLS one is closed) and counted.
 //! - **Each connection** (`connection.rs`) has a thread of its own (`threads.rs`: reused, and
 //!   gone a few seconds after its connection), so a slow client holds only its own: TLS, the
-//!   head (`head.rs`), the body (`body.rs`), each bounded in size and time.
+//!   head (`head.rs`), the body (`body.rs`: every body limit is checked there), each bounded in
+//!   size and time.
 //! - **The gate** (`auth.rs`): once a head is read, and before a byte of its body, the front asks
 //!   who sent it and whether they may; a refusal (401, 403) is answered and the connection closed.
 //!   The request goes on with the caller's identity in a field only the front sets.
@@ -62,29 +63,10 @@ use socket_dir::SocketDir;
 use threads::Threads;
 use upstream::Upstream;
 
-pub use connection::{BODY_DEADLINE, HEAD_DEADLINE, MAX_HEAD_BYTES, WRITE_TIMEOUT};
+pub use body::{BODY_DEADLINE, BodyLimits, MAX_BODY_BYTES};
+pub use connection::{HEAD_DEADLINE, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 pub use head::PEER_FIELD;
 pub use threads::IDLE_LIFETIME;
-
-/// Largest request body on any path the role does not name: a task text or an address is far
-/// smaller.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The largest body each path takes: what the role says, [`MAX_BODY_BYTES`] elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyLimits {
-    pub by_path: &'static [(&'static str, usize)],
-}
-
-impl BodyLimits {
-    /// The limit for a request to `path`.
-    pub fn for_path(&self, path: &str) -> usize {
-        self.by_path
-            .iter()
-            .find(|(known, _)| *known == path)
-            .map_or(MAX_BODY_BYTES, |(_, limit)| *limit)
-    }
-}
 
 /// Whether a request with this query string is a long poll (it has a `wait=` parameter): its
 /// handler may hold it for up to a minute, so it is kept apart from other requests, here and in

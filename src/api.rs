@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::info;
 use serde::Serialize;
@@ -38,7 +39,9 @@ use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::queen::registry::Registration;
 use crate::queen::{Created, Queen};
-use crate::server::{Handler, Request, Response};
+use crate::server::{
+    BodySource, Handler, Held, HeldRoutes, JSON, Pulled, Request, Response, Streamed,
+};
 use crate::store::StoreHealth;
 use crate::tasks::wire::{DroneStatus, Reports, StartRequest};
 use crate::tasks::{MAX_SLOTS, State, Submission, Summary, Task, valid_boot, valid_id};
@@ -251,24 +254,11 @@ impl Api {
                 match &self.role {
                     Role::Queen(queen) => {
                         allow(request, "GET, DELETE")?;
+                        // With `?wait=`, the front holds it: see `held`.
                         let task = if request.method == "DELETE" {
                             queen.cancel(id)?
                         } else {
-                            let wait = query
-                                .get("wait")
-                                .map(|s| {
-                                    s.parse::<f64>()
-                                        .ok()
-                                        .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
-                                        .map(std::time::Duration::from_secs_f64)
-                                        .ok_or_else(|| {
-                                            Error::BadRequest(format!(
-                                                "wait: {s:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
-                                            ))
-                                        })
-                                })
-                                .transpose()?;
-                            queen.task(id, wait)?
+                            queen.task(id, None)?
                         };
                         Ok(Response::json(200, &task))
                     }
@@ -353,8 +343,100 @@ impl Api {
     }
 }
 
+/// The requests the front holds (see `server::HeldRoutes`): a queen's `GET /tasks/ID?wait=S`.
+pub fn held(role: Role) -> Arc<dyn HeldRoutes> {
+    Arc::new(Waits { role })
+}
+
+struct Waits {
+    role: Role,
+}
+
+impl HeldRoutes for Waits {
+    fn holds(&self, method: &str, path: &str, query: &str) -> bool {
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        matches!(self.role, Role::Queen(_))
+            && method == "GET"
+            && matches!(segments.as_slice(), ["tasks", _])
+            && Query::parse(query).is_ok_and(|query| query.get("wait").is_some())
+    }
+
+    fn open(&self, request: &Request) -> Held {
+        let Role::Queen(queen) = &self.role else {
+            return Held::Answer(Response::error(&Error::NotFound("held request".into())));
+        };
+        TaskWait::open(queen, request).unwrap_or_else(|error| Held::Answer(Response::error(&error)))
+    }
+}
+
 /// Longest `?wait=` of `GET /tasks/ID`, in seconds.
 const MAX_WAIT_SECS: f64 = crate::queen::MAX_WAIT.as_secs() as f64;
+
+/// `GET /tasks/ID?wait=S`: the task once it has ended, or as it is when S seconds have passed.
+struct TaskWait {
+    queen: Arc<Queen>,
+    id: String,
+    until: Instant,
+    /// The task as last seen (sent as it is, should it be deleted meanwhile).
+    task: Task,
+    sent: bool,
+}
+
+impl TaskWait {
+    /// The answer at once when the task has ended (or is unknown, or the wait is malformed), else
+    /// a wait for it.
+    fn open(queen: &Arc<Queen>, request: &Request) -> Result<Held> {
+        let id = request.path.trim_start_matches("/tasks/");
+        if !valid_id(id) {
+            return Err(Error::NotFound(format!("task {id:?}")));
+        }
+        let query = Query::parse(&request.query)?;
+        let wait = query.get("wait").unwrap_or_default();
+        let wait = wait
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "wait: {wait:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
+                ))
+            })?;
+        let task = queen.task(id, None)?;
+        if task.state.is_terminal() || wait.is_zero() {
+            return Ok(Held::Answer(Response::json(200, &task)));
+        }
+        Ok(Held::Stream(Streamed {
+            status: 200,
+            content_type: JSON,
+            headers: Vec::new(),
+            body: Box::new(TaskWait {
+                queen: queen.clone(),
+                id: id.to_string(),
+                until: Instant::now() + wait,
+                task,
+                sent: false,
+            }),
+        }))
+    }
+}
+
+impl BodySource for TaskWait {
+    fn next(&mut self, wait: Duration) -> Pulled {
+        if self.sent {
+            return Pulled::End;
+        }
+        let left = self.until.saturating_duration_since(Instant::now());
+        if let Ok(task) = self.queen.task(&self.id, Some(wait.min(left))) {
+            self.task = task;
+        }
+        if !self.task.state.is_terminal() && Instant::now() < self.until {
+            return Pulled::Idle;
+        }
+        self.sent = true;
+        Pulled::Data(Response::json(200, &self.task).body)
+    }
+}
 
 /// Refuses a method not among `methods` (`"GET"`, or `"GET, POST"`: the `Allow` header's value).
 fn allow(request: &Request, methods: &'static str) -> Result<()> {

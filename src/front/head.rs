@@ -52,11 +52,14 @@ pub struct Head {
     /// The connection ends after this request: the client said `Connection: close`, or speaks
     /// HTTP/1.0 (whose keep-alive the front does not offer).
     pub close: bool,
+    /// The client speaks HTTP/1.0, which has no chunked bodies.
+    pub http10: bool,
     /// The `Authorization` field's value: the front's gate reads it, and it goes no further.
     pub authorization: Option<String>,
 }
 
 impl Head {
+    /// The method, in upper case.
     pub fn method(&self) -> &str {
         &self.upstream[self.method.clone()]
     }
@@ -210,7 +213,9 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
     }
 
     buffer.clear();
-    buffer.push_str(method);
+    // Methods are case-sensitive, but tiny_http reads them in any case: the front and the server
+    // must agree on which request this is.
+    buffer.extend(method.chars().map(|c| c.to_ascii_uppercase()));
     buffer.push(' ');
     buffer.push_str(target);
     buffer.push_str(" HTTP/1.1\r\n");
@@ -234,6 +239,7 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
         framing,
         expect_continue,
         close,
+        http10,
         authorization,
     })
 }
@@ -396,9 +402,10 @@ mod tests {
         let h = head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue && h.close);
-        let h = head("GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let h = head("get / HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::Empty);
-        assert!(h.close, "HTTP/1.0 closes");
+        assert!(h.close && h.http10, "HTTP/1.0 closes");
+        assert_eq!(h.method(), "GET");
         let h = head("POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::Length(3));
         assert_eq!(

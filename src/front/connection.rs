@@ -51,6 +51,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most one read takes while lingering: what the input's buffer first holds.
+const LINGER_READ_BYTES: usize = 4 * 1024;
+
 /// What a client connection carries: bytes as they are, or TLS.
 enum Stream {
     Plain(TcpStream),
@@ -98,6 +101,12 @@ impl Source for Stream {
 }
 
 impl Source for TcpStream {
+    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+}
+
+impl Source for &TcpStream {
     fn limit_reads(&mut self, timeout: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(timeout))
     }
@@ -414,8 +423,25 @@ impl Connection<'_> {
     fn refuse_unread(&mut self, path: &str, error: &Error) -> Next {
         self.refuse(path, error);
         self.shut_writes();
-        linger(self.stream.tcp());
+        self.linger();
         Next::Close
+    }
+
+    /// Reads and throws away what the client still sends, for up to [`LINGER`] and
+    /// [`LINGER_MAX_BYTES`] (see there), before the connection is closed. Through the input's
+    /// buffer, which the head needed anyway: a scratch buffer of its own would cost every refused
+    /// connection as much again, and two thousand refused at once add up.
+    fn linger(&mut self) {
+        let deadline = Instant::now() + LINGER;
+        let mut tcp = self.stream.tcp();
+        let mut thrown = 0;
+        while thrown < LINGER_MAX_BYTES {
+            let Ok(n) = self.input.fill(&mut tcp, deadline, LINGER_READ_BYTES) else {
+                return;
+            };
+            thrown += n;
+            self.input.consume(self.input.data().len());
+        }
     }
 
     /// Answers 413 to a request whose body is over `limit`, without reading the body.
@@ -450,24 +476,4 @@ const CLOSE_FIELD: &[u8] = b"Connection: close\r\n\r\n";
 /// requests.
 fn started(data: &[u8]) -> bool {
     data.iter().any(|&b| b != b'\r' && b != b'\n')
-}
-
-/// Reads and throws away what the client still sends, for up to [`LINGER`] and
-/// [`LINGER_MAX_BYTES`] (see there), before the connection is closed.
-fn linger(mut tcp: &TcpStream) {
-    let deadline = Instant::now() + LINGER;
-    let mut scratch = [0u8; 16 * 1024];
-    let mut thrown = 0;
-    while thrown < LINGER_MAX_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || tcp.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match tcp.read(&mut scratch) {
-            Ok(0) => return,
-            Ok(n) => thrown += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
 }

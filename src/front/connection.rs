@@ -52,7 +52,7 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// The most one read takes while lingering: what the input's buffer first holds.
-const LINGER_READ_BYTES: usize = 4 * 1024;
+const LINGER_READ_BYTES: usize = super::input::FIRST_CAPACITY_BYTES;
 
 /// What a client connection carries: bytes as they are, or TLS.
 enum Stream {
@@ -429,8 +429,8 @@ impl Connection<'_> {
 
     /// Reads and throws away what the client still sends, for up to [`LINGER`] and
     /// [`LINGER_MAX_BYTES`] (see there), before the connection is closed. Through the input's
-    /// buffer, which the head needed anyway: a scratch buffer of its own would cost every refused
-    /// connection as much again, and two thousand refused at once add up.
+    /// buffer, which the head needed anyway: a scratch buffer of its own (on the stack or not)
+    /// would cost every refused connection more, and two thousand refused at once add up.
     fn linger(&mut self) {
         let deadline = Instant::now() + LINGER;
         let mut tcp = self.stream.tcp();

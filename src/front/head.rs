@@ -142,19 +142,7 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
         ));
     }
     let http10 = version == 0;
-    let mut checked: [(&str, &str); MAX_FIELDS] = [("", ""); MAX_FIELDS];
-    for (field, slot) in request.headers.iter().zip(checked.iter_mut()) {
-        let printable = field
-            .value
-            .iter()
-            .all(|&b| b == b'\t' || b == b' ' || is_printable(b));
-        let value = std::str::from_utf8(field.value)
-            .ok()
-            .filter(|_| printable)
-            .ok_or_else(|| bad("a field value with bytes other than printable ASCII"))?;
-        *slot = (field.name, value);
-    }
-    let fields = &checked[..request.headers.len()];
+    let fields = &*request.headers;
 
     let mut framing = Framing::Empty;
     let mut chunked = false;
@@ -162,7 +150,8 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
     let mut close = http10;
     let mut authorization = None;
     let mut hop_by_hop: Vec<&str> = Vec::new();
-    for &(name, value) in fields {
+    for field in fields {
+        let (name, value) = (field.name, text(field.value)?);
         if name.eq_ignore_ascii_case("content-length") {
             let length = content_length(value)?;
             match framing {
@@ -221,7 +210,8 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
     buffer.push_str(" HTTP/1.1\r\n");
     let method = 0..method.len();
     let target = method.end + 1..method.end + 1 + target.len();
-    for &(name, value) in fields {
+    for field in fields {
+        let (name, value) = (field.name, text(field.value)?);
         let this_hop = THIS_HOP_ONLY
             .iter()
             .chain(&hop_by_hop)
@@ -242,6 +232,17 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
         http10,
         authorization,
     })
+}
+
+/// A field's value as text: printable ASCII, spaces and tabs only (httparse also takes obs-text).
+fn text(value: &[u8]) -> Result<&str, Error> {
+    let printable = value
+        .iter()
+        .all(|&b| b == b'\t' || b == b' ' || is_printable(b));
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|_| printable)
+        .ok_or_else(|| bad("a field value with bytes other than printable ASCII"))
 }
 
 /// Whether every CR in `bytes` is followed by LF and every LF preceded by CR.

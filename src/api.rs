@@ -354,10 +354,13 @@ struct Waits {
 
 impl HeldRoutes for Waits {
     fn holds(&self, method: &str, path: &str, query: &str) -> bool {
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        // Asked of every request: the cheap tests first.
         matches!(self.role, Role::Queen(_))
             && method == "GET"
-            && matches!(segments.as_slice(), ["tasks", _])
+            && !query.is_empty()
+            && path
+                .strip_prefix("/tasks/")
+                .is_some_and(|id| !id.contains('/'))
             && Query::parse(query).is_ok_and(|query| query.get("wait").is_some())
     }
 
@@ -674,6 +677,27 @@ mod tests {
         }
         let (_, drones) = answer(&queen, "GET", "/drones", "");
         assert_eq!(drones, json!([]));
+    }
+
+    #[test]
+    fn a_queens_long_polls_are_held_and_nothing_else() {
+        let queens = held(queen());
+        assert!(queens.holds("GET", "/tasks/a", "wait=5"));
+        assert!(queens.holds("GET", "/tasks/a", "x=1&w%61it=5"));
+        for (method, path, query) in [
+            ("GET", "/tasks/a", ""),
+            ("GET", "/tasks/a", "waiting=5"),
+            ("GET", "/tasks", "wait=5"),
+            ("GET", "/tasks/a/b", "wait=5"),
+            ("DELETE", "/tasks/a", "wait=5"),
+        ] {
+            assert!(
+                !queens.holds(method, path, query),
+                "{method} {path}?{query}"
+            );
+        }
+        let drone = held(Role::Drone(Arc::new(Drone::new(None))));
+        assert!(!drone.holds("GET", "/tasks/a", "wait=5"));
     }
 
     #[test]

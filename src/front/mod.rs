@@ -87,9 +87,10 @@ pub use threads::IDLE_LIFETIME;
 
 /// Connections the kernel queues before the accept loop takes them. std listens with 128, which
 /// a burst of 256 new connections overflows: the kernel drops the extra handshakes and those
-/// clients try again a second later. The kernel caps it at `net.core.somaxconn` (4096 on current
-/// Linux).
-const LISTEN_BACKLOG: i32 = 1024;
+/// clients try again a second later. At 1,024, 2,048 connections arriving together (the default
+/// cap's worth) overflowed it, and a client among them waited that second. The kernel caps it at
+/// `net.core.somaxconn` (4096 on current Linux).
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// Pauses of the accept loop after a failed `accept()`: the first, and the longest it doubles to.
 const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(5);

@@ -168,19 +168,6 @@ pub enum Pulled {
     End,
 }
 
-/// A role without held requests: every request is answered by its [`Handler`].
-pub struct NothingHeld;
-
-impl HeldRoutes for NothingHeld {
-    fn holds(&self, _: &str, _: &str, _: &str) -> bool {
-        false
-    }
-
-    fn open(&self, _: &Request) -> Held {
-        Held::Answer(Response::error(&Error::NotFound("held request".into())))
-    }
-}
-
 /// How a larve serves: what the role says (threads, body limits, held requests) and what the
 /// command line says (connection limits, TLS).
 pub struct Settings {
@@ -374,6 +361,19 @@ mod tests {
         )
         .expect("start");
         (addr, metrics)
+    }
+
+    /// Holds nothing: every request is answered by the handler.
+    struct NothingHeld;
+
+    impl HeldRoutes for NothingHeld {
+        fn holds(&self, _: &str, _: &str, _: &str) -> bool {
+            false
+        }
+
+        fn open(&self, _: &Request) -> Held {
+            unreachable!("nothing is held")
+        }
     }
 
     fn ok_handler() -> Arc<Handler> {

@@ -82,7 +82,7 @@ use upstream::Upstream;
 pub use body::{BODY_DEADLINE, BodyLimits, MAX_BODY_BYTES};
 pub use connection::{HEAD_DEADLINE, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 pub use head::PEER_FIELD;
-pub use held::{PULL_WAIT, max_held};
+pub use held::max_held;
 pub use threads::IDLE_LIFETIME;
 
 /// Connections the kernel queues before the accept loop takes them. std listens with 128, which

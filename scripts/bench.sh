@@ -17,7 +17,7 @@
 #   scripts/bench.sh > bench.md
 # keeps just the table. The full run takes about 15 minutes, --quick about 4 (scenario 8 alone:
 # a minute and a half, or half a minute with --quick; each task scenario: at most a minute and a
-# quarter, or half a minute with --quick; scenarios 15 and 16 together: two and a half minutes,
+# quarter, or half a minute with --quick; scenarios 15 and 16 together: three minutes,
 # or under a minute with --quick).
 #
 # Scenario 16 compares this larve with the larve from before the front door (commit 047a915). That

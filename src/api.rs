@@ -27,6 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::info;
 use serde::Serialize;
@@ -40,7 +41,9 @@ use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::queen::registry::{Offer, Registration};
 use crate::queen::{Created, NotRenewed, Queen};
-use crate::server::{Handler, Request, Response};
+use crate::server::{
+    BodySource, Handler, Held, HeldRoutes, JSON, Pulled, Request, Response, Streamed,
+};
 use crate::store::StoreHealth;
 use crate::tasks::wire::{DroneStatus, Renewal, Reports, StartRequest};
 use crate::tasks::{
@@ -262,7 +265,7 @@ impl Api {
                             let (tasks, next) = queen.tasks(state, limit, query.get("after"))?;
                             let tasks: Vec<Task> = tasks
                                 .into_iter()
-                                .map(|task| self.redacted(task, request))
+                                .map(|task| redacted(task, request, self.open))
                                 .collect();
                             let tasks = tasks.iter().map(Task::summary).collect();
                             Ok(Response::json(200, &Listing { tasks, next }))
@@ -285,32 +288,14 @@ impl Api {
                 if !valid_id(id) {
                     return Err(Error::NotFound(format!("task {id:?}")));
                 }
-                let query = Query::parse(&request.query)?;
-                {
-                    {
-                        allow(request, "GET, DELETE")?;
-                        let task = if request.method == "DELETE" {
-                            queen.cancel(id)?
-                        } else {
-                            let wait = query
-                                .get("wait")
-                                .map(|s| {
-                                    s.parse::<f64>()
-                                        .ok()
-                                        .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
-                                        .map(std::time::Duration::from_secs_f64)
-                                        .ok_or_else(|| {
-                                            Error::BadRequest(format!(
-                                                "wait: {s:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
-                                            ))
-                                        })
-                                })
-                                .transpose()?;
-                            queen.task(id, wait)?
-                        };
-                        Ok(Response::json(200, &self.redacted(task, request)))
-                    }
-                }
+                allow(request, "GET, DELETE")?;
+                // With `?wait=`, the front holds it: see `held`.
+                let task = if request.method == "DELETE" {
+                    queen.cancel(id)?
+                } else {
+                    queen.task(id, None)?
+                };
+                Ok(Response::json(200, &redacted(task, request, self.open)))
             }
             ["attempts", id] => {
                 let Role::Drone(drone) = &self.role else {
@@ -338,17 +323,6 @@ impl Api {
             }
             _ => Err(Error::NotFound(format!("endpoint {:?}", request.path))),
         }
-    }
-
-    /// `task` as the caller may see it: a `read` token sees `***` for every `env` value (they
-    /// may hold a task's secrets); whoever may submit tasks sees them as they are.
-    fn redacted(&self, mut task: Task, request: &Request) -> Task {
-        if !request.identity.sees_secrets(self.open) {
-            for value in task.spec.env.values_mut() {
-                *value = REDACTED.into();
-            }
-        }
-        task
     }
 
     fn queen(&self, wrong_mode: &str) -> Result<&Queen> {
@@ -405,8 +379,127 @@ impl Api {
     }
 }
 
+/// The requests the front holds (see `server::HeldRoutes`) for a larve playing `role` in a hive
+/// that is `open` (no cluster token): a queen's `GET /tasks/ID?wait=S`.
+pub fn held(role: Role, open: bool) -> Arc<dyn HeldRoutes> {
+    Arc::new(Waits { role, open })
+}
+
+struct Waits {
+    role: Role,
+    open: bool,
+}
+
+impl HeldRoutes for Waits {
+    fn holds(&self, method: &str, path: &str, query: &str) -> bool {
+        // Asked of every request: the cheap tests first.
+        matches!(self.role, Role::Queen(_))
+            && method == "GET"
+            && !query.is_empty()
+            && path
+                .strip_prefix("/tasks/")
+                .is_some_and(|id| !id.contains('/'))
+            && Query::parse(query).is_ok_and(|query| query.get("wait").is_some())
+    }
+
+    fn open(&self, request: &Request) -> Held {
+        let Role::Queen(queen) = &self.role else {
+            return Held::Answer(Response::error(&Error::NotFound("held request".into())));
+        };
+        TaskWait::open(queen, request, self.open)
+            .unwrap_or_else(|error| Held::Answer(Response::error(&error)))
+    }
+}
+
 /// Longest `?wait=` of `GET /tasks/ID`, in seconds.
 const MAX_WAIT_SECS: f64 = crate::queen::MAX_WAIT.as_secs() as f64;
+
+/// `GET /tasks/ID?wait=S`: the task once it has ended, or as it is when S seconds have passed.
+struct TaskWait {
+    queen: Arc<Queen>,
+    id: String,
+    until: Instant,
+    /// The task as last seen (sent as it is, should it be deleted meanwhile).
+    task: Task,
+    sent: bool,
+    /// The caller's request, to show the task as it may see it.
+    request: Request,
+    open: bool,
+}
+
+impl TaskWait {
+    /// The answer at once when the task has ended (or is unknown, or the wait is malformed), else
+    /// a wait for it.
+    fn open(queen: &Arc<Queen>, request: &Request, open: bool) -> Result<Held> {
+        let id = request.path.trim_start_matches("/tasks/");
+        if !valid_id(id) {
+            return Err(Error::NotFound(format!("task {id:?}")));
+        }
+        let query = Query::parse(&request.query)?;
+        let wait = query.get("wait").unwrap_or_default();
+        let wait = wait
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.0..=MAX_WAIT_SECS).contains(s))
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "wait: {wait:?} is not a number of seconds from 0 to {MAX_WAIT_SECS}"
+                ))
+            })?;
+        let task = queen.task(id, None)?;
+        if task.state.is_terminal() || wait.is_zero() {
+            return Ok(Held::Answer(Response::json(
+                200,
+                &redacted(task, request, open),
+            )));
+        }
+        Ok(Held::Stream(Streamed {
+            status: 200,
+            content_type: JSON,
+            headers: Vec::new(),
+            body: Box::new(TaskWait {
+                queen: queen.clone(),
+                id: id.to_string(),
+                until: Instant::now() + wait,
+                task,
+                sent: false,
+                request: request.clone(),
+                open,
+            }),
+        }))
+    }
+}
+
+impl BodySource for TaskWait {
+    fn next(&mut self, wait: Duration) -> Pulled {
+        if self.sent {
+            return Pulled::End;
+        }
+        let left = self.until.saturating_duration_since(Instant::now());
+        if let Ok(task) = self.queen.task(&self.id, Some(wait.min(left))) {
+            self.task = task;
+        }
+        if !self.task.state.is_terminal() && Instant::now() < self.until {
+            return Pulled::Idle;
+        }
+        self.sent = true;
+        let task = redacted(self.task.clone(), &self.request, self.open);
+        Pulled::Data(Response::json(200, &task).body)
+    }
+}
+
+/// `task` as the caller of `request` may see it in a hive that is `open` or not: a `read` token
+/// sees `***` for every `env` value (they may hold a task's secrets); whoever may submit tasks
+/// sees them as they are.
+fn redacted(mut task: Task, request: &Request, open: bool) -> Task {
+    if !request.identity.sees_secrets(open) {
+        for value in task.spec.env.values_mut() {
+            *value = REDACTED.into();
+        }
+    }
+    task
+}
 
 /// Refuses a method not among `methods` (`"GET"`, or `"GET, POST"`: the `Allow` header's value).
 fn allow(request: &Request, methods: &'static str) -> Result<()> {
@@ -693,6 +786,27 @@ mod tests {
         }
         let (_, drones) = answer(&queen, "GET", "/drones", "");
         assert_eq!(drones, json!([]));
+    }
+
+    #[test]
+    fn a_queens_long_polls_are_held_and_nothing_else() {
+        let queens = held(queen(), true);
+        assert!(queens.holds("GET", "/tasks/a", "wait=5"));
+        assert!(queens.holds("GET", "/tasks/a", "x=1&w%61it=5"));
+        for (method, path, query) in [
+            ("GET", "/tasks/a", ""),
+            ("GET", "/tasks/a", "waiting=5"),
+            ("GET", "/tasks", "wait=5"),
+            ("GET", "/tasks/a/b", "wait=5"),
+            ("DELETE", "/tasks/a", "wait=5"),
+        ] {
+            assert!(
+                !queens.holds(method, path, query),
+                "{method} {path}?{query}"
+            );
+        }
+        let drone = held(Role::Drone(Arc::new(Drone::new(None))), true);
+        assert!(!drone.holds("GET", "/tasks/a", "wait=5"));
     }
 
     #[test]

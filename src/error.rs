@@ -29,6 +29,8 @@ pub enum Error {
     ExpectationFailed,
     /// The request head (request line and fields) is larger than the server reads.
     HeadTooLarge(usize),
+    /// The request head has more header fields than the server reads.
+    TooManyFields(usize),
     /// The request speaks an HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
     /// The larve cannot take this request now (too many connections, or waiting requests); trying
@@ -67,7 +69,7 @@ impl Error {
             Error::RequestTimeout => 408,
             Error::PayloadTooLarge(_) => 413,
             Error::ExpectationFailed => 417,
-            Error::HeadTooLarge(_) => 431,
+            Error::HeadTooLarge(_) | Error::TooManyFields(_) => 431,
             Error::Internal(_) => 500,
             Error::AllDronesFailed(_) | Error::StoreFailed(_) => 502,
             Error::NoDrones | Error::StoreUnavailable(_) | Error::Busy(_) | Error::NotReady(_) => {
@@ -111,6 +113,9 @@ impl fmt::Display for Error {
                 f,
                 "request head (request line and header fields) is larger than {limit} bytes"
             ),
+            Error::TooManyFields(limit) => {
+                write!(f, "request head has more than {limit} header fields")
+            }
             Error::VersionNotSupported => write!(f, "only HTTP/1.1 and HTTP/1.0 are supported"),
             Error::Busy(why) => write!(f, "{why}; try again later"),
             Error::NoDrones => write!(
@@ -148,6 +153,7 @@ mod tests {
             (Error::PayloadTooLarge(1), 413),
             (Error::ExpectationFailed, 417),
             (Error::HeadTooLarge(1), 431),
+            (Error::TooManyFields(1), 431),
             (Error::VersionNotSupported, 505),
             (Error::Busy("x".into()), 503),
             (Error::Internal("x".into()), 500),

@@ -15,12 +15,12 @@ use crate::auth::{ClientTokens, Gate, RoleKind};
 use crate::client::{Client, Credentials};
 use crate::config::{Config, QueenConfig, RoleConfig, StartError, StoreConfig};
 use crate::drone::{self, Drone};
-use crate::front::BodyLimits;
+use crate::front::{self, BodyLimits};
 use crate::metrics::Metrics;
 use crate::queen::liveness::Liveness;
 use crate::queen::scheduler::{Scheduler, SchedulerConfig};
 use crate::queen::{self, Queen};
-use crate::server::{self, MAX_LONG_POLLS};
+use crate::server;
 use crate::signals;
 use crate::store::data_dir::DataDir;
 use crate::store::engine::Engine;
@@ -187,16 +187,17 @@ fn serve(
     metrics: Arc<Metrics>,
 ) -> Result<SocketAddr, StartError> {
     let listen = SocketAddr::new(config.bind, config.port);
-    let handler = api::handler(role, gate.open(), metrics.clone());
+    let handler = api::handler(role.clone(), gate.open(), metrics.clone());
+    let held = api::held(role, gate.open());
     let settings = server::Settings {
         gate: Arc::new(gate),
         workers,
         body_limits,
         connections: config.connections,
         tls: config.tls.as_ref().map(|tls| tls.server.clone()),
-        long_polls: MAX_LONG_POLLS,
+        max_held: front::max_held(config.connections.total),
     };
-    let local = server::start(listen, settings, handler, metrics)
+    let local = server::start(listen, settings, (handler, held), metrics)
         .map_err(|e| StartError::Io(format!("cannot listen on {listen}: {e}")))?;
     if let Some(tls) = &config.tls {
         let clients = if tls.server.verify_clients {

@@ -181,6 +181,12 @@ pub struct Metrics {
     pub front_bodies_refused: Counter,
     /// TLS connections whose handshake failed or did not finish in time.
     pub front_tls_handshakes_failed: Counter,
+    /// Held requests (answers that wait or stream) the front serves now (see `front/held.rs`).
+    pub front_held: Gauge,
+    /// Held requests refused (503) because the larve held as many as it serves at once.
+    pub front_held_refused: Counter,
+    /// Streamed answers cut off because the client did not read a piece in time.
+    pub front_held_cut: Counter,
 }
 
 impl Default for Metrics {
@@ -213,6 +219,9 @@ impl Default for Metrics {
             front_heads_too_large: Counter::default(),
             front_bodies_refused: Counter::default(),
             front_tls_handshakes_failed: Counter::default(),
+            front_held: Gauge::default(),
+            front_held_refused: Counter::default(),
+            front_held_cut: Counter::default(),
         }
     }
 }
@@ -365,6 +374,25 @@ impl Metrics {
                 "hive_front_tls_handshakes_failed_total",
                 "TLS connections whose handshake failed or did not finish in time.",
                 &self.front_tls_handshakes_failed,
+            ),
+        ] {
+            out.counter(name, help, counter.get());
+        }
+        out.gauge(
+            "hive_front_held_requests",
+            "Held requests (answers that wait or stream) the front serves now.",
+            self.front_held.get() as f64,
+        );
+        for (name, help, counter) in [
+            (
+                "hive_front_held_refused_total",
+                "Held requests refused (503) because the larve served as many as it takes at once.",
+                &self.front_held_refused,
+            ),
+            (
+                "hive_front_held_cut_total",
+                "Streamed answers cut off because the client did not read a piece in time.",
+                &self.front_held_cut,
             ),
         ] {
             out.counter(name, help, counter.get());

@@ -2,20 +2,21 @@
 //! handlers see plain owned requests and responses.
 //!
 //! tiny_http serves only the front's Unix socket, and gets only well-formed requests whose bodies
-//! are complete and bounded. A fixed pool of handler threads calls `recv()`; each turns the
-//! tiny_http request into a [`Request`], calls the role's handler inside `catch_unwind`, and writes
-//! the [`Response`]. So handlers are plain functions, testable without sockets, and a panic in one
-//! answers 500 instead of shrinking the pool. A long poll (a `wait=` parameter) may hold its
-//! handler for up to a minute, so it is handed to a thread started for it, at most
-//! [`MAX_LONG_POLLS`] at once: the pool stays free for everything else. Every answer is counted
+//! are complete and within their limits (the front's). A fixed pool of handler threads calls
+//! `recv()`; each turns the tiny_http request into a [`Request`], calls the role's handler inside
+//! `catch_unwind`, and writes the [`Response`]. So handlers are plain functions, testable without
+//! sockets, and a panic in one answers 500 instead of shrinking the pool. Every answer is counted
 //! in [`Metrics`].
+//!
+//! Requests whose answer waits or streams never reach tiny_http: the role names them
+//! ([`HeldRoutes`]), and the front answers them on the client connection's own thread.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use log::{error, warn};
 use serde::Serialize;
@@ -24,14 +25,11 @@ use tiny_http::{Header, Method, StatusCode};
 use crate::auth::{Gate, IDENTITY_FIELD, Identity};
 use crate::config::ConnectionLimits;
 use crate::error::Error;
-use crate::front::{self, Front, PEER_FIELD, is_long_poll};
+use crate::front::{self, Front, PEER_FIELD};
 use crate::metrics::Metrics;
 use crate::tls::ServerTls;
 
 pub use crate::front::{BodyLimits, MAX_BODY_BYTES};
-
-/// Long polls served at once, each on a thread of its own; past it a long poll is answered 503.
-pub const MAX_LONG_POLLS: usize = 64;
 
 /// A request as handlers see it: everything already read, nothing left on the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +59,7 @@ pub struct Response {
 }
 
 /// Content types of Hive's answers: JSON, and Prometheus' text format for `/metrics`.
-const JSON: &str = "application/json";
+pub const JSON: &str = "application/json";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Response {
@@ -114,8 +112,64 @@ const RETRY_AFTER_SECS: u32 = 1;
 /// What the server calls for every request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
-/// How a larve serves: what the role says (threads, body limits) and what the command line says
-/// (connection limits, TLS).
+/// The role's requests whose answer waits or streams: a long poll, an event stream, logs that are
+/// followed. tiny_http cannot serve them: a handler cannot learn that its client has left, so a
+/// waiting handler holds its thread until the wait ends, for nobody. The front serves them instead,
+/// on the client connection's own thread, which exists anyway: it sends the answer's head, then
+/// pulls the body from the role with a bounded wait, checking between pulls that the client is
+/// still there (see `front/held.rs`).
+pub trait HeldRoutes: Send + Sync {
+    /// Whether the request `method path?query` is held. Decided from the head alone (`method` in
+    /// upper case, `query` as sent), before its body is read, so a request the front holds never
+    /// reaches tiny_http and one it does not is answered by [`Handler`] as any other.
+    fn holds(&self, method: &str, path: &str, query: &str) -> bool;
+
+    /// Opens a held request: an ordinary answer at once (an error, or nothing to wait for), or a
+    /// head at once and a body to pull. Called on the client connection's thread; it should not
+    /// itself wait long, since the front checks for a departed client only between pulls.
+    fn open(&self, request: &Request) -> Held;
+}
+
+/// What a held request is answered with.
+pub enum Held {
+    /// An ordinary answer, sent whole at once.
+    Answer(Response),
+    /// An answer whose body comes as it is made: the head is sent at once, then the body, chunked
+    /// (HTTP/1.0: until the connection closes), each piece as it is pulled.
+    Stream(Streamed),
+}
+
+/// The head of a streamed answer, and where its body comes from.
+pub struct Streamed {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Headers beyond the content type and the framing.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Box<dyn BodySource>,
+}
+
+/// Where a streamed answer's body comes from. The front pulls it on the client connection's
+/// thread, one piece at a time, and sends each piece before it pulls the next: a client slow to
+/// read slows the pulls, never grows a buffer, and is cut off once a write has waited the front's
+/// write timeout. Dropped when the answer ends, however it ends (the client gone included).
+pub trait BodySource: Send {
+    /// The next piece, waiting at most `wait` for one.
+    fn next(&mut self, wait: Duration) -> Pulled;
+}
+
+/// One pull of a streamed body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pulled {
+    /// Bytes to send now, as one chunk (an empty one sends nothing).
+    Data(Vec<u8>),
+    /// Nothing yet: the front checks that the client is still there and pulls again.
+    Idle,
+    /// The body is whole: the front ends it (and, for HTTP/1.1, keeps the connection).
+    End,
+}
+
+/// How a larve serves: what the role says (threads, body limits, held requests) and what the
+/// command line says (connection limits, TLS).
 pub struct Settings {
     /// Who may make which request (see `auth.rs`).
     pub gate: Arc<Gate>,
@@ -125,27 +179,23 @@ pub struct Settings {
     pub connections: ConnectionLimits,
     /// TLS for every connection; `None` serves plain HTTP.
     pub tls: Option<ServerTls>,
-    /// Long polls served at once (normally [`MAX_LONG_POLLS`]).
-    pub long_polls: usize,
+    /// Held requests served at once (normally [`front::max_held`] of the connections).
+    pub max_held: usize,
 }
 
-/// What every serving thread shares.
+/// What every handler thread shares.
 struct Shared {
     handler: Arc<Handler>,
     metrics: Arc<Metrics>,
-    body_limits: BodyLimits,
-    /// Long polls being served now, and how many may be.
-    long_polls: AtomicUsize,
-    max_long_polls: usize,
 }
 
-/// Binds `addr`, starts the front door, tiny_http and its handler threads, and returns the address
-/// actually bound (the real port when `addr` asked for port 0). The threads serve for the life of
-/// the process.
+/// Binds `addr`, starts the front door (answering `held` requests itself), tiny_http and its
+/// handler threads (calling `handler`), and returns the address actually bound (the real port when
+/// `addr` asked for port 0). The threads serve for the life of the process.
 pub fn start(
     addr: SocketAddr,
     settings: Settings,
-    handler: Arc<Handler>,
+    (handler, held): (Arc<Handler>, Arc<dyn HeldRoutes>),
     metrics: Arc<Metrics>,
 ) -> io::Result<SocketAddr> {
     let (front, backend) = Front::bind(
@@ -154,9 +204,10 @@ pub fn start(
             gate: settings.gate,
             connections: settings.connections,
             tls: settings.tls,
-            body_limits: settings.body_limits.clone(),
-            upstream_regular: settings.workers,
-            upstream_long_polls: settings.long_polls,
+            body_limits: settings.body_limits,
+            held,
+            max_held: settings.max_held,
+            upstream: settings.workers,
         },
     )?;
     let server =
@@ -164,16 +215,13 @@ pub fn start(
     let shared = Arc::new(Shared {
         handler,
         metrics: metrics.clone(),
-        body_limits: settings.body_limits,
-        long_polls: AtomicUsize::new(0),
-        max_long_polls: settings.long_polls,
     });
     for _ in 0..settings.workers {
         let (server, shared) = (server.clone(), shared.clone());
         thread::Builder::new().name("http".into()).spawn(move || {
             loop {
                 match server.recv() {
-                    Ok(request) => dispatch(request, &shared),
+                    Ok(request) => serve(request, &shared),
                     // Its accept loop stopped: the connections the front holds keep serving.
                     Err(e) => {
                         error!("the server stopped taking new connections from the front: {e}")
@@ -185,60 +233,13 @@ pub fn start(
     front.open(metrics)
 }
 
-/// Serves `raw` on this thread, or on a thread of its own if it is a long poll.
-fn dispatch(raw: tiny_http::Request, shared: &Arc<Shared>) {
+fn serve(mut raw: tiny_http::Request, shared: &Shared) {
     // The front's ping, proving a new connection has a thread (see `front/upstream.rs`).
     if *raw.method() == Method::Options && raw.url() == "*" {
         let _ = raw.respond(tiny_http::Response::empty(204));
         return;
     }
-    if !is_long_poll(query(&raw)) {
-        serve(raw, shared);
-        return;
-    }
-    let taken = shared.long_polls.fetch_add(1, Ordering::Relaxed);
-    if taken >= shared.max_long_polls {
-        shared.long_polls.fetch_sub(1, Ordering::Relaxed);
-        let error = Error::Busy("too many requests are waiting already".into());
-        respond(raw, &Response::error(&error), shared);
-        return;
-    }
-    let waiting = shared.clone();
-    let unanswered = Unanswered(Some((raw, shared.clone())));
-    let spawned = thread::Builder::new()
-        .name("http-wait".into())
-        .spawn(move || {
-            serve(unanswered.take(), &waiting);
-            waiting.long_polls.fetch_sub(1, Ordering::Relaxed);
-        });
-    if let Err(e) = spawned {
-        shared.long_polls.fetch_sub(1, Ordering::Relaxed);
-        // The request went with the closure, which answered it 503 as it was dropped.
-        warn!("could not start a thread for a long poll: {e}");
-    }
-}
-
-/// A long poll on its way to its thread. Dropped before it got there (no thread could be
-/// started), it is answered 503, where tiny_http would answer a dropped request 500.
-struct Unanswered(Option<(tiny_http::Request, Arc<Shared>)>);
-
-impl Unanswered {
-    fn take(mut self) -> tiny_http::Request {
-        self.0.take().expect("taken once").0
-    }
-}
-
-impl Drop for Unanswered {
-    fn drop(&mut self) {
-        if let Some((raw, shared)) = self.0.take() {
-            let error = Error::Busy("this larve cannot start a thread for the request now".into());
-            respond(raw, &Response::error(&error), &shared);
-        }
-    }
-}
-
-fn serve(mut raw: tiny_http::Request, shared: &Shared) {
-    let response = match read_request(&mut raw, &shared.body_limits) {
+    let response = match read_request(&mut raw) {
         Ok(request) => call(shared.handler.as_ref(), &request),
         Err(error) => Response::error(&error),
     };
@@ -283,9 +284,12 @@ fn header(raw: &tiny_http::Request, name: &'static str) -> Option<String> {
         .map(|h| h.value.to_string())
 }
 
-fn read_request(raw: &mut tiny_http::Request, limits: &BodyLimits) -> Result<Request, Error> {
-    let limit = limits.for_path(path(raw));
-    let body = read_body(raw.as_reader(), limit)?;
+fn read_request(raw: &mut tiny_http::Request) -> Result<Request, Error> {
+    // The front has read the body whole, within its path's limit, and framed it by length.
+    let mut body = Vec::new();
+    raw.as_reader()
+        .read_to_end(&mut body)
+        .map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
     Ok(Request {
         method: raw.method().as_str().to_ascii_uppercase(),
         path: path(raw).to_string(),
@@ -297,19 +301,6 @@ fn read_request(raw: &mut tiny_http::Request, limits: &BodyLimits) -> Result<Req
         peer: header(raw, PEER_FIELD).and_then(|peer| peer.parse().ok()),
         body,
     })
-}
-
-/// Reads a body of at most `limit` bytes. The front has read it whole already, so nothing here
-/// waits on a client; the limit is checked again all the same.
-fn read_body(reader: &mut dyn Read, limit: usize) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
-    match reader.take(limit as u64 + 1).read_to_end(&mut body) {
-        Ok(n) if n > limit => Err(Error::PayloadTooLarge(limit)),
-        Ok(_) => Ok(body),
-        Err(e) => Err(Error::BadRequest(format!(
-            "could not read the request body: {e}"
-        ))),
-    }
 }
 
 fn call(handler: &Handler, request: &Request) -> Response {
@@ -326,8 +317,12 @@ fn call(handler: &Handler, request: &Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
-    use std::time::Duration;
+    use std::time::Instant;
 
     /// Knows no credential: these tests call as clients of an open hive.
     struct NoKeys;
@@ -338,7 +333,12 @@ mod tests {
         }
     }
 
-    fn start_with(workers: usize, long_polls: usize, handler: Arc<Handler>) -> SocketAddr {
+    fn start_with(
+        workers: usize,
+        max_held: usize,
+        handler: Arc<Handler>,
+        held: Arc<dyn HeldRoutes>,
+    ) -> (SocketAddr, Arc<Metrics>) {
         let settings = Settings {
             gate: Arc::new(Gate::new(
                 crate::auth::RoleKind::Queen,
@@ -350,15 +350,34 @@ mod tests {
             body_limits: BodyLimits { by_path: &[] },
             connections: ConnectionLimits::default(),
             tls: None,
-            long_polls,
+            max_held,
         };
-        start(
+        let metrics = Arc::new(Metrics::default());
+        let addr = start(
             "127.0.0.1:0".parse().unwrap(),
             settings,
-            handler,
-            Arc::default(),
+            (handler, held),
+            metrics.clone(),
         )
-        .expect("start")
+        .expect("start");
+        (addr, metrics)
+    }
+
+    /// Holds nothing: every request is answered by the handler.
+    struct NothingHeld;
+
+    impl HeldRoutes for NothingHeld {
+        fn holds(&self, _: &str, _: &str, _: &str) -> bool {
+            false
+        }
+
+        fn open(&self, _: &Request) -> Held {
+            unreachable!("nothing is held")
+        }
+    }
+
+    fn ok_handler() -> Arc<Handler> {
+        Arc::new(|_: &Request| Response::json(200, &serde_json::json!({ "result": "OK" })))
     }
 
     fn call_status(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -381,7 +400,7 @@ mod tests {
             assert!(request.path != "/boom", "a handler bug");
             Response::json(200, &serde_json::json!({ "result": "OK" }))
         });
-        let addr = start_with(2, 1, handler);
+        let (addr, _) = start_with(2, 1, handler, Arc::new(NothingHeld));
         for _ in 0..10 {
             let (status, body) = call_status(addr, "/boom");
             assert_eq!(status, 500);
@@ -402,7 +421,7 @@ mod tests {
                 &serde_json::json!({ "query": request.query, "peer": request.peer }),
             )
         });
-        let addr = start_with(1, 1, handler);
+        let (addr, _) = start_with(1, 1, handler, Arc::new(NothingHeld));
         let (status, body) = call_status(addr, "/x?a=1&b=2");
         assert_eq!(status, 200);
         let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -415,63 +434,231 @@ mod tests {
         );
     }
 
-    #[test]
-    fn long_polls_wait_on_threads_of_their_own_and_are_capped() {
-        let (entered, waits) = mpsc::channel::<()>();
-        let gate = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
-        let held = gate.clone();
-        let handler: Arc<Handler> = Arc::new(move |request: &Request| {
-            if request.query.starts_with("wait=") {
-                entered.send(()).unwrap();
-                let mut open = held.0.lock();
-                while !*open {
-                    if held
-                        .1
-                        .wait_for(&mut open, Duration::from_secs(10))
-                        .timed_out()
-                    {
-                        break;
-                    }
+    /// Held requests for the tests, under `/held/`: `piped` streams what the test sends it,
+    /// `idle` never ends, `flood` sends 64 KiB pieces without end, `short` sends "a", "b" and
+    /// ends, `now` is answered at once. Counts the bodies alive and the bytes the floods made.
+    #[derive(Default)]
+    struct TestHeld {
+        pipes: Mutex<Vec<mpsc::Receiver<Pulled>>>,
+        alive: Arc<AtomicUsize>,
+        flooded: Arc<AtomicUsize>,
+    }
+
+    struct TestBody {
+        kind: String,
+        pipe: Option<mpsc::Receiver<Pulled>>,
+        script: Vec<Pulled>,
+        alive: Arc<AtomicUsize>,
+        flooded: Arc<AtomicUsize>,
+    }
+
+    impl BodySource for TestBody {
+        fn next(&mut self, wait: Duration) -> Pulled {
+            match self.kind.as_str() {
+                "piped" => match self.pipe.as_ref().unwrap().recv_timeout(wait) {
+                    Ok(pulled) => pulled,
+                    Err(mpsc::RecvTimeoutError::Timeout) => Pulled::Idle,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Pulled::End,
+                },
+                "flood" => {
+                    self.flooded.fetch_add(64 * 1024, Ordering::Relaxed);
+                    Pulled::Data(vec![b'x'; 64 * 1024])
+                }
+                "short" if !self.script.is_empty() => self.script.remove(0),
+                "short" => Pulled::End,
+                _ => {
+                    thread::sleep(wait);
+                    Pulled::Idle
                 }
             }
-            Response::json(200, &serde_json::json!({ "result": "OK" }))
-        });
-        // One handler thread, and two long polls at most.
-        let addr = start_with(1, 2, handler);
-        let polls: Vec<_> = (0..2)
-            .map(|_| thread::spawn(move || call_status(addr, "/task?wait=10").0))
-            .collect();
-        for _ in 0..2 {
-            waits
-                .recv_timeout(Duration::from_secs(5))
-                .expect("a long poll waits");
-        }
-        assert_eq!(
-            call_status(addr, "/healthz").0,
-            200,
-            "the handler thread is free"
-        );
-        let (status, body) = call_status(addr, "/task?wait=10");
-        assert_eq!(status, 503, "{body}");
-        assert!(body.contains("waiting already"), "{body}");
-        *gate.0.lock() = true;
-        gate.1.notify_all();
-        for poll in polls {
-            assert_eq!(poll.join().unwrap(), 200);
         }
     }
 
+    impl Drop for TestBody {
+        fn drop(&mut self) {
+            self.alive.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    impl HeldRoutes for TestHeld {
+        fn holds(&self, method: &str, path: &str, _: &str) -> bool {
+            method == "GET" && path.starts_with("/held/")
+        }
+
+        fn open(&self, request: &Request) -> Held {
+            let kind = request.path.trim_start_matches("/held/").to_string();
+            if kind == "now" {
+                return Held::Answer(Response::json(200, &serde_json::json!({ "now": true })));
+            }
+            self.alive.fetch_add(1, Ordering::Relaxed);
+            let pipe = (kind == "piped").then(|| self.pipes.lock().remove(0));
+            let script = vec![Pulled::Data(b"a".to_vec()), Pulled::Data(b"b".to_vec())];
+            Held::Stream(Streamed {
+                status: 200,
+                content_type: "text/plain",
+                headers: vec![("X-Held", kind.clone())],
+                body: Box::new(TestBody {
+                    kind,
+                    pipe,
+                    script,
+                    alive: self.alive.clone(),
+                    flooded: self.flooded.clone(),
+                }),
+            })
+        }
+    }
+
+    /// Sends `GET path` in `version` on `stream`.
+    fn ask(stream: &mut TcpStream, path: &str, version: &str) {
+        let request = format!("GET {path} {version}\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+
+    /// Reads from `stream` until what was read ends with `end` (or 5 s pass), and returns it.
+    fn read_until(stream: &mut TcpStream, end: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut read = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !read.ends_with(end.as_bytes()) && Instant::now() < deadline {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => read.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&read).into_owned()
+    }
+
+    fn connect(addr: SocketAddr) -> TcpStream {
+        TcpStream::connect(addr).expect("connect")
+    }
+
     #[test]
-    fn a_body_over_the_limit_is_413_whatever_it_declared() {
-        let mut big = io::repeat(b'x').take(MAX_BODY_BYTES as u64 + 1);
-        assert_eq!(
-            read_body(&mut big, MAX_BODY_BYTES),
-            Err(Error::PayloadTooLarge(MAX_BODY_BYTES))
+    fn a_held_stream_is_delivered_chunk_by_chunk_as_it_is_made() {
+        let held = Arc::new(TestHeld::default());
+        let (pipe, piped) = mpsc::channel();
+        held.pipes.lock().push(piped);
+        let (addr, _) = start_with(1, 4, ok_handler(), held.clone());
+        let mut stream = connect(addr);
+        ask(&mut stream, "/held/piped", "HTTP/1.1");
+        pipe.send(Pulled::Data(b"one\n".to_vec())).unwrap();
+        let first = read_until(&mut stream, "4\r\none\n\r\n");
+        assert!(
+            first.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Held: piped\r\nTransfer-Encoding: chunked\r\n\r\n4\r\none\n\r\n"),
+            "the first piece arrives before the second is made: {first:?}"
         );
-        let mut fits = io::repeat(b'x').take(MAX_BODY_BYTES as u64);
+        pipe.send(Pulled::Data(b"two\n".to_vec())).unwrap();
+        assert_eq!(read_until(&mut stream, "4\r\ntwo\n\r\n"), "4\r\ntwo\n\r\n");
+        pipe.send(Pulled::End).unwrap();
+        assert_eq!(read_until(&mut stream, "0\r\n\r\n"), "0\r\n\r\n");
+        // The connection goes on, to requests held or not.
+        ask(&mut stream, "/held/now", "HTTP/1.1");
+        let now = read_until(&mut stream, "}\n");
+        assert!(now.starts_with("HTTP/1.1 200 OK"), "{now}");
+        assert!(now.contains("Content-Length: "), "{now}");
+        ask(&mut stream, "/not-held", "HTTP/1.1");
+        let plain = read_until(&mut stream, "}\n");
+        assert!(plain.contains("\"result\": \"OK\""), "{plain}");
         assert_eq!(
-            read_body(&mut fits, MAX_BODY_BYTES).map(|b| b.len()),
-            Ok(MAX_BODY_BYTES)
+            held.alive.load(Ordering::Relaxed),
+            0,
+            "the body was dropped"
         );
+    }
+
+    #[test]
+    fn an_http_10_client_gets_a_body_that_ends_with_the_connection() {
+        let (addr, _) = start_with(1, 4, ok_handler(), Arc::new(TestHeld::default()));
+        let mut stream = connect(addr);
+        ask(&mut stream, "/held/short", "HTTP/1.0");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .expect("the whole answer, to the close");
+        assert_eq!(
+            answer,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Held: short\r\nConnection: close\r\n\r\nab"
+        );
+    }
+
+    #[test]
+    fn a_held_request_whose_client_left_gives_its_place_back_within_a_second() {
+        let held = Arc::new(TestHeld::default());
+        let (addr, metrics) = start_with(1, 2, ok_handler(), held.clone());
+        let head = "Transfer-Encoding: chunked\r\n\r\n";
+        let waiting: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut stream = connect(addr);
+                ask(&mut stream, "/held/idle", "HTTP/1.1");
+                assert!(read_until(&mut stream, head).ends_with(head));
+                stream
+            })
+            .collect();
+        assert_eq!(metrics.front_held.get(), 2);
+        let mut over = connect(addr);
+        ask(&mut over, "/held/idle", "HTTP/1.1");
+        let refused = read_until(&mut over, "}\n");
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("held"), "{refused}");
+        let left = Instant::now();
+        drop(waiting);
+        let mut again = connect(addr);
+        loop {
+            ask(&mut again, "/held/idle", "HTTP/1.1");
+            if read_until(&mut again, head).ends_with(head) {
+                break;
+            }
+            assert!(
+                left.elapsed() < Duration::from_secs(1),
+                "no place given back"
+            );
+            thread::sleep(Duration::from_millis(20));
+            again = connect(addr);
+        }
+        let took = left.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "a place came back after {took:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while held.alive.load(Ordering::Relaxed) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the departed clients' bodies were not dropped"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(metrics.front_held_refused.get() >= 1);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_cut_off_and_nothing_piles_up() {
+        let held = Arc::new(TestHeld::default());
+        let (addr, metrics) = start_with(1, 4, ok_handler(), held.clone());
+        let mut stream = connect(addr);
+        ask(&mut stream, "/held/flood", "HTTP/1.1");
+        // Reads nothing: once the kernel's buffers are full, the front waits its write timeout.
+        let deadline = Instant::now() + front::WRITE_TIMEOUT + Duration::from_secs(10);
+        while held.flooded.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the flood never began");
+            thread::sleep(Duration::from_millis(10));
+        }
+        while held.alive.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the reader was never cut off");
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(metrics.front_held_cut.get(), 1);
+        let flooded = held.flooded.load(Ordering::Relaxed);
+        assert!(
+            flooded <= 32 << 20,
+            "{flooded} bytes made for a client that read none: more than the socket buffers hold"
+        );
+        drop(stream);
     }
 }

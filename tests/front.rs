@@ -341,9 +341,11 @@ fn a_chunked_body_is_read_and_a_pipelined_request_after_it_served() {
               GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
         )
         .unwrap();
-    let first = read_response(&mut stream, Instant::now() + SOON);
+    // Both answers may arrive in one read: each is taken from what was read, not from a read.
+    let mut answers = Answers::new(&mut stream);
+    let first = answers.next(Instant::now() + SOON);
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
-    let second = read_response(&mut stream, Instant::now() + SOON);
+    let second = answers.next(Instant::now() + SOON);
     assert!(second.starts_with("HTTP/1.1 200"), "{second}");
     assert!(second.contains("Status.READY"), "{second}");
     eventually(SOON, "the task printed", || {
@@ -401,4 +403,51 @@ fn a_write_error_mid_flood_is_not_a_crash() {
     assert_eq!(get(&queen.url("/healthz")).0, 200);
     let log = queen.stderr();
     assert!(!log.contains("ERROR"), "{log}");
+}
+
+#[test]
+fn long_polls_whose_clients_left_give_their_places_back_within_a_second() {
+    let queen = Larve::fast_queen();
+    // No drone runs commands: the task stays pending, and each long poll on it waits its minute.
+    let (status, task) = post(&queen.url("/tasks"), r#"{"command": ["true"]}"#);
+    assert_eq!(status, 202, "{task}");
+    let poll = format!(
+        "GET /tasks/{}?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n",
+        task["id"].as_str().expect("an id")
+    );
+    let head_end = "Transfer-Encoding: chunked\r\n\r\n";
+    // As many as the long polls' old cap, where each held a handler for its whole wait.
+    let polls: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&queen.addr).expect("connect");
+            stream.set_read_timeout(Some(SOON)).unwrap();
+            stream.write_all(poll.as_bytes()).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(head_end.as_bytes()) {
+                assert_eq!(stream.read(&mut byte).expect("the answer's head"), 1);
+                head.push(byte[0]);
+            }
+            assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+            stream
+        })
+        .collect();
+    assert_eq!(metrics(&queen)["hive_front_held_requests"], 64.0);
+    let left = Instant::now();
+    drop(polls);
+    eventually(SOON, "every long poll's place given back", || {
+        (metrics(&queen)["hive_front_held_requests"] == 0.0).then_some(())
+    });
+    let took = left.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "places given back after {took:?}"
+    );
+    // A poll of a task that has ended is answered at once.
+    let url = queen.url(&format!("/tasks/{}", task["id"].as_str().unwrap()));
+    assert_eq!(call("DELETE", &url, None, None, &[]).0, 200);
+    let asked = Instant::now();
+    let (status, task) = get(&format!("{url}?wait=60"));
+    assert_eq!((status, task["state"].as_str()), (200, Some("cancelled")));
+    assert!(asked.elapsed() < PROMPTLY);
 }

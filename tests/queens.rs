@@ -743,8 +743,9 @@ fn tasks_live_in_etcd_any_queen_serves_them_and_a_failover_loses_none() {
             1,
             "no extra attempt without a lost drone: {done}"
         );
-        // The other survivor serves the same task from its own copy.
-        let (_, same) = get(&survivors[1].url(&format!("/tasks/{id}")));
+        // The other survivor serves the same task from its own copy, once that copy has caught
+        // up: each queen follows etcd's watch on its own.
+        let (_, same) = get(&survivors[1].url(&format!("/tasks/{id}?wait=5")));
         assert_eq!(same["state"], "succeeded");
     }
     let (_, page) = get(&survivors[1].url("/tasks?limit=1000"));

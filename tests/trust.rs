@@ -117,6 +117,9 @@ fn each_scope_is_allowed_and_refused_where_it_should_be_and_changes_are_audited(
     // Every GET for a read token, with the env's values hidden.
     let (status, seen) = get_as(&queen.url(&format!("/tasks/{id}")), Some(READER));
     assert_eq!((status, &seen["env"]["API_KEY"]), (200, &json!("***")));
+    // A long poll (held by the front, then answered) hides them too.
+    let (status, waited) = get_as(&queen.url(&format!("/tasks/{id}?wait=0.2")), Some(READER));
+    assert_eq!((status, &waited["env"]["API_KEY"]), (200, &json!("***")));
     let (_, listed) = get_as(&queen.url("/tasks"), Some(READER));
     assert_eq!(listed["tasks"][0]["env"]["API_KEY"], "***");
     let (_, listed) = get_as(&queen.url("/tasks"), Some(SUBMITTER));

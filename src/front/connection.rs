@@ -1,28 +1,35 @@
 //! One client connection, on a thread of its own from accept to close: the TLS handshake, then
-//! each request in turn (head, body, the server's answer) until the client closes, goes quiet or
-//! breaks a limit.
+//! each request in turn (head, body, the answer) until the client closes, goes quiet or breaks a
+//! limit.
 //!
 //! What a client can make this thread do is bounded at every step: the handshake and each head
 //! must be complete by [`HEAD_DEADLINE`] (a keep-alive connection's wait for its next request
-//! counts too), a head is at most [`MAX_HEAD_BYTES`], a body at most its path's limit and
-//! complete by [`BODY_DEADLINE`], and an answer the client does not read is abandoned after
-//! [`WRITE_TIMEOUT`]. Whatever the front refuses it answers itself, as JSON, and then closes the
-//! connection: after a broken head it cannot know where the next request would start.
+//! counts too), a head is at most [`MAX_HEAD_BYTES`], a body is within its path's limits (see
+//! `body.rs`), and an answer the client does not read is abandoned after [`WRITE_TIMEOUT`].
+//! Whatever the front refuses it answers itself, as JSON, and then closes the connection: after a
+//! broken head it cannot know where the next request would start.
+//!
+//! An ordinary request goes to the server (`upstream.rs`); a held one (its answer waits or
+//! streams) is answered here, on this thread (`held.rs`).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use log::debug;
 use rustls::{ServerConnection, StreamOwned};
 
-use super::body::{self, BodyError};
-use super::head::{self, Framing, Head, PEER_FIELD};
+use super::Shared;
+use super::answer;
+use super::body::{BodyError, Expected};
+use super::head::{self, Head, PEER_FIELD};
+use super::held::{self, Manner};
 use super::input::{Input, ReadError, Source};
-use super::upstream::{Kind, UpstreamError};
-use super::{Shared, is_long_poll};
+use super::upstream::UpstreamError;
 use crate::auth::{IDENTITY_FIELD, Identity};
 use crate::error::Error;
+use crate::server::Request;
 
 /// Largest request head (request line and fields): what nginx takes by default (four buffers of
 /// 8 KiB), a hundred times what Hive's own clients send. Every byte of a head is read before the
@@ -35,9 +42,6 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// also ends an idle keep-alive connection, and covers the TLS handshake of a new one).
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Time for a request's body to arrive in full, once its head has.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
-
 /// Longest one write to a client may wait for the client to read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +50,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// reset the connection, and the client would see the reset, never the 413.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most one read takes while lingering: what the input's buffer first holds.
+const LINGER_READ_BYTES: usize = super::input::FIRST_CAPACITY_BYTES;
 
 /// What a client connection carries: bytes as they are, or TLS.
 enum Stream {
@@ -96,6 +103,29 @@ impl Source for Stream {
 impl Source for TcpStream {
     fn limit_reads(&mut self, timeout: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(timeout))
+    }
+}
+
+impl Source for &TcpStream {
+    fn limit_reads(&mut self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+}
+
+impl held::Client for Stream {
+    fn gone(&self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.tcp().as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the length of the call, which does not wait.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    fn limit_writes(&mut self, timeout: Duration) -> io::Result<()> {
+        self.tcp().set_write_timeout(Some(timeout))
     }
 }
 
@@ -239,30 +269,32 @@ impl Connection<'_> {
     }
 
     /// Asks the gate whether the request `head` opens may be made (before a byte of its body is
-    /// read), reads the body, has the server answer it, and passes the answer on.
+    /// read), takes a held request's place, reads the body, and has the request answered.
     fn serve(&mut self, head: &Head) -> Next {
+        let front = self.front;
         let path = head.path();
-        let identity = match self.front.gate.admit(
+        let identity = match front.gate.admit(
             head.method(),
             path,
             head.authorization.as_deref(),
             Some(self.peer),
         ) {
             Ok(identity) => identity,
-            Err(refusal) => {
-                self.refuse(path, &refusal);
-                // The body, if one comes, is not read: the connection cannot go on.
-                self.shut_writes();
-                linger(self.stream.tcp());
-                return Next::Close;
+            Err(refusal) => return self.refuse_unread(path, &refusal),
+        };
+        let held = front.held.holds(head.method(), path, head.query());
+        let place = match held.then(|| front.holding.enter(&front.metrics)) {
+            None => None,
+            Some(Some(place)) => Some(place),
+            Some(None) => {
+                let busy = Error::Busy("as many requests are held as the larve serves".into());
+                return self.refuse_unread(path, &busy);
             }
         };
-        let limit = self.front.body_limits.for_path(path);
-        if let Framing::Length(length) = head.framing
-            && length > limit as u64
-        {
+        let limit = front.body_limits.for_path(path);
+        let Ok(expected) = Expected::new(head.framing, limit) else {
             return self.refuse_body(path, limit);
-        }
+        };
         if head.expect_continue
             && self
                 .stream
@@ -272,26 +304,7 @@ impl Connection<'_> {
         {
             return Next::Close;
         }
-        self.body.clear();
-        let deadline = Instant::now() + BODY_DEADLINE;
-        let read = match head.framing {
-            Framing::Empty => Ok(()),
-            Framing::Length(length) => body::read_length(
-                &mut self.input,
-                &mut self.stream,
-                length as usize,
-                deadline,
-                &mut self.body,
-            ),
-            Framing::Chunked => body::read_chunked(
-                &mut self.input,
-                &mut self.stream,
-                limit,
-                deadline,
-                &mut self.body,
-            ),
-        };
-        match read {
+        match expected.read(&mut self.input, &mut self.stream, &mut self.body) {
             Ok(()) => {}
             Err(BodyError::TooLarge) => return self.refuse_body(path, limit),
             Err(BodyError::TimedOut) => {
@@ -305,7 +318,47 @@ impl Connection<'_> {
             }
             Err(BodyError::Gone) => return Next::Close,
         }
-        self.forward(head, &identity)
+        match place {
+            Some(_place) => self.answer_held(head, identity),
+            None => self.forward(head, &identity),
+        }
+    }
+
+    /// Answers a held request from `identity` on this thread (see `held.rs`).
+    fn answer_held(&mut self, head: &Head, identity: Identity) -> Next {
+        let request = Request {
+            method: head.method().to_string(),
+            path: head.path().to_string(),
+            query: head.query().to_string(),
+            identity,
+            peer: Some(self.peer),
+            body: std::mem::take(&mut self.body),
+        };
+        let manner = Manner {
+            no_body: head.is_head(),
+            close: head.close,
+            http10: head.http10,
+        };
+        let ended = held::answer(
+            &mut self.stream,
+            self.front.held.as_ref(),
+            &request,
+            manner,
+            WRITE_TIMEOUT,
+            &self.front.metrics,
+            &mut self.answer,
+        );
+        self.body = request.body;
+        let restored = self
+            .stream
+            .tcp()
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .is_ok();
+        if ended == held::Ended::Whole && restored && !head.close {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
     }
 
     /// Has the server answer the request from `identity`, and passes the answer on.
@@ -322,15 +375,10 @@ impl Connection<'_> {
             self.body.len()
         );
         request.extend_from_slice(&self.body);
-        let kind = if is_long_poll(head.query()) {
-            Kind::LongPoll
-        } else {
-            Kind::Regular
-        };
-        let answer =
-            self.front
-                .upstream
-                .exchange(kind, &self.request, head.is_head(), &mut self.answer);
+        let answer = self
+            .front
+            .upstream
+            .exchange(&self.request, head.is_head(), &mut self.answer);
         let answer = match answer {
             Ok(answer) => answer,
             Err(UpstreamError::Busy(why)) => {
@@ -367,16 +415,39 @@ impl Connection<'_> {
     /// and says the connection closes.
     fn refuse(&mut self, path: &str, error: &Error) {
         self.front.metrics.request(path, error.status());
-        let _ = self.send(&answer(error));
+        let _ = self.send(&answer::refusal(error));
+    }
+
+    /// Answers `error` to a request whose body, if one comes, is not read: the connection cannot
+    /// go on.
+    fn refuse_unread(&mut self, path: &str, error: &Error) -> Next {
+        self.refuse(path, error);
+        self.shut_writes();
+        self.linger();
+        Next::Close
+    }
+
+    /// Reads and throws away what the client still sends, for up to [`LINGER`] and
+    /// [`LINGER_MAX_BYTES`] (see there), before the connection is closed. Through the input's
+    /// buffer, which the head needed anyway: a scratch buffer of its own (on the stack or not)
+    /// would cost every refused connection more, and two thousand refused at once add up.
+    fn linger(&mut self) {
+        let deadline = Instant::now() + LINGER;
+        let mut tcp = self.stream.tcp();
+        let mut thrown = 0;
+        while thrown < LINGER_MAX_BYTES {
+            let Ok(n) = self.input.fill(&mut tcp, deadline, LINGER_READ_BYTES) else {
+                return;
+            };
+            thrown += n;
+            self.input.consume(self.input.data().len());
+        }
     }
 
     /// Answers 413 to a request whose body is over `limit`, without reading the body.
     fn refuse_body(&mut self, path: &str, limit: usize) -> Next {
         self.front.metrics.front_bodies_refused.inc();
-        self.refuse(path, &Error::PayloadTooLarge(limit));
-        self.shut_writes();
-        linger(self.stream.tcp());
-        Next::Close
+        self.refuse_unread(path, &Error::PayloadTooLarge(limit))
     }
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -405,39 +476,4 @@ const CLOSE_FIELD: &[u8] = b"Connection: close\r\n\r\n";
 /// requests.
 fn started(data: &[u8]) -> bool {
     data.iter().any(|&b| b != b'\r' && b != b'\n')
-}
-
-/// The front's own answer to `error`: the same JSON a handler would send, and the connection
-/// closes after it.
-pub fn answer(error: &Error) -> Vec<u8> {
-    let body = error.json_body();
-    let status = error.status();
-    let reason = tiny_http::StatusCode(status).default_reason_phrase();
-    let mut bytes = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    bytes.extend_from_slice(&body);
-    bytes
-}
-
-/// Reads and throws away what the client still sends, for up to [`LINGER`] and
-/// [`LINGER_MAX_BYTES`] (see there), before the connection is closed.
-fn linger(mut tcp: &TcpStream) {
-    let deadline = Instant::now() + LINGER;
-    let mut scratch = [0u8; 16 * 1024];
-    let mut thrown = 0;
-    while thrown < LINGER_MAX_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || tcp.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match tcp.read(&mut scratch) {
-            Ok(0) => return,
-            Ok(n) => thrown += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
 }

@@ -1,13 +1,19 @@
 //! A request head, checked before anything behind the front sees it: the request line and the
 //! header fields, at most [`super::MAX_HEAD_BYTES`] of them, every line ended by CRLF.
 //!
+//! `httparse` parses it; the front decides what it accepts. httparse is lenient where a server
+//! reading any client must be, and the front is not, since it only ever has to read HTTP/1.x
+//! clients and must never let two readers of one head disagree: it refuses a line ended by a bare
+//! LF (httparse takes it), and bytes outside printable ASCII in the target or a field value
+//! (httparse takes obs-text).
+//!
 //! The front then sends the server a head of its own making (see `connection.rs`): the method, the
 //! target and the end-to-end fields as they came, framed by the front (`Content-Length` of the
 //! body it read, HTTP/1.1, the peer's address). So what the server parses is always well formed,
 //! and a field that would change how the server frames or keeps the connection never reaches it:
 //! hop-by-hop fields (`Connection` and the fields it names, `Keep-Alive`, `TE`, `Trailer`,
 //! `Upgrade`, `Proxy-Connection`), the framing (`Content-Length`, `Transfer-Encoding`, `Expect`)
-//! and the front's own [`PEER_FIELD`], which a client must not be able to set.
+//! and the front's own [`PEER_FIELD`] and identity field, which a client must not be able to set.
 //!
 //! What is refused, and why, follows RFC 9112: a request with both `Content-Length` and
 //! `Transfer-Encoding`, or `Content-Length` values that differ, has no single meaning (the root of
@@ -46,11 +52,14 @@ pub struct Head {
     /// The connection ends after this request: the client said `Connection: close`, or speaks
     /// HTTP/1.0 (whose keep-alive the front does not offer).
     pub close: bool,
+    /// The client speaks HTTP/1.0, which has no chunked bodies.
+    pub http10: bool,
     /// The `Authorization` field's value: the front's gate reads it, and it goes no further.
     pub authorization: Option<String>,
 }
 
 impl Head {
+    /// The method, in upper case.
     pub fn method(&self) -> &str {
         &self.upstream[self.method.clone()]
     }
@@ -104,28 +113,36 @@ fn leading_empty_lines(bytes: &[u8]) -> usize {
     bytes.chunks(2).take_while(|pair| *pair == b"\r\n").count() * 2
 }
 
+/// Most header fields a head may have: what Apache takes by default (`LimitRequestFields`), five
+/// times what a browser sends. httparse parses fields into a table of this size on the stack.
+pub const MAX_FIELDS: usize = 100;
+
 /// Checks the head in `bytes` (as far as [`end`] said) and reads what the front needs from it,
 /// writing what the server is to get into `buffer` (emptied first; passed in so each connection
 /// reuses one).
 pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
-    let start = leading_empty_lines(bytes);
-    let text = bytes
-        .get(start..bytes.len().saturating_sub(4))
-        .ok_or_else(|| bad("an empty request head"))?;
-    let crlf = |i: usize| text.get(i..i + 2) == Some(b"\r\n");
-    let stray = text.iter().enumerate().any(|(i, &b)| match b {
-        b'\r' => !crlf(i),
-        b'\n' => i == 0 || !crlf(i - 1),
-        _ => false,
-    });
-    if stray {
+    if !lines_end_in_crlf(bytes) {
         return Err(bad("every line of the request head must end with CRLF"));
     }
-    // Every byte checked below is printable ASCII, so the text is too.
-    let text = std::str::from_utf8(text).map_err(|_| bad("bytes other than printable ASCII"))?;
-    let mut lines = text.split("\r\n");
-    let (method, target, http10) = request_line(lines.next().unwrap_or_default())?;
-    let fields = lines.clone();
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut fields);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(length)) if length == bytes.len() => {}
+        Ok(_) => return Err(bad("the head does not end where its empty line is")),
+        Err(e) => return Err(refusal(e, &request, bytes)),
+    }
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(bad("the request line is not METHOD TARGET HTTP/1.1"));
+    };
+    if !target.bytes().all(is_printable) {
+        return Err(bad(
+            "the request target holds bytes other than printable ASCII",
+        ));
+    }
+    let http10 = version == 0;
+    let fields = &*request.headers;
 
     let mut framing = Framing::Empty;
     let mut chunked = false;
@@ -133,8 +150,8 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
     let mut close = http10;
     let mut authorization = None;
     let mut hop_by_hop: Vec<&str> = Vec::new();
-    for line in fields.clone() {
-        let (name, value) = field(line)?;
+    for field in fields {
+        let (name, value) = (field.name, text(field.value)?);
         if name.eq_ignore_ascii_case("content-length") {
             let length = content_length(value)?;
             match framing {
@@ -185,14 +202,16 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
     }
 
     buffer.clear();
-    buffer.push_str(method);
+    // Methods are case-sensitive, but tiny_http reads them in any case: the front and the server
+    // must agree on which request this is.
+    buffer.extend(method.chars().map(|c| c.to_ascii_uppercase()));
     buffer.push(' ');
     buffer.push_str(target);
     buffer.push_str(" HTTP/1.1\r\n");
     let method = 0..method.len();
     let target = method.end + 1..method.end + 1 + target.len();
-    for line in fields {
-        let (name, value) = field(line)?;
+    for field in fields {
+        let (name, value) = (field.name, text(field.value)?);
         let this_hop = THIS_HOP_ONLY
             .iter()
             .chain(&hop_by_hop)
@@ -210,8 +229,72 @@ pub fn parse(bytes: &[u8], mut buffer: String) -> Result<Head, Error> {
         framing,
         expect_continue,
         close,
+        http10,
         authorization,
     })
+}
+
+/// A field's value as text: printable ASCII, spaces and tabs only (httparse also takes obs-text).
+fn text(value: &[u8]) -> Result<&str, Error> {
+    let printable = value
+        .iter()
+        .all(|&b| b == b'\t' || b == b' ' || is_printable(b));
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|_| printable)
+        .ok_or_else(|| bad("a field value with bytes other than printable ASCII"))
+}
+
+/// Whether every CR in `bytes` is followed by LF and every LF preceded by CR.
+fn lines_end_in_crlf(bytes: &[u8]) -> bool {
+    let crlf = |i: usize| bytes.get(i..i + 2) == Some(b"\r\n");
+    bytes.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => crlf(i),
+        b'\n' => i > 0 && crlf(i - 1),
+        _ => true,
+    })
+}
+
+/// The refusal of a head httparse could not parse, saying which part is wrong: httparse says what
+/// kind of byte it stopped at, and how far it got (the method, the target, the version it read).
+fn refusal(e: httparse::Error, request: &httparse::Request, bytes: &[u8]) -> Error {
+    const REQUEST_LINE: &str = "the request line is not METHOD TARGET HTTP/1.1";
+    let line = bytes[leading_empty_lines(bytes)..]
+        .split(|&b| b == b'\r')
+        .next()
+        .unwrap_or_default();
+    match (e, request.method, request.path) {
+        (httparse::Error::Token, None, _) => {
+            let word = line.split(|&b| b == b' ').next().unwrap_or_default();
+            if !word.is_empty() && word.iter().copied().all(is_tchar) {
+                bad(REQUEST_LINE)
+            } else {
+                bad("the method is not a token")
+            }
+        }
+        (httparse::Error::Version, Some(method), Some(target)) => {
+            // What follows the target: `HTTP/x.y` of another version, or not a version at all.
+            let version = line
+                .get(method.len() + target.len() + 2..)
+                .unwrap_or_default();
+            match version {
+                [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                    if major.is_ascii_digit() && minor.is_ascii_digit() =>
+                {
+                    Error::VersionNotSupported
+                }
+                _ => bad(REQUEST_LINE),
+            }
+        }
+        (httparse::Error::HeaderName, ..) => bad(
+            "a field line that is folded (starts with a space), without a colon, or whose name is not a token",
+        ),
+        (httparse::Error::HeaderValue, ..) => {
+            bad("a field value with bytes other than printable ASCII")
+        }
+        (httparse::Error::TooManyHeaders, ..) => Error::TooManyFields(MAX_FIELDS),
+        _ => bad(REQUEST_LINE),
+    }
 }
 
 /// Fields about this hop (or this front), never passed on, in lower case: the credential too,
@@ -235,56 +318,6 @@ fn bad(why: &str) -> Error {
     Error::BadRequest(format!("malformed request: {why}"))
 }
 
-/// `method SP target SP version`: the method, the target and whether it is HTTP/1.0.
-fn request_line(line: &str) -> Result<(&str, &str, bool), Error> {
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("the request line is not METHOD TARGET HTTP/1.1"));
-    };
-    if method.is_empty() || !method.bytes().all(is_tchar) {
-        return Err(bad("the method is not a token"));
-    }
-    if target.is_empty() || !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(bad(
-            "the request target holds spaces or bytes other than printable ASCII",
-        ));
-    }
-    let http10 = match version.as_bytes() {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            return Err(Error::VersionNotSupported);
-        }
-        _ => return Err(bad("the request line does not end with HTTP/1.1")),
-    };
-    Ok((method, target, http10))
-}
-
-/// A field line: its name and its value, trimmed.
-fn field(line: &str) -> Result<(&str, &str), Error> {
-    if line.starts_with([' ', '\t']) {
-        return Err(bad("a folded field line (one that starts with a space)"));
-    }
-    let (name, value) = line
-        .split_once(':')
-        .ok_or_else(|| bad("a field line without a colon"))?;
-    if name.is_empty() || !name.bytes().all(is_tchar) {
-        return Err(bad("a field name that is not a token"));
-    }
-    let value = value.trim_matches([' ', '\t']);
-    if !value
-        .bytes()
-        .all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
-    {
-        return Err(bad("a field value with bytes other than printable ASCII"));
-    }
-    Ok((name, value))
-}
-
 fn content_length(value: &str) -> Result<u64, Error> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad("Content-Length is not a number"));
@@ -297,6 +330,12 @@ fn content_length(value: &str) -> Result<u64, Error> {
 /// A character of a token (RFC 9110): what methods and field names are made of.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A visible ASCII character: what a request target is made of, and a field value (with spaces and
+/// tabs).
+fn is_printable(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
 }
 
 #[cfg(test)]
@@ -315,6 +354,16 @@ mod tests {
             Err(Error::BadRequest(why)) => why,
             other => panic!("{text:?}: expected a 400, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_head_of_more_fields_than_the_table_holds_is_431() {
+        let fields = "X-A: 1\r\n".repeat(MAX_FIELDS);
+        assert!(head(&format!("GET / HTTP/1.1\r\n{fields}\r\n")).is_ok());
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{fields}X-B: 2\r\n\r\n")),
+            Err(Error::TooManyFields(MAX_FIELDS))
+        );
     }
 
     #[test]
@@ -354,9 +403,10 @@ mod tests {
         let h = head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue && h.close);
-        let h = head("GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let h = head("get / HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::Empty);
-        assert!(h.close, "HTTP/1.0 closes");
+        assert!(h.close && h.http10, "HTTP/1.0 closes");
+        assert_eq!(h.method(), "GET");
         let h = head("POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::Length(3));
         assert_eq!(
@@ -422,6 +472,8 @@ mod tests {
             ("GET /\u{e9} HTTP/1.1\r\n\r\n", "printable ASCII"),
             ("GET / HTTPS/1.1\r\n\r\n", "HTTP/1.1"),
             ("HIVE self-check\r\n\r\n", "request line"),
+            ("GET\r\n\r\n", "request line"),
+            ("GET / HTTP/1.1\nX-A: 1\n\n\r\n\r\n", "CRLF"),
         ] {
             let reason = refused(text);
             assert!(reason.contains(why), "{text:?}: {reason:?} lacks {why:?}");

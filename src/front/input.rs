@@ -32,8 +32,10 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// sooner than that, so a request that arrives at once costs no extra system call.
 const SLACK: Duration = Duration::from_millis(100);
 
-/// How many bytes the buffer starts with; it grows to what a head needs.
-const FIRST_CAPACITY_BYTES: usize = 4 * 1024;
+/// How many bytes the buffer starts with; it grows to what a head needs. Hive's clients send heads
+/// of a few hundred bytes, and every connection holds its buffer for its life: two thousand of
+/// them at 4 KiB would be 8 MB.
+pub const FIRST_CAPACITY_BYTES: usize = 1024;
 
 /// Bytes read ahead: the rest of a read that held more than one request's head.
 pub struct Input {

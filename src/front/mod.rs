@@ -3,39 +3,54 @@
 //!
 //! ```text
 //!  clients ──TCP/TLS──► accept loop ──► one thread per connection ──► pool of kept-alive ──► tiny_http
-//!                       (never dies;     TLS handshake, head ≤ 32 KiB   connections over      (server.rs:
-//!                        caps: in all    by a deadline, body ≤ limit,   a Unix socket in a     handler threads,
-//!                        and per peer)   answers 400/408/413/431 itself private directory      long-poll threads)
+//!                       (never dies;     TLS handshake, head, body,     connections over      (server.rs:
+//!                        caps: in all    each bounded; answers          a Unix socket in a     handler threads)
+//!                        and per peer)   400/408/413/431 itself;        private directory
+//!                                        held requests served here
 //! ```
 //!
 //! tiny_http, which Hive keeps (it is not forked or patched), has no limits of its own: it reads a
 //! head line of any length into memory, allocates a declared body's whole length when a request is
 //! dropped, stops accepting for good at the first `accept()` error, and its thread pool can leave a
 //! new connection with no thread. Its TLS backends run the handshake on the accept thread (one
-//! silent client stops every new connection) or use a rustls line with an unfixed advisory. So
-//! tiny_http no longer faces the network: it serves a Unix socket only the front can reach
-//! (`socket_dir.rs`), and the front faces clients:
+//! silent client stops every new connection) or use a rustls line with an unfixed advisory, and
+//! its handlers cannot learn that a client has left. So tiny_http no longer faces the network: it
+//! serves a Unix socket only the front can reach (`socket_dir.rs`), and the front faces clients.
+//!
+//! Each limit has one check, in the module named here:
+//!
+//! | limit                                        | where                                     |
+//! |----------------------------------------------|-------------------------------------------|
+//! | connections in all, and per peer address     | `admission.rs` (`--max-connections`, `--max-connections-per-peer`) |
+//! | `accept()` failing                           | `accept_loop`: retried after a pause that doubles up to a second |
+//! | TLS handshake and head time, head size       | `connection.rs` ([`HEAD_DEADLINE`], [`MAX_HEAD_BYTES`]); fields: `head.rs` |
+//! | body size per path, and body time            | `body.rs` ([`BodyLimits`], [`BODY_DEADLINE`]) |
+//! | time for a client to take each write         | `connection.rs` ([`WRITE_TIMEOUT`]); a held answer's pieces: `held.rs` |
+//! | held requests at once                        | `held.rs` ([`max_held`])                  |
 //!
 //! - **Accept** (`accept_loop`): one loop that never ends. An `accept()` that fails (out of file
-//!   descriptors, of memory) is retried after a pause that doubles up to a second, as
-//!   mini-redis does, so a flood is waited out rather than fatal.
-//! - **Admission** (`admission.rs`): at most `--max-connections` connections, and at most
-//!   `--max-connections-per-peer` from one address; past either, a new connection is answered 503
+//!   descriptors, of memory) is retried after a pause, as mini-redis does, so a flood is waited out
+//!   rather than fatal.
+//! - **Admission** (`admission.rs`): past a connection cap, a new connection is answered 503
 //!   (plain HTTP; a TLS one is closed) and counted.
 //! - **Each connection** (`connection.rs`) has a thread of its own (`threads.rs`: reused, and
 //!   gone a few seconds after its connection), so a slow client holds only its own: TLS, the
-//!   head (`head.rs`), the body (`body.rs`), each bounded in size and time.
+//!   head (`head.rs`, parsed by httparse), the body (`body.rs`), each bounded in size and time.
 //! - **The gate** (`auth.rs`): once a head is read, and before a byte of its body, the front asks
 //!   who sent it and whether they may; a refusal (401, 403) is answered and the connection closed.
 //!   The request goes on with the caller's identity in a field only the front sets.
-//! - **Upstream** (`upstream.rs`): requests go to tiny_http over a pool of kept-alive connections,
-//!   grown one at a time so tiny_http's pool never sees a burst, with a quota for long polls. The
-//!   client's address travels in a field only the front sets.
+//! - **Held requests** (`held.rs`): a request whose answer waits or streams (the role says which,
+//!   from the head) is answered on the connection's own thread, which sees a client leave.
+//! - **Upstream** (`upstream.rs`): every other request goes to tiny_http over a pool of kept-alive
+//!   connections, grown one at a time so tiny_http's pool never sees a burst. The client's address
+//!   travels in a field only the front sets.
 
 mod admission;
+mod answer;
 mod body;
 mod connection;
 mod head;
+mod held;
 mod input;
 mod socket_dir;
 mod threads;
@@ -55,49 +70,27 @@ use crate::auth::Gate;
 use crate::config::ConnectionLimits;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::server::HeldRoutes;
 use crate::tls::ServerTls;
 
 use admission::{Admission, Refusal};
+use held::Holding;
 use socket_dir::SocketDir;
 use threads::Threads;
 use upstream::Upstream;
 
-pub use connection::{BODY_DEADLINE, HEAD_DEADLINE, MAX_HEAD_BYTES, WRITE_TIMEOUT};
+pub use body::{BODY_DEADLINE, BodyLimits, MAX_BODY_BYTES};
+pub use connection::{HEAD_DEADLINE, MAX_HEAD_BYTES, WRITE_TIMEOUT};
 pub use head::PEER_FIELD;
+pub use held::max_held;
 pub use threads::IDLE_LIFETIME;
-
-/// Largest request body on any path the role does not name: a task text or an address is far
-/// smaller.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The largest body each path takes: what the role says, [`MAX_BODY_BYTES`] elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyLimits {
-    pub by_path: &'static [(&'static str, usize)],
-}
-
-impl BodyLimits {
-    /// The limit for a request to `path`.
-    pub fn for_path(&self, path: &str) -> usize {
-        self.by_path
-            .iter()
-            .find(|(known, _)| *known == path)
-            .map_or(MAX_BODY_BYTES, |(_, limit)| *limit)
-    }
-}
-
-/// Whether a request with this query string is a long poll (it has a `wait=` parameter): its
-/// handler may hold it for up to a minute, so it is kept apart from other requests, here and in
-/// the server.
-pub fn is_long_poll(query: &str) -> bool {
-    query.split('&').any(|param| param.starts_with("wait="))
-}
 
 /// Connections the kernel queues before the accept loop takes them. std listens with 128, which
 /// a burst of 256 new connections overflows: the kernel drops the extra handshakes and those
-/// clients try again a second later. The kernel caps it at `net.core.somaxconn` (4096 on current
-/// Linux).
-const LISTEN_BACKLOG: i32 = 1024;
+/// clients try again a second later. At 1,024, 2,048 connections arriving together (the default
+/// cap's worth) overflowed it, and a client among them waited that second. The kernel caps it at
+/// `net.core.somaxconn` (4096 on current Linux).
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// Pauses of the accept loop after a failed `accept()`: the first, and the longest it doubles to.
 const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(5);
@@ -115,10 +108,12 @@ pub struct Settings {
     /// TLS for every connection; `None` serves plain HTTP.
     pub tls: Option<ServerTls>,
     pub body_limits: BodyLimits,
-    /// Connections to the server for ordinary requests: as many as it has handler threads.
-    pub upstream_regular: usize,
-    /// Connections to the server for long polls at once: as many as it serves.
-    pub upstream_long_polls: usize,
+    /// The role's held requests, which the front answers itself.
+    pub held: Arc<dyn HeldRoutes>,
+    /// Held requests served at once (normally [`max_held`]).
+    pub max_held: usize,
+    /// Connections to the server: as many as it has handler threads.
+    pub upstream: usize,
 }
 
 /// What every connection's thread shares.
@@ -128,6 +123,8 @@ struct Shared {
     tls: Option<ServerTls>,
     upstream: Upstream,
     body_limits: BodyLimits,
+    held: Arc<dyn HeldRoutes>,
+    holding: Holding,
     admission: Admission,
     metrics: Arc<Metrics>,
 }
@@ -164,18 +161,16 @@ impl Front {
     pub fn open(self, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
         let local = self.listener.local_addr()?;
         let settings = self.settings;
-        let upstream = Upstream::new(
-            self.dir.socket(),
-            settings.upstream_regular,
-            settings.upstream_long_polls,
-        );
-        upstream.open_ahead(settings.upstream_regular)?;
+        let upstream = Upstream::new(self.dir.socket(), settings.upstream);
+        upstream.open_ahead(settings.upstream)?;
         let shared = Arc::new(Shared {
             gate: settings.gate,
             threads: Threads::new("front", CONNECTION_STACK_BYTES),
             tls: settings.tls,
             upstream,
             body_limits: settings.body_limits,
+            held: settings.held,
+            holding: Holding::new(settings.max_held),
             admission: Admission::new(settings.connections),
             metrics,
         });
@@ -275,7 +270,7 @@ impl Drop for Unserved {
             && stream.set_nonblocking(true).is_ok()
         {
             let why = "this larve cannot start a thread for the connection now";
-            let _ = stream.write_all(&connection::answer(&Error::Busy(why.into())));
+            let _ = stream.write_all(&answer::refusal(&Error::Busy(why.into())));
         }
     }
 }
@@ -311,22 +306,13 @@ fn refuse(mut stream: TcpStream, peer: SocketAddr, refusal: Refusal, shared: &Sh
     shared.metrics.front_refused(refusal == Refusal::Peer);
     debug!("refused a connection from {peer}: {why} ({limit} limit)");
     if shared.tls.is_none() && stream.set_nonblocking(true).is_ok() {
-        let _ = stream.write_all(&connection::answer(&Error::Busy(why.into())));
+        let _ = stream.write_all(&answer::refusal(&Error::Busy(why.into())));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_polls_are_told_by_their_wait_parameter() {
-        assert!(is_long_poll("wait=30"));
-        assert!(is_long_poll("a=1&wait=5"));
-        assert!(!is_long_poll(""));
-        assert!(!is_long_poll("await=5"));
-        assert!(!is_long_poll("wait"));
-    }
 
     #[test]
     fn a_path_the_role_names_has_its_own_body_limit() {

@@ -9,10 +9,10 @@
 //! which the server answers at once (see `server.rs`): once that answer is back, a thread holds
 //! the connection, and only then may the next one be opened. tiny_http never sees a burst.
 //!
-//! The requests a handler holds for a long time (long polls, `?wait=`) have a quota of their own,
-//! so they can never take every connection from the others; past it they are refused with 503.
 //! Requests that find every connection busy wait in line, and each connection given back goes to
-//! the one waiting longest, as tiny_http's own queue serves requests in order.
+//! the one waiting longest, as tiny_http's own queue serves requests in order. Nothing waits long
+//! in a handler: a request whose answer waits is held by the front (`held.rs`) and never comes
+//! here.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -23,19 +23,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-/// What a request does to a connection, for the quotas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Answered within the handler's own time limits.
-    Regular = 0,
-    /// Held by its handler for up to a minute.
-    LongPoll = 1,
-}
-
 /// Why no answer came from the server.
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// No connection was free in time, or the long polls' quota is used up: 503.
+    /// No connection was free in time: 503.
     Busy(&'static str),
     /// The connection failed, or what came back was not an answer: 502.
     Failed(String),
@@ -57,20 +48,20 @@ const ANSWER_BUFFER_BYTES: usize = 16 * 1024;
 /// The pool of connections to the server.
 pub struct Upstream {
     path: PathBuf,
-    /// Connections each kind may hold at once: `[regular, long polls]`.
-    quotas: [usize; 2],
+    /// Connections open at most.
+    size: usize,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
     idle: Vec<UnixStream>,
-    busy: [usize; 2],
+    busy: usize,
     /// A new connection is being opened and proven.
     growing: bool,
-    /// Requests waiting for a connection, by kind, first come first served: a connection given
-    /// back goes to the longest waiting, never to a request that arrived after it.
-    waiting: [VecDeque<Arc<Ticket>>; 2],
+    /// Requests waiting for a connection, first come first served: a connection given back goes
+    /// to the longest waiting, never to a request that arrived after it.
+    waiting: VecDeque<Arc<Ticket>>,
 }
 
 /// A waiting request's place in line, and what it is handed.
@@ -96,19 +87,18 @@ pub struct Answer {
 }
 
 impl Upstream {
-    /// A pool of connections to the socket at `path`, up to `regular` for ordinary requests and
-    /// `long_polls` more for long polls.
-    pub fn new(path: PathBuf, regular: usize, long_polls: usize) -> Upstream {
+    /// A pool of up to `size` connections to the socket at `path`.
+    pub fn new(path: PathBuf, size: usize) -> Upstream {
         Upstream {
             path,
-            quotas: [regular.max(1), long_polls],
+            size: size.max(1),
             state: Mutex::new(State::default()),
         }
     }
 
     /// Opens `count` connections, one after another, so the first requests find them ready.
     pub fn open_ahead(&self, count: usize) -> io::Result<()> {
-        for _ in 0..count.min(self.quotas[0]) {
+        for _ in 0..count.min(self.size) {
             let stream = self.open()?;
             self.state.lock().idle.push(stream);
         }
@@ -119,18 +109,17 @@ impl Upstream {
     /// `HEAD` request's answer (`no_body`) has no body.
     pub fn exchange(
         &self,
-        kind: Kind,
         request: &[u8],
         no_body: bool,
         buffer: &mut Vec<u8>,
     ) -> Result<Answer, UpstreamError> {
-        let mut stream = self.take(kind)?;
+        let mut stream = self.take()?;
         let answer = stream
             .write_all(request)
             .map_err(|e| format!("sending the request: {e}"))
             .and_then(|()| read_answer(&mut stream, no_body, None, buffer));
         let mut state = self.state.lock();
-        state.busy[kind as usize] -= 1;
+        state.busy -= 1;
         if answer.is_ok() {
             state.idle.push(stream);
         }
@@ -139,31 +128,27 @@ impl Upstream {
         answer.map_err(UpstreamError::Failed)
     }
 
-    /// A connection for a request of `kind`: an idle one, a new one if the pool may grow now, or
-    /// the one handed to it when its turn in line comes.
-    fn take(&self, kind: Kind) -> Result<UnixStream, UpstreamError> {
-        let mine = kind as usize;
+    /// A connection: an idle one, a new one if the pool may grow now, or the one handed to this
+    /// request when its turn in line comes.
+    fn take(&self) -> Result<UnixStream, UpstreamError> {
         let mut state = self.state.lock();
-        if state.waiting[mine].is_empty() && state.busy[mine] < self.quotas[mine] {
+        if state.waiting.is_empty() {
             if let Some(stream) = state.idle.pop() {
-                state.busy[mine] += 1;
+                state.busy += 1;
                 return Ok(stream);
             }
             if self.may_grow(&state) {
                 state.growing = true;
-                state.busy[mine] += 1;
+                state.busy += 1;
                 drop(state);
-                return self.grow(kind);
+                return self.grow();
             }
-        }
-        if kind == Kind::LongPoll && state.busy[mine] >= self.quotas[mine] {
-            return Err(UpstreamError::Busy("too many requests are waiting already"));
         }
         let ticket = Arc::new(Ticket {
             handed: Mutex::new(None),
             ready: Condvar::new(),
         });
-        state.waiting[mine].push_back(ticket.clone());
+        state.waiting.push_back(ticket.clone());
         drop(state);
 
         let deadline = Instant::now() + WAIT_FOR_CONNECTION;
@@ -179,7 +164,9 @@ impl Upstream {
                 // Out of line, unless it was handed something meanwhile.
                 drop(handed);
                 let mut state = self.state.lock();
-                state.waiting[mine].retain(|waiting| !Arc::ptr_eq(waiting, &ticket));
+                state
+                    .waiting
+                    .retain(|waiting| !Arc::ptr_eq(waiting, &ticket));
                 drop(state);
                 match ticket.handed.lock().take() {
                     Some(handed) => handed,
@@ -189,23 +176,22 @@ impl Upstream {
         };
         match handed {
             Handed::Connection(stream) => Ok(stream),
-            Handed::Growth => self.grow(kind),
+            Handed::Growth => self.grow(),
         }
     }
 
     /// Whether a new connection may be opened now: none is being opened, and the pool is not full.
     fn may_grow(&self, state: &State) -> bool {
-        let open = state.idle.len() + state.busy[0] + state.busy[1];
-        !state.growing && open < self.quotas[0] + self.quotas[1]
+        !state.growing && state.idle.len() + state.busy < self.size
     }
 
-    /// Opens a connection for a request of `kind`, whose place in the pool is already counted.
-    fn grow(&self, kind: Kind) -> Result<UnixStream, UpstreamError> {
+    /// Opens a connection for a request whose place in the pool is already counted.
+    fn grow(&self) -> Result<UnixStream, UpstreamError> {
         let opened = self.open();
         let mut state = self.state.lock();
         state.growing = false;
         if opened.is_err() {
-            state.busy[kind as usize] -= 1;
+            state.busy -= 1;
         }
         self.hand_out(&mut state);
         drop(state);
@@ -215,24 +201,19 @@ impl Upstream {
 
     /// Hands idle connections, or the turn to open one, to the requests waiting longest.
     fn hand_out(&self, state: &mut State) {
-        for mine in 0..2 {
-            while let Some(ticket) = state.waiting[mine].front() {
-                if state.busy[mine] >= self.quotas[mine] {
-                    break;
-                }
-                let handed = if let Some(stream) = state.idle.pop() {
-                    Handed::Connection(stream)
-                } else if self.may_grow(state) {
-                    state.growing = true;
-                    Handed::Growth
-                } else {
-                    break;
-                };
-                state.busy[mine] += 1;
-                *ticket.handed.lock() = Some(handed);
-                ticket.ready.notify_one();
-                state.waiting[mine].pop_front();
-            }
+        while let Some(ticket) = state.waiting.front() {
+            let handed = if let Some(stream) = state.idle.pop() {
+                Handed::Connection(stream)
+            } else if self.may_grow(state) {
+                state.growing = true;
+                Handed::Growth
+            } else {
+                break;
+            };
+            state.busy += 1;
+            *ticket.handed.lock() = Some(handed);
+            ticket.ready.notify_one();
+            state.waiting.pop_front();
         }
     }
 
@@ -330,23 +311,27 @@ fn wait_readable(stream: &UnixStream, timeout: Option<Duration>) -> io::Result<(
     }
 }
 
-/// The length of the body that follows `head`.
+/// Most header fields in one of the server's answers: tiny_http sends four or five.
+const MAX_ANSWER_FIELDS: usize = 16;
+
+/// The length of the body that follows `head`, an answer's head from the server.
 fn body_length(head: &[u8], no_body: bool) -> Result<usize, String> {
-    let status = head
-        .get(9..12)
-        .and_then(|code| std::str::from_utf8(code).ok())
-        .and_then(|code| code.parse::<u16>().ok())
-        .filter(|_| head.starts_with(b"HTTP/1."))
-        .ok_or("an answer without a status line")?;
+    let mut fields = [httparse::EMPTY_HEADER; MAX_ANSWER_FIELDS];
+    let mut answer = httparse::Response::new(&mut fields);
+    match answer.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("an answer with an unfinished head".into()),
+        Err(e) => return Err(format!("an answer whose head does not parse ({e})")),
+    }
+    let status = answer.code.ok_or("an answer without a status line")?;
     if no_body || status < 200 || status == 204 || status == 304 {
         return Ok(0);
     }
-    head.split(|&b| b == b'\n')
-        .find_map(|line| {
-            let (name, value) = line.split_at_checked(line.iter().position(|&b| b == b':')?)?;
-            name.eq_ignore_ascii_case(b"content-length")
-                .then(|| std::str::from_utf8(&value[1..]).ok()?.trim().parse().ok())?
-        })
+    answer
+        .headers
+        .iter()
+        .find(|field| field.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|field| std::str::from_utf8(field.value).ok()?.parse().ok())
         .ok_or_else(|| "an answer without a Content-Length".to_string())
 }
 
@@ -412,14 +397,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (path, seen) = stand_in(&dir);
         // One connection for ordinary requests: every request after the first waits in line.
-        let upstream = Arc::new(Upstream::new(path, 1, 0));
+        let upstream = Arc::new(Upstream::new(path, 1));
         let sent: Vec<_> = (0..5)
             .map(|i| {
                 let pool = upstream.clone();
                 let handle = std::thread::spawn(move || {
                     let request = format!("GET /{i} HTTP/1.1\r\n\r\n");
                     let mut buffer = Vec::new();
-                    pool.exchange(Kind::Regular, request.as_bytes(), false, &mut buffer)
+                    pool.exchange(request.as_bytes(), false, &mut buffer)
                         .map(|answer| {
                             String::from_utf8_lossy(&buffer[answer.head..answer.len]).into_owned()
                         })
@@ -428,7 +413,7 @@ mod tests {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while {
                     let state = upstream.state.lock();
-                    state.busy[0] + state.waiting[0].len() <= i
+                    state.busy + state.waiting.len() <= i
                 } {
                     assert!(Instant::now() < deadline, "request {i} never got in line");
                     std::thread::sleep(Duration::from_millis(1));
@@ -443,16 +428,6 @@ mod tests {
         let order: Vec<String> = (0..5).map(|i| format!("GET /{i} HTTP/1.1")).collect();
         assert_eq!(answers, order, "each request got its own answer");
         assert_eq!(*seen.lock(), order, "first come, first served");
-        let long_poll = upstream.exchange(
-            Kind::LongPoll,
-            b"GET /?wait=1 HTTP/1.1\r\n\r\n",
-            false,
-            &mut Vec::new(),
-        );
-        assert!(
-            matches!(long_poll, Err(UpstreamError::Busy(_))),
-            "no quota for long polls"
-        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -27,7 +27,7 @@ use serde_json::Value;
 pub use hive_support::larve::Launch;
 pub use hive_support::ports::{consecutive_free_ports, free_port, free_ports};
 pub use hive_support::procfs::{Usage, cpu_ticks, open_descriptors, rss_kib, threads};
-pub use hive_support::rawhttp::{exchange, read_response};
+pub use hive_support::rawhttp::{Answers, exchange, read_response};
 pub use hive_support::wait::eventually;
 
 /// The larve Cargo built for these tests.

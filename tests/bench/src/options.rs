@@ -26,7 +26,7 @@ options:
   --quick             one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter
                       runs and fewer repetitions elsewhere, a 1,000-drone fleet; 2,000 tasks in
                       scenario 9, 20,000 in 12, 400 in 13; one flood of 3 s in 15 (not three
-                      of 10 s); 2 rounds of 2 s in 16
+                      of 10 s) and 3 s of big bodies (not 10); 2 rounds of 2 s in 16
   --only LIST         run only these scenarios, by number or name, e.g. --only
                       1,fleet-one-queen,durable-store-recovery,containment (default: all)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
@@ -41,14 +41,14 @@ the machine spawning them itself; and on etcd), 10 task submission (wrk on POST 
 latency (created to running at 100 tasks/s), 12 task queue scale (100,000 pending), 13 task
 failover (leader killed with 2,000 tasks in flight), 14 drone loss (a drone killed running 8
 tasks); the front door: 15 under attack (10,000 huge declared bodies from one peer, 1,000 endless
-heads, 1,000 silent connections plain and TLS, close_notify after a ClientHello), 16 cost of the
-front (against the larve from before it, and TLS on every leg against plain); the durable store
-(--data-dir) beside the memory one: durable-store-task-submission (scenario 10's load),
-durable-store-task-throughput (scenario 9's hive), durable-store-recovery (a queen killed with
-100,000 tasks in her data dir, started again); containment (10,000 `true` tasks with cgroups
-against process groups, the containment's CPU per attempt, fork against posix_spawn, cancels of
-tasks that handle SIGTERM); scoped-tokens (POST /tasks with a submit client token against the
-cluster token)";
+heads, 1,000 silent connections plain and TLS, close_notify after a ClientHello, 2,048
+unauthenticated big bodies against a hive with a token), 16 cost of the front (against the larve
+from before it, and TLS on every leg against plain); the durable store (--data-dir) beside the
+memory one: durable-store-task-submission (scenario 10's load), durable-store-task-throughput
+(scenario 9's hive), durable-store-recovery (a queen killed with 100,000 tasks in her data dir,
+started again); containment (10,000 `true` tasks with cgroups against process groups, the
+containment's CPU per attempt, fork against posix_spawn, cancels of tasks that handle SIGTERM);
+scoped-tokens (POST /tasks with a submit client token against the cluster token)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
@@ -137,6 +137,8 @@ const QUICK_ATTACK_HOLD_SECS: u64 = 1;
 const FULL_ENDLESS_SECS: u64 = 10;
 const QUICK_ENDLESS_SECS: u64 = 3;
 const FULL_ENDLESS_FLOODS: usize = 3;
+const FULL_BIG_BODIES_SECS: u64 = 10;
+const QUICK_BIG_BODIES_SECS: u64 = 3;
 const QUICK_ENDLESS_FLOODS: usize = 1;
 const FULL_SLOW_PROBES: usize = 50;
 const QUICK_SLOW_PROBES: usize = 20;
@@ -286,6 +288,8 @@ pub struct Plan {
     pub endless_window: Duration,
     pub endless_floods: usize,
     pub slow_probes: usize,
+    /// Scenario 15: how long the unauthenticated big bodies go on, against each larve.
+    pub big_bodies_window: Duration,
     /// Scenario 16: rounds, and each run's length.
     pub front_cost_rounds: usize,
     pub front_cost_length: Duration,
@@ -348,6 +352,11 @@ impl Plan {
             endless_window: Duration::from_secs(pick(quick, FULL_ENDLESS_SECS, QUICK_ENDLESS_SECS)),
             endless_floods: pick(quick, FULL_ENDLESS_FLOODS, QUICK_ENDLESS_FLOODS),
             slow_probes: pick(quick, FULL_SLOW_PROBES, QUICK_SLOW_PROBES),
+            big_bodies_window: Duration::from_secs(pick(
+                quick,
+                FULL_BIG_BODIES_SECS,
+                QUICK_BIG_BODIES_SECS,
+            )),
             front_cost_rounds: pick(quick, FULL_FRONT_COST_ROUNDS, QUICK_FRONT_COST_ROUNDS),
             front_cost_length: Duration::from_secs(pick(
                 quick,

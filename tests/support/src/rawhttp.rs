@@ -177,23 +177,51 @@ pub fn final_status(stream: &mut TcpStream, deadline: Instant) -> Answer {
     }
 }
 
-/// Reads one whole answer from `stream`: status line, headers and a body of the length it
-/// declares, past any interim answer (which stays in the text), or what came before the connection
-/// ended or `deadline` passed. A body of no declared length ends with the connection.
+/// Reads one whole answer from `stream` ([`Answers::next`]), for a connection that gets one: what
+/// arrives past it is dropped.
 pub fn read_response(stream: &mut TcpStream, deadline: Instant) -> String {
-    let mut bytes = Vec::new();
-    loop {
-        let whole = match parse(&bytes) {
-            Parsed::Final {
-                body_start,
-                length: Some(length),
-                ..
-            } => bytes.len() - body_start >= length,
-            Parsed::Final { length: None, .. } | Parsed::Partial => false,
-            Parsed::Garbled => true,
-        };
-        if whole || !matches!(read_more(stream, &mut bytes, deadline), Ok(n) if n > 0) {
-            return String::from_utf8_lossy(&bytes).into_owned();
+    Answers::new(stream).next(deadline)
+}
+
+/// The answers on one connection, one after another. A read takes whatever the socket holds, and
+/// a server may send the answer to a pipelined request right behind the one before it, so what
+/// arrives past one answer is kept for the next.
+pub struct Answers<'a> {
+    stream: &'a mut TcpStream,
+    /// Read and not yet part of an answer returned.
+    bytes: Vec<u8>,
+}
+
+impl<'a> Answers<'a> {
+    pub fn new(stream: &'a mut TcpStream) -> Answers<'a> {
+        Answers {
+            stream,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The next whole answer: status line, headers and a body of the length it declares, past any
+    /// interim answer (which stays in the text), or what came before the connection ended or
+    /// `deadline` passed. A body of no declared length ends with the connection.
+    pub fn next(&mut self, deadline: Instant) -> String {
+        loop {
+            let end = match parse(&self.bytes) {
+                Parsed::Final {
+                    body_start,
+                    length: Some(length),
+                    ..
+                } => Some(body_start + length).filter(|&end| end <= self.bytes.len()),
+                Parsed::Final { length: None, .. } | Parsed::Partial => None,
+                Parsed::Garbled => Some(self.bytes.len()),
+            };
+            if let Some(end) = end {
+                let rest = self.bytes.split_off(end);
+                let answer = std::mem::replace(&mut self.bytes, rest);
+                return String::from_utf8_lossy(&answer).into_owned();
+            }
+            if !matches!(read_more(self.stream, &mut self.bytes, deadline), Ok(n) if n > 0) {
+                return String::from_utf8_lossy(&std::mem::take(&mut self.bytes)).into_owned();
+            }
         }
     }
 }
@@ -303,6 +331,23 @@ mod tests {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "it waited for the close"
+        );
+    }
+
+    #[test]
+    fn answers_that_arrive_together_are_read_one_by_one() {
+        let two: &'static [u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        let deadline = || Instant::now() + Duration::from_secs(10);
+        let mut stream = connect(&answering(two), deadline()).expect("connect");
+        stream.write_all(HEALTHZ_REQUEST).expect("send");
+        let mut answers = Answers::new(&mut stream);
+        assert_eq!(
+            answers.next(deadline()),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+        );
+        assert_eq!(
+            answers.next(deadline()),
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
         );
     }
 

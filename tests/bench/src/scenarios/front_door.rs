@@ -1,8 +1,10 @@
 //! Scenario 15, the front door under attack: what an unauthenticated client can do to a larve.
-//! Three parts, each on fresh queens without drones: [`remote_kill`] sends 10,000 requests
-//! declaring 100 GB bodies from one peer and holds them open; [`endless_heads`] keeps 1,000
-//! connections sending header lines without end; [`slow_clients`] holds 1,000 connections that
-//! say nothing, plain and over TLS, and sends a `close_notify` right after a ClientHello.
+//! Four parts: [`remote_kill`] sends 10,000 requests declaring 100 GB bodies from one peer and
+//! holds them open; [`endless_heads`] keeps 1,000 connections sending header lines without end;
+//! [`slow_clients`] holds 1,000 connections that say nothing, plain and over TLS, and sends a
+//! `close_notify` right after a ClientHello (each on fresh queens without drones);
+//! [`unauthenticated_big_bodies`] keeps 2,048 connections without a token declaring the largest
+//! body a queen and a drone take, against a hive with a cluster token.
 //!
 //! The attackers connect from other loopback addresses (127.0.0.2 and up), as clients on other
 //! machines would, so the larve counts them as other peers than the bench's own checks, which come
@@ -15,8 +17,9 @@
 mod endless_heads;
 mod remote_kill;
 mod slow_clients;
+mod unauthenticated_big_bodies;
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +27,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use hive_support::larve::Larve;
-use hive_support::rawhttp::{self, Answer};
+use hive_support::rawhttp::{self, Answer, HEALTHZ_REQUEST};
 use socket2::{Domain, Socket, Type};
 
 use super::Bench;
@@ -37,10 +40,14 @@ pub const LABEL: &str = "15. front door under attack";
 type Part = fn(&Bench, &mut Report) -> Result<()>;
 
 /// The parts, in the order they run.
-const PARTS: [(&str, Part); 3] = [
+const PARTS: [(&str, Part); 4] = [
     ("no remote kill", remote_kill::run),
     ("bounded memory", endless_heads::run),
     ("slow clients", slow_clients::run),
+    (
+        "unauthenticated big bodies",
+        unauthenticated_big_bodies::run,
+    ),
 ];
 
 /// The `/healthz` answer time the issue asks for while a larve is under attack.
@@ -195,17 +202,37 @@ impl Probes {
     }
 }
 
-/// Asks `/healthz` from 127.0.0.1 on a thread of its own, a new connection each time, until
-/// finished (or dropped, or [`MAX_PROBING`] has passed).
+/// Asks `/healthz` on a new connection to `address` from the loopback address `source`: the
+/// answer, and how long it took from the connect, all within `limit`.
+fn healthz_from(source: IpAddr, address: SocketAddr, limit: Duration) -> (Answer, Duration) {
+    let started = Instant::now();
+    let answer = match connect_from(source, address, limit) {
+        Ok(mut stream) => match stream.write_all(HEALTHZ_REQUEST) {
+            Ok(()) => rawhttp::final_status(&mut stream, started + limit),
+            Err(_) => Answer::Closed,
+        },
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Answer::Silent,
+        Err(_) => Answer::Closed,
+    };
+    (answer, started.elapsed())
+}
+
+/// Asks `/healthz` on a thread of its own, a new connection each time, until finished (or
+/// dropped, or [`MAX_PROBING`] has passed): from 127.0.0.1, or from the address given.
 struct Prober {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<Probes>>,
 }
 
 impl Prober {
-    /// Starts probing `larve` now.
+    /// Starts probing `larve` from 127.0.0.1 now.
     fn start(larve: &Larve) -> Result<Prober> {
-        let address = larve.address();
+        Prober::start_from(larve, None)
+    }
+
+    /// Starts probing `larve` now, from `source` when one is given.
+    fn start_from(larve: &Larve, source: Option<IpAddr>) -> Result<Prober> {
+        let address = address_of(larve)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let handle = thread::Builder::new()
@@ -214,7 +241,10 @@ impl Prober {
                 let mut probes = Probes::default();
                 let started = Instant::now();
                 while !stopping.load(Ordering::Relaxed) && started.elapsed() < MAX_PROBING {
-                    probes.add(rawhttp::healthz(&address, PROBE_LIMIT));
+                    probes.add(match source {
+                        Some(source) => healthz_from(source, address, PROBE_LIMIT),
+                        None => rawhttp::healthz(&address.to_string(), PROBE_LIMIT),
+                    });
                     thread::sleep(PROBE_PAUSE);
                 }
                 probes

@@ -16,6 +16,7 @@ use crate::config::{
 };
 use crate::control::{Request, Target};
 use crate::exec::Mode;
+use crate::labels::Labels;
 use crate::tasks::placement::Policy;
 use crate::tasks::{MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, MIN_CPUS};
 use crate::tls::{ClientTls, LarveTls};
@@ -420,6 +421,7 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             pass_env,
             memory_mb,
             cpus,
+            labels: Labels::new(),
         })
     };
 
@@ -987,6 +989,7 @@ mod tests {
                 pass_env: Vec::new(),
                 memory_mb: None,
                 cpus: None,
+                labels: Labels::new(),
             })
         );
     }

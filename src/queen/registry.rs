@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::auth::{Identity, Keyring, Token};
 use crate::clock::unix_seconds;
+use crate::labels::{Labels, NAME_LABEL};
 use serde::{Deserialize, Serialize};
 
 /// One registration of one drone: its address and the name it was given. A drone that is removed
@@ -50,6 +51,8 @@ pub struct Registration {
     pub slots: u32,
     /// Its memory, cpus and containment.
     pub offer: Offer,
+    /// What it says it is: its own `hive.*` labels and its `--label`s (see `labels.rs`).
+    pub labels: Labels,
 }
 
 /// What a drone that runs commands offers beside its slots: the memory and cpus its attempts may
@@ -94,6 +97,14 @@ pub struct DroneInfo {
     pub containment: String,
     /// Whether new placements on it are stopped.
     pub draining: bool,
+    /// Its labels: what it said at registration, and `hive.name`. Shared with the registry, so
+    /// a listing of a thousand drones copies none.
+    #[serde(serialize_with = "shared_labels")]
+    pub labels: Arc<Labels>,
+}
+
+fn shared_labels<S: serde::Serializer>(labels: &Arc<Labels>, to: S) -> Result<S::Ok, S::Error> {
+    labels.as_ref().serialize(to)
 }
 
 /// A drone the scheduler may place attempts on, as one pass sees it.
@@ -106,6 +117,8 @@ pub struct Schedulable {
     /// Slots its last probe showed taken by attempts the store does not count there (declared
     /// lost, yet still running until the drone has stopped them).
     pub stray_slots: u32,
+    /// Its labels, `hive.name` included: shared, so a pass copies none.
+    pub labels: Arc<Labels>,
 }
 
 /// A registration as a shared store holds it: everything but one queen's view of the drone's
@@ -125,6 +138,8 @@ pub struct Record {
     pub exec: bool,
     pub slots: u32,
     pub offer: Offer,
+    /// Its labels as it registered them (without `hive.name`, which is its name).
+    pub labels: Labels,
     pub draining: bool,
     /// Registrations under this name so far: when it grows, the drone showed life.
     pub registrations: u64,
@@ -157,6 +172,8 @@ struct Drone {
     exec: bool,
     slots: u32,
     offer: Offer,
+    /// Its labels, `hive.name` included.
+    labels: Arc<Labels>,
     draining: bool,
     /// See [`Schedulable::stray_slots`].
     stray_slots: u32,
@@ -179,6 +196,7 @@ impl Drone {
             exec: record.exec,
             slots: record.slots,
             offer: record.offer.clone(),
+            labels: labels_of(record),
             draining: record.draining,
             stray_slots: 0,
             credential: record.credential.clone(),
@@ -300,6 +318,7 @@ impl Registry {
                 drone.exec = record.exec;
                 drone.slots = record.slots;
                 drone.offer.clone_from(&record.offer);
+                drone.labels = labels_of(record);
                 drone.draining = record.draining;
                 let again = record.registrations > drone.registrations;
                 if again {
@@ -418,6 +437,7 @@ impl Registry {
                     used_cpus: 0.0,
                     containment: drone.offer.containment.clone(),
                     draining: drone.draining,
+                    labels: drone.labels.clone(),
                 };
                 (drone.order, info)
             })
@@ -527,6 +547,26 @@ impl Registry {
         }
     }
 
+    /// The drone named `name`, or at the address `name`: a name is `drone-N`, never an address,
+    /// so either names one drone.
+    pub fn find(&self, name: &str) -> Option<Target> {
+        let inner = self.inner.lock();
+        if let Some(drone) = inner.drones.get(name) {
+            return Some(Target {
+                address: name.to_string(),
+                name: drone.name.clone(),
+            });
+        }
+        inner
+            .drones
+            .iter()
+            .find(|(_, drone)| drone.name == name)
+            .map(|(address, drone)| Target {
+                address: address.clone(),
+                name: drone.name.clone(),
+            })
+    }
+
     /// The address of the drone named `name`.
     pub fn address_of(&self, name: &str) -> Option<String> {
         let inner = self.inner.lock();
@@ -570,6 +610,7 @@ impl Registry {
                     slots: drone.slots,
                     offer: drone.offer.clone(),
                     stray_slots: drone.stray_slots,
+                    labels: drone.labels.clone(),
                 };
                 (drone.order, schedulable)
             })
@@ -605,6 +646,14 @@ impl Registry {
             poke();
         }
     }
+}
+
+/// A registration's labels as the queen keeps them: what the drone said, and its name as
+/// `hive.name` (see `labels.rs`), so a constraint can name one drone.
+fn labels_of(record: &Record) -> Arc<Labels> {
+    let mut labels = record.labels.clone();
+    labels.insert(NAME_LABEL.to_string(), record.name.clone());
+    Arc::new(labels)
 }
 
 /// On a queen, a request showing a drone's credential is from that drone.
@@ -795,10 +844,34 @@ mod tests {
             exec: true,
             slots: 4,
             offer: Offer::default(),
+            labels: Labels::new(),
             draining: false,
             registrations: 1,
             credential: None,
         }
+    }
+
+    #[test]
+    fn a_drone_s_labels_hold_its_name_and_follow_its_record() {
+        let registry = Registry::new();
+        let mut a = record("a:1", "drone-4", 4, 4);
+        a.labels.insert("zone".into(), "eu".into());
+        registry.apply(&a);
+        let labels = &registry.list()[0].labels;
+        assert_eq!(
+            (labels["zone"].as_str(), labels["hive.name"].as_str()),
+            ("eu", "drone-4")
+        );
+        a.revision = 5;
+        a.labels.insert("zone".into(), "us".into());
+        registry.apply(&a);
+        assert_eq!(registry.schedulable()[0].labels["zone"], "us");
+        assert_eq!(
+            registry.find("drone-4").map(|t| t.address),
+            Some("a:1".into())
+        );
+        assert_eq!(registry.find("a:1").map(|t| t.name), Some("drone-4".into()));
+        assert_eq!(registry.find("drone-5"), None);
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //!
 //! Scenarios from here on are named, not numbered: [`containment`] weighs what holding every
 //! attempt in a cgroup costs against process groups, and how fast a cancel ends a task that
-//! handles SIGTERM.
+//! handles SIGTERM; [`scoped_tokens`] what a client token costs a create; [`placement`] what
+//! constraints cost the scheduler's placement over 1,000 drones.
 
 mod big_body;
 mod burst;
@@ -37,6 +38,7 @@ mod footprint;
 mod front_cost;
 mod front_door;
 mod group;
+mod placement;
 mod queens;
 mod scale;
 mod scoped_tokens;
@@ -260,7 +262,7 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; the label's number is what `--only` picks.
-const ALL: [(&str, Scenario); 21] = [
+const ALL: [(&str, Scenario); 22] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -282,6 +284,7 @@ const ALL: [(&str, Scenario); 21] = [
     (durable_recovery::LABEL, durable_recovery::run),
     (containment::LABEL, containment::run),
     (scoped_tokens::LABEL, scoped_tokens::run),
+    (placement::LABEL, placement::run),
 ];
 
 /// How many scenarios are numbered (from 1); the named ones come after them.

@@ -3,8 +3,9 @@
 # issue (scenarios 1 to 8), of the tasks issue (9 to 14: tasks that run commands), of the front
 # door (15: attacks by unauthenticated clients; 16: the front's cost), and, named rather than
 # numbered, of the durable store (durable-store-task-submission, -task-throughput, -recovery), of
-# containment (containment: cgroups against process groups, and cancels) and of scoped tokens
-# (scoped-tokens), with wrk as the load
+# containment (containment: cgroups against process groups, and cancels), of scoped tokens
+# (scoped-tokens) and of placement by labels (placement-with-constraints: the scheduler's
+# placement over 1,000 drones, in a second, no larve started), with wrk as the load
 # generator, etcd for the scenarios of several queens and openssl for the TLS certificates (each
 # installed with apt-get when missing and run as root: Debian's wrk, etcd-server and openssl).
 #

@@ -7,13 +7,13 @@
 //! | `POST /submit_task` | queen | `{"text": "hello"}`           | `{"result": "OK", "drone": "drone-0"}`   |
 //! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval", "lease_interval", "credential"}` |
 //! | `POST /lease`       | queen | a drone's status (`/healthz?verbose`'s fields) and `after` | `{"result": "OK", "lease_interval", "renewal"}`; 421 and the leader's address from a queen that does not lead |
-//! | `GET /drones`       | queen |                               | every drone with its times and failures  |
+//! | `GET /drones`       | queen | `?label=C` (repeatable)       | every drone (meeting the constraints C) with its labels, times and failures |
 //! | `GET /metrics`      | both  |                               | Prometheus text (see `metrics.rs`)       |
-//! | `POST /tasks`       | queen | `{"command": [...], ...}`     | 202 and the task (200 if its id existed) |
-//! | `GET /tasks`        | queen | `?state=&limit=&after=`       | `{"tasks": [...], "next"}`, newest first |
+//! | `POST /tasks`       | queen | `{"command": [...], ...}`     | 202 and the task (200 if its id existed); with `each_drone`, a list |
+//! | `GET /tasks`        | queen | `?state=&group=&limit=&after=` | `{"tasks": [...], "next"}`, newest first |
 //! | `GET /tasks/ID`     | queen | `?wait=S`                     | the task (after it ended, or S seconds)  |
 //! | `DELETE /tasks/ID`  | queen |                               | the task, cancelled                      |
-//! | `POST`/`DELETE /drones/NAME/drain` | queen |                | the drone, draining or not               |
+//! | `POST`/`DELETE /drones/NAME/drain` | queen |                | the drone (by name or address), draining or not |
 //! | `POST /reports`     | queen | a drone's attempt ends        | `{"accepted": ["task/n", ...]}`          |
 //! | `POST /tasks`       | drone | attempts to start (a queen's) | what became of each                      |
 //! | `DELETE /tasks/ID?attempt=N` | drone |                      | the attempt is being stopped             |
@@ -37,6 +37,7 @@ use crate::auth::Identity;
 use crate::drone::Drone;
 use crate::error::{Error, Result};
 use crate::exec::CONTAINMENT_LEVELS;
+use crate::labels::{self, Constraint, Labels, NAME_LABEL, all_hold};
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::queen::registry::{Offer, Registration};
@@ -48,7 +49,7 @@ use crate::store::StoreHealth;
 use crate::tasks::wire::{DroneStatus, Renewal, Reports, StartRequest};
 use crate::tasks::{
     MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, State, Submission, Summary, Task, millicpus,
-    valid_attempt_id, valid_boot, valid_id,
+    valid_attempt_id, valid_boot, valid_client_id, valid_id,
 };
 
 /// What a `read` token sees of a task's `env` values.
@@ -214,7 +215,17 @@ impl Api {
             ["drones"] => {
                 allow(request, "GET")?;
                 let queen = self.queen("In drone mode, no drone registry")?;
-                Ok(Response::json(200, &queen.drones()))
+                let query = Query::parse(&request.query)?;
+                let wanted = query
+                    .all("label")
+                    .map(|text| {
+                        text.parse::<Constraint>()
+                            .map_err(|why| Error::BadRequest(format!("label: {why}")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let mut drones = queen.drones();
+                drones.retain(|drone| all_hold(&wanted, &drone.labels));
+                Ok(Response::json(200, &drones))
             }
             ["drones", name, "drain"] => {
                 allow(request, "POST, DELETE")?;
@@ -243,6 +254,18 @@ impl Api {
                                     .with_header("Location", format!("/tasks/{}", task.id)),
                                 Created::Existing(task) => Response::json(200, &*task)
                                     .with_header("Location", format!("/tasks/{}", task.id)),
+                                Created::Group { tasks, new } => {
+                                    let group = tasks
+                                        .first()
+                                        .and_then(|task| task.group.clone())
+                                        .unwrap_or_default();
+                                    let tasks: Vec<Task> = tasks
+                                        .iter()
+                                        .map(|task| redacted((**task).clone(), request, self.open))
+                                        .collect();
+                                    Response::json(if new { 202 } else { 200 }, &tasks)
+                                        .with_header("Location", format!("/tasks?group={group}"))
+                                }
                             })
                         } else {
                             let query = Query::parse(&request.query)?;
@@ -262,7 +285,20 @@ impl Api {
                                 Error::BadRequest(format!("limit: {n:?} is not a whole number from 1 to {MAX_PAGE}"))
                             })?,
                         };
-                            let (tasks, next) = queen.tasks(state, limit, query.get("after"))?;
+                            let group = query
+                                .get("group")
+                                .map(|group| {
+                                    if valid_client_id(group) {
+                                        Ok(group)
+                                    } else {
+                                        Err(Error::BadRequest(format!(
+                                            "group: {group:?} is not a group's id ([a-z0-9][a-z0-9-]{{0,62}})"
+                                        )))
+                                    }
+                                })
+                                .transpose()?;
+                            let (tasks, next) =
+                                queen.tasks(state, group, limit, query.get("after"))?;
                             let tasks: Vec<Task> = tasks
                                 .into_iter()
                                 .map(|task| redacted(task, request, self.open))
@@ -526,6 +562,14 @@ impl Query {
         Ok(Query(pairs))
     }
 
+    /// The values of every `name=...`, in order.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// The value of the last `name=...`.
     fn get(&self, name: &str) -> Option<&str> {
         self.0
@@ -604,7 +648,32 @@ fn registration(body: &[u8]) -> Result<Registration> {
         slots,
         offer: offer(&fields)?,
         renews,
+        labels: drone_labels(&fields)?,
     })
+}
+
+/// What a Hive drone says it is: `"labels": {"zone": "eu", "hive.os": "linux", ...}`, each key
+/// and value in the labels' alphabet; `hive.name` is the queen's to give.
+fn drone_labels(fields: &Value) -> Result<Labels> {
+    let bad = |why: String| Error::BadRequest(format!("field \"labels\": {why}"));
+    let labels: Labels = match fields.get("labels") {
+        None | Some(Value::Null) => Labels::new(),
+        Some(Value::Object(pairs)) => pairs
+            .iter()
+            .map(|(key, value)| match value {
+                Value::String(value) => Ok((key.clone(), value.clone())),
+                _ => Err(bad(format!("the value of {key:?} is not a string"))),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad("not an object like {\"zone\": \"eu\"}".into())),
+    };
+    labels::check(&labels).map_err(bad)?;
+    if labels.contains_key(NAME_LABEL) {
+        return Err(bad(format!(
+            "{NAME_LABEL} is the drone's name, which the queen gives"
+        )));
+    }
+    Ok(labels)
 }
 
 /// What a Hive drone that runs commands adds to its registration: its memory and cpus, and how it

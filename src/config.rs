@@ -12,6 +12,7 @@ use log::LevelFilter;
 
 use crate::auth::{ClientTokens, Token};
 use crate::exec::Mode;
+use crate::labels::Labels;
 use crate::tasks::placement::Policy;
 use crate::tls::{ClientTls, LarveTls};
 
@@ -190,6 +191,8 @@ pub struct DroneConfig {
     /// The memory (MiB) and cpus its attempts may take together; `None`: what the machine has.
     pub memory_mb: Option<u64>,
     pub cpus: Option<f64>,
+    /// Its `--label`s (never a `hive.*` one: those it finds itself).
+    pub labels: Labels,
 }
 
 /// Why a larve could not start or had to stop. Each maps to the process exit status in `exit_code`.

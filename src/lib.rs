@@ -19,6 +19,7 @@
 //!                              └── front/ (the front door: accepts, limits, TLS, and hands
 //!                                          tiny_http only well-formed, bounded requests)
 //! tls: certificates and keys for the front (server side) and the client (HTTPS calls)
+//! labels: what a drone says it is, and the constraints a task asks of its drone
 //! metrics: what every part counts, for GET /metrics
 //! clock: the time as the store's records keep it
 //! ```
@@ -35,6 +36,7 @@ pub mod drone;
 pub mod error;
 pub mod exec;
 pub mod front;
+pub mod labels;
 pub mod larve;
 pub mod logging;
 pub mod metrics;

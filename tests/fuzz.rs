@@ -337,7 +337,14 @@ fn predict(request: &Request) -> (u16, Effect) {
         value.map_or((400, Effect::Nothing), |v| (200, effect(v)))
     };
     match (path, request.target) {
-        ("/healthz" | "/metrics", _) | ("/drones", Target::Queen) => (200, Effect::Nothing),
+        ("/healthz" | "/metrics", _) => (200, Effect::Nothing),
+        ("/drones", Target::Queen) => {
+            let query = url.split_once('?').map_or("", |(_, query)| query);
+            (
+                if drones_query_ok(query) { 200 } else { 400 },
+                Effect::Nothing,
+            )
+        }
         ("/do_task", Target::Drone) => valid(Effect::Print, string_field(body, "text")),
         ("/submit_task", Target::Queen) => valid(Effect::Submit, string_field(body, "text")),
         ("/register", Target::Queen) => valid(
@@ -347,6 +354,41 @@ fn predict(request: &Request) -> (u16, Effect) {
         // The other role's endpoint.
         _ => (400, Effect::Nothing),
     }
+}
+
+/// Whether `GET /drones` takes `query`, as the API reads it: `name=value` pairs apart by `&`,
+/// each escaped properly (`%XX`, `+` for a space, UTF-8 once decoded), and every `label` a
+/// constraint (`KEY`, `KEY=VALUE` or `KEY!=VALUE`).
+fn drones_query_ok(query: &str) -> bool {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .all(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match (unescaped(name), unescaped(value)) {
+                (Some(name), Some(value)) => {
+                    name != "label" || value.parse::<hive::labels::Constraint>().is_ok()
+                }
+                _ => false,
+            }
+        })
+}
+
+/// `text` with its `%XX` escapes and `+` decoded, if they are well formed and make UTF-8.
+fn unescaped(text: &str) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut rest = text.bytes();
+    while let Some(b) = rest.next() {
+        bytes.push(match b {
+            b'%' => {
+                let hex = [rest.next()?, rest.next()?];
+                u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?
+            }
+            b'+' => b' ',
+            b => b,
+        });
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// What a drone prints for a task: control characters escaped, everything else as it is.

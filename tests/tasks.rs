@@ -789,7 +789,7 @@ fn the_command_line_client_runs_lists_cancels_and_drains() {
         table.starts_with("ID ") && table.contains(id) && table.contains("sleep 30"),
         "{table}"
     );
-    let (code, json, _) = larve_command(&queen, &["task", "get", id]);
+    let (code, json, _) = larve_command(&queen, &["task", "get", id, "-o", "json"]);
     assert_eq!(code, 0);
     let shown: Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(shown["retries"], 1);

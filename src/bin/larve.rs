@@ -1,5 +1,5 @@
-//! `larve`: one Hive daemon, a queen or a drone; and `larve task|drone ...`, a client of a queen.
-//! See `larve --help` and `larve task --help`.
+//! `larve`: one Hive daemon, a queen or a drone; and `larve task|drone|events ...`, a client of a
+//! queen. See `larve --help` and `larve task --help`.
 
 use std::process::ExitCode;
 
@@ -17,14 +17,9 @@ fn main() -> ExitCode {
         log::logger().flush();
         return ExitCode::from(code);
     }
-    let is_control = matches!(
-        args.first().and_then(|a| a.to_str()),
-        Some("task" | "drone")
-    );
     let env = Environment::read();
     match cli::parse(args, &env) {
-        Ok(Command::Help) => println!("{}", cli::USAGE),
-        Ok(Command::ControlHelp) => println!("{}", cli::CONTROL_USAGE),
+        Ok(Command::Help(text)) => println!("{text}"),
         Ok(Command::Control(control)) => {
             let (target, request) = *control;
             return ExitCode::from(control::run(&target, &request));
@@ -43,13 +38,8 @@ fn main() -> ExitCode {
             log::logger().flush();
             return ExitCode::from(fatal.exit_code() as u8);
         }
-        Err(why) => {
-            let usage = if is_control {
-                cli::CONTROL_USAGE
-            } else {
-                cli::USAGE
-            };
-            eprintln!("larve: {why}\n\n{usage}");
+        Err(mistake) => {
+            eprintln!("larve: {mistake}");
             return ExitCode::from(2);
         }
     }

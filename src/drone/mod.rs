@@ -5,12 +5,14 @@
 //! - [`lease`]: renewing its lease with the leader every interval (with a Hive queen);
 //! - [`attempts`]: the attempts it runs, its slots, and the ended ones waiting to be reported;
 //! - [`capacity`]: the memory and cpus it offers, found on the machine at start;
+//! - [`facts`]: its own `hive.*` labels, found at start and sent with its `--label`s;
 //! - [`setup`]: how it runs commands: their containment, their user, their environment;
 //! - [`reports`]: the thread that sends those reports to a queen until one records them;
 //! - `exec` (at the crate's top): running one attempt's command.
 
 pub mod attempts;
 mod capacity;
+mod facts;
 mod lease;
 mod registration;
 mod reports;
@@ -162,6 +164,11 @@ pub fn run(
     let token = credentials.token.clone();
     let client = Client::new(2, 2, credentials.clone());
     let renewals = Client::new(0, 0, credentials);
+    // What it offers tasks, found once; its hive.cpus and hive.memory_mb labels say the same (a
+    // drone that runs no commands: what its machine has).
+    let offer = capacity::offered(config.memory_mb, config.cpus);
+    let mut labels = facts::own_labels(offer);
+    labels.extend(config.labels.clone());
     // Held for the life of the process: the work root's lock, and the pipe to the reaper that ends
     // this drone's attempts when the drone ends.
     let mut _watched = None;
@@ -195,7 +202,6 @@ pub fn run(
                 ));
             }
         };
-        let offer = capacity::offered(config.memory_mb, config.cpus);
         setup::announce(&executor, slots, offer, &root);
         capacity::protect_this_process();
         let attempts = Attempts::new(executor, slots, offer, advertise.clone());
@@ -225,6 +231,7 @@ pub fn run(
         queens: config.queens,
         current: 0,
         advertise,
+        labels,
     }
     .run()
 }

@@ -14,6 +14,7 @@ use super::{Drone, lease};
 use crate::auth::Token;
 use crate::client::{CallError, Client};
 use crate::config::StartError;
+use crate::labels::Labels;
 use crate::logging::quoted;
 
 /// The interval assumed when the queen does not say (the tutorial's queen answers only `OK`).
@@ -59,6 +60,8 @@ pub(super) struct Registration {
     /// The queen it registered with last, and tries first.
     pub(super) current: usize,
     pub(super) advertise: String,
+    /// What it says it is: its own `hive.*` labels and its `--label`s.
+    pub(super) labels: Labels,
 }
 
 impl Registration {
@@ -138,6 +141,7 @@ impl Registration {
             "exec": false,
             "slots": 0,
             "renews": true,
+            "labels": self.labels,
         });
         if let Some(attempts) = self.drone.attempts.get() {
             let (memory_mb, cpus) = attempts.offer();

@@ -12,8 +12,10 @@ pub mod reconcile;
 pub mod registry;
 pub mod scheduler;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use crate::clock::now;
 use crate::config::{QueenConfig, StartError};
 use crate::error::{Error, Result};
 use crate::front::BodyLimits;
+use crate::labels::{Constraint, Labels, all_hold, listed};
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
 use crate::store::tasks::{Change, Changed};
@@ -35,9 +38,9 @@ use crate::tasks::index::{Page, Stored};
 use crate::tasks::lifecycle::{Event, Step, step};
 use crate::tasks::placement::{Capacity, Want};
 use crate::tasks::wire::{Renewal, RenewalAnswer, Reports, ReportsAnswer};
-use crate::tasks::{State, Submission, Task, new_id};
+use crate::tasks::{State, Submission, Task, member_id, millicpus, new_id};
 use liveness::Liveness;
-use registry::{DroneInfo, Registered, Registration, Summary, Target};
+use registry::{DroneInfo, Registered, Registration, Target};
 use scheduler::Scheduler;
 
 /// Handler threads of a queen. A submit waits on a drone (up to `--task-timeout`), so there are
@@ -95,6 +98,9 @@ pub enum Created {
     New(Arc<Task>),
     /// A task of the same id and spec was there already (the call is idempotent).
     Existing(Arc<Task>),
+    /// The tasks of a group (`each_drone`), oldest first; `new` is false when the group of the
+    /// same id and spec was there already.
+    Group { tasks: Vec<Arc<Task>>, new: bool },
 }
 
 impl Queen {
@@ -316,20 +322,21 @@ impl Queen {
     /// spec again gives the existing task, the same id with another spec is a conflict. Answered
     /// only once the task is stored.
     pub fn create_task(&self, submission: Submission) -> Result<Created> {
+        if submission.each_drone {
+            return self.create_group(submission);
+        }
         let tasks = self.store.tasks();
-        if let Some(id) = &submission.id
-            && let Some(existing) = tasks.get(id)
-        {
-            return same_spec(existing.task, &submission);
+        if let Some(id) = &submission.id {
+            if let Some(existing) = tasks.get(id) {
+                return same_spec(existing.task, &submission);
+            }
+            if tasks.has_group(id) {
+                return Err(Error::Conflict(format!(
+                    "{id:?} is a group of tasks made with each_drone; use another id"
+                )));
+            }
         }
-        if let Some(cpus) = submission.spec.resources.cpus
-            && let Some(most) = self.store.registry().most_cpus()
-            && cpus > most
-        {
-            return Err(Error::BadRequest(format!(
-                "field \"resources.cpus\": {cpus} is more than any drone has (the most is {most})"
-            )));
-        }
+        self.check_cpus(&submission)?;
         if tasks.pending() >= self.config.tasks.max_pending {
             return Err(Error::TooManyRequests(format!(
                 "{} tasks are pending, the most this queen keeps (--max-pending); try again later",
@@ -368,6 +375,123 @@ impl Queen {
         ))
     }
 
+    /// Creates one task per drone that meets `submission`'s constraints now (it runs commands
+    /// and is not draining), as one group: the group's id is the client's id or a new one, and
+    /// its task on drone `drone-3` is `ID.drone-3`, pinned there by a last constraint
+    /// `hive.name=drone-3` (see `labels.rs`). With a client id, idempotently: the same spec again
+    /// gives the group as it was made (drones that came since get nothing), another spec is a
+    /// conflict. No drone meeting the constraints is a conflict too (409), naming the constraint
+    /// none meets: the request is well formed, and the fleet as it is now is what refuses it
+    /// (the same request succeeds once such a drone registers).
+    fn create_group(&self, submission: Submission) -> Result<Created> {
+        let tasks = self.store.tasks();
+        if let Some(id) = &submission.id {
+            if tasks.get(id).is_some() {
+                return Err(Error::Conflict(format!(
+                    "task {id:?} exists, made without each_drone; use another id"
+                )));
+            }
+            let members = tasks.group(id);
+            if !members.is_empty() {
+                return same_group(id, members, &submission);
+            }
+        }
+        let constraints = &submission.spec.constraints;
+        let drones: Vec<DroneInfo> = self
+            .drones()
+            .into_iter()
+            .filter(|drone| drone.exec && !drone.draining)
+            .collect();
+        let meeting: Vec<&DroneInfo> = drones
+            .iter()
+            .filter(|drone| all_hold(constraints, &drone.labels))
+            .collect();
+        if meeting.is_empty() {
+            let why = match drones.len() {
+                0 => "no drone runs commands and takes placements".to_string(),
+                n => format!(
+                    "{}, of the {n} that run commands and are not draining",
+                    unmet(constraints, drones.iter().map(|d| &*d.labels))
+                ),
+            };
+            return Err(Error::Conflict(format!(
+                "each_drone: {why}; nothing was created"
+            )));
+        }
+        self.check_cpus(&submission)?;
+        let max_pending = self.config.tasks.max_pending;
+        if tasks.pending() + meeting.len() > max_pending {
+            return Err(Error::TooManyRequests(format!(
+                "{} tasks are pending and this group adds {}, more than this queen keeps (--max-pending {max_pending}); try again later",
+                tasks.pending(),
+                meeting.len()
+            )));
+        }
+        let group = submission.id.clone().unwrap_or_else(new_id);
+        let now = now();
+        let changes = meeting
+            .iter()
+            .map(|drone| {
+                let mut task = Task::new(
+                    member_id(&group, &drone.name),
+                    member_spec(&submission.spec, &drone.name),
+                    now,
+                );
+                task.group = Some(group.clone());
+                Change { task, revision: 0 }
+            })
+            .collect();
+        let mut made = Vec::new();
+        let mut raced = false;
+        for outcome in self.store.change_tasks(changes, false) {
+            match outcome? {
+                Changed::Done(stored) => {
+                    self.metrics.task_transition(None, State::Pending);
+                    made.push(stored.task);
+                }
+                Changed::Conflict(_) | Changed::NotLeader => raced = true,
+            }
+        }
+        let names: Vec<&str> = made
+            .iter()
+            .filter_map(|task| task.id.split_once('.').map(|(_, drone)| drone))
+            .collect();
+        if !made.is_empty() {
+            info!(
+                "group {group} created: {} on {}",
+                quoted(&submission.spec.command_line()),
+                names.join(", ")
+            );
+        }
+        if raced {
+            // The same create through another queen, or a retry of it, made some first: the
+            // group as stored now answers, if it is the same.
+            return match &submission.id {
+                Some(id) => same_group(id, tasks.group(id), &submission),
+                None => Err(Error::StoreFailed(
+                    "a task's key in the new group is taken by something else".into(),
+                )),
+            };
+        }
+        Ok(Created::Group {
+            tasks: made,
+            new: true,
+        })
+    }
+
+    /// Refuses a task that asks for more cpus than any drone that runs commands has.
+    fn check_cpus(&self, submission: &Submission) -> Result<()> {
+        if let Some(cpus) = submission.spec.resources.cpus
+            && let Some(most) = self.store.registry().most_cpus()
+            && cpus > most
+        {
+            return Err(Error::BadRequest(format!(
+                "field \"resources.cpus\": {cpus} is more than any drone has (the most is {most})"
+            )));
+        }
+        Ok(())
+    }
+
     /// Task `id` as this queen knows it, after up to `wait` for it to end.
     pub fn task(&self, id: &str, wait: Option<Duration>) -> Result<Task> {
         let task = match wait {
@@ -378,14 +502,16 @@ impl Queen {
         Ok(self.shown(&task, &mut None))
     }
 
-    /// A page of tasks, newest first.
+    /// A page of tasks, newest first, of one state or all, of one group or all.
     pub fn tasks(
         &self,
         state: Option<State>,
+        group: Option<&str>,
         limit: usize,
         after: Option<&str>,
     ) -> Result<(Vec<Task>, Option<String>)> {
-        let Page { tasks, next } = self.store.tasks().list(state, limit, after).map_err(|_| {
+        let listed = self.store.tasks().list(state, group, limit, after);
+        let Page { tasks, next } = listed.map_err(|_| {
             Error::BadRequest(format!(
                 "after: no task {:?} (it may have been deleted; list from the start)",
                 after.unwrap_or_default()
@@ -532,8 +658,15 @@ impl Queen {
         Ok(ReportsAnswer { accepted })
     }
 
-    /// Stops (or with `draining` false, allows again) new placements on drone `name`.
-    pub fn drain(&self, name: &str, draining: bool) -> Result<DroneInfo> {
+    /// Stops (or with `draining` false, allows again) new placements on the drone named `drone`,
+    /// or at the address `drone`.
+    pub fn drain(&self, drone: &str, draining: bool) -> Result<DroneInfo> {
+        let target = self
+            .store
+            .registry()
+            .find(drone)
+            .ok_or_else(|| Error::NotFound(format!("drone {drone:?} (by name or address)")))?;
+        let name = target.name.as_str();
         self.store.set_draining(name, draining)?;
         info!(
             "{name} {}",
@@ -590,11 +723,19 @@ impl Queen {
     /// What the reasons of pending tasks are worked out from: a look at every drone, so taken
     /// only for an answer that shows a pending task, and once per answer.
     fn drone_summary(&self) -> DroneSummary {
-        let used = self.store.tasks().used();
-        DroneSummary {
-            drones: self.store.registry().summary(&used),
-            led: self.store.has_leader(),
-        }
+        let drones = self.drones();
+        let registered = drones.len();
+        let exec = drones
+            .into_iter()
+            .filter(|d| d.exec)
+            .map(|d| ExecDrone {
+                usable: d.available && !d.draining,
+                capacity: capacity(&d),
+                name: d.name,
+                labels: d.labels,
+            })
+            .collect();
+        DroneSummary::new(registered, exec, self.store.has_leader())
     }
 
     /// `task` as the API shows it: a pending task says why it waits. `drones` is the summary the
@@ -631,6 +772,36 @@ impl Queen {
         let e = self.liveness.run();
         StartError::Io(format!("cannot start the liveness thread: {e}"))
     }
+}
+
+/// The spec of a group's task on the drone named `drone`: the group's, pinned to that drone.
+fn member_spec(spec: &crate::tasks::Spec, drone: &str) -> crate::tasks::Spec {
+    let mut spec = spec.clone();
+    spec.constraints.push(Constraint::on_drone(drone));
+    spec
+}
+
+/// The existing group `id` (its tasks `members`), if it was made with the same spec; else a
+/// conflict.
+fn same_group(id: &str, members: Vec<Stored>, submission: &Submission) -> Result<Created> {
+    let same = !members.is_empty()
+        && members.iter().all(|member| {
+            let drone = member
+                .task
+                .id
+                .split_once('.')
+                .map_or("", |(_, drone)| drone);
+            member.task.spec == member_spec(&submission.spec, drone)
+        });
+    if !same {
+        return Err(Error::Conflict(format!(
+            "group {id:?} exists with another spec; use another id, or the same spec to get it"
+        )));
+    }
+    Ok(Created::Group {
+        tasks: members.into_iter().map(|member| member.task).collect(),
+        new: false,
+    })
 }
 
 /// The existing task of a client id, if the spec is the same; else a conflict.
@@ -670,15 +841,101 @@ fn log_end(task: &Task, id: &str, from: &str) {
 }
 
 /// What the queen knows of her drones, to say why a task waits.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct DroneSummary {
-    drones: Summary,
+    registered: usize,
+    /// The drones that run commands, oldest first.
+    exec: Vec<ExecDrone>,
     led: bool,
+    /// Which of `exec` meet each set of constraints asked about so far: the tasks of one answer
+    /// mostly share a few sets, so each drone's labels are read once per set, not once per task.
+    met: RefCell<HashMap<Vec<Constraint>, Met>>,
+}
+
+/// A drone that runs commands, as the reasons of pending tasks see it.
+#[derive(Debug, Clone)]
+struct ExecDrone {
+    name: String,
+    /// In rotation and not draining: it may take attempts now.
+    usable: bool,
+    /// What it has, and what is taken.
+    capacity: Capacity,
+    labels: Arc<Labels>,
+}
+
+/// Which drones meet one set of constraints.
+#[derive(Debug, Clone)]
+struct Met {
+    /// Whether any drone that runs commands does.
+    any: bool,
+    /// The indexes (in [`DroneSummary::exec`]) of those that may take attempts now.
+    usable: Rc<[usize]>,
+}
+
+impl DroneSummary {
+    fn new(registered: usize, exec: Vec<ExecDrone>, led: bool) -> DroneSummary {
+        DroneSummary {
+            registered,
+            exec,
+            led,
+            met: RefCell::default(),
+        }
+    }
+
+    /// Which drones meet every one of `constraints`.
+    fn met(&self, constraints: &[Constraint]) -> Met {
+        if let Some(met) = self.met.borrow().get(constraints) {
+            return met.clone();
+        }
+        let meeting: Vec<usize> = (0..self.exec.len())
+            .filter(|&i| all_hold(constraints, &self.exec[i].labels))
+            .collect();
+        let met = Met {
+            any: !meeting.is_empty(),
+            usable: meeting
+                .into_iter()
+                .filter(|&i| self.exec[i].usable)
+                .collect(),
+        };
+        self.met
+            .borrow_mut()
+            .insert(constraints.to_vec(), met.clone());
+        met
+    }
+}
+
+/// Why no drone labelled as `drones` says meets all of `constraints`: the first constraint none
+/// meets, or, when each is met by some, that none meets them together.
+fn unmet<'a>(
+    constraints: &[Constraint],
+    drones: impl Iterator<Item = &'a Labels> + Clone,
+) -> String {
+    let unmet = constraints
+        .iter()
+        .find(|constraint| !drones.clone().any(|labels| constraint.holds(labels)));
+    match unmet {
+        Some(constraint) => format!("no drone meets the constraint \"{constraint}\""),
+        None => format!(
+            "no drone meets the constraints {} together",
+            listed(constraints)
+        ),
+    }
+}
+
+/// What placement counts of `drone`.
+fn capacity(drone: &DroneInfo) -> Capacity {
+    Capacity {
+        slots: drone.slots,
+        used: drone.used,
+        memory_mb: drone.memory_mb,
+        used_memory_mb: drone.used_memory_mb,
+        millicpus: millicpus(drone.cpus),
+        used_millicpus: millicpus(drone.used_cpus),
+    }
 }
 
 /// Why pending `task` waits, at Unix time `now`.
-fn pending_reason(task: &Task, summary: &DroneSummary, now: f64) -> String {
-    let drones = &summary.drones;
+fn pending_reason(task: &Task, drones: &DroneSummary, now: f64) -> String {
     if let Some(at) = task.not_before
         && at > now
     {
@@ -689,25 +946,45 @@ fn pending_reason(task: &Task, summary: &DroneSummary, now: f64) -> String {
         );
     }
     let want = task.spec.want();
-    if drones.exec == 0 {
+    if drones.exec.is_empty() {
         return format!(
             "no drone runs commands ({} registered, none started with --allow-exec)",
             drones.registered
         );
     }
-    if drones.usable.is_empty() {
-        return "every drone that runs commands is draining or failing its probes".into();
+    let constraints = &task.spec.constraints;
+    let met = drones.met(constraints);
+    if !met.any {
+        return format!(
+            "{} (of the {} that run commands)",
+            unmet(constraints, drones.exec.iter().map(|d| &*d.labels)),
+            drones.exec.len()
+        );
     }
-    if !drones.usable.iter().any(|(_, c)| c.could_ever_fit(&want)) {
-        return never_fits(&want, &drones.usable);
+    if met.usable.is_empty() {
+        if constraints.is_empty() {
+            return "every drone that runs commands is draining or failing its probes".into();
+        }
+        return format!(
+            "every drone that meets {} is draining or failing its probes",
+            listed(constraints)
+        );
     }
-    if !drones.usable.iter().any(|(_, c)| c.fits(&want)) {
+    let usable: Vec<(&str, &Capacity)> = met
+        .usable
+        .iter()
+        .map(|&i| (drones.exec[i].name.as_str(), &drones.exec[i].capacity))
+        .collect();
+    if !usable.iter().any(|(_, c)| c.could_ever_fit(&want)) {
+        return never_fits(&want, &usable);
+    }
+    if !usable.iter().any(|(_, c)| c.fits(&want)) {
         return format!(
             "no drone has {} free now; it is placed when one has",
             amounts(&want)
         );
     }
-    if !summary.led {
+    if !drones.led {
         return "no queen leads now, so nothing is placed (is the store reachable?)".into();
     }
     "waiting for the scheduler".into()
@@ -715,13 +992,13 @@ fn pending_reason(task: &Task, summary: &DroneSummary, now: f64) -> String {
 
 /// Why `want` fits on none of `usable` even idle: the first of slots, memory and cpus that no
 /// drone has enough of, naming the drone with the most.
-fn never_fits(want: &Want, usable: &[(String, Capacity)]) -> String {
+fn never_fits(want: &Want, usable: &[(&str, &Capacity)]) -> String {
     let most = |key: fn(&Capacity) -> u64| {
         usable
             .iter()
             .rev()
             .max_by_key(|(_, c)| key(c))
-            .map(|(name, c)| (name.as_str(), key(c)))
+            .map(|(name, c)| (*name, key(c)))
             .unwrap_or_default()
     };
     let (name, slots) = most(|c| u64::from(c.slots));
@@ -788,45 +1065,62 @@ mod tests {
             env: Default::default(),
             resources: Default::default(),
             kill_timeout_s: 5.0,
+            constraints: Vec::new(),
         };
         Task::new("t".into(), spec, 1.0)
     }
 
-    /// A drone named `name` with `slots`, of which `used` are taken, and 4 GiB and 2 cpus free.
-    fn drone(name: &str, slots: u32, used: u32) -> (String, Capacity) {
-        let capacity = Capacity {
-            slots,
-            used,
-            memory_mb: 4096,
-            millicpus: 2000,
-            ..Capacity::default()
-        };
-        (name.into(), capacity)
+    /// A pending task of one slot with `constraints`.
+    fn constrained(constraints: &[&str]) -> Task {
+        let mut task = pending(1);
+        task.spec.constraints = constraints.iter().map(|c| c.parse().unwrap()).collect();
+        task
+    }
+
+    /// A drone named `name` that may take attempts, with `slots`, of which `used` are taken, and
+    /// 4 GiB and 2 cpus free, labelled with its name alone.
+    fn drone(name: &str, slots: u32, used: u32) -> ExecDrone {
+        ExecDrone {
+            name: name.into(),
+            usable: true,
+            capacity: Capacity {
+                slots,
+                used,
+                memory_mb: 4096,
+                millicpus: 2000,
+                ..Capacity::default()
+            },
+            labels: Arc::new(Labels::from([("hive.name".to_string(), name.to_string())])),
+        }
+    }
+
+    /// `drone` with `labels` too (`k=v`, or `k` alone for `k=yes`).
+    fn labelled(mut drone: ExecDrone, labels: &str) -> ExecDrone {
+        for pair in labels.split_whitespace() {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, "yes"));
+            Arc::make_mut(&mut drone.labels).insert(k.into(), v.into());
+        }
+        drone
+    }
+
+    fn summary(exec: Vec<ExecDrone>) -> DroneSummary {
+        DroneSummary::new(exec.len() + 1, exec, true)
     }
 
     #[test]
     fn a_pending_task_says_why_it_waits() {
-        let summary = |drones: Summary| DroneSummary { drones, led: true };
-        let none = Summary {
-            registered: 2,
-            exec: 0,
-            usable: Vec::new(),
-        };
-        assert!(pending_reason(&pending(1), &summary(none.clone()), 2.0).contains("--allow-exec"));
-        let draining = Summary { exec: 1, ..none };
-        assert!(pending_reason(&pending(1), &summary(draining.clone()), 2.0).contains("draining"));
-        let small = summary(Summary {
-            usable: vec![drone("drone-0", 2, 0), drone("drone-1", 1, 0)],
-            ..draining.clone()
-        });
+        let none = DroneSummary::new(2, Vec::new(), true);
+        assert!(pending_reason(&pending(1), &none, 2.0).contains("--allow-exec"));
+        let mut out = drone("drone-0", 2, 0);
+        out.usable = false;
+        let draining = summary(vec![out]);
+        assert!(pending_reason(&pending(1), &draining, 2.0).contains("draining"));
+        let small = summary(vec![drone("drone-0", 2, 0), drone("drone-1", 1, 0)]);
         assert_eq!(
             pending_reason(&pending(4), &small, 2.0),
             "no drone has 4 slots (the most any has is 2, on drone-0)"
         );
-        let busy = summary(Summary {
-            usable: vec![drone("drone-0", 2, 2)],
-            ..draining
-        });
+        let busy = summary(vec![drone("drone-0", 2, 2)]);
         assert_eq!(
             pending_reason(&pending(1), &busy, 2.0),
             "no drone has 1 slot free now; it is placed when one has"
@@ -842,17 +1136,47 @@ mod tests {
     }
 
     #[test]
+    fn a_task_no_drone_meets_names_the_constraint() {
+        let mut gone = labelled(drone("drone-2", 4, 0), "zone=ap gpu");
+        gone.usable = false;
+        let fleet = summary(vec![
+            labelled(drone("drone-0", 4, 0), "zone=eu"),
+            labelled(drone("drone-1", 4, 4), "zone=us gpu"),
+            gone,
+        ]);
+        assert_eq!(
+            pending_reason(&constrained(&["zone=eu", "ssd"]), &fleet, 2.0),
+            "no drone meets the constraint \"ssd\" (of the 3 that run commands)"
+        );
+        assert_eq!(
+            pending_reason(&constrained(&["zone=eu", "gpu"]), &fleet, 2.0),
+            "no drone meets the constraints zone=eu, gpu together (of the 3 that run commands)"
+        );
+        assert_eq!(
+            pending_reason(&constrained(&["zone=ap"]), &fleet, 2.0),
+            "every drone that meets zone=ap is draining or failing its probes"
+        );
+        assert_eq!(
+            pending_reason(&constrained(&["gpu", "zone!=ap"]), &fleet, 2.0),
+            "no drone has 1 slot free now; it is placed when one has",
+            "only the drones that meet its constraints count"
+        );
+        assert_eq!(
+            pending_reason(&constrained(&["hive.name=drone-0"]), &fleet, 2.0),
+            "waiting for the scheduler"
+        );
+        assert_eq!(
+            fleet.met.borrow().len(),
+            5,
+            "one look at the drones per distinct set"
+        );
+    }
+
+    #[test]
     fn a_task_no_drone_can_ever_fit_names_the_largest_drone() {
         let mut big = drone("drone-1", 4, 0);
-        big.1.memory_mb = 8192;
-        let drones = DroneSummary {
-            drones: Summary {
-                registered: 2,
-                exec: 2,
-                usable: vec![drone("drone-0", 4, 0), big],
-            },
-            led: true,
-        };
+        big.capacity.memory_mb = 8192;
+        let drones = summary(vec![drone("drone-0", 4, 0), big.clone()]);
         let mut hungry = pending(1);
         hungry.spec.resources.memory_mb = Some(10_000);
         assert_eq!(
@@ -868,8 +1192,8 @@ mod tests {
         let mut both = pending(2);
         both.spec.resources.memory_mb = Some(6000);
         both.spec.resources.cpus = Some(0.5);
-        let mut full = drones.clone();
-        full.drones.usable[1].1.used_memory_mb = 4000;
+        big.capacity.used_memory_mb = 4000;
+        let full = summary(vec![drone("drone-0", 4, 0), big]);
         assert_eq!(
             pending_reason(&both, &full, 2.0),
             "no drone has 2 slots, 6000 MiB and 0.5 cpus free now; it is placed when one has"

@@ -22,7 +22,7 @@ use super::liveness::tries::Failure;
 use crate::auth::{Identity, Keyring, Token};
 use crate::clock::unix_seconds;
 use crate::config::HeartbeatConfig;
-use crate::tasks::placement::{Capacity, Want};
+use crate::labels::{Labels, NAME_LABEL};
 use serde::{Deserialize, Serialize};
 
 /// Random draws a pick makes before it looks at every drone: enough that a pick among mostly
@@ -68,6 +68,8 @@ pub struct Registration {
     pub offer: Offer,
     /// Whether it renews a lease (a Hive drone says so), rather than wait for probes.
     pub renews: bool,
+    /// What it says it is: its own `hive.*` labels and its `--label`s (see `labels.rs`).
+    pub labels: Labels,
 }
 
 /// What a drone that runs commands offers beside its slots: the memory and cpus its attempts may
@@ -115,6 +117,14 @@ pub struct DroneInfo {
     /// Whether it renews a lease with the leader (a Hive drone), rather than wait for probes (the
     /// tutorial's).
     pub renews: bool,
+    /// Its labels: what it said at registration, and `hive.name`. Shared with the registry, so
+    /// a listing of a thousand drones copies none.
+    #[serde(serialize_with = "shared_labels")]
+    pub labels: Arc<Labels>,
+}
+
+fn shared_labels<S: serde::Serializer>(labels: &Arc<Labels>, to: S) -> Result<S::Ok, S::Error> {
+    labels.as_ref().serialize(to)
 }
 
 /// A drone the scheduler may place attempts on, as one pass sees it.
@@ -127,6 +137,8 @@ pub struct Schedulable {
     /// Slots its last probe showed taken by attempts the store does not count there (declared
     /// lost, yet still running until the drone has stopped them).
     pub stray_slots: u32,
+    /// Its labels, `hive.name` included: shared, so a pass copies none.
+    pub labels: Arc<Labels>,
 }
 
 /// A registration as a shared store holds it: everything but one queen's view of the drone's
@@ -146,6 +158,8 @@ pub struct Record {
     pub exec: bool,
     pub slots: u32,
     pub offer: Offer,
+    /// Its labels as it registered them (without `hive.name`, which is its name).
+    pub labels: Labels,
     pub draining: bool,
     /// Registrations under this name so far: when it grows, the drone showed life.
     pub registrations: u64,
@@ -180,17 +194,6 @@ pub struct Due {
     pub silent_for: Duration,
 }
 
-/// What the registry says of its drones as a whole, to say why a task waits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub registered: usize,
-    /// Drones that run commands.
-    pub exec: usize,
-    /// Of those, the ones in rotation and not draining, by name, with what they have and what is
-    /// taken.
-    pub usable: Vec<(String, Capacity)>,
-}
-
 /// What [`Registry::apply`] made of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -215,6 +218,8 @@ struct Drone {
     exec: bool,
     slots: u32,
     offer: Offer,
+    /// Its labels, `hive.name` included.
+    labels: Arc<Labels>,
     draining: bool,
     /// See [`Schedulable::stray_slots`].
     stray_slots: u32,
@@ -249,6 +254,7 @@ impl Drone {
             exec: record.exec,
             slots: record.slots,
             offer: record.offer.clone(),
+            labels: labels_of(record),
             draining: record.draining,
             stray_slots: 0,
             credential: record.credential.clone(),
@@ -443,6 +449,7 @@ impl Registry {
                 drone.exec = record.exec;
                 drone.slots = record.slots;
                 drone.offer.clone_from(&record.offer);
+                drone.labels = labels_of(record);
                 drone.draining = record.draining;
                 drone.renews = record.renews;
                 let again = record.registrations > drone.registrations;
@@ -577,6 +584,7 @@ impl Registry {
                     containment: drone.offer.containment.clone(),
                     draining: drone.draining,
                     renews: drone.renews,
+                    labels: drone.labels.clone(),
                 };
                 (drone.order, info)
             })
@@ -630,44 +638,6 @@ impl Registry {
     /// Whether no drone is registered.
     pub fn is_empty(&self) -> bool {
         self.inner.lock().drones.is_empty()
-    }
-
-    /// The registry as a whole, with `used` slots per drone address (from the tasks), to say
-    /// why a task waits. Only asked when a pending task is shown.
-    pub fn summary(&self, used: &HashMap<String, Want>) -> Summary {
-        let inner = self.inner.lock();
-        let mut summary = Summary {
-            registered: inner.drones.len(),
-            ..Summary::default()
-        };
-        let mut usable = Vec::new();
-        for (address, drone) in &inner.drones {
-            if !drone.exec {
-                continue;
-            }
-            summary.exec += 1;
-            if drone.available && !drone.draining {
-                let used = used.get(address).copied().unwrap_or_default();
-                let capacity = Capacity {
-                    slots: drone.slots,
-                    used: used.slots,
-                    memory_mb: drone.offer.memory_mb,
-                    used_memory_mb: used.memory_mb,
-                    millicpus: drone.offer.millicpus,
-                    used_millicpus: used.millicpus,
-                };
-                usable.push((drone.order, drone.name.clone(), capacity));
-            }
-        }
-        drop(inner);
-        // Oldest registration first, as `/drones` lists them: "the largest" names the same drone
-        // on every answer.
-        usable.sort_by_key(|(order, _, _)| *order);
-        summary.usable = usable
-            .into_iter()
-            .map(|(_, name, capacity)| (name, capacity))
-            .collect();
-        summary
     }
 
     /// The most cpus any drone that runs commands offers, if any such drone is registered.
@@ -847,6 +817,26 @@ impl Registry {
         }
     }
 
+    /// The drone named `name`, or at the address `name`: a name is `drone-N`, never an address,
+    /// so either names one drone.
+    pub fn find(&self, name: &str) -> Option<Target> {
+        let inner = self.inner.lock();
+        if let Some(drone) = inner.drones.get(name) {
+            return Some(Target {
+                address: name.to_string(),
+                name: drone.name.clone(),
+            });
+        }
+        inner
+            .drones
+            .iter()
+            .find(|(_, drone)| drone.name == name)
+            .map(|(address, drone)| Target {
+                address: address.clone(),
+                name: drone.name.clone(),
+            })
+    }
+
     /// The address of the drone named `name`.
     pub fn address_of(&self, name: &str) -> Option<String> {
         let inner = self.inner.lock();
@@ -890,6 +880,7 @@ impl Registry {
                     slots: drone.slots,
                     offer: drone.offer.clone(),
                     stray_slots: drone.stray_slots,
+                    labels: drone.labels.clone(),
                 };
                 (drone.order, schedulable)
             })
@@ -925,6 +916,14 @@ impl Registry {
             poke();
         }
     }
+}
+
+/// A registration's labels as the queen keeps them: what the drone said, and its name as
+/// `hive.name` (see `labels.rs`), so a constraint can name one drone.
+fn labels_of(record: &Record) -> Arc<Labels> {
+    let mut labels = record.labels.clone();
+    labels.insert(NAME_LABEL.to_string(), record.name.clone());
+    Arc::new(labels)
 }
 
 /// On a queen, a request showing a drone's credential is from that drone.
@@ -1132,11 +1131,35 @@ mod tests {
             exec: true,
             slots: 4,
             offer: Offer::default(),
+            labels: Labels::new(),
             draining: false,
             registrations: 1,
             credential: None,
             renews: false,
         }
+    }
+
+    #[test]
+    fn a_drone_s_labels_hold_its_name_and_follow_its_record() {
+        let registry = Registry::new();
+        let mut a = record("a:1", "drone-4", 4, 4);
+        a.labels.insert("zone".into(), "eu".into());
+        registry.apply(&a);
+        let labels = &registry.list()[0].labels;
+        assert_eq!(
+            (labels["zone"].as_str(), labels["hive.name"].as_str()),
+            ("eu", "drone-4")
+        );
+        a.revision = 5;
+        a.labels.insert("zone".into(), "us".into());
+        registry.apply(&a);
+        assert_eq!(registry.schedulable()[0].labels["zone"], "us");
+        assert_eq!(
+            registry.find("drone-4").map(|t| t.address),
+            Some("a:1".into())
+        );
+        assert_eq!(registry.find("a:1").map(|t| t.name), Some("drone-4".into()));
+        assert_eq!(registry.find("drone-5"), None);
     }
 
     #[test]
@@ -1486,37 +1509,5 @@ mod tests {
         assert_eq!(registry.names().len(), 99);
         assert!(registry.pick(true, &[]).is_some());
         assert!(Registry::new().pick(true, &[]).is_none());
-    }
-
-    #[test]
-    fn a_summary_counts_what_a_pending_task_waits_for() {
-        let registry = Registry::new();
-        registry.apply(&record("a:1", "drone-0", 1, 1));
-        registry.apply(&Record {
-            exec: false,
-            ..record("b:1", "drone-1", 2, 2)
-        });
-        let used = HashMap::from([(
-            "a:1".to_string(),
-            Want {
-                slots: 3,
-                ..Want::default()
-            },
-        )]);
-        assert_eq!(
-            registry.summary(&used),
-            Summary {
-                registered: 2,
-                exec: 1,
-                usable: vec![(
-                    "drone-0".to_string(),
-                    Capacity {
-                        slots: 4,
-                        used: 3,
-                        ..Capacity::default()
-                    }
-                )],
-            }
-        );
     }
 }

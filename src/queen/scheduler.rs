@@ -45,7 +45,7 @@ use crate::store::Store;
 use crate::store::tasks::{Change, Changed};
 use crate::tasks::index::Stored;
 use crate::tasks::lifecycle::{Event, Placement, Step, step};
-use crate::tasks::placement::{self, Capacity, Policy, Want};
+use crate::tasks::placement::{self, Ask, Capacity, Eligibility, Policy};
 use crate::tasks::wire::{DroneStatus, Start, StartAnswer, StartRequest, Started};
 use crate::tasks::{State, new_attempt_id};
 
@@ -327,13 +327,28 @@ impl Scheduler {
         } else {
             free as usize + PLACEMENT_MARGIN
         };
-        let (due, next_due) = self.store.tasks().due(now, limit.max(1));
+        let mut eligibility = Eligibility::new(drones.iter().map(|d| &*d.labels).collect());
+        let (due, next_due) = self.store.tasks().due(now, limit.max(1), |task| {
+            eligibility.any(&task.spec.constraints)
+        });
         if free == 0 || due.is_empty() {
             return next_due;
         }
-        let wants: Vec<Want> = due.iter().map(|stored| stored.task.spec.want()).collect();
+        let asks: Vec<Ask> = due
+            .iter()
+            .map(|stored| Ask {
+                want: stored.task.spec.want(),
+                constraints: &stored.task.spec.constraints,
+            })
+            .collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let chosen = placement::place(&wants, &mut capacities, self.config.policy, turn);
+        let chosen = placement::place(
+            &asks,
+            &mut capacities,
+            &mut eligibility,
+            self.config.policy,
+            turn,
+        );
         let mut changes = Vec::new();
         for (stored, choice) in due.iter().zip(chosen) {
             let Some(i) = choice else { continue };

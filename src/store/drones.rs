@@ -18,6 +18,7 @@ use super::engine::{Compare, Kv, Op, StoreError, Txn};
 use crate::auth::Token;
 use crate::clock::unix_seconds;
 use crate::error::{Error, Result};
+use crate::labels::{self, Labels};
 use crate::logging::quoted;
 use crate::queen::registry::{Applied, Offer, Record, Registered, Registration, Target};
 
@@ -49,6 +50,9 @@ pub struct StoredDrone {
     /// Its memory and cpus, and how it contains attempts.
     #[serde(default)]
     offer: Offer,
+    /// What it says it is (see `labels.rs`): every queen, a new leader too, places by them.
+    #[serde(default)]
+    labels: Labels,
     /// Whether new placements on it are stopped.
     #[serde(default)]
     draining: bool,
@@ -82,6 +86,8 @@ impl StoredDrone {
         if !crate::tasks::valid_boot(&stored.boot) {
             return Err("not a registration: a boot id that is not one".into());
         }
+        labels::check(&stored.labels)
+            .map_err(|why| format!("not a registration: labels: {why}"))?;
         Ok(stored)
     }
 
@@ -96,6 +102,7 @@ impl StoredDrone {
             exec: self.exec,
             slots: self.slots,
             offer: self.offer.clone(),
+            labels: self.labels.clone(),
             draining: self.draining,
             registrations: self.registrations,
             credential: Token::new(&self.credential).ok(),
@@ -200,6 +207,7 @@ impl Store {
                         slots: registration.slots,
                         offer: registration.offer.clone(),
                         renews: registration.renews,
+                        labels: registration.labels.clone(),
                         registrations: stored.registrations + 1,
                         ..stored
                     };
@@ -228,6 +236,7 @@ impl Store {
                         exec: registration.exec,
                         slots: registration.slots,
                         offer: registration.offer.clone(),
+                        labels: registration.labels.clone(),
                         draining: false,
                         registrations: 1,
                         credential: fresh.secret().to_string(),
@@ -401,6 +410,7 @@ mod tests {
             r#"{"name":"drone-","address":"a:1","registered_at":1.5}"#,
             r#"{"name":"drone-7","address":"a:1"}"#,
             r#"{"name":"drone-7","address":"a:1","registered_at":1.5,"boot":"\n[INFO] x"}"#,
+            r#"{"name":"drone-7","address":"a:1","registered_at":1.5,"labels":{"zone":"\n[INFO] x"}}"#,
             "<html>",
         ] {
             assert!(StoredDrone::read("a:1", &kv(bad)).is_err(), "{bad}");

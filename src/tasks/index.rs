@@ -1,6 +1,7 @@
 //! A queen's view of every task, kept from the store (see `store/sync.rs`), with the indexes the
-//! API and the scheduler read: by id, by state in creation order, by drone for running attempts,
-//! and finished tasks by when they finished (for garbage collection).
+//! API and the scheduler read: by id, by state in creation order, by group (`each_drone`) in
+//! creation order, by drone for running attempts, and finished tasks by when they finished (for
+//! garbage collection).
 //!
 //! A task is ordered by its key's create revision, then its id (tasks created in one transaction
 //! share a revision): the same order on every queen, and after a re-read. Every method takes the
@@ -40,6 +41,8 @@ struct Inner {
     forgotten: HashMap<Arc<str>, i64>,
     /// Every task, per state, in creation order.
     by_state: [BTreeSet<Order>; 5],
+    /// The tasks of each group, in creation order.
+    by_group: HashMap<Arc<str>, BTreeSet<Order>>,
     /// Tasks with a running attempt, by the address of the drone it runs on.
     running_on: HashMap<String, HashSet<Arc<str>>>,
     /// Finished tasks by when they finished (ms), oldest first.
@@ -60,6 +63,12 @@ impl Inner {
     fn insert(&mut self, stored: Stored) -> Option<Stored> {
         let task = &stored.task;
         self.by_state[task.state.index()].insert(stored.order.clone());
+        if let Some(group) = &task.group {
+            self.by_group
+                .entry(Arc::from(group.as_str()))
+                .or_default()
+                .insert(stored.order.clone());
+        }
         if let Some(attempt) = task.running_attempt() {
             self.running_on
                 .entry(attempt.address.clone())
@@ -95,6 +104,15 @@ impl Inner {
         if current.is_none_or(|now| now.task.state != task.state) {
             self.by_state[task.state.index()].remove(&old.order);
         }
+        if let Some(group) = &task.group
+            && current.is_none_or(|now| now.task.group.as_ref() != Some(group))
+            && let Some(members) = self.by_group.get_mut(group.as_str())
+        {
+            members.remove(&old.order);
+            if members.is_empty() {
+                self.by_group.remove(group.as_str());
+            }
+        }
         if let Some(attempt) = task.running_attempt() {
             let still = current
                 .and_then(|now| now.task.running_attempt())
@@ -115,6 +133,47 @@ impl Inner {
                 self.finished.remove(&key);
             }
         }
+    }
+}
+
+impl Inner {
+    /// [`TaskIndex::list`] of one group: its tasks (a group holds one per drone, so a few
+    /// thousand at most) filtered by state.
+    fn list_group(
+        &self,
+        group: &str,
+        state: Option<State>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Page, ListError> {
+        let before = match after {
+            Some(id) => Some(
+                self.by_id
+                    .get(id)
+                    .ok_or(ListError::UnknownAfter)?
+                    .order
+                    .clone(),
+            ),
+            None => None,
+        };
+        let mut tasks = Vec::new();
+        let mut more = false;
+        let members = self.by_group.get(group).into_iter().flatten().rev();
+        for order in members.filter(|order| before.as_ref().is_none_or(|b| *order < b)) {
+            let task = &self.by_id[&order.1].task;
+            if state.is_some_and(|state| task.state != state) {
+                continue;
+            }
+            if tasks.len() == limit {
+                more = true;
+                break;
+            }
+            tasks.push(task.clone());
+        }
+        let next = more
+            .then(|| tasks.last().map(|task| task.id.clone()))
+            .flatten();
+        Ok(Page { tasks, next })
     }
 }
 
@@ -270,14 +329,36 @@ impl TaskIndex {
         std::array::from_fn(|i| inner.by_state[i].len())
     }
 
-    /// Up to `limit` tasks, newest first, of one state or all, starting after task `after`.
+    /// The tasks of group `group`, oldest first.
+    pub fn group(&self, group: &str) -> Vec<Stored> {
+        let inner = self.inner.lock();
+        inner
+            .by_group
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|order| inner.by_id.get(&order.1).cloned())
+            .collect()
+    }
+
+    /// Whether group `group` has any task.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.inner.lock().by_group.contains_key(group)
+    }
+
+    /// Up to `limit` tasks, newest first, of one state or all, of one group or all, starting
+    /// after task `after`.
     pub fn list(
         &self,
         state: Option<State>,
+        group: Option<&str>,
         limit: usize,
         after: Option<&str>,
     ) -> Result<Page, ListError> {
         let inner = self.inner.lock();
+        if let Some(group) = group {
+            return inner.list_group(group, state, limit, after);
+        }
         let before = match after {
             Some(id) => Some(
                 inner
@@ -344,10 +425,17 @@ impl TaskIndex {
         Ok(Page { tasks, next })
     }
 
-    /// Pending tasks due by `now` (Unix seconds) and not being cancelled, oldest first, at most
-    /// `limit`, with their revisions: what the scheduler places next. Also the earliest time a
+    /// Pending tasks due by `now` (Unix seconds), not being cancelled and `placeable` (some drone
+    /// meets their constraints), oldest first, at most `limit`, with their revisions: what the
+    /// scheduler places next. Tasks no drone may take do not count against `limit`, so a queue
+    /// whose head no drone meets still places the tasks behind it. Also the earliest time a
     /// pending task not yet due becomes due, if any.
-    pub fn due(&self, now: f64, limit: usize) -> (Vec<Stored>, Option<f64>) {
+    pub fn due(
+        &self,
+        now: f64,
+        limit: usize,
+        mut placeable: impl FnMut(&Task) -> bool,
+    ) -> (Vec<Stored>, Option<f64>) {
         let inner = self.inner.lock();
         let mut due = Vec::new();
         let mut next = None::<f64>;
@@ -356,6 +444,7 @@ impl TaskIndex {
             match stored.task.not_before {
                 Some(at) if at > now => next = Some(next.map_or(at, |n| n.min(at))),
                 _ if stored.task.cancel_requested => {}
+                _ if !placeable(&stored.task) => {}
                 _ => {
                     due.push(stored.clone());
                     if due.len() == limit {
@@ -487,6 +576,7 @@ mod tests {
             env: BTreeMap::new(),
             resources: Default::default(),
             kill_timeout_s: 5.0,
+            constraints: Vec::new(),
         }
     }
 
@@ -512,24 +602,64 @@ mod tests {
         // Two created in one txn share a revision: ordered by id.
         index.put(Task::new("g".into(), spec(), 1.0), &kv(20, 20));
         index.put(Task::new("f".into(), spec(), 1.0), &kv(20, 20));
-        let page = index.list(None, 3, None).unwrap();
+        let page = index.list(None, None, 3, None).unwrap();
         assert_eq!(ids(&page), ["g", "f", "e"]);
         assert_eq!(page.next.as_deref(), Some("e"));
-        let page = index.list(Some(State::Pending), 3, Some("e")).unwrap();
+        let page = index
+            .list(Some(State::Pending), None, 3, Some("e"))
+            .unwrap();
         assert_eq!(ids(&page), ["d", "c", "b"]);
-        let page = index.list(None, 3, Some("b")).unwrap();
+        let page = index.list(None, None, 3, Some("b")).unwrap();
         assert_eq!((ids(&page), page.next.clone()), (vec!["a"], None));
         assert_eq!(
-            index.list(None, 3, Some("zz")).unwrap_err(),
+            index.list(None, None, 3, Some("zz")).unwrap_err(),
             ListError::UnknownAfter
         );
         assert!(
             index
-                .list(Some(State::Running), 3, None)
+                .list(Some(State::Running), None, 3, None)
                 .unwrap()
                 .tasks
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_group_lists_its_tasks_alone_newest_first() {
+        let index = TaskIndex::new();
+        index.put(Task::new("lone".into(), spec(), 1.0), &kv(1, 1));
+        for (i, drone) in ["drone-0", "drone-1", "drone-2"].iter().enumerate() {
+            let mut task = Task::new(format!("fix.{drone}"), spec(), 1.0);
+            task.group = Some("fix".into());
+            let rev = 10 + i as i64;
+            index.put(task, &kv(rev, rev));
+        }
+        let page = index.list(None, Some("fix"), 2, None).unwrap();
+        assert_eq!(ids(&page), ["fix.drone-2", "fix.drone-1"]);
+        let rest = index
+            .list(None, Some("fix"), 2, page.next.as_deref())
+            .unwrap();
+        assert_eq!((ids(&rest), rest.next.clone()), (vec!["fix.drone-0"], None));
+        assert!(index.has_group("fix") && !index.has_group("lone"));
+        assert_eq!(index.group("fix").len(), 3);
+        assert!(
+            index
+                .list(Some(State::Running), Some("fix"), 10, None)
+                .unwrap()
+                .tasks
+                .is_empty()
+        );
+        assert!(
+            index
+                .list(None, Some("nope"), 10, None)
+                .unwrap()
+                .tasks
+                .is_empty()
+        );
+        for (i, drone) in ["drone-0", "drone-1", "drone-2"].iter().enumerate() {
+            index.forget(&format!("fix.{drone}"), 20 + i as i64);
+        }
+        assert!(!index.has_group("fix"), "a group goes with its last task");
     }
 
     #[test]
@@ -583,13 +713,20 @@ mod tests {
         waiting.not_before = Some(50.0);
         index.put(waiting, &kv(1, 1));
         index.put(Task::new("a".into(), spec(), 1.0), &kv(2, 2));
-        let (due, next) = index.due(10.0, 10);
+        let (due, next) = index.due(10.0, 10, |_| true);
         assert_eq!(
             due.iter().map(|s| s.task.id.as_str()).collect::<Vec<_>>(),
             ["a"]
         );
         assert_eq!(next, Some(50.0));
-        assert_eq!(index.due(60.0, 10).0.len(), 2);
+        assert_eq!(index.due(60.0, 10, |_| true).0.len(), 2);
+        index.put(Task::new("b".into(), spec(), 1.0), &kv(3, 3));
+        let (due, _) = index.due(60.0, 1, |task| task.id != "w" && task.id != "a");
+        assert_eq!(
+            due.iter().map(|s| s.task.id.as_str()).collect::<Vec<_>>(),
+            ["b"],
+            "tasks no drone may take do not fill the limit"
+        );
     }
 
     #[test]

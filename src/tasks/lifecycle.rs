@@ -275,6 +275,7 @@ mod tests {
             env: BTreeMap::new(),
             resources: Default::default(),
             kill_timeout_s: 5.0,
+            constraints: Vec::new(),
         };
         Task::new("t".into(), spec, 100.0)
     }

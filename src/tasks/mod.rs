@@ -28,6 +28,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::labels::{Constraint, MAX_CONSTRAINTS};
+
 /// Longest command, in arguments; a body is at most 64 KiB anyway.
 const MAX_COMMAND_ARGS: usize = 4096;
 
@@ -81,6 +83,10 @@ pub struct Spec {
     /// Seconds between the SIGTERM that stops an attempt (cancelled, timed out) and the SIGKILL.
     #[serde(default = "default_kill_timeout")]
     pub kill_timeout_s: f64,
+    /// What a drone must be to run it: every one holds on the drone's labels (see `labels.rs`).
+    /// A task of a group made with `each_drone` ends with the one that names its drone.
+    #[serde(default)]
+    pub constraints: Vec<Constraint>,
 }
 
 /// What one attempt of a task may use. Memory and cpus are also what the scheduler counts
@@ -260,6 +266,9 @@ pub struct Attempt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,
+    /// The group it was made in by one `each_drone` create (the group's id), or null.
+    #[serde(default)]
+    pub group: Option<String>,
     pub state: State,
     /// Why a task failed or was cancelled, or why it waits to be retried. `GET` fills it in for a
     /// pending task from what the queen knows then (see `queen/mod.rs`).
@@ -289,6 +298,7 @@ pub struct Task {
 #[derive(Debug, Serialize)]
 pub struct Summary<'a> {
     pub id: &'a str,
+    pub group: Option<&'a str>,
     pub state: State,
     pub reason: Option<&'a str>,
     #[serde(flatten)]
@@ -344,6 +354,7 @@ impl Task {
     pub fn summary(&self) -> Summary<'_> {
         Summary {
             id: &self.id,
+            group: self.group.as_deref(),
             state: self.state,
             reason: self.reason.as_deref(),
             spec: &self.spec,
@@ -362,6 +373,7 @@ impl Task {
     pub fn new(id: String, spec: Spec, now: f64) -> Task {
         Task {
             id,
+            group: None,
             state: State::Pending,
             reason: None,
             spec,
@@ -391,15 +403,36 @@ impl Task {
     }
 }
 
-/// Whether `id` is a task id: `[a-z0-9][a-z0-9-]{0,62}`, as Kubernetes names are, so it is safe in
-/// keys, paths, file names and log lines.
-pub fn valid_id(id: &str) -> bool {
+/// Whether `id` is a task id a client may choose, and a group's id: `[a-z0-9][a-z0-9-]{0,62}`,
+/// as Kubernetes names are, so it is safe in keys, paths, file names and log lines.
+pub fn valid_client_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     (1..=63).contains(&bytes.len())
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Whether `id` is a task id: a client's ([`valid_client_id`]), or a group's task, `GROUP.DRONE`
+/// ([`member_id`]). The one dot only ever stands before a drone's name (`drone-N`), so no id is
+/// `.` or `..` or holds a `/`, and what was safe in keys, paths, file names and log lines still is.
+pub fn valid_id(id: &str) -> bool {
+    match id.split_once('.') {
+        None => valid_client_id(id),
+        Some((group, drone)) => valid_client_id(group) && is_drone_name(drone),
+    }
+}
+
+/// Whether `name` is a drone's name as a queen gives it: `drone-N`.
+pub fn is_drone_name(name: &str) -> bool {
+    name.strip_prefix("drone-")
+        .is_some_and(|n| (1..=20).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The id of group `group`'s task on the drone named `drone`: `restart-agent.drone-3`.
+pub fn member_id(group: &str, drone: &str) -> String {
+    format!("{group}.{drone}")
 }
 
 /// A new task id: 20 random characters of the id alphabet (about 100 bits), so ids made by
@@ -444,6 +477,9 @@ pub fn valid_attempt_id(id: &str) -> bool {
 pub struct Submission {
     pub id: Option<String>,
     pub spec: Spec,
+    /// `each_drone`: one task per drone that meets the constraints now, as one group whose id is
+    /// `id` (see `Queen::create_task`).
+    pub each_drone: bool,
 }
 
 impl Submission {
@@ -531,16 +567,46 @@ impl Submission {
                 return Err("field \"env\" must be an object of strings, like {\"K\": \"V\"}".into());
             }
         };
+        let constraints = match fields.remove("constraints") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.len() > MAX_CONSTRAINTS => {
+                return Err(format!(
+                    "field \"constraints\" has more than {MAX_CONSTRAINTS} constraints"
+                ));
+            }
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(text) => text
+                        .parse::<Constraint>()
+                        .map_err(|why| format!("field \"constraints\": {why}")),
+                    other => Err(format!(
+                        "field \"constraints\": {other} is not a string like \"zone=eu\""
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => {
+                return Err(
+                    "field \"constraints\" must be an array of strings, like [\"zone=eu\", \"gpu\", \"hive.arch!=aarch64\"]"
+                        .into(),
+                );
+            }
+        };
+        let each_drone = match fields.remove("each_drone") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(each)) => each,
+            Some(_) => return Err("field \"each_drone\" must be true or false".into()),
+        };
         let id = match fields.remove("id") {
             None | Some(Value::Null) => None,
-            Some(Value::String(id)) if valid_id(&id) => Some(id),
+            Some(Value::String(id)) if valid_client_id(&id) => Some(id),
             Some(_) => {
                 return Err("field \"id\" must match [a-z0-9][a-z0-9-]{0,62} (lowercase letters, digits and dashes, at most 63)".into());
             }
         };
         if let Some(unknown) = fields.keys().next() {
             return Err(format!(
-                "unknown field {unknown:?}; a task has command, slots, timeout_s, retries, retry_delay_s, env, resources, kill_timeout_s and id"
+                "unknown field {unknown:?}; a task has command, slots, timeout_s, retries, retry_delay_s, env, resources, kill_timeout_s, constraints, each_drone and id"
             ));
         }
         Ok(Submission {
@@ -554,7 +620,9 @@ impl Submission {
                 env,
                 resources,
                 kill_timeout_s,
+                constraints,
             },
+            each_drone,
         })
     }
 }
@@ -671,7 +739,9 @@ mod tests {
                         pids: 4096,
                     },
                     kill_timeout_s: 5.0,
-                }
+                    constraints: Vec::new(),
+                },
+                each_drone: false,
             }
         );
         let full = Submission::parse(
@@ -681,6 +751,15 @@ mod tests {
         assert_eq!(full.id.as_deref(), Some("build-7"));
         assert_eq!((full.spec.slots, full.spec.retries), (2, 3));
         assert_eq!(full.spec.env["K"], "V");
+        let fleet = Submission::parse(
+            br#"{"command": ["true"], "constraints": ["zone=eu", "gpu", "hive.arch!=aarch64"], "each_drone": true, "id": "restart-agent"}"#,
+        )
+        .unwrap();
+        assert!(fleet.each_drone);
+        assert_eq!(
+            crate::labels::listed(&fleet.spec.constraints),
+            "zone=eu, gpu, hive.arch!=aarch64"
+        );
         let limited = Submission::parse(
             br#"{"command": ["true"], "resources": {"memory_mb": 64, "cpus": 0.25, "pids": 20}, "kill_timeout_s": 30}"#,
         )
@@ -766,6 +845,27 @@ mod tests {
                 r#"{"command": ["true"], "kill_timeout_s": 301}"#,
                 "\"kill_timeout_s\"",
             ),
+            (
+                r#"{"command": ["true"], "constraints": "zone=eu"}"#,
+                "\"constraints\" must be an array",
+            ),
+            (
+                r#"{"command": ["true"], "constraints": ["zone=eu", "zone="]}"#,
+                "\"zone=\": the value \"\"",
+            ),
+            (
+                r#"{"command": ["true"], "constraints": ["gp u"]}"#,
+                "\"gp u\": the key",
+            ),
+            (
+                r#"{"command": ["true"], "constraints": [7]}"#,
+                "7 is not a string",
+            ),
+            (
+                r#"{"command": ["true"], "each_drone": 1}"#,
+                "\"each_drone\"",
+            ),
+            (r#"{"command": ["true"], "id": "a.drone-1"}"#, "\"id\""),
         ] {
             let err = Submission::parse(body.as_bytes()).unwrap_err();
             assert!(err.contains(field), "{body}: {err:?} lacks {field:?}");
@@ -784,6 +884,20 @@ mod tests {
             assert!(valid_id(id), "{id}");
         }
         for id in ["", "-a", "A", "a_b", "a/b", "a.b", &"a".repeat(64)] {
+            assert!(!valid_id(id), "{id}");
+        }
+        let member = member_id("restart-agent", "drone-3");
+        assert_eq!(member, "restart-agent.drone-3");
+        assert!(valid_id(&member) && !valid_client_id(&member));
+        for id in [
+            "a.drone-",
+            "a.drone-x",
+            "a..drone-1",
+            "a.drone-1.drone-2",
+            ".drone-1",
+            "a./drone-1",
+            "a.drone-123456789012345678901",
+        ] {
             assert!(!valid_id(id), "{id}");
         }
         assert!(valid_id(&new_id()));

@@ -1,15 +1,22 @@
 //! The scheduler's choice of drones: pure, so it is tested with scripts of tasks and drones.
 //!
 //! Pending tasks are taken in creation order and each goes to the first drone that fits: one that
-//! runs commands, is in rotation, is not draining, and has the free slots, and the free memory and
-//! cpus its task asks for (beside what its running attempts asked for). **Spread** (the default)
+//! runs commands, is in rotation, is not draining, meets the task's constraints (see
+//! `labels.rs`), and has the free slots, and the free memory and cpus its task asks for (beside
+//! what its running attempts asked for). Which drones meet a set of constraints is worked out once
+//! per pass for each distinct set ([`Eligibility`]): the tasks of a queue mostly share a few sets,
+//! so a pass reads each drone's labels a few times, not once per task, and choosing among a
+//! thousand drones costs a task about what it costs without constraints. **Spread** (the default)
 //! picks the drone with the fewest used slots, so work lands evenly; **binpack** picks the one with
 //! the most that still fits, filling drones in turn and leaving others free for big tasks. A task
 //! that fits nowhere is skipped, so it does not hold up the ones behind it. Slots are counted as
 //! they are handed out, so one pass never oversubscribes a drone.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+
+use crate::labels::{Constraint, Labels, NAME_LABEL, all_hold};
 
 /// How drones are chosen among those that fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,14 +96,96 @@ impl Capacity {
     }
 }
 
-/// For each of `tasks` (what each takes, in creation order), the index of the drone in
-/// `drones` it goes to, or `None` if none fits now. `drones` is updated with what was handed out.
-/// Among drones alike, the first from `turn` on (round the list) is chosen: a scheduler that moves
-/// `turn` on each pass spreads short tasks over idle drones instead of handing all to the first,
-/// and a pass stays reproducible.
+/// A task to place: what it takes, and what it asks of the drone.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub want: Want,
+    pub constraints: &'a [Constraint],
+}
+
+/// Which of a pass's drones meet each distinct set of constraints, worked out the first time a
+/// task asks with that set. A set that names one drone (`hive.name=drone-3`, as the tasks of an
+/// `each_drone` group do, each its own) is checked on that drone alone: a group of a thousand
+/// tasks costs a pass a thousand checks, not a million.
+#[derive(Debug)]
+pub struct Eligibility<'a> {
+    /// Each drone's labels, in the order of the pass's drones.
+    labels: Vec<&'a Labels>,
+    /// Each drone's place in `labels`, by its name (its `hive.name` label).
+    by_name: HashMap<&'a str, usize>,
+    /// By set of constraints: whether each drone meets them all; `None` when every drone does
+    /// (so the set costs placement nothing).
+    sets: HashMap<Vec<Constraint>, Option<Vec<bool>>>,
+}
+
+impl<'a> Eligibility<'a> {
+    /// For drones labelled `labels` (in the order the pass lists them).
+    pub fn new(labels: Vec<&'a Labels>) -> Eligibility<'a> {
+        let by_name = labels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, labels)| Some((labels.get(NAME_LABEL)?.as_str(), i)))
+            .collect();
+        Eligibility {
+            labels,
+            by_name,
+            sets: HashMap::new(),
+        }
+    }
+
+    /// Whether each drone meets all of `constraints`.
+    fn meeting(&self, constraints: &[Constraint]) -> Vec<bool> {
+        let named = constraints.iter().find_map(|constraint| match constraint {
+            Constraint::Equals { key, value } if key == NAME_LABEL => Some(value.as_str()),
+            _ => None,
+        });
+        match named {
+            Some(name) => {
+                let mut meets = vec![false; self.labels.len()];
+                if let Some(&i) = self.by_name.get(name) {
+                    meets[i] = all_hold(constraints, self.labels[i]);
+                }
+                meets
+            }
+            None => self
+                .labels
+                .iter()
+                .map(|labels| all_hold(constraints, labels))
+                .collect(),
+        }
+    }
+
+    /// Whether each drone meets every one of `constraints`; `None` when every drone does (there
+    /// are none, or they hold everywhere).
+    pub fn of(&mut self, constraints: &[Constraint]) -> Option<&[bool]> {
+        if constraints.is_empty() {
+            return None;
+        }
+        if !self.sets.contains_key(constraints) {
+            let meets = self.meeting(constraints);
+            let everywhere = meets.iter().all(|&m| m);
+            self.sets
+                .insert(constraints.to_vec(), (!everywhere).then_some(meets));
+        }
+        self.sets.get(constraints)?.as_deref()
+    }
+
+    /// Whether any drone meets every one of `constraints`.
+    pub fn any(&mut self, constraints: &[Constraint]) -> bool {
+        self.of(constraints)
+            .is_none_or(|meets| meets.iter().any(|&m| m))
+    }
+}
+
+/// For each of `tasks` (in creation order), the index of the drone in `drones` it goes to, or
+/// `None` if none that meets its constraints (by `eligibility`, made for the same drones) fits
+/// now. `drones` is updated with what was handed out. Among drones alike, the first from `turn`
+/// on (round the list) is chosen: a scheduler that moves `turn` on each pass spreads short tasks
+/// over idle drones instead of handing all to the first, and a pass stays reproducible.
 pub fn place(
-    tasks: &[Want],
+    tasks: &[Ask],
     drones: &mut [Capacity],
+    eligibility: &mut Eligibility,
     policy: Policy,
     turn: usize,
 ) -> Vec<Option<usize>> {
@@ -104,24 +193,42 @@ pub fn place(
     let after_turn = |i: usize| (i + count - turn % count) % count;
     tasks
         .iter()
-        .map(|want| {
-            let fits = drones
-                .iter()
-                .enumerate()
-                .filter(|(_, drone)| drone.fits(want));
-            let chosen = match policy {
-                Policy::Spread => fits.min_by_key(|(i, drone)| (drone.used, after_turn(*i))),
-                Policy::Binpack => {
-                    fits.max_by_key(|(i, drone)| (drone.used, usize::MAX - after_turn(*i)))
+        .map(|ask| {
+            let want = &ask.want;
+            let chosen = match eligibility.of(ask.constraints) {
+                None => choose(drones.iter().enumerate(), want, policy, after_turn),
+                Some(meets) => {
+                    let meeting = drones
+                        .iter()
+                        .enumerate()
+                        .zip(meets)
+                        .filter(|(_, meets)| **meets)
+                        .map(|(drone, _)| drone);
+                    choose(meeting, want, policy, after_turn)
                 }
-            }
-            .map(|(i, _)| i);
+            };
             if let Some(i) = chosen {
                 drones[i].take(want);
             }
             chosen
         })
         .collect()
+}
+
+/// Among `drones` (each with its index), the one `policy` picks for `want`, if any fits;
+/// `after_turn` orders drones alike.
+fn choose<'a>(
+    drones: impl Iterator<Item = (usize, &'a Capacity)>,
+    want: &Want,
+    policy: Policy,
+    after_turn: impl Fn(usize) -> usize,
+) -> Option<usize> {
+    let fits = drones.filter(|(_, drone)| drone.fits(want));
+    match policy {
+        Policy::Spread => fits.min_by_key(|(i, drone)| (drone.used, after_turn(*i))),
+        Policy::Binpack => fits.max_by_key(|(i, drone)| (drone.used, usize::MAX - after_turn(*i))),
+    }
+    .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -148,6 +255,153 @@ mod tests {
                 ..Want::default()
             })
             .collect()
+    }
+
+    /// Places `wants`, none with constraints, on `drones` (none labelled).
+    fn place(
+        wants: &[Want],
+        drones: &mut [Capacity],
+        policy: Policy,
+        turn: usize,
+    ) -> Vec<Option<usize>> {
+        let asks: Vec<Ask> = wants
+            .iter()
+            .map(|&want| Ask {
+                want,
+                constraints: &[],
+            })
+            .collect();
+        let none = Labels::new();
+        let mut eligibility = Eligibility::new(vec![&none; drones.len()]);
+        super::place(&asks, drones, &mut eligibility, policy, turn)
+    }
+
+    fn labels(text: &str) -> Labels {
+        text.split_whitespace()
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, "yes"));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    fn constraints(text: &str) -> Vec<Constraint> {
+        text.split_whitespace()
+            .map(|c| c.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_task_goes_only_to_drones_that_meet_every_constraint() {
+        let fleet_labels = [
+            labels("zone=eu hive.arch=x86_64"),
+            labels("zone=eu gpu=a100 hive.arch=aarch64"),
+            labels("zone=us gpu=a100 hive.arch=x86_64"),
+        ];
+        let mut eligibility = Eligibility::new(fleet_labels.iter().collect());
+        let mut fleet = drones(&[(8, 0), (8, 0), (8, 0)]);
+        let (eu, gpu, eu_gpu, not_arm, nowhere) = (
+            constraints("zone=eu"),
+            constraints("gpu"),
+            constraints("zone=eu gpu"),
+            constraints("hive.arch!=aarch64"),
+            constraints("zone=ap"),
+        );
+        let one = Want {
+            slots: 1,
+            ..Want::default()
+        };
+        let ask = |constraints| Ask {
+            want: one,
+            constraints,
+        };
+        let tasks = [
+            ask(&eu),
+            ask(&eu),
+            ask(&gpu),
+            ask(&gpu),
+            ask(&eu_gpu),
+            ask(&not_arm),
+            ask(&not_arm),
+            ask(&nowhere),
+            ask(&[]),
+        ];
+        let placed = super::place(&tasks, &mut fleet, &mut eligibility, Policy::Spread, 0);
+        assert_eq!(
+            placed,
+            [
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(1),
+                Some(1),
+                Some(0),
+                Some(2),
+                None,
+                Some(0)
+            ]
+        );
+        assert_eq!(eligibility.of(&eu_gpu), Some(&[false, true, false][..]));
+        assert_eq!(eligibility.of(&[]), None);
+        assert!(eligibility.any(&not_arm) && !eligibility.any(&nowhere));
+        assert_eq!(
+            eligibility.sets.len(),
+            5,
+            "one per distinct set: {eligibility:?}"
+        );
+    }
+
+    #[test]
+    fn a_set_naming_one_drone_is_met_by_that_drone_alone() {
+        let fleet_labels = [
+            labels("hive.name=drone-0 zone=eu"),
+            labels("hive.name=drone-1 zone=eu"),
+            labels("zone=eu"),
+        ];
+        let mut eligibility = Eligibility::new(fleet_labels.iter().collect());
+        assert_eq!(
+            eligibility.of(&constraints("zone=eu hive.name=drone-1")),
+            Some(&[false, true, false][..])
+        );
+        assert_eq!(
+            eligibility.of(&constraints("hive.name=drone-1 zone=us")),
+            Some(&[false, false, false][..])
+        );
+        assert_eq!(
+            eligibility.of(&constraints("hive.name=drone-7")),
+            Some(&[false, false, false][..])
+        );
+        assert_eq!(
+            eligibility.of(&constraints("hive.name!=drone-1")),
+            Some(&[true, false, true][..])
+        );
+    }
+
+    #[test]
+    fn a_drone_that_meets_the_constraints_but_is_full_is_not_chosen() {
+        let fleet_labels = [labels("gpu"), labels("cpu")];
+        let mut eligibility = Eligibility::new(fleet_labels.iter().collect());
+        let mut fleet = drones(&[(1, 0), (8, 0)]);
+        let gpu = constraints("gpu");
+        let ask = Ask {
+            want: Want {
+                slots: 1,
+                ..Want::default()
+            },
+            constraints: &gpu,
+        };
+        let placed = super::place(
+            &[ask, ask],
+            &mut fleet,
+            &mut eligibility,
+            Policy::Binpack,
+            0,
+        );
+        assert_eq!(
+            placed,
+            [Some(0), None],
+            "it waits for the one drone it may use"
+        );
     }
 
     #[test]

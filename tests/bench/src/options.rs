@@ -48,7 +48,9 @@ memory one: durable-store-task-submission (scenario 10's load), durable-store-ta
 (scenario 9's hive), durable-store-recovery (a queen killed with 100,000 tasks in her data dir,
 started again); containment (10,000 `true` tasks with cgroups against process groups, the
 containment's CPU per attempt, fork against posix_spawn, cancels of tasks that handle SIGTERM);
-scoped-tokens (POST /tasks with a submit client token against the cluster token)";
+scoped-tokens (POST /tasks with a submit client token against the cluster token);
+placement-with-constraints (the scheduler's placement over 1,000 drones, 3 constraints per task
+against none; no larve started)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;

@@ -24,7 +24,8 @@
 //!
 //! Scenarios from here on are named, not numbered: [`containment`] weighs what holding every
 //! attempt in a cgroup costs against process groups, and how fast a cancel ends a task that
-//! handles SIGTERM.
+//! handles SIGTERM; [`scoped_tokens`] what a client token costs a create; [`placement`] what
+//! constraints cost the scheduler's placement over 1,000 drones.
 
 mod big_body;
 mod burst;
@@ -39,6 +40,7 @@ mod footprint;
 mod front_cost;
 mod front_door;
 mod group;
+mod placement;
 mod queens;
 mod scoped_tokens;
 mod soak;
@@ -262,7 +264,7 @@ type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; `--only` picks one by its label's number, if it has
 /// one, or by its name (see [`name`]).
-const ALL: [(&str, Scenario); 22] = [
+const ALL: [(&str, Scenario); 23] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -285,6 +287,7 @@ const ALL: [(&str, Scenario); 22] = [
     (durable_recovery::LABEL, durable_recovery::run),
     (containment::LABEL, containment::run),
     (scoped_tokens::LABEL, scoped_tokens::run),
+    (placement::LABEL, placement::run),
 ];
 
 /// A scenario's name, as `--only` takes it: its label after the number, if any, in lower case,

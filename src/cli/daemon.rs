@@ -1,4 +1,5 @@
-//! The command line: flags in, a [`Config`] out. Every mistake is caught here, before anything starts.
+//! The daemon's command line: flags in, a [`Config`] out. Every mistake is caught here, before
+//! anything starts.
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -7,165 +8,22 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use super::flags::{
+    flag, flag_error, parse_address, parse_address_list, parse_count, parse_path, parse_text,
+    token, unique,
+};
+use super::{USAGE, unexpected};
 use crate::address;
-use crate::auth::{ClientTokens, Token};
-use crate::client::Credentials;
+use crate::auth::ClientTokens;
 use crate::config::{
     Config, ConnectionLimits, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig,
     StoreConfig, TaskConfig,
 };
-use crate::control::{Request, Target};
 use crate::exec::Mode;
+use crate::labels::{self, Labels};
 use crate::tasks::placement::Policy;
 use crate::tasks::{MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, MIN_CPUS};
 use crate::tls::{ClientTls, LarveTls};
-
-/// The help text, printed by `--help` and after every command-line error.
-pub const USAGE: &str = "\
-usage: larve --queen [--port 8080] [--data-dir DIR | --etcd URL[,URL...]] [options]
-       larve --queen-host HOST:PORT[,HOST:PORT...] [--port 8080] [options]
-
-A larve is a drone (worker) by default; --queen makes it the queen (control plane).
-
-options:
-  --queen                        run as the queen
-  --queen-host HOST:PORT[,...]   drone: the queen(s) to register with, tried in turn
-                                 (required for a drone)
-  --port PORT                    port to listen on (default 8080; 0 picks a free port)
-  --bind IP                      address to listen on (default 127.0.0.1)
-  --advertise HOST:PORT          address others are told: a drone's to its queen, a queen's
-                                 to other queens (default bind:port; required with --bind
-                                 0.0.0.0 or ::)
-  --etcd URL[,URL...]            queen: keep the registry in etcd (http://HOST:PORT or
-                                 https://HOST:PORT of each member), shared by every queen
-                                 given the same; default: in the queen's memory
-  --data-dir PATH                queen: keep the registry and the tasks on disk too, in this
-                                 directory (made if missing; one queen's at a time), so a
-                                 restart or a crash loses nothing; default: memory only
-  --etcd-ca PATH                 queen: CA certificate(s) (PEM) to verify etcd with; needed
-                                 with https:// endpoints
-  --etcd-cert PATH, --etcd-key PATH
-                                 queen: client certificate and key (PEM) shown to etcd
-  --etcd-prefix PREFIX           queen: prefix of Hive's keys in etcd (default /hive/)
-  --leader-ttl SECONDS           queen: the leader's lease, whole seconds (default 5)
-  --heartbeat-interval SECONDS   queen: drones renew leases this often; one that shows no
-                                 life for this long is probed (default 10)
-  --heartbeat-attempts N         queen: tries of a probe before removal (default 4)
-  --heartbeat-timeout SECONDS    queen: limit for one try, connect + answer (default 1)
-  --heartbeat-retry-delay SECS   queen: pause between tries (default 0.5)
-  --task-timeout SECONDS         queen: limit for handing a task to one drone, or starting
-                                 or stopping an attempt on one (default 2)
-  --max-pending N                queen: pending tasks at most; more are refused with 429
-                                 (default 100000)
-  --keep-finished N              queen: finished tasks kept, the most recent; older ones are
-                                 deleted (default 10000)
-  --placement POLICY             queen: spread (fewest used slots first) or binpack (fill
-                                 drones in turn) (default spread)
-  --allow-exec                   drone: run the commands of tasks queens place here (off by
-                                 default; on a non-loopback --bind it needs a token)
-  --slots N                      drone: slots of tasks run at once (default: the CPUs)
-  --work-dir PATH                drone: where attempts run, each in a fresh directory
-                                 (default: hive-drone-IP-PORT in the temporary directory)
-  --containment MODE             drone: what holds each attempt: cgroup (a cgroup of its own,
-                                 with its limits; the drone does not start without), process-group
-                                 (no limits; a process that calls setsid escapes), or auto (a
-                                 cgroup where the drone may make one; default)
-  --cgroup-parent PATH           drone: the cgroup under which attempts' cgroups are made, as a
-                                 path in the hierarchies (default: hive under the drone's own)
-  --run-as USER                  drone: the user attempts run as (default: nobody for a drone
-                                 run as root, else the drone's own user)
-  --pass-env NAME                drone: pass this variable of the drone's environment to its
-                                 commands too (repeatable; no HIVE_ variable is ever passed)
-  --memory-mb MB, --cpus N       drone: the memory and cpus tasks may ask for here together
-                                 (default: what the machine, or the drone's cgroup, has)
-  --token-file PATH              file holding the cluster token (or set HIVE_TOKEN): the join
-                                 secret of drones, and an admin's token; with it, every
-                                 endpoint but /healthz needs a token
-  --client-tokens PATH           queen: client tokens, one NAME SCOPE SECRET a line; SCOPE is
-                                 read, submit, operate or admin (needs a cluster token)
-  --tls-cert PATH, --tls-key PATH
-                                 serve HTTPS with this certificate (chain) and key (PEM), and
-                                 call other larves over HTTPS showing them; needs --tls-ca
-  --tls-ca PATH                  CA certificate(s) (PEM) the larves this one calls must be
-                                 signed by
-  --tls-verify-clients           require every client to show a certificate signed by --tls-ca
-  --insecure                     serve plain HTTP on a non-loopback --bind without a warning
-                                 (a token is needed there all the same)
-  --max-connections N            client connections held at once (default 2048)
-  --max-connections-per-peer N   client connections from one address (default 512)
-  --log-level LEVEL              error, warn, info, debug or trace (default info)
-  -h, --help                     print this help
-  -V, --version                  print the version";
-
-/// The help text of the command-line client, printed by `larve task --help` (or `drone --help`)
-/// and after its errors.
-pub const CONTROL_USAGE: &str = "\
-usage: larve task run [--slots N] [--timeout S] [--retries N] [--retry-delay S]
-                      [--memory-mb MB] [--cpus N] [--pids N] [--kill-timeout S]
-                      [--env NAME=VALUE]... [--id ID] [--wait] -- COMMAND [ARGS...]
-       larve task get ID
-       larve task ls [--state STATE] [--limit N] [--after ID]
-       larve task cancel ID
-       larve drone ls
-       larve drone drain NAME [--undo]
-
-A client of a queen's API. task run prints the new task's id; with --wait it waits for the task
-to end, prints its output and exits with its exit code.
-
-options:
-  --queen-host HOST:PORT[,...]   the queen(s) to ask, tried in turn (default: HIVE_QUEEN, else
-                                 127.0.0.1:8080)
-  --token-file PATH              file holding the cluster token (or set HIVE_TOKEN)
-  --tls-ca PATH                  ask over HTTPS, trusting this CA (a hive with TLS; or set
-                                 HIVE_TLS_CA)
-  --tls-cert PATH, --tls-key PATH
-                                 the certificate to show a queen that verifies clients (or
-                                 set HIVE_TLS_CERT and HIVE_TLS_KEY)
-  -h, --help                     print this help";
-
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
-pub enum Command {
-    /// Start a larve.
-    Run(Box<Config>),
-    /// Ask a queen something (`larve task ...`, `larve drone ...`).
-    Control(Box<(Target, Request)>),
-    Help,
-    /// The command-line client's help.
-    ControlHelp,
-    Version,
-}
-
-/// What a command may read from the environment.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Environment {
-    /// `HIVE_TOKEN`.
-    pub token: Option<String>,
-    /// `HIVE_QUEEN`: the queens the command-line client asks.
-    pub queen: Option<String>,
-    /// `HIVE_TLS_CA`, `HIVE_TLS_CERT`, `HIVE_TLS_KEY`: the command-line client's `--tls-ca`,
-    /// `--tls-cert` and `--tls-key` when those are not given.
-    pub tls_ca: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-}
-
-impl Environment {
-    /// What the process's environment says.
-    pub fn read() -> Environment {
-        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        Environment {
-            token: var("HIVE_TOKEN"),
-            queen: var("HIVE_QUEEN"),
-            tls_ca: var("HIVE_TLS_CA"),
-            tls_cert: var("HIVE_TLS_CERT"),
-            tls_key: var("HIVE_TLS_KEY"),
-        }
-    }
-}
-
-/// Where the command-line client asks when neither `--queen-host` nor `HIVE_QUEEN` says.
-const DEFAULT_QUEEN: &str = "127.0.0.1:8080";
 
 /// Where Hive's keys go in etcd unless `--etcd-prefix` says otherwise.
 const DEFAULT_ETCD_PREFIX: &str = "/hive/";
@@ -179,24 +37,10 @@ const MAX_LEADER_TTL_SECS: u64 = 3600;
 /// Longest duration a flag takes: a day. Longer is surely a typo, and it keeps `Duration` math safe.
 const MAX_SECONDS: f64 = 86_400.0;
 
-/// Parses the arguments after the program name, and the `HIVE_TOKEN` environment variable's value
-/// (`env_token`). The error is one line saying what is wrong.
-pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> {
-    if matches!(
-        args.first().and_then(|a| a.to_str()),
-        Some("task" | "drone")
-    ) {
-        return parse_control(args, env);
-    }
-    let env_token = env.token.clone();
+/// Parses a daemon's flags (the arguments after the program name), and the `HIVE_TOKEN`
+/// environment variable's value (`env_token`). The error is one line saying what is wrong.
+pub(super) fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Config, String> {
     let mut args = pico_args::Arguments::from_vec(args);
-    if args.contains(["-h", "--help"]) {
-        return Ok(Command::Help);
-    }
-    if args.contains(["-V", "--version"]) {
-        return Ok(Command::Version);
-    }
-
     let is_queen = args.contains("--queen");
     let port = flag(&mut args, "--port", parse_port)?.unwrap_or(8080);
     let bind = flag(&mut args, "--bind", parse_ip)?.unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -243,10 +87,11 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
         .collect::<Result<_, _>>()?;
     let memory_mb = flag(&mut args, "--memory-mb", parse_memory_mb)?;
     let cpus = flag(&mut args, "--cpus", parse_cpus)?;
+    let labels = drone_labels(&mut args)?;
 
     let rest = args.finish();
     if let Some(extra) = rest.first() {
-        return Err(format!("unexpected argument {extra:?}"));
+        return Err(unexpected(extra, USAGE));
     }
 
     if allow_exec && !is_queen {
@@ -300,6 +145,7 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             ("--pass-env", !pass_env.is_empty()),
             ("--memory-mb", memory_mb.is_some()),
             ("--cpus", cpus.is_some()),
+            ("--label", !labels.is_empty()),
         ] {
             if given {
                 return Err(format!(
@@ -421,10 +267,11 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
             pass_env,
             memory_mb,
             cpus,
+            labels,
         })
     };
 
-    Ok(Command::Run(Box::new(Config {
+    Ok(Config {
         bind,
         port,
         log_level,
@@ -433,198 +280,35 @@ pub fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, String> 
         connections,
         warnings,
         role,
-    })))
+    })
 }
 
-/// The cluster token, from `--token-file` or `HIVE_TOKEN` (never both), if there is one.
-fn token(file: Option<PathBuf>, env_token: Option<String>) -> Result<Option<Token>, String> {
-    match (file, env_token.filter(|t| !t.is_empty())) {
-        (Some(_), Some(_)) => {
-            Err("both --token-file and HIVE_TOKEN are set; give the token one way".into())
+/// A drone's `--label KEY=VALUE` flags: keys and values in the labels' alphabet, no key twice,
+/// none of Hive's own `hive.*` (see `labels.rs`).
+fn drone_labels(args: &mut pico_args::Arguments) -> Result<Labels, String> {
+    let given: Vec<String> = args
+        .values_from_str("--label")
+        .map_err(|e| format!("--label: {}", flag_error(e)))?;
+    let mut labels = Labels::new();
+    for text in given {
+        let (key, value) = labels::parse_label(&text).map_err(|why| format!("--label: {why}"))?;
+        if labels.insert(key.clone(), value).is_some() {
+            return Err(format!("--label: {key} is given twice"));
         }
-        (Some(path), None) => Ok(Some(Token::from_file(&path)?)),
-        (None, Some(secret)) => Token::new(&secret)
-            .map(Some)
-            .map_err(|why| format!("HIVE_TOKEN: {why}")),
-        (None, None) => Ok(None),
     }
+    if labels.len() > labels::MAX_LABELS - OWN_LABELS {
+        return Err(format!(
+            "--label: {} labels; a drone takes at most {}",
+            labels.len(),
+            labels::MAX_LABELS - OWN_LABELS
+        ));
+    }
+    Ok(labels)
 }
 
-/// `larve task ...` and `larve drone ...`: the command-line client's commands.
-fn parse_control(mut args: Vec<OsString>, env: &Environment) -> Result<Command, String> {
-    // What follows `--` is the task's command, flags of its own included.
-    let command: Vec<OsString> = match args.iter().position(|a| a == "--") {
-        Some(at) => {
-            let command = args.split_off(at + 1);
-            args.pop();
-            command
-        }
-        None => Vec::new(),
-    };
-    let mut args = pico_args::Arguments::from_vec(args);
-    if args.contains(["-h", "--help"]) {
-        return Ok(Command::ControlHelp);
-    }
-    let noun: String = args.free_from_str().map_err(flag_error)?;
-    let verb: String = args
-        .free_from_str()
-        .map_err(|_| format!("larve {noun} needs a command; see larve {noun} --help"))?;
-    let queens = flag(&mut args, "--queen-host", parse_address_list)?;
-    let queens = match (queens, &env.queen) {
-        (Some(queens), _) => queens,
-        (None, Some(env)) if !env.is_empty() => {
-            parse_address_list(env).map_err(|why| format!("HIVE_QUEEN: {why}"))?
-        }
-        _ => vec![DEFAULT_QUEEN.to_string()],
-    };
-    let token_file = flag(&mut args, "--token-file", parse_path)?;
-    let token = token(token_file, env.token.clone())?;
-    let from_env =
-        |given: Option<PathBuf>, var: &Option<String>| given.or(var.clone().map(PathBuf::from));
-    let tls_ca = from_env(flag(&mut args, "--tls-ca", parse_path)?, &env.tls_ca);
-    let tls_cert = from_env(flag(&mut args, "--tls-cert", parse_path)?, &env.tls_cert);
-    let tls_key = from_env(flag(&mut args, "--tls-key", parse_path)?, &env.tls_key);
-    let tls = match (tls_ca, tls_cert, tls_key) {
-        (None, None, None) => None,
-        (Some(ca), None, None) => Some(ClientTls::user(&ca, None)?),
-        (Some(ca), Some(cert), Some(key)) => Some(ClientTls::user(&ca, Some((&cert, &key)))?),
-        _ => {
-            return Err("--tls-cert and --tls-key (HIVE_TLS_CERT, HIVE_TLS_KEY) go together, and need --tls-ca (HIVE_TLS_CA)".into());
-        }
-    };
-    let request = match (noun.as_str(), verb.as_str()) {
-        ("task", "run") => {
-            let mut task = serde_json::Map::new();
-            let mut number = |name: &str,
-                              flag: &'static str,
-                              args: &mut pico_args::Arguments|
-             -> Result<(), String> {
-                let given: Option<String> = args.opt_value_from_str(flag).map_err(flag_error)?;
-                if let Some(given) = given {
-                    let value: serde_json::Number = given
-                        .parse()
-                        .map_err(|_| format!("{flag}: {given:?} is not a number"))?;
-                    task.insert(name.into(), value.into());
-                }
-                Ok(())
-            };
-            number("slots", "--slots", &mut args)?;
-            number("timeout_s", "--timeout", &mut args)?;
-            number("retries", "--retries", &mut args)?;
-            number("retry_delay_s", "--retry-delay", &mut args)?;
-            number("kill_timeout_s", "--kill-timeout", &mut args)?;
-            let mut resources = serde_json::Map::new();
-            for (name, flag) in [
-                ("memory_mb", "--memory-mb"),
-                ("cpus", "--cpus"),
-                ("pids", "--pids"),
-            ] {
-                let given: Option<String> = args.opt_value_from_str(flag).map_err(flag_error)?;
-                if let Some(given) = given {
-                    let value: serde_json::Number = given
-                        .parse()
-                        .map_err(|_| format!("{flag}: {given:?} is not a number"))?;
-                    resources.insert(name.into(), value.into());
-                }
-            }
-            if !resources.is_empty() {
-                task.insert("resources".into(), resources.into());
-            }
-            let env_vars: Vec<String> = args.values_from_str("--env").map_err(flag_error)?;
-            let mut vars = serde_json::Map::new();
-            for var in env_vars {
-                let (name, value) = var
-                    .split_once('=')
-                    .ok_or_else(|| format!("--env: {var:?} is not NAME=VALUE"))?;
-                vars.insert(name.into(), value.into());
-            }
-            if !vars.is_empty() {
-                task.insert("env".into(), vars.into());
-            }
-            let id = flag(&mut args, "--id", parse_text)?;
-            if let Some(id) = id {
-                task.insert("id".into(), id.into());
-            }
-            let wait = args.contains("--wait");
-            if command.is_empty() {
-                return Err(
-                    "larve task run needs the command after --, like: larve task run -- echo hi"
-                        .into(),
-                );
-            }
-            let command: Vec<serde_json::Value> = command
-                .iter()
-                .cloned()
-                .map(|arg| {
-                    arg.into_string()
-                        .map(Into::into)
-                        .map_err(|arg| format!("{arg:?} is not UTF-8"))
-                })
-                .collect::<Result<_, _>>()?;
-            task.insert("command".into(), command.into());
-            Request::Run {
-                task: task.into(),
-                wait,
-            }
-        }
-        ("task", "get") => Request::Get {
-            id: args
-                .free_from_str()
-                .map_err(|_| "larve task get needs a task id".to_string())?,
-        },
-        ("task", "cancel") => Request::Cancel {
-            id: args
-                .free_from_str()
-                .map_err(|_| "larve task cancel needs a task id".to_string())?,
-        },
-        ("task", "ls") => Request::List {
-            state: flag(&mut args, "--state", parse_text)?,
-            limit: flag(&mut args, "--limit", |s| parse_count(s, 1, 1000))?,
-            after: flag(&mut args, "--after", parse_text)?,
-        },
-        ("drone", "ls") => Request::Drones,
-        ("drone", "drain") => Request::Drain {
-            undo: args.contains("--undo"),
-            name: args
-                .free_from_str()
-                .map_err(|_| "larve drone drain needs a drone name".to_string())?,
-        },
-        (noun, verb) => {
-            return Err(format!(
-                "larve {noun} {verb}: no such command; see larve {noun} --help"
-            ));
-        }
-    };
-    if !command.is_empty() && !matches!(request, Request::Run { .. }) {
-        return Err("only larve task run takes a command after --".into());
-    }
-    let rest = args.finish();
-    if let Some(extra) = rest.first() {
-        return Err(format!("unexpected argument {extra:?}"));
-    }
-    Ok(Command::Control(Box::new((
-        Target {
-            queens,
-            credentials: Credentials { token, tls },
-        },
-        request,
-    ))))
-}
-
-/// The value of `name` read by `parse`, if given. A mistake names the flag, then says what is
-/// wrong with the value, once: `--port: "abc" is not a port (0-65535)`.
-fn flag<T>(
-    args: &mut pico_args::Arguments,
-    name: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, String> {
-    let given: Option<String> = args
-        .opt_value_from_str(name)
-        .map_err(|e| format!("{name}: {}", flag_error(e)))?;
-    given
-        .map(|value| parse(&value).map_err(|why| format!("{name}: {why}")))
-        .transpose()
-}
+/// The labels a drone finds itself (`hive.os`, `hive.arch`, `hive.hostname`, `hive.cpus`,
+/// `hive.memory_mb`), and the queen's `hive.name`: room kept for them under [`labels::MAX_LABELS`].
+const OWN_LABELS: usize = 6;
 
 /// How a larve faces the network.
 struct Exposure {
@@ -722,24 +406,6 @@ fn etcd_tls(
     ClientTls::etcd(&ca, identity).map(Some)
 }
 
-fn flag_error(e: pico_args::Error) -> String {
-    match e {
-        pico_args::Error::Utf8ArgumentParsingFailed { value, .. } => {
-            format!("{value:?} is not UTF-8")
-        }
-        pico_args::Error::OptionWithoutAValue(_) => "needs a value".into(),
-        other => other.to_string(),
-    }
-}
-
-/// A whole number from `low` to `high`.
-fn parse_count(s: &str, low: usize, high: usize) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (low..=high).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a whole number ({low}-{high})")),
-    }
-}
-
 fn parse_port(s: &str) -> Result<u16, String> {
     s.parse()
         .map_err(|_| format!("{s:?} is not a port (0-65535)"))
@@ -747,14 +413,6 @@ fn parse_port(s: &str) -> Result<u16, String> {
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
     s.parse().map_err(|_| format!("{s:?} is not an IP address"))
-}
-
-fn parse_text(s: &str) -> Result<String, String> {
-    Ok(s.to_string())
-}
-
-fn parse_path(s: &str) -> Result<PathBuf, String> {
-    Ok(PathBuf::from(s))
 }
 
 fn parse_attempts(s: &str) -> Result<u32, String> {
@@ -780,25 +438,6 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
             "{s:?} is not a level (error, warn, info, debug, trace)"
         )),
     }
-}
-
-fn parse_address(s: &str) -> Result<String, String> {
-    address::validate(s).map(|()| s.to_string())
-}
-
-/// `host:port[,host:port...]`, no duplicates.
-fn parse_address_list(s: &str) -> Result<Vec<String>, String> {
-    let list: Vec<String> = s.split(',').map(parse_address).collect::<Result<_, _>>()?;
-    unique(list)
-}
-
-fn unique(list: Vec<String>) -> Result<Vec<String>, String> {
-    for (i, item) in list.iter().enumerate() {
-        if list[..i].contains(item) {
-            return Err(format!("{item:?} is listed twice"));
-        }
-    }
-    Ok(list)
 }
 
 /// `http://host:port[,...]` or `https://host:port[,...]`: the client URL of each etcd member, all
@@ -947,19 +586,83 @@ fn parse_seconds(s: &str, zero_ok: bool) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Token;
 
     fn run(args: &[&str]) -> Result<Config, String> {
         run_with_token(args, None)
     }
 
     fn run_with_token(args: &[&str], token: Option<&str>) -> Result<Config, String> {
-        let env = Environment {
-            token: token.map(String::from),
-            ..Environment::default()
+        parse(
+            args.iter().map(OsString::from).collect(),
+            token.map(String::from),
+        )
+    }
+
+    #[test]
+    fn a_drone_s_labels_are_its_own_and_in_the_alphabet() {
+        let RoleConfig::Drone(d) = run(&[
+            "--queen-host",
+            "127.0.0.1:8080",
+            "--label",
+            "zone=eu",
+            "--label",
+            "example.com/rack=r-7",
+        ])
+        .unwrap()
+        .role
+        else {
+            panic!("not a drone")
         };
-        match parse(args.iter().map(OsString::from).collect(), &env)? {
-            Command::Run(config) => Ok(*config),
-            other => panic!("expected a config, got {other:?}"),
+        assert_eq!(
+            d.labels,
+            Labels::from([
+                ("zone".to_string(), "eu".to_string()),
+                ("example.com/rack".to_string(), "r-7".to_string())
+            ])
+        );
+        let many: Vec<String> = (0..labels::MAX_LABELS)
+            .flat_map(|i| ["--label".to_string(), format!("k{i}=v")])
+            .collect();
+        let mut args = vec!["--queen-host", "127.0.0.1:8080"];
+        args.extend(many.iter().map(String::as_str));
+        for (args, needle) in [
+            (
+                &["--queen-host", "127.0.0.1:8080", "--label", "zone"][..],
+                "--label: \"zone\" is not KEY=VALUE",
+            ),
+            (
+                &["--queen-host", "127.0.0.1:8080", "--label", "zone=e u"][..],
+                "--label: the value \"e u\" is not 1 to 63 of",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--label",
+                    "hive.arch=sparc",
+                ][..],
+                "Hive's own",
+            ),
+            (
+                &[
+                    "--queen-host",
+                    "127.0.0.1:8080",
+                    "--label",
+                    "a=1",
+                    "--label",
+                    "a=2",
+                ][..],
+                "a is given twice",
+            ),
+            (
+                &["--queen", "--label", "a=1"][..],
+                "--label is a drone setting",
+            ),
+            (&args[..], "a drone takes at most"),
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
         }
     }
 
@@ -988,6 +691,7 @@ mod tests {
                 pass_env: Vec::new(),
                 memory_mb: None,
                 cpus: None,
+                labels: Labels::new(),
             })
         );
     }
@@ -1445,110 +1149,6 @@ mod tests {
             )
             .is_ok()
         );
-    }
-
-    #[test]
-    fn help_and_version() {
-        let env = Environment::default();
-        assert_eq!(parse(vec!["--help".into()], &env), Ok(Command::Help));
-        assert_eq!(parse(vec!["-V".into()], &env), Ok(Command::Version));
-        assert_eq!(
-            parse(vec!["task".into(), "--help".into()], &env),
-            Ok(Command::ControlHelp)
-        );
-    }
-
-    fn control(args: &[&str], queen: Option<&str>) -> Result<(Target, Request), String> {
-        let env = Environment {
-            queen: queen.map(String::from),
-            ..Environment::default()
-        };
-        match parse(args.iter().map(OsString::from).collect(), &env)? {
-            Command::Control(control) => Ok(*control),
-            other => panic!("expected a control command, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_client_s_commands_parse() {
-        let (target, request) = control(
-            &[
-                "task",
-                "run",
-                "--slots",
-                "2",
-                "--env",
-                "A=b=c",
-                "--memory-mb",
-                "64",
-                "--cpus",
-                "0.25",
-                "--pids",
-                "20",
-                "--kill-timeout",
-                "30",
-                "--wait",
-                "--",
-                "sh",
-                "-c",
-                "echo --wait",
-            ],
-            None,
-        )
-        .unwrap();
-        assert_eq!(target.queens, ["127.0.0.1:8080"]);
-        assert_eq!(
-            request,
-            Request::Run {
-                task: serde_json::json!({
-                    "slots": 2,
-                    "kill_timeout_s": 30,
-                    "resources": {"memory_mb": 64, "cpus": 0.25, "pids": 20},
-                    "env": {"A": "b=c"},
-                    "command": ["sh", "-c", "echo --wait"]
-                }),
-                wait: true,
-            }
-        );
-        let (target, request) = control(
-            &["drone", "drain", "drone-1", "--undo"],
-            Some("127.0.0.1:8081,127.0.0.1:8082"),
-        )
-        .unwrap();
-        assert_eq!(target.queens, ["127.0.0.1:8081", "127.0.0.1:8082"]);
-        assert_eq!(
-            request,
-            Request::Drain {
-                name: "drone-1".into(),
-                undo: true
-            }
-        );
-        let (target, _) = control(
-            &["task", "ls", "--queen-host", "10.0.0.1:8080"],
-            Some("127.0.0.1:1"),
-        )
-        .unwrap();
-        assert_eq!(
-            target.queens,
-            ["10.0.0.1:8080"],
-            "the flag wins over HIVE_QUEEN"
-        );
-        for (args, needle) in [
-            (&["task"][..], "needs a command"),
-            (&["task", "run"][..], "needs the command after --"),
-            (
-                &["task", "run", "--slots", "x", "--", "true"][..],
-                "--slots",
-            ),
-            (&["task", "get"][..], "needs a task id"),
-            (&["task", "fly"][..], "no such command"),
-            (&["drone", "drain"][..], "needs a drone name"),
-            (&["task", "ls", "--", "true"][..], "only larve task run"),
-            (&["task", "ls", "extra"][..], "unexpected argument"),
-        ] {
-            let err = control(args, None).unwrap_err();
-            assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-        }
     }
 
     #[test]

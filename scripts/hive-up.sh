@@ -58,6 +58,8 @@ environment:
 
 files in HIVE_DIR:
   token            the cluster token, new for every hive, readable only by you
+  client-tokens    the queens' client tokens (NAME SCOPE SECRET a line), read again when it
+                   changes: add a line to hand someone a token of a scope
   shape            the hive's queen and drone ports, etcd's port and whether it runs TLS
   NAME.pid, NAME.cmd, NAME.log
                    for each piece (queen-PORT, drone-PORT, etcd): its pid, its command line
@@ -218,6 +220,7 @@ if ((TLS)); then SCHEME=https; fi
 FIRST_QUEEN_URL="$SCHEME://127.0.0.1:${QUEEN_PORTS[0]}"
 DRONE_RANGE="${DRONE_PORTS[0]}..${DRONE_PORTS[-1]}"
 TOKEN_FILE="$HIVE_DIR/token"
+CLIENT_TOKENS_FILE="$HIVE_DIR/client-tokens"
 
 # Every piece of the hive, by name: etcd (for several queens), the queens, the drones.
 PIECES=()
@@ -332,6 +335,17 @@ fi
 
 if ((!RESTART)); then
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE") || fail "could not write $TOKEN_FILE"
+    rm -f "$CLIENT_TOKENS_FILE"
+fi
+# The queens read it again whenever it changes: a line added hands a teammate a token. New (and
+# empty) for a new hive, and for a hive whose file was deleted.
+if [[ ! -e "$CLIENT_TOKENS_FILE" ]]; then
+    (umask 077 && cat >"$CLIENT_TOKENS_FILE" <<'TOKENS'
+# Client tokens the queens take, one NAME SCOPE SECRET a line; SCOPE is read, submit, operate or
+# admin. The queens read this file again when it changes. To hand someone a submit token:
+#   echo "alice submit $(openssl rand -hex 32)" >> .hive/client-tokens
+TOKENS
+    ) || fail "could not write $CLIENT_TOKENS_FILE"
 fi
 TOKEN="$(<"$TOKEN_FILE")"
 if ((!RESTART)); then
@@ -538,7 +552,8 @@ else
         say "starting $QUEENS queen(s) on port(s) ${QUEEN_PORTS[*]}"
     fi
     for port in "${QUEEN_PORTS[@]}"; do
-        start "queen-$port" "$LARVE" --queen --port "$port" --token-file "$TOKEN_FILE" "${STORE_FLAGS[@]}" "${LARVE_TLS[@]}"
+        start "queen-$port" "$LARVE" --queen --port "$port" --token-file "$TOKEN_FILE" \
+            --client-tokens "$CLIENT_TOKENS_FILE" "${STORE_FLAGS[@]}" "${LARVE_TLS[@]}"
     done
 fi
 # A queen is ready when /healthz on her port says READY; one this run started must also be the one
@@ -758,6 +773,8 @@ if ((QUEENS > 1)); then
     echo "  stop the leader cleanly (kill \$(cat $SHOWN_DIR/queen-${LEADER##*:}.pid), SIGTERM) and another queen leads at once; after kill -9 her ${LEADER_TTL_SECS} s lease runs out first"
 fi
 cat <<MSG
+  hand a teammate a token that may only submit (the queens read the file again at once):
+    echo "alice submit \$(openssl rand -hex 32)" >> $(q "$CLIENT_TOKENS_FILE")
   bring back a queen or drone that died: scripts/hive-up.sh (starts what is missing, with its old flags)
   submit a task: scripts/submit.sh TEXT
   check it:      scripts/status.sh

@@ -27,13 +27,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
-use log::warn;
-use parking_lot::Mutex;
+use log::{info, warn};
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
 use crate::logging::quoted;
@@ -46,6 +49,9 @@ pub const MAX_TOKEN_CHARS: usize = 4096;
 
 /// Random bytes in a credential a queen issues (as hex, twice as many characters).
 const CREDENTIAL_BYTES: usize = 32;
+
+/// How often the client tokens' file is looked at for a change.
+const CLIENT_TOKENS_POLL: Duration = Duration::from_secs(1);
 
 /// A refusal is logged at most this often per peer address, so a client retrying without a token
 /// cannot fill the log.
@@ -255,6 +261,8 @@ impl Identity {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTokens {
     tokens: Vec<ClientToken>,
+    /// The file they were read from, read again when it changes (see [`Gate::watch_client_tokens`]).
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +282,12 @@ impl ClientTokens {
     pub fn from_file(path: &Path, cluster: Option<&Token>) -> Result<ClientTokens, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the client tokens file {}: {e}", path.display()))?;
-        ClientTokens::parse(&text, cluster).map_err(|why| format!("{}: {why}", path.display()))
+        let tokens = ClientTokens::parse(&text, cluster)
+            .map_err(|why| format!("{}: {why}", path.display()))?;
+        Ok(ClientTokens {
+            file: Some(path.to_path_buf()),
+            ..tokens
+        })
     }
 
     fn parse(text: &str, cluster: Option<&Token>) -> Result<ClientTokens, String> {
@@ -315,7 +328,12 @@ impl ClientTokens {
                 token,
             });
         }
-        Ok(ClientTokens { tokens })
+        Ok(ClientTokens { tokens, file: None })
+    }
+
+    /// How many tokens there are.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -406,7 +424,8 @@ fn need(role: RoleKind, method: &str, path: &str) -> Need {
 pub struct Gate {
     role: RoleKind,
     cluster: Option<Token>,
-    clients: ClientTokens,
+    /// Replaced whole when their file changes.
+    clients: RwLock<ClientTokens>,
     keyring: Arc<dyn Keyring>,
     /// When each peer's last refusal was logged.
     refusals: Mutex<HashMap<IpAddr, Instant>>,
@@ -424,10 +443,54 @@ impl Gate {
         Gate {
             role,
             cluster,
-            clients,
+            clients: RwLock::new(clients),
             keyring,
             refusals: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads the client tokens' file again whenever it changes (looked at every
+    /// [`CLIENT_TOKENS_POLL`]), for the life of the process: a token is handed out or revoked by
+    /// editing the file, without a restart. A file that no longer reads (or parses) changes
+    /// nothing, and is said once until it reads again. Nothing to do without a file.
+    pub fn watch_client_tokens(self: &Arc<Self>) -> io::Result<()> {
+        let Some(file) = self.clients.read().file.clone() else {
+            return Ok(());
+        };
+        let gate = self.clone();
+        thread::Builder::new()
+            .name("client-tokens".into())
+            .spawn(move || {
+                let mut seen = stamp(&file);
+                let mut failing = false;
+                loop {
+                    thread::sleep(CLIENT_TOKENS_POLL);
+                    let now = stamp(&file);
+                    if now == seen && !failing {
+                        continue;
+                    }
+                    seen = now;
+                    match ClientTokens::from_file(&file, gate.cluster.as_ref()) {
+                        Ok(tokens) => {
+                            if failing || *gate.clients.read() != tokens {
+                                info!(
+                                    "read the client tokens again from {}: {} tokens",
+                                    file.display(),
+                                    tokens.len()
+                                );
+                            }
+                            failing = false;
+                            *gate.clients.write() = tokens;
+                        }
+                        Err(why) if !failing => {
+                            warn!("{why}; the client tokens stay as they were");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// Whether the hive is open: no cluster token, so anyone may do what `admin` may.
@@ -515,6 +578,7 @@ impl Gate {
             });
         }
         self.clients
+            .read()
             .identify(authorization)
             .or_else(|| self.keyring.identify(authorization))
     }
@@ -545,6 +609,13 @@ impl Gate {
             refusal.status()
         );
     }
+}
+
+/// What tells a file's contents changed: its inode, size and modification time (`None` while it
+/// cannot be read).
+fn stamp(file: &Path) -> Option<(u64, u64, i64, i64)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()))
 }
 
 #[cfg(test)]

@@ -59,12 +59,15 @@ pub fn run(config: Config) -> StartError {
             if let Err(e) = signals::on_stop(move |signal| stop(signal, || stopping.stop())) {
                 return StartError::Io(format!("cannot start the signal thread: {e}"));
             }
-            let gate = Gate::new(
+            let gate = Arc::new(Gate::new(
                 RoleKind::Queen,
                 config.token.clone(),
                 settings.clients.clone(),
                 queen.keyring(),
-            );
+            ));
+            if let Err(e) = gate.watch_client_tokens() {
+                return StartError::Io(format!("cannot start the client tokens' thread: {e}"));
+            }
             let role = Role::Queen(queen.clone());
             let limits = queen::BODY_LIMITS;
             match serve(&config, gate, queen::HANDLER_THREADS, limits, role, metrics) {
@@ -78,12 +81,12 @@ pub fn run(config: Config) -> StartError {
                 return StartError::Io(format!("cannot start the signal thread: {e}"));
             }
             let drone = Arc::new(Drone::new(settings.exec_slots));
-            let gate = Gate::new(
+            let gate = Arc::new(Gate::new(
                 RoleKind::Drone,
                 config.token.clone(),
                 ClientTokens::default(),
                 drone.clone(),
-            );
+            ));
             let role = Role::Drone(drone.clone());
             let limits = drone::BODY_LIMITS;
             match serve(&config, gate, drone::HANDLER_THREADS, limits, role, metrics) {
@@ -180,7 +183,7 @@ pub fn build_queen(
 /// body limits; returns the address actually bound.
 fn serve(
     config: &Config,
-    gate: Gate,
+    gate: Arc<Gate>,
     workers: usize,
     body_limits: BodyLimits,
     role: Role,
@@ -190,7 +193,7 @@ fn serve(
     let handler = api::handler(role.clone(), gate.open(), metrics.clone());
     let held = api::held(role, gate.open());
     let settings = server::Settings {
-        gate: Arc::new(gate),
+        gate,
         workers,
         body_limits,
         connections: config.connections,

@@ -288,6 +288,29 @@ fn hive_up_with_one_queen_prints_lines_that_work_as_pasted() {
     let printed = hive.up(&["2"]);
     assert!(printed.contains("ran on drone-"), "{printed}");
     run_printed_lines(&printed, 1, 2, false);
+
+    // The line that hands a teammate a submit token, as pasted: the queen takes the new token at
+    // once, for what a submit token may do and no more.
+    let add = printed
+        .lines()
+        .skip_while(|line| !line.contains("hand a teammate a token"))
+        .nth(1)
+        .expect("the line that adds a token");
+    assert!(paste(add.trim()).status.success(), "{add}");
+    let file = format!("{}/client-tokens", hive.var("HIVE_DIR"));
+    let tokens = std::fs::read_to_string(&file).expect("the client tokens file");
+    let secret = tokens
+        .lines()
+        .last()
+        .and_then(|line| line.strip_prefix("alice submit "))
+        .expect("alice's line")
+        .to_string();
+    let queen = format!("http://127.0.0.1:{}", hive.port("HIVE_PORT"));
+    eventually(SOON, "alice's token to be taken", || {
+        (get_as(&format!("{queen}/tasks"), Some(&secret)).0 == 200).then_some(())
+    });
+    let (status, answer) = post_as(&format!("{queen}/drones/drone-0/drain"), "", Some(&secret));
+    assert_eq!(status, 403, "{answer}");
 }
 
 #[test]

@@ -385,3 +385,28 @@ fn a_stalled_drones_attempt_times_out_on_the_queens_clock_and_never_sees_the_clu
         );
     }
 }
+
+#[test]
+fn a_token_is_handed_out_or_taken_back_by_editing_the_file_without_a_restart() {
+    let tokens = TokensFile::new();
+    let queen = queen_with(&tokens);
+    let newcomer = "newcomer-secret-0123456789";
+    assert_eq!(get_as(&queen.url("/tasks"), Some(newcomer)).0, 401);
+    let before = std::fs::read_to_string(tokens.path()).unwrap();
+    std::fs::write(tokens.path(), format!("{before}nina read {newcomer}\n")).unwrap();
+    eventually(SOON, "the new token to be taken", || {
+        (get_as(&queen.url("/tasks"), Some(newcomer)).0 == 200).then_some(())
+    });
+    // A file that no longer parses changes nothing.
+    std::fs::write(tokens.path(), format!("{before}nina read short\n")).unwrap();
+    queen.log_with(&["the client tokens stay as they were"]);
+    assert_eq!(get_as(&queen.url("/tasks"), Some(newcomer)).0, 200);
+    // Taken back.
+    std::fs::write(tokens.path(), before).unwrap();
+    eventually(SOON, "the token to be refused", || {
+        (get_as(&queen.url("/tasks"), Some(newcomer)).0 == 401).then_some(())
+    });
+    assert_eq!(get_as(&queen.url("/tasks"), Some(READER)).0, 200);
+    let log = queen.log_with(&["read the client tokens again"]);
+    assert!(!log.contains(newcomer), "a secret reached the log");
+}

@@ -570,10 +570,13 @@ fn a_drone_whose_task_takes_every_thread_its_user_may_have_keeps_answering_healt
         max_processes: Some(100),
         ..Launch::default()
     };
-    let drone = exec_drone_with(&queen, &[], &launch);
+    // Its work root in the test's own directory: one left in the temporary directory, owned by
+    // another user, would be refused by a later drone given the same port.
+    let scratch = Scratch::new("threads");
+    let work = scratch.path("work");
+    let drone = exec_drone_with(&queen, &["--work-dir", &work], &launch);
     let info = drone_info(&queen, &drone);
     assert_eq!(info["containment"], "process-group", "{info}");
-    let scratch = Scratch::new("threads");
     let ready = scratch.path("ready");
     // Takes every process its user may have, holds them 3 s, then ends and reaps them (this
     // machine's init does not reap orphans at once, and a zombie still counts).

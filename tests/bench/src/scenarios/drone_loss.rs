@@ -1,4 +1,4 @@
-//! Scenario 14, drone loss: a drone running 8 tasks is killed with SIGKILL, and each of its tasks
+//! Drone loss: a drone running 8 tasks is killed with SIGKILL, and each of its tasks
 //! (allowed one retry) must get exactly one `lost` attempt and one more attempt on the other
 //! drone, within the heartbeat's detection bound + 1 s of the kill. The queen runs the fast
 //! heartbeat of the detection scenario, whose bound is the longest a dead drone stays registered.
@@ -21,7 +21,7 @@ use crate::report::{Report, median, target};
 use crate::tasks::{Batch, LOST, RUNNING, TaskView};
 use crate::{Result, control, heartbeat, progress};
 
-pub const LABEL: &str = "14. drone loss";
+pub const LABEL: &str = "drone loss";
 
 /// Slots of each drone, and tasks the victim runs: one per slot.
 const SLOTS: u32 = 8;
@@ -113,7 +113,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          tasks it ran), then reads the tasks every {} ms until each has a second attempt. Times \
          are from the attempts' ended_at (lost) and started_at (placed), written by the queen",
         heartbeat::args(&heartbeat).join(" "),
-        batch("s14-rR").example(),
+        batch("loss-rR").example(),
         POLL.as_millis()
     ));
     Ok(())
@@ -121,7 +121,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
 
 /// One repetition: a victim running [`TASKS`] tasks is killed; what became of each.
 fn kill_one(bench: &Bench, heartbeat: &HeartbeatConfig, repeat: usize) -> Result<Vec<Replaced>> {
-    let label = format!("s14-r{repeat}");
+    let label = format!("loss-r{repeat}");
     let queen = bench.queen(&format!("{label}-queen"), &heartbeat::args(heartbeat))?;
     let mut victim = bench
         .exec_drones_of(&[&queen], &format!("{label}-victim"), 1, SLOTS)?

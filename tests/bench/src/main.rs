@@ -1,7 +1,7 @@
 //! `hive-bench`: runs real larves on loopback and measures them against the targets of the
-//! performance issue (scenarios 1 to 8), of the tasks issue (9 to 14) and of the front door's
-//! (15 and 16: attacks, and the front's cost against the larve from before it, given with
-//! `--old-larve`). Progress goes to stderr; one markdown table of every number goes to stdout.
+//! issues, one named scenario at a time (the cost of the front compares with the larve from
+//! before it, given with `--old-larve`). Progress goes to stderr; the report (the machine, then
+//! each scenario's table and notes) goes to stdout and, with `--doc`, into `docs/benchmarks.md`.
 //! `scripts/bench.sh` builds the release binaries (and that older larve) and runs it.
 //!
 //! Where things are: [`options`] reads the command line into a plan; [`scenarios`] holds one file
@@ -9,7 +9,8 @@
 //! [`tasks`] is its client of the task API (submits from many threads, blocking waits, listings,
 //! `/metrics`); [`wrk`] runs the HTTP load generator (wrk with `scripts/wrk/hive.lua`); [`fleet`]
 //! simulates drones; [`heartbeat`] sets and reads a queen's heartbeat; [`tls`] makes certificates
-//! with openssl and times HTTPS requests; [`report`] prints the table. What the
+//! with openssl and times HTTPS requests; [`report`] gathers each scenario's rows and notes,
+//! [`machine`] says what the run ran on, and [`doc`] writes them as markdown. What the
 //! bench shares with the integration tests is in `hive-support` (`tests/support`): the process
 //! guards that start larves, etcd and wrk, raw HTTP where wrk cannot go (one connection's first
 //! answer, a body a server may never read), `/proc` readings, free ports, and the one way to wait.
@@ -19,8 +20,10 @@
 //! nothing left running, and the next scenario still runs.
 
 mod control;
+mod doc;
 mod fleet;
 mod heartbeat;
+mod machine;
 mod options;
 mod report;
 mod scenarios;
@@ -37,6 +40,8 @@ use hive_support::larve::Launcher;
 use hive_support::workdir::WorkDir;
 
 use control::Control;
+use doc::Run;
+use machine::Machine;
 use options::Plan;
 use report::Report;
 use scenarios::Bench;
@@ -53,10 +58,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the chosen scenarios, prints the table, and fails if any scenario could not finish.
+/// Runs the chosen scenarios, prints the report (and writes it into `--doc`), and fails if any
+/// scenario could not finish.
 fn run() -> Result<ExitCode> {
     let Some(options) = options::parse()? else {
-        println!("{}", options::USAGE);
+        println!("{}", options::usage());
         return Ok(ExitCode::SUCCESS);
     };
     if !options.larve.is_file() {
@@ -90,13 +96,23 @@ fn run() -> Result<ExitCode> {
         if options.quick { "quick" } else { "full" },
         workdir.path().display()
     ));
+    let run = Run {
+        machine: Machine::this(),
+        date: machine::now_utc(),
+        commit: options.commit.unwrap_or_else(|| "not given".into()),
+        kind: bench.plan.describe().to_string(),
+        only: options.only.clone(),
+    };
     let mut report = Report::default();
     let failed = scenarios::run(&bench, options.only.as_deref(), &mut report);
     if failed {
         workdir.keep();
         progress(&format!("logs kept in {}", workdir.path().display()));
     }
-    report.print(&bench.plan.describe());
+    print!("{}", doc::render(&run, &report, scenarios::name));
+    if let Some(path) = &options.doc {
+        doc::update(path, &run, &report, scenarios::name, &scenarios::names())?;
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -5,68 +5,59 @@ use std::time::Duration;
 
 use crate::Result;
 use crate::fleet::FleetSize;
-use crate::{report, scenarios};
+use crate::scenarios;
 
-/// The help text, printed by `--help`.
-pub const USAGE: &str = "\
+/// The help text, printed by `--help`: [`USAGE`], then every scenario's name.
+pub fn usage() -> String {
+    format!(
+        "{USAGE}\n\nscenarios, in the order they run (what each measures: the first lines of its \
+         module\nin tests/bench/src/scenarios/):\n  {}",
+        scenarios::names().join("\n  ")
+    )
+}
+
+/// The help text's options.
+const USAGE: &str = "\
 usage: hive-bench [--larve PATH] [--old-larve PATH] [--wrk PATH] [--etcd-binary PATH] [--quick]
-                  [--only PICK[,PICK...]] [--keep-logs]
+                  [--only NAME[,NAME...]] [--doc PATH] [--commit REV] [--keep-logs]
 
 Starts queens and drones on 127.0.0.1, loads them with wrk, measures them, and prints a markdown
-table to stdout.
+report to stdout: the machine, then each scenario's table and notes.
 
 options:
   --larve PATH        the larve binary (default: larve next to this binary)
-  --old-larve PATH    the larve from before the front door (commit 047a915), which scenario 16
-                      compares with; scripts/bench.sh builds and passes it (default: none, and
-                      scenario 16 says the comparison was not measured)
+  --old-larve PATH    the larve from before the front door (commit 047a915), which
+                      cost-of-the-front compares with; scripts/bench.sh builds and passes it
+                      (default: none, and that scenario says the comparison was not measured)
   --wrk PATH          the wrk binary (default: wrk on the PATH)
-  --etcd-binary PATH  the etcd binary scenarios 8 to 11 and 13 and fleet-etcd start (default:
-                      etcd on the PATH)
-  --quick             one run of 2 s per wrk load in scenario 1, one run of scenario 6, shorter
-                      runs and fewer repetitions elsewhere, a 1,000-drone fleet; 2,000 tasks in
-                      scenario 9, 20,000 in 12, 400 in 13; one flood of 3 s in 15 (not three
-                      of 10 s) and 3 s of big bodies (not 10); 2 rounds of 2 s in 16
-  --only LIST         run only these scenarios, by number or name, e.g. --only
-                      1,fleet-one-queen,durable-store-recovery,containment (default: all)
+  --etcd-binary PATH  the etcd binary the scenarios of several queens start (default: etcd on
+                      the PATH)
+  --quick             shorter runs and fewer repetitions everywhere, a 1,000-drone fleet,
+                      fewer tasks
+  --only LIST         run only these scenarios, by name, e.g. --only
+                      queen-under-load,durable-store-recovery (default: all)
+  --doc PATH          also write the report into PATH (scripts/bench.sh: docs/benchmarks.md),
+                      replacing the sections of the scenarios run and keeping the others
+  --commit REV        the commit measured, for the report (scripts/bench.sh passes it)
   --keep-logs         keep the larves' logs and wrk's output (they are kept anyway when a scenario
                       fails)
-  -h, --help          print this help
+  -h, --help          print this help";
 
-scenarios: 1 wrk, 2 failure detection, 3 no false removals, 5 footprint, 6 burst, 7 big body,
-8 several queens (etcd); fleet (10,000 simulated drones on one queen: detection, liveness CPU,
-API and submit against a queen without them), fleet-etcd (the same fleet through three queens on
-etcd: writes in steady state, a leader's kill -9); tasks that run commands: 9 task throughput (against
-the machine spawning them itself; and on etcd), 10 task submission (wrk on POST /tasks), 11 task
-latency (created to running at 100 tasks/s), 12 task queue scale (100,000 pending), 13 task
-failover (leader killed with 2,000 tasks in flight), 14 drone loss (a drone killed running 8
-tasks); the front door: 15 under attack (10,000 huge declared bodies from one peer, 1,000 endless
-heads, 1,000 silent connections plain and TLS, close_notify after a ClientHello, 2,048
-unauthenticated big bodies against a hive with a token), 16 cost of the front (against the larve
-from before it, and TLS on every leg against plain); the durable store (--data-dir) beside the
-memory one: durable-store-task-submission (scenario 10's load), durable-store-task-throughput
-(scenario 9's hive), durable-store-recovery (a queen killed with 100,000 tasks in her data dir,
-started again); containment (10,000 `true` tasks with cgroups against process groups, the
-containment's CPU per attempt, fork against posix_spawn, cancels of tasks that handle SIGTERM);
-scoped-tokens (POST /tasks with a submit client token against the cluster token);
-placement-with-constraints (the scheduler's placement over 1,000 drones, 3 constraints per task
-against none; no larve started)";
-
-/// Runs of scenario 1 per load (each on fresh queens), and each load's length.
+/// Runs of queen-under-load per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;
 const QUICK_WRK_RUNS: usize = 1;
 const FULL_WRK_SECS: u64 = 6;
 const QUICK_WRK_SECS: u64 = 2;
 
-/// Kills and freezes measured in scenario 2, each.
+/// Kills and freezes measured in failure-detection, each.
 const FULL_DETECTION_REPEATS: usize = 5;
 const QUICK_DETECTION_REPEATS: usize = 2;
 
-/// Runs of scenario 6, each on a fresh queen.
+/// Runs of connection-burst, each on a fresh queen.
 const FULL_BURST_RUNS: usize = 3;
 const QUICK_BURST_RUNS: usize = 1;
 
-/// Length of scenario 3's load.
+/// Length of no-false-removals' load.
 const FULL_SOAK_SECS: u64 = 60;
 const QUICK_SOAK_SECS: u64 = 4;
 
@@ -92,7 +83,7 @@ const QUICK_FLEET_LOAD_SECS: u64 = 2;
 const FULL_FLEET_ROUNDS: usize = 3;
 const QUICK_FLEET_ROUNDS: usize = 1;
 
-/// Scenario 8: leader kills measured, submit runs per side (in-memory queen, follower on etcd) and
+/// several-queens: leader kills measured, submit runs per side (in-memory queen, follower on etcd) and
 /// their length, and drones registered through three queens.
 const FULL_FAILOVER_REPEATS: usize = 5;
 const QUICK_FAILOVER_REPEATS: usize = 2;
@@ -103,35 +94,35 @@ const QUICK_QUEENS_RATE_SECS: u64 = 2;
 const FULL_QUEENS_FLEET: usize = 1000;
 const QUICK_QUEENS_FLEET: usize = 200;
 
-/// Scenario 9: tasks through each hive, and commands the baseline spawns.
+/// task-throughput: tasks through each hive, and commands the baseline spawns.
 const FULL_THROUGHPUT_TASKS: usize = 10_000;
 const QUICK_THROUGHPUT_TASKS: usize = 2_000;
 
-/// Scenario 10: runs per store (each on fresh queens), and each wrk load's length.
+/// task-submission: runs per store (each on fresh queens), and each wrk load's length.
 const FULL_SUBMISSION_RUNS: usize = 3;
 const QUICK_SUBMISSION_RUNS: usize = 1;
 const FULL_SUBMISSION_SECS: u64 = 6;
 const QUICK_SUBMISSION_SECS: u64 = 2;
 
-/// Scenario 11: how long tasks arrive (at 100 a second) on each store.
+/// task-latency: how long tasks arrive (at 100 a second) on each store.
 const FULL_LATENCY_SECS: u64 = 30;
 const QUICK_LATENCY_SECS: u64 = 5;
 
-/// Scenario 12: pending tasks the queen holds, and the length of each wrk load on her.
+/// task-queue-scale: pending tasks the queen holds, and the length of each wrk load on her.
 const FULL_QUEUE_TASKS: usize = 100_000;
 const QUICK_QUEUE_TASKS: usize = 20_000;
 const FULL_QUEUE_LOAD_SECS: u64 = 5;
 const QUICK_QUEUE_LOAD_SECS: u64 = 2;
 
-/// Scenario 13: tasks in flight when the leader is killed.
+/// task-failover: tasks in flight when the leader is killed.
 const FULL_FAILOVER_TASKS: usize = 2_000;
 const QUICK_FAILOVER_TASKS: usize = 400;
 
-/// Scenario 14: drones killed, one after another, each running 8 tasks.
+/// drone-loss: drones killed, one after another, each running 8 tasks.
 const FULL_DRONE_LOSS_REPEATS: usize = 3;
 const QUICK_DRONE_LOSS_REPEATS: usize = 1;
 
-/// Scenario 15: how long the attacker's connections are held once all are answered, how long the
+/// front-door-under-attack: how long the attacker's connections are held once all are answered, how long the
 /// endless heads flood and how many times (each on a fresh queen), and how many new clients ask
 /// while silent connections are held.
 const FULL_ATTACK_HOLD_SECS: u64 = 3;
@@ -153,7 +144,7 @@ const QUICK_CONTAINMENT_ROUNDS: usize = 1;
 const FULL_CANCELS: usize = 100;
 const QUICK_CANCELS: usize = 20;
 
-/// Scenario 16: rounds (one run of each hive each), and each run's length.
+/// cost-of-the-front: rounds (one run of each hive each), and each run's length.
 const FULL_FRONT_COST_ROUNDS: usize = 5;
 const QUICK_FRONT_COST_ROUNDS: usize = 2;
 const FULL_FRONT_COST_SECS: u64 = 6;
@@ -162,14 +153,18 @@ const QUICK_FRONT_COST_SECS: u64 = 2;
 /// The command line.
 pub struct Options {
     pub larve: PathBuf,
-    /// The larve from before the front door, for scenario 16.
+    /// The larve from before the front door, for cost-of-the-front.
     pub old_larve: Option<PathBuf>,
     pub wrk: PathBuf,
     pub etcd: PathBuf,
     pub quick: bool,
     pub keep_logs: bool,
-    /// Scenarios to run, by number or name; all when `None`.
+    /// Scenarios to run, by name; all when `None`.
     pub only: Option<Vec<String>>,
+    /// The markdown file the report is written into (`docs/benchmarks.md`), if any.
+    pub doc: Option<PathBuf>,
+    /// The commit measured, as the caller names it.
+    pub commit: Option<String>,
 }
 
 /// The options, or `None` when help was asked for.
@@ -209,8 +204,14 @@ pub fn parse() -> Result<Option<Options>> {
     let etcd: Option<PathBuf> = args
         .opt_value_from_os_str("--etcd-binary", |s| Ok::<_, String>(PathBuf::from(s)))
         .map_err(|e| e.to_string())?;
+    let doc: Option<PathBuf> = args
+        .opt_value_from_os_str("--doc", |s| Ok::<_, String>(PathBuf::from(s)))
+        .map_err(|e| e.to_string())?;
+    let commit: Option<String> = args
+        .opt_value_from_str("--commit")
+        .map_err(|e| e.to_string())?;
     if let Some(extra) = args.finish().first() {
-        return Err(format!("unexpected argument {extra:?}\n\n{USAGE}"));
+        return Err(format!("unexpected argument {extra:?}\n\n{}", usage()));
     }
     let larve = match larve {
         Some(path) => path,
@@ -229,6 +230,8 @@ pub fn parse() -> Result<Option<Options>> {
         quick,
         keep_logs,
         only,
+        doc,
+        commit,
     }))
 }
 
@@ -254,7 +257,7 @@ fn pick<T>(quick: bool, full: T, quick_value: T) -> T {
 /// Lengths and sizes of one run: the issue's numbers, or smaller ones for `--quick`.
 pub struct Plan {
     pub quick: bool,
-    /// Scenario 1: runs per load, each on fresh queens, and each load's length.
+    /// queen-under-load: runs per load, each on fresh queens, and each load's length.
     pub wrk_runs: usize,
     pub wrk_length: Duration,
     pub detection_repeats: usize,
@@ -265,34 +268,34 @@ pub struct Plan {
     pub fleet_load: Duration,
     pub fleet_rounds: usize,
     pub burst_runs: usize,
-    /// Scenario 8: leader kills, submit runs per side and their length, drones registered.
+    /// several-queens: leader kills, submit runs per side and their length, drones registered.
     pub failover_repeats: usize,
     pub queens_rate_runs: usize,
     pub queens_rate_length: Duration,
     pub queens_fleet: usize,
-    /// Scenario 9: tasks through each hive (and commands the baseline spawns).
+    /// task-throughput: tasks through each hive (and commands the baseline spawns).
     pub throughput_tasks: usize,
-    /// Scenario 10: runs per store and each load's length.
+    /// task-submission: runs per store and each load's length.
     pub submission_runs: usize,
     pub submission_length: Duration,
-    /// Scenario 11: how long tasks arrive on each store.
+    /// task-latency: how long tasks arrive on each store.
     pub latency_length: Duration,
-    /// Scenario 12: pending tasks held, and each load's length.
+    /// task-queue-scale: pending tasks held, and each load's length.
     pub queue_tasks: usize,
     pub queue_load: Duration,
-    /// Scenario 13: tasks in flight at the leader's kill.
+    /// task-failover: tasks in flight at the leader's kill.
     pub failover_tasks: usize,
-    /// Scenario 14: drones killed.
+    /// drone-loss: drones killed.
     pub drone_loss_repeats: usize,
-    /// Scenario 15: the hold of the attacker's connections, the endless heads' flood and its
+    /// front-door-under-attack: the hold of the attacker's connections, the endless heads' flood and its
     /// repetitions, and the new clients asking while silent connections are held.
     pub attack_hold: Duration,
     pub endless_window: Duration,
     pub endless_floods: usize,
     pub slow_probes: usize,
-    /// Scenario 15: how long the unauthenticated big bodies go on, against each larve.
+    /// front-door-under-attack: how long the unauthenticated big bodies go on, against each larve.
     pub big_bodies_window: Duration,
-    /// Scenario 16: rounds, and each run's length.
+    /// cost-of-the-front: rounds, and each run's length.
     pub front_cost_rounds: usize,
     pub front_cost_length: Duration,
     /// Containment: tasks through each hive per round, rounds, and cancels measured.
@@ -371,15 +374,12 @@ impl Plan {
         }
     }
 
-    /// What kind of run this is, for the report's run line.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} ({} of {} s per wrk load in scenario 1, fleet of {}, {} tasks in scenario 9)",
-            if self.quick { "--quick" } else { "full" },
-            report::runs(self.wrk_runs),
-            self.wrk_length.as_secs(),
-            self.fleet.total(),
-            self.throughput_tasks
-        )
+    /// What kind of run this is, for the report.
+    pub fn describe(&self) -> &'static str {
+        if self.quick {
+            "`--quick` (shorter runs, fewer repetitions)"
+        } else {
+            "full length"
+        }
     }
 }

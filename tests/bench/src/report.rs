@@ -1,41 +1,72 @@
-//! The report on stdout: a machine line, a run line, one markdown table of every number with the
-//! target it is held to, and notes saying what the numbers mean exactly.
-
-use std::fs;
-use std::thread;
+//! The report: every scenario's rows (a measure, its value, the target it is held to and whether
+//! this run met it) and notes saying what the numbers mean exactly, kept per scenario so that
+//! [`crate::doc`] can write each scenario's section of `docs/benchmarks.md` on its own.
 
 use crate::wrk::Run;
 
 /// Unit conversions for the table.
 const KB_PER_MB: f64 = 1024.0;
 
-/// The table's rows and the notes under it.
+/// What [`target`] appends to a goal this run met, or missed.
+const MET: &str = " (met)";
+const MISSED: &str = " (MISSED)";
+
+/// The rows and notes of the scenarios run, in the order they ran.
 #[derive(Default)]
 pub struct Report {
-    rows: Vec<Row>,
-    notes: Vec<String>,
+    pub sections: Vec<Section>,
 }
 
-/// One line of the table.
-struct Row {
-    scenario: &'static str,
-    metric: String,
-    value: String,
-    target: String,
+/// One scenario's part of the report.
+pub struct Section {
+    /// The scenario's label, as in the table's heading (`queen under load`).
+    pub label: &'static str,
+    pub rows: Vec<Row>,
+    /// What a measure means exactly, or what went wrong; without the label they started with.
+    pub notes: Vec<String>,
+}
+
+/// One line of a scenario's table.
+pub struct Row {
+    pub measure: String,
+    pub value: String,
+    /// What the issue asks and whether it was met (see [`target`]), or `-`.
+    pub target: String,
+}
+
+impl Row {
+    /// The goal and `met` or `missed`, as the table's last two columns; empty where there is no
+    /// goal.
+    pub fn verdict(&self) -> (&str, &str) {
+        if let Some(goal) = self.target.strip_suffix(MET) {
+            (goal, "met")
+        } else if let Some(goal) = self.target.strip_suffix(MISSED) {
+            (goal, "**missed**")
+        } else if self.target == "-" {
+            ("", "")
+        } else {
+            (&self.target, "")
+        }
+    }
 }
 
 impl Report {
-    /// Adds a row; `target` says what the issue asks and whether it was met, or `-`.
+    /// Starts the section of the scenario `label`; the notes from here on are its.
+    pub fn begin(&mut self, label: &'static str) {
+        self.section(label);
+    }
+
+    /// Adds a row to `scenario`'s section; `target` says what the issue asks and whether it was
+    /// met ([`target`]), or `-`.
     pub fn row(
         &mut self,
         scenario: &'static str,
-        metric: impl Into<String>,
+        measure: impl Into<String>,
         value: impl Into<String>,
         target: impl Into<String>,
     ) {
-        self.rows.push(Row {
-            scenario,
-            metric: metric.into(),
+        self.section(scenario).rows.push(Row {
+            measure: measure.into(),
             value: value.into(),
             target: target.into(),
         });
@@ -77,57 +108,42 @@ impl Report {
         );
     }
 
-    /// Adds a note under the table: what a metric means exactly, or what went wrong.
+    /// Adds a note to the section of the scenario running: what a measure means exactly, or what
+    /// went wrong. Notes start with the scenario's label, which the section's heading already
+    /// says, so it is left out.
     pub fn note(&mut self, text: impl Into<String>) {
-        self.notes.push(text.into());
+        let text = text.into();
+        let Some(section) = self.sections.last_mut() else {
+            return;
+        };
+        let prefix = format!("{}: ", section.label);
+        let text = match text.strip_prefix(&prefix) {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
+        section.notes.push(text);
     }
 
-    /// The machine line, `run` (what kind of run this was), the table (scenarios in order, each
-    /// one's rows as measured), and the notes.
-    pub fn print(&mut self, run: &str) {
-        // Scenario labels and notes start with the scenario's number: sorted by that number (not
-        // as text, where 10 comes before 2), each scenario's rows stay together, in the order
-        // they were added.
-        self.rows.sort_by_key(|row| number(row.scenario));
-        self.notes
-            .sort_by(|a, b| number(a).cmp(&number(b)).then(a.cmp(b)));
-        let mut out = String::new();
-        out.push_str(&format!("machine: {}\n", machine()));
-        out.push_str(&format!("run: {run}\n\n"));
-        out.push_str("| scenario | metric | value | target |\n|---|---|---|---|\n");
-        for row in &self.rows {
-            out.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                row.scenario,
-                cell(&row.metric),
-                cell(&row.value),
-                cell(&row.target)
-            ));
-        }
-        if !self.notes.is_empty() {
-            out.push_str("\nnotes:\n");
-            for note in &self.notes {
-                out.push_str(&format!("- {note}\n"));
+    /// `label`'s section, started when it has none yet.
+    fn section(&mut self, label: &'static str) -> &mut Section {
+        let at = match self.sections.iter().position(|s| s.label == label) {
+            Some(at) => at,
+            None => {
+                self.sections.push(Section {
+                    label,
+                    rows: Vec::new(),
+                    notes: Vec::new(),
+                });
+                self.sections.len() - 1
             }
-        }
-        print!("{out}");
+        };
+        &mut self.sections[at]
     }
-}
-
-/// The number a scenario's label (or a note about it) starts with; text without one goes last.
-fn number(text: &str) -> usize {
-    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap_or(usize::MAX)
-}
-
-/// Text safe inside a markdown table cell.
-fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
 }
 
 /// A target, followed by whether this run met it.
 pub fn target(goal: &str, met: bool) -> String {
-    format!("{goal} ({})", if met { "met" } else { "MISSED" })
+    format!("{goal}{}", if met { MET } else { MISSED })
 }
 
 /// Milliseconds for the table.
@@ -143,21 +159,6 @@ pub fn mb_of(kb: u64) -> f64 {
 /// Kilobytes as megabytes for the table.
 pub fn mb(kb: u64) -> String {
     format!("{:.1}", mb_of(kb))
-}
-
-/// The CPU model and how many cores this process may use, for the table's header.
-fn machine() -> String {
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{model}, {cores} cores (nproc)")
 }
 
 /// The median of `values`: the middle one, or the mean of the middle two for an even count. NaN
@@ -195,17 +196,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_and_notes_follow_the_scenario_numbers_not_their_text() {
+    fn notes_go_to_the_scenario_running_and_rows_to_their_own() {
         let mut report = Report::default();
-        report.row("10. tenth", "a", "1", "-");
-        report.row("2. second", "b", "2", "-");
-        report.row("10. tenth", "c", "3", "-");
-        report.note("10. tenth: z");
-        report.note("2. second: y");
-        report.print("test");
-        let order: Vec<&str> = report.rows.iter().map(|row| row.metric.as_str()).collect();
-        assert_eq!(order, ["b", "a", "c"]);
-        assert_eq!(report.notes, ["2. second: y", "10. tenth: z"]);
+        report.begin("first");
+        report.row("first", "a", "1", target("≤ 2", true));
+        report.note("first: what a means");
+        report.begin("second");
+        report.row("second", "b", "3", target("≤ 2", false));
+        report.row("first", "c", "4", "-");
+        report.note("an error, said plainly");
+        let first = &report.sections[0];
+        assert_eq!(first.rows.len(), 2);
+        assert_eq!(first.notes, ["what a means"]);
+        assert_eq!(first.rows[0].verdict(), ("≤ 2", "met"));
+        assert_eq!(first.rows[1].verdict(), ("", ""));
+        let second = &report.sections[1];
+        assert_eq!(second.rows[0].verdict(), ("≤ 2", "**missed**"));
+        assert_eq!(second.notes, ["an error, said plainly"]);
     }
 
     #[test]

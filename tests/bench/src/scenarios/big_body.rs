@@ -1,4 +1,4 @@
-//! Scenario 7, big body: what a queen does with bodies far over her 64 KiB limit. (a) A client
+//! Big body: what a queen does with bodies far over her 64 KiB limit. (a) A client
 //! sends a whole 8 MiB body to `/submit_task` and then reads the answer: how soon it has one, and
 //! whether the request left a descriptor or a thread behind. (b) 100 clients each send only the
 //! headers of a request declaring 100 GB, read the answer (or give up after 1 s) and close: what
@@ -20,7 +20,7 @@ use super::Bench;
 use crate::report::{Report, ms, target};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "7. big body";
+pub const LABEL: &str = "big body";
 
 /// (a)'s body: 8 MiB, all of it sent.
 const BIG_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -110,10 +110,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
 
 /// (a): the whole 8 MiB body.
 fn whole_body(bench: &Bench, report: &mut Report) -> Result<()> {
-    let queen = bench.queen("s7-a-queen", &[])?;
+    let queen = bench.queen("body-a-queen", &[])?;
     let before = steady_usage(&queen)?;
     progress(&format!(
-        "s7-a: {} MiB body to /submit_task",
+        "body-a: {} MiB body to /submit_task",
         BIG_BODY_BYTES as f64 / BYTES_PER_MIB
     ));
     let started = Instant::now();
@@ -201,10 +201,10 @@ fn send_big_body(stream: &mut TcpStream) -> Result<Sent> {
 
 /// (b): headers only, declaring 100 GB, from 100 clients at once.
 fn headers_only(bench: &Bench, report: &mut Report) -> Result<()> {
-    let queen = bench.queen("s7-b-queen", &[])?;
+    let queen = bench.queen("body-b-queen", &[])?;
     let before = steady_usage(&queen)?;
     progress(&format!(
-        "s7-b: {HEADER_CLIENTS} requests declaring {DECLARED_BYTES} bytes, headers only"
+        "body-b: {HEADER_CLIENTS} requests declaring {DECLARED_BYTES} bytes, headers only"
     ));
     let address = queen.address();
     let answers = thread::scope(|scope| {

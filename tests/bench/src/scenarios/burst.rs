@@ -1,4 +1,4 @@
-//! Scenario 6, burst: 256 new connections at the same instant, each asking `/healthz` once, on a
+//! Connection burst: 256 new connections at the same instant, each asking `/healthz` once, on a
 //! queen that has just logged her address (cold) and again after 2 s of light wrk traffic (warm).
 //! wrk cannot do this: it times requests, not connections from their `connect()`, and keeps every
 //! connection busy. Here each connection asks once and then holds on, idle, until all have their
@@ -18,7 +18,7 @@ use crate::report::{self, Report, median, ms, target};
 use crate::wrk::{Call, DEFAULT_THREADS, Load};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "6. burst";
+pub const LABEL: &str = "connection burst";
 
 /// Connections opened at once.
 const CONNECTIONS: usize = 256;
@@ -144,7 +144,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let runs_in_words = report::runs(runs);
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for run in 1..=runs {
-        let label = format!("s6-r{run}");
+        let label = format!("burst-r{run}");
         let queen = bench.queen(&format!("{label}-queen"), &[])?;
         progress(&format!("{label}: {CONNECTIONS} connections at once, cold"));
         cold.push(burst(&queen)?);

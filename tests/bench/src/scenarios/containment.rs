@@ -4,7 +4,7 @@
 //! - **Throughput.** The same number of `true` tasks through two hives alike but for their
 //!   drones' containment: cgroups (the drone's default where it may make them) and process
 //!   groups (`--containment process-group`). Each is one queen (memory store) with 4 drones of 8
-//!   slots and 8 submitting threads, as in task throughput (scenario 9); the hives take turns,
+//!   slots and 8 submitting threads, as in task throughput; the hives take turns,
 //!   each round on fresh larves, the first one swapped each round. A hive's time runs from just
 //!   before the first submit to the last end its queen recorded.
 //! - **Containment CPU per attempt.** The CPU the drones used per task in each hive, read from
@@ -191,7 +191,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         );
     }
     report.note(format!(
-        "{LABEL}: throughput as in scenario 9 (POST /tasks {}, 8 threads of hive-bench), each \
+        "{LABEL}: throughput as in task throughput (POST /tasks {}, 8 threads of hive-bench), each \
          hive on fresh larves, the sides taking turns and swapping the first each round; drones: \
          `larve --queen-host Q --port 0 --allow-exec --slots {SLOTS} --work-dir DIR`, and \
          `--containment process-group` on that side (both run their tasks as nobody). CPU per task: \

@@ -1,4 +1,4 @@
-//! Scenario 2, failure detection: seconds from kill -9 (and from SIGSTOP) of a drone until the
+//! Failure detection: seconds from kill -9 (and from SIGSTOP) of a drone until the
 //! queen no longer lists it, under a fast heartbeat. The two series run side by side, each with its
 //! own queen, so one queen's long probes of a frozen drone cannot delay the other's verdict on a
 //! killed one.
@@ -14,7 +14,7 @@ use super::Bench;
 use crate::report::{self, Report, target};
 use crate::{Result, heartbeat, progress};
 
-pub const LABEL: &str = "2. failure detection";
+pub const LABEL: &str = "failure detection";
 
 /// Drones that are never harmed, so each queen always has a fleet to probe.
 const BYSTANDERS: usize = 3;
@@ -96,12 +96,12 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// One series of scenario 2: a queen, bystanders, and `repeats` victims struck one after
+/// One series: a queen, bystanders, and `repeats` victims struck one after
 /// another. Returns the seconds each took to disappear, and how many bystanders were lost.
 fn series(bench: &Bench, heartbeat: &HeartbeatConfig, strike: Strike) -> Result<(Vec<f64>, usize)> {
     let label = match strike {
-        Strike::Kill => "s2-kill",
-        Strike::Freeze => "s2-stop",
+        Strike::Kill => "detection-kill",
+        Strike::Freeze => "detection-stop",
     };
     let queen = bench.queen(&format!("{label}-queen"), &heartbeat::args(heartbeat))?;
     let bystanders = bench.drones(&queen, &format!("{label}-drone"), BYSTANDERS)?;

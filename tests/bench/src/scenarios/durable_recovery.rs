@@ -1,7 +1,7 @@
 //! Durable store, recovery: a queen whose data dir holds 100,000 tasks is killed with `kill -9`
 //! and started again on it; how long until she serves `/healthz` READY with every task listed.
 //! The tasks are created by the bench's client threads on a queen with no drone, so they all stay
-//! pending (the queue scenario 12 holds in memory).
+//! pending (the queue that task queue scale holds in memory).
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Durable store, task submission: scenario 10's wrk load on `POST /tasks`, on a queen with a data
+//! Durable store, task submission: task submission's wrk load on `POST /tasks`, on a queen with a data
 //! dir (`--data-dir`: every create is synced to disk before its 202) beside one in memory, run by
 //! run in the same run of the bench. The group commit is what this measures: 32 connections'
 //! creates share each sync, so the durable queen's rate should stay within a small factor of the
@@ -13,10 +13,10 @@ use crate::{Result, progress};
 
 pub const LABEL: &str = "durable store: task submission";
 
-/// wrk's connections (on its default 2 threads), as in scenario 10.
+/// wrk's connections (on its default 2 threads), as in task submission.
 const CONNECTIONS: usize = 32;
 
-/// The uncounted `/healthz` load each queen gets first (see scenario 10).
+/// The uncounted `/healthz` load each queen gets first (see task submission).
 const WARM_UP: Duration = Duration::from_secs(1);
 
 /// Far more pending tasks than any run creates, so no submit is refused with 429.
@@ -93,7 +93,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          {MAX_PENDING}` without drones, gives her `{}` uncounted, then `{}`; then the same with a \
          fresh queen started with `--data-dir DIR` too (SQLite in WAL mode, synchronous=FULL: \
          every create is on disk before its 202; the group commit shares a sync among the creates \
-         queued behind it). Latencies are wrk's (see scenario 1's note)",
+         queued behind it). Latencies are wrk's (see queen under load's note)",
         warm_up.command(),
         create.command(),
     ));

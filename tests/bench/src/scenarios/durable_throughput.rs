@@ -1,4 +1,4 @@
-//! Durable store, task throughput: scenario 9's hive (one queen, 4 drones of 8 slots, 8 client
+//! Durable store, task throughput: task throughput's hive (one queen, 4 drones of 8 slots, 8 client
 //! threads, `true` tasks) with the memory store and with a data dir, one after the other in the
 //! same run. Every task's life is three durable writes there (created, placed, ended), each shared
 //! with the others queued at the same time.
@@ -47,9 +47,9 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         target(&format!("≥ {RATIO_TARGET}"), ratio >= RATIO_TARGET),
     );
     report.note(format!(
-        "{LABEL}: scenario 9's memory hive, then the same with its queen started with \
+        "{LABEL}: task throughput's memory hive, then the same with its queen started with \
          `--data-dir DIR` too; every task is POST /tasks {} and the time runs from just before the \
-         first submit to the last end the queen recorded (see scenario 9's note)",
+         first submit to the last end the queen recorded (see task throughput's note)",
         batch("dur-data-dir").example()
     ));
     Ok(())

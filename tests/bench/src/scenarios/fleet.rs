@@ -1,4 +1,4 @@
-//! The fleet scenarios, named rather than numbered (`--only fleet,fleet-etcd`): ten thousand
+//! The fleet scenarios, named rather than numbered (`--only fleet-on-one-queen,fleet-on-etcd`): ten thousand
 //! simulated drones (`crate::fleet`: half of the answering ones renewing leases as Hive drones do,
 //! half only answering probes as the tutorial's do, plus refusing and silent ones) on one queen
 //! ([`alone`]) and through three queens on etcd ([`etcd`]), at the default heartbeat. What both

@@ -1,11 +1,11 @@
-//! Scenario 16, cost of the front: `wrk -t2 -c32` on `/submit_task` against three hives of a
+//! Cost of the front: `wrk -t2 -c32` on `/submit_task` against three hives of a
 //! queen and two drones, measured in the same run: the larve from before the front door (commit
 //! 047a915, given with `--old-larve`), this larve in plain HTTP, and this larve with TLS on every
 //! leg. The drones require client certificates (`--tls-verify-clients`), so each call from the
 //! queen to a drone is mutual TLS; wrk cannot show a certificate, so the queen it loads serves
 //! TLS without asking for one.
 //!
-//! Each hive is started once and gets an uncounted warm-up (scenario 1 shows what a queen's first
+//! Each hive is started once and gets an uncounted warm-up (queen under load shows what a queen's first
 //! connections cost); then the runs go round the hives, starting one hive later each round, so a
 //! slow spell of the shared machine falls on all of them alike. Each ratio is the median of the
 //! rounds' ratios, each taken between runs a few seconds apart.
@@ -22,7 +22,7 @@ use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 use hive_support::pki::Pki;
 
-pub const LABEL: &str = "16. cost of the front";
+pub const LABEL: &str = "cost of the front";
 
 /// Drones of each hive.
 const DRONES: usize = 2;
@@ -34,7 +34,7 @@ const CONNECTIONS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 
 /// The issue's targets: this larve's rate over the old one's, TLS over plain, and the p99 every
-/// load of 32 connections is held to (scenario 1's).
+/// load of 32 connections is held to (queen under load's).
 const FRONT_RATIO_TARGET: f64 = 0.8;
 const TLS_RATIO_TARGET: f64 = 0.6;
 const P99_MS_TARGET: f64 = 10.0;
@@ -96,7 +96,7 @@ impl Side {
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let length = bench.plan.front_cost_length;
     let plain = Load::new(Call::Submit, CONNECTIONS, length);
-    let pki = Pki::create(&bench.dir.join("s16-pki"), "hive-bench CA")?;
+    let pki = Pki::create(&bench.dir.join("cost-pki"), "hive-bench CA")?;
     let larve = pki.issue("larve")?;
     let https = Control::https(&pki.ca())?;
     let tls_flags = pki.larve_flags(&larve);
@@ -109,7 +109,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
             bench,
             (old, &bench.control),
             &format!("old larve ({OLD_COMMIT}), plain HTTP"),
-            "s16-old",
+            "cost-old",
             (&[], &[]),
             plain,
         )?);
@@ -118,7 +118,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         bench,
         (&bench.launcher, &bench.control),
         "this larve, plain HTTP",
-        "s16-plain",
+        "cost-plain",
         (&[], &[]),
         plain,
     )?);
@@ -126,7 +126,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         bench,
         (&bench.launcher, &https),
         "this larve, TLS on every leg",
-        "s16-tls",
+        "cost-tls",
         (&tls_flags, &verifying),
         plain.over_tls(),
     )?);
@@ -209,7 +209,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          and the median rates. CPU is the user + system ticks of /proc/PID/stat ({TICKS_PER_SEC} \
          a second) over each run, wrk's start and end included, per answer below 400; wrk itself \
          runs on the same two cores. The other load targets (8 and 256 connections, the burst, \
-         the cold /healthz) are scenarios 1 and 6, on this larve",
+         the cold /healthz) are queen under load and connection burst, on this larve",
         Load::new(Call::Submit, CONNECTIONS, WARM_UP).command(),
         plain.command(),
         plain.over_tls().command()

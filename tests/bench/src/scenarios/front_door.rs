@@ -1,4 +1,4 @@
-//! Scenario 15, the front door under attack: what an unauthenticated client can do to a larve.
+//! The front door under attack: what an unauthenticated client can do to a larve.
 //! Four parts: [`remote_kill`] sends 10,000 requests declaring 100 GB bodies from one peer and
 //! holds them open; [`endless_heads`] keeps 1,000 connections sending header lines without end;
 //! [`slow_clients`] holds 1,000 connections that say nothing, plain and over TLS, and sends a
@@ -34,7 +34,7 @@ use super::Bench;
 use crate::report::{Report, ms, percentile, target};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "15. front door under attack";
+pub const LABEL: &str = "front door under attack";
 
 /// One part of the scenario.
 type Part = fn(&Bench, &mut Report) -> Result<()>;

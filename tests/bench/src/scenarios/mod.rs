@@ -5,24 +5,30 @@
 //! them, so a scenario that fails leaves nothing running: the runner records its error as a row and
 //! goes on with the next one.
 //!
-//! Scenarios 1 to 8 measure the queen as the tutorial uses her: `/submit_task`, the heartbeat, the
-//! registry, several queens. The [`fleet`] scenarios, named rather than numbered (`fleet`,
-//! `fleet-etcd`), hold ten thousand simulated drones on one queen and through three on etcd. Scenarios 9 to 14 measure tasks that run commands (`POST /tasks` on
-//! the queen, drones started with `--allow-exec`): [`task_throughput`] against the machine
-//! spawning the same commands itself, [`task_submission`] and [`task_latency`] for the queue's
-//! front, [`task_scale`] for a queen holding a large queue, [`task_failover`] and [`drone_loss`]
-//! for what a dead leader or a dead drone does to the tasks in flight. Those with an etcd part start
-//! their queens as [`group`] does.
+//! Every scenario has a name: its `LABEL`, which heads its section of the report
+//! (`queen under load`), and the same in kebab case, which `--only` takes and which marks that
+//! section in `docs/benchmarks.md` (`queen-under-load`, see [`name`]). A name is words, never a
+//! number: it outlives any order. They run in the order of [`ALL`], and the report lists them in
+//! that order. A new scenario is a module with a `LABEL` and a `run`, and one line in [`ALL`].
 //!
-//! The named scenarios after them measure the durable store (`--data-dir`) beside the memory one:
-//! [`durable_submission`], [`durable_throughput`] and [`durable_recovery`].
+//! The first measure the queen as the tutorial uses her: [`throughput`] (queen under load:
+//! `/submit_task` and `/healthz` under wrk), [`detection`] and [`soak`] (failure detection, no
+//! false removals), [`footprint`], then the [`fleet`] scenarios, ten thousand simulated drones on
+//! one queen and through three on etcd, then [`burst`] (a burst of new connections), [`big_body`]
+//! and [`queens`] (several queens on etcd). The task scenarios measure tasks that run commands
+//! (`POST /tasks` on the queen, drones started with `--allow-exec`): [`task_throughput`] against
+//! the machine spawning the same commands itself, [`task_submission`] and [`task_latency`] for the
+//! queue's front, [`task_scale`] for a queen holding a large queue, [`task_failover`] and
+//! [`drone_loss`] for what a dead leader or a dead drone does to the tasks in flight. Those with an
+//! etcd part start their queens as [`group`] does.
 //!
-//! Scenarios 15 and 16 measure the front door, which accepts every connection before tiny_http
-//! sees a request: [`front_door`] attacks it as an unauthenticated client would (huge declared
-//! bodies, endless heads, silent connections, a TLS input that made rustls loop), and
-//! [`front_cost`] weighs what it costs against the larve from before it, and what TLS costs on top.
+//! Two measure the front door, which accepts every connection before tiny_http sees a request:
+//! [`front_door`] attacks it as an unauthenticated client would (huge declared bodies, endless
+//! heads, silent connections, a TLS input that made rustls loop), and [`front_cost`] weighs what it
+//! costs against the larve from before it, and what TLS costs on top.
 //!
-//! Scenarios from here on are named, not numbered: [`containment`] weighs what holding every
+//! Then the durable store (`--data-dir`) beside the memory one: [`durable_submission`],
+//! [`durable_throughput`] and [`durable_recovery`]; [`containment`] weighs what holding every
 //! attempt in a cgroup costs against process groups, and how fast a cancel ends a task that
 //! handles SIGTERM; [`scoped_tokens`] what a client token costs a create; [`placement`] what
 //! constraints cost the scheduler's placement over 1,000 drones.
@@ -74,7 +80,7 @@ const REGISTER_POLL: Duration = Duration::from_millis(10);
 /// start the etcd queens share, and the plan.
 pub struct Bench {
     pub launcher: Launcher,
-    /// Starts the larve from before the front door (`--old-larve`), for scenario 16's comparison.
+    /// Starts the larve from before the front door (`--old-larve`), for the cost of the front.
     pub old_launcher: Option<Launcher>,
     pub control: Control,
     /// The task API's client: submits, waits, listings, `/metrics`.
@@ -262,9 +268,9 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
 /// One scenario.
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
-/// Every scenario, in the order they run; `--only` picks one by its label's number, if it has
-/// one, or by its name (see [`name`]).
-const ALL: [(&str, Scenario); 23] = [
+/// Every scenario, in the order they run (and `docs/benchmarks.md` lists them): its label, and
+/// the function that runs it. `--only` picks them by [`name`].
+const ALL: &[(&str, Scenario)] = &[
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -290,24 +296,19 @@ const ALL: [(&str, Scenario); 23] = [
     (placement::LABEL, placement::run),
 ];
 
-/// A scenario's name, as `--only` takes it: its label after the number, if any, in lower case,
-/// `:` left out and `-` for each space (`durable-store-recovery`, `burst`).
-fn name(label: &str) -> String {
-    let name = label.split_once(". ").map_or(label, |(_, name)| name);
-    name.to_lowercase().replace(':', "").replace(' ', "-")
-}
-
-/// Whether `label` is the scenario `pick` names: its number, or its name.
-fn picked(label: &str, pick: &str) -> bool {
-    label.starts_with(&format!("{pick}.")) || name(label) == pick
+/// A scenario's name, as `--only` takes it and `docs/benchmarks.md` marks its section: its label
+/// in lower case, `:` left out and `-` for each space (`durable-store-recovery`,
+/// `queen-under-load`).
+pub fn name(label: &str) -> String {
+    label.to_lowercase().replace(':', "").replace(' ', "-")
 }
 
 /// Whether `pick` names a scenario.
 pub fn exists(pick: &str) -> bool {
-    ALL.iter().any(|(label, _)| picked(label, pick))
+    ALL.iter().any(|(label, _)| name(label) == pick)
 }
 
-/// Every scenario's name, as `--help` lists them.
+/// Every scenario's name, in the order they run.
 pub fn names() -> Vec<String> {
     ALL.iter().map(|(label, _)| name(label)).collect()
 }
@@ -316,10 +317,12 @@ pub fn names() -> Vec<String> {
 pub fn run(bench: &Bench, only: Option<&[String]>, report: &mut Report) -> bool {
     let mut failed = false;
     let chosen = ALL
-        .into_iter()
-        .filter(|(label, _)| only.is_none_or(|only| only.iter().any(|pick| picked(label, pick))));
+        .iter()
+        .copied()
+        .filter(|(label, _)| only.is_none_or(|only| only.contains(&name(label))));
     for (label, scenario) in chosen {
         progress(&format!("scenario {label}"));
+        report.begin(label);
         let started = Instant::now();
         // A panic is a failure like any other: the guards it unwinds through stop what the
         // scenario started, and the next scenario still runs.
@@ -336,4 +339,24 @@ pub fn run(bench: &Bench, only: Option<&[String]>, report: &mut Report) -> bool 
         ));
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_has_a_name_of_its_own_that_only_can_take() {
+        let names = names();
+        for (i, name) in names.iter().enumerate() {
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name:?}: --only splits at commas, and a name is words joined by -"
+            );
+            assert!(!names[..i].contains(name), "{name:?} names two scenarios");
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Scenario 8, several queens: queens sharing one registry in etcd. One etcd member is started for
+//! Several queens: queens sharing one registry in etcd. One etcd member is started for
 //! the scenario, and three parts run on it, each with its own queens under its own key prefix:
 //! [`failover`] kills the leader under submit load, [`rate`] compares submits through a follower
 //! with submits to a queen alone, and [`registration`] registers a fleet through three queens and
@@ -17,7 +17,7 @@ use super::Bench;
 use crate::report::Report;
 use crate::{Result, progress};
 
-pub const LABEL: &str = "8. several queens";
+pub const LABEL: &str = "several queens";
 
 /// One part of the scenario, on the scenario's etcd.
 type Part = fn(&Bench, &Etcd, &mut Report) -> Result<()>;
@@ -31,7 +31,7 @@ const PARTS: [(&str, Part); 3] = [
 
 /// Starts etcd, runs every part on it, and fails with the parts' errors, if any.
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
-    let etcd = bench.etcd("s8-etcd")?;
+    let etcd = bench.etcd("queens-etcd")?;
     progress(&format!("{LABEL}: etcd is healthy: {}", etcd.command(0)));
     report.note(format!(
         "{LABEL}: one etcd member for the whole scenario, each part under its own --etcd-prefix: \

@@ -1,4 +1,4 @@
-//! Scenario 3, no false removals: submit load for a minute against 4 healthy drones under the fast
+//! No false removals: submit load for a minute against 4 healthy drones under the fast
 //! heartbeat; no drone may be removed, and every drone's `last_seen` should advance every interval.
 
 use std::collections::{HashMap, HashSet};
@@ -10,7 +10,7 @@ use crate::report::{Report, ms, target};
 use crate::wrk::{Call, Load};
 use crate::{Result, control, heartbeat, progress};
 
-pub const LABEL: &str = "3. no false removals";
+pub const LABEL: &str = "no false removals";
 
 /// Healthy drones under the load.
 const DRONES: usize = 4;
@@ -31,8 +31,8 @@ const LATE_GAP_INTERVALS: f64 = 2.0;
 /// Runs the load while polling `/drones`, and adds the rows.
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let heartbeat = heartbeat::fast();
-    let queen = bench.queen("s3-queen", &heartbeat::args(&heartbeat))?;
-    let _drones = bench.drones(&queen, "s3-drone", DRONES)?;
+    let queen = bench.queen("soak-queen", &heartbeat::args(&heartbeat))?;
+    let _drones = bench.drones(&queen, "soak-drone", DRONES)?;
     let before = bench.control.list(&queen)?;
     let mut seen: HashMap<String, Vec<f64>> = before
         .iter()
@@ -48,7 +48,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let mut polls_failed = 0;
     let mut max_failures = 0;
     let submitted = thread::scope(|scope| {
-        let loader = scope.spawn(|| bench.wrk.run("s3-submit", load, &queen));
+        let loader = scope.spawn(|| bench.wrk.run("soak-submit", load, &queen));
         let deadline = Instant::now() + length + LOAD_GRACE;
         while !loader.is_finished() && Instant::now() < deadline {
             match bench.control.list(&queen) {

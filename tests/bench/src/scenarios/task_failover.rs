@@ -1,4 +1,4 @@
-//! Scenario 13, task failover: three queens sharing one etcd with a short leader lease, four
+//! Task failover: three queens sharing one etcd with a short leader lease, four
 //! drones of 8 slots that run commands (registered through all three queens), and 2,000 tasks of
 //! `sleep 0.5` submitted through the two followers. Once a tenth of them have ended (the fleet is
 //! busy and most tasks still wait), the leader is killed with SIGKILL at a random point of her
@@ -24,7 +24,7 @@ use crate::report::{Report, target};
 use crate::tasks::{self, Batch, Tally, TaskView};
 use crate::{Result, control, progress};
 
-pub const LABEL: &str = "13. task failover";
+pub const LABEL: &str = "task failover";
 
 /// The leader's lease: short, so the scenario is short, and the larve's own bound is TTL + 1 s.
 const LEADER_TTL: Duration = Duration::from_secs(2);
@@ -39,7 +39,7 @@ const CLIENTS: usize = 8;
 
 /// The tasks: each runs long enough that the fleet stays busy for the whole scenario.
 const BATCH: Batch = Batch {
-    prefix: "s13",
+    prefix: "failover",
     command: &["sleep", "0.5"],
     retries: 0,
 };
@@ -66,10 +66,10 @@ const END_TIMEOUT: Duration = Duration::from_secs(300);
 /// Kills the leader with the tasks in flight, measures, and adds the rows.
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let n = bench.plan.failover_tasks;
-    let etcd = bench.etcd("s13-etcd")?;
+    let etcd = bench.etcd("failover-etcd")?;
     let keep = vec!["--keep-finished".to_string(), n.to_string()];
-    let mut queens = Queens::start_with(bench, &etcd, "s13", LEADER_TTL, &keep)?;
-    let _drones = bench.exec_drones_of(&queens.refs(), "s13-drone", DRONES, SLOTS)?;
+    let mut queens = Queens::start_with(bench, &etcd, "failover", LEADER_TTL, &keep)?;
+    let _drones = bench.exec_drones_of(&queens.refs(), "failover-drone", DRONES, SLOTS)?;
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
     let followers: Vec<&Larve> = queens
         .live()

@@ -1,4 +1,4 @@
-//! Scenario 11, task latency: how long a task waits from its creation until the leader has placed
+//! Task latency: how long a task waits from its creation until the leader has placed
 //! it, while drones have free slots. Tasks arrive at 100 a second, open loop: each is sent at its
 //! own time, whatever the answers to the earlier ones took (a sender thread that waits for an
 //! answer leaves the next tasks to the others). Each runs `true`, which gives its slot back within
@@ -24,7 +24,7 @@ use crate::report::{Report, ms, percentile, target};
 use crate::tasks::{Batch, Created, Tally, TaskView};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "11. task latency";
+pub const LABEL: &str = "task latency";
 
 /// Tasks arriving per second, and the threads that send them: each takes the next task, waits
 /// for its time and sends it, so a task is late only when every sender is still waiting for an
@@ -90,27 +90,27 @@ impl Side {
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let n = (bench.plan.latency_length.as_secs_f64() * RATE_PER_SEC) as usize;
     {
-        let queen = bench.queen("s11-memory-queen", &[])?;
-        let _drones = bench.exec_drones_of(&[&queen], "s11-memory-drone", DRONES, SLOTS)?;
+        let queen = bench.queen("latency-memory-queen", &[])?;
+        let _drones = bench.exec_drones_of(&[&queen], "latency-memory-drone", DRONES, SLOTS)?;
         let side = measure(
             bench,
             &[&queen],
             &queen,
-            &batch("s11-memory"),
+            &batch("latency-memory"),
             n,
             P99_MS_TARGET,
         )?;
         add_rows(report, "memory store", &side, P99_MS_TARGET);
     }
-    let etcd = bench.etcd("s11-etcd")?;
-    let queens = Queens::start(bench, &etcd, "s11-etcd")?;
-    let _drones = bench.exec_drones_of(&queens.refs(), "s11-etcd-drone", DRONES, SLOTS)?;
+    let etcd = bench.etcd("latency-etcd")?;
+    let queens = Queens::start(bench, &etcd, "latency-etcd")?;
+    let _drones = bench.exec_drones_of(&queens.refs(), "latency-etcd-drone", DRONES, SLOTS)?;
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
     let side = measure(
         bench,
         &queens.refs(),
         &queens.live()[leader],
-        &batch("s11-etcd"),
+        &batch("latency-etcd"),
         n,
         ETCD_P99_MS_TARGET,
     )?;
@@ -130,7 +130,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          percentiles are by nearest rank. The histogram is the leader's \
          hive_task_scheduling_seconds (creation to first placement, as she observed it), read \
          after the last task ended",
-        batch("s11-memory").example(),
+        batch("latency-memory").example(),
         MS_PER_SEC / RATE_PER_SEC,
         queens.command()
     ));

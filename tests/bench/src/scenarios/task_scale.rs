@@ -1,4 +1,4 @@
-//! Scenario 12, task queue scale: one queen holding 100,000 pending tasks (no drone runs commands,
+//! Task queue scale: one queen holding 100,000 pending tasks (no drone runs commands,
 //! so none leaves the queue). The tasks are created by the bench's client threads; then the
 //! queen's memory is read from `/proc`, wrk reads the first page of pending tasks, and a short wrk
 //! `POST /tasks` shows whether creating tasks slowed down with the queue that long.
@@ -13,7 +13,7 @@ use crate::tasks::{self, Batch};
 use crate::wrk::{Call, Load};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "12. task queue scale";
+pub const LABEL: &str = "task queue scale";
 
 /// Threads creating the queue.
 const CLIENTS: usize = 8;
@@ -24,7 +24,7 @@ const TARGET_TASKS: usize = 100_000;
 /// Room for the queue and everything the `POST /tasks` load adds, so none is refused.
 const MAX_PENDING: usize = 10_000_000;
 
-/// wrk's connections: the listing load's (a few readers), and the create load's (scenario 10's).
+/// wrk's connections: the listing load's (a few readers), and the create load's (task submission's).
 const LIST_CONNECTIONS: usize = 8;
 const CREATE_CONNECTIONS: usize = 32;
 
@@ -38,7 +38,7 @@ const CREATE_P99_MS_TARGET: f64 = 10.0;
 
 /// The queue's tasks (which never run: no drone runs commands).
 const BATCH: Batch = Batch {
-    prefix: "s12",
+    prefix: "queue",
     command: &["true"],
     retries: 0,
 };
@@ -47,7 +47,7 @@ const BATCH: Batch = Batch {
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let n = bench.plan.queue_tasks;
     let queen = bench.queen(
-        "s12-queen",
+        "queue-queen",
         &["--max-pending".to_string(), MAX_PENDING.to_string()],
     )?;
     progress(&format!(
@@ -64,8 +64,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let length = bench.plan.queue_load;
     let list = Load::new(Call::PendingTasks, LIST_CONNECTIONS, length);
     let create = Load::new(Call::CreateTask, CREATE_CONNECTIONS, length);
-    let listing = bench.wrk.run("s12-list", list, &queen)?;
-    let creating = bench.wrk.run("s12-create", create, &queen)?;
+    let listing = bench.wrk.run("queue-list", list, &queen)?;
+    let creating = bench.wrk.run("queue-create", create, &queen)?;
     let after = sample_for(queen.pid(), SAMPLE_WINDOW);
 
     report.row(
@@ -126,7 +126,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          its next as soon as its last was answered). Memory is sampled from /proc/PID/status for \
          {} ms once they are all pending (VmHWM: the kernel's peak over the queen's life, creation \
          included). Then `{}` and `{}` (PORT: her port); rates and latencies are wrk's (see \
-         scenario 1's note){}",
+         queen under load's note){}",
         BATCH.example(),
         SAMPLE_WINDOW.as_millis(),
         list.command(),

@@ -1,4 +1,4 @@
-//! Scenario 10, task submission: wrk on `POST /tasks`, how fast a queen takes new tasks and how
+//! Task submission: wrk on `POST /tasks`, how fast a queen takes new tasks and how
 //! long each waits for its 202. No drone runs commands, so every task stays pending and the queen
 //! does nothing but take them; she is started with a `--max-pending` no run can reach, so none is
 //! refused. Each run is on a fresh queen, which first gets an uncounted warm-up, then `/healthz`
@@ -14,13 +14,13 @@ use crate::report::{self, Report, median, target};
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "10. task submission";
+pub const LABEL: &str = "task submission";
 
 /// wrk's connections (on its default 2 threads).
 const CONNECTIONS: usize = 32;
 
 /// The uncounted `/healthz` load each queen gets first: her first connections cost more (see
-/// scenario 1), and that is not what this scenario measures.
+/// queen under load), and that is not what this scenario measures.
 const WARM_UP: Duration = Duration::from_secs(1);
 
 /// Far more pending tasks than any run creates, so no submit is refused with 429.
@@ -52,7 +52,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
 
     let memory = (1..=bench.plan.submission_runs)
         .map(|run| {
-            let label = format!("s10-memory-r{run}");
+            let label = format!("submission-memory-r{run}");
             let queen = bench.queen(&format!("{label}-queen"), &args)?;
             bench
                 .wrk
@@ -69,10 +69,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         .collect::<Result<Vec<QueenRun>>>()?;
     add_memory_rows(report, &memory);
 
-    let etcd = bench.etcd("s10-etcd")?;
+    let etcd = bench.etcd("submission-etcd")?;
     let mut followers = Vec::new();
     for run in 1..=bench.plan.submission_runs {
-        let label = format!("s10-etcd-r{run}");
+        let label = format!("submission-etcd-r{run}");
         let queens = Queens::start_with(bench, &etcd, &label, LEADER_TTL, &args)?;
         let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
         let follower = queens.follower(leader);
@@ -94,8 +94,8 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          {MAX_PENDING}` without drones, gives her `{}` uncounted, then `{}`, then `{}` (PORT: her \
          port; every request is POST /tasks {{\"command\": [\"true\"]}}). The etcd runs start three \
          fresh queens each on one etcd, `larve --queen --port 0 --etcd URL --etcd-prefix \
-         /s10-etcd-rN/ --leader-ttl {} --max-pending {MAX_PENDING}`, and load a follower the same \
-         way after the same warm-up. Latencies are wrk's (see scenario 1's note); non-2xx counts \
+         /submission-etcd-rN/ --leader-ttl {} --max-pending {MAX_PENDING}`, and load a follower the same \
+         way after the same warm-up. Latencies are wrk's (see queen under load's note); non-2xx counts \
          answers of 400 or more, 429 included",
         warm_up.command(),
         health.command(),

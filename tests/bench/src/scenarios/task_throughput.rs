@@ -1,4 +1,4 @@
-//! Scenario 9, task throughput: the same number of `true` commands run three ways, side by side
+//! Task throughput: the same number of `true` commands run three ways, side by side
 //! in one run. The baseline is this machine spawning them itself, 32 at a time from one process
 //! (as many as the hive has slots), measured before and after the hives. The hive is one queen
 //! (memory store) with 4 drones of 8 slots, the tasks submitted by 8 client threads; then three
@@ -23,7 +23,7 @@ use crate::report::{Report, percentile, target};
 use crate::tasks::{Batch, Submitted, Tally};
 use crate::{Result, control, progress};
 
-pub const LABEL: &str = "9. task throughput";
+pub const LABEL: &str = "task throughput";
 
 /// Threads submitting tasks.
 pub(super) const CLIENTS: usize = 8;
@@ -178,7 +178,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
          The client alone ran against a fresh queen with the memory store's flags and no drone, \
          so its tasks stayed pending; submitting took the hives {:.2} s (memory) and {:.2} s \
          (etcd)",
-        batch("s9-memory").example(),
+        batch("throughput-memory").example(),
         COMMAND.join(" "),
         memory.seen_secs,
         etcd.seen_secs,
@@ -239,10 +239,10 @@ pub(super) fn queen_args(n: usize) -> Vec<String> {
 
 /// `n` tasks submitted to a fresh queen with no drones, where they stay pending.
 fn client_alone(bench: &Bench, n: usize) -> Result<Submitted> {
-    let queen = bench.queen("s9-alone-queen", &queen_args(n))?;
+    let queen = bench.queen("throughput-alone-queen", &queen_args(n))?;
     bench
         .tasks
-        .submit_many(&[&queen], &batch("s9-alone"), n, CLIENTS)
+        .submit_many(&[&queen], &batch("throughput-alone"), n, CLIENTS)
 }
 
 /// The scenario's tasks, with ids starting `prefix`.
@@ -256,7 +256,7 @@ pub(super) fn batch(prefix: &str) -> Batch<'_> {
 
 /// `n` tasks through one queen with the memory store.
 fn memory_hive(bench: &Bench, n: usize) -> Result<HiveRun> {
-    one_queen_hive(bench, "s9-memory", &[], n)
+    one_queen_hive(bench, "throughput-memory", &[], n)
 }
 
 /// `n` tasks through one queen started with `extra` flags and [`DRONES`] drones of [`SLOTS`]
@@ -276,15 +276,15 @@ pub(super) fn one_queen_hive(
 
 /// `n` tasks through three queens on one etcd, submitted to all of them.
 fn etcd_hive(bench: &Bench, n: usize) -> Result<HiveRun> {
-    let etcd = bench.etcd("s9-etcd")?;
-    let queens = Queens::start_with(bench, &etcd, "s9-etcd", LEADER_TTL, &queen_args(n))?;
-    let _drones = bench.exec_drones_of(&queens.refs(), "s9-etcd-drone", DRONES, SLOTS)?;
+    let etcd = bench.etcd("throughput-etcd")?;
+    let queens = Queens::start_with(bench, &etcd, "throughput-etcd", LEADER_TTL, &queen_args(n))?;
+    let _drones = bench.exec_drones_of(&queens.refs(), "throughput-etcd-drone", DRONES, SLOTS)?;
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
     through(
         bench,
         &queens.refs(),
         &queens.live()[leader],
-        &batch("s9-etcd"),
+        &batch("throughput-etcd"),
         n,
     )
 }

@@ -1,4 +1,4 @@
-//! Scenario 1, wrk: submit throughput and latency as wrk measures them, at 8, 32 and 256
+//! Queen under load: submit throughput and latency as wrk measures them, at 8, 32 and 256
 //! connections. Every run starts a fresh queen with 2 drones and loads her three times: submit
 //! right after the drones registered (cold: the first connections she ever sees), submit again
 //! (warm), then `/healthz`, her HTTP ceiling. Apart from that, `/healthz` on a fresh queen with no
@@ -10,7 +10,7 @@ use crate::report::{self, Report, median, ms, target};
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, heartbeat, progress};
 
-pub const LABEL: &str = "1. wrk";
+pub const LABEL: &str = "queen under load";
 
 /// wrk's connection counts, one series of runs each.
 const CONNECTIONS: [usize; 3] = [8, 32, 256];
@@ -80,10 +80,10 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let cold_load = health(COLD_HEALTHZ_CONNECTIONS);
     let cold = (1..=runs)
         .map(|run| {
-            let queen = bench.queen(&format!("s1-cold-healthz-r{run}-queen"), &[])?;
+            let queen = bench.queen(&format!("load-cold-healthz-r{run}-queen"), &[])?;
             bench
                 .wrk
-                .run(&format!("s1-cold-healthz-r{run}"), cold_load, &queen)
+                .run(&format!("load-cold-healthz-r{run}"), cold_load, &queen)
         })
         .collect::<Result<Vec<Run>>>()?;
     add_cold_healthz_rows(report, &cold);
@@ -110,7 +110,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
 
 /// One run at one connection count: a fresh queen and drones, cold submit, warm submit, healthz.
 fn measure_queen(bench: &Bench, submit: Load, health: Load, run: usize) -> Result<QueenRun> {
-    let label = format!("s1-c{}-r{run}", submit.connections);
+    let label = format!("load-c{}-r{run}", submit.connections);
     progress(&format!("{label}: fresh queen and {DRONES} drones"));
     let queen = bench.queen(&format!("{label}-queen"), &[])?;
     let _drones = bench.drones(&queen, &format!("{label}-drone"), DRONES)?;

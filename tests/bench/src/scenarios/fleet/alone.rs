@@ -1,4 +1,4 @@
-//! The fleet on one queen (`--only fleet`): a queen at the default heartbeat holding the whole
+//! The fleet on one queen (`--only fleet-on-one-queen`): a queen at the default heartbeat holding the whole
 //! simulated fleet, against a second queen started alike that holds only a few drones (the "no
 //! fleet" side). Every bad drone is timed from its registration to its removal; then, in steady
 //! state, the queen's CPU with no API load; then `GET /tasks?limit=1` and `/submit_task` on both
@@ -18,7 +18,7 @@ use crate::scenarios::Bench;
 use crate::wrk::{Call, Load, Run};
 use crate::{Result, heartbeat, progress};
 
-pub const LABEL: &str = "fleet: one queen";
+pub const LABEL: &str = "fleet on one queen";
 
 /// Drones registered on both queens, so the queen without the fleet has drones to hand tasks to.
 const BASE_DRONES: usize = 10;

@@ -1,4 +1,4 @@
-//! The fleet through three queens on etcd (`--only fleet-etcd`): the simulated fleet registered
+//! The fleet through three queens on etcd (`--only fleet-on-etcd`): the simulated fleet registered
 //! round-robin through three queens sharing one etcd member, at the default heartbeat. Once every
 //! bad drone is gone and the queens have settled, etcd's revision is read across a window (every
 //! write makes one: renewals must make none), with the leader's CPU; then the leader is killed
@@ -22,7 +22,7 @@ use crate::scenarios::Bench;
 use crate::scenarios::group::{AGREE_TIMEOUT, LEADER_TTL, QUEENS, Queens};
 use crate::{Result, progress};
 
-pub const LABEL: &str = "fleet-etcd: three queens on etcd";
+pub const LABEL: &str = "fleet on etcd";
 
 /// The queens' key prefix (`Queens` puts their keys under `/{PREFIX}/`).
 const PREFIX: &str = "fleet";

@@ -263,7 +263,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
 
 /// Flood `n` on a fresh queen.
 fn measure(bench: &Bench, n: usize, window: Duration) -> Result<Measured> {
-    let queen = bench.queen(&format!("s15-heads-r{n}-queen"), &[])?;
+    let queen = bench.queen(&format!("front-heads-r{n}-queen"), &[])?;
     let pid = queen.pid();
     let address = address_of(&queen)?;
     steady_usage(&queen)?;

@@ -50,7 +50,7 @@ struct Attack {
 
 /// Runs the attack on a fresh queen and adds the rows.
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
-    let mut queen = bench.queen("s15-kill-queen", &[])?;
+    let mut queen = bench.queen("front-kill-queen", &[])?;
     let pid = queen.pid();
     let address = address_of(&queen)?;
     let baseline = steady_usage(&queen)?;

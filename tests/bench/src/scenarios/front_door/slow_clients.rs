@@ -59,24 +59,24 @@ const MS_PER_SEC: f64 = 1000.0;
 /// Measures a plain queen, then a TLS one, then the close_notify input on another TLS queen.
 pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let probes = bench.plan.slow_probes;
-    let plain = bench.queen("s15-slow-plain-queen", &[])?;
+    let plain = bench.queen("front-slow-plain-queen", &[])?;
     let held = hold_silent(&plain, probes, |address| {
         rawhttp::healthz(address, PROBE_LIMIT)
     })?;
     held.row(report, "plain HTTP");
     drop(plain);
 
-    let pki = Pki::create(&bench.dir.join("s15-pki"), "hive-bench CA")?;
+    let pki = Pki::create(&bench.dir.join("front-pki"), "hive-bench CA")?;
     let larve = pki.issue("larve")?;
     let client = TlsClient::trusting(&pki.ca())?;
-    let secure = bench.queen("s15-slow-tls-queen", &pki.larve_flags(&larve))?;
+    let secure = bench.queen("front-slow-tls-queen", &pki.larve_flags(&larve))?;
     let held = hold_silent(&secure, probes, |address| {
         client.healthz(address, PROBE_LIMIT)
     })?;
     held.row(report, "TLS (handshake included)");
     drop(secure);
 
-    let notified = bench.queen("s15-notify-queen", &pki.larve_flags(&larve))?;
+    let notified = bench.queen("front-notify-queen", &pki.larve_flags(&larve))?;
     close_notify(&notified, &client, report)?;
     report.note(format!(
         "{LABEL}: {PART} the silent connections come from {SOURCES} addresses (127.0.0.2 on) and \

@@ -187,7 +187,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     let window = bench.plan.big_bodies_window;
     let launch = Launch::token(TOKEN);
     let queen = bench.launcher.start(
-        "s15-bodies-queen",
+        "front-bodies-queen",
         &[
             "--queen",
             "--port",
@@ -198,7 +198,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         &launch,
     )?;
     let drone = bench.launcher.start(
-        "s15-bodies-drone",
+        "front-bodies-drone",
         &[
             "--queen-host",
             &queen.address(),

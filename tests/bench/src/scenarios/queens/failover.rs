@@ -1,4 +1,4 @@
-//! Scenario 8, failover: three queens on etcd and two drones; submits go through the two followers
+//! Several queens, failover: three queens on etcd and two drones; submits go through the two followers
 //! while the leader is killed with SIGKILL, or stopped cleanly with SIGTERM (she hands leadership
 //! over as she goes), and the time until both survivors name the same new leader, one of them, is
 //! measured, with every submit that failed meanwhile. A fresh queen then makes three again, and
@@ -87,8 +87,8 @@ impl Kill {
 
 /// Kills the leader `repeats` times and adds the rows.
 pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
-    let mut queens = Queens::start(bench, etcd, "s8-failover")?;
-    let _drones = bench.drones_of(&queens.refs(), "s8-failover-drone", DRONES)?;
+    let mut queens = Queens::start(bench, etcd, "queens-failover")?;
+    let _drones = bench.drones_of(&queens.refs(), "queens-failover-drone", DRONES)?;
     let longest = LEAD_IN + renewal() + LEADER_TTL + GIVE_UP + TAIL + LOAD_MARGIN;
     let load = Load {
         threads: LOAD_THREADS,

@@ -1,8 +1,8 @@
-//! Scenario 8, submit rate: submits through a follower of three queens on etcd against submits to
+//! Several queens, submit rate: submits through a follower of three queens on etcd against submits to
 //! a queen alone (registry in memory), each with two drones. A follower serves submits from her
 //! copy of the registry, never from etcd, so the two should be about as fast.
 //!
-//! Both hives are started once and each gets a warm-up run that is not counted (scenario 1 shows
+//! Both hives are started once and each gets a warm-up run that is not counted (queen under load shows
 //! how much a queen's first connections cost); then the runs alternate, alone first, so slow
 //! spells of the shared machine fall on both sides alike.
 
@@ -30,10 +30,10 @@ const RATIO_TARGET: f64 = 0.9;
 
 /// Measures both sides in turn and adds the rows.
 pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
-    let alone = bench.queen("s8-rate-alone-queen", &[])?;
-    let _alone_drones = bench.drones(&alone, "s8-rate-alone-drone", DRONES)?;
-    let queens = Queens::start(bench, etcd, "s8-rate")?;
-    let _drones = bench.drones_of(&queens.refs(), "s8-rate-drone", DRONES)?;
+    let alone = bench.queen("queens-rate-alone-queen", &[])?;
+    let _alone_drones = bench.drones(&alone, "queens-rate-alone-drone", DRONES)?;
+    let queens = Queens::start(bench, etcd, "queens-rate")?;
+    let _drones = bench.drones_of(&queens.refs(), "queens-rate-drone", DRONES)?;
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
     let follower = queens.follower(leader);
     progress(&format!(
@@ -43,23 +43,25 @@ pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
     ));
     let load = Load::new(Call::Submit, CONNECTIONS, bench.plan.queens_rate_length);
     let warm_up = Load::new(Call::Submit, CONNECTIONS, WARM_UP);
-    bench.wrk.run("s8-rate-alone-warm-up", warm_up, &alone)?;
     bench
         .wrk
-        .run("s8-rate-follower-warm-up", warm_up, follower)?;
+        .run("queens-rate-alone-warm-up", warm_up, &alone)?;
+    bench
+        .wrk
+        .run("queens-rate-follower-warm-up", warm_up, follower)?;
     let mut alone_runs = Vec::new();
     let mut follower_runs = Vec::new();
     for run in 1..=bench.plan.queens_rate_runs {
         alone_runs.push(
             bench
                 .wrk
-                .run(&format!("s8-rate-alone-r{run}"), load, &alone)?,
+                .run(&format!("queens-rate-alone-r{run}"), load, &alone)?,
         );
-        follower_runs.push(
-            bench
-                .wrk
-                .run(&format!("s8-rate-follower-r{run}"), load, follower)?,
-        );
+        follower_runs.push(bench.wrk.run(
+            &format!("queens-rate-follower-r{run}"),
+            load,
+            follower,
+        )?);
     }
     let rate = |runs: &[Run]| median(runs.iter().map(Run::per_sec));
     let (alone_rate, follower_rate) = (rate(&alone_runs), rate(&follower_runs));

@@ -1,4 +1,4 @@
-//! Scenario 8, a fleet registering through three queens, then their memory: simulated drones are
+//! Several queens, a fleet registering through three queens, then their memory: simulated drones are
 //! registered by hand, spread round-robin over the queens from many client threads at once, until
 //! every queen lists them all (each through her own copy of the registry). Once the leader has
 //! probed them all, the leader's and a follower's memory and threads are read.
@@ -81,7 +81,7 @@ pub fn run(bench: &Bench, etcd: &Etcd, report: &mut Report) -> Result<()> {
         refusing: 0,
         silent: 0,
     })?;
-    let queens = Queens::start(bench, etcd, "s8-fleet")?;
+    let queens = Queens::start(bench, etcd, "queens-fleet")?;
     let leader = queens.agreed_leader(AGREE_TIMEOUT)?;
     progress(&format!(
         "registering {size} drones through {QUEENS} queens from {CLIENTS} threads"

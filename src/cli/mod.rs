@@ -74,6 +74,8 @@ options:
   --slots N                      drone: slots of tasks run at once (default: the CPUs)
   --work-dir PATH                drone: where attempts run, each in a fresh directory
                                  (default: hive-drone-IP-PORT in the temporary directory)
+  --max-log-mb MB                drone: what it keeps of each attempt's stdout and of its
+                                 stderr, in MiB; past it the oldest part goes (default 100)
   --containment MODE             drone: what holds each attempt: cgroup (a cgroup of its own,
                                  with its limits; the drone does not start without), process-group
                                  (no limits; a process that calls setsid escapes), or auto (a

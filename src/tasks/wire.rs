@@ -1,5 +1,7 @@
 //! What queens and drones send each other about attempts: the JSON of `POST /tasks` on a drone
-//! (start), `POST /reports` on a queen (ends), and the attempts a drone lists to a probe.
+//! (start), `POST /reports` on a queen (ends), the attempts a drone lists to a probe, the head of
+//! an attempt's output (`GET /attempts/ID/logs` on a drone, relayed by `GET /tasks/ID/logs` on a
+//! queen), and the attempts a queen has forgotten (`POST /attempts/forget` on a drone).
 //!
 //! An attempt is named by its id everywhere here (see [`crate::tasks::Attempt::id`]); the task id
 //! and the attempt's number travel beside it for the drone's directories, environment and logs.
@@ -176,4 +178,72 @@ pub struct RenewalAnswer {
     pub lease_interval: f64,
     /// This renewal's id, for the next renewal's `after`.
     pub renewal: u64,
+}
+
+/// The head of an answer carrying an attempt's output (`GET .../logs`), as two fields say it: where
+/// in the stream its body starts, and whether the attempt had ended when it began. The same on a
+/// drone's answer and a queen's, so a queen relays it as it is, and any reader asks again from
+/// where it stopped (see `drone/logs/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    /// The stream's byte the body's first stream byte is (after any marker line): the offset asked
+    /// for, or the first byte kept when that one was dropped.
+    pub offset: u64,
+    /// The attempt had ended when the answer began: its body, once it ends whole, ends the stream.
+    /// Otherwise a whole body only ends a part of it, and the reader asks again from where it is.
+    pub ended: bool,
+}
+
+/// The fields a [`LogHead`] travels in.
+pub const LOG_OFFSET_FIELD: &str = "X-Hive-Log-Offset";
+pub const LOG_ENDED_FIELD: &str = "X-Hive-Log-Ended";
+
+impl LogHead {
+    /// The head's fields, as an answer carries them.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (LOG_OFFSET_FIELD, self.offset.to_string()),
+            (LOG_ENDED_FIELD, self.ended.to_string()),
+        ]
+    }
+
+    /// The head an answer's fields carry (`field` looks one up by name); `None` when either is
+    /// missing or malformed.
+    pub fn from_fields<'a>(field: impl Fn(&str) -> Option<&'a str>) -> Option<LogHead> {
+        Some(LogHead {
+            offset: field(LOG_OFFSET_FIELD)?.trim().parse().ok()?,
+            ended: field(LOG_ENDED_FIELD)?.trim().parse().ok()?,
+        })
+    }
+}
+
+/// `POST /attempts/forget` on a drone: attempts whose tasks a queen has deleted (her
+/// `--keep-finished`), whose output the drone need keep no longer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forget {
+    /// The attempts' ids.
+    pub attempts: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_head_travels_in_its_two_fields() {
+        let head = LogHead {
+            offset: 52_428_800,
+            ended: true,
+        };
+        let fields = head.fields();
+        let find = |name: &str| {
+            fields
+                .iter()
+                .find(|(field, _)| field.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(LogHead::from_fields(find), Some(head));
+        assert_eq!(LogHead::from_fields(|_| Some("x")), None);
+        assert_eq!(LogHead::from_fields(|_| None), None);
+    }
 }

@@ -217,6 +217,48 @@ impl LogHead {
     }
 }
 
+/// Where a reader of an attempt's output stands in the stream, as answers of `.../logs` go by: so
+/// that a reader whose answer ended (a drone's follow ends its answers now and then, a connection
+/// breaks) asks again from exactly the next byte. The marker line an answer may start with is not
+/// the stream's, and is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogCursor {
+    /// The stream's offset of the next byte.
+    pub position: u64,
+    /// The answer's marker line has not all gone by yet.
+    in_marker: bool,
+}
+
+impl LogCursor {
+    /// A reader starting at byte `offset`.
+    pub fn at(offset: u64) -> LogCursor {
+        LogCursor {
+            position: offset,
+            in_marker: false,
+        }
+    }
+
+    /// An answer asked from [`LogCursor::position`] began with `head`: when it starts later (what
+    /// was asked for was dropped), its body starts with a marker line.
+    pub fn begin(&mut self, head: &LogHead) {
+        self.in_marker = head.offset > self.position;
+        self.position = head.offset;
+    }
+
+    /// `bytes` of the answer's body went by.
+    pub fn pass(&mut self, bytes: &[u8]) {
+        let mut bytes = bytes;
+        if self.in_marker {
+            let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                return;
+            };
+            self.in_marker = false;
+            bytes = &bytes[end + 1..];
+        }
+        self.position += bytes.len() as u64;
+    }
+}
+
 /// `POST /attempts/forget` on a drone: attempts whose tasks a queen has deleted (her
 /// `--keep-finished`), whose output the drone need keep no longer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,5 +287,24 @@ mod tests {
         assert_eq!(LogHead::from_fields(find), Some(head));
         assert_eq!(LogHead::from_fields(|_| Some("x")), None);
         assert_eq!(LogHead::from_fields(|_| None), None);
+    }
+
+    #[test]
+    fn a_log_cursor_counts_the_stream_s_bytes_and_not_a_marker_line() {
+        let mut cursor = LogCursor::at(10);
+        cursor.begin(&LogHead {
+            offset: 10,
+            ended: false,
+        });
+        cursor.pass(b"abc\n");
+        assert_eq!(cursor.position, 14);
+        cursor.begin(&LogHead {
+            offset: 100,
+            ended: false,
+        });
+        cursor.pass(b"[hive: 86 bytes");
+        cursor.pass(b" were dropped]\nxy");
+        cursor.pass(b"z");
+        assert_eq!(cursor.position, 103);
     }
 }

@@ -34,7 +34,7 @@ pub const FOLLOW_WINDOW: Duration = Duration::from_secs(60);
 /// Most bytes one piece of the body carries: what one pipe read gives at most.
 const PIECE_BYTES: usize = 64 * 1024;
 
-/// How a marker line starts: `[hive: stdout bytes 0 to 1048576 were dropped ...]`.
+/// How a marker line starts: `[hive: 1048576 bytes of stdout were dropped (bytes 0 to 1048576): ...]`.
 pub const MARKER_PREFIX: &str = "[hive: ";
 
 impl Logs {
@@ -83,7 +83,8 @@ impl Logs {
 /// The marker line that stands where bytes `from` to `to` of `stream` were dropped.
 fn marker(stream: Stream, from: u64, to: u64) -> Vec<u8> {
     format!(
-        "{MARKER_PREFIX}{} bytes {from} to {to} were dropped: past --max-log-mb, a drone keeps the last part of each stream]\n",
+        "{MARKER_PREFIX}{} bytes of {} were dropped (bytes {from} to {to}): past --max-log-mb, a drone keeps the last part of each stream]\n",
+        to - from,
         stream.as_str()
     )
     .into_bytes()
@@ -242,7 +243,8 @@ mod tests {
         assert_eq!(
             marker,
             format!(
-                "[hive: stdout bytes 10 to {kept} were dropped: past --max-log-mb, a drone keeps the last part of each stream]\n"
+                "[hive: {} bytes of stdout were dropped (bytes 10 to {kept}): past --max-log-mb, a drone keeps the last part of each stream]\n",
+                kept - 10
             )
         );
         assert!(marker.starts_with(MARKER_PREFIX));

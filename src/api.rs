@@ -50,7 +50,7 @@ use crate::server::{
     BodySource, Handler, Held, HeldRoutes, JSON, Pulled, Request, Response, Streamed,
 };
 use crate::store::StoreHealth;
-use crate::tasks::wire::{DroneStatus, Forget, LogHead, Renewal, Reports, StartRequest};
+use crate::tasks::wire::{DroneStatus, Forget, LOG_ATTEMPT_FIELD, Renewal, Reports, StartRequest};
 use crate::tasks::{
     MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, State, Submission, Summary, Task, millicpus,
     valid_attempt_id, valid_boot, valid_client_id, valid_id,
@@ -507,8 +507,10 @@ fn queen_logs(queen: &Arc<Queen>, request: &Request) -> Result<Held> {
         offset,
         follow,
     };
-    let (head, relay) = queen.logs(id, asked)?;
-    Ok(log_stream(head, Box::new(relay)))
+    let (head, n, relay) = queen.logs(id, asked)?;
+    let mut fields = head.fields();
+    fields.push((LOG_ATTEMPT_FIELD, n.to_string()));
+    Ok(log_stream(fields, Box::new(relay)))
 }
 
 /// `GET /attempts/ID/logs?stream=&offset=B&follow=1` on a drone.
@@ -520,15 +522,16 @@ fn drone_logs(drone: &Arc<Drone>, request: &Request) -> Result<Held> {
     let query = Query::parse(&request.query)?;
     let (stream, offset, follow) = log_query(&query)?;
     let (head, body) = drone.logs(id, stream, offset, follow)?;
-    Ok(log_stream(head, Box::new(body)))
+    Ok(log_stream(head.fields(), Box::new(body)))
 }
 
-/// The answer of an attempt's output: its head's fields, then its body as it comes.
-fn log_stream(head: LogHead, body: Box<dyn BodySource>) -> Held {
+/// The answer of an attempt's output: its head's `fields` (see `tasks::wire::LogHead`), then its
+/// body as it comes.
+fn log_stream(fields: Vec<(&'static str, String)>, body: Box<dyn BodySource>) -> Held {
     Held::Stream(Streamed {
         status: 200,
         content_type: LOG_TEXT,
-        headers: head.fields(),
+        headers: fields,
         body,
     })
 }

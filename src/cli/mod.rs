@@ -20,7 +20,7 @@ mod suggest;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 
-pub use client::{Output, Request, Target};
+pub use client::{Output, Request, Target, Wait};
 
 use crate::config::Config;
 

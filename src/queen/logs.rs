@@ -38,10 +38,10 @@ pub struct LogsAsked {
 }
 
 impl Queen {
-    /// The head of task `id`'s output as `asked`, and its body, relayed from the attempt's drone.
-    /// Not found: no such task, attempt (none yet included); gone: the attempt's drone is no longer
-    /// registered, or no longer keeps its output.
-    pub fn logs(&self, id: &str, asked: LogsAsked) -> Result<(LogHead, Relay)> {
+    /// The head of task `id`'s output as `asked`, the attempt's number, and its body, relayed
+    /// from the attempt's drone. Not found: no such task, attempt (none yet included); gone: the
+    /// attempt's drone is no longer registered, or no longer keeps its output.
+    pub fn logs(&self, id: &str, asked: LogsAsked) -> Result<(LogHead, u32, Relay)> {
         let task = self.task(id, None)?;
         let attempt = match asked.attempt {
             None => task.attempts.last().ok_or_else(|| {
@@ -81,7 +81,7 @@ impl Queen {
                 attempt.drone, attempt.address
             )),
         })?;
-        Ok((head, relay))
+        Ok((head, attempt.n, relay))
     }
 }
 

@@ -198,6 +198,10 @@ pub struct LogHead {
 pub const LOG_OFFSET_FIELD: &str = "X-Hive-Log-Offset";
 pub const LOG_ENDED_FIELD: &str = "X-Hive-Log-Ended";
 
+/// The field of a queen's answer naming the attempt (its number) whose output it carries: a
+/// reader that asked for the last attempt asks again for that one.
+pub const LOG_ATTEMPT_FIELD: &str = "X-Hive-Log-Attempt";
+
 impl LogHead {
     /// The head's fields, as an answer carries them.
     pub fn fields(&self) -> Vec<(&'static str, String)> {

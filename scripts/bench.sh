@@ -4,8 +4,10 @@
 # door (15: attacks by unauthenticated clients; 16: the front's cost), and, named rather than
 # numbered, of the durable store (durable-store-task-submission, -task-throughput, -recovery), of
 # containment (containment: cgroups against process groups, and cancels), of scoped tokens
-# (scoped-tokens) and of placement by labels (placement-with-constraints: the scheduler's
-# placement over 1,000 drones, in a second, no larve started), with wrk as the load
+# (scoped-tokens), of placement by labels (placement-with-constraints: the scheduler's
+# placement over 1,000 drones, in a second, no larve started) and of tasks' output
+# (follow-latency: a line printed to a following client, some 20 s; a-1-gb-output-kept-to-its-cap:
+# a drone's memory while it keeps 1 GiB of output to its cap, a few seconds), with wrk as the load
 # generator, etcd for the scenarios of several queens and openssl for the TLS certificates (each
 # installed with apt-get when missing and run as root: Debian's wrk, etcd-server and openssl).
 #

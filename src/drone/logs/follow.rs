@@ -29,13 +29,13 @@ pub const FOLLOW_IDLE: Duration = Duration::from_secs(5);
 
 /// A follow ends its answer after this long in all, so that every call a caller makes has an end
 /// it can set its timeout by.
-pub const FOLLOW_WINDOW: Duration = Duration::from_secs(60);
+const FOLLOW_WINDOW: Duration = Duration::from_secs(60);
 
 /// Most bytes one piece of the body carries: what one pipe read gives at most.
 const PIECE_BYTES: usize = 64 * 1024;
 
 /// How a marker line starts: `[hive: 1048576 bytes of stdout were dropped (bytes 0 to 1048576): ...]`.
-pub const MARKER_PREFIX: &str = "[hive: ";
+const MARKER_PREFIX: &str = "[hive: ";
 
 impl Logs {
     /// `stream` of attempt `id` from byte `offset` on (to its end now, or with `follow` as it
@@ -163,7 +163,7 @@ impl BodySource for LogBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drone::logs::MIN_SEGMENT_BYTES;
+    use crate::drone::logs::segments::MIN_SEGMENT_BYTES;
     use crate::exec::tests::Scratch;
 
     const ID: &str = "0123456789abcdef0123456789abcdef";

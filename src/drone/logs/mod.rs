@@ -42,9 +42,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::exec::{OutputSink, Stream};
 use crate::tasks::valid_attempt_id;
-pub use follow::{FOLLOW_IDLE, FOLLOW_WINDOW, LogBody, MARKER_PREFIX};
+pub use follow::{FOLLOW_IDLE, LogBody};
 use segments::Writer;
-pub use segments::{MIN_SEGMENT_BYTES, segment_bytes};
 
 /// Under the work root: the logs of every attempt, one directory each.
 const LOGS_DIR: &str = "logs";
@@ -141,11 +140,6 @@ impl Logs {
         };
         logs.sweep(MAX_AGE);
         Ok(logs)
-    }
-
-    /// What is kept of each stream at most.
-    pub fn cap_bytes(&self) -> u64 {
-        self.cap_bytes
     }
 
     /// Where attempt `id` keeps its output (`id` is an attempt id, so the path is under `logs/`).
@@ -320,6 +314,7 @@ impl Drop for AttemptSink {
 
 #[cfg(test)]
 mod tests {
+    use super::segments::MIN_SEGMENT_BYTES;
     use super::*;
     use crate::exec::tests::Scratch;
 

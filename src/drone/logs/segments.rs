@@ -44,7 +44,7 @@ pub struct Kept {
 }
 
 /// The size of the segments a stream of cap `cap_bytes` is cut into.
-pub fn segment_bytes(cap_bytes: u64) -> u64 {
+fn segment_bytes(cap_bytes: u64) -> u64 {
     (cap_bytes / SEGMENTS_PER_CAP).max(MIN_SEGMENT_BYTES)
 }
 

@@ -974,10 +974,12 @@ mod tests {
     }
 
     #[test]
-    fn a_queens_long_polls_are_held_and_nothing_else() {
+    fn long_polls_and_logs_are_held_and_nothing_else() {
         let queens = held(queen(), true);
         assert!(queens.holds("GET", "/tasks/a", "wait=5"));
         assert!(queens.holds("GET", "/tasks/a", "x=1&w%61it=5"));
+        assert!(queens.holds("GET", "/tasks/a/logs", ""));
+        assert!(queens.holds("GET", "/tasks/a/logs", "follow=1"));
         for (method, path, query) in [
             ("GET", "/tasks/a", ""),
             ("GET", "/tasks/a", "waiting=5"),
@@ -990,8 +992,14 @@ mod tests {
                 "{method} {path}?{query}"
             );
         }
+        assert!(!queens.holds("DELETE", "/tasks/a/logs", ""));
+        assert!(!queens.holds("GET", "/attempts/a/logs", ""));
         let drone = held(Role::Drone(Arc::new(Drone::new(None))), true);
         assert!(!drone.holds("GET", "/tasks/a", "wait=5"));
+        assert!(!drone.holds("GET", "/tasks/a/logs", ""));
+        assert!(drone.holds("GET", "/attempts/a/logs", "stream=stderr"));
+        assert!(!drone.holds("GET", "/attempts/a", ""));
+        assert!(!drone.holds("POST", "/attempts/a/logs", ""));
     }
 
     #[test]

@@ -752,6 +752,14 @@ mod tests {
             (&["--queen", "--heartbeat-timeout", "-1"][..], "seconds"),
             (&["--queen", "--heartbeat-attempts", "0"][..], "(1-100)"),
             (&["--queen", "--log-level", "loud"][..], "not a level"),
+            (
+                &["--queen-host", "127.0.0.1:1", "--max-log-mb", "0"][..],
+                "whole number of MiB",
+            ),
+            (
+                &["--queen-host", "127.0.0.1:1", "--max-log-mb", "5"][..],
+                "--allow-exec",
+            ),
             (&["--queen", "--bogus"][..], "unexpected argument"),
             (&["--queen-host", "evil.example/x#"][..], "host:port alone"),
             (
@@ -998,12 +1006,15 @@ mod tests {
             "2048",
             "--cpus",
             "1.5",
+            "--max-log-mb",
+            "20",
         ])
         .unwrap()
         .role
         else {
             panic!()
         };
+        assert_eq!(d.max_log_mb, 20);
         assert_eq!(
             (
                 d.containment,

@@ -28,9 +28,9 @@ use crate::config::Config;
 pub const USAGE: &str = "\
 usage: larve --queen [--port 8080] [--data-dir DIR | --etcd URL[,URL...]] [options]
        larve --queen-host HOST:PORT[,HOST:PORT...] [--port 8080] [options]
-       larve task run|get|ls|cancel ...   ask a queen about tasks (larve task --help)
-       larve drone ls|drain ...            ask a queen about drones (larve drone --help)
-       larve events [--after REV]          stream the queen's events (larve events --help)
+       larve task run|get|logs|ls|cancel ...  ask a queen about tasks (larve task --help)
+       larve drone ls|drain ...               ask a queen about drones (larve drone --help)
+       larve events [--after REV]             stream the queen's events (larve events --help)
 
 A larve is a drone (worker) by default; --queen makes it the queen (control plane). The task,
 drone and events commands are clients of a queen's API (HIVE_QUEEN, else 127.0.0.1:8080).

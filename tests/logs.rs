@@ -17,16 +17,17 @@ use common::*;
 use hive_support::workdir::WorkDir;
 use serde_json::{Value, json};
 
-/// A queen with fast heartbeat settings and a short limit for calls to drones, and `extra` flags.
+/// A queen with fast heartbeat settings, and `extra` flags.
 fn queen(extra: &[&str]) -> Larve {
     let mut args = FAST.to_vec();
-    args.extend(["--task-timeout", "1"]);
     args.extend_from_slice(extra);
     Larve::queen(&args)
 }
 
 /// A drone of `queen` that runs commands, its work root in `root`, on `port` (0: any), with
-/// `extra` flags.
+/// `extra` flags; once it has taken the credential its registration was answered with (a queen
+/// may place an attempt on it as soon as she has recorded it, and the drone refuses a start that
+/// shows a credential it does not know yet).
 fn exec_drone(queen: &Larve, root: &Path, port: u16, extra: &[&str]) -> RootedDrone {
     let (port, root) = (port.to_string(), root.to_string_lossy().into_owned());
     let mut args = vec![
@@ -39,7 +40,9 @@ fn exec_drone(queen: &Larve, root: &Path, port: u16, extra: &[&str]) -> RootedDr
         &root,
     ];
     args.extend_from_slice(extra);
-    RootedDrone(Larve::start(&args))
+    let drone = RootedDrone(Larve::start(&args));
+    drone.log_with(&["registered with queen"]);
+    drone
 }
 
 /// A directory of the test's own; anyone may write in it (a drone run as root runs its tasks as
@@ -342,6 +345,7 @@ fn the_logs_of_tasks_beyond_keep_finished_are_removed_from_their_drone() {
     let _drone = exec_drone(&queen, &drone_root, 0, &[]);
     let first = run_sh(&queen, "echo first");
     let task = ended(&queen, &first, SOON);
+    assert_eq!(task["state"], "succeeded", "{task}");
     let attempt = task["attempts"][0]["id"].as_str().unwrap().to_string();
     let kept = drone_root.join("logs").join(&attempt);
     assert!(kept.is_dir(), "{} holds the attempt's logs", kept.display());

@@ -17,6 +17,9 @@
 //! | `POST /reports`     | queen | a drone's attempt ends        | `{"accepted": ["task/n", ...]}`          |
 //! | `POST /tasks`       | drone | attempts to start (a queen's) | what became of each                      |
 //! | `DELETE /tasks/ID?attempt=N` | drone |                      | the attempt is being stopped             |
+//! | `GET /tasks/ID/logs` | queen | `?stream=&attempt=N&offset=B&follow=1` | the attempt's output, text, chunked (relayed) |
+//! | `GET /attempts/ID/logs` | drone | `?stream=&offset=B&follow=1` | the attempt's output, text, chunked |
+//! | `POST /attempts/forget` | drone | `{"attempts": [...]}` | `{"result": "OK", "removed": N}`: their logs removed |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
 //! for its Python larve read Hive's answers unchanged. Who may call what is decided before a
@@ -36,17 +39,18 @@ use serde_json::{Value, json};
 use crate::auth::Identity;
 use crate::drone::Drone;
 use crate::error::{Error, Result};
-use crate::exec::CONTAINMENT_LEVELS;
+use crate::exec::{CONTAINMENT_LEVELS, Stream};
 use crate::labels::{self, Constraint, Labels, NAME_LABEL, all_hold};
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
+use crate::queen::logs::LogsAsked;
 use crate::queen::registry::{Offer, Registration};
 use crate::queen::{Created, NotRenewed, Queen};
 use crate::server::{
     BodySource, Handler, Held, HeldRoutes, JSON, Pulled, Request, Response, Streamed,
 };
 use crate::store::StoreHealth;
-use crate::tasks::wire::{DroneStatus, Renewal, Reports, StartRequest};
+use crate::tasks::wire::{DroneStatus, Forget, LOG_ATTEMPT_FIELD, Renewal, Reports, StartRequest};
 use crate::tasks::{
     MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, State, Submission, Summary, Task, millicpus,
     valid_attempt_id, valid_boot, valid_client_id, valid_id,
@@ -333,6 +337,16 @@ impl Api {
                 };
                 Ok(Response::json(200, &redacted(task, request, self.open)))
             }
+            ["attempts", "forget"] => {
+                let Role::Drone(drone) = &self.role else {
+                    return Err(Error::NotFound(format!("endpoint {:?}", request.path)));
+                };
+                allow(request, "POST")?;
+                let forget: Forget = serde_json::from_slice(&request.body).map_err(|e| {
+                    Error::BadRequest(format!("body is not a list of attempts to forget ({e})"))
+                })?;
+                Ok(ok(json!({ "removed": drone.forget(&forget)? })))
+            }
             ["attempts", id] => {
                 let Role::Drone(drone) = &self.role else {
                     return Err(Error::NotFound(format!("endpoint {:?}", request.path)));
@@ -416,7 +430,8 @@ impl Api {
 }
 
 /// The requests the front holds (see `server::HeldRoutes`) for a larve playing `role` in a hive
-/// that is `open` (no cluster token): a queen's `GET /tasks/ID?wait=S`.
+/// that is `open` (no cluster token): a queen's `GET /tasks/ID?wait=S` and `GET /tasks/ID/logs`,
+/// a drone's `GET /attempts/ID/logs`.
 pub fn held(role: Role, open: bool) -> Arc<dyn HeldRoutes> {
     Arc::new(Waits { role, open })
 }
@@ -429,22 +444,123 @@ struct Waits {
 impl HeldRoutes for Waits {
     fn holds(&self, method: &str, path: &str, query: &str) -> bool {
         // Asked of every request: the cheap tests first.
-        matches!(self.role, Role::Queen(_))
-            && method == "GET"
-            && !query.is_empty()
-            && path
-                .strip_prefix("/tasks/")
-                .is_some_and(|id| !id.contains('/'))
-            && Query::parse(query).is_ok_and(|query| query.get("wait").is_some())
+        if method != "GET" {
+            return false;
+        }
+        match self.role {
+            Role::Queen(_) => {
+                path.strip_prefix("/tasks/")
+                    .is_some_and(|rest| match rest.split_once('/') {
+                        Some((_, "logs")) => true,
+                        Some(_) => false,
+                        None => {
+                            !query.is_empty()
+                                && Query::parse(query)
+                                    .is_ok_and(|query| query.get("wait").is_some())
+                        }
+                    })
+            }
+            Role::Drone(_) => path
+                .strip_prefix("/attempts/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(_, tail)| tail == "logs"),
+        }
     }
 
     fn open(&self, request: &Request) -> Held {
-        let Role::Queen(queen) = &self.role else {
-            return Held::Answer(Response::error(&Error::NotFound("held request".into())));
+        let opened = match &self.role {
+            Role::Queen(queen) if request.path.ends_with("/logs") => queen_logs(queen, request),
+            Role::Queen(queen) => TaskWait::open(queen, request, self.open),
+            Role::Drone(drone) => drone_logs(drone, request),
         };
-        TaskWait::open(queen, request, self.open)
-            .unwrap_or_else(|error| Held::Answer(Response::error(&error)))
+        opened.unwrap_or_else(|error| Held::Answer(Response::error(&error)))
     }
+}
+
+/// Content type of an attempt's output: what a task prints is mostly text, and curl shows it.
+const LOG_TEXT: &str = "text/plain; charset=utf-8";
+
+/// `GET /tasks/ID/logs?stream=&attempt=N&offset=B&follow=1` on a queen.
+fn queen_logs(queen: &Arc<Queen>, request: &Request) -> Result<Held> {
+    let id = request
+        .path
+        .trim_start_matches("/tasks/")
+        .trim_end_matches("/logs");
+    if !valid_id(id) {
+        return Err(Error::NotFound(format!("task {id:?}")));
+    }
+    let query = Query::parse(&request.query)?;
+    let (stream, offset, follow) = log_query(&query)?;
+    let attempt = query
+        .get("attempt")
+        .map(|n| {
+            n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "attempt: {n:?} is not an attempt's number (1, 2, ...)"
+                ))
+            })
+        })
+        .transpose()?;
+    let asked = LogsAsked {
+        stream,
+        attempt,
+        offset,
+        follow,
+    };
+    let (head, n, relay) = queen.logs(id, asked)?;
+    let mut fields = head.fields();
+    fields.push((LOG_ATTEMPT_FIELD, n.to_string()));
+    Ok(log_stream(fields, Box::new(relay)))
+}
+
+/// `GET /attempts/ID/logs?stream=&offset=B&follow=1` on a drone.
+fn drone_logs(drone: &Arc<Drone>, request: &Request) -> Result<Held> {
+    let id = request
+        .path
+        .trim_start_matches("/attempts/")
+        .trim_end_matches("/logs");
+    let query = Query::parse(&request.query)?;
+    let (stream, offset, follow) = log_query(&query)?;
+    let (head, body) = drone.logs(id, stream, offset, follow)?;
+    Ok(log_stream(head.fields(), Box::new(body)))
+}
+
+/// The answer of an attempt's output: its head's `fields` (see `tasks::wire::LogHead`), then its
+/// body as it comes.
+fn log_stream(fields: Vec<(&'static str, String)>, body: Box<dyn BodySource>) -> Held {
+    Held::Stream(Streamed {
+        status: 200,
+        content_type: LOG_TEXT,
+        headers: fields,
+        body,
+    })
+}
+
+/// The parameters both `logs` routes take: `stream` (default stdout), `offset` (default 0),
+/// `follow` (`1` or `true`; default not).
+fn log_query(query: &Query) -> Result<(Stream, u64, bool)> {
+    let stream = match query.get("stream") {
+        None => Stream::Stdout,
+        Some(name) => Stream::parse(name).ok_or_else(|| {
+            Error::NotFound(format!("stream {name:?} (there are stdout and stderr)"))
+        })?,
+    };
+    let offset = match query.get("offset") {
+        None => 0,
+        Some(b) => b.parse::<u64>().map_err(|_| {
+            Error::BadRequest(format!("offset: {b:?} is not a byte offset (0, 1, ...)"))
+        })?,
+    };
+    let follow = match query.get("follow") {
+        None | Some("0" | "false") => false,
+        Some("" | "1" | "true") => true,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "follow: {other:?} is not 1 or 0"
+            )));
+        }
+    };
+    Ok((stream, offset, follow))
 }
 
 /// Longest `?wait=` of `GET /tasks/ID`, in seconds.
@@ -858,10 +974,12 @@ mod tests {
     }
 
     #[test]
-    fn a_queens_long_polls_are_held_and_nothing_else() {
+    fn long_polls_and_logs_are_held_and_nothing_else() {
         let queens = held(queen(), true);
         assert!(queens.holds("GET", "/tasks/a", "wait=5"));
         assert!(queens.holds("GET", "/tasks/a", "x=1&w%61it=5"));
+        assert!(queens.holds("GET", "/tasks/a/logs", ""));
+        assert!(queens.holds("GET", "/tasks/a/logs", "follow=1"));
         for (method, path, query) in [
             ("GET", "/tasks/a", ""),
             ("GET", "/tasks/a", "waiting=5"),
@@ -874,8 +992,14 @@ mod tests {
                 "{method} {path}?{query}"
             );
         }
+        assert!(!queens.holds("DELETE", "/tasks/a/logs", ""));
+        assert!(!queens.holds("GET", "/attempts/a/logs", ""));
         let drone = held(Role::Drone(Arc::new(Drone::new(None))), true);
         assert!(!drone.holds("GET", "/tasks/a", "wait=5"));
+        assert!(!drone.holds("GET", "/tasks/a/logs", ""));
+        assert!(drone.holds("GET", "/attempts/a/logs", "stream=stderr"));
+        assert!(!drone.holds("GET", "/attempts/a", ""));
+        assert!(!drone.holds("POST", "/attempts/a/logs", ""));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! callers decide on.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::time::Duration;
 
 use std::net::SocketAddr;
@@ -297,6 +297,36 @@ impl Client {
         Ok((status, BufReader::new(reader)))
     }
 
+    /// `GET {scheme}://{address}{path}` for an answer that streams and may pause: its status and
+    /// head fields, and a reader of its body as it arrives. The connection and the answer's head
+    /// must come within `timeout` each, and each read of the body within `read_timeout`: a peer
+    /// that goes quiet for longer is taken for gone, so a stream that may pause longer is one its
+    /// server ends in time (and its reader asks again). Any status is an answer.
+    pub fn get_stream(
+        &self,
+        address: &str,
+        path: &str,
+        (timeout, read_timeout): (Duration, Duration),
+    ) -> Result<Streaming, CallError> {
+        let request = self.authorize(self.agent.get(self.url(address, path)));
+        let mut reply = request
+            .config()
+            .timeout_connect(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_per_read(Some(read_timeout))
+            .http_status_as_error(false)
+            .build()
+            .call()?;
+        let status = reply.status().as_u16();
+        let fields = std::mem::take(reply.headers_mut());
+        let body = Box::new(reply.into_body().into_with_config().reader());
+        Ok(Streaming {
+            status,
+            fields,
+            body,
+        })
+    }
+
     fn send(
         &self,
         address: &str,
@@ -339,6 +369,38 @@ impl Client {
         request
     }
 }
+
+/// An answer whose body streams: see [`Client::get_stream`].
+pub struct Streaming {
+    pub status: u16,
+    fields: ureq::http::HeaderMap,
+    /// The body as it arrives; a read fails when the peer broke off or went quiet too long.
+    pub body: Box<dyn Read + Send>,
+}
+
+impl Streaming {
+    /// The value of the head field `name`, if it has one that is text.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name)?.to_str().ok()
+    }
+
+    /// What a refusal says, for a person: its JSON `error`, or its body's start (at most a
+    /// larve's error answer is read).
+    pub fn said(mut self) -> String {
+        let mut body = Vec::new();
+        let _ = (&mut self.body)
+            .take(MAX_ERROR_BYTES)
+            .read_to_end(&mut body);
+        Reply {
+            status: self.status,
+            body,
+        }
+        .said()
+    }
+}
+
+/// Most of an error answer's body read, to say what it says.
+const MAX_ERROR_BYTES: u64 = 64 * 1024;
 
 /// Resolves `ip:port` addresses on the calling thread. ureq's default resolver starts a thread for
 /// every call that has a timeout, to bound a DNS lookup, even when the host is an IP address and the

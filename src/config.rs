@@ -179,6 +179,8 @@ pub struct DroneConfig {
     /// Where attempts run, each in a fresh directory; `None`: a directory per address under the
     /// system's temporary directory.
     pub work_dir: Option<PathBuf>,
+    /// What is kept of each output stream of an attempt at most, in MiB: `--max-log-mb`.
+    pub max_log_mb: u64,
     /// What holds its attempts: `--containment`.
     pub containment: Mode,
     /// Under which cgroup its attempts' are made (a path in the hierarchies); `None`: a `hive`

@@ -19,6 +19,9 @@ pub enum Error {
     MethodNotAllowed(&'static str),
     /// The request clashes with what exists (a task id taken by another spec).
     Conflict(String),
+    /// What was asked for existed and is gone for good: the output of an attempt whose drone is no
+    /// longer registered, or no longer keeps it.
+    Gone(String),
     /// Too much is queued already; the caller should come back later (`Retry-After`).
     TooManyRequests(String),
     /// The body did not arrive in time.
@@ -40,6 +43,9 @@ pub enum Error {
     NoDrones,
     /// Every drone the queen tried failed; the text says which and how.
     AllDronesFailed(String),
+    /// The drone that holds what was asked for did not answer it as it should (unreachable, or an
+    /// answer the queen cannot use); the text says which drone and how.
+    DroneFailed(String),
     /// The registry's shared store (etcd) cannot be reached, so a registration cannot be recorded;
     /// trying again later may work.
     StoreUnavailable(String),
@@ -65,13 +71,14 @@ impl Error {
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::Conflict(_) => 409,
+            Error::Gone(_) => 410,
             Error::TooManyRequests(_) => 429,
             Error::RequestTimeout => 408,
             Error::PayloadTooLarge(_) => 413,
             Error::ExpectationFailed => 417,
             Error::HeadTooLarge(_) | Error::TooManyFields(_) => 431,
             Error::Internal(_) => 500,
-            Error::AllDronesFailed(_) | Error::StoreFailed(_) => 502,
+            Error::AllDronesFailed(_) | Error::DroneFailed(_) | Error::StoreFailed(_) => 502,
             Error::NoDrones | Error::StoreUnavailable(_) | Error::Busy(_) | Error::NotReady(_) => {
                 503
             }
@@ -101,6 +108,8 @@ impl fmt::Display for Error {
             Error::NotFound(what) => write!(f, "no such {what}"),
             Error::Forbidden(why)
             | Error::Conflict(why)
+            | Error::Gone(why)
+            | Error::DroneFailed(why)
             | Error::TooManyRequests(why)
             | Error::NotReady(why) => {
                 write!(f, "{why}")
@@ -148,6 +157,8 @@ mod tests {
             (Error::Forbidden("x".into()), 403),
             (Error::MethodNotAllowed("GET"), 405),
             (Error::Conflict("x".into()), 409),
+            (Error::Gone("x".into()), 410),
+            (Error::DroneFailed("x".into()), 502),
             (Error::TooManyRequests("x".into()), 429),
             (Error::RequestTimeout, 408),
             (Error::PayloadTooLarge(1), 413),

@@ -67,7 +67,7 @@ fn help_lists_the_client_s_commands_and_a_slip_is_one_line_naming_the_nearest() 
     let (code, help, _) = larve(None, &["--help"]);
     assert_eq!(code, 0);
     for command in [
-        "larve task run|get|ls|cancel",
+        "larve task run|get|logs|ls|cancel",
         "larve drone ls|drain",
         "larve events [--after REV]",
         "--label KEY=VALUE",

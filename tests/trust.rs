@@ -410,3 +410,47 @@ fn a_token_is_handed_out_or_taken_back_by_editing_the_file_without_a_restart() {
     let log = queen.log_with(&["read the client tokens again"]);
     assert!(!log.contains(newcomer), "a secret reached the log");
 }
+
+/// `GET url` with `token`: status and the body as text (an attempt's output is no JSON).
+fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(SOON))
+        .build()
+        .into();
+    let mut request = agent.get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut answer = request.call().expect("an HTTP answer");
+    let status = answer.status().as_u16();
+    (status, answer.body_mut().read_to_string().expect("a body"))
+}
+
+#[test]
+fn a_task_s_output_is_read_through_the_queen_with_a_read_token_and_never_from_its_drone() {
+    let tokens = TokensFile::new();
+    let queen = queen_with(&tokens);
+    let drone = exec_drone(&queen);
+    // Placed before the drone holds its credential, a start would be refused (401).
+    drone.log_with(&["registered with queen"]);
+    let task = json!({"command": ["echo", "what the task printed"]});
+    let (status, created) = ask("POST", &queen.url("/tasks"), &task, Some(SUBMITTER));
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let task = ended(&queen, id, READER);
+    assert_eq!(task["state"], "succeeded", "{task}");
+    let logs = queen.url(&format!("/tasks/{id}/logs"));
+    assert_eq!(
+        get_text(&logs, Some(READER)),
+        (200, "what the task printed\n".to_string())
+    );
+    assert_eq!(get_text(&logs, None).0, 401);
+    let attempt = task["attempts"][0]["id"].as_str().unwrap();
+    let on_drone = drone.url(&format!("/attempts/{attempt}/logs"));
+    for token in [None, Some(READER), Some(ADMIN), Some(TOKEN)] {
+        let (status, said) = get_text(&on_drone, token);
+        assert!(status == 401 || status == 403, "{token:?}: {status} {said}");
+        assert!(!said.contains("what the task printed"), "{token:?}: {said}");
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -12,6 +13,7 @@ use super::flags::{
 use super::{Command, Environment, Mistake, no_command, unexpected};
 use crate::address;
 use crate::client::Credentials;
+use crate::exec::Stream;
 use crate::labels::Constraint;
 use crate::tasks::{is_drone_name, valid_client_id, valid_id};
 use crate::tls::ClientTls;
@@ -21,16 +23,20 @@ const CLIENT_USAGE: &str = "\
 usage: larve task run [--slots N] [--timeout S] [--retries N] [--retry-delay S]
                       [--memory-mb MB] [--cpus N] [--pids N] [--kill-timeout S]
                       [--env NAME=VALUE]... [--constraint C]... [--each-drone]
-                      [--id ID] [--wait] -- COMMAND [ARGS...]
+                      [--id ID] [--wait [--wait-timeout S]] -- COMMAND [ARGS...]
        larve task get ID [-o json]
+       larve task logs [-f] [--stderr] [--attempt N] ID
        larve task ls [--state STATE] [--group ID] [--limit N] [--after ID] [-o json]
        larve task cancel ID
        larve drone ls [--label C]... [-o json]
        larve drone drain NAME|ADDRESS [--undo]
        larve events [--after REV]
 
-A client of a queen's API. task run prints the new task's id; with --wait it waits for the task
-to end, prints its output and exits with its exit code. With --each-drone it makes one task per
+A client of a queen's API. task run prints the new task's id; with --wait it prints the task's
+stdout and stderr as they come, says why the task waits when it has been pending 2 s, and exits
+with the task's exit code (1 when it has none; 124 when --wait-timeout S passed first). task logs
+prints an attempt's stdout (--stderr: its stderr) as its drone keeps it, of the last attempt unless
+--attempt N says; -f follows it until the attempt ends. With --each-drone it makes one task per
 drone that meets the constraints now, ID.DRONE-NAME, and prints their ids. task get prints a
 summary (-o json: the task as the API has it). A constraint C is KEY=VALUE, KEY!=VALUE or KEY (a
 drone's labels, as drone ls shows them; hive.name=drone-3 is one drone).
@@ -58,7 +64,7 @@ earlier stream left off. The options to reach a queen are larve task's (larve ta
 const DEFAULT_QUEEN: &str = "127.0.0.1:8080";
 
 /// The verbs of each noun.
-const TASK_COMMANDS: [&str; 4] = ["run", "get", "ls", "cancel"];
+const TASK_COMMANDS: [&str; 5] = ["run", "get", "logs", "ls", "cancel"];
 const DRONE_COMMANDS: [&str; 2] = ["ls", "drain"];
 
 /// What the client talks to.
@@ -84,7 +90,14 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// `task run`: create a task (the JSON body of `POST /tasks`), and with `wait` wait for it.
-    Run { task: Value, wait: bool },
+    Run { task: Value, wait: Option<Wait> },
+    /// `task logs ID`: the output of attempt `attempt` (the last when `None`), followed or not.
+    Logs {
+        id: String,
+        stream: Stream,
+        attempt: Option<u32>,
+        follow: bool,
+    },
     /// `task get ID`.
     Get { id: String, output: Output },
     /// `task ls`.
@@ -103,6 +116,13 @@ pub enum Request {
     Drain { drone: String, undo: bool },
     /// `events`: stream the queen's events, after revision `after`.
     Events { after: Option<u64> },
+}
+
+/// How `task run --wait` waits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wait {
+    /// `--wait-timeout S`: give up (exit 124) after this long; `None`: wait as long as it takes.
+    pub timeout: Option<Duration>,
 }
 
 /// `larve task ...`, `larve drone ...` or `larve events ...`.
@@ -125,7 +145,7 @@ pub(super) fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, M
             hint: Some(if noun == "events" {
                 "usage: larve events [--after REV]; larve events --help says more"
             } else {
-                "usage: larve task run|get|ls|cancel ..., larve drone ls|drain ...; larve task --help says more"
+                "usage: larve task run|get|logs|ls|cancel ..., larve drone ls|drain ...; larve task --help says more"
             }),
         }),
     }
@@ -188,6 +208,18 @@ fn parse_words(mut args: Vec<OsString>, env: &Environment, noun: &str) -> Result
         ("task", "get") => Request::Get {
             output: output(&mut args)?,
             id: task_id(&mut args, "get")?,
+        },
+        ("task", "logs") => Request::Logs {
+            follow: args.contains(["-f", "--follow"]),
+            stream: if args.contains("--stderr") {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            },
+            attempt: flag(&mut args, "--attempt", |s| {
+                parse_count(s, 1, u32::MAX as usize).map(|n| n as u32)
+            })?,
+            id: task_id(&mut args, "logs")?,
         },
         ("task", "cancel") => Request::Cancel {
             id: task_id(&mut args, "cancel")?,
@@ -342,8 +374,15 @@ fn run(args: &mut pico_args::Arguments, command: &[OsString]) -> Result<Request,
     if let Some(id) = id {
         task.insert("id".into(), id.into());
     }
+    let wait_timeout = flag(args, "--wait-timeout", parse_seconds)?;
     let wait = args.contains("--wait");
-    if wait && each_drone {
+    if wait_timeout.is_some() && !wait {
+        return Err("--wait-timeout goes with --wait".into());
+    }
+    let wait = wait.then_some(Wait {
+        timeout: wait_timeout,
+    });
+    if wait.is_some() && each_drone {
         return Err("--wait follows one task, and --each-drone makes one per drone: run without --wait, then larve task ls --group ID".into());
     }
     if command.is_empty() {
@@ -365,6 +404,16 @@ fn run(args: &mut pico_args::Arguments, command: &[OsString]) -> Result<Request,
         task: task.into(),
         wait,
     })
+}
+
+/// Seconds to wait, as `--wait-timeout` takes them: more than 0, at most a day.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds (more than 0, at most 86400)"
+        )),
+    }
 }
 
 /// The task id after `larve task VERB`: one the API takes in a path, so it cannot steer the URL.
@@ -472,7 +521,7 @@ mod tests {
                     "constraints": ["zone=eu", "hive.arch!=aarch64"],
                     "command": ["sh", "-c", "echo --wait"]
                 }),
-                wait: true,
+                wait: Some(Wait { timeout: None }),
             }
         );
         let (_, request) = control(
@@ -492,7 +541,7 @@ mod tests {
             request,
             Request::Run {
                 task: serde_json::json!({"each_drone": true, "id": "restart-agent", "command": ["true"]}),
-                wait: false
+                wait: None
             }
         );
         let (target, request) = control(
@@ -552,11 +601,66 @@ mod tests {
             }
         );
         assert_eq!(
+            control(
+                &[
+                    "task",
+                    "run",
+                    "--wait",
+                    "--wait-timeout",
+                    "2.5",
+                    "--",
+                    "true"
+                ],
+                None
+            )
+            .unwrap()
+            .1,
+            Request::Run {
+                task: serde_json::json!({"command": ["true"]}),
+                wait: Some(Wait {
+                    timeout: Some(Duration::from_millis(2500))
+                }),
+            }
+        );
+        assert_eq!(
+            control(
+                &["task", "logs", "-f", "--stderr", "--attempt", "2", "t1"],
+                None
+            )
+            .unwrap()
+            .1,
+            Request::Logs {
+                id: "t1".into(),
+                stream: Stream::Stderr,
+                attempt: Some(2),
+                follow: true,
+            }
+        );
+        assert_eq!(
+            control(&["task", "logs", "t1"], None).unwrap().1,
+            Request::Logs {
+                id: "t1".into(),
+                stream: Stream::Stdout,
+                attempt: None,
+                follow: false,
+            }
+        );
+        assert_eq!(
             control(&["events", "--after", "42"], None).unwrap().1,
             Request::Events { after: Some(42) }
         );
         for (args, needle) in [
-            (&["task"][..], "needs a command: run, get, ls, cancel"),
+            (&["task"][..], "needs a command: run, get, logs, ls, cancel"),
+            (
+                &["task", "run", "--wait-timeout", "3", "--", "true"][..],
+                "--wait-timeout goes with --wait",
+            ),
+            (
+                &["task", "run", "--wait", "--wait-timeout", "0", "--", "true"][..],
+                "not a number of seconds",
+            ),
+            (&["task", "logs", "--attempt", "0", "t1"][..], "--attempt"),
+            (&["task", "logs"][..], "needs a task id"),
             (&["task", "run"][..], "needs the command after --"),
             (
                 &["task", "run", "--slots", "x", "--", "true"][..],

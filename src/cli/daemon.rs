@@ -19,6 +19,7 @@ use crate::config::{
     Config, ConnectionLimits, DroneConfig, EtcdConfig, HeartbeatConfig, QueenConfig, RoleConfig,
     StoreConfig, TaskConfig,
 };
+use crate::drone::logs::DEFAULT_MAX_LOG_MB;
 use crate::exec::Mode;
 use crate::labels::{self, Labels};
 use crate::tasks::placement::Policy;
@@ -36,6 +37,9 @@ const MAX_LEADER_TTL_SECS: u64 = 3600;
 
 /// Longest duration a flag takes: a day. Longer is surely a typo, and it keeps `Duration` math safe.
 const MAX_SECONDS: f64 = 86_400.0;
+
+/// The most `--max-log-mb` takes: a TiB of each stream of each attempt.
+const MAX_LOG_MB: u64 = 1 << 20;
 
 /// Parses a daemon's flags (the arguments after the program name), and the `HIVE_TOKEN`
 /// environment variable's value (`env_token`). The error is one line saying what is wrong.
@@ -76,6 +80,7 @@ pub(super) fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Co
     let allow_exec = args.contains("--allow-exec");
     let slots = flag(&mut args, "--slots", parse_slots)?;
     let work_dir = flag(&mut args, "--work-dir", parse_path)?;
+    let max_log_mb = flag(&mut args, "--max-log-mb", parse_max_log_mb)?;
     let containment = flag(&mut args, "--containment", |s| s.parse::<Mode>())?;
     let cgroup_parent = flag(&mut args, "--cgroup-parent", parse_cgroup_parent)?;
     let run_as = flag(&mut args, "--run-as", parse_text)?;
@@ -139,6 +144,7 @@ pub(super) fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Co
             ("--allow-exec", allow_exec),
             ("--slots", slots.is_some()),
             ("--work-dir", work_dir.is_some()),
+            ("--max-log-mb", max_log_mb.is_some()),
             ("--containment", containment.is_some()),
             ("--cgroup-parent", cgroup_parent.is_some()),
             ("--run-as", run_as.is_some()),
@@ -236,6 +242,7 @@ pub(super) fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Co
         let exec_only = [
             ("--slots", slots.is_some()),
             ("--work-dir", work_dir.is_some()),
+            ("--max-log-mb", max_log_mb.is_some()),
             ("--containment", containment.is_some()),
             ("--cgroup-parent", cgroup_parent.is_some()),
             ("--run-as", run_as.is_some()),
@@ -261,6 +268,7 @@ pub(super) fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Co
             advertise,
             exec_slots: allow_exec.then(|| slots.unwrap_or(machine_cpus) as u32),
             work_dir,
+            max_log_mb: max_log_mb.unwrap_or(DEFAULT_MAX_LOG_MB),
             containment: containment.unwrap_or_default(),
             cgroup_parent,
             run_as,
@@ -520,6 +528,16 @@ fn parse_memory_mb(s: &str) -> Result<u64, String> {
     }
 }
 
+/// MiB of each output stream of an attempt a drone keeps.
+fn parse_max_log_mb(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(mb) if (1..=MAX_LOG_MB).contains(&mb) => Ok(mb),
+        _ => Err(format!(
+            "{s:?} is not a whole number of MiB (1-{MAX_LOG_MB})"
+        )),
+    }
+}
+
 /// Cpus a drone offers.
 fn parse_cpus(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -685,6 +703,7 @@ mod tests {
                 advertise: None,
                 exec_slots: None,
                 work_dir: None,
+                max_log_mb: DEFAULT_MAX_LOG_MB,
                 containment: Mode::Auto,
                 cgroup_parent: None,
                 run_as: None,
@@ -733,6 +752,14 @@ mod tests {
             (&["--queen", "--heartbeat-timeout", "-1"][..], "seconds"),
             (&["--queen", "--heartbeat-attempts", "0"][..], "(1-100)"),
             (&["--queen", "--log-level", "loud"][..], "not a level"),
+            (
+                &["--queen-host", "127.0.0.1:1", "--max-log-mb", "0"][..],
+                "whole number of MiB",
+            ),
+            (
+                &["--queen-host", "127.0.0.1:1", "--max-log-mb", "5"][..],
+                "--allow-exec",
+            ),
             (&["--queen", "--bogus"][..], "unexpected argument"),
             (&["--queen-host", "evil.example/x#"][..], "host:port alone"),
             (
@@ -979,12 +1006,15 @@ mod tests {
             "2048",
             "--cpus",
             "1.5",
+            "--max-log-mb",
+            "20",
         ])
         .unwrap()
         .role
         else {
             panic!()
         };
+        assert_eq!(d.max_log_mb, 20);
         assert_eq!(
             (
                 d.containment,

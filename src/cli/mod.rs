@@ -20,7 +20,7 @@ mod suggest;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 
-pub use client::{Output, Request, Target};
+pub use client::{Output, Request, Target, Wait};
 
 use crate::config::Config;
 
@@ -28,9 +28,9 @@ use crate::config::Config;
 pub const USAGE: &str = "\
 usage: larve --queen [--port 8080] [--data-dir DIR | --etcd URL[,URL...]] [options]
        larve --queen-host HOST:PORT[,HOST:PORT...] [--port 8080] [options]
-       larve task run|get|ls|cancel ...   ask a queen about tasks (larve task --help)
-       larve drone ls|drain ...            ask a queen about drones (larve drone --help)
-       larve events [--after REV]          stream the queen's events (larve events --help)
+       larve task run|get|logs|ls|cancel ...  ask a queen about tasks (larve task --help)
+       larve drone ls|drain ...               ask a queen about drones (larve drone --help)
+       larve events [--after REV]             stream the queen's events (larve events --help)
 
 A larve is a drone (worker) by default; --queen makes it the queen (control plane). The task,
 drone and events commands are clients of a queen's API (HIVE_QUEEN, else 127.0.0.1:8080).
@@ -74,6 +74,8 @@ options:
   --slots N                      drone: slots of tasks run at once (default: the CPUs)
   --work-dir PATH                drone: where attempts run, each in a fresh directory
                                  (default: hive-drone-IP-PORT in the temporary directory)
+  --max-log-mb MB                drone: what it keeps of each attempt's stdout and of its
+                                 stderr, in MiB; past it the oldest part goes (default 100)
   --containment MODE             drone: what holds each attempt: cgroup (a cgroup of its own,
                                  with its limits; the drone does not start without), process-group
                                  (no limits; a process that calls setsid escapes), or auto (a

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 
+use super::logs::Logs;
 use crate::error::{Error, Result};
 use crate::exec::{self, Executor, Limits, Outcome};
 use crate::tasks::placement::{Capacity, Want};
@@ -60,6 +61,8 @@ struct Unreported {
 /// What this drone runs, and what waits to be reported.
 pub struct Attempts {
     executor: Executor,
+    /// Where what the attempts print is kept.
+    logs: Arc<Logs>,
     /// Slots this drone runs at most.
     slots: u32,
     /// The memory (MiB) and cpus (thousandths) its attempts may ask for together.
@@ -86,15 +89,17 @@ struct Inner {
 
 impl Attempts {
     /// The attempts of a drone at `address` with `slots`, `memory_mb` and `cpus`, run by
-    /// `executor`.
+    /// `executor`, their output kept in `logs`.
     pub fn new(
         executor: Executor,
+        logs: Arc<Logs>,
         slots: u32,
         (memory_mb, cpus): (u64, f64),
         address: String,
     ) -> Arc<Attempts> {
         Arc::new(Attempts {
             executor,
+            logs,
             slots,
             memory_mb,
             millicpus: millicpus(cpus),
@@ -116,6 +121,11 @@ impl Attempts {
     /// How this drone contains its attempts.
     pub fn level(&self) -> exec::Level {
         self.executor.level()
+    }
+
+    /// What the attempts print, kept.
+    pub fn logs(&self) -> &Logs {
+        &self.logs
     }
 
     /// Whether `want` fits beside what `used` takes.
@@ -177,7 +187,8 @@ impl Attempts {
                 };
                 let me: Weak<Attempts> = Arc::downgrade(self);
                 let ended_key = key.clone();
-                let started = self.executor.start(spec, move |outcome| {
+                let sink = self.logs.sink(&start.id);
+                let started = self.executor.start(spec, Some(sink), move |outcome| {
                     if let Some(attempts) = me.upgrade() {
                         attempts.finish(ended_key, outcome);
                     }

@@ -4,6 +4,7 @@
 //! - [`registration`]: registering, and registering again when its queens no longer know it;
 //! - [`lease`]: renewing its lease with the leader every interval (with a Hive queen);
 //! - [`attempts`]: the attempts it runs, its slots, and the ended ones waiting to be reported;
+//! - [`logs`]: what its attempts print, kept in files, served and followed, until forgotten;
 //! - [`capacity`]: the memory and cpus it offers, found on the machine at start;
 //! - [`facts`]: its own `hive.*` labels, found at start and sent with its `--label`s;
 //! - [`setup`]: how it runs commands: their containment, their user, their environment;
@@ -14,6 +15,7 @@ pub mod attempts;
 mod capacity;
 mod facts;
 mod lease;
+pub mod logs;
 mod registration;
 mod reports;
 mod setup;
@@ -33,12 +35,14 @@ use crate::auth::{Identity, Keyring, Token};
 use crate::client::{Client, Credentials};
 use crate::config::{DroneConfig, StartError};
 use crate::error::{Error, Result};
+use crate::exec::Stream;
 use crate::exec::{self, Executor};
 use crate::front::BodyLimits;
 use crate::logging::{one_line, quoted};
 use crate::tasks::new_boot;
-use crate::tasks::wire::{DroneStatus, StartAnswer, StartRequest};
+use crate::tasks::wire::{DroneStatus, Forget, LogHead, StartAnswer, StartRequest};
 use attempts::Attempts;
+use logs::{LogBody, Logs};
 use registration::Registration;
 
 /// Handler threads of a drone; a task is a print, so a few are plenty.
@@ -125,6 +129,22 @@ impl Drone {
         self.exec()?.stop(id)
     }
 
+    /// `stream` of attempt `id` from `offset`, as it is written or (`follow`) as it comes.
+    pub fn logs(
+        &self,
+        id: &str,
+        stream: Stream,
+        offset: u64,
+        follow: bool,
+    ) -> Result<(LogHead, LogBody)> {
+        self.exec()?.logs().stream(id, stream, offset, follow)
+    }
+
+    /// Removes the logs of the attempts a queen has forgotten; says how many there were.
+    pub fn forget(&self, forget: &Forget) -> Result<usize> {
+        Ok(self.exec()?.logs().forget(&forget.attempts))
+    }
+
     fn exec(&self) -> Result<&Arc<Attempts>> {
         if self.exec_slots.is_none() {
             return Err(Error::Forbidden(
@@ -202,9 +222,30 @@ pub fn run(
                 ));
             }
         };
+        let logs = match Logs::open(&root, config.max_log_mb << 20) {
+            Ok(logs) => Arc::new(logs),
+            Err(e) => {
+                return StartError::Io(format!(
+                    "cannot keep logs in the work directory {}: {e}",
+                    root.display()
+                ));
+            }
+        };
         setup::announce(&executor, slots, offer, &root);
         capacity::protect_this_process();
-        let attempts = Attempts::new(executor, slots, offer, advertise.clone());
+        let sweeping = logs.clone();
+        let spawned = thread::Builder::new()
+            .name("log-sweep".into())
+            .spawn(move || {
+                loop {
+                    thread::sleep(logs::SWEEP_EVERY);
+                    sweeping.sweep(logs::MAX_AGE);
+                }
+            });
+        if let Err(e) = spawned {
+            return StartError::Io(format!("cannot start the log sweep thread: {e}"));
+        }
+        let attempts = Attempts::new(executor, logs, slots, offer, advertise.clone());
         attempts.reap_leftovers();
         let _ = drone.attempts.set(attempts.clone());
         let (reporter, client, queens, address) = (

@@ -9,7 +9,8 @@
 //! holds an attempt's processes: the one seam between a cgroup and a process group) and
 //! `cgroup.rs` (the cgroups themselves); `spawn.rs` (starting the command as `posix_spawn` does)
 //! and `child.rs` (what its process does between its clone and its exec); `user.rs` and `env.rs` (who a command runs as, and its environment); `output.rs`
-//! (reading and keeping what the command prints); `journal.rs` (the records of the attempts that
+//! (reading what the command prints, keeping its tails, and handing every byte to the attempt's
+//! [`OutputSink`]: a drone's log files, see `drone/logs/`); `journal.rs` (the records of the attempts that
 //! run); `procfs.rs` (what `/proc` says, and whether a recorded group is still its attempt's);
 //! `remove.rs` (removing what an attempt left in its directory); `threads.rs` (the threads
 //! attempts run on); `reaper.rs` (what ends a drone's attempts when the drone dies).
@@ -99,6 +100,7 @@ pub use containment::{CONTAINMENT_LEVELS, Containment, Level, Mode};
 pub use env::BaseEnv;
 use journal::{Journal, Record};
 use output::Streams;
+pub use output::{OutputSink, Stream};
 use procfs::{Process, all_processes, leftover_group, read_process};
 use spawn::{Leader, Program};
 use threads::Threads;
@@ -434,19 +436,22 @@ impl Executor {
         leftovers
     }
 
-    /// Starts the attempt on a thread of its own and returns at once. `on_end` is called exactly
+    /// Starts the attempt on a thread of its own and returns at once. What the command prints
+    /// goes to `sink` as it is read, and the sink is dropped before `on_end` is called, exactly
     /// once, from that thread, when the attempt has ended and nothing of it runs any more; also
     /// when it could not start. Fails, without calling `on_end`, only when no thread can be made
     /// for it.
     pub fn start(
         &self,
         spec: Spec,
+        sink: Option<Box<dyn OutputSink>>,
         on_end: impl FnOnce(Outcome) + Send + 'static,
     ) -> io::Result<Running> {
         let stop = Arc::new(StopRequest::new());
         let (shared, thread_stop) = (self.shared.clone(), stop.clone());
-        self.threads
-            .run(Box::new(move || on_end(shared.run(&spec, &thread_stop))))?;
+        self.threads.run(Box::new(move || {
+            on_end(shared.run(&spec, sink, &thread_stop))
+        }))?;
         Ok(Running { stop })
     }
 }
@@ -579,14 +584,22 @@ enum StopReason {
 impl Shared {
     /// The whole attempt, on its thread. A panic here (a bug) still ends the attempt's processes
     /// (see [`Group`]) and still gives the caller its outcome.
-    fn run(&self, spec: &Spec, stop: &StopRequest) -> Outcome {
+    fn run(&self, spec: &Spec, sink: Option<Box<dyn OutputSink>>, stop: &StopRequest) -> Outcome {
         let started_at = SystemTime::now();
-        let ended = panic::catch_unwind(AssertUnwindSafe(|| self.run_attempt(spec, stop)))
+        let ended = panic::catch_unwind(AssertUnwindSafe(|| self.run_attempt(spec, sink, stop)))
             .unwrap_or_else(|_| Ended::failed("the drone failed while running it".into()));
         ended.at(started_at)
     }
 
-    fn run_attempt(&self, spec: &Spec, stop: &StopRequest) -> Ended {
+    fn run_attempt(
+        &self,
+        spec: &Spec,
+        mut sink: Option<Box<dyn OutputSink>>,
+        stop: &StopRequest,
+    ) -> Ended {
+        if let Some(sink) = &mut sink {
+            sink.begin();
+        }
         let wake = match &stop.wake {
             Ok(wake) => wake,
             Err(e) => return Ended::failed(format!("could not start: no eventfd: {e}")),
@@ -604,7 +617,7 @@ impl Shared {
             Ok(place) => place,
             Err(reason) => return Ended::failed(reason),
         };
-        let ended = self.run_in(&place, spec, program, wake);
+        let ended = self.run_in(&place, spec, program, wake, sink);
         if let Err(e) = place.remove() {
             warn!(
                 "could not remove what attempt {} of task {} left in {}: {e}",
@@ -655,7 +668,14 @@ impl Shared {
 
     /// Holds the attempt (its cgroup recorded before anything runs in it), spawns its command,
     /// watches it until it ends, and ends everything of it.
-    fn run_in(&self, place: &Place, spec: &Spec, program: &str, wake: &OwnedFd) -> Ended {
+    fn run_in(
+        &self,
+        place: &Place,
+        spec: &Spec,
+        program: &str,
+        wake: &OwnedFd,
+        sink: Option<Box<dyn OutputSink>>,
+    ) -> Ended {
         let dir = match self.open_place(place) {
             Ok(dir) => dir,
             Err(e) => {
@@ -678,7 +698,7 @@ impl Shared {
         }
         let recorded_before = cgroup.is_some();
         let (ended, recorded_after) =
-            self.spawn_and_watch(place, spec, program, wake, &dir, cgroup);
+            self.spawn_and_watch(place, spec, program, wake, &dir, cgroup, sink);
         if (recorded_before || recorded_after)
             && let Err(e) = self.journal.ended(place.shard, &place.name)
         {
@@ -693,9 +713,10 @@ impl Shared {
         ended
     }
 
-    /// Spawns the command held by `cgroup` (or its own process group), watches it and ends it.
-    /// Returns how it ended, and whether it was recorded here (a process group's record, made
-    /// once its leader runs).
+    /// Spawns the command held by `cgroup` (or its own process group), watches it and ends it;
+    /// what it prints goes to `sink` too. Returns how it ended, and whether it was recorded here
+    /// (a process group's record, made once its leader runs).
+    #[allow(clippy::too_many_arguments)] // Each is one part of the attempt: no struct names them better.
     fn spawn_and_watch(
         &self,
         place: &Place,
@@ -704,6 +725,7 @@ impl Shared {
         wake: &OwnedFd,
         dir: &File,
         cgroup: Option<AttemptGroup>,
+        sink: Option<Box<dyn OutputSink>>,
     ) -> (Ended, bool) {
         let ids = self.ids.as_ref().map(|(uid, gid, groups)| Ids {
             uid: *uid,
@@ -732,7 +754,7 @@ impl Shared {
                 return (failed, false);
             }
         };
-        let mut streams = Streams::new(pipes.map(Some));
+        let mut streams = Streams::new(pipes.map(Some), sink);
         let held_by_cgroup = cgroup.is_some();
         let group = Group::new(leader, cgroup);
         if !held_by_cgroup && let Err(e) = self.record(place, spec, Some(group.id()), Vec::new()) {
@@ -1165,7 +1187,7 @@ impl fmt::Display for Leftover {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use journal::records_left;
     use std::io::Write;
@@ -1186,12 +1208,12 @@ mod tests {
 
     /// A directory of the test's own, removed at its end: the work root and files tasks signal
     /// through.
-    pub(super) struct Scratch {
+    pub(crate) struct Scratch {
         path: PathBuf,
     }
 
     impl Scratch {
-        pub(super) fn new() -> Scratch {
+        pub(crate) fn new() -> Scratch {
             static NEXT: AtomicU64 = AtomicU64::new(0);
             let path = std::env::temp_dir().join(format!(
                 "hive-exec-test-{}-{}",
@@ -1229,7 +1251,7 @@ mod tests {
             }
         }
 
-        pub(super) fn file(&self, name: &str) -> PathBuf {
+        pub(crate) fn file(&self, name: &str) -> PathBuf {
             self.path.join(name)
         }
 
@@ -1300,7 +1322,7 @@ mod tests {
     fn start(executor: &Executor, spec: Spec) -> Started {
         let (sender, ended) = mpsc::channel();
         let running = executor
-            .start(spec, move |outcome| {
+            .start(spec, None, move |outcome| {
                 let _ = sender.send(outcome);
             })
             .expect("a thread for the attempt");
@@ -1831,7 +1853,7 @@ mod tests {
         let stop = StopRequest::new();
         stop.asked.store(true, Ordering::SeqCst);
         let spec = with_env(sh(r#"touch "$RAN""#), "RAN", &ran);
-        let outcome = executor.shared.run(&spec, &stop);
+        let outcome = executor.shared.run(&spec, None, &stop);
         assert_eq!(
             (outcome.ending, outcome.exit_code, outcome.reason.as_str()),
             (Ending::Cancelled, None, "cancelled")
@@ -1916,7 +1938,7 @@ mod tests {
         );
         let mut spec = with_env(sh(&script), "PIDS", Path::new(&pids));
         spec.task = "previous".into();
-        let _running = executor.start(spec, |_| {});
+        let _running = executor.start(spec, None, |_| {});
         loop {
             thread::park();
         }

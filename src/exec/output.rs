@@ -1,5 +1,6 @@
 //! What an attempt prints: its stdout and stderr, read as they fill so that the command never
-//! blocks on a full pipe, and the last `KEPT_OUTPUT_BYTES` of each kept.
+//! blocks on a full pipe, the last `KEPT_OUTPUT_BYTES` of each kept for the outcome, and every
+//! byte handed on, as it is read, to the attempt's [`OutputSink`] (a drone's log files).
 //!
 //! The attempt's thread waits for everything in one `poll` ([`Streams::pump`]): the pipes, and
 //! the descriptors that say the command has exited or a stop was asked.
@@ -11,6 +12,50 @@ use std::time::Instant;
 
 use super::{KEPT_OUTPUT_BYTES, Output, Watched};
 
+/// One of a command's two output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// Both, in the order of their pipes.
+    pub const BOTH: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    /// The stream named `name` (`stdout` or `stderr`).
+    pub fn parse(name: &str) -> Option<Stream> {
+        Stream::BOTH
+            .into_iter()
+            .find(|stream| stream.as_str() == name)
+    }
+
+    /// Its place in [`Stream::BOTH`] and in arrays kept per stream.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where an attempt's output goes besides the tails its outcome carries. Everything is called on
+/// the attempt's thread: [`OutputSink::begin`] when the thread takes the attempt up, then every
+/// byte in order as soon as it is read (so whoever follows the output is never more than a pipe
+/// read behind). It is dropped once the command's pipes are drained, before the outcome is handed
+/// on, so its drop says the output is whole; also, without `begin`, when no thread could be made.
+pub trait OutputSink: Send {
+    /// The attempt's thread has taken it up: make what the output will be written to.
+    fn begin(&mut self);
+
+    /// `bytes` the command printed on `stream`.
+    fn write(&mut self, stream: Stream, bytes: &[u8]);
+}
+
 /// How much is read from a pipe at once: a whole pipe buffer of Linux's default size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -19,6 +64,7 @@ pub(super) struct Streams {
     pipes: [Option<File>; 2],
     tails: [Tail; 2],
     chunk: Vec<u8>,
+    sink: Option<Box<dyn OutputSink>>,
 }
 
 /// What woke a [`Streams::pump`], besides output.
@@ -30,11 +76,12 @@ pub(super) struct Woke {
 }
 
 impl Streams {
-    pub(super) fn new(pipes: [Option<File>; 2]) -> Streams {
+    pub(super) fn new(pipes: [Option<File>; 2], sink: Option<Box<dyn OutputSink>>) -> Streams {
         Streams {
             pipes,
             tails: [Tail::default(), Tail::default()],
             chunk: vec![0; READ_CHUNK_BYTES],
+            sink,
         }
     }
 
@@ -82,7 +129,12 @@ impl Streams {
         };
         match pipe.read(&mut self.chunk) {
             Ok(0) => self.pipes[stream] = None,
-            Ok(n) => self.tails[stream].push(&self.chunk[..n]),
+            Ok(n) => {
+                self.tails[stream].push(&self.chunk[..n]);
+                if let Some(sink) = &mut self.sink {
+                    sink.write(Stream::BOTH[stream], &self.chunk[..n]);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => self.pipes[stream] = None,
         }
@@ -100,6 +152,7 @@ impl Streams {
         }
     }
 
+    /// What each stream kept; the sink is dropped here, its output whole.
     pub(super) fn into_outputs(self) -> (Output, Output) {
         let [stdout, stderr] = self.tails;
         (stdout.into_output(), stderr.into_output())

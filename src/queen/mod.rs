@@ -5,9 +5,11 @@
 //! - [`liveness`]: leases, probes of the drones that are due, re-checks of drones that failed a
 //!   task, and removal of the dead;
 //! - [`scheduler`]: the leader's loop that places tasks, starts and stops attempts;
+//! - [`logs`]: an attempt's output, relayed from the drone that keeps it;
 //! - [`reconcile`]: what the leader makes of a drone's list of attempts (pure).
 
 pub mod liveness;
+pub mod logs;
 pub mod reconcile;
 pub mod registry;
 pub mod scheduler;

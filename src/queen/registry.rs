@@ -852,6 +852,13 @@ impl Registry {
         self.inner.lock().drones.get(address)?.credential.clone()
     }
 
+    /// Whether a drone is registered at `address`: then the credential to call it with (`None`
+    /// on an open hive).
+    pub fn registered(&self, address: &str) -> Option<Option<Token>> {
+        let inner = self.inner.lock();
+        Some(inner.drones.get(address)?.credential.clone())
+    }
+
     /// The boot id the registration of `target` carries, if it is still here.
     pub fn boot_of(&self, target: &Target) -> Option<String> {
         self.inner

@@ -46,7 +46,7 @@ use crate::store::tasks::{Change, Changed};
 use crate::tasks::index::Stored;
 use crate::tasks::lifecycle::{Event, Placement, Step, step};
 use crate::tasks::placement::{self, Ask, Capacity, Eligibility, Policy};
-use crate::tasks::wire::{DroneStatus, Start, StartAnswer, StartRequest, Started};
+use crate::tasks::wire::{DroneStatus, Forget, Start, StartAnswer, StartRequest, Started};
 use crate::tasks::{State, new_attempt_id};
 
 /// A pass runs at least this often, to notice drones that went away and backoffs that ended.
@@ -684,6 +684,42 @@ impl Scheduler {
             "deleted {deleted} finished tasks beyond the {} kept",
             self.config.keep_finished
         );
+        self.forget_logs(&victims);
+    }
+
+    /// Tells the drones that ran the attempts of `deleted` tasks to remove their output: once a
+    /// task is gone, nobody can ask for it. Best effort, one call per drone: a drone that is
+    /// away removes them itself in time (see `drone/logs/`).
+    fn forget_logs(&self, deleted: &[Stored]) {
+        let tasks = self.store.tasks();
+        let mut by_drone: HashMap<&str, Vec<String>> = HashMap::new();
+        for stored in deleted {
+            if tasks.get(&stored.task.id).is_some() {
+                // Not deleted after all (changed meanwhile): kept, with its output.
+                continue;
+            }
+            for attempt in &stored.task.attempts {
+                by_drone
+                    .entry(attempt.address.as_str())
+                    .or_default()
+                    .push(attempt.id.clone());
+            }
+        }
+        for (address, attempts) in by_drone {
+            let Some(bearer) = self.store.registry().registered(address) else {
+                continue;
+            };
+            let body = serde_json::json!(Forget { attempts });
+            let client = self.client.bearing(bearer);
+            if let Err(e) =
+                client.post_json(address, "/attempts/forget", &body, self.config.call_timeout)
+            {
+                debug!(
+                    "could not tell {} to remove the output of deleted tasks: {e}",
+                    quoted(address)
+                );
+            }
+        }
     }
 }
 

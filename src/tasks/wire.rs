@@ -1,5 +1,7 @@
 //! What queens and drones send each other about attempts: the JSON of `POST /tasks` on a drone
-//! (start), `POST /reports` on a queen (ends), and the attempts a drone lists to a probe.
+//! (start), `POST /reports` on a queen (ends), the attempts a drone lists to a probe, the head of
+//! an attempt's output (`GET /attempts/ID/logs` on a drone, relayed by `GET /tasks/ID/logs` on a
+//! queen), and the attempts a queen has forgotten (`POST /attempts/forget` on a drone).
 //!
 //! An attempt is named by its id everywhere here (see [`crate::tasks::Attempt::id`]); the task id
 //! and the attempt's number travel beside it for the drone's directories, environment and logs.
@@ -176,4 +178,137 @@ pub struct RenewalAnswer {
     pub lease_interval: f64,
     /// This renewal's id, for the next renewal's `after`.
     pub renewal: u64,
+}
+
+/// The head of an answer carrying an attempt's output (`GET .../logs`), as two fields say it: where
+/// in the stream its body starts, and whether the attempt had ended when it began. The same on a
+/// drone's answer and a queen's, so a queen relays it as it is, and any reader asks again from
+/// where it stopped (see `drone/logs/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    /// The stream's byte the body's first stream byte is (after any marker line): the offset asked
+    /// for, or the first byte kept when that one was dropped.
+    pub offset: u64,
+    /// The attempt had ended when the answer began: its body, once it ends whole, ends the stream.
+    /// Otherwise a whole body only ends a part of it, and the reader asks again from where it is.
+    pub ended: bool,
+}
+
+/// The fields a [`LogHead`] travels in.
+pub const LOG_OFFSET_FIELD: &str = "X-Hive-Log-Offset";
+pub const LOG_ENDED_FIELD: &str = "X-Hive-Log-Ended";
+
+/// The field of a queen's answer naming the attempt (its number) whose output it carries: a
+/// reader that asked for the last attempt asks again for that one.
+pub const LOG_ATTEMPT_FIELD: &str = "X-Hive-Log-Attempt";
+
+impl LogHead {
+    /// The head's fields, as an answer carries them.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (LOG_OFFSET_FIELD, self.offset.to_string()),
+            (LOG_ENDED_FIELD, self.ended.to_string()),
+        ]
+    }
+
+    /// The head an answer's fields carry (`field` looks one up by name); `None` when either is
+    /// missing or malformed.
+    pub fn from_fields<'a>(field: impl Fn(&str) -> Option<&'a str>) -> Option<LogHead> {
+        Some(LogHead {
+            offset: field(LOG_OFFSET_FIELD)?.trim().parse().ok()?,
+            ended: field(LOG_ENDED_FIELD)?.trim().parse().ok()?,
+        })
+    }
+}
+
+/// Where a reader of an attempt's output stands in the stream, as answers of `.../logs` go by: so
+/// that a reader whose answer ended (a drone's follow ends its answers now and then, a connection
+/// breaks) asks again from exactly the next byte. The marker line an answer may start with is not
+/// the stream's, and is not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogCursor {
+    /// The stream's offset of the next byte.
+    pub position: u64,
+    /// The answer's marker line has not all gone by yet.
+    in_marker: bool,
+}
+
+impl LogCursor {
+    /// A reader starting at byte `offset`.
+    pub fn at(offset: u64) -> LogCursor {
+        LogCursor {
+            position: offset,
+            in_marker: false,
+        }
+    }
+
+    /// An answer asked from [`LogCursor::position`] began with `head`: when it starts later (what
+    /// was asked for was dropped), its body starts with a marker line.
+    pub fn begin(&mut self, head: &LogHead) {
+        self.in_marker = head.offset > self.position;
+        self.position = head.offset;
+    }
+
+    /// `bytes` of the answer's body went by.
+    pub fn pass(&mut self, bytes: &[u8]) {
+        let mut bytes = bytes;
+        if self.in_marker {
+            let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+                return;
+            };
+            self.in_marker = false;
+            bytes = &bytes[end + 1..];
+        }
+        self.position += bytes.len() as u64;
+    }
+}
+
+/// `POST /attempts/forget` on a drone: attempts whose tasks a queen has deleted (her
+/// `--keep-finished`), whose output the drone need keep no longer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forget {
+    /// The attempts' ids.
+    pub attempts: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_head_travels_in_its_two_fields() {
+        let head = LogHead {
+            offset: 52_428_800,
+            ended: true,
+        };
+        let fields = head.fields();
+        let find = |name: &str| {
+            fields
+                .iter()
+                .find(|(field, _)| field.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(LogHead::from_fields(find), Some(head));
+        assert_eq!(LogHead::from_fields(|_| Some("x")), None);
+        assert_eq!(LogHead::from_fields(|_| None), None);
+    }
+
+    #[test]
+    fn a_log_cursor_counts_the_stream_s_bytes_and_not_a_marker_line() {
+        let mut cursor = LogCursor::at(10);
+        cursor.begin(&LogHead {
+            offset: 10,
+            ended: false,
+        });
+        cursor.pass(b"abc\n");
+        assert_eq!(cursor.position, 14);
+        cursor.begin(&LogHead {
+            offset: 100,
+            ended: false,
+        });
+        cursor.pass(b"[hive: 86 bytes");
+        cursor.pass(b" were dropped]\nxy");
+        cursor.pass(b"z");
+        assert_eq!(cursor.position, 103);
+    }
 }

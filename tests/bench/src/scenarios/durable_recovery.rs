@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hive_support::larve::Launch;
 use hive_support::wait;
 
-use super::Bench;
+use super::{Bench, dir_bytes};
 use crate::report::{Report, target};
 use crate::tasks::{self, Batch};
 use crate::{Result, progress};
@@ -123,15 +123,4 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         READY_POLL.as_millis()
     ));
     Ok(())
-}
-
-/// Bytes of the files in `dir`.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.metadata().ok())
-        .map(|meta| meta.len())
-        .sum()
 }

@@ -31,7 +31,9 @@
 //! [`durable_throughput`] and [`durable_recovery`]; [`containment`] weighs what holding every
 //! attempt in a cgroup costs against process groups, and how fast a cancel ends a task that
 //! handles SIGTERM; [`scoped_tokens`] what a client token costs a create; [`placement`] what
-//! constraints cost the scheduler's placement over 1,000 drones.
+//! constraints cost the scheduler's placement over 1,000 drones; [`follow_latency`] how soon a
+//! line a task prints reaches a client following its output through a queen, and [`log_cap`]
+//! what a drone's memory does while it keeps a 1 GB output to its cap.
 
 mod big_body;
 mod burst;
@@ -42,10 +44,12 @@ mod durable_recovery;
 mod durable_submission;
 mod durable_throughput;
 mod fleet;
+mod follow_latency;
 mod footprint;
 mod front_cost;
 mod front_door;
 mod group;
+mod log_cap;
 mod placement;
 mod queens;
 mod scoped_tokens;
@@ -58,7 +62,7 @@ mod task_throughput;
 mod throughput;
 
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hive_support::etcd::Etcd;
@@ -265,6 +269,21 @@ fn queen_from(launcher: &Launcher, label: &str, extra: &[String]) -> Result<Larv
     launcher.start(label, &args, &Launch::default())
 }
 
+/// Bytes of the files under `dir`, at any depth: what a larve keeps on disk there.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// One scenario.
 type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
@@ -294,6 +313,8 @@ const ALL: &[(&str, Scenario)] = &[
     (containment::LABEL, containment::run),
     (scoped_tokens::LABEL, scoped_tokens::run),
     (placement::LABEL, placement::run),
+    (follow_latency::LABEL, follow_latency::run),
+    (log_cap::LABEL, log_cap::run),
 ];
 
 /// A scenario's name, as `--only` takes it and `docs/benchmarks.md` marks its section: its label

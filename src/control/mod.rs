@@ -4,22 +4,19 @@
 //!
 //! It speaks the HTTP API a user would with curl (see `api.rs`): one call per command, to the first
 //! queen of `--queen-host` that answers (a queen that cannot be reached, or answers 503, is left
-//! for the next). `task run --wait` waits with `GET /tasks/ID?wait=`, prints the task's output as
-//! it was captured, and exits with the task's exit code, so a script can use it like the command
-//! itself.
+//! for the next). `task logs` and `task run --wait` follow output as it comes (see `follow.rs`);
+//! `--wait` exits with the task's exit code, so a script can use it like the command itself.
 
-use std::io::Write as _;
+mod follow;
+
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::cli::output::{drone_table, task_summary, task_table};
 use crate::cli::{Output, Request, Target};
-use crate::client::{Client, Reply};
+use crate::client::{Client, Reply, Streaming};
 use crate::clock::now;
-
-/// Longest wait one `GET ?wait=` asks for; `--wait` asks again until the task ends.
-const WAIT_SECS: u32 = 60;
 
 /// Limit for a call that does not wait: a queen answers at once, or a cancel within seconds.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -31,6 +28,8 @@ enum Failure {
     Refused { status: u16, error: String },
     /// No queen could be reached.
     Unreachable(String),
+    /// What a queen sent could not be printed (stdout closed).
+    Write(std::io::Error),
 }
 
 impl std::fmt::Display for Failure {
@@ -38,6 +37,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Refused { status, error } => write!(f, "the queen answered {status}: {error}"),
             Failure::Unreachable(why) => write!(f, "{why}"),
+            Failure::Write(e) => write!(f, "could not print the output: {e}"),
         }
     }
 }
@@ -45,8 +45,12 @@ impl std::fmt::Display for Failure {
 /// Runs `request` against `target`; returns the process's exit status: 0 when done, the task's
 /// exit code for `task run --wait`, 1 when something failed (said on stderr).
 pub fn run(target: &Target, request: &Request) -> u8 {
-    let client = Client::new(1, 1, target.credentials.clone());
-    let session = Session { client, target };
+    // A connection for each stream `task run --wait` follows, and one to watch the task.
+    let client = Client::new(3, 3, target.credentials.clone());
+    let session = Session {
+        client,
+        target: target.clone(),
+    };
     match session.execute(request) {
         Ok(code) => code,
         Err(failure) => {
@@ -56,12 +60,14 @@ pub fn run(target: &Target, request: &Request) -> u8 {
     }
 }
 
-struct Session<'a> {
+/// What asks the queens: cheap to clone, for the threads that follow a task's streams.
+#[derive(Clone)]
+struct Session {
     client: Client,
-    target: &'a Target,
+    target: Target,
 }
 
-impl Session<'_> {
+impl Session {
     fn execute(&self, request: &Request) -> Result<u8, Failure> {
         match request {
             Request::Run { task, wait } => {
@@ -74,13 +80,26 @@ impl Session<'_> {
                     return Ok(0);
                 }
                 let id = created["id"].as_str().unwrap_or_default().to_string();
-                if !wait {
-                    println!("{id}");
-                    return Ok(0);
+                match wait {
+                    None => {
+                        println!("{id}");
+                        Ok(0)
+                    }
+                    Some(wait) => {
+                        eprintln!("larve: task {id} created; waiting for it to end");
+                        self.wait(&id, *wait)
+                    }
                 }
-                eprintln!("larve: task {id} created; waiting for it to end");
-                let task = self.wait(&id)?;
-                Ok(finish(&task))
+            }
+            Request::Logs {
+                id,
+                stream,
+                attempt,
+                follow,
+            } => {
+                let mut out = std::io::stdout().lock();
+                self.copy_stream(id, *stream, *attempt, *follow, &mut out)?;
+                Ok(0)
             }
             Request::Get { id, output } => {
                 let task = self.call("GET", &format!("/tasks/{id}"), None, CALL_TIMEOUT)?;
@@ -152,19 +171,23 @@ impl Session<'_> {
         }
     }
 
-    /// Task `id` once it has ended, asking with `?wait=` as long as it takes.
-    fn wait(&self, id: &str) -> Result<Value, Failure> {
-        let path = format!("/tasks/{id}?wait={WAIT_SECS}");
-        let timeout = Duration::from_secs(u64::from(WAIT_SECS)) + CALL_TIMEOUT;
-        loop {
-            let task = self.call("GET", &path, None, timeout)?;
-            if matches!(
-                task["state"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) {
-                return Ok(task);
+    /// `GET path` for an answer that streams, of the first queen that answers with anything but
+    /// a 503: the answer, whatever its status. Each read of its body waits `read_timeout` at most.
+    fn stream(&self, path: &str, read_timeout: Duration) -> Result<Streaming, Failure> {
+        let mut failures = Vec::new();
+        for queen in &self.target.queens {
+            match self
+                .client
+                .get_stream(queen, path, (CALL_TIMEOUT, read_timeout))
+            {
+                Ok(answer) if answer.status == 503 => {
+                    failures.push(format!("{queen}: {}", answer.said()));
+                }
+                Ok(answer) => return Ok(answer),
+                Err(e) => failures.push(self.failed(queen, &e.to_string())),
             }
         }
+        Err(unreachable(&failures))
     }
 
     /// One call, to the first queen that answers with anything but a 503; its JSON answer, or
@@ -194,21 +217,27 @@ impl Session<'_> {
                         error: reply.said(),
                     });
                 }
-                Err(e) => {
-                    let e = e.to_string();
-                    let tls = self.target.credentials.tls.is_some();
-                    match tls_hint(&e, tls) {
-                        Some(hint) => failures.push(format!("{queen}: {e}; {hint}")),
-                        None => failures.push(format!("{queen}: {e}")),
-                    }
-                }
+                Err(e) => failures.push(self.failed(queen, &e.to_string())),
             }
         }
-        Err(Failure::Unreachable(format!(
-            "no queen answered ({}); is the hive up, and is --queen-host (or HIVE_QUEEN) right?",
-            failures.join("; ")
-        )))
+        Err(unreachable(&failures))
     }
+
+    /// What a call to `queen` that failed with `error` says, with a hint when TLS is why.
+    fn failed(&self, queen: &str, error: &str) -> String {
+        match tls_hint(error, self.target.credentials.tls.is_some()) {
+            Some(hint) => format!("{queen}: {error}; {hint}"),
+            None => format!("{queen}: {error}"),
+        }
+    }
+}
+
+/// No queen answered: each one's `failures`.
+fn unreachable(failures: &[String]) -> Failure {
+    Failure::Unreachable(format!(
+        "no queen answered ({}); is the hive up, and is --queen-host (or HIVE_QUEEN) right?",
+        failures.join("; ")
+    ))
 }
 
 /// What a user does about a call that failed with `error`, when it is TLS's doing: a client
@@ -248,18 +277,10 @@ fn print_json(value: &Value) {
     );
 }
 
-/// Prints an ended task's output as it was captured and returns the exit status for it: the
-/// task's exit code, or 1 when it has none (it could not start, was killed, was cancelled).
+/// The exit status for an ended task, whose output was printed as it came: the task's exit code,
+/// or 1 when it has none (it could not start, was killed, was cancelled; said on stderr).
 fn finish(task: &Value) -> u8 {
     let text = |field: &str| task[field].as_str().unwrap_or_default().to_string();
-    print!("{}", text("stdout"));
-    let _ = std::io::stdout().flush();
-    eprint!("{}", text("stderr"));
-    for stream in ["stdout", "stderr"] {
-        if task[format!("{stream}_truncated")].as_bool() == Some(true) {
-            eprintln!("larve: the task's {stream} was longer; only its last 64 KiB was kept");
-        }
-    }
     let state = text("state");
     match (state.as_str(), task["exit_code"].as_i64()) {
         ("succeeded", _) => 0,

@@ -7,16 +7,17 @@
 //! | `POST /submit_task` | queen | `{"text": "hello"}`           | `{"result": "OK", "drone": "drone-0"}`   |
 //! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval", "lease_interval", "credential"}` |
 //! | `POST /lease`       | queen | a drone's status (`/healthz?verbose`'s fields) and `after` | `{"result": "OK", "lease_interval", "renewal"}`; 421 and the leader's address from a queen that does not lead |
-//! | `GET /drones`       | queen | `?label=C` (repeatable)       | every drone (meeting the constraints C) with its labels, times and failures |
+//! | `GET /drones`       | queen | `?label=C` (repeatable)       | every drone (meeting the constraints C) with its labels, times and failures; `X-Hive-Revision` |
 //! | `GET /metrics`      | both  |                               | Prometheus text (see `metrics.rs`)       |
 //! | `POST /tasks`       | queen | `{"command": [...], ...}`     | 202 and the task (200 if its id existed); with `each_drone`, a list |
-//! | `GET /tasks`        | queen | `?state=&group=&limit=&after=` | `{"tasks": [...], "next"}`, newest first |
+//! | `GET /tasks`        | queen | `?state=&group=&limit=&after=` | `{"tasks": [...], "next", "revision"}`, newest first |
 //! | `GET /tasks/ID`     | queen | `?wait=S`                     | the task (after it ended, or S seconds)  |
 //! | `DELETE /tasks/ID`  | queen |                               | the task, cancelled                      |
 //! | `POST`/`DELETE /drones/NAME/drain` | queen |                | the drone (by name or address), draining or not |
 //! | `POST /reports`     | queen | a drone's attempt ends        | `{"accepted": ["task/n", ...]}`          |
 //! | `POST /tasks`       | drone | attempts to start (a queen's) | what became of each                      |
 //! | `DELETE /tasks/ID?attempt=N` | drone |                      | the attempt is being stopped             |
+//! | `GET /events`       | queen | `?after=REV&kind=task,drone`  | every change after REV, a JSON line each, held open (see `queen/events/`) |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
 //! for its Python larve read Hive's answers unchanged. Who may call what is decided before a
@@ -40,6 +41,7 @@ use crate::exec::CONTAINMENT_LEVELS;
 use crate::labels::{self, Constraint, Labels, NAME_LABEL, all_hold};
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
+use crate::queen::events::{self, Kinds};
 use crate::queen::registry::{Offer, Registration};
 use crate::queen::{Created, NotRenewed, Queen};
 use crate::server::{
@@ -141,7 +143,12 @@ struct Health {
 struct Listing<'a> {
     tasks: Vec<Summary<'a>>,
     next: Option<String>,
+    /// The revision it reflects: follow `GET /events?after=` it to miss no change since.
+    revision: i64,
 }
+
+/// The field of `GET /tasks` and `GET /drones` answers saying the revision they reflect.
+const REVISION_HEADER: &str = "X-Hive-Revision";
 
 struct Api {
     role: Role,
@@ -223,9 +230,11 @@ impl Api {
                             .map_err(|why| Error::BadRequest(format!("label: {why}")))
                     })
                     .collect::<Result<Vec<_>>>()?;
+                // Asked before the registry is read, so the answer reflects at least it.
+                let revision = queen.revision();
                 let mut drones = queen.drones();
                 drones.retain(|drone| all_hold(&wanted, &drone.labels));
-                Ok(Response::json(200, &drones))
+                Ok(Response::json(200, &drones).with_header(REVISION_HEADER, revision.to_string()))
             }
             ["drones", name, "drain"] => {
                 allow(request, "POST, DELETE")?;
@@ -297,6 +306,8 @@ impl Api {
                                     }
                                 })
                                 .transpose()?;
+                            // Asked before the tasks are read, so the page reflects at least it.
+                            let revision = queen.revision();
                             let (tasks, next) =
                                 queen.tasks(state, group, limit, query.get("after"))?;
                             let tasks: Vec<Task> = tasks
@@ -304,7 +315,13 @@ impl Api {
                                 .map(|task| redacted(task, request, self.open))
                                 .collect();
                             let tasks = tasks.iter().map(Task::summary).collect();
-                            Ok(Response::json(200, &Listing { tasks, next }))
+                            let listing = Listing {
+                                tasks,
+                                next,
+                                revision,
+                            };
+                            Ok(Response::json(200, &listing)
+                                .with_header(REVISION_HEADER, revision.to_string()))
                         }
                     }
                     Role::Drone(drone) => {
@@ -356,6 +373,12 @@ impl Api {
                     Error::BadRequest(format!("body is not a drone's reports ({e})"))
                 })?;
                 Ok(Response::json(200, &queen.report(address, &reports)?))
+            }
+            ["events"] => {
+                allow(request, "GET")?;
+                self.queen("In drone mode, no event stream: it is the queen's")?;
+                // A queen's `GET /events` is held, and answered by the front (see `held`).
+                Err(Error::Internal("GET /events reached the handler".into()))
             }
             _ => Err(Error::NotFound(format!("endpoint {:?}", request.path))),
         }
@@ -416,7 +439,7 @@ impl Api {
 }
 
 /// The requests the front holds (see `server::HeldRoutes`) for a larve playing `role` in a hive
-/// that is `open` (no cluster token): a queen's `GET /tasks/ID?wait=S`.
+/// that is `open` (no cluster token): a queen's `GET /tasks/ID?wait=S` and `GET /events`.
 pub fn held(role: Role, open: bool) -> Arc<dyn HeldRoutes> {
     Arc::new(Waits { role, open })
 }
@@ -431,20 +454,62 @@ impl HeldRoutes for Waits {
         // Asked of every request: the cheap tests first.
         matches!(self.role, Role::Queen(_))
             && method == "GET"
-            && !query.is_empty()
-            && path
-                .strip_prefix("/tasks/")
-                .is_some_and(|id| !id.contains('/'))
-            && Query::parse(query).is_ok_and(|query| query.get("wait").is_some())
+            && (path == "/events"
+                || !query.is_empty()
+                    && path
+                        .strip_prefix("/tasks/")
+                        .is_some_and(|id| !id.contains('/'))
+                    && Query::parse(query).is_ok_and(|query| query.get("wait").is_some()))
     }
 
     fn open(&self, request: &Request) -> Held {
         let Role::Queen(queen) = &self.role else {
             return Held::Answer(Response::error(&Error::NotFound("held request".into())));
         };
-        TaskWait::open(queen, request, self.open)
-            .unwrap_or_else(|error| Held::Answer(Response::error(&error)))
+        let held = if request.path == "/events" {
+            follow_events(queen, request, self.open)
+        } else {
+            TaskWait::open(queen, request, self.open)
+        };
+        held.unwrap_or_else(|error| Held::Answer(Response::error(&error)))
     }
+}
+
+/// `GET /events?after=REV&kind=K`: every change to a task or a drone after revision REV (none:
+/// from now on), a line of JSON each, as it happens (see `queen/events/`); 410 when the changes
+/// after REV are no longer held. Task `env` values are redacted for those who may not see them,
+/// as everywhere.
+fn follow_events(queen: &Queen, request: &Request, open: bool) -> Result<Held> {
+    let query = Query::parse(&request.query)?;
+    let after = query
+        .get("after")
+        .map(events::parse_after)
+        .transpose()
+        .map_err(Error::BadRequest)?;
+    let kinds = query
+        .get("kind")
+        .map(Kinds::parse)
+        .transpose()
+        .map_err(Error::BadRequest)?
+        .unwrap_or(Kinds::ALL);
+    if !queen.is_ready() {
+        return Err(Error::NotReady(
+            "the queen has not read the hive's state yet; try again shortly".into(),
+        ));
+    }
+    let secrets = request.identity.sees_secrets(open);
+    Ok(match queen.events().follow(after, kinds, secrets) {
+        Ok(follower) => Held::Stream(Streamed {
+            status: 200,
+            content_type: events::CONTENT_TYPE,
+            headers: vec![("Cache-Control", "no-cache".into())],
+            body: Box::new(follower),
+        }),
+        Err(refused) => Held::Answer(Response::json(
+            410,
+            &refused.body(after.unwrap_or_default()),
+        )),
+    })
 }
 
 /// Longest `?wait=` of `GET /tasks/ID`, in seconds.

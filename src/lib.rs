@@ -8,7 +8,8 @@
 //!                        │                          queen/: registry (who the drones are),
 //!                        │                                  liveness (leases, probes, re-checks:
 //!                        │                                  who is still alive),
-//!                        │                                  scheduler (placing and starting tasks)
+//!                        │                                  scheduler (placing and starting tasks),
+//!                        │                                  events (every change, for GET /events)
 //!                        │                          drone/: registration, lease, attempts, reports
 //!                        │                          exec/: one attempt's command, on a drone
 //!                        │                          store/: where a queen's state lives (memory,

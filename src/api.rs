@@ -59,7 +59,8 @@ const REDACTED: &str = "***";
 
 /// Longest page of `GET /tasks`, and the default.
 const MAX_PAGE: usize = 1000;
-const DEFAULT_PAGE: usize = 100;
+/// (`larve task ls --watch` keeps as many as a list without `--limit` shows.)
+pub const DEFAULT_PAGE: usize = 100;
 
 /// The role a larve plays, as the API sees it.
 #[derive(Clone)]
@@ -502,7 +503,12 @@ fn follow_events(queen: &Queen, request: &Request, open: bool) -> Result<Held> {
         Ok(follower) => Held::Stream(Streamed {
             status: 200,
             content_type: events::CONTENT_TYPE,
-            headers: vec![("Cache-Control", "no-cache".into())],
+            // Where a stream asked "from now on" starts: a client that breaks before its first
+            // line resumes there.
+            headers: vec![
+                ("Cache-Control", "no-cache".into()),
+                (REVISION_HEADER, follower.after().to_string()),
+            ],
             body: Box::new(follower),
         }),
         Err(refused) => Held::Answer(Response::json(

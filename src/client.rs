@@ -297,6 +297,36 @@ impl Client {
         Ok((status, BufReader::new(reader)))
     }
 
+    /// `GET {scheme}://{address}{path}`, for an answer that streams: its status, the value of its
+    /// field `field` (if any), and a reader of its body as it arrives. The connection and the
+    /// answer's head must come within `timeout` each; the whole call ends after `lifetime` (a
+    /// stream that goes quiet cannot be told from a peer that is gone but by a limit).
+    pub fn get_for_stream(
+        &self,
+        address: &str,
+        path: &str,
+        field: &str,
+        (timeout, lifetime): (Duration, Duration),
+    ) -> Result<(u16, Option<String>, BufReader<impl io::Read + Send + use<>>), CallError> {
+        let request = self.authorize(self.agent.get(self.url(address, path)));
+        let reply = request
+            .config()
+            .timeout_global(Some(lifetime))
+            .timeout_connect(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .call()?;
+        let status = reply.status().as_u16();
+        let value = reply
+            .headers()
+            .get(field)
+            .and_then(|value| value.to_str().ok())
+            .map(String::from);
+        let reader = reply.into_body().into_with_config().reader();
+        Ok((status, value, BufReader::new(reader)))
+    }
+
     fn send(
         &self,
         address: &str,

@@ -246,6 +246,11 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// The revision it starts after: every change up to it is not sent, every one after it is.
+    pub fn after(&self) -> i64 {
+        self.cursor.after
+    }
+
     /// The last line for a follower the history no longer serves: why, and where to go on.
     fn last_line(&mut self, read: Read) -> Pulled {
         self.ended = true;

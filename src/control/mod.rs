@@ -6,7 +6,11 @@
 //! queen of `--queen-host` that answers (a queen that cannot be reached, or answers 503, is left
 //! for the next). `task run --wait` waits with `GET /tasks/ID?wait=`, prints the task's output as
 //! it was captured, and exits with the task's exit code, so a script can use it like the command
-//! itself.
+//! itself. `larve events` and `ls --watch` follow `GET /events` across broken connections and
+//! queens (see [`follow`] and [`watch`]).
+
+mod follow;
+mod watch;
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -96,6 +100,7 @@ impl Session<'_> {
                 limit,
                 after,
                 output,
+                watch,
             } => {
                 let mut query = Vec::new();
                 if let Some(state) = state {
@@ -111,6 +116,15 @@ impl Session<'_> {
                     query.push(format!("after={after}"));
                 }
                 let path = format!("/tasks?{}", query.join("&"));
+                if *watch {
+                    let filter = watch::TaskFilter {
+                        state: state.as_deref(),
+                        group: group.as_deref(),
+                        limit: limit.unwrap_or(crate::api::DEFAULT_PAGE),
+                        path,
+                    };
+                    return watch::tasks(self, &filter);
+                }
                 let page = self.call("GET", &path, None, CALL_TIMEOUT)?;
                 match output {
                     Output::Json => print_json(&page),
@@ -124,9 +138,16 @@ impl Session<'_> {
                 println!("task {id}: {state}");
                 Ok(0)
             }
-            Request::Drones { labels, output } => {
+            Request::Drones {
+                labels,
+                output,
+                watch,
+            } => {
                 let query: Vec<String> = labels.iter().map(|c| format!("label={c}")).collect();
                 let path = format!("/drones?{}", query.join("&"));
+                if *watch {
+                    return watch::drones(self, &path);
+                }
                 let drones = self.call("GET", &path, None, CALL_TIMEOUT)?;
                 match output {
                     Output::Json => print_json(&drones),
@@ -146,9 +167,28 @@ impl Session<'_> {
                 }
                 Ok(0)
             }
-            Request::Events { .. } => Err(Failure::Unreachable(
-                "larve events needs GET /events, the queen's event stream, which this larve does not have yet".into(),
-            )),
+            Request::Events { after, kinds } => {
+                let kinds = kinds.as_deref().unwrap_or("task,drone");
+                let mut follow =
+                    follow::Follow::new(&self.client, &self.target.queens, kinds, *after);
+                let mut out = std::io::stdout().lock();
+                loop {
+                    let written = match follow.next()? {
+                        follow::Got::Change(line, _) => out.write_all(line.as_bytes()),
+                        follow::Got::Quiet => out.flush(),
+                        follow::Got::ListAgain(why) => {
+                            return Err(Failure::Refused {
+                                status: 410,
+                                error: why,
+                            });
+                        }
+                    };
+                    if written.is_err() {
+                        // Whoever read the output is gone (a closed pipe): so is the point.
+                        return Ok(0);
+                    }
+                }
+            }
         }
     }
 

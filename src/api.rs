@@ -18,6 +18,7 @@
 //! | `POST /tasks`       | drone | attempts to start (a queen's) | what became of each                      |
 //! | `DELETE /tasks/ID?attempt=N` | drone |                      | the attempt is being stopped             |
 //! | `GET /events`       | queen | `?after=REV&kind=task,drone`  | every change after REV, a JSON line each, held open (see `queen/events/`) |
+//! | `GET /ui`           | queen |                               | the dashboard (see `ui/`)                |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
 //! for its Python larve read Hive's answers unchanged. Who may call what is decided before a
@@ -53,6 +54,7 @@ use crate::tasks::{
     MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, State, Submission, Summary, Task, millicpus,
     valid_attempt_id, valid_boot, valid_client_id, valid_id,
 };
+use crate::ui;
 
 /// What a `read` token sees of a task's `env` values.
 const REDACTED: &str = "***";
@@ -380,6 +382,11 @@ impl Api {
                 self.queen("In drone mode, no event stream: it is the queen's")?;
                 // A queen's `GET /events` is held, and answered by the front (see `held`).
                 Err(Error::Internal("GET /events reached the handler".into()))
+            }
+            ["ui", file @ ..] => {
+                allow(request, "GET")?;
+                self.queen("In drone mode, no dashboard: it is the queen's")?;
+                ui::page(file)
             }
             _ => Err(Error::NotFound(format!("endpoint {:?}", request.path))),
         }

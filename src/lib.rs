@@ -15,7 +15,7 @@
 //!                        │                          store/: where a queen's state lives (memory,
 //!                        │                                  or etcd via its gateway)
 //!                        │                          client: every outbound call, with a timeout
-//!                        ├── api    (routes requests to the role)
+//!                        ├── api    (routes requests to the role; ui: the dashboard's page)
 //!                        └── server (HTTP, translates only: tiny_http behind a Unix socket)
 //!                              └── front/ (the front door: accepts, limits, TLS, and hands
 //!                                          tiny_http only well-formed, bounded requests)
@@ -47,6 +47,7 @@ pub mod signals;
 pub mod store;
 pub mod tasks;
 pub mod tls;
+pub mod ui;
 
 /// The version every larve reports on `/healthz` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -238,7 +238,7 @@ function drawDrones() {
     return el("tr", { "data-name": drone.name },
       el("td", { class: "name" }, drone.name),
       el("td", { class: "id" }, drone.address),
-      el("td", null, ...labels(drone.labels)),
+      el("td", { class: "labels" }, ...labels(drone.labels)),
       el("td", { class: "slots" }, drone.used + "/" + drone.slots),
       el("td", { class: "state " + state }, state),
       el("td", null, drone.containment || "none"),
@@ -289,7 +289,8 @@ function drawTasks() {
     const attempt = lastAttempt(task);
     return el("tr", { "data-id": task.id },
       el("td", { class: "id" }, el("a", { href: "#/task/" + encodeURIComponent(task.id) }, task.id)),
-      el("td", { class: "state " + task.state, title: task.reason || "" }, task.state),
+      el("td", { class: "state " + task.state },
+        task.state, task.reason ? el("div", { class: "reason" }, task.reason) : null),
       el("td", { class: "command", title: task.command.join(" ") }, task.command.join(" ")),
       el("td", null, attempt ? attempt.drone : ""),
       el("td", null, when(task.created_at)),

@@ -4,8 +4,9 @@
 # door (15: attacks by unauthenticated clients; 16: the front's cost), and, named rather than
 # numbered, of the durable store (durable-store-task-submission, -task-throughput, -recovery), of
 # containment (containment: cgroups against process groups, and cancels), of scoped tokens
-# (scoped-tokens) and of placement by labels (placement-with-constraints: the scheduler's
-# placement over 1,000 drones, in a second, no larve started), with wrk as the load
+# (scoped-tokens), of placement by labels (placement-with-constraints: the scheduler's
+# placement over 1,000 drones, in a second, no larve started) and of the event stream
+# (event-watchers: 1,000 clients following GET /events, about two minutes), with wrk as the load
 # generator, etcd for the scenarios of several queens and openssl for the TLS certificates (each
 # installed with apt-get when missing and run as root: Debian's wrk, etcd-server and openssl).
 #

@@ -25,7 +25,8 @@
 //! Scenarios from here on are named, not numbered: [`containment`] weighs what holding every
 //! attempt in a cgroup costs against process groups, and how fast a cancel ends a task that
 //! handles SIGTERM; [`scoped_tokens`] what a client token costs a create; [`placement`] what
-//! constraints cost the scheduler's placement over 1,000 drones.
+//! constraints cost the scheduler's placement over 1,000 drones; [`event_watchers`] what a thousand
+//! clients following `GET /events` cost a queen, and how late the changes reach them.
 
 mod big_body;
 mod burst;
@@ -35,6 +36,7 @@ mod drone_loss;
 mod durable_recovery;
 mod durable_submission;
 mod durable_throughput;
+mod event_watchers;
 mod fleet;
 mod footprint;
 mod front_cost;
@@ -264,7 +266,7 @@ type Scenario = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every scenario, in the order they run; `--only` picks one by its label's number, if it has
 /// one, or by its name (see [`name`]).
-const ALL: [(&str, Scenario); 23] = [
+const ALL: [(&str, Scenario); 24] = [
     (throughput::LABEL, throughput::run),
     (detection::LABEL, detection::run),
     (soak::LABEL, soak::run),
@@ -288,6 +290,7 @@ const ALL: [(&str, Scenario); 23] = [
     (containment::LABEL, containment::run),
     (scoped_tokens::LABEL, scoped_tokens::run),
     (placement::LABEL, placement::run),
+    (event_watchers::LABEL, event_watchers::run),
 ];
 
 /// A scenario's name, as `--only` takes it: its label after the number, if any, in lower case,

@@ -50,7 +50,8 @@ started again); containment (10,000 `true` tasks with cgroups against process gr
 containment's CPU per attempt, fork against posix_spawn, cancels of tasks that handle SIGTERM);
 scoped-tokens (POST /tasks with a submit client token against the cluster token);
 placement-with-constraints (the scheduler's placement over 1,000 drones, 3 constraints per task
-against none; no larve started)";
+against none; no larve started); event-watchers (1,000 clients following GET /events while 1,000
+tasks/s are created: lag, the queen's growth, and POST /tasks with them against without)";
 
 /// Runs of scenario 1 per load (each on fresh queens), and each load's length.
 const FULL_WRK_RUNS: usize = 3;

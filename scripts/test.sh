@@ -20,9 +20,9 @@ fail() {
 
 step "checking prerequisites"
 # Debian packages the tests need: curl (the tests call it), etcd (the store of several queens),
-# openssl (the TLS tests make their certificates with it) and python3 (the containment tests' tasks
-# allocate, fork and handle SIGTERM in Python).
-install_missing test curl:curl etcd:etcd-server openssl:openssl python3:python3
+# openssl (the TLS tests make their certificates with it), python3 (the containment tests' tasks
+# allocate, fork and handle SIGTERM in Python) and chromium (the dashboard's tests drive it).
+install_missing test curl:curl etcd:etcd-server openssl:openssl python3:python3 chromium:chromium
 command -v cargo >/dev/null || fail "cargo is not installed (see https://rustup.rs)"
 for tool in fmt:rustfmt clippy:clippy; do
     sub="${tool%%:*}"
@@ -33,7 +33,7 @@ for tool in fmt:rustfmt clippy:clippy; do
         rustup component add "$component" || fail "could not install the $component component"
     fi
 done
-echo "curl, etcd, openssl, python3, cargo, rustfmt and clippy are present"
+echo "curl, etcd, openssl, python3, chromium, cargo, rustfmt and clippy are present"
 
 step "cargo fmt --all --check"
 cargo fmt --all --check

@@ -7,19 +7,21 @@
 //! | `POST /submit_task` | queen | `{"text": "hello"}`           | `{"result": "OK", "drone": "drone-0"}`   |
 //! | `POST /register`    | queen | `{"address": "host:port"}`    | `{"result": "OK", "name", "heartbeat_interval", "lease_interval", "credential"}` |
 //! | `POST /lease`       | queen | a drone's status (`/healthz?verbose`'s fields) and `after` | `{"result": "OK", "lease_interval", "renewal"}`; 421 and the leader's address from a queen that does not lead |
-//! | `GET /drones`       | queen | `?label=C` (repeatable)       | every drone (meeting the constraints C) with its labels, times and failures |
+//! | `GET /drones`       | queen | `?label=C` (repeatable)       | every drone (meeting the constraints C) with its labels, times and failures; `X-Hive-Revision` |
 //! | `GET /metrics`      | both  |                               | Prometheus text (see `metrics.rs`)       |
 //! | `POST /tasks`       | queen | `{"command": [...], ...}`     | 202 and the task (200 if its id existed); with `each_drone`, a list |
-//! | `GET /tasks`        | queen | `?state=&group=&limit=&after=` | `{"tasks": [...], "next"}`, newest first |
+//! | `GET /tasks`        | queen | `?state=&group=&limit=&after=` | `{"tasks": [...], "next", "revision"}`, newest first |
 //! | `GET /tasks/ID`     | queen | `?wait=S`                     | the task (after it ended, or S seconds)  |
 //! | `DELETE /tasks/ID`  | queen |                               | the task, cancelled                      |
 //! | `POST`/`DELETE /drones/NAME/drain` | queen |                | the drone (by name or address), draining or not |
 //! | `POST /reports`     | queen | a drone's attempt ends        | `{"accepted": ["task/n", ...]}`          |
 //! | `POST /tasks`       | drone | attempts to start (a queen's) | what became of each                      |
-//! | `DELETE /tasks/ID?attempt=N` | drone |                      | the attempt is being stopped             |
+//! | `DELETE /attempts/ID` | drone |                            | the attempt is being stopped             |
 //! | `GET /tasks/ID/logs` | queen | `?stream=&attempt=N&offset=B&follow=1` | the attempt's output, text, chunked (relayed) |
 //! | `GET /attempts/ID/logs` | drone | `?stream=&offset=B&follow=1` | the attempt's output, text, chunked |
 //! | `POST /attempts/forget` | drone | `{"attempts": [...]}` | `{"result": "OK", "removed": N}`: their logs removed |
+//! | `GET /events`       | queen | `?after=REV&kind=task,drone`  | every change after REV, a JSON line each, held open (see `queen/events/`) |
+//! | `GET /ui`           | queen |                               | the dashboard (see `ui/`)                |
 //!
 //! The status and mode strings are the tutorial's (`Status.READY`, `Mode.QUEEN`), so tools written
 //! for its Python larve read Hive's answers unchanged. Who may call what is decided before a
@@ -43,6 +45,7 @@ use crate::exec::{CONTAINMENT_LEVELS, Stream};
 use crate::labels::{self, Constraint, Labels, NAME_LABEL, all_hold};
 use crate::logging::quoted;
 use crate::metrics::{Exposition, Metrics};
+use crate::queen::events::{self, Kinds};
 use crate::queen::logs::LogsAsked;
 use crate::queen::registry::{Offer, Registration};
 use crate::queen::{Created, NotRenewed, Queen};
@@ -55,13 +58,15 @@ use crate::tasks::{
     MAX_CPUS, MAX_MEMORY_MB, MAX_SLOTS, State, Submission, Summary, Task, millicpus,
     valid_attempt_id, valid_boot, valid_client_id, valid_id,
 };
+use crate::ui;
 
 /// What a `read` token sees of a task's `env` values.
 const REDACTED: &str = "***";
 
 /// Longest page of `GET /tasks`, and the default.
 const MAX_PAGE: usize = 1000;
-const DEFAULT_PAGE: usize = 100;
+/// (`larve task ls --watch` keeps as many as a list without `--limit` shows.)
+pub const DEFAULT_PAGE: usize = 100;
 
 /// The role a larve plays, as the API sees it.
 #[derive(Clone)]
@@ -145,7 +150,12 @@ struct Health {
 struct Listing<'a> {
     tasks: Vec<Summary<'a>>,
     next: Option<String>,
+    /// The revision it reflects: follow `GET /events?after=` it to miss no change since.
+    revision: i64,
 }
+
+/// The field of `GET /tasks` and `GET /drones` answers saying the revision they reflect.
+const REVISION_HEADER: &str = "X-Hive-Revision";
 
 struct Api {
     role: Role,
@@ -227,9 +237,11 @@ impl Api {
                             .map_err(|why| Error::BadRequest(format!("label: {why}")))
                     })
                     .collect::<Result<Vec<_>>>()?;
+                // Asked before the registry is read, so the answer reflects at least it.
+                let revision = queen.revision();
                 let mut drones = queen.drones();
                 drones.retain(|drone| all_hold(&wanted, &drone.labels));
-                Ok(Response::json(200, &drones))
+                Ok(Response::json(200, &drones).with_header(REVISION_HEADER, revision.to_string()))
             }
             ["drones", name, "drain"] => {
                 allow(request, "POST, DELETE")?;
@@ -301,6 +313,8 @@ impl Api {
                                     }
                                 })
                                 .transpose()?;
+                            // Asked before the tasks are read, so the page reflects at least it.
+                            let revision = queen.revision();
                             let (tasks, next) =
                                 queen.tasks(state, group, limit, query.get("after"))?;
                             let tasks: Vec<Task> = tasks
@@ -308,7 +322,13 @@ impl Api {
                                 .map(|task| redacted(task, request, self.open))
                                 .collect();
                             let tasks = tasks.iter().map(Task::summary).collect();
-                            Ok(Response::json(200, &Listing { tasks, next }))
+                            let listing = Listing {
+                                tasks,
+                                next,
+                                revision,
+                            };
+                            Ok(Response::json(200, &listing)
+                                .with_header(REVISION_HEADER, revision.to_string()))
                         }
                     }
                     Role::Drone(drone) => {
@@ -371,6 +391,17 @@ impl Api {
                 })?;
                 Ok(Response::json(200, &queen.report(address, &reports)?))
             }
+            ["events"] => {
+                allow(request, "GET")?;
+                self.queen("In drone mode, no event stream: it is the queen's")?;
+                // A queen's `GET /events` is held, and answered by the front (see `held`).
+                Err(Error::Internal("GET /events reached the handler".into()))
+            }
+            ["ui", file @ ..] => {
+                allow(request, "GET")?;
+                self.queen("In drone mode, no dashboard: it is the queen's")?;
+                ui::page(file)
+            }
             _ => Err(Error::NotFound(format!("endpoint {:?}", request.path))),
         }
     }
@@ -430,8 +461,8 @@ impl Api {
 }
 
 /// The requests the front holds (see `server::HeldRoutes`) for a larve playing `role` in a hive
-/// that is `open` (no cluster token): a queen's `GET /tasks/ID?wait=S` and `GET /tasks/ID/logs`,
-/// a drone's `GET /attempts/ID/logs`.
+/// that is `open` (no cluster token): a queen's `GET /tasks/ID?wait=S`, `GET /tasks/ID/logs` and
+/// `GET /events`, a drone's `GET /attempts/ID/logs`.
 pub fn held(role: Role, open: bool) -> Arc<dyn HeldRoutes> {
     Arc::new(Waits { role, open })
 }
@@ -448,6 +479,7 @@ impl HeldRoutes for Waits {
             return false;
         }
         match self.role {
+            Role::Queen(_) if path == "/events" => true,
             Role::Queen(_) => {
                 path.strip_prefix("/tasks/")
                     .is_some_and(|rest| match rest.split_once('/') {
@@ -469,6 +501,9 @@ impl HeldRoutes for Waits {
 
     fn open(&self, request: &Request) -> Held {
         let opened = match &self.role {
+            Role::Queen(queen) if request.path == "/events" => {
+                follow_events(queen, request, self.open)
+            }
             Role::Queen(queen) if request.path.ends_with("/logs") => queen_logs(queen, request),
             Role::Queen(queen) => TaskWait::open(queen, request, self.open),
             Role::Drone(drone) => drone_logs(drone, request),
@@ -561,6 +596,48 @@ fn log_query(query: &Query) -> Result<(Stream, u64, bool)> {
         }
     };
     Ok((stream, offset, follow))
+}
+
+/// `GET /events?after=REV&kind=K`: every change to a task or a drone after revision REV (none:
+/// from now on), a line of JSON each, as it happens (see `queen/events/`); 410 when the changes
+/// after REV are no longer held. Task `env` values are redacted for those who may not see them,
+/// as everywhere.
+fn follow_events(queen: &Queen, request: &Request, open: bool) -> Result<Held> {
+    let query = Query::parse(&request.query)?;
+    let after = query
+        .get("after")
+        .map(events::parse_after)
+        .transpose()
+        .map_err(Error::BadRequest)?;
+    let kinds = query
+        .get("kind")
+        .map(Kinds::parse)
+        .transpose()
+        .map_err(Error::BadRequest)?
+        .unwrap_or(Kinds::ALL);
+    if !queen.is_ready() {
+        return Err(Error::NotReady(
+            "the queen has not read the hive's state yet; try again shortly".into(),
+        ));
+    }
+    let secrets = request.identity.sees_secrets(open);
+    Ok(match queen.events().follow(after, kinds, secrets) {
+        Ok(follower) => Held::Stream(Streamed {
+            status: 200,
+            content_type: events::CONTENT_TYPE,
+            // Where a stream asked "from now on" starts: a client that breaks before its first
+            // line resumes there.
+            headers: vec![
+                ("Cache-Control", "no-cache".into()),
+                (REVISION_HEADER, follower.after().to_string()),
+            ],
+            body: Box::new(follower),
+        }),
+        Err(refused) => Held::Answer(Response::json(
+            410,
+            &refused.body(after.unwrap_or_default()),
+        )),
+    })
 }
 
 /// Longest `?wait=` of `GET /tasks/ID`, in seconds.

@@ -8,13 +8,14 @@
 //!                        │                          queen/: registry (who the drones are),
 //!                        │                                  liveness (leases, probes, re-checks:
 //!                        │                                  who is still alive),
-//!                        │                                  scheduler (placing and starting tasks)
+//!                        │                                  scheduler (placing and starting tasks),
+//!                        │                                  events (every change, for GET /events)
 //!                        │                          drone/: registration, lease, attempts, reports
 //!                        │                          exec/: one attempt's command, on a drone
 //!                        │                          store/: where a queen's state lives (memory,
 //!                        │                                  or etcd via its gateway)
 //!                        │                          client: every outbound call, with a timeout
-//!                        ├── api    (routes requests to the role)
+//!                        ├── api    (routes requests to the role; ui: the dashboard's page)
 //!                        └── server (HTTP, translates only: tiny_http behind a Unix socket)
 //!                              └── front/ (the front door: accepts, limits, TLS, and hands
 //!                                          tiny_http only well-formed, bounded requests)
@@ -46,6 +47,7 @@ pub mod signals;
 pub mod store;
 pub mod tasks;
 pub mod tls;
+pub mod ui;
 
 /// The version every larve reports on `/healthz` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -15,6 +15,7 @@ use crate::address;
 use crate::client::Credentials;
 use crate::exec::Stream;
 use crate::labels::Constraint;
+use crate::queen::events::{self, Kinds};
 use crate::tasks::{is_drone_name, valid_client_id, valid_id};
 use crate::tls::ClientTls;
 
@@ -26,11 +27,11 @@ usage: larve task run [--slots N] [--timeout S] [--retries N] [--retry-delay S]
                       [--id ID] [--wait [--wait-timeout S]] -- COMMAND [ARGS...]
        larve task get ID [-o json]
        larve task logs [-f] [--stderr] [--attempt N] ID
-       larve task ls [--state STATE] [--group ID] [--limit N] [--after ID] [-o json]
+       larve task ls [--state STATE] [--group ID] [--limit N] [--after ID] [-o json | --watch]
        larve task cancel ID
-       larve drone ls [--label C]... [-o json]
+       larve drone ls [--label C]... [-o json | --watch]
        larve drone drain NAME|ADDRESS [--undo]
-       larve events [--after REV]
+       larve events [--after REV] [--kind task|drone]
 
 A client of a queen's API. task run prints the new task's id; with --wait it prints the task's
 stdout and stderr as they come, says why the task waits when it has been pending 2 s, and exits
@@ -38,7 +39,8 @@ with the task's exit code (1 when it has none; 124 when --wait-timeout S passed 
 prints an attempt's stdout (--stderr: its stderr) as its drone keeps it, of the last attempt unless
 --attempt N says; -f follows it until the attempt ends. With --each-drone it makes one task per
 drone that meets the constraints now, ID.DRONE-NAME, and prints their ids. task get prints a
-summary (-o json: the task as the API has it). A constraint C is KEY=VALUE, KEY!=VALUE or KEY (a
+summary (-o json: the task as the API has it). ls --watch draws the table again as the queen's
+events say it changed, until interrupted. A constraint C is KEY=VALUE, KEY!=VALUE or KEY (a
 drone's labels, as drone ls shows them; hive.name=drone-3 is one drone).
 
 options:
@@ -54,11 +56,15 @@ options:
 
 /// The help text of `larve events --help`.
 const EVENTS_USAGE: &str = "\
-usage: larve events [--after REV] [--queen-host HOST:PORT[,...]] [--token-file PATH]
+usage: larve events [--after REV] [--kind task|drone] [--queen-host HOST:PORT[,...]]
+                    [--token-file PATH]
 
 Streams the queen's events, one JSON line per change to a task or a drone, in revision order, as
-they happen, until interrupted (GET /events). --after REV starts after revision REV, where an
-earlier stream left off. The options to reach a queen are larve task's (larve task --help).";
+they happen, until interrupted (GET /events). --after REV starts after revision REV: where an
+earlier stream left off (the rev of its last line), or the revision a list was read at
+(GET /tasks' \"revision\"); without it, from now on. --kind task or --kind drone streams only
+those. A stream that breaks is opened again where it stopped, on the next queen of --queen-host
+if need be. The options to reach a queen are larve task's (larve task --help).";
 
 /// Where the client asks when neither `--queen-host` nor `HIVE_QUEEN` says.
 const DEFAULT_QUEEN: &str = "127.0.0.1:8080";
@@ -107,15 +113,26 @@ pub enum Request {
         limit: Option<usize>,
         after: Option<String>,
         output: Output,
+        /// `--watch`: draw the table again at each change.
+        watch: bool,
     },
     /// `task cancel ID`.
     Cancel { id: String },
-    /// `drone ls`, of the drones that meet every one of `labels` (constraints).
-    Drones { labels: Vec<String>, output: Output },
+    /// `drone ls`, of the drones that meet every one of `labels` (constraints); `watch`: draw the
+    /// table again at each change.
+    Drones {
+        labels: Vec<String>,
+        output: Output,
+        watch: bool,
+    },
     /// `drone drain NAME|ADDRESS` (`undo`: `--undo`).
     Drain { drone: String, undo: bool },
-    /// `events`: stream the queen's events, after revision `after`.
-    Events { after: Option<u64> },
+    /// `events`: stream the queen's events of `kinds` (`task`, `drone`; none: both) after
+    /// revision `after` (none: from now on).
+    Events {
+        after: Option<i64>,
+        kinds: Option<String>,
+    },
 }
 
 /// How `task run --wait` waits.
@@ -143,7 +160,7 @@ pub(super) fn parse(args: Vec<OsString>, env: &Environment) -> Result<Command, M
         Err(Slip::Flag(why)) => Err(Mistake {
             why,
             hint: Some(if noun == "events" {
-                "usage: larve events [--after REV]; larve events --help says more"
+                "usage: larve events [--after REV] [--kind task|drone]; larve events --help says more"
             } else {
                 "usage: larve task run|get|logs|ls|cancel ..., larve drone ls|drain ...; larve task --help says more"
             }),
@@ -230,6 +247,7 @@ fn parse_words(mut args: Vec<OsString>, env: &Environment, noun: &str) -> Result
             limit: flag(&mut args, "--limit", |s| parse_count(s, 1, 1000))?,
             after: flag(&mut args, "--after", parse_text)?,
             output: output(&mut args)?,
+            watch: watch(&mut args)?,
         },
         ("drone", "ls") => {
             let given: Vec<String> = args
@@ -242,6 +260,7 @@ fn parse_words(mut args: Vec<OsString>, env: &Environment, noun: &str) -> Result
             Request::Drones {
                 labels: given,
                 output: output(&mut args)?,
+                watch: watch(&mut args)?,
             }
         }
         ("drone", "drain") => Request::Drain {
@@ -261,11 +280,36 @@ fn parse_words(mut args: Vec<OsString>, env: &Environment, noun: &str) -> Result
         },
         _ => Request::Events {
             after: flag(&mut args, "--after", |s| {
-                s.parse::<u64>()
-                    .map_err(|_| format!("{s:?} is not a revision (a whole number)"))
+                events::parse_after(s).map_err(|_| format!("{s:?} is not a revision (a whole number)"))
+            })?,
+            kinds: flag(&mut args, "--kind", |s| {
+                Kinds::parse(s)
+                    .map(|_| s.to_string())
+                    .map_err(|why| why.trim_start_matches("kind: ").to_string())
             })?,
         },
     };
+    let watched = matches!(
+        request,
+        Request::List { watch: true, .. } | Request::Drones { watch: true, .. }
+    );
+    if watched
+        && matches!(
+            request,
+            Request::List {
+                output: Output::Json,
+                ..
+            } | Request::List { after: Some(_), .. }
+                | Request::Drones {
+                    output: Output::Json,
+                    ..
+                }
+        )
+    {
+        return Err("--watch draws the newest as a table: it takes neither -o json (larve events streams JSON) nor --after"
+            .to_string()
+            .into());
+    }
     if !command.is_empty() && !matches!(request, Request::Run { .. }) {
         return Err("only larve task run takes a command after --"
             .to_string()
@@ -436,6 +480,11 @@ fn parse_group(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--watch`, which only `ls` takes.
+fn watch(args: &mut pico_args::Arguments) -> Result<bool, String> {
+    Ok(args.contains("--watch"))
+}
+
 /// `-o json` (or `--output json`); `-o text` is the default.
 fn output(args: &mut pico_args::Arguments) -> Result<Output, String> {
     let given: Option<String> = args
@@ -585,7 +634,8 @@ mod tests {
                 group: Some("fix".into()),
                 limit: None,
                 after: None,
-                output: Output::Text
+                output: Output::Text,
+                watch: false,
             }
         );
         assert_eq!(
@@ -597,7 +647,8 @@ mod tests {
             .1,
             Request::Drones {
                 labels: vec!["zone=eu".into(), "gpu".into()],
-                output: Output::Text
+                output: Output::Text,
+                watch: false,
             }
         );
         assert_eq!(
@@ -647,7 +698,25 @@ mod tests {
         );
         assert_eq!(
             control(&["events", "--after", "42"], None).unwrap().1,
-            Request::Events { after: Some(42) }
+            Request::Events {
+                after: Some(42),
+                kinds: None
+            }
+        );
+        assert_eq!(
+            control(&["events", "--kind", "drone"], None).unwrap().1,
+            Request::Events {
+                after: None,
+                kinds: Some("drone".into())
+            }
+        );
+        assert_eq!(
+            control(&["drone", "ls", "--watch"], None).unwrap().1,
+            Request::Drones {
+                labels: Vec::new(),
+                output: Output::Text,
+                watch: true,
+            }
         );
         for (args, needle) in [
             (&["task"][..], "needs a command: run, get, logs, ls, cancel"),
@@ -689,6 +758,24 @@ mod tests {
                 "unexpected argument \"--limt\"; did you mean --limit?",
             ),
             (&["events", "--after", "x"][..], "not a revision"),
+            (&["events", "--after", "-3"][..], "not a revision"),
+            (
+                &["events", "--kind", "tasks"][..],
+                "\"tasks\" is not task or drone",
+            ),
+            (
+                &["task", "ls", "--watch", "-o", "json"][..],
+                "--watch draws",
+            ),
+            (
+                &["task", "ls", "--watch", "--after", "x"][..],
+                "--watch draws",
+            ),
+            (
+                &["drone", "ls", "--watch", "-o", "json"][..],
+                "--watch draws",
+            ),
+            (&["task", "get", "x", "--watch"][..], "unexpected argument"),
         ] {
             let err = control(args, None).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

@@ -4,11 +4,16 @@
 //!
 //! It speaks the HTTP API a user would with curl (see `api.rs`): one call per command, to the first
 //! queen of `--queen-host` that answers (a queen that cannot be reached, or answers 503, is left
-//! for the next). `task logs` and `task run --wait` follow output as it comes (see `follow.rs`);
+//! for the next). `task logs` and `task run --wait` follow output as it comes (see [`output`]);
 //! `--wait` exits with the task's exit code, so a script can use it like the command itself.
+//! `larve events` and `ls --watch` follow `GET /events` across broken connections and queens (see
+//! [`events`] and [`watch`]).
 
-mod follow;
+mod events;
+mod output;
+mod watch;
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -115,6 +120,7 @@ impl Session {
                 limit,
                 after,
                 output,
+                watch,
             } => {
                 let mut query = Vec::new();
                 if let Some(state) = state {
@@ -130,6 +136,15 @@ impl Session {
                     query.push(format!("after={after}"));
                 }
                 let path = format!("/tasks?{}", query.join("&"));
+                if *watch {
+                    let filter = watch::TaskFilter {
+                        state: state.as_deref(),
+                        group: group.as_deref(),
+                        limit: limit.unwrap_or(crate::api::DEFAULT_PAGE),
+                        path,
+                    };
+                    return watch::tasks(self, &filter);
+                }
                 let page = self.call("GET", &path, None, CALL_TIMEOUT)?;
                 match output {
                     Output::Json => print_json(&page),
@@ -143,9 +158,16 @@ impl Session {
                 println!("task {id}: {state}");
                 Ok(0)
             }
-            Request::Drones { labels, output } => {
+            Request::Drones {
+                labels,
+                output,
+                watch,
+            } => {
                 let query: Vec<String> = labels.iter().map(|c| format!("label={c}")).collect();
                 let path = format!("/drones?{}", query.join("&"));
+                if *watch {
+                    return watch::drones(self, &path);
+                }
                 let drones = self.call("GET", &path, None, CALL_TIMEOUT)?;
                 match output {
                     Output::Json => print_json(&drones),
@@ -165,9 +187,28 @@ impl Session {
                 }
                 Ok(0)
             }
-            Request::Events { .. } => Err(Failure::Unreachable(
-                "larve events needs GET /events, the queen's event stream, which this larve does not have yet".into(),
-            )),
+            Request::Events { after, kinds } => {
+                let kinds = kinds.as_deref().unwrap_or("task,drone");
+                let mut follow =
+                    events::Follow::new(&self.client, &self.target.queens, kinds, *after);
+                let mut out = std::io::stdout().lock();
+                loop {
+                    let written = match follow.next()? {
+                        events::Got::Change(line, _) => out.write_all(line.as_bytes()),
+                        events::Got::Quiet => out.flush(),
+                        events::Got::ListAgain(why) => {
+                            return Err(Failure::Refused {
+                                status: 410,
+                                error: why,
+                            });
+                        }
+                    };
+                    if written.is_err() {
+                        // Whoever read the output is gone (a closed pipe): so is the point.
+                        return Ok(0);
+                    }
+                }
+            }
         }
     }
 

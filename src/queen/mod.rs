@@ -6,8 +6,11 @@
 //!   task, and removal of the dead;
 //! - [`scheduler`]: the leader's loop that places tasks, starts and stops attempts;
 //! - [`logs`]: an attempt's output, relayed from the drone that keeps it;
-//! - [`reconcile`]: what the leader makes of a drone's list of attempts (pure).
+//! - [`reconcile`]: what the leader makes of a drone's list of attempts (pure);
+//! - [`events`]: every change to a task or a drone, as the store's watch brings it, for
+//!   `GET /events`.
 
+pub mod events;
 pub mod liveness;
 pub mod logs;
 pub mod reconcile;
@@ -696,6 +699,17 @@ impl Queen {
         let (registered, available) = self.store.registry().counts();
         self.metrics.render_queen(out, registered, available);
         self.metrics.render_tasks(out, self.store.tasks().counts());
+    }
+
+    /// Every change to a task or a drone this queen's views took, for `GET /events`.
+    pub fn events(&self) -> &Arc<events::Events> {
+        self.store.events()
+    }
+
+    /// The revision up to which every change has reached this queen's views: a listing read
+    /// after asking this reflects it (see `events::Events::revision`).
+    pub fn revision(&self) -> i64 {
+        self.store.events().revision()
     }
 
     /// Address → name of every drone.

@@ -9,8 +9,10 @@
 //!        ▼                                  │ sync.rs: list once, then watch
 //!   Engine (engine.rs): range · txn · watch ├──► Registry (queen/registry.rs): drones, and this queen's
 //!     ├── local.rs   (a queen alone,        │    view of their health
-//!     │    + data_dir.rs with --data-dir)   └──► TaskIndex (tasks/index.rs): tasks by id, state,
-//!     └── etcd/      (queens sharing etcd)        drone
+//!     │    + data_dir.rs with --data-dir)   ├──► TaskIndex (tasks/index.rs): tasks by id, state,
+//!     └── etcd/      (queens sharing etcd)  │    drone
+//!                                           └──► Events (queen/events/): each change, encoded
+//!                                                once, for `GET /events`
 //!   conformance.rs: the one contract every engine is checked against
 //!   Leadership (leadership.rs): Alone, or the etcd election; fences the leader's writes
 //! ```
@@ -47,6 +49,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::queen::events::Events;
 use crate::queen::registry::Registry;
 use crate::tasks::index::TaskIndex;
 use batch::Batcher;
@@ -65,6 +68,8 @@ pub struct Store {
     batcher: Batcher,
     registry: Arc<Registry>,
     tasks: Arc<TaskIndex>,
+    /// Every change the views took, as `GET /events` streams it.
+    events: Arc<Events>,
     /// Shared with other queens (etcd): `/healthz` tells about it.
     shared: bool,
     /// `host:port` this queen is known by, once started.
@@ -105,6 +110,7 @@ impl Store {
             batcher: Batcher::new(),
             registry: Arc::new(Registry::new()),
             tasks: Arc::new(TaskIndex::new()),
+            events: Arc::new(Events::new(shared)),
             shared,
             me: OnceLock::new(),
             ready: AtomicBool::new(false),
@@ -121,6 +127,11 @@ impl Store {
     /// The tasks, as this queen knows them.
     pub fn tasks(&self) -> &Arc<TaskIndex> {
         &self.tasks
+    }
+
+    /// The changes the views took, for `GET /events`, and the revision the views reflect.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.events
     }
 
     /// Whether this queen leads now, which she does only once she has read the state she leads:

@@ -33,7 +33,9 @@
 //! handles SIGTERM; [`scoped_tokens`] what a client token costs a create; [`placement`] what
 //! constraints cost the scheduler's placement over 1,000 drones; [`follow_latency`] how soon a
 //! line a task prints reaches a client following its output through a queen, and [`log_cap`]
-//! what a drone's memory does while it keeps a 1 GB output to its cap.
+//! what a drone's memory does while it keeps a 1 GB output to its cap;
+//! [`event_watchers`] what a thousand clients following `GET /events` cost a queen, and how late
+//! the changes reach them.
 
 mod big_body;
 mod burst;
@@ -43,6 +45,7 @@ mod drone_loss;
 mod durable_recovery;
 mod durable_submission;
 mod durable_throughput;
+mod event_watchers;
 mod fleet;
 mod follow_latency;
 mod footprint;
@@ -315,6 +318,7 @@ const ALL: &[(&str, Scenario)] = &[
     (placement::LABEL, placement::run),
     (follow_latency::LABEL, follow_latency::run),
     (log_cap::LABEL, log_cap::run),
+    (event_watchers::LABEL, event_watchers::run),
 ];
 
 /// A scenario's name, as `--only` takes it and `docs/benchmarks.md` marks its section: its label

@@ -306,13 +306,26 @@ struct StalledDrone {
 
 impl StalledDrone {
     fn start() -> StalledDrone {
+        StalledDrone::answering_first_start(None)
+    }
+
+    /// A [`StalledDrone`] that answers its first start with `status` (when some), as a drone
+    /// still waiting for its registration's answer does, not knowing its credential yet.
+    fn answering_first_start(status: Option<u16>) -> StalledDrone {
         let boot = "0123456789abcdef";
+        let refuse_once = Arc::new(Mutex::new(status));
         let running: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
         let seen: Seen = Arc::default();
         let saw = seen.clone();
         let peer = FakePeer::reading(move |request| {
             saw.lock()
                 .push((request.line.clone(), request.authorization.clone()));
+            if request.line == "POST /tasks"
+                && let Some(status) = refuse_once.lock().take()
+            {
+                let error = json!({"error": "no such credential"});
+                return (status, "application/json", error.to_string());
+            }
             let answer = if request.line == "POST /tasks" {
                 let start: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let mut results = Vec::new();
@@ -384,6 +397,37 @@ fn a_stalled_drones_attempt_times_out_on_the_queens_clock_and_never_sees_the_clu
             "{line}"
         );
     }
+}
+
+#[test]
+fn a_start_refused_401_by_a_drone_still_registering_costs_no_retry() {
+    let tokens = TokensFile::new();
+    let queen = queen_with(&tokens);
+    let drone = StalledDrone::answering_first_start(Some(401));
+    let registration =
+        json!({"address": drone.peer.addr, "boot": drone.boot, "exec": true, "slots": 1});
+    let (status, registered) = ask("POST", &queen.url("/register"), &registration, Some(TOKEN));
+    assert_eq!(status, 200, "{registered}");
+    let task = json!({"command": ["sleep", "100"], "retries": 0});
+    let (status, created) = ask("POST", &queen.url("/tasks"), &task, Some(SUBMITTER));
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let starts = || {
+        drone
+            .seen
+            .lock()
+            .iter()
+            .filter(|(line, _)| line == "POST /tasks")
+            .count()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the start to be asked again",
+        || (starts() >= 2).then_some(()),
+    );
+    let (_, task) = get_as(&queen.url(&format!("/tasks/{id}")), Some(TOKEN));
+    assert_eq!(task["state"], "running", "{task}");
+    assert_eq!(task["attempts"].as_array().unwrap().len(), 1, "{task}");
 }
 
 #[test]

@@ -482,6 +482,26 @@ impl Scheduler {
         let running = |stored: &Stored| Some(stored.task.running_attempt()?.id.clone());
         let answer = match answer {
             Ok(answer) => answer,
+            // The drone does not hold the credential its registration was given yet (its answer
+            // to the registration is on its way) or any more (it registered again since): it
+            // costs no retry, and no start goes there until it shows life with its credential.
+            Err(CallError::Status(401)) => {
+                if let Some(target) = tasks.first().and_then(|stored| {
+                    let attempt = stored.task.running_attempt()?;
+                    Some(Target {
+                        address: attempt.address.clone(),
+                        name: attempt.drone.clone(),
+                    })
+                }) {
+                    self.store.registry().record_full(&target);
+                }
+                let why = "the drone did not know the queen's credential for it yet".to_string();
+                let unplaced = tasks
+                    .iter()
+                    .filter_map(|stored| Some((stored.clone(), running(stored)?, why.clone())))
+                    .collect();
+                return (Vec::new(), unplaced);
+            }
             Err(e) if e.is_client_error() => {
                 let why = match e {
                     CallError::Status(403) => {

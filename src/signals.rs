@@ -27,6 +27,17 @@ fn stop_set() -> libc::sigset_t {
     }
 }
 
+/// Lets SIGPIPE end the process, as it ends other Unix tools: for the command line, whose output
+/// may go to a pipe whose reader leaves early (`larve task ls | head`). Rust ignores SIGPIPE, so
+/// that a daemon's write to a closed socket is an error to handle; a client printing to a closed
+/// pipe would panic instead. Never called by a daemon.
+pub fn die_on_closed_pipe() {
+    // SAFETY: setting a standard signal's disposition to its default, before any other thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Blocks the stop signals in the calling thread and every thread it starts from now on. Call it
 /// first thing, before any other thread exists.
 pub fn block_stop_signals() -> io::Result<()> {

@@ -281,3 +281,25 @@ fn task_ls_has_age_drone_and_duration_and_lists_a_group() {
     let (_, all, _) = larve(Some(&queen), &["task", "ls"]);
     assert_eq!(all.lines().count(), 3, "{all}");
 }
+
+#[test]
+fn output_to_a_pipe_closed_early_ends_the_command_quietly() {
+    // `larve task --help | head -0`: the reader is gone before the first write.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let done = std::process::Command::new(LARVE)
+        .args(["task", "--help"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("larve runs");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        done.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}",
+        done.status
+    );
+}

@@ -18,7 +18,14 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     let env = Environment::read();
-    match cli::parse(args, &env) {
+    let command = cli::parse(args, &env);
+    if matches!(
+        command,
+        Ok(Command::Help(_) | Command::Control(_) | Command::Version)
+    ) {
+        signals::die_on_closed_pipe();
+    }
+    match command {
         Ok(Command::Help(text)) => println!("{text}"),
         Ok(Command::Control(control)) => {
             let (target, request) = *control;

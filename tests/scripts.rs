@@ -507,3 +507,48 @@ fn hive_up_help_lists_its_options_and_every_variable_it_reads() {
     }
     assert!(help.contains("(default 8080)") && help.contains("(default 5001)"));
 }
+
+/// The README's shell blocks marked `<!-- readme-test: hive -->`, in order, each as one bash
+/// script run from the repository's root against a hive `hive-up.sh` started: every command must
+/// succeed (curl fails on an HTTP error, as a reader would see one). The hive's place and ports are
+/// the test's own, so `.hive/`, `localhost:8080` and `target/release/larve` are read as those.
+#[test]
+fn the_readmes_marked_blocks_run_as_pasted() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("the README");
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "<!-- readme-test: hive -->" {
+            assert_eq!(lines.next(), Some("```sh"), "a marked block is a sh block");
+            let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    assert!(blocks.len() >= 3, "the marked blocks: {blocks:?}");
+    let hive = Hive::new("readme", 1, 3, None);
+    hive.up(&["3"]);
+    let port = hive.var("HIVE_PORT").to_string();
+    for block in &blocks {
+        let script = block
+            .replace(".hive/", &format!("{}/", hive.var("HIVE_DIR")))
+            .replace("localhost:8080", &format!("localhost:{port}"))
+            .replace("target/release/larve", LARVE);
+        let ran = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; }}\n{script}"
+            ))
+            .current_dir(ROOT)
+            .envs(hive.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("HIVE_QUEEN", format!("127.0.0.1:{port}"))
+            .env_remove("HIVE_TOKEN")
+            .output()
+            .expect("run bash");
+        assert!(
+            ran.status.success(),
+            "{block}\n--- stdout ---\n{}--- stderr ---\n{}",
+            text(&ran.stdout),
+            text(&ran.stderr)
+        );
+    }
+}

@@ -102,8 +102,8 @@ options:
   --tls-ca PATH                  CA certificate(s) (PEM) the larves this one calls must be
                                  signed by
   --tls-verify-clients           require every client to show a certificate signed by --tls-ca
-  --insecure                     serve plain HTTP on a non-loopback --bind without a warning
-                                 (a token is needed there all the same)
+  --insecure                     serve a non-loopback --bind over plain HTTP, or without a
+                                 token (a drone with --allow-exec needs a token all the same)
   --max-connections N            client connections held at once (default 2048)
   --max-connections-per-peer N   client connections from one address (default 512)
   --log-level LEVEL              error, warn, info, debug or trace (default info)

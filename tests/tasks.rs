@@ -599,6 +599,7 @@ fn a_client_id_makes_creation_idempotent() {
 #[test]
 fn bad_specs_are_400_naming_the_field_and_create_nothing() {
     let queen = queen();
+    let (_, before) = get(&queen.url("/tasks"));
     for (body, field) in [
         ("{}", "command"),
         (r#"{"command": []}"#, "command"),
@@ -637,8 +638,13 @@ fn bad_specs_are_400_naming_the_field_and_create_nothing() {
         "wait is for one task"
     );
     assert_eq!(get(&queen.url("/tasks/x?wait=61")).0, 400);
+    // Nothing was written: no task, and the store's revision where it was.
     let (_, page) = get(&queen.url("/tasks"));
-    assert_eq!(page, json!({"tasks": [], "next": null}));
+    assert_eq!(
+        page,
+        json!({"tasks": [], "next": null, "revision": before["revision"]})
+    );
+    assert!(page["revision"].is_u64(), "{page}");
 }
 
 #[test]

@@ -8,8 +8,9 @@
 //! sockets, and a panic in one answers 500 instead of shrinking the pool. Every answer is counted
 //! in [`Metrics`].
 //!
-//! Requests whose answer waits or streams never reach tiny_http: the role names them
-//! ([`HeldRoutes`]), and the front answers them on the client connection's own thread.
+//! Requests whose answer waits or streams never reach tiny_http, nor do a queen's lease
+//! renewals: the role names them ([`HeldRoutes`]), and the front answers them on the client
+//! connection's own thread.
 
 use std::io;
 use std::net::SocketAddr;
@@ -117,12 +118,20 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 /// waiting handler holds its thread until the wait ends, for nobody. The front serves them instead,
 /// on the client connection's own thread, which exists anyway: it sends the answer's head, then
 /// pulls the body from the role with a bounded wait, checking between pulls that the client is
-/// still there (see `front/held.rs`).
+/// still there (see `front/held.rs`). A role may also name a request that is short but very
+/// frequent (a queen's lease renewals): answered there, it skips the hop to tiny_http and back.
 pub trait HeldRoutes: Send + Sync {
     /// Whether the request `method path?query` is held. Decided from the head alone (`method` in
     /// upper case, `query` as sent), before its body is read, so a request the front holds never
     /// reaches tiny_http and one it does not is answered by [`Handler`] as any other.
     fn holds(&self, method: &str, path: &str, query: &str) -> bool;
+
+    /// Whether a held `method path` is answered at once (it neither waits nor streams), so it
+    /// takes no place under the held requests' cap: a fleet's renewals must not be refused
+    /// because clients follow events.
+    fn at_once(&self, _method: &str, _path: &str) -> bool {
+        false
+    }
 
     /// Opens a held request: an ordinary answer at once (an error, or nothing to wait for), or a
     /// head at once and a body to pull. Called on the client connection's thread; it should not

@@ -283,7 +283,8 @@ impl Connection<'_> {
             Err(refusal) => return self.refuse_unread(path, &refusal),
         };
         let held = front.held.holds(head.method(), path, head.query());
-        let place = match held.then(|| front.holding.enter(&front.metrics)) {
+        let waits = held && !front.held.at_once(head.method(), path);
+        let place = match waits.then(|| front.holding.enter(&front.metrics)) {
             None => None,
             Some(Some(place)) => Some(place),
             Some(None) => {
@@ -318,9 +319,11 @@ impl Connection<'_> {
             }
             Err(BodyError::Gone) => return Next::Close,
         }
-        match place {
-            Some(_place) => self.answer_held(head, identity),
-            None => self.forward(head, &identity),
+        if held {
+            let _place = place;
+            self.answer_held(head, identity)
+        } else {
+            self.forward(head, &identity)
         }
     }
 

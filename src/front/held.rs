@@ -1,5 +1,7 @@
 //! Held requests: the requests whose answer waits or streams (`server::HeldRoutes` says which),
-//! served on the client connection's own thread instead of through tiny_http.
+//! served on the client connection's own thread instead of through tiny_http. (A role may name a
+//! short, frequent request too, a queen's lease renewal: its answer is sent at once, and it takes
+//! no place under the cap below.)
 //!
 //! A tiny_http handler cannot learn that its client has left: a long poll whose client closed
 //! held a handler thread (and a place under the long polls' cap) for the whole wait, for nobody.

@@ -40,7 +40,8 @@
 //!   who sent it and whether they may; a refusal (401, 403) is answered and the connection closed.
 //!   The request goes on with the caller's identity in a field only the front sets.
 //! - **Held requests** (`held.rs`): a request whose answer waits or streams (the role says which,
-//!   from the head) is answered on the connection's own thread, which sees a client leave.
+//!   from the head) is answered on the connection's own thread, which sees a client leave; so is
+//!   a queen's lease renewal, too frequent to pay for the hop to tiny_http.
 //! - **Upstream** (`upstream.rs`): every other request goes to tiny_http over a pool of kept-alive
 //!   connections, grown one at a time so tiny_http's pool never sees a burst. The client's address
 //!   travels in a field only the front sets.

@@ -70,12 +70,14 @@ pub fn refusal(error: &Error) -> Vec<u8> {
     whole(&Response::error(error), false, true)
 }
 
-/// Appends `data` to `out` as one chunk of a chunked body.
-pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
+/// Appends to `out` the line that starts a chunk of `len` bytes of a chunked body; the chunk's
+/// data follows it, then [`CHUNK_END`].
+pub fn chunk_size_line(len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
 }
+
+/// What ends a chunk's data.
+pub const CHUNK_END: &[u8] = b"\r\n";
 
 #[cfg(test)]
 mod tests {
@@ -108,8 +110,11 @@ mod tests {
             until_close,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
         );
+        let data = b"hello world, in one chunk";
         let mut out = Vec::new();
-        chunk(b"hello world, in one chunk", &mut out);
+        chunk_size_line(data.len(), &mut out);
+        out.extend_from_slice(data);
+        out.extend_from_slice(CHUNK_END);
         assert_eq!(out, b"19\r\nhello world, in one chunk\r\n");
     }
 }

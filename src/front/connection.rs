@@ -86,6 +86,19 @@ impl Write for Stream {
         }
     }
 
+    /// The parts in one write, as the socket takes them (a streamed answer's chunk: its size line,
+    /// its data and its end).
+    fn write_vectored(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_vectored(parts),
+            // rustls' owned stream writes the first part alone; its borrowed one takes them all.
+            Stream::Tls(tls) => {
+                let tls = &mut **tls;
+                rustls::Stream::new(&mut tls.conn, &mut tls.sock).write_vectored(parts)
+            }
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(tcp) => tcp.flush(),

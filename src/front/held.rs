@@ -20,7 +20,7 @@
 //! A streamed body is chunked; an HTTP/1.0 client, which knows no chunks, gets it until the
 //! connection closes.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -118,7 +118,7 @@ pub enum Ended {
 
 /// Answers the held `request` on `client`: opens it with `routes`, sends the answer, and pulls a
 /// streamed body until it ends or the client goes. Every write must be done within
-/// `write_timeout`; `buffer` is room for one piece.
+/// `write_timeout`; `buffer` is room for a chunk's size line.
 pub fn answer(
     client: &mut impl Client,
     routes: &dyn HeldRoutes,
@@ -143,7 +143,11 @@ pub fn answer(
         Held::Answer(response) => {
             metrics.request(&request.path, response.status);
             let bytes = answer::whole(&response, manner.no_body, manner.close);
-            match write_by(client, &bytes, Instant::now() + write_timeout) {
+            match write_by(
+                client,
+                &mut [IoSlice::new(&bytes)],
+                Instant::now() + write_timeout,
+            ) {
                 Ok(()) => Ended::Whole,
                 Err(_) => Ended::Cut,
             }
@@ -194,7 +198,7 @@ fn stream(
         mut body,
     } = streamed;
     let head = answer::head(status, content_type, &headers, framing, manner.close);
-    send(client, &head, write_timeout)?;
+    send(client, &mut [IoSlice::new(&head)], write_timeout)?;
     if manner.no_body {
         return Ok(());
     }
@@ -202,18 +206,25 @@ fn stream(
         let pulled = panic::catch_unwind(AssertUnwindSafe(|| body.next(PULL_WAIT)));
         match pulled {
             Ok(Pulled::Data(data)) if !data.is_empty() => {
+                // The piece is sent as it came, framed around, never copied: a thousand streams
+                // keep no second copy of their pieces.
                 buffer.clear();
                 if framing == Framing::Chunked {
-                    answer::chunk(&data, buffer);
+                    answer::chunk_size_line(data.len(), buffer);
+                    let parts = &mut [
+                        IoSlice::new(buffer),
+                        IoSlice::new(&data),
+                        IoSlice::new(answer::CHUNK_END),
+                    ];
+                    send(client, parts, write_timeout)?;
                 } else {
-                    buffer.extend_from_slice(&data);
+                    send(client, &mut [IoSlice::new(&data)], write_timeout)?;
                 }
-                send(client, buffer, write_timeout)?;
             }
             Ok(Pulled::Data(_) | Pulled::Idle) => {}
             Ok(Pulled::End) => {
                 if framing == Framing::Chunked {
-                    send(client, LAST_CHUNK, write_timeout)?;
+                    send(client, &mut [IoSlice::new(LAST_CHUNK)], write_timeout)?;
                 }
                 return Ok(());
             }
@@ -228,9 +239,13 @@ fn stream(
     }
 }
 
-/// Writes `bytes` within `write_timeout`, and says why not.
-fn send(client: &mut impl Client, bytes: &[u8], write_timeout: Duration) -> Result<(), Cutoff> {
-    write_by(client, bytes, Instant::now() + write_timeout).map_err(|e| {
+/// Writes `parts`, one after the other, within `write_timeout`, and says why not.
+fn send(
+    client: &mut impl Client,
+    parts: &mut [IoSlice<'_>],
+    write_timeout: Duration,
+) -> Result<(), Cutoff> {
+    write_by(client, parts, Instant::now() + write_timeout).map_err(|e| {
         if matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -242,21 +257,27 @@ fn send(client: &mut impl Client, bytes: &[u8], write_timeout: Duration) -> Resu
     })
 }
 
-/// Writes all of `bytes` and flushes them by `deadline`: each write may wait only as long as is
-/// left, so a client that reads a byte now and then cannot stretch one piece for ever.
-fn write_by(client: &mut impl Client, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+/// Writes all of `parts` (in as few writes as the client takes) and flushes them by `deadline`:
+/// each write may wait only as long as is left, so a client that reads a byte now and then cannot
+/// stretch one piece for ever.
+fn write_by(
+    client: &mut impl Client,
+    mut parts: &mut [IoSlice<'_>],
+    deadline: Instant,
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
         client.limit_writes(left)?;
-        if bytes.is_empty() {
+        if parts.is_empty() {
             return client.flush();
         }
-        match client.write(bytes) {
+        match client.write_vectored(parts) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -303,6 +324,12 @@ mod tests {
             self.writes += 1;
             self.sent.extend_from_slice(buf);
             Ok(buf.len())
+        }
+
+        /// As a socket does: every part in one write.
+        fn write_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+            let all: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
+            self.write(&all)
         }
 
         fn flush(&mut self) -> io::Result<()> {

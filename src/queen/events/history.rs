@@ -195,6 +195,9 @@ impl History {
                 after: cursor.after,
             };
         }
+        // Room for what is there, up to a piece, at once: a piece grown as it fills copies itself
+        // a dozen times and may end holding twice its bytes.
+        out.reserve((self.written - first.start).min(max_bytes as u64) as usize);
         let before = out.len();
         let seen = cursor.after;
         let mut taken = 0;

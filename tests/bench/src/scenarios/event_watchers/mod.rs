@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hive_support::procfs::rss_kib;
+use hive_support::procfs::{cpu_ticks, machine_busy_ticks, rss_kib};
 
 use super::Bench;
 use crate::report::{self, Report, mb, median, target};
@@ -51,6 +51,9 @@ const DRAIN_WAIT: Duration = Duration::from_secs(30);
 /// How often the queen's RSS is read during the paced creates.
 const RSS_POLL: Duration = Duration::from_millis(100);
 
+/// Clock ticks a second in `/proc` (Linux's USER_HZ).
+const TICKS_PER_SEC: f64 = 100.0;
+
 /// The targets.
 const LAG_P99_TARGET_MS: f64 = 100.0;
 const RSS_GROWTH_TARGET_MB: f64 = 64.0;
@@ -82,7 +85,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
         "{LABEL}: {CREATES_PER_SEC} creates/s for {paced:?}, no watcher"
     ));
     let control_before = rss_kib(control.pid())?;
-    let (_, control_peak) = paced_creates(bench, &control.address(), paced, control.pid())?;
+    let (_, control_peak, _) = paced_creates(bench, &control.address(), paced, control.pid())?;
     drop(control);
     let control_growth = control_peak.saturating_sub(control_before);
 
@@ -94,7 +97,7 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
     progress(&format!(
         "{LABEL}: {CREATES_PER_SEC} creates/s for {paced:?}"
     ));
-    let (created, rss_peak) = paced_creates(bench, &address, paced, queen.pid())?;
+    let (created, rss_peak, cpu) = paced_creates(bench, &address, paced, queen.pid())?;
     // Late lines are counted as late, not as missed: the watchers read on until they have every
     // change, or until it is clear they never will.
     let expected = created as u64 * WATCHERS as u64;
@@ -118,6 +121,13 @@ pub fn run(bench: &Bench, report: &mut Report) -> Result<()> {
             &format!("≤ {RSS_GROWTH_TARGET_MB} MB"),
             report::mb_of(rss_growth) <= RSS_GROWTH_TARGET_MB,
         ),
+    );
+
+    report.row(
+        LABEL,
+        format!("CPU during the {CREATES_PER_SEC} creates/s with {WATCHERS} watchers, in cores of the machine's {}: the queen / this bench (watchers and creators) / the whole machine", cpu.cores),
+        format!("{:.2} / {:.2} / {:.2}", cpu.queen, cpu.bench, cpu.machine),
+        "-",
     );
 
     // POST /tasks at full speed, with the watchers and without, alternating.
@@ -203,9 +213,31 @@ fn wait_for_held(bench: &Bench, queen: &hive_support::larve::Larve, count: usize
     )
 }
 
+/// CPU used over a run of paced creates, in cores: whether the bench, on the same cores as the
+/// queen, left her room, and how busy the shared machine was besides.
+struct Cpu {
+    queen: f64,
+    bench: f64,
+    machine: f64,
+    cores: usize,
+}
+
 /// Creates [`CREATES_PER_SEC`] tasks a second for `length`, reading the queen's RSS meanwhile;
-/// the tasks created, and the highest RSS read.
-fn paced_creates(bench: &Bench, queen: &str, length: Duration, pid: u32) -> Result<(usize, u64)> {
+/// the tasks created, the highest RSS read, and the CPU used meanwhile.
+fn paced_creates(
+    bench: &Bench,
+    queen: &str,
+    length: Duration,
+    pid: u32,
+) -> Result<(usize, u64, Cpu)> {
+    let ticks = || -> Result<[u64; 3]> {
+        Ok([
+            cpu_ticks(pid)?,
+            cpu_ticks(std::process::id())?,
+            machine_busy_ticks()?,
+        ])
+    };
+    let ticks_before = ticks()?;
     let per_creator = CREATES_PER_SEC / CREATORS;
     let interval = Duration::from_secs(1) / per_creator as u32;
     let done = AtomicBool::new(false);
@@ -246,10 +278,19 @@ fn paced_creates(bench: &Bench, queen: &str, length: Duration, pid: u32) -> Resu
         done.store(true, Ordering::Relaxed);
         peak
     });
+    let ticks_after = ticks()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cores = |i: usize| (ticks_after[i] - ticks_before[i]) as f64 / TICKS_PER_SEC / seconds;
+    let cpu = Cpu {
+        queen: cores(0),
+        bench: cores(1),
+        machine: cores(2),
+        cores: thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     if let Some(why) = failed.lock().expect("not poisoned").take() {
         return Err(why);
     }
-    Ok((created.load(Ordering::Relaxed), peak))
+    Ok((created.load(Ordering::Relaxed), peak, cpu))
 }
 
 /// The rows of the lag the watchers saw.

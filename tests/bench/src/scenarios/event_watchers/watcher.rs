@@ -160,7 +160,14 @@ fn follow(shared: &Shared, after: &mut Option<u64>, tally: &mut Tally) -> std::i
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut line = Vec::new();
     let mut head = true;
+    let mut unshared = Unshared {
+        count: 0,
+        read: &shared.read,
+    };
     loop {
+        if reader.buffer().is_empty() {
+            unshared.add();
+        }
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -184,7 +191,7 @@ fn follow(shared: &Shared, after: &mut Option<u64>, tally: &mut Tally) -> std::i
             head = line != b"\r\n";
         } else if let Some(rest) = line.strip_prefix(b"{\"rev\":") {
             tally.changes += 1;
-            shared.read.fetch_add(1, Ordering::Relaxed);
+            unshared.count += 1;
             *after = leading(rest).map(|rev| rev as u64);
             if !shared.lag {
                 line.clear();
@@ -210,6 +217,27 @@ fn follow(shared: &Shared, after: &mut Option<u64>, tally: &mut Tally) -> std::i
             return Ok(());
         }
         line.clear();
+    }
+}
+
+/// Changes read and not yet added to the watchers' count: added once a read's bytes are used up
+/// (and when the connection ends), not at each line, so a thousand watchers do not take turns at
+/// one counter a million times a second on the cores the queen needs.
+struct Unshared<'a> {
+    count: u64,
+    read: &'a AtomicU64,
+}
+
+impl Unshared<'_> {
+    fn add(&mut self) {
+        self.read
+            .fetch_add(std::mem::take(&mut self.count), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Unshared<'_> {
+    fn drop(&mut self) {
+        self.add();
     }
 }
 

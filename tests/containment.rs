@@ -740,6 +740,49 @@ fn bad_drone_flags_exit_2_with_the_reason_and_start_nothing() {
 }
 
 #[test]
+fn a_work_root_others_may_write_is_refused_before_anything_is_set_up() {
+    let queen = queen();
+    let scratch = Scratch::new("open-root");
+    let open = scratch.path("open-work");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut drone = Larve::spawn(&[
+        "--queen-host",
+        &queen.addr,
+        "--port",
+        "0",
+        "--allow-exec",
+        "--work-dir",
+        &open,
+    ]);
+    let status = drone.wait_exit(SOON).expect("it exits");
+    assert_eq!(status.code(), Some(1), "{}", drone.stderr());
+    assert!(
+        drone.stderr().contains("writable by no one else"),
+        "{}",
+        drone.stderr()
+    );
+    // No cgroup of its was made, to be left behind: their names end with the root's.
+    let suffix = format!("-open-root-{}_open-work", std::process::id());
+    let mut left = Vec::new();
+    let mut dirs = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if path.to_string_lossy().ends_with(&suffix) {
+                left.push(path);
+            } else if depth < 4 {
+                dirs.push((path, depth + 1));
+            }
+        }
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
 fn resources_out_of_range_are_400_naming_the_field_and_create_nothing() {
     let queen = queen();
     let _drone = exec_drone(&queen, &["--cpus", "2"]);

@@ -283,6 +283,29 @@ pub struct Leftover {
     pub removal_error: Option<String>,
 }
 
+/// Makes the work root `root` if it is missing, and checks that it belongs to this user and no
+/// one else may write to it: its records say which processes to kill. The first thing a drone does
+/// with its root, before it sets anything up that a refusal would leave behind.
+pub fn make_work_root(root: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(CLOSED_MODE)
+        .create(root)?;
+    let meta = fs::metadata(root)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the work root {} must belong to this user and be writable by no one else",
+                root.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Executor {
     /// An executor whose attempts live under `work_root`, made if missing, and run as `settings`
     /// say. Fails when the root cannot be made, or others could write to it: its records say
@@ -290,22 +313,7 @@ impl Executor {
     /// attempts for leftovers.
     pub fn new(work_root: PathBuf, settings: Settings) -> io::Result<Executor> {
         let root = std::path::absolute(work_root)?;
-        DirBuilder::new()
-            .recursive(true)
-            .mode(CLOSED_MODE)
-            .create(&root)?;
-        let meta = fs::metadata(&root)?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me || meta.mode() & 0o022 != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "the work root {} must belong to this user and be writable by no one else",
-                    root.display()
-                ),
-            ));
-        }
+        make_work_root(&root)?;
         let user = settings.user.unwrap_or_else(User::of_this_process);
         let ids = (!user.is_this_process()).then(|| (user.uid, user.gid, user.groups.clone()));
         let mode = if ids.is_some() {

@@ -16,10 +16,10 @@
 //! the kernel to let go of a dead drone's lock), and gives up if a new drone took it first (that
 //! drone ends the leftovers itself).
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -43,7 +43,7 @@ const LOCK_RETRY: Duration = Duration::from_millis(20);
 /// Takes the work root's lock for as long as the returned file is open, waiting up to `wait`.
 /// Makes the root (mode 0700) and the lock file (0600) if they are missing.
 pub fn lock_root(root: &Path, wait: Duration) -> io::Result<File> {
-    DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+    super::make_work_root(root)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

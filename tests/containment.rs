@@ -541,6 +541,39 @@ fn a_drone_started_with_the_token_in_its_environment_gives_its_tasks_none() {
     );
 }
 
+#[test]
+fn a_task_cannot_read_its_drones_token_through_proc() {
+    if unsafe_geteuid() != 0 {
+        eprintln!(
+            "a_task_cannot_read...: skipped, only a drone run as root runs tasks as another user"
+        );
+        return;
+    }
+    let secret = "0123456789abcdef0123";
+    let queen = Larve::start_with(&["--queen", "--port", "0"], &Launch::token(secret));
+    let drone = Larve::start_with(
+        &["--queen-host", &queen.addr, "--port", "0", "--allow-exec"],
+        &Launch::token(secret),
+    );
+    drone.log_with(&["registered with queen"]);
+    // Every process's environment it can see, its drone's included: how many hold a token, and
+    // how many a PATH (its own, at least).
+    let look = "seen=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'); \
+                echo \"$seen\" | grep -c '^HIVE_TOKEN='; echo \"$seen\" | grep -c '^PATH='";
+    let body = json!({"command": ["sh", "-c", look]}).to_string();
+    let (status, created) = post_as(&queen.url("/tasks"), &body, Some(secret));
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let done = eventually(SOON, "the task to end", || {
+        let (_, task) = get_as(&queen.url(&format!("/tasks/{id}?wait=5")), Some(secret));
+        (task["state"] == "succeeded").then_some(task)
+    });
+    let seen = done["stdout"].as_str().unwrap();
+    let counts: Vec<u32> = seen.lines().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(counts[0], 0, "environments holding a token: {seen}");
+    assert!(counts[1] >= 1, "it read its own environment: {seen}");
+}
+
 /// The effective user id of the test process.
 fn unsafe_geteuid() -> u32 {
     let status = fs::read_to_string("/proc/self/status").unwrap();

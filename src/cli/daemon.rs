@@ -139,25 +139,31 @@ pub(super) fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Co
             "--bind {bind} listens everywhere, so others cannot be told one address: add --advertise HOST:PORT"
         ));
     }
+    // The settings of a drone that runs commands, and which were given.
+    let exec_only = [
+        ("--slots", slots.is_some()),
+        ("--work-dir", work_dir.is_some()),
+        ("--max-log-mb", max_log_mb.is_some()),
+        ("--containment", containment.is_some()),
+        ("--cgroup-parent", cgroup_parent.is_some()),
+        ("--run-as", run_as.is_some()),
+        ("--pass-env", !pass_env.is_empty()),
+        ("--memory-mb", memory_mb.is_some()),
+        ("--cpus", cpus.is_some()),
+    ];
     let role = if is_queen {
-        for (flag, given) in [
+        let drone_only = [
             ("--allow-exec", allow_exec),
-            ("--slots", slots.is_some()),
-            ("--work-dir", work_dir.is_some()),
-            ("--max-log-mb", max_log_mb.is_some()),
-            ("--containment", containment.is_some()),
-            ("--cgroup-parent", cgroup_parent.is_some()),
-            ("--run-as", run_as.is_some()),
-            ("--pass-env", !pass_env.is_empty()),
-            ("--memory-mb", memory_mb.is_some()),
-            ("--cpus", cpus.is_some()),
             ("--label", !labels.is_empty()),
-        ] {
-            if given {
-                return Err(format!(
-                    "{flag} is a drone setting; a queen runs no commands"
-                ));
-            }
+        ];
+        if let Some((flag, _)) = drone_only
+            .iter()
+            .chain(&exec_only)
+            .find(|(_, given)| *given)
+        {
+            return Err(format!(
+                "{flag} is a drone setting; a queen runs no commands"
+            ));
         }
         if queen_hosts.is_some() {
             return Err("--queen-host is for drones; a queen does not register anywhere".into());
@@ -239,17 +245,6 @@ pub(super) fn parse(args: Vec<OsString>, env_token: Option<String>) -> Result<Co
         if let Some((flag, _)) = queen_only.iter().find(|(_, given)| *given) {
             return Err(format!("{flag} is a queen setting; add --queen or drop it"));
         }
-        let exec_only = [
-            ("--slots", slots.is_some()),
-            ("--work-dir", work_dir.is_some()),
-            ("--max-log-mb", max_log_mb.is_some()),
-            ("--containment", containment.is_some()),
-            ("--cgroup-parent", cgroup_parent.is_some()),
-            ("--run-as", run_as.is_some()),
-            ("--pass-env", !pass_env.is_empty()),
-            ("--memory-mb", memory_mb.is_some()),
-            ("--cpus", cpus.is_some()),
-        ];
         if !allow_exec && let Some((flag, _)) = exec_only.iter().find(|(_, given)| *given) {
             return Err(format!(
                 "{flag} is for a drone that runs commands: add --allow-exec"

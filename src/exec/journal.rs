@@ -131,15 +131,7 @@ fn rewrite(path: &Path, records: &Records) -> io::Result<JournalFile> {
         serde_json::to_writer(&mut lines, &Entry::Started(record.clone()))?;
         lines.push(b'\n');
     }
-    let aside = path.with_extension("new");
-    let _ = fs::remove_file(&aside);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&aside)?
-        .write_all(&lines)?;
-    fs::rename(&aside, path)?;
+    replace_file(path, &lines)?;
     Ok(JournalFile {
         file: File::options().append(true).open(path)?,
         grown: 0,
@@ -170,6 +162,20 @@ pub(super) struct Record {
     /// The attempt's cgroups, the v2 one first; none for an attempt held by its process group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) cgroups: Vec<PathBuf>,
+}
+
+/// Replaces the file at `path` with `bytes` (mode 0600): written aside and renamed over the old
+/// one, so that whoever reads it finds one or the other whole, never a part.
+pub(super) fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let aside = path.with_extension("new");
+    let _ = fs::remove_file(&aside);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&aside)?
+        .write_all(bytes)?;
+    fs::rename(&aside, path)
 }
 
 #[cfg(test)]

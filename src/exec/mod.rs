@@ -77,7 +77,7 @@ pub mod user;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -476,16 +476,7 @@ fn read_owned(root: &Path) -> io::Result<Owned> {
 /// Writes the file in `root` that names `owned` (mode 0600), written aside and renamed over the
 /// old one so that it is always one or the other whole.
 fn write_owned(root: &Path, owned: &Owned) -> io::Result<()> {
-    let path = root.join(CGROUPS_FILE);
-    let aside = path.with_extension("new");
-    let _ = fs::remove_file(&aside);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&aside)?
-        .write_all(&serde_json::to_vec(owned)?)?;
-    fs::rename(&aside, &path)
+    journal::replace_file(&root.join(CGROUPS_FILE), &serde_json::to_vec(owned)?)
 }
 
 /// Both `a` and `b`, each named once.

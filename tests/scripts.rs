@@ -116,6 +116,12 @@ impl Drop for Hive {
                 }
             }
         }
+        // A drone's reaper outlives its drone by a moment, removing the drone's cgroups: it is let
+        // finish, and only what is still there after that is killed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !processes_of(&self.dir).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         for pid in processes_of(&self.dir) {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
